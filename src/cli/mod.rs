@@ -1,0 +1,99 @@
+//! Command-line definitions. Options are parsed by clap here and turned
+//! into the library's option structs; nothing below sees clap types.
+
+mod backup;
+mod init;
+mod output;
+mod restore;
+mod show;
+mod snapshots;
+mod unlock;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use platter::Result;
+
+/// Exit codes, also listed in the README.
+const EXIT_DAMAGE_FOUND: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "platter",
+    version,
+    about = "Block-level disk imaging and backup: incremental, verified, restorable",
+    long_about = "platter images block devices and image files into a repository. The first \
+backup of a source is full; later ones store only the chunks that changed. Every snapshot \
+restores on its own, and every chunk is checked (crc32 and BLAKE3) before it is written.\n\n\
+Typical use:\n  platter -r /mnt/backup/repo init\n  platter -r /mnt/backup/repo backup /dev/sdb\n  \
+platter -r /mnt/backup/repo snapshots\n  platter -r /mnt/backup/repo restore latest /dev/sdc --verify",
+    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input, 3 not found, \
+4 damaged data (also: verify found damage), 5 busy, 6 I/O error, 7 unsupported."
+)]
+struct Cli {
+    /// The repository folder
+    #[arg(short, long, global = true, env = "PLATTER_REPO", value_name = "PATH")]
+    repo: Option<PathBuf>,
+
+    /// Print one JSON document on stdout and nothing else there
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(init::Args),
+    Backup(backup::Args),
+    Snapshots(snapshots::Args),
+    Show(show::Args),
+    Restore(restore::Args),
+    Verify(verify::Args),
+    Unlock(unlock::Args),
+}
+
+/// What every command gets besides its own arguments.
+pub struct Context {
+    repo: Option<PathBuf>,
+    json: bool,
+}
+
+impl Context {
+    fn repo_path(&self) -> Result<&std::path::Path> {
+        self.repo.as_deref().ok_or_else(|| {
+            platter::Error::bad_input("no repository given")
+                .hint("pass -r/--repo PATH or set PLATTER_REPO")
+        })
+    }
+
+    fn open_repo(&self) -> Result<platter::repo::Repository> {
+        platter::repo::Repository::open(self.repo_path()?)
+    }
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let ctx = Context {
+        repo: cli.repo,
+        json: cli.json,
+    };
+    let clean = match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Backup(args) => backup::run(&ctx, args),
+        Command::Snapshots(args) => snapshots::run(&ctx, args),
+        Command::Show(args) => show::run(&ctx, args),
+        Command::Restore(args) => restore::run(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
+        Command::Unlock(args) => unlock::run(&ctx, args),
+    }?;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DAMAGE_FOUND)
+    })
+}

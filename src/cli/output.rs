@@ -1,0 +1,103 @@
+//! Printing: plain lines and JSON on stdout (a closed pipe ends the program
+//! quietly, so `platter snapshots | head` works), progress bars on stderr
+//! when it is a terminal, and human-readable sizes.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use platter::progress::Progress;
+
+/// Writes a line to stdout; exits quietly if the reader went away.
+pub fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("platter: cannot write to stdout: {e}");
+        std::process::exit(6);
+    }
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> platter::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| platter::Error::bad_input(format!("cannot encode JSON: {e}")))?;
+    line(&text);
+    Ok(())
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+pub struct Bar {
+    bar: Mutex<Option<ProgressBar>>,
+    enabled: bool,
+}
+
+impl Bar {
+    pub fn new(json: bool) -> Bar {
+        Bar {
+            bar: Mutex::new(None),
+            enabled: !json && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, phase: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(phase.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        let guard = self.bar.lock();
+        match guard.as_ref().ok().and_then(|g| g.as_ref()) {
+            Some(bar) => bar.suspend(|| eprintln!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+}

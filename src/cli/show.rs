@@ -1,0 +1,79 @@
+//! `platter show`: everything about one snapshot.
+
+use super::{Context, output};
+
+/// Show one snapshot in full
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot id, unique prefix, or `latest`
+    snapshot: String,
+}
+
+pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
+    let repo = ctx.open_repo()?;
+    let s = repo.resolve(&args.snapshot)?;
+    if ctx.json {
+        output::json(&s)?;
+        return Ok(true);
+    }
+    let st = &s.stats;
+    let src = &s.source;
+    let mut lines = vec![
+        format!("snapshot      {}", s.id),
+        format!("time          {}", s.time),
+        format!("host          {}", s.hostname),
+        format!("parent        {}", s.parent.as_deref().unwrap_or("none")),
+        format!(
+            "tags          {}",
+            if s.tags.is_empty() {
+                "-".into()
+            } else {
+                s.tags.join(", ")
+            }
+        ),
+        format!("source        {} ({})", src.path, src.kind),
+        format!(
+            "size          {} ({} bytes), sectors of {} bytes",
+            output::bytes(src.size),
+            src.size,
+            src.logical_sector_size
+        ),
+    ];
+    for (name, value) in [
+        ("serial", &src.serial),
+        ("wwid", &src.wwid),
+        ("model", &src.model),
+    ] {
+        if let Some(v) = value {
+            lines.push(format!("{name:<14}{v}"));
+        }
+    }
+    lines.extend([
+        format!(
+            "chunks        {} of {}",
+            s.map.entries,
+            output::bytes(s.chunk_size)
+        ),
+        format!(
+            "  new {}, unchanged {}, deduplicated {}, zero {}, holes {}",
+            st.chunks_new, st.chunks_unchanged, st.chunks_dedup, st.chunks_zero, st.chunks_hole
+        ),
+        format!("read          {}", output::bytes(st.bytes_read)),
+        format!(
+            "added         {} ({} before compression)",
+            output::bytes(st.bytes_new),
+            output::bytes(st.bytes_new_plain)
+        ),
+        format!(
+            "took          {:.2}s{}",
+            st.duration_s,
+            if s.full { " (--full)" } else { "" }
+        ),
+        format!("map blake3    {}", s.map.blake3),
+        format!("written by    platter {}", s.platter_version),
+    ]);
+    for l in lines {
+        output::line(&l);
+    }
+    Ok(true)
+}

@@ -1,0 +1,57 @@
+//! `platter snapshots`: list snapshots.
+
+use super::{Context, output};
+
+/// List snapshots, oldest first
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only snapshots of this source path
+    #[arg(long, value_name = "PATH")]
+    source: Option<String>,
+
+    /// Only snapshots with this tag
+    #[arg(long, value_name = "TAG")]
+    tag: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
+    let repo = ctx.open_repo()?;
+    let (snaps, broken) = repo.snapshots()?;
+    let source = args.source.map(|s| {
+        platter::repo::absolute(std::path::Path::new(&s))
+            .display()
+            .to_string()
+    });
+    let snaps: Vec<_> = snaps
+        .into_iter()
+        .filter(|s| source.as_ref().is_none_or(|p| &s.source.path == p))
+        .filter(|s| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .collect();
+    for b in &broken {
+        eprintln!("warning: {}: {}", b.name, b.error);
+    }
+    if ctx.json {
+        output::json(&snaps)?;
+        return Ok(broken.is_empty());
+    }
+    if snaps.is_empty() {
+        output::line("no snapshots");
+        return Ok(broken.is_empty());
+    }
+    output::line(&format!(
+        "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  source",
+        "id", "time (UTC)", "size", "added", "tags"
+    ));
+    for s in &snaps {
+        output::line(&format!(
+            "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {}",
+            s.short_id(),
+            s.time.get(..19).unwrap_or(&s.time).replace('T', " "),
+            output::bytes(s.source.size),
+            output::bytes(s.stats.bytes_new),
+            s.tags.join(","),
+            s.source.path
+        ));
+    }
+    Ok(broken.is_empty())
+}

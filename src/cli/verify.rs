@@ -1,0 +1,79 @@
+//! `platter verify`: check the repository.
+
+use platter::engine::verify::{VerifyOptions, verify};
+
+use super::{Context, output};
+
+/// Check the repository's structure, and with --read-data every stored byte
+///
+/// Exit code 0: no damage (leftovers of interrupted backups are listed but
+/// are not damage). Exit code 4: damage found; each problem names the file,
+/// the chunks, and the snapshots and byte ranges it affects.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also read every chunk and check its crc32 and BLAKE3
+    #[arg(long)]
+    read_data: bool,
+
+    /// Only these snapshots (ids, prefixes or `latest`); default all
+    snapshots: Vec<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
+    let repo = ctx.open_repo()?;
+    let options = VerifyOptions {
+        read_data: args.read_data,
+        snapshots: args.snapshots,
+    };
+    let bar = output::Bar::new(ctx.json);
+    let report = verify(&repo, &options, &bar)?;
+    if ctx.json {
+        output::json(&report)?;
+        return Ok(report.is_clean());
+    }
+    for p in &report.damage {
+        output::line(&format!("DAMAGE   {}: {}", p.file, p.what));
+        for c in p.chunks.iter().take(5) {
+            output::line(&format!("         chunk {c}"));
+        }
+        if p.chunks.len() > 5 {
+            output::line(&format!(
+                "         ... and {} more chunks",
+                p.chunks.len() - 5
+            ));
+        }
+        for a in &p.affects {
+            output::line(&format!(
+                "         affects snapshot {} bytes {}..{}",
+                &a.snapshot[..8],
+                a.offset,
+                a.offset + a.len
+            ));
+        }
+    }
+    for p in &report.leftovers {
+        output::line(&format!("LEFTOVER {}: {}", p.file, p.what));
+    }
+    output::line(&format!(
+        "{}: {} snapshot(s), {} pack(s), {} chunk(s){}, {} problem(s), {} leftover(s), {:.1}s",
+        if report.is_clean() { "ok" } else { "DAMAGED" },
+        report.snapshots,
+        report.packs,
+        report.chunks,
+        if args.read_data {
+            format!(", {} read and checked", output::bytes(report.bytes_read))
+        } else {
+            String::new()
+        },
+        report.damage.len(),
+        report.leftovers.len(),
+        report.duration_s
+    ));
+    if !report.is_clean() {
+        eprintln!(
+            "hint: restore the affected snapshots with --continue-on-error to recover the rest, \
+             or restore from another copy of the repository"
+        );
+    }
+    Ok(report.is_clean())
+}

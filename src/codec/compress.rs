@@ -1,0 +1,162 @@
+//! Compression of stored chunks. lz4 is used only when it saves space: an
+//! incompressible chunk is stored as it is, flagged so, and costs nothing to
+//! decode.
+
+use crate::error::{Error, Result};
+
+/// The repository's compression setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Result<Compression> {
+        match s {
+            "lz4" => Ok(Compression::Lz4),
+            "none" => Ok(Compression::None),
+            other => Err(Error::bad_input(format!(
+                "unknown compression {other:?}: use \"lz4\" (the default) or \"none\""
+            ))),
+        }
+    }
+}
+
+/// How one stored blob is encoded; recorded per blob in the pack table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoded {
+    Raw = 0,
+    Lz4 = 1,
+}
+
+impl Encoded {
+    pub fn from_flags(flags: u32) -> Option<Encoded> {
+        match flags {
+            0 => Some(Encoded::Raw),
+            1 => Some(Encoded::Lz4),
+            _ => None,
+        }
+    }
+}
+
+/// lz4 must save at least 1/32 of the chunk to be worth a decode on restore.
+const MIN_SAVING_SHIFT: u32 = 5;
+
+/// Bytes sampled to decide whether a chunk is worth compressing at all.
+const PROBE_LEN: usize = 16 * 1024;
+
+/// Encodes `plain` into `out` (cleared first) and says how. `out` is reused
+/// between chunks by the caller so the hot path does not allocate.
+pub fn encode(setting: Compression, plain: &[u8], out: &mut Vec<u8>) -> Encoded {
+    out.clear();
+    if setting == Compression::None || !probe_compresses(plain, out) {
+        out.extend_from_slice(plain);
+        return Encoded::Raw;
+    }
+    out.resize(lz4_flex::block::get_maximum_output_size(plain.len()), 0);
+    match lz4_flex::block::compress_into(plain, out) {
+        Ok(n) if n < plain.len() - (plain.len() >> MIN_SAVING_SHIFT) => {
+            out.truncate(n);
+            Encoded::Lz4
+        }
+        _ => {
+            out.clear();
+            out.extend_from_slice(plain);
+            Encoded::Raw
+        }
+    }
+}
+
+/// Compresses a few spread-out samples; random data (most of a disk full of
+/// media and archives) fails this in a fraction of the full cost.
+fn probe_compresses(plain: &[u8], scratch: &mut Vec<u8>) -> bool {
+    if plain.len() <= 4 * PROBE_LEN {
+        return true;
+    }
+    let step = plain.len() / 4;
+    scratch.resize(lz4_flex::block::get_maximum_output_size(PROBE_LEN), 0);
+    let result = (0..4).any(|i| {
+        let sample = &plain[i * step..i * step + PROBE_LEN];
+        matches!(lz4_flex::block::compress_into(sample, scratch),
+            Ok(n) if n < PROBE_LEN - (PROBE_LEN >> MIN_SAVING_SHIFT))
+    });
+    scratch.clear();
+    result
+}
+
+/// Decodes a stored blob into `out` (cleared first), which must end up
+/// exactly `plain_len` bytes long. Hostile input gives an error, never a
+/// panic or an over-allocation.
+pub fn decode(how: Encoded, stored: &[u8], plain_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    match how {
+        Encoded::Raw => {
+            if stored.len() != plain_len {
+                return Err(Error::corrupt(format!(
+                    "stored raw blob is {} bytes, expected {plain_len}",
+                    stored.len()
+                )));
+            }
+            out.extend_from_slice(stored);
+        }
+        Encoded::Lz4 => {
+            out.resize(plain_len, 0);
+            let n = lz4_flex::block::decompress_into(stored, out)
+                .map_err(|e| Error::corrupt(format!("lz4 data does not decode: {e}")))?;
+            if n != plain_len {
+                return Err(Error::corrupt(format!(
+                    "lz4 data decodes to {n} bytes, expected {plain_len}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_chunks_shrink_and_round_trip() {
+        let plain: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8 / 16).collect();
+        let mut stored = Vec::new();
+        assert_eq!(encode(Compression::Lz4, &plain, &mut stored), Encoded::Lz4);
+        assert!(stored.len() < plain.len() / 4);
+        let mut back = Vec::new();
+        decode(Encoded::Lz4, &stored, plain.len(), &mut back).unwrap();
+        assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn random_chunks_are_stored_raw() {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let plain: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut stored = Vec::new();
+        assert_eq!(encode(Compression::Lz4, &plain, &mut stored), Encoded::Raw);
+        assert_eq!(stored, plain);
+    }
+
+    #[test]
+    fn hostile_lz4_is_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        for junk in [
+            &b""[..],
+            b"\xff",
+            b"\xf0\xff\xff\xff\xff",
+            b"\x1f\x00\x00\x00",
+        ] {
+            assert!(decode(Encoded::Lz4, junk, 4096, &mut out).is_err());
+        }
+        assert!(decode(Encoded::Raw, b"abc", 4, &mut out).is_err());
+    }
+}

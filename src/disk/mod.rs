@@ -1,0 +1,11 @@
+//! Talking to devices and image files: opening them safely, their size and
+//! sector size, holes, identity, and whether something else is using them.
+//! Nothing here knows about repositories.
+
+mod ioctl;
+mod source;
+mod sysfs;
+mod target;
+
+pub use source::{Source, SourceIdentity};
+pub use target::{Target, TargetKind};

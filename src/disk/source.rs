@@ -1,0 +1,141 @@
+//! A source to back up: an image file or a block device, opened read-only.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use nix::unistd::{Whence, lseek};
+
+use crate::disk::{ioctl, sysfs};
+use crate::error::{Error, IoContext, Result};
+
+/// Who a source is, for finding the parent of the next backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    pub path: String,
+    pub is_device: bool,
+    pub size: u64,
+    pub logical_sector_size: u32,
+    pub serial: Option<String>,
+    pub wwid: Option<String>,
+    pub model: Option<String>,
+}
+
+pub struct Source {
+    file: File,
+    path: PathBuf,
+    identity: SourceIdentity,
+}
+
+impl Source {
+    pub fn open(path: &Path) -> Result<Source> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::io("open source", path, e).hint("name an image file or a block device")
+        })?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            return Err(Error::bad_input(format!(
+                "{} is a directory; platter images block devices and image files",
+                path.display()
+            ))
+            .hint("name the device (e.g. /dev/sdb) or an image file"));
+        }
+        if !kind.is_file() && !kind.is_block_device() {
+            return Err(Error::bad_input(format!(
+                "{} is neither an image file nor a block device",
+                path.display()
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .at("open source", path)?;
+        let canonical = std::fs::canonicalize(path).at("resolve", path)?;
+        let is_device = kind.is_block_device();
+        let (size, sector) = if is_device {
+            let size = ioctl::device_size(&file).at("get the size of", path)?;
+            let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
+            (size, sector)
+        } else {
+            (meta.len(), 512)
+        };
+        if size == 0 {
+            return Err(Error::bad_input(format!(
+                "{} is empty: there is nothing to back up",
+                path.display()
+            )));
+        }
+        let (serial, wwid, model) = if is_device {
+            sysfs::block_dir(meta.rdev())
+                .map(|dir| sysfs::hardware_identity(&dir))
+                .unwrap_or_default()
+        } else {
+            (None, None, None)
+        };
+        // Advice only: the kernel may read ahead more aggressively.
+        let _ = posix_fadvise(
+            file.as_raw_fd(),
+            0,
+            0,
+            PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+        );
+        Ok(Source {
+            file,
+            path: canonical.clone(),
+            identity: SourceIdentity {
+                path: canonical.display().to_string(),
+                is_device,
+                size,
+                logical_sector_size: sector,
+                serial,
+                wwid,
+                model,
+            },
+        })
+    }
+
+    pub fn identity(&self) -> &SourceIdentity {
+        &self.identity
+    }
+
+    pub fn size(&self) -> u64 {
+        self.identity.size
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether [start, end) holds only holes of a sparse image file, so it
+    /// reads as zeros without reading. Devices have no holes.
+    pub fn is_hole(&self, start: u64, end: u64) -> bool {
+        if self.identity.is_device {
+            return false;
+        }
+        match lseek(self.file.as_raw_fd(), start as i64, Whence::SeekData) {
+            Ok(next_data) => next_data as u64 >= end,
+            // ENXIO: no data at or after `start`.
+            Err(nix::errno::Errno::ENXIO) => true,
+            // Filesystems without SEEK_DATA: assume data, read it.
+            Err(_) => false,
+        }
+    }
+
+    /// Fills `buf` from `offset`; a source that shrank is an error.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::bad_input(format!(
+                    "{} ended before offset {}: the source shrank during the backup",
+                    self.path.display(),
+                    offset + buf.len() as u64
+                ))
+            } else {
+                Error::io("read", &self.path, e).context(format!("at offset {offset}"))
+            }
+        })
+    }
+}

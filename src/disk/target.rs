@@ -1,0 +1,241 @@
+//! A target to restore onto: a new image file, an existing file (only when
+//! forced), or a block device. Every check happens before the first byte
+//! is written: a mounted, busy or too small target is refused with the
+//! reason and what to do.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{FallocateFlags, fallocate};
+
+use crate::disk::{ioctl, sysfs};
+use crate::error::{Error, IoContext, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Created by this restore, sparse: zero chunks stay holes.
+    NewFile,
+    /// An existing file, overwritten because the user said --force.
+    ExistingFile,
+    BlockDevice,
+}
+
+pub struct Target {
+    file: File,
+    path: PathBuf,
+    kind: TargetKind,
+    size: u64,
+}
+
+impl Target {
+    /// Opens `path` to receive `needed` bytes, after every safety check.
+    pub fn open(path: &Path, needed: u64, force: bool) -> Result<Target> {
+        let meta = match fs::metadata(path) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("inspect target", path, e)),
+        };
+        let Some(meta) = meta else {
+            return Self::create_new(path, needed);
+        };
+        let kind = meta.file_type();
+        if kind.is_block_device() {
+            return Self::open_device(path, meta.rdev(), needed);
+        }
+        if kind.is_dir() {
+            return Err(
+                Error::bad_input(format!("target {} is a directory", path.display()))
+                    .hint("name a new image file inside it, e.g. DIR/disk.img"),
+            );
+        }
+        if !kind.is_file() {
+            return Err(Error::bad_input(format!(
+                "target {} is neither a file nor a block device",
+                path.display()
+            )));
+        }
+        if !force {
+            return Err(Error::bad_input(format!(
+                "target {} exists ({} bytes); refusing to overwrite it",
+                path.display(),
+                meta.len()
+            ))
+            .hint("add --force to overwrite it, or name a new file"));
+        }
+        let loops = sysfs::loops_backed_by(path);
+        if !loops.is_empty() {
+            return Err(Error::busy(format!(
+                "target {} is attached as {}",
+                path.display(),
+                loops.join(", ")
+            ))
+            .hint("unmount and detach it first (`losetup -d`), or restore onto the loop device itself"));
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(path)
+            .at("open target", path)?;
+        file.set_len(needed).at("resize target", path)?;
+        Ok(Target {
+            file,
+            path: path.to_path_buf(),
+            kind: TargetKind::ExistingFile,
+            size: needed,
+        })
+    }
+
+    fn create_new(path: &Path, needed: u64) -> Result<Target> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(Error::not_found(format!(
+                "the folder of target {} does not exist",
+                path.display()
+            )));
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(path)
+            .at("create target", path)?;
+        if let Err(e) = file.set_len(needed) {
+            let _ = fs::remove_file(path);
+            return Err(Error::io("size target", path, e));
+        }
+        Ok(Target {
+            file,
+            path: path.to_path_buf(),
+            kind: TargetKind::NewFile,
+            size: needed,
+        })
+    }
+
+    fn open_device(path: &Path, rdev: u64, needed: u64) -> Result<Target> {
+        if let Some(dir) = sysfs::block_dir(rdev) {
+            let mounts = sysfs::mounts_of_device(&dir, rdev);
+            if !mounts.is_empty() {
+                return Err(Error::busy(format!(
+                    "target {} is mounted at {}",
+                    path.display(),
+                    mounts.join(", ")
+                ))
+                .hint("unmount it first (`umount`); restoring under a mounted filesystem would destroy it"));
+            }
+            let holders = sysfs::holders(&dir);
+            if !holders.is_empty() {
+                return Err(Error::busy(format!(
+                    "target {} is in use by {}",
+                    path.display(),
+                    holders.join(", ")
+                ))
+                .hint("stop what holds it (LVM, RAID, dm-crypt) first"));
+            }
+        }
+        // O_EXCL on a block device fails with EBUSY while anything else
+        // holds it exclusively (a mount, swap, another exclusive opener), and
+        // keeps others from claiming it while we write.
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EBUSY) {
+                    Error::busy(format!(
+                        "target {} is held open exclusively by another program (mounted, swap, or in use)",
+                        path.display()
+                    ))
+                    .hint("find the user with `lsblk` or `fuser -v`, and stop it")
+                } else {
+                    Error::io("open target", path, e)
+                }
+            })?;
+        let size = ioctl::device_size(&file).at("get the size of", path)?;
+        if size < needed {
+            return Err(too_small(path, size, needed));
+        }
+        Ok(Target {
+            file,
+            path: path.to_path_buf(),
+            kind: TargetKind::BlockDevice,
+            size,
+        })
+    }
+
+    pub fn kind(&self) -> TargetKind {
+        self.kind
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io("write", &self.path, e).context(format!("at offset {offset}")))
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            Error::io("read back", &self.path, e).context(format!("at offset {offset}"))
+        })
+    }
+
+    /// Makes [offset, offset+len) read as zeros: nothing to do on a new
+    /// sparse file, a punched hole on an existing file, BLKZEROOUT on a
+    /// device, and plain zeros where those are not supported.
+    pub fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        let done = match self.kind {
+            TargetKind::NewFile => true,
+            TargetKind::ExistingFile => fallocate(
+                self.file.as_raw_fd(),
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                offset as i64,
+                len as i64,
+            )
+            .is_ok(),
+            TargetKind::BlockDevice => ioctl::zero_out(&self.file, offset, len).is_ok(),
+        };
+        if !done {
+            let zeros = vec![0u8; len.min(1 << 20) as usize];
+            let mut pos = offset;
+            while pos < offset + len {
+                let n = (offset + len - pos).min(zeros.len() as u64) as usize;
+                self.write_at(&zeros[..n], pos)?;
+                pos += n as u64;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_all().at("sync", &self.path)
+    }
+
+    /// Removes a file this restore created, after a failure.
+    pub fn discard_new_file(self) {
+        if self.kind == TargetKind::NewFile {
+            drop(self.file);
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn too_small(path: &Path, size: u64, needed: u64) -> Error {
+    Error::bad_input(format!(
+        "target {} is {size} bytes, smaller than the snapshot's {needed} bytes (short by {})",
+        path.display(),
+        needed - size
+    ))
+    .hint("restore onto a device at least as large as the source was")
+}

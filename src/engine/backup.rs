@@ -1,0 +1,146 @@
+//! A backup: open the source, find the parent, run the pipeline, commit.
+//!
+//! The commit order is the repository's safety rule: packs (durable, by the
+//! pipeline) → index → map → manifest. A crash before the manifest leaves
+//! only unreferenced files behind; earlier snapshots are never touched.
+
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+use crate::disk::{Source, SourceIdentity};
+use crate::engine::backup_pipeline::{self, PipelineInput};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::index::write_index;
+use crate::repo::lock::LockKind;
+use crate::repo::map::{MapHeader, MapReader};
+use crate::repo::snapshot::{MapRef, Snapshot, SourceInfo};
+use crate::repo::{Repository, hex_id, random_id};
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub tags: Vec<String>,
+    /// Ignore the parent's fingerprints and hash every chunk.
+    pub full: bool,
+    /// Use this snapshot as the parent instead of finding one.
+    pub parent: Option<String>,
+}
+
+pub fn backup(
+    repo: &Repository,
+    source_path: &Path,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<Snapshot> {
+    let started = Instant::now();
+    let source = Source::open(source_path)?;
+    let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
+    let info = source_info(source.identity());
+    let chunk_size = repo.config().chunk_size;
+
+    let parent = find_parent(repo, &info, options)?;
+    let parent_map = match &parent {
+        Some(p) if !options.full => match open_parent_map(repo, p, chunk_size) {
+            Ok(map) => Some(map),
+            Err(e) => {
+                progress.warn(&format!(
+                    "cannot use parent {} for change tracking ({e}); reading and hashing everything",
+                    p.short_id()
+                ));
+                None
+            }
+        },
+        _ => None,
+    };
+
+    let (index, damaged) = repo.load_index()?;
+    for (name, e) in &damaged {
+        progress.warn(&format!("ignoring damaged index {name}: {e}"));
+    }
+
+    let id = random_id();
+    let header = MapHeader::new(chunk_size, info.size, id);
+    progress.start("backup", info.size);
+    let out = backup_pipeline::run(PipelineInput {
+        source: &source,
+        backend: repo.backend(),
+        index: &index,
+        parent: parent_map,
+        header,
+        compression: repo.config().compression,
+        progress,
+    });
+    progress.finish();
+    let out = out?;
+
+    if !out.packs.is_empty() {
+        write_index(repo.backend(), &out.packs)?;
+    }
+    let map_blake3 = out.map.finish()?;
+    let mut stats = out.stats;
+    stats.duration_s = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        id: hex_id(&id),
+        time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        parent: parent.map(|p| p.id),
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        tags: options.tags.clone(),
+        source: info,
+        chunk_size,
+        map: MapRef {
+            entries: header.entries,
+            blake3: map_blake3,
+        },
+        full: options.full,
+        stats,
+        platter_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    repo.commit_snapshot(&snapshot)?;
+    Ok(snapshot)
+}
+
+fn source_info(id: &SourceIdentity) -> SourceInfo {
+    SourceInfo {
+        path: id.path.clone(),
+        kind: if id.is_device { "block device" } else { "file" }.to_string(),
+        size: id.size,
+        logical_sector_size: id.logical_sector_size,
+        serial: id.serial.clone(),
+        wwid: id.wwid.clone(),
+        model: id.model.clone(),
+    }
+}
+
+/// The given parent, or the latest snapshot of the same source.
+fn find_parent(
+    repo: &Repository,
+    info: &SourceInfo,
+    options: &BackupOptions,
+) -> Result<Option<Snapshot>> {
+    if let Some(spec) = &options.parent {
+        let parent = repo.resolve(spec)?;
+        if parent.source.size != info.size {
+            return Err(Error::bad_input(format!(
+                "parent {} is of a {}-byte source, this source is {} bytes",
+                parent.short_id(),
+                parent.source.size,
+                info.size
+            ))
+            .hint("omit --parent to let platter pick, or add --full"));
+        }
+        return Ok(Some(parent));
+    }
+    let (snaps, _) = repo.snapshots()?;
+    Ok(snaps.into_iter().rev().find(|s| s.source.same_source(info)))
+}
+
+fn open_parent_map(repo: &Repository, parent: &Snapshot, chunk_size: u64) -> Result<MapReader> {
+    let map = MapReader::open(repo.backend(), &parent.raw_id()?, &parent.map.blake3)?;
+    if map.header().chunk_size != chunk_size || map.header().source_size != parent.source.size {
+        return Err(Error::corrupt("its map disagrees with its manifest"));
+    }
+    Ok(map)
+}

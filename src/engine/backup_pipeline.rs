@@ -1,0 +1,341 @@
+//! The backup pipeline: one reader, a pool of workers, one writer.
+//!
+//! ```text
+//! reader ──jobs──▶ workers (fingerprint, zero check, BLAKE3, lz4) ──results──▶ writer
+//!   ▲                                                                     │
+//!   └──────────────────────── free slots (the in-flight bound) ───────────┘
+//! ```
+//!
+//! A slot holds one chunk's buffers and travels around the loop, so the
+//! number of slots bounds memory and nothing is allocated per chunk. The
+//! writer appends new blobs to packs as results arrive, in any order, and
+//! writes map entries in position order. Finished packs are made durable by
+//! a committer thread while the writer goes on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::codec::{self, ChunkId, Compression, Encoded};
+use crate::disk::Source;
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
+use crate::repo::RawId;
+use crate::repo::backend::Backend;
+use crate::repo::index::Index;
+use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
+use crate::repo::pack::{PackEntry, PackWriter};
+use crate::repo::snapshot::BackupStats;
+
+/// A pack is closed once it holds this many bytes.
+pub const PACK_TARGET: u64 = 64 << 20;
+
+pub struct PipelineInput<'a> {
+    pub source: &'a Source,
+    pub backend: &'a dyn Backend,
+    pub index: &'a Index,
+    pub parent: Option<MapReader>,
+    pub header: MapHeader,
+    pub compression: Compression,
+    pub progress: &'a dyn Progress,
+}
+
+pub struct PipelineOutput {
+    pub map: MapWriter,
+    pub packs: Vec<(RawId, Vec<PackEntry>)>,
+    pub stats: BackupStats,
+}
+
+struct Slot {
+    plain: Vec<u8>,
+    stored: Vec<u8>,
+}
+
+struct Job {
+    pos: u64,
+    hole: bool,
+    parent: Option<MapEntry>,
+    slot: Slot,
+}
+
+enum Outcome {
+    Hole,
+    Zero,
+    Unchanged(MapEntry),
+    Dedup(MapEntry),
+    New { entry: MapEntry, encoded: Encoded },
+}
+
+struct Done {
+    pos: u64,
+    outcome: Outcome,
+    slot: Slot,
+}
+
+pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
+    let workers = super::worker_count();
+    let slots = super::chunks_in_flight(input.header.chunk_size, workers);
+    let (free_tx, free_rx) = bounded::<Slot>(slots);
+    for _ in 0..slots {
+        let slot = Slot {
+            plain: Vec::with_capacity(input.header.chunk_size as usize),
+            stored: Vec::new(),
+        };
+        free_tx
+            .send(slot)
+            .map_err(|_| Error::new(ErrorKind::Io, "internal error: slot pool closed"))?;
+    }
+    let (job_tx, job_rx) = bounded::<Job>(slots);
+    let (done_tx, done_rx) = bounded::<Done>(slots);
+    let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let stop = AtomicBool::new(false);
+    let map = MapWriter::create(input.backend, input.header)?;
+
+    std::thread::scope(|scope| {
+        let reader = {
+            let (free_rx, job_tx, stop) = (free_rx.clone(), job_tx, &stop);
+            let (source, header, progress) = (input.source, input.header, input.progress);
+            let parent = input.parent;
+            scope
+                .spawn(move || read_loop(source, header, parent, &free_rx, &job_tx, stop, progress))
+        };
+        for _ in 0..workers {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (index, pending, compression) = (input.index, &pending, input.compression);
+            scope.spawn(move || work_loop(&job_rx, &done_tx, index, pending, compression));
+        }
+        drop(job_rx);
+        drop(done_tx);
+        let written = write_loop(input.backend, map, &done_rx, &free_tx, input.header.entries);
+        if written.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        // Unblock the reader if it waits for a slot, then drain workers.
+        drop(free_tx);
+        drop(done_rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "internal error: reader panicked")));
+        // A reader failure is the root cause of whatever the writer saw.
+        let (map, packs, stats) = match (read, written) {
+            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+            (Ok(()), Ok(w)) => w,
+        };
+        Ok(PipelineOutput { map, packs, stats })
+    })
+}
+
+fn read_loop(
+    source: &Source,
+    header: MapHeader,
+    mut parent: Option<MapReader>,
+    free: &Receiver<Slot>,
+    jobs: &Sender<Job>,
+    stop: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for pos in 0..header.entries {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(mut slot) = free.recv() else {
+            break;
+        };
+        let start = pos * header.chunk_size;
+        let len = header.chunk_len(pos);
+        let parent_entry = match parent.as_mut() {
+            Some(map) => Some(map.entry(pos)?),
+            None => None,
+        };
+        let hole = source.is_hole(start, start + len);
+        if !hole {
+            slot.plain.resize(len as usize, 0);
+            source.read_at(&mut slot.plain, start)?;
+        }
+        progress.advance(len);
+        let job = Job {
+            pos,
+            hole,
+            parent: parent_entry,
+            slot,
+        };
+        if jobs.send(job).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn work_loop(
+    jobs: &Receiver<Job>,
+    done: &Sender<Done>,
+    index: &Index,
+    pending: &Mutex<HashSet<ChunkId>>,
+    compression: Compression,
+) {
+    for job in jobs.iter() {
+        let Job {
+            pos,
+            hole,
+            parent,
+            mut slot,
+        } = job;
+        let outcome = if hole {
+            Outcome::Hole
+        } else {
+            classify(&mut slot, parent, index, pending, compression)
+        };
+        if done.send(Done { pos, outcome, slot }).is_err() {
+            return;
+        }
+    }
+}
+
+fn classify(
+    slot: &mut Slot,
+    parent: Option<MapEntry>,
+    index: &Index,
+    pending: &Mutex<HashSet<ChunkId>>,
+    compression: Compression,
+) -> Outcome {
+    let fingerprint = codec::fingerprint(&slot.plain);
+    if let Some(p) = parent
+        && p.kind == Kind::Data
+        && p.fingerprint == fingerprint
+    {
+        return Outcome::Unchanged(p);
+    }
+    if codec::is_zero(&slot.plain) {
+        return Outcome::Zero;
+    }
+    let id = ChunkId::of(&slot.plain);
+    let entry = MapEntry::data(id, fingerprint);
+    if index.contains(&id) {
+        return Outcome::Dedup(entry);
+    }
+    let first = match pending.lock() {
+        Ok(mut set) => set.insert(id),
+        Err(poisoned) => poisoned.into_inner().insert(id),
+    };
+    if !first {
+        return Outcome::Dedup(entry);
+    }
+    let encoded = codec::encode(compression, &slot.plain, &mut slot.stored);
+    Outcome::New { entry, encoded }
+}
+
+type Written = (MapWriter, Vec<(RawId, Vec<PackEntry>)>, BackupStats);
+
+fn write_loop(
+    backend: &dyn Backend,
+    mut map: MapWriter,
+    done: &Receiver<Done>,
+    free: &Sender<Slot>,
+    entries: u64,
+) -> Result<Written> {
+    let mut stats = BackupStats::default();
+    let mut waiting: BTreeMap<u64, MapEntry> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut pack: Option<PackWriter> = None;
+    let (commit_tx, commit_rx) = unbounded::<PackWriter>();
+    let (committed_tx, committed_rx) = unbounded::<Result<(RawId, Vec<PackEntry>)>>();
+    let committer = std::thread::spawn(move || {
+        for writer in commit_rx.iter() {
+            if committed_tx.send(writer.finish()).is_err() {
+                return;
+            }
+        }
+    });
+    let result = (|| -> Result<()> {
+        while next < entries {
+            let Ok(item) = done.recv() else {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    "internal error: workers stopped early",
+                ));
+            };
+            let entry = match item.outcome {
+                Outcome::Hole => {
+                    stats.chunks_hole += 1;
+                    MapEntry::ZERO
+                }
+                Outcome::Zero => {
+                    stats.chunks_zero += 1;
+                    stats.bytes_read += item.slot.plain.len() as u64;
+                    MapEntry::ZERO
+                }
+                Outcome::Unchanged(e) => {
+                    stats.chunks_unchanged += 1;
+                    stats.bytes_read += item.slot.plain.len() as u64;
+                    e
+                }
+                Outcome::Dedup(e) => {
+                    stats.chunks_dedup += 1;
+                    stats.bytes_read += item.slot.plain.len() as u64;
+                    e
+                }
+                Outcome::New { entry, encoded } => {
+                    let writer = match pack.as_mut() {
+                        Some(w) => w,
+                        None => pack.insert(PackWriter::create(backend)?),
+                    };
+                    let plain_len = item.slot.plain.len() as u32;
+                    writer.add(entry.id, encoded, &item.slot.stored, plain_len)?;
+                    stats.chunks_new += 1;
+                    stats.bytes_read += u64::from(plain_len);
+                    stats.bytes_new += item.slot.stored.len() as u64;
+                    stats.bytes_new_plain += u64::from(plain_len);
+                    if writer.len() >= PACK_TARGET
+                        && let Some(full) = pack.take()
+                    {
+                        commit_tx.send(full).map_err(|_| {
+                            Error::new(ErrorKind::Io, "internal error: pack committer stopped")
+                        })?;
+                    }
+                    entry
+                }
+            };
+            stats.chunks += 1;
+            // The slot goes back before the map write so the reader never
+            // waits on map I/O. A closed pool means the reader has stopped.
+            let _ = free.send(item.slot);
+            waiting.insert(item.pos, entry);
+            while let Some(entry) = waiting.remove(&next) {
+                map.push(&entry)?;
+                next += 1;
+            }
+        }
+        if let Some(last) = pack.take()
+            && !last.is_empty()
+        {
+            commit_tx
+                .send(last)
+                .map_err(|_| Error::new(ErrorKind::Io, "internal error: pack committer stopped"))?;
+        }
+        Ok(())
+    })();
+    drop(commit_tx);
+    let joined = committer.join();
+    let mut packs = Vec::new();
+    let mut first_error = result.err();
+    for committed in committed_rx.iter() {
+        match committed {
+            Ok(p) => packs.push(p),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if joined.is_err() {
+        first_error.get_or_insert(Error::new(
+            ErrorKind::Io,
+            "internal error: pack committer panicked",
+        ));
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((map, packs, stats)),
+    }
+}

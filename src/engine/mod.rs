@@ -1,0 +1,50 @@
+//! The pipelines: backup, restore and verify. The engine joins the disk
+//! layer (sources, targets) with the repository layer; neither of those
+//! knows the other.
+
+pub mod backup;
+mod backup_pipeline;
+mod parallel;
+pub mod restore;
+pub mod verify;
+
+/// Worker threads for hashing, compressing and checking.
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 16)
+}
+
+/// Chunks in flight at once: enough to keep every worker busy, few enough
+/// that memory stays flat (about 64 MiB of buffers whatever the chunk size,
+/// and never fewer than four chunks per worker... bounded by the size cap).
+pub fn chunks_in_flight(chunk_size: u64, workers: usize) -> usize {
+    let by_memory = ((32u64 << 20) / chunk_size).max(2) as usize;
+    by_memory.min(workers * 4).max(workers + 1)
+}
+
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::lock::{self, LockKind, RepoLock};
+
+/// Takes a repository lock, telling the user about stale locks it cleared.
+pub fn lock_repo<'a>(
+    repo: &'a Repository,
+    kind: LockKind,
+    command: &str,
+    progress: &dyn Progress,
+) -> Result<RepoLock<'a>> {
+    let (held, cleared) = lock::acquire(repo.backend(), kind, command)?;
+    for stale in cleared {
+        let who = stale
+            .info
+            .map(|i| format!("`{}` (pid {})", i.command, i.pid))
+            .unwrap_or_default();
+        progress.warn(&format!(
+            "removed a stale lock left by a process that is gone: {who} {}",
+            stale.name
+        ));
+    }
+    Ok(held)
+}

@@ -1,0 +1,429 @@
+//! Checking a repository: its structure always, every stored byte with
+//! `read_data`. Each problem names the file, the chunks, and the snapshots
+//! (and byte ranges of their sources) it affects. Files that no snapshot
+//! needs, as an interrupted backup leaves them, are leftovers, not damage.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crossbeam_channel::bounded;
+
+use crate::codec::ChunkId;
+use crate::error::{ErrorKind, Result};
+use crate::progress::Progress;
+use crate::repo::backend::TEMP_PREFIX;
+use crate::repo::index::Index;
+use crate::repo::lock::LockKind;
+use crate::repo::map::{Kind, MapReader};
+use crate::repo::pack::{self, FOOTER_LEN, pack_name};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{ChunkReader, RawId, Repository, parse_id};
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Read every chunk and check its crc32 and BLAKE3.
+    pub read_data: bool,
+    /// Only these snapshots (ids, prefixes, `latest`); all when empty.
+    pub snapshots: Vec<String>,
+}
+
+/// Part of a snapshot's source that a problem makes unrestorable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AffectedRange {
+    pub snapshot: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// The repository file at fault.
+    pub file: String,
+    pub what: String,
+    /// Chunks that are unreadable because of it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub affects: Vec<AffectedRange>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub chunks: usize,
+    pub bytes_read: u64,
+    pub damage: Vec<Problem>,
+    pub leftovers: Vec<Problem>,
+    pub duration_s: f64,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty()
+    }
+}
+
+pub fn verify(
+    repo: &Repository,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let _lock = super::lock_repo(repo, LockKind::Shared, "verify", progress)?;
+    let mut report = VerifyReport::default();
+    let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
+
+    let (all, broken) = repo.snapshots()?;
+    for b in broken {
+        report
+            .damage
+            .push(problem(repo.describe(&b.name), b.error.message()));
+    }
+    let snaps = select(repo, all, &options.snapshots)?;
+    report.snapshots = snaps.len();
+
+    let (index, damaged_index) = repo.load_index()?;
+    for (name, e) in damaged_index {
+        report
+            .damage
+            .push(problem(repo.describe(&name), e.message()));
+    }
+    report.chunks = index.len();
+
+    check_packs(repo, &index, &mut report, &mut bad_chunks)?;
+
+    let mut referenced: HashSet<ChunkId> = HashSet::new();
+    let mut missing: HashSet<ChunkId> = HashSet::new();
+    for snap in &snaps {
+        match MapReader::open(repo.backend(), &snap.raw_id()?, &snap.map.blake3) {
+            Ok(mut map) => {
+                for pos in 0..map.header().entries {
+                    let e = map.entry(pos)?;
+                    if e.kind == Kind::Data {
+                        if !index.contains(&e.id) {
+                            missing.insert(e.id);
+                        }
+                        referenced.insert(e.id);
+                    }
+                }
+            }
+            Err(e) => report.damage.push(Problem {
+                affects: vec![AffectedRange {
+                    snapshot: snap.id.clone(),
+                    offset: 0,
+                    len: snap.source.size,
+                }],
+                ..problem(
+                    repo.describe(&crate::repo::map::map_name(&snap.raw_id()?)),
+                    e.message(),
+                )
+            }),
+        }
+    }
+    if !missing.is_empty() {
+        let mut ids: Vec<ChunkId> = missing.into_iter().collect();
+        ids.sort();
+        let at = report.damage.len();
+        report.damage.push(Problem {
+            chunks: ids.iter().map(ChunkId::to_hex).collect(),
+            ..problem(
+                repo.describe("index"),
+                &format!(
+                    "{} chunk(s) used by snapshots are in no index (lost pack or index)",
+                    ids.len()
+                ),
+            )
+        });
+        for id in ids {
+            bad_chunks.insert(id, at);
+        }
+    }
+
+    if options.read_data {
+        read_data(
+            repo,
+            &index,
+            &referenced,
+            options,
+            progress,
+            &mut report,
+            &mut bad_chunks,
+        )?;
+    }
+
+    if options.snapshots.is_empty() {
+        let unused = index
+            .iter()
+            .filter(|(id, _)| !referenced.contains(id))
+            .count();
+        if unused > 0 {
+            report.leftovers.push(problem(
+                repo.describe("index"),
+                &format!(
+                    "{unused} stored chunk(s) are used by no snapshot (an interrupted backup?)"
+                ),
+            ));
+        }
+    }
+
+    if !bad_chunks.is_empty() {
+        attribute(repo, &snaps, &bad_chunks, &mut report)?;
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn problem(file: String, what: &str) -> Problem {
+    Problem {
+        file,
+        what: what.to_string(),
+        chunks: Vec::new(),
+        affects: Vec::new(),
+    }
+}
+
+fn select(repo: &Repository, all: Vec<Snapshot>, specs: &[String]) -> Result<Vec<Snapshot>> {
+    if specs.is_empty() {
+        return Ok(all);
+    }
+    let mut out: Vec<Snapshot> = Vec::new();
+    for spec in specs {
+        let snap = repo.resolve(spec)?;
+        if !out.iter().any(|s| s.id == snap.id) {
+            out.push(snap);
+        }
+    }
+    Ok(out)
+}
+
+/// Every pack's table must be intact and agree with the index; every index
+/// entry must point into an existing pack. Unindexed packs are leftovers.
+fn check_packs(
+    repo: &Repository,
+    index: &Index,
+    report: &mut VerifyReport,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+) -> Result<()> {
+    let backend = repo.backend();
+    let mut on_disk: HashMap<RawId, u64> = HashMap::new();
+    for dir in backend.list("data")? {
+        for file in backend.list(&format!("data/{dir}"))? {
+            let name = format!("data/{dir}/{file}");
+            if file.starts_with(TEMP_PREFIX) {
+                report.leftovers.push(problem(
+                    repo.describe(&name),
+                    "unfinished pack of an interrupted backup",
+                ));
+                continue;
+            }
+            let Some(id) = parse_id(&file) else {
+                report
+                    .leftovers
+                    .push(problem(repo.describe(&name), "not a platter file"));
+                continue;
+            };
+            let file = backend.open(&name)?;
+            on_disk.insert(id, file.len());
+        }
+    }
+    report.packs = on_disk.len();
+
+    let mut by_pack: HashMap<u32, Vec<(&ChunkId, &crate::repo::index::Location)>> = HashMap::new();
+    for (id, loc) in index.iter() {
+        by_pack.entry(loc.pack).or_default().push((id, loc));
+    }
+    for (number, pack_id) in index.packs().iter().enumerate() {
+        let name = pack_name(pack_id);
+        let chunks = by_pack.remove(&(number as u32)).unwrap_or_default();
+        let Some(&len) = on_disk.get(pack_id) else {
+            if !chunks.is_empty() {
+                record(
+                    report,
+                    bad_chunks,
+                    repo.describe(&name),
+                    "pack is missing",
+                    &chunks,
+                );
+            }
+            continue;
+        };
+        let table = backend
+            .open(&name)
+            .and_then(|f| pack::read_table(f.as_ref(), &repo.describe(&name)));
+        match table {
+            Ok(entries) => {
+                let table: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, e)).collect();
+                let disagree: Vec<_> = chunks
+                    .iter()
+                    .copied()
+                    .filter(|(id, loc)| {
+                        table
+                            .get(id)
+                            .is_none_or(|e| e.offset != loc.offset || e.crc != loc.crc)
+                    })
+                    .collect();
+                if !disagree.is_empty() {
+                    record(
+                        report,
+                        bad_chunks,
+                        repo.describe(&name),
+                        "pack table and index disagree",
+                        &disagree,
+                    );
+                }
+            }
+            Err(e) => {
+                let beyond: Vec<_> = chunks
+                    .iter()
+                    .copied()
+                    .filter(|(_, loc)| loc.offset + u64::from(loc.stored_len) + FOOTER_LEN > len)
+                    .collect();
+                report
+                    .damage
+                    .push(problem(repo.describe(&name), e.message()));
+                if !beyond.is_empty() {
+                    record(
+                        report,
+                        bad_chunks,
+                        repo.describe(&name),
+                        "chunks lie beyond the end of the pack (truncated)",
+                        &beyond,
+                    );
+                }
+            }
+        }
+    }
+    let indexed: HashSet<&RawId> = index.packs().iter().collect();
+    for id in on_disk.keys().filter(|id| !indexed.contains(id)) {
+        report.leftovers.push(problem(
+            repo.describe(&pack_name(id)),
+            "pack is in no index (written by an interrupted backup)",
+        ));
+    }
+    Ok(())
+}
+
+fn record(
+    report: &mut VerifyReport,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+    file: String,
+    what: &str,
+    chunks: &[(&ChunkId, &crate::repo::index::Location)],
+) {
+    let at = report.damage.len();
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| **id).collect();
+    ids.sort();
+    for id in &ids {
+        bad_chunks.insert(*id, at);
+    }
+    report.damage.push(Problem {
+        chunks: ids.iter().map(ChunkId::to_hex).collect(),
+        ..problem(file, &format!("{what} ({} chunk(s) unreadable)", ids.len()))
+    });
+}
+
+/// Reads every chunk (of the selected snapshots), pack by pack in offset
+/// order, on every core.
+fn read_data(
+    repo: &Repository,
+    index: &Index,
+    referenced: &HashSet<ChunkId>,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+    report: &mut VerifyReport,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+) -> Result<()> {
+    let mut work: Vec<(ChunkId, crate::repo::index::Location)> = index
+        .iter()
+        .filter(|(id, _)| options.snapshots.is_empty() || referenced.contains(id))
+        .filter(|(id, _)| !bad_chunks.contains_key(id))
+        .map(|(id, loc)| (*id, *loc))
+        .collect();
+    work.sort_by_key(|(_, loc)| (loc.pack, loc.offset));
+    let total: u64 = work.iter().map(|(_, l)| u64::from(l.stored_len)).sum();
+    progress.start("verify", total);
+    let found: Mutex<Vec<(ChunkId, u32, String)>> = Mutex::new(Vec::new());
+    let (tx, rx) = bounded::<(ChunkId, crate::repo::index::Location)>(64);
+    std::thread::scope(|scope| {
+        for _ in 0..super::worker_count() {
+            let (rx, found) = (rx.clone(), &found);
+            scope.spawn(move || {
+                let mut reader = ChunkReader::new(repo.backend());
+                let mut buf = Vec::new();
+                for (id, loc) in rx.iter() {
+                    if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc, &mut buf) {
+                        let why = if e.kind() == ErrorKind::Corrupt {
+                            e.message().to_string()
+                        } else {
+                            format!("cannot read: {e}")
+                        };
+                        if let Ok(mut f) = found.lock() {
+                            f.push((id, loc.pack, why));
+                        }
+                    }
+                    progress.advance(u64::from(loc.stored_len));
+                }
+            });
+        }
+        drop(rx);
+        for item in work.iter() {
+            if tx.send(*item).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+    });
+    progress.finish();
+    report.bytes_read = total;
+    let mut found = found.into_inner().unwrap_or_default();
+    found.sort_by_key(|f| f.0);
+    for (id, pack, why) in found {
+        bad_chunks.insert(id, report.damage.len());
+        report.damage.push(Problem {
+            chunks: vec![id.to_hex()],
+            ..problem(repo.describe(&pack_name(index.pack_id(pack))), &why)
+        });
+    }
+    Ok(())
+}
+
+/// Second pass over the maps: which snapshots, at which offsets, need the
+/// bad chunks. Adjacent positions are merged into one range.
+fn attribute(
+    repo: &Repository,
+    snaps: &[Snapshot],
+    bad_chunks: &HashMap<ChunkId, usize>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    for snap in snaps {
+        let Ok(mut map) = MapReader::open(repo.backend(), &snap.raw_id()?, &snap.map.blake3) else {
+            continue;
+        };
+        let header = *map.header();
+        for pos in 0..header.entries {
+            let e = map.entry(pos)?;
+            if e.kind != Kind::Data {
+                continue;
+            }
+            let Some(&at) = bad_chunks.get(&e.id) else {
+                continue;
+            };
+            let offset = pos * header.chunk_size;
+            let len = header.chunk_len(pos);
+            let affects = &mut report.damage[at].affects;
+            match affects.last_mut() {
+                Some(last) if last.snapshot == snap.id && last.offset + last.len == offset => {
+                    last.len += len;
+                }
+                _ => affects.push(AffectedRange {
+                    snapshot: snap.id.clone(),
+                    offset,
+                    len,
+                }),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The library's one error type.
+//!
+//! Every failure a user can meet is one of a few kinds, and the kind decides
+//! the exit code (see `ErrorKind::exit_code`). The message says what happened,
+//! where (path, offset, snapshot), and what to do next; the binary prints it
+//! as is. Lower layers attach context with `Error::context`, so a message
+//! reads from the outermost action inwards.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// What went wrong, coarsely: enough for a script to decide what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The user asked for something that cannot be done as asked.
+    BadInput,
+    /// A repository, snapshot, source or file does not exist.
+    NotFound,
+    /// Stored data failed a check: a checksum, a hash, a structure.
+    Corrupt,
+    /// Someone else holds the repository or the target.
+    Busy,
+    /// The operating system refused a read, write or sync.
+    Io,
+    /// Valid, but not something this version can handle.
+    Unsupported,
+}
+
+impl ErrorKind {
+    /// The process exit code for this kind; documented in the README.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::BadInput => 2,
+            ErrorKind::NotFound => 3,
+            ErrorKind::Corrupt => 4,
+            ErrorKind::Busy => 5,
+            ErrorKind::Io => 6,
+            ErrorKind::Unsupported => 7,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad input",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Corrupt => "damaged data",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Unsupported => "unsupported",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<io::Error>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::BadInput, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn corrupt(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Corrupt, message)
+    }
+
+    pub fn busy(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Busy, message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unsupported, message)
+    }
+
+    /// An OS error on `path` while doing `what`. The kind follows the errno:
+    /// a missing file is `NotFound`, EBUSY is `Busy`, the rest is `Io`.
+    pub fn io(what: &str, path: &Path, err: io::Error) -> Error {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => ErrorKind::BadInput,
+            _ if err.raw_os_error() == Some(libc::EBUSY) => ErrorKind::Busy,
+            _ => ErrorKind::Io,
+        };
+        Error {
+            kind,
+            message: format!("cannot {what} {}: {err}", path.display()),
+            source: Some(err),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes the message with what the caller was doing.
+    pub fn context(mut self, what: impl fmt::Display) -> Error {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// Appends a next step for the user.
+    pub fn hint(mut self, next_step: impl fmt::Display) -> Error {
+        self.message = format!("{}\n  hint: {next_step}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Adds a "cannot <what> <path>" context to io results.
+pub trait IoContext<T> {
+    fn at(self, what: &str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, what: &str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(what, path, e))
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn at(self, what: &str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(what, path, io::Error::from(e)))
+    }
+}

@@ -1,0 +1,197 @@
+//! The index: which pack holds each chunk, and where.
+//!
+//! Each backup writes one index file for the packs it wrote, after those
+//! packs are durable. The in-memory `Index` is the union of all index files.
+//! Everything here can be rebuilt from the packs' own tables.
+//!
+//! ```text
+//! offset  size   field
+//! 0       8      magic "PLTRIDX\0"
+//! 8       4      format version (1)
+//! 12      4      number of packs p
+//! 16      8      number of entries n
+//! 24      32*p   pack ids
+//! ...     64*n   entries: id [32] | pack number u32 (into the ids above) |
+//!                encoding u32 | offset u64 | stored length u32 |
+//!                plain length u32 | crc32 of stored bytes u32 | reserved u32
+//! ...     4      crc32 of every byte before it
+//! ...     4      magic "IEND"
+//! ```
+
+use std::collections::HashMap;
+
+use crate::codec::{ChunkId, Encoded, crc32};
+use crate::error::{Error, Result};
+use crate::repo::RawId;
+use crate::repo::backend::Backend;
+use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::pack::PackEntry;
+
+const MAGIC: &[u8; 8] = b"PLTRIDX\0";
+const END_MAGIC: &[u8; 4] = b"IEND";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 24;
+const ENTRY_LEN: usize = 64;
+
+/// Where a chunk is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: u32,
+    pub encoded: Encoded,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+    pub crc: u32,
+}
+
+/// All known chunks. Packs are numbered in `packs` so a location is small.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<RawId>,
+    pack_numbers: HashMap<RawId, u32>,
+    chunks: HashMap<ChunkId, Location>,
+}
+
+impl Index {
+    pub fn get(&self, id: &ChunkId) -> Option<&Location> {
+        self.chunks.get(id)
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    pub fn pack_id(&self, number: u32) -> &RawId {
+        &self.packs[number as usize]
+    }
+
+    pub fn packs(&self) -> &[RawId] {
+        &self.packs
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
+        self.chunks.iter()
+    }
+
+    pub fn add_pack(&mut self, pack: RawId, entries: &[PackEntry]) {
+        let number = *self.pack_numbers.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            (self.packs.len() - 1) as u32
+        });
+        for e in entries {
+            // The first copy wins; a later duplicate (two concurrent backups
+            // storing the same chunk) is never the only one.
+            self.chunks.entry(e.id).or_insert(Location {
+                pack: number,
+                encoded: e.encoded,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                plain_len: e.plain_len,
+                crc: e.crc,
+            });
+        }
+    }
+}
+
+pub fn index_name(id: &RawId) -> String {
+    format!("index/{}", crate::repo::hex_id(id))
+}
+
+/// Writes one index file covering `packs`; returns its id.
+pub fn write_index(backend: &dyn Backend, packs: &[(RawId, Vec<PackEntry>)]) -> Result<RawId> {
+    let count: usize = packs.iter().map(|(_, e)| e.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + packs.len() * 32 + count * ENTRY_LEN + 8);
+    out.put(MAGIC);
+    out.put_u32(VERSION);
+    out.put_u32(packs.len() as u32);
+    out.put_u64(count as u64);
+    for (id, _) in packs {
+        out.put(id);
+    }
+    for (number, (_, entries)) in packs.iter().enumerate() {
+        for e in entries {
+            out.put(&e.id.0);
+            out.put_u32(number as u32);
+            out.put_u32(e.encoded as u32);
+            out.put_u64(e.offset);
+            out.put_u32(e.stored_len);
+            out.put_u32(e.plain_len);
+            out.put_u32(e.crc);
+            out.put_u32(0);
+        }
+    }
+    let crc = crc32(&out);
+    out.put_u32(crc);
+    out.put(END_MAGIC);
+    let id = crate::repo::random_id();
+    backend.write_whole(&index_name(&id), &out)?;
+    Ok(id)
+}
+
+/// Parses one index file into (pack, entries) groups.
+pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(RawId, Vec<PackEntry>)>> {
+    let damaged = |why: &str| Error::corrupt(format!("index {what} is damaged: {why}"));
+    if bytes.len() < HEADER_LEN + 8 {
+        return Err(damaged("too short (truncated)"));
+    }
+    let mut r = FieldReader::new(bytes);
+    if &r.bytes::<8>() != MAGIC {
+        return Err(damaged("bad magic"));
+    }
+    let version = r.u32();
+    if version != VERSION {
+        return Err(Error::unsupported(format!(
+            "index {what} has version {version}, this platter reads {VERSION}"
+        )));
+    }
+    let pack_count = r.u32() as usize;
+    let count = r.u64();
+    let expected = (HEADER_LEN as u64)
+        .checked_add(pack_count as u64 * 32)
+        .and_then(|n| n.checked_add(count.checked_mul(ENTRY_LEN as u64)?))
+        .and_then(|n| n.checked_add(8));
+    if expected != Some(bytes.len() as u64) {
+        return Err(damaged("its length does not match its header (truncated?)"));
+    }
+    let body_end = bytes.len() - 8;
+    let mut tail = FieldReader::new(&bytes[body_end..]);
+    let crc = tail.u32();
+    if &tail.bytes::<4>() != END_MAGIC || crc32(&bytes[..body_end]) != crc {
+        return Err(damaged("checksum mismatch"));
+    }
+    let mut groups: Vec<(RawId, Vec<PackEntry>)> = (0..pack_count)
+        .map(|_| (r.bytes::<32>(), Vec::new()))
+        .collect();
+    for i in 0..count {
+        let id = ChunkId(r.bytes());
+        let number = r.u32() as usize;
+        let encoded = Encoded::from_flags(r.u32());
+        let entry_offset = r.u64();
+        let stored_len = r.u32();
+        let plain_len = r.u32();
+        let crc = r.u32();
+        r.skip(4);
+        let (Some(group), Some(encoded)) = (groups.get_mut(number), encoded) else {
+            return Err(damaged(&format!(
+                "entry {i} names an unknown pack or encoding"
+            )));
+        };
+        group.1.push(PackEntry {
+            id,
+            encoded,
+            offset: entry_offset,
+            stored_len,
+            plain_len,
+            crc,
+        });
+    }
+    Ok(groups)
+}

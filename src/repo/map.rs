@@ -1,0 +1,361 @@
+//! Chunk maps: one per snapshot, one fixed-size entry per chunk position.
+//!
+//! ```text
+//! offset  size   field
+//! 0       8      magic "PLTRMAP\0"
+//! 8       4      format version (1)
+//! 12      4      entry length (48)
+//! 16      8      chunk size
+//! 24      8      source size in bytes
+//! 32      8      number of entries n = ceil(source size / chunk size)
+//! 40      32     snapshot id
+//! 72      4      reserved, zero
+//! 76      4      crc32 of bytes 0..76
+//! 80      48*n   entries: kind u8 (0 zero, 1 data, 2 unused) | reserved [7] |
+//!                fingerprint u64 (xxh3-64, data only) | chunk id [32] (data only)
+//! ...     4      crc32 of the entry bytes
+//! ...     4      magic "MEND"
+//! ```
+//!
+//! Entry i covers bytes [i*chunk, min((i+1)*chunk, size)). Every map is
+//! complete, so a snapshot never depends on another one. Entries are read in
+//! blocks, so memory does not grow with the disk.
+
+use crate::codec::{ChunkId, crc32};
+use crate::error::{Error, Result};
+use crate::repo::RawId;
+use crate::repo::backend::{Backend, NewFile, ReadAt};
+use crate::repo::fields::{FieldReader, FieldWriter};
+
+const MAGIC: &[u8; 8] = b"PLTRMAP\0";
+const END_MAGIC: &[u8; 4] = b"MEND";
+const VERSION: u32 = 1;
+pub const HEADER_LEN: u64 = 80;
+pub const ENTRY_LEN: u64 = 48;
+const BLOCK_ENTRIES: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// All bytes zero: nothing stored, restored as a hole or zeros.
+    Zero = 0,
+    /// Stored as chunk `id`.
+    Data = 1,
+    /// Free space: not read, not stored, restored as zeros.
+    Unused = 2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntry {
+    pub kind: Kind,
+    pub fingerprint: u64,
+    pub id: ChunkId,
+}
+
+impl MapEntry {
+    pub const ZERO: MapEntry = MapEntry {
+        kind: Kind::Zero,
+        fingerprint: 0,
+        id: ChunkId([0; 32]),
+    };
+
+    pub fn data(id: ChunkId, fingerprint: u64) -> MapEntry {
+        MapEntry {
+            kind: Kind::Data,
+            fingerprint,
+            id,
+        }
+    }
+}
+
+pub fn map_name(snapshot: &RawId) -> String {
+    format!("maps/{}", crate::repo::hex_id(snapshot))
+}
+
+/// Geometry of a map, from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapHeader {
+    pub chunk_size: u64,
+    pub source_size: u64,
+    pub entries: u64,
+    pub snapshot: RawId,
+}
+
+impl MapHeader {
+    pub fn new(chunk_size: u64, source_size: u64, snapshot: RawId) -> MapHeader {
+        MapHeader {
+            chunk_size,
+            source_size,
+            entries: source_size.div_ceil(chunk_size),
+            snapshot,
+        }
+    }
+
+    /// Byte length of chunk `i` (the last one may be short).
+    pub fn chunk_len(&self, i: u64) -> u64 {
+        (self.source_size - i * self.chunk_size).min(self.chunk_size)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN as usize);
+        out.put(MAGIC);
+        out.put_u32(VERSION);
+        out.put_u32(ENTRY_LEN as u32);
+        out.put_u64(self.chunk_size);
+        out.put_u64(self.source_size);
+        out.put_u64(self.entries);
+        out.put(&self.snapshot);
+        out.put_u32(0);
+        let crc = crc32(&out);
+        out.put_u32(crc);
+        out
+    }
+
+    fn decode(buf: &[u8; HEADER_LEN as usize], what: &str) -> Result<MapHeader> {
+        let damaged = |why: &str| Error::corrupt(format!("map {what} is damaged: {why}"));
+        let mut r = FieldReader::new(buf);
+        if &r.bytes::<8>() != MAGIC {
+            return Err(damaged("bad magic"));
+        }
+        if crc32(&buf[..76]) != u32::from_le_bytes([buf[76], buf[77], buf[78], buf[79]]) {
+            return Err(damaged("header checksum mismatch"));
+        }
+        let version = r.u32();
+        if version != VERSION {
+            return Err(Error::unsupported(format!(
+                "map {what} has version {version}, this platter reads {VERSION}"
+            )));
+        }
+        if u64::from(r.u32()) != ENTRY_LEN {
+            return Err(damaged("unexpected entry length"));
+        }
+        let chunk_size = r.u64();
+        let source_size = r.u64();
+        let entries = r.u64();
+        let snapshot = r.bytes::<32>();
+        if chunk_size == 0 || entries != source_size.div_ceil(chunk_size) {
+            return Err(damaged("entry count does not match size and chunk size"));
+        }
+        Ok(MapHeader {
+            chunk_size,
+            source_size,
+            entries,
+            snapshot,
+        })
+    }
+}
+
+fn encode_entry(e: &MapEntry, out: &mut Vec<u8>) {
+    out.put_u8(e.kind as u8);
+    out.put_zeros(7);
+    out.put_u64(e.fingerprint);
+    out.put(&e.id.0);
+}
+
+fn decode_entry(buf: &[u8]) -> Option<MapEntry> {
+    let mut r = FieldReader::new(buf);
+    let kind = match r.u8() {
+        0 => Kind::Zero,
+        1 => Kind::Data,
+        2 => Kind::Unused,
+        _ => return None,
+    };
+    r.skip(7);
+    Some(MapEntry {
+        kind,
+        fingerprint: r.u64(),
+        id: ChunkId(r.bytes()),
+    })
+}
+
+/// Streams a new map to a temporary file; `finish` commits it and returns
+/// the BLAKE3 of the whole file, which the manifest records.
+pub struct MapWriter {
+    header: MapHeader,
+    file: Box<dyn NewFile>,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    hash: blake3::Hasher,
+    written: u64,
+}
+
+impl MapWriter {
+    pub fn create(backend: &dyn Backend, header: MapHeader) -> Result<MapWriter> {
+        let file = backend.create(&map_name(&header.snapshot))?;
+        let head = header.encode();
+        let mut hash = blake3::Hasher::new();
+        hash.update(&head);
+        let mut writer = MapWriter {
+            header,
+            file,
+            buf: head,
+            crc: crc32fast::Hasher::new(),
+            hash,
+            written: 0,
+        };
+        writer.flush_buf()?;
+        Ok(writer)
+    }
+
+    pub fn push(&mut self, entry: &MapEntry) -> Result<()> {
+        let start = self.buf.len();
+        encode_entry(entry, &mut self.buf);
+        self.crc.update(&self.buf[start..]);
+        self.hash.update(&self.buf[start..]);
+        self.written += 1;
+        if self.buf.len() >= 1 << 16 {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        let name = map_name(&self.header.snapshot);
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io("write map", std::path::Path::new(&name), e))?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<String> {
+        if self.written != self.header.entries {
+            return Err(Error::new(
+                crate::error::ErrorKind::Io,
+                format!(
+                    "internal error: map has {} of {} entries",
+                    self.written, self.header.entries
+                ),
+            ));
+        }
+        let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
+        let start = self.buf.len();
+        self.buf.put_u32(crc);
+        self.buf.put(END_MAGIC);
+        self.hash.update(&self.buf[start..]);
+        self.flush_buf()?;
+        self.file.commit()?;
+        Ok(self.hash.finalize().to_hex().to_string())
+    }
+}
+
+/// Reads a committed map. `open` checks the whole file (header, checksum,
+/// the manifest's BLAKE3) before anything uses an entry.
+pub struct MapReader {
+    header: MapHeader,
+    file: Box<dyn ReadAt>,
+    what: String,
+    block_start: u64,
+    block: Vec<MapEntry>,
+}
+
+impl MapReader {
+    pub fn open(
+        backend: &dyn Backend,
+        snapshot: &RawId,
+        expected_blake3: &str,
+    ) -> Result<MapReader> {
+        let name = map_name(snapshot);
+        let file = backend.open(&name)?;
+        let what = backend.describe(&name);
+        let mut head = [0u8; HEADER_LEN as usize];
+        if file.len() < HEADER_LEN {
+            return Err(Error::corrupt(format!("map {what} is damaged: truncated")));
+        }
+        file.read_exact_at(&mut head, 0)?;
+        let header = MapHeader::decode(&head, &what)?;
+        if header.snapshot != *snapshot {
+            return Err(Error::corrupt(format!(
+                "map {what} belongs to another snapshot"
+            )));
+        }
+        let expected_len = header
+            .entries
+            .checked_mul(ENTRY_LEN)
+            .and_then(|n| n.checked_add(HEADER_LEN + 8));
+        if expected_len != Some(file.len()) {
+            return Err(Error::corrupt(format!(
+                "map {what} is damaged: {} bytes, its header implies {}",
+                file.len(),
+                expected_len.map_or("an impossible size".into(), |n| n.to_string())
+            )));
+        }
+        let reader = MapReader {
+            header,
+            file,
+            what,
+            block_start: 0,
+            block: Vec::new(),
+        };
+        reader.check_whole(expected_blake3)?;
+        Ok(reader)
+    }
+
+    fn check_whole(&self, expected_blake3: &str) -> Result<()> {
+        let mut hash = blake3::Hasher::new();
+        let mut crc = crc32fast::Hasher::new();
+        let entries_end = HEADER_LEN + self.header.entries * ENTRY_LEN;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0;
+        let len = self.file.len();
+        while pos < len {
+            let n = (len - pos).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], pos)?;
+            hash.update(&buf[..n]);
+            let lo = pos.max(HEADER_LEN).min(pos + n as u64);
+            let hi = (pos + n as u64).min(entries_end).max(lo);
+            crc.update(&buf[(lo - pos) as usize..(hi - pos) as usize]);
+            pos += n as u64;
+        }
+        let mut tail = [0u8; 8];
+        self.file.read_exact_at(&mut tail, entries_end)?;
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        if &tail[4..] != END_MAGIC || stored != crc.finalize() {
+            return Err(Error::corrupt(format!(
+                "map {} is damaged: entry checksum mismatch",
+                self.what
+            )));
+        }
+        if hash.finalize().to_hex().as_str() != expected_blake3 {
+            return Err(Error::corrupt(format!(
+                "map {} does not match the BLAKE3 its snapshot manifest records",
+                self.what
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn header(&self) -> &MapHeader {
+        &self.header
+    }
+
+    /// Entry `i`. Fast for forward scans: entries are read a block at a time.
+    pub fn entry(&mut self, i: u64) -> Result<MapEntry> {
+        if i >= self.header.entries {
+            return Err(Error::bad_input(format!("map entry {i} is out of range")));
+        }
+        if i < self.block_start || i >= self.block_start + self.block.len() as u64 {
+            self.load_block(i - i % BLOCK_ENTRIES)?;
+        }
+        Ok(self.block[(i - self.block_start) as usize])
+    }
+
+    fn load_block(&mut self, start: u64) -> Result<()> {
+        let count = (self.header.entries - start).min(BLOCK_ENTRIES);
+        let mut buf = vec![0u8; (count * ENTRY_LEN) as usize];
+        self.file
+            .read_exact_at(&mut buf, HEADER_LEN + start * ENTRY_LEN)?;
+        self.block.clear();
+        for (k, raw) in buf.chunks_exact(ENTRY_LEN as usize).enumerate() {
+            let entry = decode_entry(raw).ok_or_else(|| {
+                Error::corrupt(format!(
+                    "map {} is damaged: entry {} has an unknown kind",
+                    self.what,
+                    start + k as u64
+                ))
+            })?;
+            self.block.push(entry);
+        }
+        self.block_start = start;
+        Ok(())
+    }
+}

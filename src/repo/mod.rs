@@ -1,0 +1,365 @@
+//! The repository: where snapshots and their data live, and the rules that
+//! keep it consistent (see docs/FORMAT.md for every byte).
+//!
+//! `Repository` opens or creates one, lists and resolves snapshots, loads
+//! the index and reads chunks back. Writing a backup is driven by the engine
+//! through `PackWriter`, `write_index`, `MapWriter` and `commit_snapshot`, in
+//! that order, each durable before the next.
+
+pub mod backend;
+pub mod config;
+mod envelope;
+mod fields;
+pub mod index;
+pub mod lock;
+pub mod map;
+pub mod pack;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::codec::{self, ChunkId, Compression};
+use crate::error::{Error, ErrorKind, Result};
+use backend::{Backend, LocalBackend, ReadAt};
+use config::Config;
+use index::{Index, Location};
+use snapshot::{Snapshot, manifest_name};
+
+/// Random 256-bit ids name snapshots, packs, index files and locks, so that
+/// writers never collide.
+pub type RawId = [u8; 32];
+
+pub fn random_id() -> RawId {
+    let mut id = [0u8; 32];
+    fill_random(&mut id);
+    id
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    codec::hex(&buf)
+}
+
+fn fill_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_err() {
+        // The kernel's generator does not fail on Linux once booted; fall
+        // back to time and pid so ids still differ rather than aborting.
+        let seed =
+            blake3::hash(format!("{:?}{}", SystemTime::now(), std::process::id()).as_bytes());
+        let mut reader = blake3::Hasher::new_keyed(seed.as_bytes()).finalize_xof();
+        reader.fill(buf);
+    }
+}
+
+pub fn hex_id(id: &RawId) -> String {
+    codec::hex(id)
+}
+
+pub fn parse_id(text: &str) -> Option<RawId> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
+}
+
+const CONFIG: &str = "config";
+const CONFIG_KIND: &str = "config";
+const FOLDERS: [&str; 5] = ["snapshots", "maps", "index", "data", "locks"];
+
+pub struct Repository {
+    backend: LocalBackend,
+    config: Config,
+}
+
+/// A snapshot manifest that could not be read.
+pub struct BrokenManifest {
+    pub name: String,
+    pub error: Error,
+}
+
+impl Repository {
+    /// Creates a repository in `path`, which must not exist or be empty.
+    pub fn init(path: &Path, chunk_size: u64, compression: Compression) -> Result<Repository> {
+        config::check_chunk_size(chunk_size)?;
+        match std::fs::read_dir(path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    let what = if path.join(CONFIG).exists() {
+                        "is already a platter repository"
+                    } else {
+                        "is not empty and is not a platter repository"
+                    };
+                    return Err(Error::bad_input(format!("{} {what}", path.display()))
+                        .hint("name a new or empty directory"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(Error::bad_input(format!(
+                    "{} is a file, not a directory",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+        let backend = LocalBackend::new(path);
+        for folder in FOLDERS {
+            let dir = path.join(folder);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        }
+        backend::sync_dir(path)?;
+        let config = Config {
+            repo_id: random_hex(32),
+            chunk_size,
+            compression,
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        };
+        // The config is written last: a directory without one is no repository.
+        backend.write_whole(
+            CONFIG,
+            &envelope::seal(CONFIG_KIND, config::FORMAT_VERSION, &config)?,
+        )?;
+        Ok(Repository { backend, config })
+    }
+
+    pub fn open(path: &Path) -> Result<Repository> {
+        let backend = LocalBackend::new(path);
+        let bytes = match backend.read_whole(CONFIG) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let why = if path.is_dir() {
+                    "is not a platter repository (it has no config file)"
+                } else {
+                    "does not exist"
+                };
+                return Err(Error::not_found(format!("{} {why}", path.display()))
+                    .hint("check --repo / PLATTER_REPO, or create one with `platter init`"));
+            }
+            Err(e) => return Err(e),
+        };
+        let what = backend.describe(CONFIG);
+        let config: Config = envelope::open(CONFIG_KIND, config::FORMAT_VERSION, &bytes, &what)?;
+        config.validate()?;
+        Ok(Repository { backend, config })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &self.backend
+    }
+
+    pub fn root(&self) -> &Path {
+        self.backend.root()
+    }
+
+    /// All readable snapshots, oldest first, and the manifests that are not.
+    pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
+        let mut good = Vec::new();
+        let mut broken = Vec::new();
+        for file in self.backend.list("snapshots")? {
+            if file.starts_with('.') {
+                continue;
+            }
+            let name = manifest_name(&file);
+            let loaded = self.backend.read_whole(&name).and_then(|bytes| {
+                let snap = Snapshot::decode(&bytes, &self.backend.describe(&name))?;
+                if snap.id != file {
+                    return Err(Error::corrupt(format!(
+                        "{} holds the manifest of snapshot {}",
+                        self.backend.describe(&name),
+                        snap.id
+                    )));
+                }
+                Ok(snap)
+            });
+            match loaded {
+                Ok(snap) => good.push(snap),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(error) => broken.push(BrokenManifest { name, error }),
+            }
+        }
+        good.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        Ok((good, broken))
+    }
+
+    /// Finds a snapshot by full id, unique prefix, or `latest`.
+    pub fn resolve(&self, spec: &str) -> Result<Snapshot> {
+        let (snaps, broken) = self.snapshots()?;
+        if spec == "latest" {
+            return snaps.into_iter().next_back().ok_or_else(|| {
+                Error::not_found("the repository has no snapshots yet")
+                    .hint("create one with `platter backup SOURCE`")
+            });
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::bad_input(format!(
+                "{spec:?} is not a snapshot id: use an id, a unique prefix of one, or `latest`"
+            )));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let mut matches: Vec<Snapshot> = snaps
+            .into_iter()
+            .filter(|s| s.id.starts_with(&spec))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => {
+                let damaged = broken
+                    .iter()
+                    .find(|b| b.name.trim_start_matches("snapshots/").starts_with(&spec));
+                match damaged {
+                    Some(b) => Err(Error::corrupt(b.error.message().to_string())),
+                    None => Err(Error::not_found(format!("no snapshot matches {spec:?}"))
+                        .hint("`platter snapshots` lists them")),
+                }
+            }
+            n => Err(Error::bad_input(format!(
+                "{spec:?} matches {n} snapshots ({}): give more digits",
+                matches
+                    .iter()
+                    .map(|s| &s.id[..s.id.len().min(12)])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Loads every index file. Damaged index files are returned separately;
+    /// the chunks they described then look missing, which verify reports.
+    pub fn load_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
+        let mut index = Index::default();
+        let mut damaged = Vec::new();
+        for file in self.backend.list("index")? {
+            if file.starts_with('.') {
+                continue;
+            }
+            let name = format!("index/{file}");
+            let what = self.backend.describe(&name);
+            match self
+                .backend
+                .read_whole(&name)
+                .and_then(|bytes| index::read_index(&bytes, &what))
+            {
+                Ok(groups) => {
+                    for (pack, entries) in groups {
+                        index.add_pack(pack, &entries);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => damaged.push((name, e)),
+            }
+        }
+        Ok((index, damaged))
+    }
+
+    /// Writes a manifest: the commit point of a backup.
+    pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        self.backend
+            .write_whole(&manifest_name(&snap.id), &snap.encode()?)
+    }
+
+    pub fn describe(&self, name: &str) -> String {
+        self.backend.describe(name)
+    }
+}
+
+/// Reads chunks out of packs, keeping recently used packs open.
+pub struct ChunkReader<'a> {
+    backend: &'a dyn Backend,
+    open: Vec<(RawId, Box<dyn ReadAt>)>,
+    stored: Vec<u8>,
+}
+
+const OPEN_PACKS: usize = 8;
+
+impl<'a> ChunkReader<'a> {
+    pub fn new(backend: &'a dyn Backend) -> ChunkReader<'a> {
+        ChunkReader {
+            backend,
+            open: Vec::new(),
+            stored: Vec::new(),
+        }
+    }
+
+    /// Reads chunk `id` into `out`, checking its crc32, decoding, and
+    /// checking its BLAKE3. Any mismatch is `Corrupt` naming the pack.
+    pub fn read(
+        &mut self,
+        id: &ChunkId,
+        pack: &RawId,
+        loc: &Location,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let name = pack::pack_name(pack);
+        let mut stored = std::mem::take(&mut self.stored);
+        stored.resize(loc.stored_len as usize, 0);
+        let read = self
+            .pack_file(pack, &name)
+            .and_then(|file| file.read_exact_at(&mut stored, loc.offset));
+        let checked = read.and_then(|()| {
+            if codec::crc32(&stored) != loc.crc {
+                return Err(Error::corrupt("it fails its crc32"));
+            }
+            codec::decode(loc.encoded, &stored, loc.plain_len as usize, out)
+        });
+        self.stored = stored;
+        let what = || {
+            format!(
+                "chunk {id} in pack {} at offset {}",
+                self.backend.describe(&name),
+                loc.offset
+            )
+        };
+        checked.map_err(|e| e.context(what()))?;
+        if ChunkId::of(out) != *id {
+            return Err(Error::corrupt(format!(
+                "{} does not match its BLAKE3 id",
+                what()
+            )));
+        }
+        Ok(())
+    }
+
+    fn pack_file(&mut self, pack: &RawId, name: &str) -> Result<&dyn ReadAt> {
+        if let Some(pos) = self.open.iter().position(|(id, _)| id == pack) {
+            let entry = self.open.remove(pos);
+            self.open.push(entry);
+        } else {
+            let file = self.backend.open(name).map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Error::corrupt(format!("pack {} is missing", self.backend.describe(name)))
+                } else {
+                    e
+                }
+            })?;
+            if self.open.len() >= OPEN_PACKS {
+                self.open.remove(0);
+            }
+            self.open.push((*pack, file));
+        }
+        match self.open.last() {
+            Some((_, file)) => Ok(file.as_ref()),
+            None => Err(Error::new(
+                ErrorKind::Io,
+                "internal error: pack cache is empty",
+            )),
+        }
+    }
+}
+
+/// Canonical absolute form of a user-given path, for identity and messages.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,220 @@
+//! Packs: append-only files of stored chunks with a table at the end.
+//!
+//! ```text
+//! offset        size  field
+//! 0             8     magic "PLTRPACK"
+//! 8             4     format version (1)
+//! 12            4     reserved, zero
+//! 16            ...   blobs, back to back (each is a chunk, lz4 or raw)
+//! T             64*n  table: one entry per blob (see ENTRY below)
+//! T+64n         4     n, the number of entries
+//! T+64n+4       4     crc32 of the table bytes
+//! T+64n+8       8     magic "PLTRPEND"
+//!
+//! ENTRY: id [32] | encoding u32 (0 raw, 1 lz4) | reserved u32 |
+//!        offset u64 | stored length u32 | plain length u32 |
+//!        crc32 of the stored bytes u32 | reserved u32
+//! ```
+//!
+//! The table makes a pack self-describing: the index can always be rebuilt
+//! from the packs alone.
+
+use std::path::Path;
+
+use crate::codec::{ChunkId, Encoded, crc32};
+use crate::error::{Error, Result};
+use crate::repo::backend::{Backend, NewFile, ReadAt};
+use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::{RawId, hex_id};
+
+const MAGIC: &[u8; 8] = b"PLTRPACK";
+const END_MAGIC: &[u8; 8] = b"PLTRPEND";
+const VERSION: u32 = 1;
+pub const HEADER_LEN: u64 = 16;
+pub const ENTRY_LEN: usize = 64;
+pub const FOOTER_LEN: u64 = 16;
+
+/// Where one chunk lives inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub encoded: Encoded,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub plain_len: u32,
+    pub crc: u32,
+}
+
+impl PackEntry {
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.put(&self.id.0);
+        out.put_u32(self.encoded as u32);
+        out.put_u32(0);
+        out.put_u64(self.offset);
+        out.put_u32(self.stored_len);
+        out.put_u32(self.plain_len);
+        out.put_u32(self.crc);
+        out.put_u32(0);
+    }
+
+    /// Parses one 64-byte entry; `None` when the encoding is unknown.
+    pub fn read_from(buf: &[u8]) -> Option<PackEntry> {
+        let mut r = FieldReader::new(buf);
+        let id = ChunkId(r.bytes());
+        let encoded = Encoded::from_flags(r.u32())?;
+        r.skip(4);
+        let offset = r.u64();
+        let stored_len = r.u32();
+        let plain_len = r.u32();
+        let crc = r.u32();
+        Some(PackEntry {
+            id,
+            encoded,
+            offset,
+            stored_len,
+            plain_len,
+            crc,
+        })
+    }
+}
+
+pub fn pack_name(id: &RawId) -> String {
+    let hex = hex_id(id);
+    format!("data/{}/{hex}", &hex[..2])
+}
+
+/// Writes one pack. Blobs are streamed to a temporary file; `finish` appends
+/// the table and makes the pack durable under its final name.
+pub struct PackWriter {
+    id: RawId,
+    file: Box<dyn NewFile>,
+    entries: Vec<PackEntry>,
+    offset: u64,
+}
+
+impl PackWriter {
+    pub fn create(backend: &dyn Backend) -> Result<PackWriter> {
+        let id = crate::repo::random_id();
+        let mut file = backend.create(&pack_name(&id))?;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.put(MAGIC);
+        header.put_u32(VERSION);
+        header.put_u32(0);
+        write_all(&mut *file, &header, &id)?;
+        Ok(PackWriter {
+            id,
+            file,
+            entries: Vec::new(),
+            offset: HEADER_LEN,
+        })
+    }
+
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        encoded: Encoded,
+        stored: &[u8],
+        plain_len: u32,
+    ) -> Result<PackEntry> {
+        write_all(&mut *self.file, stored, &self.id)?;
+        let entry = PackEntry {
+            id,
+            encoded,
+            offset: self.offset,
+            stored_len: stored.len() as u32,
+            plain_len,
+            crc: crc32(stored),
+        };
+        self.offset += stored.len() as u64;
+        self.entries.push(entry);
+        Ok(entry)
+    }
+
+    /// Bytes in the pack so far.
+    pub fn len(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the table and commits the pack. Returns its id and entries.
+    pub fn finish(mut self) -> Result<(RawId, Vec<PackEntry>)> {
+        let mut table = Vec::with_capacity(self.entries.len() * ENTRY_LEN + 16);
+        for entry in &self.entries {
+            entry.write_to(&mut table);
+        }
+        let crc = crc32(&table);
+        table.put_u32(self.entries.len() as u32);
+        table.put_u32(crc);
+        table.put(END_MAGIC);
+        write_all(&mut *self.file, &table, &self.id)?;
+        self.file.commit()?;
+        Ok((self.id, self.entries))
+    }
+}
+
+fn write_all(file: &mut dyn NewFile, bytes: &[u8], id: &RawId) -> Result<()> {
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write pack", Path::new(&pack_name(id)), e))
+}
+
+/// Reads and checks a pack's table. Every entry must lie between the header
+/// and the table.
+pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
+    let len = file.len();
+    if len < HEADER_LEN + FOOTER_LEN {
+        return Err(Error::corrupt(format!(
+            "pack {what} is {len} bytes, too short to be a pack: it was truncated"
+        )));
+    }
+    let mut header = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut header, 0)?;
+    if &header[..8] != MAGIC {
+        return Err(Error::corrupt(format!(
+            "pack {what} does not start with the pack magic"
+        )));
+    }
+    let mut footer = [0u8; FOOTER_LEN as usize];
+    file.read_exact_at(&mut footer, len - FOOTER_LEN)?;
+    let mut r = FieldReader::new(&footer);
+    let count = u64::from(r.u32());
+    let table_crc = r.u32();
+    if &r.bytes::<8>() != END_MAGIC {
+        return Err(Error::corrupt(format!(
+            "pack {what} does not end with the table magic: it was truncated or overwritten"
+        )));
+    }
+    let table_len = count * ENTRY_LEN as u64;
+    let table_start = (len - FOOTER_LEN)
+        .checked_sub(table_len)
+        .filter(|&start| start >= HEADER_LEN)
+        .ok_or_else(|| {
+            Error::corrupt(format!(
+                "pack {what} claims {count} entries, more than its {len} bytes can hold"
+            ))
+        })?;
+    let mut table = vec![0u8; table_len as usize];
+    file.read_exact_at(&mut table, table_start)?;
+    if crc32(&table) != table_crc {
+        return Err(Error::corrupt(format!(
+            "pack {what} has a damaged table (crc32 mismatch)"
+        )));
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    for (i, raw) in table.chunks_exact(ENTRY_LEN).enumerate() {
+        let entry = PackEntry::read_from(raw).ok_or_else(|| {
+            Error::corrupt(format!(
+                "pack {what}: table entry {i} has an unknown encoding"
+            ))
+        })?;
+        if entry.offset < HEADER_LEN || entry.offset + u64::from(entry.stored_len) > table_start {
+            return Err(Error::corrupt(format!(
+                "pack {what}: table entry {i} points outside the pack's data"
+            )));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
