@@ -33,7 +33,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         }))?;
     } else {
         output::line(&format!(
-            "created repository {} (id {}, chunks of {}, {:?} compression)",
+            "created repository {} (id {}, chunks of {}, {} compression)",
             repo.root().display(),
             &config.repo_id[..8],
             output::bytes(config.chunk_size),

@@ -24,6 +24,15 @@ impl Compression {
     }
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "no",
+            Compression::Lz4 => "lz4",
+        })
+    }
+}
+
 /// How one stored blob is encoded; recorded per blob in the pack table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoded {
