@@ -11,5 +11,6 @@ pub mod engine;
 pub mod error;
 pub mod progress;
 pub mod repo;
+pub mod writeback;
 
 pub use error::{Error, ErrorKind, Result};

@@ -56,25 +56,51 @@ const MIN_SAVING_SHIFT: u32 = 5;
 /// Bytes sampled to decide whether a chunk is worth compressing at all.
 const PROBE_LEN: usize = 16 * 1024;
 
-/// Encodes `plain` into `out` (cleared first) and says how. `out` is reused
-/// between chunks by the caller so the hot path does not allocate.
-pub fn encode(setting: Compression, plain: &[u8], out: &mut Vec<u8>) -> Encoded {
-    out.clear();
-    if setting == Compression::None || !probe_compresses(plain, out) {
-        out.extend_from_slice(plain);
-        return Encoded::Raw;
+/// How `encode` stored a chunk: raw (the plain bytes themselves) or lz4
+/// (the first `len` bytes of the scratch buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub how: Encoded,
+    pub len: usize,
+}
+
+impl Stored {
+    /// The stored bytes, given the chunk and the scratch `encode` used.
+    pub fn bytes<'a>(&self, plain: &'a [u8], scratch: &'a [u8]) -> &'a [u8] {
+        match self.how {
+            Encoded::Raw => plain,
+            Encoded::Lz4 => &scratch[..self.len],
+        }
     }
-    out.resize(lz4_flex::block::get_maximum_output_size(plain.len()), 0);
-    match lz4_flex::block::compress_into(plain, out) {
-        Ok(n) if n < plain.len() - (plain.len() >> MIN_SAVING_SHIFT) => {
-            out.truncate(n);
-            Encoded::Lz4
-        }
-        _ => {
-            out.clear();
-            out.extend_from_slice(plain);
-            Encoded::Raw
-        }
+}
+
+/// Encodes `plain`, using `scratch` for compressed output. Incompressible
+/// data is never copied. `scratch` is reused between chunks and only grows,
+/// so the hot path neither allocates nor zero-fills.
+pub fn encode(setting: Compression, plain: &[u8], scratch: &mut Vec<u8>) -> Stored {
+    let raw = Stored {
+        how: Encoded::Raw,
+        len: plain.len(),
+    };
+    if setting == Compression::None || !probe_compresses(plain, scratch) {
+        return raw;
+    }
+    grow(
+        scratch,
+        lz4_flex::block::get_maximum_output_size(plain.len()),
+    );
+    match lz4_flex::block::compress_into(plain, scratch) {
+        Ok(n) if n < plain.len() - (plain.len() >> MIN_SAVING_SHIFT) => Stored {
+            how: Encoded::Lz4,
+            len: n,
+        },
+        _ => raw,
+    }
+}
+
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
 }
 
@@ -85,14 +111,12 @@ fn probe_compresses(plain: &[u8], scratch: &mut Vec<u8>) -> bool {
         return true;
     }
     let step = plain.len() / 4;
-    scratch.resize(lz4_flex::block::get_maximum_output_size(PROBE_LEN), 0);
-    let result = (0..4).any(|i| {
+    grow(scratch, lz4_flex::block::get_maximum_output_size(PROBE_LEN));
+    (0..4).any(|i| {
         let sample = &plain[i * step..i * step + PROBE_LEN];
         matches!(lz4_flex::block::compress_into(sample, scratch),
             Ok(n) if n < PROBE_LEN - (PROBE_LEN >> MIN_SAVING_SHIFT))
-    });
-    scratch.clear();
-    result
+    })
 }
 
 /// Decodes a stored blob into `out` (cleared first), which must end up
@@ -131,11 +155,18 @@ mod tests {
     #[test]
     fn compressible_chunks_shrink_and_round_trip() {
         let plain: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8 / 16).collect();
-        let mut stored = Vec::new();
-        assert_eq!(encode(Compression::Lz4, &plain, &mut stored), Encoded::Lz4);
-        assert!(stored.len() < plain.len() / 4);
+        let mut scratch = Vec::new();
+        let stored = encode(Compression::Lz4, &plain, &mut scratch);
+        assert_eq!(stored.how, Encoded::Lz4);
+        assert!(stored.len < plain.len() / 4);
         let mut back = Vec::new();
-        decode(Encoded::Lz4, &stored, plain.len(), &mut back).unwrap();
+        decode(
+            Encoded::Lz4,
+            stored.bytes(&plain, &scratch),
+            plain.len(),
+            &mut back,
+        )
+        .unwrap();
         assert_eq!(back, plain);
     }
 
@@ -150,9 +181,10 @@ mod tests {
                 state as u8
             })
             .collect();
-        let mut stored = Vec::new();
-        assert_eq!(encode(Compression::Lz4, &plain, &mut stored), Encoded::Raw);
-        assert_eq!(stored, plain);
+        let mut scratch = Vec::new();
+        let stored = encode(Compression::Lz4, &plain, &mut scratch);
+        assert_eq!(stored.how, Encoded::Raw);
+        assert_eq!(stored.bytes(&plain, &scratch), &plain[..]);
     }
 
     #[test]

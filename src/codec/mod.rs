@@ -8,5 +8,5 @@
 mod compress;
 mod hash;
 
-pub use compress::{Compression, Encoded, decode, encode};
+pub use compress::{Compression, Encoded, Stored, decode, encode};
 pub use hash::{ChunkId, crc32, fingerprint, hex, is_zero};

@@ -179,10 +179,14 @@ impl Target {
         &self.path
     }
 
+    /// Writes `buf` at `offset` and starts its writeback, so the disk works
+    /// while later chunks are decoded and the final sync is short.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| Error::io("write", &self.path, e).context(format!("at offset {offset}")))
+        self.file.write_all_at(buf, offset).map_err(|e| {
+            Error::io("write", &self.path, e).context(format!("at offset {offset}"))
+        })?;
+        crate::writeback::start(&self.file, offset, buf.len() as u64);
+        Ok(())
     }
 
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use crate::codec::{self, ChunkId, Compression, Encoded};
+use crate::codec::{self, ChunkId, Compression, Stored};
 use crate::disk::Source;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
@@ -65,7 +65,7 @@ enum Outcome {
     Zero,
     Unchanged(MapEntry),
     Dedup(MapEntry),
-    New { entry: MapEntry, encoded: Encoded },
+    New { entry: MapEntry, stored: Stored },
 }
 
 struct Done {
@@ -222,8 +222,8 @@ fn classify(
     if !first {
         return Outcome::Dedup(entry);
     }
-    let encoded = codec::encode(compression, &slot.plain, &mut slot.stored);
-    Outcome::New { entry, encoded }
+    let stored = codec::encode(compression, &slot.plain, &mut slot.stored);
+    Outcome::New { entry, stored }
 }
 
 type Written = (MapWriter, Vec<(RawId, Vec<PackEntry>)>, BackupStats);
@@ -276,16 +276,17 @@ fn write_loop(
                     stats.bytes_read += item.slot.plain.len() as u64;
                     e
                 }
-                Outcome::New { entry, encoded } => {
+                Outcome::New { entry, stored } => {
                     let writer = match pack.as_mut() {
                         Some(w) => w,
                         None => pack.insert(PackWriter::create(backend)?),
                     };
                     let plain_len = item.slot.plain.len() as u32;
-                    writer.add(entry.id, encoded, &item.slot.stored, plain_len)?;
+                    let bytes = stored.bytes(&item.slot.plain, &item.slot.stored);
+                    writer.add(entry.id, stored.how, bytes, plain_len)?;
                     stats.chunks_new += 1;
                     stats.bytes_read += u64::from(plain_len);
-                    stats.bytes_new += item.slot.stored.len() as u64;
+                    stats.bytes_new += stored.len as u64;
                     stats.bytes_new_plain += u64::from(plain_len);
                     if writer.len() >= PACK_TARGET
                         && let Some(full) = pack.take()

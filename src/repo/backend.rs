@@ -113,6 +113,7 @@ impl Backend for LocalBackend {
             path,
             dir,
             written: 0,
+            flushed: 0,
         }))
     }
 
@@ -172,7 +173,13 @@ struct LocalNewFile {
     path: PathBuf,
     dir: PathBuf,
     written: u64,
+    /// Bytes handed to the kernel's writeback so far.
+    flushed: u64,
 }
+
+/// Writeback is started every this many bytes, so the disk works while the
+/// CPU compresses and the final fsync finds little left to write.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl Write for LocalNewFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -182,6 +189,11 @@ impl Write for LocalNewFile {
             .ok_or_else(|| io::Error::other("file already committed"))?;
         let n = out.write(buf)?;
         self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK_STEP {
+            out.flush()?;
+            crate::writeback::start(out.get_ref(), self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+        }
         Ok(n)
     }
 
