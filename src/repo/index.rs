@@ -195,3 +195,51 @@ pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(RawId, Vec<PackEntry>
     }
     Ok(groups)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::backend::LocalBackend;
+
+    fn entry(name: &[u8], offset: u64) -> PackEntry {
+        PackEntry {
+            id: ChunkId::of(name),
+            encoded: Encoded::Lz4,
+            offset,
+            stored_len: 10,
+            plain_len: 20,
+            crc: 7,
+        }
+    }
+
+    #[test]
+    fn index_files_round_trip_and_reject_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let packs = vec![
+            ([1u8; 32], vec![entry(b"a", 16), entry(b"b", 26)]),
+            ([2u8; 32], vec![entry(b"c", 16)]),
+        ];
+        let id = write_index(&backend, &packs).unwrap();
+        let bytes = backend.read_whole(&index_name(&id)).unwrap();
+        assert_eq!(read_index(&bytes, "i").unwrap(), packs);
+        for cut in 0..bytes.len() {
+            assert!(
+                read_index(&bytes[..cut], "i").is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            assert!(read_index(&bad, "i").is_err(), "flip at {i} accepted");
+        }
+        let mut index = Index::default();
+        for (pack, entries) in &packs {
+            index.add_pack(*pack, entries);
+        }
+        let loc = index.get(&ChunkId::of(b"c")).unwrap();
+        assert_eq!(index.pack_id(loc.pack), &[2u8; 32]);
+        assert_eq!(index.len(), 3);
+    }
+}

@@ -359,3 +359,58 @@ impl MapReader {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::backend::LocalBackend;
+
+    #[test]
+    fn maps_round_trip_and_any_damage_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let snap = [9u8; 32];
+        let header = MapHeader::new(65536, 65536 * 5000 + 17, snap);
+        let entries: Vec<MapEntry> = (0..header.entries)
+            .map(|i| match i % 3 {
+                0 => MapEntry::ZERO,
+                1 => MapEntry::data(ChunkId::of(&i.to_le_bytes()), i * 7),
+                _ => MapEntry {
+                    kind: Kind::Unused,
+                    fingerprint: 0,
+                    id: ChunkId::default(),
+                },
+            })
+            .collect();
+        let mut w = MapWriter::create(&backend, header).unwrap();
+        for e in &entries {
+            w.push(e).unwrap();
+        }
+        let blake = w.finish().unwrap();
+        let mut r = MapReader::open(&backend, &snap, &blake).unwrap();
+        assert_eq!(r.header(), &header);
+        assert_eq!(header.chunk_len(header.entries - 1), 17);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(&r.entry(i as u64).unwrap(), e);
+        }
+        assert!(r.entry(header.entries).is_err());
+
+        let name = map_name(&snap);
+        let good = backend.read_whole(&name).unwrap();
+        for i in [0, 20, 77, 80, 81, 5000, good.len() - 5, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[i] ^= 1;
+            backend.write_whole(&name, &bad).unwrap();
+            assert!(
+                MapReader::open(&backend, &snap, &blake).is_err(),
+                "flip at {i} accepted"
+            );
+        }
+        backend
+            .write_whole(&name, &good[..good.len() - 48])
+            .unwrap();
+        assert!(MapReader::open(&backend, &snap, &blake).is_err());
+        backend.write_whole(&name, &good).unwrap();
+        assert!(MapReader::open(&backend, &[8u8; 32], &blake).is_err());
+    }
+}

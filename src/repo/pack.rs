@@ -176,6 +176,12 @@ pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
             "pack {what} does not start with the pack magic"
         )));
     }
+    let version = FieldReader::new(&header[8..12]).u32();
+    if version != VERSION {
+        return Err(Error::unsupported(format!(
+            "pack {what} has format version {version}, this platter reads {VERSION}"
+        )));
+    }
     let mut footer = [0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut footer, len - FOOTER_LEN)?;
     let mut r = FieldReader::new(&footer);
@@ -217,4 +223,56 @@ pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
         entries.push(entry);
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::backend::LocalBackend;
+
+    fn write_pack(backend: &LocalBackend) -> (RawId, Vec<PackEntry>) {
+        let mut w = PackWriter::create(backend).unwrap();
+        w.add(ChunkId::of(b"one"), Encoded::Raw, b"one", 3).unwrap();
+        w.add(ChunkId::of(b"two"), Encoded::Raw, b"two!", 4)
+            .unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn a_pack_reads_back_its_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let (id, entries) = write_pack(&backend);
+        let file = backend.open(&pack_name(&id)).unwrap();
+        assert_eq!(read_table(file.as_ref(), "p").unwrap(), entries);
+        assert_eq!(entries[1].offset, HEADER_LEN + 3);
+    }
+
+    #[test]
+    fn every_truncation_and_table_flip_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let (id, _) = write_pack(&backend);
+        let name = pack_name(&id);
+        let good = backend.read_whole(&name).unwrap();
+        let table_start = good.len() - FOOTER_LEN as usize - 2 * ENTRY_LEN;
+        for cut in 0..good.len() {
+            backend.write_whole(&name, &good[..cut]).unwrap();
+            let file = backend.open(&name).unwrap();
+            assert!(
+                read_table(file.as_ref(), "p").is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+        for i in (0..12).chain(table_start..good.len()) {
+            let mut bad = good.clone();
+            bad[i] ^= 1;
+            backend.write_whole(&name, &bad).unwrap();
+            let file = backend.open(&name).unwrap();
+            assert!(
+                read_table(file.as_ref(), "p").is_err(),
+                "flip at {i} accepted"
+            );
+        }
+    }
 }
