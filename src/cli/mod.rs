@@ -4,6 +4,7 @@
 mod backup;
 mod init;
 mod output;
+mod rebuild_index;
 mod restore;
 mod show;
 mod snapshots;
@@ -55,6 +56,7 @@ enum Command {
     Restore(restore::Args),
     Verify(verify::Args),
     Unlock(unlock::Args),
+    RebuildIndex(rebuild_index::Args),
 }
 
 /// What every command gets besides its own arguments.
@@ -90,6 +92,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Unlock(args) => unlock::run(&ctx, args),
+        Command::RebuildIndex(args) => rebuild_index::run(&ctx, args),
     }?;
     Ok(if clean {
         ExitCode::SUCCESS

@@ -71,8 +71,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     ));
     if !report.is_clean() {
         eprintln!(
-            "hint: restore the affected snapshots with --continue-on-error to recover the rest, \
-             or restore from another copy of the repository"
+            "hint: if an index file is damaged or chunks are in no index, `platter rebuild-index` \
+             rebuilds the index from the packs; for damaged packs, restore the affected snapshots \
+             with --continue-on-error to recover the rest, or use another copy of the repository"
         );
     }
     Ok(report.is_clean())

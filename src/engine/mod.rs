@@ -5,6 +5,7 @@
 pub mod backup;
 mod backup_pipeline;
 mod parallel;
+pub mod rebuild_index;
 pub mod restore;
 pub mod verify;
 
