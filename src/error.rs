@@ -107,6 +107,11 @@ impl Error {
         }
     }
 
+    /// The OS error number behind an I/O error, if any.
+    pub fn os_code(&self) -> Option<i32> {
+        self.source.as_ref().and_then(|e| e.raw_os_error())
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -37,6 +37,31 @@ pub fn lock_repo<'a>(
     progress: &dyn Progress,
 ) -> Result<RepoLock<'a>> {
     let (held, cleared) = lock::acquire(repo.backend(), kind, command)?;
+    report_cleared(cleared, progress);
+    Ok(held)
+}
+
+/// A shared lock for commands that only read: on a read-only repository
+/// (a write-protected USB drive, a read-only mount) they go on unlocked.
+pub fn lock_for_reading<'a>(
+    repo: &'a Repository,
+    command: &str,
+    progress: &dyn Progress,
+) -> Result<Option<RepoLock<'a>>> {
+    match lock::acquire(repo.backend(), LockKind::Shared, command) {
+        Ok((held, cleared)) => {
+            report_cleared(cleared, progress);
+            Ok(Some(held))
+        }
+        Err(e) if matches!(e.os_code(), Some(libc::EROFS) | Some(libc::EACCES)) => {
+            progress.warn("the repository is read-only: reading it without a lock");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn report_cleared(cleared: Vec<lock::FoundLock>, progress: &dyn Progress) {
     for stale in cleared {
         let who = stale
             .info
@@ -47,5 +72,4 @@ pub fn lock_repo<'a>(
             stale.name
         ));
     }
-    Ok(held)
 }

@@ -12,7 +12,6 @@ use crate::engine::parallel::for_each_entry;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
-use crate::repo::lock::LockKind;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{ChunkReader, Repository};
@@ -63,7 +62,7 @@ pub fn restore(
     let mut map = MapReader::open(repo.backend(), &snap.raw_id()?, &snap.map.blake3)
         .map_err(|e| e.context(format!("snapshot {} cannot be restored", snap.short_id())))?;
     let header = *map.header();
-    let _lock = super::lock_repo(repo, LockKind::Shared, "restore", progress)?;
+    let _lock = super::lock_for_reading(repo, "restore", progress)?;
     let (index, _) = repo.load_index()?;
     let missing = missing_chunks(&mut map, &index)?;
     if let Some(&(pos, id)) = missing.first()

@@ -14,7 +14,6 @@ use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::index::Index;
-use crate::repo::lock::LockKind;
 use crate::repo::map::{Kind, MapReader};
 use crate::repo::pack::{self, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
@@ -71,7 +70,7 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
-    let _lock = super::lock_repo(repo, LockKind::Shared, "verify", progress)?;
+    let _lock = super::lock_for_reading(repo, "verify", progress)?;
     let mut report = VerifyReport::default();
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
 
