@@ -103,6 +103,7 @@ workload() {
     sha "$CHG" > "$DIR/.disk.img.sha256"
 }
 workload
+sync                       # no writeback of the workload step during the first measurement
 
 # ---------------------------------------------------------------- platter binary
 PLATTER_OK=0
@@ -282,7 +283,7 @@ fi
 
 # ---------------------------------------------------------------- report
 echo
-echo "# platter benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPU, $(free -g | awk '/^Mem/{print $2}') GiB RAM, RUNS=$RUNS (medians), $(( $(date +%s) - START )) s"
+echo "# platter benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPU, $(free -g | awk '/^Mem/{print $2}') GiB RAM, RUNS=$RUNS (medians), $(( $(date +%s) - START )) s"
 echo
 echo "Workload: make-workload.sh (4 GiB ext4 image, 2051 MiB allocated; incremental = the ~1 % change, 48.6 MiB in 197 1 MiB regions)."
 echo "Inputs are read into the page cache (cat > /dev/null) before every timed phase; restores are timed without the final flush."

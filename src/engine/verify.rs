@@ -75,6 +75,11 @@ pub fn verify(
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
 
     let (all, broken) = repo.snapshots()?;
+    let all_ids: HashSet<String> = all
+        .iter()
+        .map(|s| s.id.clone())
+        .chain(broken.iter().map(|b| b.name.trim_start_matches("snapshots/").to_string()))
+        .collect();
     for b in broken {
         report
             .damage
@@ -167,11 +172,38 @@ pub fn verify(
         }
     }
 
+    find_stray_files(repo, &all_ids, &mut report)?;
     if !bad_chunks.is_empty() {
         attribute(repo, &snaps, &bad_chunks, &mut report)?;
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Unfinished writes in any folder, and maps whose snapshot never got its
+/// manifest: what an interrupted backup leaves behind.
+fn find_stray_files(
+    repo: &Repository,
+    snapshot_ids: &HashSet<String>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    for dir in ["snapshots", "maps", "index", "locks"] {
+        for file in repo.backend().list(dir)? {
+            let name = format!("{dir}/{file}");
+            if file.starts_with(TEMP_PREFIX) {
+                report.leftovers.push(problem(
+                    repo.describe(&name),
+                    "unfinished write of an interrupted command",
+                ));
+            } else if dir == "maps" && !snapshot_ids.contains(&file) {
+                report.leftovers.push(problem(
+                    repo.describe(&name),
+                    "map of a snapshot that was never committed (an interrupted backup)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn problem(file: String, what: &str) -> Problem {

@@ -135,9 +135,11 @@ impl Repository {
         let backend = LocalBackend::new(path);
         let bytes = match backend.read_whole(CONFIG) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(e) if e.kind() == ErrorKind::NotFound || e.os_code() == Some(libc::ENOTDIR) => {
                 let why = if path.is_dir() {
                     "is not a platter repository (it has no config file)"
+                } else if path.exists() {
+                    "is a file, not a platter repository"
                 } else {
                     "does not exist"
                 };
@@ -198,6 +200,13 @@ impl Repository {
     pub fn resolve(&self, spec: &str) -> Result<Snapshot> {
         let (snaps, broken) = self.snapshots()?;
         if spec == "latest" {
+            if let Some(b) = broken.first() {
+                return Err(Error::corrupt(format!(
+                    "cannot tell which snapshot is the latest: {}",
+                    b.error
+                ))
+                .hint("name the snapshot by its id (`platter snapshots` lists the readable ones)"));
+            }
             return snaps.into_iter().next_back().ok_or_else(|| {
                 Error::not_found("the repository has no snapshots yet")
                     .hint("create one with `platter backup SOURCE`")

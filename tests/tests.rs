@@ -1,0 +1,18 @@
+//! platter's integration tests: one binary, one module per concern, each
+//! test driving the real `platter` executable against real files, loop
+//! devices and filesystems. Shared helpers (a temporary sandbox, running the
+//! binary, images with a byte-exact model, readers for the on-disk format,
+//! loop devices) live in `it/common.rs`.
+
+mod it {
+    pub mod common;
+
+    mod bad_input;
+    mod crash;
+    mod damage;
+    mod devices;
+    mod format;
+    mod incremental;
+    mod output;
+    mod roundtrip;
+}
