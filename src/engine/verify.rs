@@ -78,7 +78,11 @@ pub fn verify(
     let all_ids: HashSet<String> = all
         .iter()
         .map(|s| s.id.clone())
-        .chain(broken.iter().map(|b| b.name.trim_start_matches("snapshots/").to_string()))
+        .chain(
+            broken
+                .iter()
+                .map(|b| b.name.trim_start_matches("snapshots/").to_string()),
+        )
         .collect();
     for b in broken {
         report

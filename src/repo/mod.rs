@@ -205,7 +205,9 @@ impl Repository {
                     "cannot tell which snapshot is the latest: {}",
                     b.error
                 ))
-                .hint("name the snapshot by its id (`platter snapshots` lists the readable ones)"));
+                .hint(
+                    "name the snapshot by its id (`platter snapshots` lists the readable ones)",
+                ));
             }
             return snaps.into_iter().next_back().ok_or_else(|| {
                 Error::not_found("the repository has no snapshots yet")

@@ -38,7 +38,11 @@ fn a_version_1_repository_still_verifies_and_restores() {
         .arg(&repo)
         .output()
         .unwrap();
-    assert!(verify.status.success(), "verify failed: {}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "verify failed: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     let expected = std::fs::read_to_string(fixtures.join("repo-v1.sha256")).unwrap();
     let mut restored = 0;
     for line in expected.lines() {
@@ -52,7 +56,11 @@ fn a_version_1_repository_still_verifies_and_restores() {
             .status()
             .unwrap();
         assert!(status.success(), "restore of {snapshot} failed");
-        assert_eq!(sha256(&target), digest, "snapshot {snapshot} restored wrong bytes");
+        assert_eq!(
+            sha256(&target),
+            digest,
+            "snapshot {snapshot} restored wrong bytes"
+        );
         restored += 1;
     }
     assert_eq!(restored, 2, "the fixture lists two snapshots");
