@@ -9,8 +9,8 @@ pub mod codec;
 pub mod disk;
 pub mod engine;
 pub mod error;
+pub mod os;
 pub mod progress;
 pub mod repo;
-pub mod writeback;
 
 pub use error::{Error, ErrorKind, Result};

@@ -185,7 +185,7 @@ impl Target {
         self.file.write_all_at(buf, offset).map_err(|e| {
             Error::io("write", &self.path, e).context(format!("at offset {offset}"))
         })?;
-        crate::writeback::start(&self.file, offset, buf.len() as u64);
+        crate::os::start_writeback(&self.file, offset, buf.len() as u64);
         Ok(())
     }
 

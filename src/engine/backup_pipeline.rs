@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::codec::{self, ChunkId, Compression, Stored};
 use crate::disk::Source;
 use crate::error::{Error, ErrorKind, Result};
+use crate::os::MappedRange;
 use crate::progress::Progress;
 use crate::repo::RawId;
 use crate::repo::backend::Backend;
@@ -48,9 +49,21 @@ pub struct PipelineOutput {
     pub stats: BackupStats,
 }
 
+/// One chunk's buffers. The chunk's bytes are a mapping of the source when
+/// it can be mapped (no copy), else read into `buf`.
 struct Slot {
-    plain: Vec<u8>,
+    mapped: Option<MappedRange>,
+    buf: Vec<u8>,
     stored: Vec<u8>,
+}
+
+impl Slot {
+    fn plain(&self) -> &[u8] {
+        match &self.mapped {
+            Some(map) => map,
+            None => &self.buf,
+        }
+    }
 }
 
 struct Job {
@@ -80,7 +93,8 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
     let (free_tx, free_rx) = bounded::<Slot>(slots);
     for _ in 0..slots {
         let slot = Slot {
-            plain: Vec::with_capacity(input.header.chunk_size as usize),
+            mapped: None,
+            buf: Vec::new(),
             stored: Vec::new(),
         };
         free_tx
@@ -150,9 +164,14 @@ fn read_loop(
             None => None,
         };
         let hole = source.is_hole(start, start + len);
+        slot.mapped = None;
+        slot.buf.clear();
         if !hole {
-            slot.plain.resize(len as usize, 0);
-            source.read_at(&mut slot.plain, start)?;
+            slot.mapped = source.map_at(start, len as usize);
+            if slot.mapped.is_none() {
+                slot.buf.resize(len as usize, 0);
+                source.read_at(&mut slot.buf, start)?;
+            }
         }
         progress.advance(len);
         let job = Job {
@@ -200,17 +219,21 @@ fn classify(
     pending: &Mutex<HashSet<ChunkId>>,
     compression: Compression,
 ) -> Outcome {
-    let fingerprint = codec::fingerprint(&slot.plain);
+    let plain = match &slot.mapped {
+        Some(map) => &map[..],
+        None => &slot.buf[..],
+    };
+    let fingerprint = codec::fingerprint(plain);
     if let Some(p) = parent
         && p.kind == Kind::Data
         && p.fingerprint == fingerprint
     {
         return Outcome::Unchanged(p);
     }
-    if codec::is_zero(&slot.plain) {
+    if codec::is_zero(plain) {
         return Outcome::Zero;
     }
-    let id = ChunkId::of(&slot.plain);
+    let id = ChunkId::of(plain);
     let entry = MapEntry::data(id, fingerprint);
     if index.contains(&id) {
         return Outcome::Dedup(entry);
@@ -222,7 +245,7 @@ fn classify(
     if !first {
         return Outcome::Dedup(entry);
     }
-    let stored = codec::encode(compression, &slot.plain, &mut slot.stored);
+    let stored = codec::encode(compression, plain, &mut slot.stored);
     Outcome::New { entry, stored }
 }
 
@@ -263,17 +286,17 @@ fn write_loop(
                 }
                 Outcome::Zero => {
                     stats.chunks_zero += 1;
-                    stats.bytes_read += item.slot.plain.len() as u64;
+                    stats.bytes_read += item.slot.plain().len() as u64;
                     MapEntry::ZERO
                 }
                 Outcome::Unchanged(e) => {
                     stats.chunks_unchanged += 1;
-                    stats.bytes_read += item.slot.plain.len() as u64;
+                    stats.bytes_read += item.slot.plain().len() as u64;
                     e
                 }
                 Outcome::Dedup(e) => {
                     stats.chunks_dedup += 1;
-                    stats.bytes_read += item.slot.plain.len() as u64;
+                    stats.bytes_read += item.slot.plain().len() as u64;
                     e
                 }
                 Outcome::New { entry, stored } => {
@@ -281,8 +304,8 @@ fn write_loop(
                         Some(w) => w,
                         None => pack.insert(PackWriter::create(backend)?),
                     };
-                    let plain_len = item.slot.plain.len() as u32;
-                    let bytes = stored.bytes(&item.slot.plain, &item.slot.stored);
+                    let plain_len = item.slot.plain().len() as u32;
+                    let bytes = stored.bytes(item.slot.plain(), &item.slot.stored);
                     writer.add(entry.id, stored.how, bytes, plain_len)?;
                     stats.chunks_new += 1;
                     stats.bytes_read += u64::from(plain_len);
@@ -299,9 +322,12 @@ fn write_loop(
                 }
             };
             stats.chunks += 1;
-            // The slot goes back before the map write so the reader never
-            // waits on map I/O. A closed pool means the reader has stopped.
-            let _ = free.send(item.slot);
+            // The slot goes back (its mapping released) before the map write
+            // so the reader never waits on map I/O. A closed pool means the
+            // reader has stopped.
+            let mut slot = item.slot;
+            slot.mapped = None;
+            let _ = free.send(slot);
             waiting.insert(item.pos, entry);
             while let Some(entry) = waiting.remove(&next) {
                 map.push(&entry)?;

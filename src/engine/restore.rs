@@ -150,11 +150,11 @@ fn write_all(
     let ran = for_each_entry(
         map,
         super::worker_count(),
-        || (ChunkReader::new(repo.backend()), Vec::new()),
-        |(reader, buf), pos, entry| {
+        || ChunkReader::new(repo.backend()),
+        |reader, pos, entry| {
             let offset = pos * header.chunk_size;
             let len = header.chunk_len(pos);
-            let outcome = restore_chunk(reader, buf, index, target, &header, pos, &entry);
+            let outcome = restore_chunk(reader, index, target, &header, pos, &entry);
             progress.advance(len);
             let mut totals = totals.lock().map_err(|_| poisoned())?;
             match outcome {
@@ -189,7 +189,6 @@ fn write_all(
 /// Writes one chunk; Ok(true) if data was written, Ok(false) for zeros.
 fn restore_chunk(
     reader: &mut ChunkReader,
-    buf: &mut Vec<u8>,
     index: &Index,
     target: &Target,
     header: &MapHeader,
@@ -205,7 +204,7 @@ fn restore_chunk(
     let loc = index
         .get(&entry.id)
         .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", entry.id)))?;
-    reader.read(&entry.id, index.pack_id(loc.pack), loc, buf)?;
+    let buf = reader.read(&entry.id, index.pack_id(loc.pack), loc)?;
     if buf.len() as u64 != len {
         return Err(Error::corrupt(format!(
             "chunk {} is {} bytes but its place in the map is {len}",

@@ -385,10 +385,9 @@ fn read_data(
         for _ in 0..super::worker_count() {
             let (rx, found) = (rx.clone(), &found);
             scope.spawn(move || {
-                let mut reader = ChunkReader::new(repo.backend());
-                let mut buf = Vec::new();
+                let mut reader = ChunkReader::new(repo.backend()).checking_crc();
                 for (id, loc) in rx.iter() {
-                    if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc, &mut buf) {
+                    if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc) {
                         let why = if e.kind() == ErrorKind::Corrupt {
                             e.message().to_string()
                         } else {

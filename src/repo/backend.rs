@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::os::MappedRange;
 
 /// A file being written; it exists under its name only after `commit`.
 pub trait NewFile: Write + Send {
@@ -27,6 +28,10 @@ pub trait ReadAt: Send + Sync {
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// [offset, offset+len) mapped without a copy, where the backend can.
+    fn map_range(&self, _offset: u64, _len: usize) -> Option<MappedRange> {
+        None
     }
 }
 
@@ -191,7 +196,7 @@ impl Write for LocalNewFile {
         self.written += n as u64;
         if self.written - self.flushed >= WRITEBACK_STEP {
             out.flush()?;
-            crate::writeback::start(out.get_ref(), self.flushed, self.written - self.flushed);
+            crate::os::start_writeback(out.get_ref(), self.flushed, self.written - self.flushed);
             self.flushed = self.written;
         }
         Ok(n)
@@ -258,6 +263,13 @@ impl ReadAt for LocalFile {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn map_range(&self, offset: u64, len: usize) -> Option<MappedRange> {
+        if len == 0 || offset.checked_add(len as u64)? > self.len {
+            return None;
+        }
+        MappedRange::new(&self.file, offset, len).ok()
     }
 }
 

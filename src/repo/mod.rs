@@ -19,8 +19,9 @@ pub mod snapshot;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::codec::{self, ChunkId, Compression};
+use crate::codec::{self, ChunkId, Compression, Encoded};
 use crate::error::{Error, ErrorKind, Result};
+use crate::os::MappedRange;
 use backend::{Backend, LocalBackend, ReadAt};
 use config::Config;
 use index::{Index, Location};
@@ -286,11 +287,16 @@ impl Repository {
     }
 }
 
-/// Reads chunks out of packs, keeping recently used packs open.
+/// Reads chunks out of packs, keeping recently used packs open. Stored
+/// bytes are mapped rather than copied where the backend allows, so a raw
+/// chunk goes from the page cache to its destination with a single copy.
 pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
     open: Vec<(RawId, Box<dyn ReadAt>)>,
+    mapped: Option<MappedRange>,
     stored: Vec<u8>,
+    plain: Vec<u8>,
+    always_crc: bool,
 }
 
 const OPEN_PACKS: usize = 8;
@@ -300,46 +306,79 @@ impl<'a> ChunkReader<'a> {
         ChunkReader {
             backend,
             open: Vec::new(),
+            mapped: None,
             stored: Vec::new(),
+            plain: Vec::new(),
+            always_crc: false,
         }
     }
 
-    /// Reads chunk `id` into `out`, checking its crc32, decoding, and
-    /// checking its BLAKE3. Any mismatch is `Corrupt` naming the pack.
-    pub fn read(
-        &mut self,
-        id: &ChunkId,
-        pack: &RawId,
-        loc: &Location,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
+    /// Also checks every chunk's crc32 (verify does: it checks the recorded
+    /// checksums too, not only the data).
+    pub fn checking_crc(mut self) -> ChunkReader<'a> {
+        self.always_crc = true;
+        self
+    }
+
+    /// Reads chunk `id`, decodes it and checks its BLAKE3; returns its plain
+    /// bytes. Any mismatch is `Corrupt` naming the pack and offset. The
+    /// BLAKE3 check catches every change, so the crc32 is only computed when
+    /// it fails, to tell storage damage (crc32 fails too) from a wrong index.
+    pub fn read(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<&[u8]> {
         let name = pack::pack_name(pack);
-        let mut stored = std::mem::take(&mut self.stored);
-        stored.resize(loc.stored_len as usize, 0);
-        let read = self
-            .pack_file(pack, &name)
-            .and_then(|file| file.read_exact_at(&mut stored, loc.offset));
-        let checked = read.and_then(|()| {
-            if codec::crc32(&stored) != loc.crc {
-                return Err(Error::corrupt("it fails its crc32"));
+        let what = format!(
+            "chunk {id} in pack {} at offset {}",
+            self.backend.describe(&name),
+            loc.offset
+        );
+        self.load(pack, &name, loc).map_err(|e| e.context(&what))?;
+        let stored: &[u8] = match &self.mapped {
+            Some(map) => map,
+            None => &self.stored,
+        };
+        let damaged = |why: &str| {
+            if codec::crc32(stored) != loc.crc {
+                Error::corrupt(format!(
+                    "{what} fails its crc32: the stored bytes are damaged"
+                ))
+            } else {
+                Error::corrupt(format!("{what} {why}"))
             }
-            codec::decode(loc.encoded, &stored, loc.plain_len as usize, out)
+        };
+        if self.always_crc && codec::crc32(stored) != loc.crc {
+            return Err(damaged("fails its crc32"));
+        }
+        let plain = match loc.encoded {
+            Encoded::Raw if stored.len() == loc.plain_len as usize => stored,
+            _ => {
+                if let Err(e) =
+                    codec::decode(loc.encoded, stored, loc.plain_len as usize, &mut self.plain)
+                {
+                    return Err(damaged(e.message()));
+                }
+                &self.plain
+            }
+        };
+        if ChunkId::of(plain) != *id {
+            return Err(damaged("does not match its BLAKE3 id"));
+        }
+        Ok(plain)
+    }
+
+    /// Brings the stored bytes into `mapped` or, failing that, `stored`.
+    fn load(&mut self, pack: &RawId, name: &str, loc: &Location) -> Result<()> {
+        self.mapped = None;
+        let len = loc.stored_len as usize;
+        let mut stored = std::mem::take(&mut self.stored);
+        let loaded = self.pack_file(pack, name).and_then(|file| {
+            if let Some(map) = file.map_range(loc.offset, len) {
+                return Ok(Some(map));
+            }
+            stored.resize(len, 0);
+            file.read_exact_at(&mut stored, loc.offset).map(|()| None)
         });
         self.stored = stored;
-        let what = || {
-            format!(
-                "chunk {id} in pack {} at offset {}",
-                self.backend.describe(&name),
-                loc.offset
-            )
-        };
-        checked.map_err(|e| e.context(what()))?;
-        if ChunkId::of(out) != *id {
-            return Err(Error::corrupt(format!(
-                "{} does not match its BLAKE3 id",
-                what()
-            )));
-        }
+        self.mapped = loaded?;
         Ok(())
     }
 
