@@ -9,7 +9,7 @@ use super::{Context, output};
 /// Restore a snapshot onto a new image file, an existing file, or a device
 ///
 /// Nothing is written to a target that is mounted, in use, or smaller than
-/// the snapshot. Every chunk's crc32 and BLAKE3 are checked before it is
+/// the snapshot. Every chunk is checked against its BLAKE3 id before it is
 /// written; a damaged chunk stops the restore (see --continue-on-error).
 #[derive(clap::Args)]
 pub struct Args {
