@@ -3,18 +3,17 @@
 //! enough), then write every chunk after checking its crc32 and BLAKE3.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::codec::{self, ChunkId};
 use crate::disk::{Target, TargetKind};
-use crate::engine::parallel::for_each_entry;
+use crate::engine::parallel::{for_each_entry, map_entries};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
-use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader};
+use crate::repo::map::{Kind, MapEntry, MapReader};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{ChunkReader, Repository};
+use crate::repo::{ChunkReader, PlainChunk, Repository};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RestoreOptions {
@@ -135,6 +134,8 @@ fn missing_chunks(map: &mut MapReader, index: &Index) -> Result<Vec<(u64, ChunkI
 
 type Written = (u64, u64, Vec<DamagedRange>);
 
+/// Workers read, decode and check chunks; this thread writes them, so the
+/// target sees one writer.
 fn write_all(
     repo: &Repository,
     snap: &Snapshot,
@@ -145,24 +146,35 @@ fn write_all(
     progress: &dyn Progress,
 ) -> Result<Written> {
     let header = *map.header();
-    let totals = Mutex::new((0u64, 0u64, Vec::<DamagedRange>::new()));
+    let (mut written, mut zero, mut damaged) = (0u64, 0u64, Vec::<DamagedRange>::new());
     progress.start("restore", header.source_size);
-    let ran = for_each_entry(
+    let ran = map_entries(
         map,
         super::worker_count(),
         || ChunkReader::new(repo.backend()),
-        |reader, pos, entry| {
+        |reader, _, entry| fetch_chunk(reader, index, &entry),
+        |pos, entry, fetched| {
             let offset = pos * header.chunk_size;
             let len = header.chunk_len(pos);
-            let outcome = restore_chunk(reader, index, target, &header, pos, &entry);
-            progress.advance(len);
-            let mut totals = totals.lock().map_err(|_| poisoned())?;
-            match outcome {
-                Ok(true) => totals.0 += len,
-                Ok(false) => totals.1 += 1,
+            match fetched {
+                Ok(Some(plain)) if plain.len() as u64 == len => {
+                    target.write_at(&plain, offset)?;
+                    written += len;
+                }
+                Ok(Some(plain)) => {
+                    return Err(Error::corrupt(format!(
+                        "chunk {} is {} bytes but its place in the map is {len}",
+                        entry.id,
+                        plain.len()
+                    )));
+                }
+                Ok(None) => {
+                    target.zero_range(offset, len)?;
+                    zero += 1;
+                }
                 Err(e) if e.kind() == crate::ErrorKind::Corrupt && options.continue_on_error => {
                     target.zero_range(offset, len)?;
-                    totals.2.push(DamagedRange {
+                    damaged.push(DamagedRange {
                         offset,
                         len,
                         chunk: entry.id.to_hex(),
@@ -176,44 +188,31 @@ fn write_all(
                     )));
                 }
             }
+            progress.advance(len);
             Ok(())
         },
     );
     progress.finish();
     ran?;
-    let (written, zero, mut damaged) = totals.into_inner().map_err(|_| poisoned())?;
     damaged.sort_by_key(|d| d.offset);
     Ok((written, zero, damaged))
 }
 
-/// Writes one chunk; Ok(true) if data was written, Ok(false) for zeros.
-fn restore_chunk(
+/// A checked chunk's bytes, or `None` for a zero or unused chunk.
+fn fetch_chunk(
     reader: &mut ChunkReader,
     index: &Index,
-    target: &Target,
-    header: &MapHeader,
-    pos: u64,
     entry: &MapEntry,
-) -> Result<bool> {
-    let offset = pos * header.chunk_size;
-    let len = header.chunk_len(pos);
+) -> Result<Option<PlainChunk>> {
     if entry.kind != Kind::Data {
-        target.zero_range(offset, len)?;
-        return Ok(false);
+        return Ok(None);
     }
     let loc = index
         .get(&entry.id)
         .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", entry.id)))?;
-    let buf = reader.read(&entry.id, index.pack_id(loc.pack), loc)?;
-    if buf.len() as u64 != len {
-        return Err(Error::corrupt(format!(
-            "chunk {} is {} bytes but its place in the map is {len}",
-            entry.id,
-            buf.len()
-        )));
-    }
-    target.write_at(buf, offset)?;
-    Ok(true)
+    reader
+        .read(&entry.id, index.pack_id(loc.pack), loc)
+        .map(Some)
 }
 
 /// Reads the target back: every data chunk must hash to its id, every
@@ -250,11 +249,4 @@ fn read_back(
     });
     progress.finish();
     ran.map(|()| true)
-}
-
-fn poisoned() -> Error {
-    Error::new(
-        crate::ErrorKind::Io,
-        "internal error: a restore worker panicked",
-    )
 }

@@ -295,8 +295,23 @@ pub struct ChunkReader<'a> {
     open: Vec<(RawId, Box<dyn ReadAt>)>,
     mapped: Option<MappedRange>,
     stored: Vec<u8>,
-    plain: Vec<u8>,
     always_crc: bool,
+}
+
+/// A chunk's plain bytes, owned: a mapping of a raw blob, or a buffer.
+pub enum PlainChunk {
+    Mapped(MappedRange),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for PlainChunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PlainChunk::Mapped(map) => map,
+            PlainChunk::Owned(buf) => buf,
+        }
+    }
 }
 
 const OPEN_PACKS: usize = 8;
@@ -308,7 +323,6 @@ impl<'a> ChunkReader<'a> {
             open: Vec::new(),
             mapped: None,
             stored: Vec::new(),
-            plain: Vec::new(),
             always_crc: false,
         }
     }
@@ -323,8 +337,9 @@ impl<'a> ChunkReader<'a> {
     /// Reads chunk `id`, decodes it and checks its BLAKE3; returns its plain
     /// bytes. Any mismatch is `Corrupt` naming the pack and offset. The
     /// BLAKE3 check catches every change, so the crc32 is only computed when
-    /// it fails, to tell storage damage (crc32 fails too) from a wrong index.
-    pub fn read(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<&[u8]> {
+    /// it fails (or with `checking_crc`), to tell storage damage (crc32 fails
+    /// too) from a wrong index.
+    pub fn read(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<PlainChunk> {
         let name = pack::pack_name(pack);
         let what = format!(
             "chunk {id} in pack {} at offset {}",
@@ -332,11 +347,11 @@ impl<'a> ChunkReader<'a> {
             loc.offset
         );
         self.load(pack, &name, loc).map_err(|e| e.context(&what))?;
-        let stored: &[u8] = match &self.mapped {
-            Some(map) => map,
-            None => &self.stored,
+        let stored = match self.mapped.take() {
+            Some(map) => PlainChunk::Mapped(map),
+            None => PlainChunk::Owned(std::mem::take(&mut self.stored)),
         };
-        let damaged = |why: &str| {
+        let damaged = |stored: &[u8], why: &str| {
             if codec::crc32(stored) != loc.crc {
                 Error::corrupt(format!(
                     "{what} fails its crc32: the stored bytes are damaged"
@@ -345,24 +360,26 @@ impl<'a> ChunkReader<'a> {
                 Error::corrupt(format!("{what} {why}"))
             }
         };
-        if self.always_crc && codec::crc32(stored) != loc.crc {
-            return Err(damaged("fails its crc32"));
+        if self.always_crc && codec::crc32(&stored) != loc.crc {
+            return Err(damaged(&stored, "fails its crc32"));
         }
-        let plain = match loc.encoded {
-            Encoded::Raw if stored.len() == loc.plain_len as usize => stored,
-            _ => {
-                if let Err(e) =
-                    codec::decode(loc.encoded, stored, loc.plain_len as usize, &mut self.plain)
-                {
-                    return Err(damaged(e.message()));
-                }
-                &self.plain
+        if loc.encoded == Encoded::Raw && stored.len() == loc.plain_len as usize {
+            if ChunkId::of(&stored) != *id {
+                return Err(damaged(&stored, "does not match its BLAKE3 id"));
             }
-        };
-        if ChunkId::of(plain) != *id {
-            return Err(damaged("does not match its BLAKE3 id"));
+            return Ok(stored);
         }
-        Ok(plain)
+        let mut plain = Vec::new();
+        if let Err(e) = codec::decode(loc.encoded, &stored, loc.plain_len as usize, &mut plain) {
+            return Err(damaged(&stored, e.message()));
+        }
+        if ChunkId::of(&plain) != *id {
+            return Err(damaged(&stored, "does not match its BLAKE3 id"));
+        }
+        if let PlainChunk::Owned(buf) = stored {
+            self.stored = buf;
+        }
+        Ok(PlainChunk::Owned(plain))
     }
 
     /// Brings the stored bytes into `mapped` or, failing that, `stored`.
