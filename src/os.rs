@@ -65,3 +65,76 @@ fn page_size() -> u64 {
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
+
+/// Alignment that direct I/O needs for memory, file offsets and lengths:
+/// the page size, which covers 512- and 4096-byte logical sectors.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Whether a write of `buf` at `offset` can bypass the page cache.
+pub fn direct_aligned(buf: &[u8], offset: u64) -> bool {
+    (buf.as_ptr() as usize) % DIRECT_ALIGN == 0
+        && offset % DIRECT_ALIGN as u64 == 0
+        && buf.len() % DIRECT_ALIGN == 0
+        && !buf.is_empty()
+}
+
+/// Opens `path` for writing with O_DIRECT, or `None` where the filesystem
+/// does not support it (tmpfs, some network filesystems).
+pub fn open_direct(path: &std::path::Path, create_new: bool) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).custom_flags(libc::O_DIRECT);
+    if create_new {
+        options.create_new(true);
+    }
+    options.open(path).ok()
+}
+
+/// Page-aligned memory that can be handed to direct I/O.
+pub struct AlignedBuf {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(capacity: usize) -> io::Result<AlignedBuf> {
+        let map = memmap2::MmapOptions::new()
+            .len(capacity.max(DIRECT_ALIGN))
+            .map_anon()?;
+        Ok(AlignedBuf { map, len: 0 })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Appends as much of `bytes` as fits; returns how much did.
+    pub fn fill(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.capacity() - self.len);
+        self.map[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+
+    /// Pads with zeros to the next multiple of `DIRECT_ALIGN`.
+    pub fn pad(&mut self) {
+        let padded = self.len.next_multiple_of(DIRECT_ALIGN).min(self.capacity());
+        self.map[self.len..padded].fill(0);
+        self.len = padded;
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == self.capacity()
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+}

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::os::MappedRange;
+use crate::os::{self, AlignedBuf, MappedRange};
 
 /// A file being written; it exists under its name only after `commit`.
 pub trait NewFile: Write + Send {
@@ -37,6 +37,11 @@ pub trait ReadAt: Send + Sync {
 
 pub trait Backend: Send + Sync {
     fn create(&self, name: &str) -> Result<Box<dyn NewFile>>;
+    /// Like `create`, for large files written once and rarely read soon
+    /// (packs): the backend may bypass caches.
+    fn create_large(&self, name: &str) -> Result<Box<dyn NewFile>> {
+        self.create(name)
+    }
     fn open(&self, name: &str) -> Result<Box<dyn ReadAt>>;
     /// Names of the files in folder `dir` (not recursive), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
@@ -81,13 +86,10 @@ impl LocalBackend {
     fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
-}
 
-/// Prefix of temporary files; anything named so is an unfinished write.
-pub const TEMP_PREFIX: &str = ".tmp-";
-
-impl Backend for LocalBackend {
-    fn create(&self, name: &str) -> Result<Box<dyn NewFile>> {
+    /// A new file under a temporary name; `direct` asks for writes that
+    /// bypass the page cache where the filesystem allows.
+    fn create_file(&self, name: &str, direct: bool) -> Result<Box<dyn NewFile>> {
         let path = self.path(name);
         let dir = path
             .parent()
@@ -107,19 +109,45 @@ impl Backend for LocalBackend {
             "{TEMP_PREFIX}{base}-{}",
             crate::repo::random_hex(8)
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .at("create", &temp)?;
+        let direct = if direct {
+            os::open_direct(&temp, true).and_then(|file| DirectWriter::new(file).ok())
+        } else {
+            None
+        };
+        let sink = match direct {
+            Some(writer) => Sink::Direct(writer),
+            None => {
+                // Not create_new: a direct open may have created it already.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&temp)
+                    .at("create", &temp)?;
+                Sink::Buffered(BufWriter::with_capacity(1 << 20, file))
+            }
+        };
         Ok(Box::new(LocalNewFile {
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: Some(sink),
             temp,
             path,
             dir,
             written: 0,
             flushed: 0,
         }))
+    }
+}
+
+/// Prefix of temporary files; anything named so is an unfinished write.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+impl Backend for LocalBackend {
+    fn create(&self, name: &str) -> Result<Box<dyn NewFile>> {
+        self.create_file(name, false)
+    }
+
+    fn create_large(&self, name: &str) -> Result<Box<dyn NewFile>> {
+        self.create_file(name, true)
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn ReadAt>> {
@@ -173,51 +201,155 @@ impl Backend for LocalBackend {
 }
 
 struct LocalNewFile {
-    out: Option<BufWriter<File>>,
+    out: Option<Sink>,
     temp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
     written: u64,
-    /// Bytes handed to the kernel's writeback so far.
+    /// Bytes handed to the kernel's writeback so far (buffered sink).
     flushed: u64,
+}
+
+enum Sink {
+    Buffered(BufWriter<File>),
+    Direct(DirectWriter),
 }
 
 /// Writeback is started every this many bytes, so the disk works while the
 /// CPU compresses and the final fsync finds little left to write.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
+/// Bytes a direct writer gathers before each write.
+const DIRECT_BLOCK: usize = 4 << 20;
+
+/// Writes through O_DIRECT from page-aligned buffers: no page cache is
+/// filled (or has to be reclaimed) for data nobody reads soon. Two buffers
+/// take turns: one fills while a writer thread sends the other to disk, so
+/// the caller only waits when the disk is slower than it. The last block
+/// is padded for the write and the file cut back to its length.
+struct DirectWriter {
+    filling: AlignedBuf,
+    to_disk: Option<crossbeam_channel::Sender<(AlignedBuf, u64)>>,
+    spare: crossbeam_channel::Receiver<io::Result<AlignedBuf>>,
+    thread: Option<std::thread::JoinHandle<File>>,
+    pos: u64,
+}
+
+impl DirectWriter {
+    fn new(file: File) -> io::Result<DirectWriter> {
+        let (to_disk, jobs) = crossbeam_channel::bounded::<(AlignedBuf, u64)>(1);
+        let (give_back, spare) = crossbeam_channel::bounded::<io::Result<AlignedBuf>>(2);
+        give_back
+            .send(AlignedBuf::new(DIRECT_BLOCK))
+            .map_err(|_| io::Error::other("direct writer closed"))?;
+        let thread = std::thread::spawn(move || {
+            for (mut buf, pos) in jobs.iter() {
+                let written = file.write_all_at(&buf, pos).map(|()| {
+                    buf.clear();
+                    buf
+                });
+                if give_back.send(written).is_err() {
+                    break;
+                }
+            }
+            file
+        });
+        Ok(DirectWriter {
+            filling: AlignedBuf::new(DIRECT_BLOCK)?,
+            to_disk: Some(to_disk),
+            spare,
+            thread: Some(thread),
+            pos: 0,
+        })
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = self.filling.fill(bytes);
+            bytes = &bytes[n..];
+            if self.filling.is_full() {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the filled buffer to the writer thread and takes the other.
+    fn send(&mut self) -> io::Result<()> {
+        let closed = || io::Error::other("direct writer thread stopped");
+        let next = self.spare.recv().map_err(|_| closed())??;
+        let full = std::mem::replace(&mut self.filling, next);
+        let len = full.len() as u64;
+        self.to_disk
+            .as_ref()
+            .ok_or_else(closed)?
+            .send((full, self.pos))
+            .map_err(|_| closed())?;
+        self.pos += len;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<File> {
+        let len = self.pos + self.filling.len() as u64;
+        if !self.filling.is_empty() {
+            self.filling.pad();
+            self.send()?;
+        }
+        drop(self.to_disk.take());
+        // Collect both buffers: each reports its write's outcome.
+        for outcome in self.spare.iter() {
+            outcome?;
+        }
+        let file = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other("direct writer finished twice"))?
+            .join()
+            .map_err(|_| io::Error::other("direct writer thread panicked"))?;
+        file.set_len(len)?;
+        Ok(file)
+    }
+}
+
 impl Write for LocalNewFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("file already committed"))?;
-        let n = out.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.flushed >= WRITEBACK_STEP {
-            out.flush()?;
-            crate::os::start_writeback(out.get_ref(), self.flushed, self.written - self.flushed);
-            self.flushed = self.written;
+        match self.out.as_mut() {
+            None => Err(io::Error::other("file already committed")),
+            Some(Sink::Direct(out)) => {
+                out.write(buf)?;
+                self.written += buf.len() as u64;
+                Ok(buf.len())
+            }
+            Some(Sink::Buffered(out)) => {
+                let n = out.write(buf)?;
+                self.written += n as u64;
+                if self.written - self.flushed >= WRITEBACK_STEP {
+                    out.flush()?;
+                    os::start_writeback(out.get_ref(), self.flushed, self.written - self.flushed);
+                    self.flushed = self.written;
+                }
+                Ok(n)
+            }
         }
-        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self.out.as_mut() {
-            Some(out) => out.flush(),
-            None => Ok(()),
+            Some(Sink::Buffered(out)) => out.flush(),
+            _ => Ok(()),
         }
     }
 }
 
 impl NewFile for LocalNewFile {
     fn commit(mut self: Box<Self>) -> Result<()> {
-        let Some(out) = self.out.take() else {
-            return Ok(());
+        let file = match self.out.take() {
+            None => return Ok(()),
+            Some(Sink::Buffered(out)) => out
+                .into_inner()
+                .map_err(|e| Error::io("write", &self.temp, e.into_error()))?,
+            Some(Sink::Direct(out)) => out.finish().at("write", &self.temp)?,
         };
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io("write", &self.temp, e.into_error()))?;
         file.sync_all().at("sync", &self.temp)?;
         drop(file);
         fs::rename(&self.temp, &self.path).at("rename into place", &self.path)?;

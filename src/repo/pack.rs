@@ -5,7 +5,8 @@
 //! 0             8     magic "PLTRPACK"
 //! 8             4     format version (1)
 //! 12            4     reserved, zero
-//! 16            ...   blobs, back to back (each is a chunk, lz4 or raw)
+//! 16            ...   blobs (each is a chunk, lz4 or raw); raw blobs of
+//!                     256 KiB or more start at a multiple of 4096, zeros between
 //! T             64*n  table: one entry per blob (see ENTRY below)
 //! T+64n         4     n, the number of entries
 //! T+64n+4       4     crc32 of the table bytes
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use crate::codec::{ChunkId, Encoded, crc32};
 use crate::error::{Error, Result};
+use crate::os::DIRECT_ALIGN;
 use crate::repo::backend::{Backend, NewFile, ReadAt};
 use crate::repo::fields::{FieldReader, FieldWriter};
 use crate::repo::{RawId, hex_id};
@@ -33,6 +35,12 @@ const VERSION: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 pub const ENTRY_LEN: usize = 64;
 pub const FOOTER_LEN: u64 = 16;
+
+/// Raw blobs this large start at a multiple of `DIRECT_ALIGN` in the pack,
+/// so a restore can hand their mapped bytes straight to direct I/O. The
+/// padding costs at most 1.6% of such a blob.
+const ALIGN_RAW_FROM: usize = 256 * 1024;
+static ZEROS: [u8; DIRECT_ALIGN] = [0; DIRECT_ALIGN];
 
 /// Where one chunk lives inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +103,7 @@ pub struct PackWriter {
 impl PackWriter {
     pub fn create(backend: &dyn Backend) -> Result<PackWriter> {
         let id = crate::repo::random_id();
-        let mut file = backend.create(&pack_name(&id))?;
+        let mut file = backend.create_large(&pack_name(&id))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.put(MAGIC);
         header.put_u32(VERSION);
@@ -116,6 +124,11 @@ impl PackWriter {
         stored: &[u8],
         plain_len: u32,
     ) -> Result<PackEntry> {
+        if encoded == Encoded::Raw && stored.len() >= ALIGN_RAW_FROM {
+            let pad = self.offset.next_multiple_of(DIRECT_ALIGN as u64) - self.offset;
+            write_all(&mut *self.file, &ZEROS[..pad as usize], &self.id)?;
+            self.offset += pad;
+        }
         write_all(&mut *self.file, stored, &self.id)?;
         let entry = PackEntry {
             id,

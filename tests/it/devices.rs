@@ -162,3 +162,42 @@ fn restore_onto_a_file_attached_as_loop_device_is_refused() {
         .refused(5, "attached");
     busy.check();
 }
+
+// Pins: with the default 1 MiB chunks, a restore onto a block device writes
+// aligned chunks with direct I/O and the rest through the page cache; the
+// device must hold exactly the snapshot either way.
+#[test]
+fn default_chunks_restore_onto_a_loop_device_exactly() {
+    if !have("default_chunks_restore_onto_a_loop_device_exactly", &LOOP) {
+        return;
+    }
+    let sandbox = Sandbox::without_repo();
+    sandbox.run(["init"]).ok();
+    let mut rng = Rng::new(0xde_0002);
+    let mib = 1024 * 1024;
+    let size = 9 * mib + 3 * 512;
+    let mut image = Image::random(sandbox.path("source.img"), size, &mut rng);
+    image.write_zeros(2 * mib, mib);
+    let text: Vec<u8> = b"log line\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(mib as usize)
+        .collect();
+    image.write(5 * mib, &text);
+    let summary = sandbox.backup(&image.path);
+    let id = summary["snapshot"].as_str().unwrap().to_string();
+    let target_file = sandbox.path("target.img");
+    std::fs::write(&target_file, rng.bytes((size + mib) as usize)).unwrap();
+    let target = LoopDevice::attach(&target_file);
+    let report = sandbox
+        .restore(&id, &target.path, &["--verify"])
+        .ok()
+        .json();
+    assert_eq!(report["verified"], true, "{report}");
+    assert_bytes_equal(
+        &target.contents()[..size as usize],
+        &image.bytes,
+        "restored loop device",
+    );
+}
