@@ -5,7 +5,7 @@
 BEGIN {
     FS = "\t"; MiB = 1048576
     name["platter"] = "platter"; name["cat"] = "cat (read limit)"; name["pipe"] = "dd \\| cat (pipe cost)"; name["lz4"] = "dd \\| lz4 -1"
-    name["zstd"] = "dd \\| zstd -1 -T2"; name["partclone"] = "partclone.ext4"; name["qemu"] = "qemu-img qcow2"
+    name["zstd"] = "dd \\| zstd -1 -T2"; name["partclone"] = "partclone.ext4"; name["qemu"] = "qemu-img qcow2"; name["qemudirect"] = "qemu-img -t none (durable)"
     name["restic"] = "restic"; name["borg"] = "borg lz4"; name["platter16"] = "platter, 16 GiB sparse"
     np = split("full incr restore", phases, " ")
     nt = split(tools, tl, " ")
@@ -112,6 +112,8 @@ END {
         a1 = median(byt["platter" SUBSEP "incr"]) / MiB
         check("incremental adds <= 1.2*196 = 235.2 MiB", a1 <= 235.2, sprintf("du delta %.1f MiB, bytes_new %s MiB", a1, cell("platter", "incr", "ext")), "incr")
     } else { check("incremental <= 25% of platter full", "", "no data", "incr"); check("incremental adds <= 235.2 MiB", "", "no data", "incr") }
+    rd = ratio("qemudirect", "restore")
+    if (rd != "") check("restore <= durable qemu-img convert -t none time", rd + 0 >= 1, sprintf("%s s vs qemu-img -t none %s s", f2(w("platter", "restore")), f2(w("qemudirect", "restore"))), "restore")
     r = ratio("qemu", "restore")
     check("restore <= qemu-img convert time", r == "" ? "" : r + 0 >= 1, r == "" ? "no data" : sprintf("%s s vs qemu-img %s s", f2(w("platter", "restore")), f2(w("qemu", "restore"))), "restore")
     r = ratio("lz4", "restore")

@@ -3,7 +3,8 @@
 #
 # usage: bench/run.sh [--big] [-h]
 #   env RUNS=3            runs per tool (medians are reported)
-#       TOOLS="platter cat pipe lz4 zstd partclone qemu restic borg"   subset / order of tools
+#       TOOLS="platter cat pipe lz4 zstd partclone qemu qemudirect restic borg"   subset / order of tools
+#                            (qemudirect: qemu-img convert -t none, a durable restore like platter's)
 #       DIR=/tmp/platter-bench   workload + scratch directory (disk0.img/disk.img are reused
 #                                when their sha256 matches)
 #       SIZE16=1 (or --big)  also measure platter's peak RSS on a 16 GiB sparse image
@@ -25,7 +26,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 RUNS=${RUNS:-3}
-TOOLS=${TOOLS:-platter cat pipe lz4 zstd partclone qemu restic borg}
+TOOLS=${TOOLS:-platter cat pipe lz4 zstd partclone qemu qemudirect restic borg}
 DIR=${DIR:-/tmp/platter-bench}
 SIZE16=${SIZE16:-0}
 NOBUILD=${NOBUILD:-0}
@@ -43,8 +44,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "run as root (make-workload.sh mounts a loop device; caches)" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 for t in $TOOLS; do
-    case $t in platter|cat|pipe|lz4|zstd|partclone|qemu|restic|borg) ;;
-        *) echo "unknown tool '$t' (known: platter cat pipe lz4 zstd partclone qemu restic borg)" >&2; exit 2 ;;
+    case $t in platter|cat|pipe|lz4|zstd|partclone|qemu|qemudirect|restic|borg) ;;
+        *) echo "unknown tool '$t' (known: platter cat pipe lz4 zstd partclone qemu qemudirect restic borg)" >&2; exit 2 ;;
     esac
 done
 has_tool() { [[ " $TOOLS " == *" $1 "* ]]; }
@@ -203,6 +204,11 @@ bench_qemu() {
     do_backup qemu incr "$1" 'qemu-img create -q -f qcow2 -b "$CHG" -F raw "$O/incr.qcow2" && qemu-img rebase -b "$O/full.qcow2" -F qcow2 "$O/incr.qcow2"' || true
     cache "$O/full.qcow2"
     do_restore qemu "$1" 'qemu-img convert -O raw "$O/full.qcow2" "$R/r.img"' "$R/r.img" "$SRC" || true
+}
+bench_qemudirect() {   # the qemu-img restore written durably (O_DIRECT, -t none), as platter writes
+    qemu-img convert -O qcow2 "$SRC" "$O/full.qcow2" || { failed qemudirect restore "$1"; return 0; }
+    cache "$O/full.qcow2"
+    do_restore qemudirect "$1" 'qemu-img convert -t none -O raw "$O/full.qcow2" "$R/r.img"' "$R/r.img" "$SRC" || true
 }
 bench_restic() {
     restic -r "$O" init > "$LOGS/restic.init" 2>&1 || { failed restic full "$1"; return 0; }

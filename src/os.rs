@@ -127,6 +127,13 @@ impl AlignedBuf {
         self.len = 0;
     }
 
+    /// Sets the length to `len` (at most the capacity) and hands out the
+    /// bytes to overwrite; they hold whatever was there before.
+    pub fn reuse_as(&mut self, len: usize) -> &mut [u8] {
+        self.len = len.min(self.capacity());
+        &mut self.map[..self.len]
+    }
+
     pub fn is_full(&self) -> bool {
         self.len == self.capacity()
     }

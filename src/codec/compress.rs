@@ -119,11 +119,11 @@ fn probe_compresses(plain: &[u8], scratch: &mut Vec<u8>) -> bool {
     })
 }
 
-/// Decodes a stored blob into `out` (cleared first), which must end up
-/// exactly `plain_len` bytes long. Hostile input gives an error, never a
-/// panic or an over-allocation.
-pub fn decode(how: Encoded, stored: &[u8], plain_len: usize, out: &mut Vec<u8>) -> Result<()> {
-    out.clear();
+/// Decodes a stored blob into `out`, whose length is the expected plain
+/// length. Hostile input gives an error, never a panic or an
+/// over-allocation.
+pub fn decode(how: Encoded, stored: &[u8], out: &mut [u8]) -> Result<()> {
+    let plain_len = out.len();
     match how {
         Encoded::Raw => {
             if stored.len() != plain_len {
@@ -132,10 +132,9 @@ pub fn decode(how: Encoded, stored: &[u8], plain_len: usize, out: &mut Vec<u8>) 
                     stored.len()
                 )));
             }
-            out.extend_from_slice(stored);
+            out.copy_from_slice(stored);
         }
         Encoded::Lz4 => {
-            out.resize(plain_len, 0);
             let n = lz4_flex::block::decompress_into(stored, out)
                 .map_err(|e| Error::corrupt(format!("lz4 data does not decode: {e}")))?;
             if n != plain_len {

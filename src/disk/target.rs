@@ -241,6 +241,19 @@ impl Target {
         self.file.sync_all().at("sync", &self.path)
     }
 
+    /// Drops the target's cached pages (after `sync`), so that a read-back
+    /// reads what the device holds, not what the page cache remembers.
+    pub fn drop_cache(&self) {
+        // Advice only: if the kernel declines, the read-back still checks
+        // every byte, from the cache.
+        let _ = nix::fcntl::posix_fadvise(
+            self.file.as_raw_fd(),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+
     /// Removes a file this restore created, after a failure.
     pub fn discard_new_file(self) {
         if self.kind == TargetKind::NewFile {

@@ -13,7 +13,7 @@ use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapReader};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{ChunkReader, PlainChunk, Repository};
+use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RestoreOptions {
@@ -97,6 +97,7 @@ pub fn restore(
     };
     target.sync()?;
     let verified = if options.verify {
+        target.drop_cache();
         Some(read_back(&mut map, &target, &damaged, progress)?)
     } else {
         None
@@ -148,10 +149,12 @@ fn write_all(
     let header = *map.header();
     let (mut written, mut zero, mut damaged) = (0u64, 0u64, Vec::<DamagedRange>::new());
     progress.start("restore", header.source_size);
+    let workers = super::worker_count();
+    let pool = BufPool::new(header.chunk_size as usize, workers * 6);
     let ran = map_entries(
         map,
-        super::worker_count(),
-        || ChunkReader::new(repo.backend()),
+        workers,
+        || ChunkReader::new(repo.backend(), pool.clone()),
         |reader, _, entry| fetch_chunk(reader, index, &entry),
         |pos, entry, fetched| {
             let offset = pos * header.chunk_size;

@@ -17,7 +17,7 @@ use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapReader};
 use crate::repo::pack::{self, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{ChunkReader, RawId, Repository, parse_id};
+use crate::repo::{BufPool, ChunkReader, RawId, Repository, parse_id};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -381,11 +381,12 @@ fn read_data(
     progress.start("verify", total);
     let found: Mutex<Vec<(ChunkId, u32, String)>> = Mutex::new(Vec::new());
     let (tx, rx) = bounded::<(ChunkId, crate::repo::index::Location)>(64);
+    let pool = BufPool::new(repo.config().chunk_size as usize, super::worker_count() * 2);
     std::thread::scope(|scope| {
         for _ in 0..super::worker_count() {
-            let (rx, found) = (rx.clone(), &found);
+            let (rx, found, pool) = (rx.clone(), &found, pool.clone());
             scope.spawn(move || {
-                let mut reader = ChunkReader::new(repo.backend()).checking_crc();
+                let mut reader = ChunkReader::new(repo.backend(), pool).checking_crc();
                 for (id, loc) in rx.iter() {
                     if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc) {
                         let why = if e.kind() == ErrorKind::Corrupt {

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use crate::codec::{self, ChunkId, Compression, Encoded};
 use crate::error::{Error, ErrorKind, Result};
-use crate::os::MappedRange;
+use crate::os::{AlignedBuf, MappedRange};
 use backend::{Backend, LocalBackend, ReadAt};
 use config::Config;
 use index::{Index, Location};
@@ -292,16 +292,20 @@ impl Repository {
 /// chunk goes from the page cache to its destination with a single copy.
 pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
+    pool: BufPool,
     open: Vec<(RawId, Box<dyn ReadAt>)>,
     mapped: Option<MappedRange>,
     stored: Vec<u8>,
     always_crc: bool,
 }
 
-/// A chunk's plain bytes, owned: a mapping of a raw blob, or a buffer.
+/// A chunk's plain bytes, owned: a mapping of a raw blob, a decoded
+/// buffer (page-aligned, from a pool it returns to when dropped), or the
+/// bytes as read.
 pub enum PlainChunk {
     Mapped(MappedRange),
-    Owned(Vec<u8>),
+    Decoded(PooledBuf),
+    Read(Vec<u8>),
 }
 
 impl std::ops::Deref for PlainChunk {
@@ -309,7 +313,51 @@ impl std::ops::Deref for PlainChunk {
     fn deref(&self) -> &[u8] {
         match self {
             PlainChunk::Mapped(map) => map,
-            PlainChunk::Owned(buf) => buf,
+            PlainChunk::Decoded(buf) => buf.buf.as_ref().map_or(&[], |b| b),
+            PlainChunk::Read(buf) => buf,
+        }
+    }
+}
+
+/// Page-aligned buffers for decoded chunks, reused across chunks and
+/// threads: fresh memory is costly to fault in, and aligned buffers can go
+/// to direct I/O.
+#[derive(Clone)]
+pub struct BufPool {
+    give: crossbeam_channel::Sender<AlignedBuf>,
+    take: crossbeam_channel::Receiver<AlignedBuf>,
+    size: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize, keep: usize) -> BufPool {
+        let (give, take) = crossbeam_channel::bounded(keep);
+        BufPool { give, take, size }
+    }
+
+    fn get(&self) -> Result<PooledBuf> {
+        let buf = match self.take.try_recv() {
+            Ok(buf) => buf,
+            Err(_) => AlignedBuf::new(self.size)
+                .map_err(|e| Error::io("allocate", Path::new("a chunk buffer"), e))?,
+        };
+        Ok(PooledBuf {
+            buf: Some(buf),
+            home: self.give.clone(),
+        })
+    }
+}
+
+pub struct PooledBuf {
+    buf: Option<AlignedBuf>,
+    home: crossbeam_channel::Sender<AlignedBuf>,
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            // A full pool just frees the buffer.
+            let _ = self.home.try_send(buf);
         }
     }
 }
@@ -317,9 +365,11 @@ impl std::ops::Deref for PlainChunk {
 const OPEN_PACKS: usize = 8;
 
 impl<'a> ChunkReader<'a> {
-    pub fn new(backend: &'a dyn Backend) -> ChunkReader<'a> {
+    /// A reader whose decoded chunks come from `pool`.
+    pub fn new(backend: &'a dyn Backend, pool: BufPool) -> ChunkReader<'a> {
         ChunkReader {
             backend,
+            pool,
             open: Vec::new(),
             mapped: None,
             stored: Vec::new(),
@@ -349,7 +399,7 @@ impl<'a> ChunkReader<'a> {
         self.load(pack, &name, loc).map_err(|e| e.context(&what))?;
         let stored = match self.mapped.take() {
             Some(map) => PlainChunk::Mapped(map),
-            None => PlainChunk::Owned(std::mem::take(&mut self.stored)),
+            None => PlainChunk::Read(std::mem::take(&mut self.stored)),
         };
         let damaged = |stored: &[u8], why: &str| {
             if codec::crc32(stored) != loc.crc {
@@ -369,17 +419,24 @@ impl<'a> ChunkReader<'a> {
             }
             return Ok(stored);
         }
-        let mut plain = Vec::new();
-        if let Err(e) = codec::decode(loc.encoded, &stored, loc.plain_len as usize, &mut plain) {
+        let mut plain = self.pool.get()?;
+        let out = plain
+            .buf
+            .as_mut()
+            .map(|b| b.reuse_as(loc.plain_len as usize))
+            .filter(|out| out.len() == loc.plain_len as usize)
+            .ok_or_else(|| damaged(&stored, "is larger than a chunk"))?;
+        if let Err(e) = codec::decode(loc.encoded, &stored, out) {
             return Err(damaged(&stored, e.message()));
         }
+        let plain = PlainChunk::Decoded(plain);
         if ChunkId::of(&plain) != *id {
             return Err(damaged(&stored, "does not match its BLAKE3 id"));
         }
-        if let PlainChunk::Owned(buf) = stored {
+        if let PlainChunk::Read(buf) = stored {
             self.stored = buf;
         }
-        Ok(PlainChunk::Owned(plain))
+        Ok(plain)
     }
 
     /// Brings the stored bytes into `mapped` or, failing that, `stored`.
