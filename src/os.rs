@@ -1,6 +1,6 @@
 //! Small operating-system helpers shared by the repository (packs) and the
-//! disk layer (sources, targets): writeback hints and mapped file ranges. A
-//! leaf module: it knows neither layer.
+//! disk layer (targets): writeback hints and direct I/O. A leaf module: it
+//! knows neither layer.
 
 use std::fs::File;
 use std::io;
@@ -20,50 +20,6 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
             libc::SYNC_FILE_RANGE_WRITE,
         );
     }
-}
-
-/// A read-only mapping of part of a file, page-aligned underneath. Reading
-/// through it takes pages straight from the page cache, without the copy a
-/// read() makes.
-pub struct MappedRange {
-    map: memmap2::Mmap,
-    skip: usize,
-    len: usize,
-}
-
-impl MappedRange {
-    /// Maps [offset, offset+len) of `file`, prefaulting it. The caller has
-    /// checked that the range lies inside the file.
-    pub fn new(file: &File, offset: u64, len: usize) -> io::Result<MappedRange> {
-        let skip = (offset % page_size()) as usize;
-        // SAFETY: the mapping is read-only and private to this value. The
-        // files mapped here are never modified in place by platter (packs
-        // are immutable once committed; sources are opened read-only), and
-        // the caller checked the range against the file's length. A file
-        // truncated by someone else while mapped would raise SIGBUS, which
-        // ends the process without touching the repository.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset - skip as u64)
-                .len(skip + len)
-                .populate()
-                .map(file)?
-        };
-        Ok(MappedRange { map, skip, len })
-    }
-}
-
-impl Deref for MappedRange {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.map[self.skip..self.skip + self.len]
-    }
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a system constant.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
 /// Alignment that direct I/O needs for memory, file offsets and lengths:

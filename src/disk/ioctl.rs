@@ -2,7 +2,13 @@
 
 use std::os::fd::AsRawFd;
 
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+// The kernel declares BLKGETSIZE64 with size_t (so the request number
+// differs on 32-bit builds) but always writes a u64.
+nix::ioctl_read_bad!(
+    blkgetsize64,
+    nix::request_code_read!(0x12, 114, std::mem::size_of::<libc::size_t>()),
+    u64
+);
 nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
 nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 

@@ -11,7 +11,6 @@ use nix::unistd::{Whence, lseek};
 
 use crate::disk::{ioctl, sysfs};
 use crate::error::{Error, IoContext, Result};
-use crate::os::MappedRange;
 
 /// Who a source is, for finding the parent of the next backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,15 +122,6 @@ impl Source {
             // Filesystems without SEEK_DATA: assume data, read it.
             Err(_) => false,
         }
-    }
-
-    /// Maps [offset, offset+len) for reading without a copy; `None` when the
-    /// source cannot be mapped (then `read_at` does the job).
-    pub fn map_at(&self, offset: u64, len: usize) -> Option<MappedRange> {
-        if offset + len as u64 > self.identity.size {
-            return None;
-        }
-        MappedRange::new(&self.file, offset, len).ok()
     }
 
     /// Fills `buf` from `offset`; a source that shrank is an error.

@@ -30,9 +30,13 @@ pub struct Target {
     /// chunks bypass the page cache (nothing to reclaim, a short final
     /// sync); the rest goes through `file`.
     direct: Option<File>,
+    /// Where the bytes go now: for a new file, a temporary name beside
+    /// the one the user gave, renamed by `finish`, so that an interrupted
+    /// restore never leaves a file that looks complete.
     path: PathBuf,
+    /// The name the user gave.
+    final_path: PathBuf,
     kind: TargetKind,
-    size: u64,
 }
 
 impl Target {
@@ -89,8 +93,8 @@ impl Target {
             file,
             direct: os::open_direct(path, false),
             path: path.to_path_buf(),
+            final_path: path.to_path_buf(),
             kind: TargetKind::ExistingFile,
-            size: needed,
         })
     }
 
@@ -103,22 +107,30 @@ impl Target {
                 path.display()
             )));
         }
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::bad_input(format!("target {} names no file", path.display())))?;
+        let temp = path.with_file_name(format!(
+            ".{}.platter-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .write(true)
             .read(true)
             .create_new(true)
-            .open(path)
-            .at("create target", path)?;
+            .open(&temp)
+            .at("create target", &temp)?;
         if let Err(e) = file.set_len(needed) {
-            let _ = fs::remove_file(path);
+            let _ = fs::remove_file(&temp);
             return Err(Error::io("size target", path, e));
         }
         Ok(Target {
             file,
-            direct: os::open_direct(path, false),
-            path: path.to_path_buf(),
+            direct: os::open_direct(&temp, false),
+            path: temp,
+            final_path: path.to_path_buf(),
             kind: TargetKind::NewFile,
-            size: needed,
         })
     }
 
@@ -170,21 +182,13 @@ impl Target {
             file,
             direct: os::open_direct(path, false),
             path: path.to_path_buf(),
+            final_path: path.to_path_buf(),
             kind: TargetKind::BlockDevice,
-            size,
         })
     }
 
     pub fn kind(&self) -> TargetKind {
         self.kind
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Writes `buf` at `offset` and starts its writeback, so the disk works
@@ -252,6 +256,33 @@ impl Target {
             0,
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
         );
+    }
+
+    /// Completes a restore: a new file gets its final name (never replacing
+    /// a file that appeared meanwhile), durably.
+    pub fn finish(self) -> Result<()> {
+        if self.kind != TargetKind::NewFile {
+            return Ok(());
+        }
+        let renamed = nix::fcntl::renameat2(
+            None,
+            &self.path,
+            None,
+            &self.final_path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        );
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&self.path);
+            return Err(Error::io("rename into place", &self.final_path, e.into()));
+        }
+        let dir = self
+            .final_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at("sync directory", dir)
     }
 
     /// Removes a file this restore created, after a failure.

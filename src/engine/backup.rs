@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::write_index;
 use crate::repo::lock::LockKind;
-use crate::repo::map::{MapHeader, MapReader};
+use crate::repo::map::MapHeader;
 use crate::repo::snapshot::{MapRef, Snapshot, SourceInfo};
 use crate::repo::{Repository, hex_id, random_id};
 
@@ -40,7 +40,7 @@ pub fn backup(
 
     let parent = find_parent(repo, &info, options)?;
     let parent_map = match &parent {
-        Some(p) if !options.full => match open_parent_map(repo, p, chunk_size) {
+        Some(p) if !options.full => match repo.open_map(p) {
             Ok(map) => Some(map),
             Err(e) => {
                 progress.warn(&format!(
@@ -53,9 +53,17 @@ pub fn backup(
         _ => None,
     };
 
-    let (index, damaged) = repo.load_index()?;
+    let (mut index, damaged) = repo.load_index()?;
     for (name, e) in &damaged {
         progress.warn(&format!("ignoring damaged index {name}: {e}"));
+    }
+    // Chunks whose pack is gone are stored again if the source has them.
+    let lost = index.keep_packs(&repo.packs_on_disk()?);
+    if lost > 0 {
+        progress.warn(&format!(
+            "{lost} indexed chunk(s) are in packs that are missing; they are stored again \
+             where the source still holds them (run `platter verify`)"
+        ));
     }
 
     let id = random_id();
@@ -135,12 +143,4 @@ fn find_parent(
     }
     let (snaps, _) = repo.snapshots()?;
     Ok(snaps.into_iter().rev().find(|s| s.source.same_source(info)))
-}
-
-fn open_parent_map(repo: &Repository, parent: &Snapshot, chunk_size: u64) -> Result<MapReader> {
-    let map = MapReader::open(repo.backend(), &parent.raw_id()?, &parent.map.blake3)?;
-    if map.header().chunk_size != chunk_size || map.header().source_size != parent.source.size {
-        return Err(Error::corrupt("its map disagrees with its manifest"));
-    }
-    Ok(map)
 }

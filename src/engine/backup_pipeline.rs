@@ -21,7 +21,6 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::codec::{self, ChunkId, Compression, Stored};
 use crate::disk::Source;
 use crate::error::{Error, ErrorKind, Result};
-use crate::os::MappedRange;
 use crate::progress::Progress;
 use crate::repo::RawId;
 use crate::repo::backend::Backend;
@@ -49,20 +48,17 @@ pub struct PipelineOutput {
     pub stats: BackupStats,
 }
 
-/// One chunk's buffers. The chunk's bytes are a mapping of the source when
-/// it can be mapped (no copy), else read into `buf`.
+/// One chunk's buffers. The chunk is read into a private buffer, so the
+/// bytes that are fingerprinted, hashed, compressed and stored are the same
+/// even when the source changes under a running backup.
 struct Slot {
-    mapped: Option<MappedRange>,
-    buf: Vec<u8>,
+    plain: Vec<u8>,
     stored: Vec<u8>,
 }
 
 impl Slot {
     fn plain(&self) -> &[u8] {
-        match &self.mapped {
-            Some(map) => map,
-            None => &self.buf,
-        }
+        &self.plain
     }
 }
 
@@ -93,8 +89,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
     let (free_tx, free_rx) = bounded::<Slot>(slots);
     for _ in 0..slots {
         let slot = Slot {
-            mapped: None,
-            buf: Vec::new(),
+            plain: Vec::new(),
             stored: Vec::new(),
         };
         free_tx
@@ -159,19 +154,23 @@ fn read_loop(
         };
         let start = pos * header.chunk_size;
         let len = header.chunk_len(pos);
-        let parent_entry = match parent.as_mut() {
-            Some(map) => Some(map.entry(pos)?),
+        let parent_entry = match parent.as_mut().map(|map| map.entry(pos)) {
             None => None,
+            Some(Ok(entry)) => Some(entry),
+            Some(Err(e)) => {
+                // On any doubt about the parent, read and hash everything.
+                progress.warn(&format!(
+                    "stopped using the parent for change tracking at chunk {pos}: {e}"
+                ));
+                parent = None;
+                None
+            }
         };
         let hole = source.is_hole(start, start + len);
-        slot.mapped = None;
-        slot.buf.clear();
+        slot.plain.clear();
         if !hole {
-            slot.mapped = source.map_at(start, len as usize);
-            if slot.mapped.is_none() {
-                slot.buf.resize(len as usize, 0);
-                source.read_at(&mut slot.buf, start)?;
-            }
+            slot.plain.resize(len as usize, 0);
+            source.read_at(&mut slot.plain, start)?;
         }
         progress.advance(len);
         let job = Job {
@@ -219,14 +218,14 @@ fn classify(
     pending: &Mutex<HashSet<ChunkId>>,
     compression: Compression,
 ) -> Outcome {
-    let plain = match &slot.mapped {
-        Some(map) => &map[..],
-        None => &slot.buf[..],
-    };
+    let plain = &slot.plain[..];
     let fingerprint = codec::fingerprint(plain);
+    // The parent's chunk must still be indexed: a lost pack or index file
+    // must not be inherited when the source still has the data.
     if let Some(p) = parent
         && p.kind == Kind::Data
         && p.fingerprint == fingerprint
+        && index.contains(&p.id)
     {
         return Outcome::Unchanged(p);
     }
@@ -322,12 +321,9 @@ fn write_loop(
                 }
             };
             stats.chunks += 1;
-            // The slot goes back (its mapping released) before the map write
-            // so the reader never waits on map I/O. A closed pool means the
-            // reader has stopped.
-            let mut slot = item.slot;
-            slot.mapped = None;
-            let _ = free.send(slot);
+            // The slot goes back before the map write so the reader never
+            // waits on map I/O. A closed pool means the reader has stopped.
+            let _ = free.send(item.slot);
             waiting.insert(item.pos, entry);
             while let Some(entry) = waiting.remove(&next) {
                 map.push(&entry)?;

@@ -16,9 +16,9 @@ pub fn worker_count() -> usize {
         .clamp(1, 16)
 }
 
-/// Chunks in flight at once: enough to keep every worker busy, few enough
-/// that memory stays flat (about 64 MiB of buffers whatever the chunk size,
-/// and never fewer than four chunks per worker... bounded by the size cap).
+/// Chunks in flight at once: enough to keep every worker busy (up to four
+/// each), few enough that memory stays flat: about 32 MiB of chunks, but
+/// never fewer than one more than the workers.
 pub fn chunks_in_flight(chunk_size: u64, workers: usize) -> usize {
     let by_memory = ((32u64 << 20) / chunk_size).max(2) as usize;
     by_memory.min(workers * 4).max(workers + 1)

@@ -48,12 +48,18 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
         }
     }
     report.packs = packs.len();
-    if !packs.is_empty() {
-        write_index(backend, &packs)?;
+    if packs.is_empty() {
+        return Ok(report);
     }
-    for file in old {
-        backend.remove(&format!("index/{file}"))?;
-        report.removed_index_files += 1;
+    write_index(backend, &packs)?;
+    // The old files may still describe packs that could not be read now
+    // (a permission, a passing I/O error): then they stay. Duplicates are
+    // harmless; the first location wins.
+    if report.unreadable.is_empty() {
+        for file in old {
+            backend.remove(&format!("index/{file}"))?;
+            report.removed_index_files += 1;
+        }
     }
     Ok(report)
 }

@@ -58,11 +58,12 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let snap = repo.resolve(spec)?;
-    let mut map = MapReader::open(repo.backend(), &snap.raw_id()?, &snap.map.blake3)
+    let mut map = repo
+        .open_map(&snap)
         .map_err(|e| e.context(format!("snapshot {} cannot be restored", snap.short_id())))?;
     let header = *map.header();
     let _lock = super::lock_for_reading(repo, "restore", progress)?;
-    let (index, _) = repo.load_index()?;
+    let (index, damaged_index) = repo.load_index()?;
     let missing = missing_chunks(&mut map, &index)?;
     if let Some(&(pos, id)) = missing.first()
         && !options.continue_on_error
@@ -75,10 +76,21 @@ pub fn restore(
             pos * header.chunk_size,
             pos * header.chunk_size + header.chunk_len(pos)
         ))
-        .hint(
+        .hint(if damaged_index.is_empty() {
             "nothing was written; run `platter verify` for the full list, or add \
-               --continue-on-error to restore the rest with zeros there",
-        ));
+             --continue-on-error to restore the rest with zeros there"
+                .to_string()
+        } else {
+            format!(
+                "nothing was written; index file(s) {} are damaged: run `platter rebuild-index`, \
+                 then restore again",
+                damaged_index
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }));
     }
 
     let target = Target::open(target_path, header.source_size, options.force)?;
@@ -98,14 +110,22 @@ pub fn restore(
     target.sync()?;
     let verified = if options.verify {
         target.drop_cache();
-        Some(read_back(&mut map, &target, &damaged, progress)?)
+        match read_back(&mut map, &target, &damaged, progress) {
+            Ok(ok) => Some(ok),
+            Err(e) => {
+                target.discard_new_file();
+                return Err(e);
+            }
+        }
     } else {
         None
     };
+    let kind = target.kind();
+    target.finish()?;
     Ok(RestoreReport {
         snapshot: snap.id.clone(),
         target: target_path.display().to_string(),
-        target_kind: match target.kind() {
+        target_kind: match kind {
             TargetKind::NewFile => "new file",
             TargetKind::ExistingFile => "existing file",
             TargetKind::BlockDevice => "block device",

@@ -14,7 +14,7 @@ use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::index::Index;
-use crate::repo::map::{Kind, MapReader};
+use crate::repo::map::Kind;
 use crate::repo::pack::{self, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, ChunkReader, RawId, Repository, parse_id};
@@ -105,7 +105,7 @@ pub fn verify(
     let mut referenced: HashSet<ChunkId> = HashSet::new();
     let mut missing: HashSet<ChunkId> = HashSet::new();
     for snap in &snaps {
-        match MapReader::open(repo.backend(), &snap.raw_id()?, &snap.map.blake3) {
+        match repo.open_map(snap) {
             Ok(mut map) => {
                 for pos in 0..map.header().entries {
                     let e = map.entry(pos)?;
@@ -259,8 +259,14 @@ fn check_packs(
                     .push(problem(repo.describe(&name), "not a platter file"));
                 continue;
             };
-            let file = backend.open(&name)?;
-            on_disk.insert(id, file.len());
+            match backend.open(&name) {
+                Ok(file) => {
+                    on_disk.insert(id, file.len());
+                }
+                Err(e) => report
+                    .damage
+                    .push(problem(repo.describe(&name), e.message())),
+            }
         }
     }
     report.packs = on_disk.len();
@@ -313,7 +319,11 @@ fn check_packs(
                 let beyond: Vec<_> = chunks
                     .iter()
                     .copied()
-                    .filter(|(_, loc)| loc.offset + u64::from(loc.stored_len) + FOOTER_LEN > len)
+                    .filter(|(_, loc)| {
+                        loc.offset
+                            .checked_add(u64::from(loc.stored_len) + FOOTER_LEN)
+                            .is_none_or(|end| end > len)
+                    })
                     .collect();
                 report
                     .damage
@@ -433,7 +443,7 @@ fn attribute(
     report: &mut VerifyReport,
 ) -> Result<()> {
     for snap in snaps {
-        let Ok(mut map) = MapReader::open(repo.backend(), &snap.raw_id()?, &snap.map.blake3) else {
+        let Ok(mut map) = repo.open_map(snap) else {
             continue;
         };
         let header = *map.header();

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::os::{self, AlignedBuf, MappedRange};
+use crate::os::{self, AlignedBuf};
 
 /// A file being written; it exists under its name only after `commit`.
 pub trait NewFile: Write + Send {
@@ -28,10 +28,6 @@ pub trait ReadAt: Send + Sync {
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-    /// [offset, offset+len) mapped without a copy, where the backend can.
-    fn map_range(&self, _offset: u64, _len: usize) -> Option<MappedRange> {
-        None
     }
 }
 
@@ -97,8 +93,14 @@ impl LocalBackend {
             .to_path_buf();
         if !dir.is_dir() {
             fs::create_dir_all(&dir).at("create directory", &dir)?;
-            if let Some(up) = dir.parent() {
+            // Make every new level durable, up to the repository root.
+            let mut level = dir.as_path();
+            while let Some(up) = level.parent() {
                 sync_dir(up)?;
+                if up == self.root {
+                    break;
+                }
+                level = up;
             }
         }
         let base = path
@@ -343,16 +345,25 @@ impl Write for LocalNewFile {
 
 impl NewFile for LocalNewFile {
     fn commit(mut self: Box<Self>) -> Result<()> {
-        let file = match self.out.take() {
-            None => return Ok(()),
-            Some(Sink::Buffered(out)) => out
-                .into_inner()
-                .map_err(|e| Error::io("write", &self.temp, e.into_error()))?,
-            Some(Sink::Direct(out)) => out.finish().at("write", &self.temp)?,
+        let Some(out) = self.out.take() else {
+            return Ok(());
         };
-        file.sync_all().at("sync", &self.temp)?;
-        drop(file);
-        fs::rename(&self.temp, &self.path).at("rename into place", &self.path)?;
+        let committed = (|| {
+            let file = match out {
+                Sink::Buffered(out) => out
+                    .into_inner()
+                    .map_err(|e| Error::io("write", &self.temp, e.into_error()))?,
+                Sink::Direct(out) => out.finish().at("write", &self.temp)?,
+            };
+            file.sync_all().at("sync", &self.temp)?;
+            drop(file);
+            fs::rename(&self.temp, &self.path).at("rename into place", &self.path)
+        })();
+        if committed.is_err() {
+            // Not in place: the temporary file is garbage.
+            let _ = fs::remove_file(&self.temp);
+        }
+        committed?;
         sync_dir(&self.dir)
     }
 
@@ -395,13 +406,6 @@ impl ReadAt for LocalFile {
 
     fn len(&self) -> u64 {
         self.len
-    }
-
-    fn map_range(&self, offset: u64, len: usize) -> Option<MappedRange> {
-        if len == 0 || offset.checked_add(len as u64)? > self.len {
-            return None;
-        }
-        MappedRange::new(&self.file, offset, len).ok()
     }
 }
 

@@ -81,14 +81,24 @@ impl Index {
         self.chunks.iter()
     }
 
+    /// Forgets the chunks of packs not in `present`; returns how many.
+    pub fn keep_packs(&mut self, present: &std::collections::HashSet<RawId>) -> usize {
+        let before = self.chunks.len();
+        let packs = &self.packs;
+        self.chunks
+            .retain(|_, loc| present.contains(&packs[loc.pack as usize]));
+        before - self.chunks.len()
+    }
+
     pub fn add_pack(&mut self, pack: RawId, entries: &[PackEntry]) {
         let number = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             (self.packs.len() - 1) as u32
         });
         for e in entries {
-            // The first copy wins; a later duplicate (two concurrent backups
-            // storing the same chunk) is never the only one.
+            // The first copy wins (the repository adds packs that exist
+            // first); duplicates come from concurrent backups storing the
+            // same chunk, or from a chunk stored again after a pack was lost.
             self.chunks.entry(e.id).or_insert(Location {
                 pack: number,
                 encoded: e.encoded,

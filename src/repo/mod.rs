@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use crate::codec::{self, ChunkId, Compression, Encoded};
 use crate::error::{Error, ErrorKind, Result};
-use crate::os::{AlignedBuf, MappedRange};
+use crate::os::AlignedBuf;
 use backend::{Backend, LocalBackend, ReadAt};
 use config::Config;
 use index::{Index, Location};
@@ -103,6 +103,9 @@ impl Repository {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    backend::sync_dir(parent)?;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                 return Err(Error::bad_input(format!(
@@ -250,8 +253,10 @@ impl Repository {
 
     /// Loads every index file. Damaged index files are returned separately;
     /// the chunks they described then look missing, which verify reports.
+    /// Where a chunk is stored twice, a copy in a pack that exists wins over
+    /// one in a pack that is gone.
     pub fn load_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
-        let mut index = Index::default();
+        let mut groups = Vec::new();
         let mut damaged = Vec::new();
         for file in self.backend.list("index")? {
             if file.starts_with('.') {
@@ -264,16 +269,49 @@ impl Repository {
                 .read_whole(&name)
                 .and_then(|bytes| index::read_index(&bytes, &what))
             {
-                Ok(groups) => {
-                    for (pack, entries) in groups {
-                        index.add_pack(pack, &entries);
-                    }
-                }
+                Ok(found) => groups.extend(found),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => damaged.push((name, e)),
             }
         }
+        let present = self.packs_on_disk()?;
+        groups.sort_by_key(|(pack, _)| !present.contains(pack));
+        let mut index = Index::default();
+        for (pack, entries) in groups {
+            index.add_pack(pack, &entries);
+        }
         Ok((index, damaged))
+    }
+
+    /// Opens a snapshot's map, checked whole and against its manifest and
+    /// the config (chunk size, source size, entry count).
+    pub fn open_map(&self, snap: &Snapshot) -> Result<map::MapReader> {
+        let map = map::MapReader::open(&self.backend, &snap.raw_id()?, &snap.map.blake3)?;
+        let h = map.header();
+        if h.chunk_size != self.config.chunk_size
+            || snap.chunk_size != self.config.chunk_size
+            || h.source_size != snap.source.size
+            || h.entries != snap.map.entries
+        {
+            return Err(Error::corrupt(format!(
+                "the map of snapshot {} disagrees with its manifest or the repository config",
+                snap.short_id()
+            )));
+        }
+        Ok(map)
+    }
+
+    /// Ids of the committed packs in `data/`.
+    pub fn packs_on_disk(&self) -> Result<std::collections::HashSet<RawId>> {
+        let mut ids = std::collections::HashSet::new();
+        for dir in self.backend.list("data")? {
+            for file in self.backend.list(&format!("data/{dir}"))? {
+                if let Some(id) = parse_id(&file) {
+                    ids.insert(id);
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Writes a manifest: the commit point of a backup.
@@ -287,35 +325,23 @@ impl Repository {
     }
 }
 
-/// Reads chunks out of packs, keeping recently used packs open. Stored
-/// bytes are mapped rather than copied where the backend allows, so a raw
-/// chunk goes from the page cache to its destination with a single copy.
+/// Reads chunks out of packs, keeping recently used packs open.
 pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
     pool: BufPool,
     open: Vec<(RawId, Box<dyn ReadAt>)>,
-    mapped: Option<MappedRange>,
     stored: Vec<u8>,
     always_crc: bool,
 }
 
-/// A chunk's plain bytes, owned: a mapping of a raw blob, a decoded
-/// buffer (page-aligned, from a pool it returns to when dropped), or the
-/// bytes as read.
-pub enum PlainChunk {
-    Mapped(MappedRange),
-    Decoded(PooledBuf),
-    Read(Vec<u8>),
-}
+/// A chunk's checked plain bytes, in a page-aligned buffer (so it can go to
+/// direct I/O) that returns to its pool when dropped.
+pub struct PlainChunk(PooledBuf);
 
 impl std::ops::Deref for PlainChunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            PlainChunk::Mapped(map) => map,
-            PlainChunk::Decoded(buf) => buf.buf.as_ref().map_or(&[], |b| b),
-            PlainChunk::Read(buf) => buf,
-        }
+        &self.0
     }
 }
 
@@ -353,6 +379,22 @@ pub struct PooledBuf {
     home: crossbeam_channel::Sender<AlignedBuf>,
 }
 
+impl PooledBuf {
+    fn reuse_as(&mut self, len: usize) -> &mut [u8] {
+        match self.buf.as_mut() {
+            Some(buf) => buf.reuse_as(len),
+            None => &mut [],
+        }
+    }
+}
+
+impl std::ops::Deref for PooledBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or(&[])
+    }
+}
+
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
@@ -371,7 +413,6 @@ impl<'a> ChunkReader<'a> {
             backend,
             pool,
             open: Vec::new(),
-            mapped: None,
             stored: Vec::new(),
             always_crc: false,
         }
@@ -385,10 +426,11 @@ impl<'a> ChunkReader<'a> {
     }
 
     /// Reads chunk `id`, decodes it and checks its BLAKE3; returns its plain
-    /// bytes. Any mismatch is `Corrupt` naming the pack and offset. The
-    /// BLAKE3 check catches every change, so the crc32 is only computed when
-    /// it fails (or with `checking_crc`), to tell storage damage (crc32 fails
-    /// too) from a wrong index.
+    /// bytes. Any mismatch, and any failure to read the pack, is `Corrupt`
+    /// naming the pack and offset. The BLAKE3 check catches every change,
+    /// so the crc32 is only computed when it fails (or with
+    /// `checking_crc`), to tell storage damage (crc32 fails too) from a
+    /// wrong index.
     pub fn read(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<PlainChunk> {
         let name = pack::pack_name(pack);
         let what = format!(
@@ -396,64 +438,80 @@ impl<'a> ChunkReader<'a> {
             self.backend.describe(&name),
             loc.offset
         );
-        self.load(pack, &name, loc).map_err(|e| e.context(&what))?;
-        let stored = match self.mapped.take() {
-            Some(map) => PlainChunk::Mapped(map),
-            None => PlainChunk::Read(std::mem::take(&mut self.stored)),
-        };
-        let damaged = |stored: &[u8], why: &str| {
-            if codec::crc32(stored) != loc.crc {
-                Error::corrupt(format!(
-                    "{what} fails its crc32: the stored bytes are damaged"
-                ))
-            } else {
-                Error::corrupt(format!("{what} {why}"))
-            }
-        };
-        if self.always_crc && codec::crc32(&stored) != loc.crc {
-            return Err(damaged(&stored, "fails its crc32"));
-        }
-        if loc.encoded == Encoded::Raw && stored.len() == loc.plain_len as usize {
-            if ChunkId::of(&stored) != *id {
-                return Err(damaged(&stored, "does not match its BLAKE3 id"));
-            }
-            return Ok(stored);
+        let plain_len = loc.plain_len as usize;
+        if plain_len > self.pool.size || loc.stored_len as usize > self.pool.size.saturating_mul(2)
+        {
+            return Err(Error::corrupt(format!(
+                "{what} claims {} stored / {plain_len} plain bytes, more than a chunk can be",
+                loc.stored_len
+            )));
         }
         let mut plain = self.pool.get()?;
-        let out = plain
-            .buf
-            .as_mut()
-            .map(|b| b.reuse_as(loc.plain_len as usize))
-            .filter(|out| out.len() == loc.plain_len as usize)
-            .ok_or_else(|| damaged(&stored, "is larger than a chunk"))?;
-        if let Err(e) = codec::decode(loc.encoded, &stored, out) {
-            return Err(damaged(&stored, e.message()));
-        }
-        let plain = PlainChunk::Decoded(plain);
-        if ChunkId::of(&plain) != *id {
-            return Err(damaged(&stored, "does not match its BLAKE3 id"));
-        }
-        if let PlainChunk::Read(buf) = stored {
-            self.stored = buf;
-        }
-        Ok(plain)
-    }
-
-    /// Brings the stored bytes into `mapped` or, failing that, `stored`.
-    fn load(&mut self, pack: &RawId, name: &str, loc: &Location) -> Result<()> {
-        self.mapped = None;
-        let len = loc.stored_len as usize;
+        let raw = loc.encoded == Encoded::Raw && loc.stored_len == loc.plain_len;
+        // A raw chunk is read straight into its (aligned) plain buffer.
         let mut stored = std::mem::take(&mut self.stored);
-        let loaded = self.pack_file(pack, name).and_then(|file| {
-            if let Some(map) = file.map_range(loc.offset, len) {
-                return Ok(Some(map));
+        let read = if raw {
+            self.read_stored(pack, &name, loc, plain.reuse_as(plain_len))
+        } else {
+            stored.resize(loc.stored_len as usize, 0);
+            self.read_stored(pack, &name, loc, &mut stored)
+        };
+        let always_crc = self.always_crc;
+        let check = |stored: &[u8], plain: Option<&[u8]>, decoded: Result<()>| -> Result<()> {
+            let damaged = |why: &str| {
+                if codec::crc32(stored) != loc.crc {
+                    Error::corrupt(format!(
+                        "{what} fails its crc32: the stored bytes are damaged"
+                    ))
+                } else {
+                    Error::corrupt(format!("{what} {why}"))
+                }
+            };
+            if always_crc && codec::crc32(stored) != loc.crc {
+                return Err(damaged("fails its crc32"));
             }
-            stored.resize(len, 0);
-            file.read_exact_at(&mut stored, loc.offset).map(|()| None)
+            decoded.map_err(|e| damaged(e.message()))?;
+            if ChunkId::of(plain.unwrap_or(stored)) != *id {
+                return Err(damaged("does not match its BLAKE3 id"));
+            }
+            Ok(())
+        };
+        let result = read.map_err(|e| e.context(&what)).and_then(|()| {
+            if raw {
+                check(&plain, None, Ok(()))
+            } else {
+                let decoded = codec::decode(loc.encoded, &stored, plain.reuse_as(plain_len));
+                check(&stored, Some(&plain), decoded)
+            }
         });
         self.stored = stored;
-        self.mapped = loaded?;
-        Ok(())
+        result.map(|()| PlainChunk(plain))
+    }
+
+    /// Reads the stored bytes of a chunk; a pack that ends early or cannot
+    /// be read makes the chunk damaged (so a restore can go on without it).
+    fn read_stored(
+        &mut self,
+        pack: &RawId,
+        name: &str,
+        loc: &Location,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let file = self.pack_file(pack, name)?;
+        let end = loc.offset.checked_add(out.len() as u64);
+        if end.is_none_or(|end| end > file.len()) {
+            return Err(Error::corrupt(format!(
+                "it lies beyond the end of the pack ({} bytes): the pack was truncated",
+                file.len()
+            )));
+        }
+        file.read_exact_at(out, loc.offset).map_err(|e| {
+            if e.kind() == ErrorKind::Corrupt {
+                e
+            } else {
+                Error::corrupt(format!("it cannot be read: {e}"))
+            }
+        })
     }
 
     fn pack_file(&mut self, pack: &RawId, name: &str) -> Result<&dyn ReadAt> {

@@ -228,7 +228,8 @@ pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
                 "pack {what}: table entry {i} has an unknown encoding"
             ))
         })?;
-        if entry.offset < HEADER_LEN || entry.offset + u64::from(entry.stored_len) > table_start {
+        let end = entry.offset.checked_add(u64::from(entry.stored_len));
+        if entry.offset < HEADER_LEN || end.is_none_or(|end| end > table_start) {
             return Err(Error::corrupt(format!(
                 "pack {what}: table entry {i} points outside the pack's data"
             )));

@@ -95,7 +95,13 @@ impl Snapshot {
     }
 
     pub fn decode(bytes: &[u8], what: &str) -> Result<Snapshot> {
-        envelope::open(KIND, VERSION, bytes, what)
+        let snap: Snapshot = envelope::open(KIND, VERSION, bytes, what)?;
+        if crate::repo::parse_id(&snap.id).is_none() {
+            return Err(Error::corrupt(format!(
+                "{what} has a malformed snapshot id (not 64 hex digits)"
+            )));
+        }
+        Ok(snap)
     }
 
     pub fn short_id(&self) -> &str {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::common::{
-    CHUNK, Image, Rng, Sandbox, files_under, is_temporary, spawn, urandom_file, wait_until,
+    CHUNK, Image, Rng, Sandbox, assert_file_is, files_under, is_temporary, spawn, urandom_file,
+    wait_until,
 };
 
 /// When to kill a running backup.
@@ -366,4 +367,36 @@ fn live_shared_lock_does_not_block_a_backup() {
     let summary: Value = sandbox.backup(&image.path);
     sandbox.assert_restores(summary["snapshot"].as_str().unwrap(), &image.bytes);
     assert!(lock.exists(), "a live lock was removed");
+}
+
+// Pins: a restore into a new file that is killed midway leaves nothing under
+// the target's name (the bytes go to a temporary name, renamed at the end),
+// so a half-written image is never mistaken for a finished one.
+#[test]
+fn a_killed_restore_leaves_no_target_file() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc4a5_0007);
+    let image = Image::random(sandbox.path("big.img"), 200 * 1024 * 1024, &mut rng);
+    let id = sandbox.backup(&image.path)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = sandbox.path("restored.img");
+    let mut child = spawn(
+        &sandbox,
+        &["restore".as_ref(), id.as_ref(), target.as_os_str()],
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let finished = child.try_wait().unwrap().is_some();
+    child.kill().ok();
+    child.wait().unwrap();
+    if finished {
+        // Too fast to catch: then it must have completed properly.
+        assert_file_is(&target, &image.bytes, "restore that finished");
+    } else {
+        assert!(!target.exists(), "a killed restore left {target:?} behind");
+    }
+    // A later restore to the same name succeeds.
+    sandbox.restore(&id, &target, &[]).ok();
+    assert_file_is(&target, &image.bytes, "restore after the killed one");
 }

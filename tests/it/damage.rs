@@ -403,3 +403,48 @@ fn damaged_config() {
     f.assert_restore_refused(&f.first, &[]);
     assert_eq!(f.sandbox.repo_tree(), before);
 }
+
+// Pins: a backup does not inherit a parent's chunk that the repository lost
+// (its pack deleted): the source still has the data, so it is stored again
+// and the new snapshot restores, while the old one stays damaged.
+#[test]
+fn a_lost_parent_chunk_is_stored_again_by_the_next_backup() {
+    let f = fixture();
+    fs::remove_file(&f.first.pack).unwrap();
+    let summary = f.sandbox.backup(&f.sandbox.path("disk.img"));
+    assert_eq!(summary["parent"], f.second.id.as_str(), "{summary}");
+    assert!(
+        summary["chunks_new"].as_u64().unwrap() > 0,
+        "nothing stored again: {summary}"
+    );
+    let third = summary["snapshot"].as_str().unwrap();
+    f.sandbox.assert_restores(third, &f.second.bytes);
+    f.assert_restore_refused(&f.first, &[]);
+}
+
+// Pins: rebuild-index keeps the old index files when a pack's table cannot
+// be read, so the chunks that pack holds stay reachable through them.
+#[test]
+fn rebuild_index_keeps_old_index_files_when_a_pack_is_unreadable() {
+    let f = fixture();
+    let len = fs::metadata(&f.first.pack).unwrap().len();
+    let file = OpenOptions::new().write(true).open(&f.first.pack).unwrap();
+    file.write_all_at(b"XXXX", len - 4).unwrap();
+    let report = f
+        .sandbox
+        .run(["--json", "rebuild-index"])
+        .expect_code(4)
+        .json();
+    assert_eq!(report["removed_index_files"], 0, "{report}");
+    assert_eq!(
+        report["unreadable"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(
+        f.first.index.exists(),
+        "the first backup's index file was removed"
+    );
+    // The chunks are still found (through the old index), and they are intact.
+    f.sandbox.assert_restores(&f.first.id, &f.first.bytes);
+}
