@@ -167,8 +167,9 @@ fn read_loop(
             }
         };
         let hole = source.is_hole(start, start + len);
-        slot.plain.clear();
         if !hole {
+            // Every byte is overwritten by the read: resize only when the
+            // length changes (the last chunk), so nothing is zero-filled.
             slot.plain.resize(len as usize, 0);
             source.read_at(&mut slot.plain, start)?;
         }

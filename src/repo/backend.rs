@@ -224,6 +224,28 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// Bytes a direct writer gathers before each write.
 const DIRECT_BLOCK: usize = 4 << 20;
 
+/// Direct-write buffers kept between packs: faulting in fresh memory costs
+/// more than the writes themselves on some machines.
+static SPARE_BUFFERS: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
+const SPARE_BUFFERS_KEPT: usize = 4;
+
+fn take_buffer() -> io::Result<AlignedBuf> {
+    let spare = SPARE_BUFFERS.lock().ok().and_then(|mut kept| kept.pop());
+    match spare {
+        Some(buf) => Ok(buf),
+        None => AlignedBuf::new(DIRECT_BLOCK),
+    }
+}
+
+fn keep_buffer(mut buf: AlignedBuf) {
+    buf.clear();
+    if let Ok(mut kept) = SPARE_BUFFERS.lock()
+        && kept.len() < SPARE_BUFFERS_KEPT
+    {
+        kept.push(buf);
+    }
+}
+
 /// Writes through O_DIRECT from page-aligned buffers: no page cache is
 /// filled (or has to be reclaimed) for data nobody reads soon. Two buffers
 /// take turns: one fills while a writer thread sends the other to disk, so
@@ -242,7 +264,7 @@ impl DirectWriter {
         let (to_disk, jobs) = crossbeam_channel::bounded::<(AlignedBuf, u64)>(1);
         let (give_back, spare) = crossbeam_channel::bounded::<io::Result<AlignedBuf>>(2);
         give_back
-            .send(AlignedBuf::new(DIRECT_BLOCK))
+            .send(take_buffer())
             .map_err(|_| io::Error::other("direct writer closed"))?;
         let thread = std::thread::spawn(move || {
             for (mut buf, pos) in jobs.iter() {
@@ -257,7 +279,7 @@ impl DirectWriter {
             file
         });
         Ok(DirectWriter {
-            filling: AlignedBuf::new(DIRECT_BLOCK)?,
+            filling: take_buffer()?,
             to_disk: Some(to_disk),
             spare,
             thread: Some(thread),
@@ -300,8 +322,9 @@ impl DirectWriter {
         drop(self.to_disk.take());
         // Collect both buffers: each reports its write's outcome.
         for outcome in self.spare.iter() {
-            outcome?;
+            keep_buffer(outcome?);
         }
+        keep_buffer(std::mem::replace(&mut self.filling, AlignedBuf::new(0)?));
         let file = self
             .thread
             .take()
