@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::codec::{self, ChunkId};
 use crate::disk::{Target, TargetKind};
-use crate::engine::parallel::{for_each_entry, map_entries};
+use crate::engine::parallel::map_entries;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
@@ -248,7 +248,7 @@ fn read_back(
 ) -> Result<bool> {
     let header = *map.header();
     progress.start("verify", header.source_size);
-    let ran = for_each_entry(map, super::worker_count(), Vec::new, |buf, pos, entry| {
+    let check = |buf: &mut Vec<u8>, pos: u64, entry: MapEntry| -> Result<()> {
         let offset = pos * header.chunk_size;
         let len = header.chunk_len(pos);
         buf.resize(len as usize, 0);
@@ -269,7 +269,8 @@ fn read_back(
             ))
             .hint("the target device may be failing; try another target"))
         }
-    });
+    };
+    let ran = map_entries(map, super::worker_count(), Vec::new, check, |_, _, r| r);
     progress.finish();
     ran.map(|()| true)
 }
