@@ -47,6 +47,13 @@ impl Target {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("inspect target", path, e)),
         };
+        if meta.is_none() && fs::symlink_metadata(path).is_ok() {
+            return Err(Error::bad_input(format!(
+                "target {} is a symbolic link to nothing",
+                path.display()
+            ))
+            .hint("remove the link or name another file"));
+        }
         let Some(meta) = meta else {
             return Self::create_new(path, needed);
         };
@@ -110,8 +117,11 @@ impl Target {
         let name = path
             .file_name()
             .ok_or_else(|| Error::bad_input(format!("target {} names no file", path.display())))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let temp = path.with_file_name(format!(
-            ".{}.platter-{}",
+            ".{}.platter-{}-{stamp}",
             name.to_string_lossy(),
             std::process::id()
         ));
@@ -271,9 +281,18 @@ impl Target {
             &self.final_path,
             nix::fcntl::RenameFlags::RENAME_NOREPLACE,
         );
+        let renamed = match renamed {
+            // Filesystems without RENAME_NOREPLACE: a hard link fails just
+            // the same if the name was taken meanwhile.
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+                fs::hard_link(&self.path, &self.final_path)
+                    .and_then(|()| fs::remove_file(&self.path))
+            }
+            other => other.map_err(io::Error::from),
+        };
         if let Err(e) = renamed {
             let _ = fs::remove_file(&self.path);
-            return Err(Error::io("rename into place", &self.final_path, e.into()));
+            return Err(Error::io("rename into place", &self.final_path, e));
         }
         let dir = self
             .final_path

@@ -7,7 +7,7 @@ use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::index::write_index;
 use crate::repo::lock::LockKind;
-use crate::repo::pack::{PackEntry, read_table};
+use crate::repo::pack::{PackEntry, is_pack_folder, read_table};
 use crate::repo::{RawId, Repository, parse_id};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -26,6 +26,9 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     let mut report = RebuildReport::default();
     let mut packs: Vec<(RawId, Vec<PackEntry>)> = Vec::new();
     for dir in backend.list("data")? {
+        if !is_pack_folder(&dir) {
+            continue;
+        }
         for file in backend.list(&format!("data/{dir}"))? {
             let Some(id) = parse_id(&file).filter(|_| !file.starts_with(TEMP_PREFIX)) else {
                 continue;

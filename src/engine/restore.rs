@@ -107,7 +107,10 @@ pub fn restore(
             });
         }
     };
-    target.sync()?;
+    if let Err(e) = target.sync() {
+        target.discard_new_file();
+        return Err(e);
+    }
     let verified = if options.verify {
         target.drop_cache();
         match read_back(&mut map, &target, &damaged, progress) {

@@ -244,6 +244,13 @@ fn check_packs(
     let backend = repo.backend();
     let mut on_disk: HashMap<RawId, u64> = HashMap::new();
     for dir in backend.list("data")? {
+        if !pack::is_pack_folder(&dir) {
+            report.leftovers.push(problem(
+                repo.describe(&format!("data/{dir}")),
+                "not a platter file",
+            ));
+            continue;
+        }
         for file in backend.list(&format!("data/{dir}"))? {
             let name = format!("data/{dir}/{file}");
             if file.starts_with(TEMP_PREFIX) {

@@ -164,6 +164,8 @@ impl Backend for LocalBackend {
         let entries = match fs::read_dir(&path) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            // A file where a folder was expected holds no entries.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("list", &path, e)),
         };
         let mut names = Vec::new();

@@ -307,6 +307,9 @@ impl Repository {
     pub fn packs_on_disk(&self) -> Result<std::collections::HashSet<RawId>> {
         let mut ids = std::collections::HashSet::new();
         for dir in self.backend.list("data")? {
+            if !pack::is_pack_folder(&dir) {
+                continue;
+            }
             for file in self.backend.list(&format!("data/{dir}"))? {
                 if let Some(id) = parse_id(&file) {
                     ids.insert(id);

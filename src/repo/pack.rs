@@ -86,6 +86,12 @@ impl PackEntry {
     }
 }
 
+/// Whether `name` is one of the `data/` folders packs live in (two hex
+/// digits); anything else there is not platter's.
+pub fn is_pack_folder(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 pub fn pack_name(id: &RawId) -> String {
     let hex = hex_id(id);
     format!("data/{}/{hex}", &hex[..2])

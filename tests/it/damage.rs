@@ -448,3 +448,16 @@ fn rebuild_index_keeps_old_index_files_when_a_pack_is_unreadable() {
     // The chunks are still found (through the old index), and they are intact.
     f.sandbox.assert_restores(&f.first.id, &f.first.bytes);
 }
+
+// Pins: a stray file in data/ (a .DS_Store, a copied README) neither stops
+// backups and restores nor counts as damage; verify lists it as a leftover.
+#[test]
+fn a_stray_file_in_the_data_folder_is_a_leftover_not_a_failure() {
+    let f = fixture();
+    fs::write(f.sandbox.repo.join("data").join("stray"), b"not a pack").unwrap();
+    f.sandbox.assert_restores(&f.second.id, &f.second.bytes);
+    f.sandbox.backup(&f.sandbox.path("disk.img"));
+    let report = f.sandbox.run(["--json", "verify"]).ok().json();
+    let leftovers = report["leftovers"].to_string();
+    assert!(leftovers.contains("stray"), "{report}");
+}
