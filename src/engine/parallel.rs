@@ -31,7 +31,7 @@ where
 {
     let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = bounded::<(u64, MapEntry)>(workers * 2);
-    let (done_tx, done_rx) = bounded::<(u64, MapEntry, T)>(workers * 2);
+    let (done_tx, done_rx) = bounded::<(u64, MapEntry, T)>(workers);
     let entries = map.header().entries;
     std::thread::scope(|scope| {
         let stop = &stop;
