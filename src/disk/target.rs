@@ -37,6 +37,9 @@ pub struct Target {
     /// The name the user gave.
     final_path: PathBuf,
     kind: TargetKind,
+    /// A new file got its final name; until then, dropping the target
+    /// removes the temporary file.
+    named: bool,
 }
 
 impl Target {
@@ -102,6 +105,7 @@ impl Target {
             path: path.to_path_buf(),
             final_path: path.to_path_buf(),
             kind: TargetKind::ExistingFile,
+            named: true,
         })
     }
 
@@ -141,6 +145,7 @@ impl Target {
             path: temp,
             final_path: path.to_path_buf(),
             kind: TargetKind::NewFile,
+            named: false,
         })
     }
 
@@ -194,6 +199,7 @@ impl Target {
             path: path.to_path_buf(),
             final_path: path.to_path_buf(),
             kind: TargetKind::BlockDevice,
+            named: true,
         })
     }
 
@@ -269,9 +275,10 @@ impl Target {
     }
 
     /// Completes a restore: a new file gets its final name (never replacing
-    /// a file that appeared meanwhile), durably.
-    pub fn finish(self) -> Result<()> {
-        if self.kind != TargetKind::NewFile {
+    /// a file that appeared meanwhile), durably. A target dropped without
+    /// this (a failed restore) leaves no new file behind.
+    pub fn finish(mut self) -> Result<()> {
+        if self.named {
             return Ok(());
         }
         let renamed = nix::fcntl::renameat2(
@@ -290,10 +297,8 @@ impl Target {
             }
             other => other.map_err(io::Error::from),
         };
-        if let Err(e) = renamed {
-            let _ = fs::remove_file(&self.path);
-            return Err(Error::io("rename into place", &self.final_path, e));
-        }
+        renamed.map_err(|e| Error::io("rename into place", &self.final_path, e))?;
+        self.named = true;
         let dir = self
             .final_path
             .parent()
@@ -303,12 +308,13 @@ impl Target {
             .and_then(|d| d.sync_all())
             .at("sync directory", dir)
     }
+}
 
-    /// Removes a file this restore created, after a failure.
-    pub fn discard_new_file(self) {
-        if self.kind == TargetKind::NewFile {
-            drop(self.direct);
-            drop(self.file);
+impl Drop for Target {
+    fn drop(&mut self) {
+        if !self.named {
+            // A new file that never got its name: a failed restore's
+            // partial image. Failing to remove it leaves a hidden file.
             let _ = fs::remove_file(&self.path);
         }
     }

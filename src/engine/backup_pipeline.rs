@@ -56,12 +56,6 @@ struct Slot {
     stored: Vec<u8>,
 }
 
-impl Slot {
-    fn plain(&self) -> &[u8] {
-        &self.plain
-    }
-}
-
 struct Job {
     pos: u64,
     hole: bool,
@@ -286,17 +280,17 @@ fn write_loop(
                 }
                 Outcome::Zero => {
                     stats.chunks_zero += 1;
-                    stats.bytes_read += item.slot.plain().len() as u64;
+                    stats.bytes_read += item.slot.plain.len() as u64;
                     MapEntry::ZERO
                 }
                 Outcome::Unchanged(e) => {
                     stats.chunks_unchanged += 1;
-                    stats.bytes_read += item.slot.plain().len() as u64;
+                    stats.bytes_read += item.slot.plain.len() as u64;
                     e
                 }
                 Outcome::Dedup(e) => {
                     stats.chunks_dedup += 1;
-                    stats.bytes_read += item.slot.plain().len() as u64;
+                    stats.bytes_read += item.slot.plain.len() as u64;
                     e
                 }
                 Outcome::New { entry, stored } => {
@@ -304,8 +298,8 @@ fn write_loop(
                         Some(w) => w,
                         None => pack.insert(PackWriter::create(backend)?),
                     };
-                    let plain_len = item.slot.plain().len() as u32;
-                    let bytes = stored.bytes(item.slot.plain(), &item.slot.stored);
+                    let plain_len = item.slot.plain.len() as u32;
+                    let bytes = stored.bytes(&item.slot.plain, &item.slot.stored);
                     writer.add(entry.id, stored.how, bytes, plain_len)?;
                     stats.chunks_new += 1;
                     stats.bytes_read += u64::from(plain_len);

@@ -98,28 +98,18 @@ pub fn restore(
     let (written, zero, damaged) = match result {
         Ok(r) => r,
         Err(e) => {
-            let kept = target.kind() != TargetKind::NewFile;
-            target.discard_new_file();
-            return Err(if kept {
+            // Dropping a new-file target removes it.
+            return Err(if target.kind() != TargetKind::NewFile {
                 e.hint("the target was partly written and is not a usable copy")
             } else {
                 e.hint("the partly written target file was removed")
             });
         }
     };
-    if let Err(e) = target.sync() {
-        target.discard_new_file();
-        return Err(e);
-    }
+    target.sync()?;
     let verified = if options.verify {
         target.drop_cache();
-        match read_back(&mut map, &target, &damaged, progress) {
-            Ok(ok) => Some(ok),
-            Err(e) => {
-                target.discard_new_file();
-                return Err(e);
-            }
-        }
+        Some(read_back(&mut map, &target, &damaged, progress)?)
     } else {
         None
     };

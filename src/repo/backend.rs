@@ -18,8 +18,6 @@ use crate::os::{self, AlignedBuf};
 pub trait NewFile: Write + Send {
     /// Makes the file durable and visible under its final name.
     fn commit(self: Box<Self>) -> Result<()>;
-    /// Bytes written so far.
-    fn written(&self) -> u64;
 }
 
 /// A committed file opened for reading at offsets.
@@ -42,7 +40,6 @@ pub trait Backend: Send + Sync {
     /// Names of the files in folder `dir` (not recursive), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     fn remove(&self, name: &str) -> Result<()>;
-    fn exists(&self, name: &str) -> Result<bool>;
     /// Where a name lives, for messages.
     fn describe(&self, name: &str) -> String;
 
@@ -187,15 +184,6 @@ impl Backend for LocalBackend {
         match path.parent() {
             Some(dir) => sync_dir(dir),
             None => Ok(()),
-        }
-    }
-
-    fn exists(&self, name: &str) -> Result<bool> {
-        let path = self.path(name);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", &path, e)),
         }
     }
 
@@ -390,10 +378,6 @@ impl NewFile for LocalNewFile {
         }
         committed?;
         sync_dir(&self.dir)
-    }
-
-    fn written(&self) -> u64 {
-        self.written
     }
 }
 
