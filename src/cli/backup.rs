@@ -28,6 +28,10 @@ pub struct Args {
     /// Use this snapshot as the parent (id, prefix or `latest`)
     #[arg(long, value_name = "SNAPSHOT")]
     parent: Option<String>,
+
+    /// Back up only partition N of the disk or image (as `platter inspect` numbers them)
+    #[arg(long, value_name = "N")]
+    partition: Option<u32>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
@@ -36,6 +40,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         tags: args.tags,
         full: args.full,
         parent: args.parent,
+        partition: args.partition,
     };
     let bar = output::Bar::new(ctx.json);
     let snap = backup(&repo, &args.source, &options, &bar)?;

@@ -3,6 +3,8 @@
 
 mod backup;
 mod init;
+mod inspect;
+mod layout_text;
 mod output;
 mod rebuild_index;
 mod restore;
@@ -53,6 +55,7 @@ enum Command {
     Backup(backup::Args),
     Snapshots(snapshots::Args),
     Show(show::Args),
+    Inspect(inspect::Args),
     Restore(restore::Args),
     Verify(verify::Args),
     Unlock(unlock::Args),
@@ -89,6 +92,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Backup(args) => backup::run(&ctx, args),
         Command::Snapshots(args) => snapshots::run(&ctx, args),
         Command::Show(args) => show::run(&ctx, args),
+        Command::Inspect(args) => inspect::run(&ctx, args),
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Unlock(args) => unlock::run(&ctx, args),

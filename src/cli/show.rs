@@ -1,6 +1,8 @@
 //! `platter show`: everything about one snapshot.
 
-use super::{Context, output};
+use platter::disk::layout::Layout;
+
+use super::{Context, layout_text, output};
 
 /// Show one snapshot in full
 #[derive(clap::Args)]
@@ -31,7 +33,13 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
                 s.tags.join(", ")
             }
         ),
-        format!("source        {} ({})", src.path, src.kind),
+        format!(
+            "source        {} ({}){}",
+            src.path,
+            src.kind,
+            src.partition
+                .map_or(String::new(), |n| format!(", partition {n}"))
+        ),
         format!(
             "size          {} ({} bytes), sectors of {} bytes",
             output::bytes(src.size),
@@ -72,6 +80,14 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         format!("map blake3    {}", s.map.blake3),
         format!("written by    platter {}", s.platter_version),
     ]);
+    match s.layout.clone().map(serde_json::from_value::<Layout>) {
+        Some(Ok(layout)) => {
+            lines.push("layout".into());
+            lines.extend(layout_text::lines(&layout));
+        }
+        Some(Err(e)) => lines.push(format!("layout        unreadable ({e})")),
+        None => lines.push("layout        not recorded (snapshot made before layouts were)".into()),
+    }
     for l in lines {
         output::line(&l);
     }

@@ -3,6 +3,7 @@
 //! Nothing here knows about repositories.
 
 mod ioctl;
+pub mod layout;
 mod source;
 mod sysfs;
 mod target;

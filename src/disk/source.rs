@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use nix::unistd::{Whence, lseek};
 
+use crate::disk::layout::{Layout, ReadAt};
 use crate::disk::{ioctl, sysfs};
 use crate::error::{Error, IoContext, Result};
 
@@ -22,11 +23,16 @@ pub struct SourceIdentity {
     pub serial: Option<String>,
     pub wwid: Option<String>,
     pub model: Option<String>,
+    /// The partition of the file or disk at `path` that is the source,
+    /// when one was chosen (`--partition N`).
+    pub partition: Option<u32>,
 }
 
 pub struct Source {
     file: File,
     path: PathBuf,
+    /// Where the source starts in `file`: 0, or a partition's offset.
+    base: u64,
     identity: SourceIdentity,
 }
 
@@ -85,6 +91,7 @@ impl Source {
         Ok(Source {
             file,
             path: canonical.clone(),
+            base: 0,
             identity: SourceIdentity {
                 path: canonical.display().to_string(),
                 is_device,
@@ -93,10 +100,65 @@ impl Source {
                 serial,
                 wwid,
                 model,
+                partition: None,
             },
         })
     }
 
+    /// The layout (partition table, contents) of this source.
+    pub fn layout(&self) -> Result<Layout> {
+        Layout::read(
+            self,
+            self.identity.size,
+            self.identity.logical_sector_size,
+            self.identity.is_device,
+        )
+    }
+
+    /// Narrows a whole-disk source to its partition `number`, found in
+    /// its layout. Everything after reads only that partition.
+    pub fn into_partition(mut self, number: u32) -> Result<Source> {
+        let layout = self.layout()?;
+        let what = self.path.display().to_string();
+        let part = layout.partition(number).ok_or_else(|| {
+            let have: Vec<String> = layout
+                .partitions
+                .iter()
+                .map(|p| p.number.to_string())
+                .collect();
+            Error::not_found(format!(
+                "{what} has no partition {number} (it has {})",
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ))
+            .hint("see `platter inspect` for its layout")
+        })?;
+        if part.is_extended() {
+            return Err(Error::bad_input(format!(
+                "partition {number} of {what} is an extended partition, a container of logical                  partitions"
+            ))
+            .hint("name a logical partition (5 and up) or the whole disk"));
+        }
+        let (offset, len) = layout
+            .partition_bytes(number)
+            .filter(|&(o, l)| {
+                o.checked_add(l)
+                    .is_some_and(|end| end <= self.identity.size)
+            })
+            .ok_or_else(|| {
+                Error::bad_input(format!(
+                    "partition {number} of {what} ends past the end of the disk"
+                ))
+                .hint("the partition table is damaged; back up the whole disk instead")
+            })?;
+        self.base = offset;
+        self.identity.size = len;
+        self.identity.partition = Some(number);
+        Ok(self)
+    }
     pub fn identity(&self) -> &SourceIdentity {
         &self.identity
     }
@@ -115,6 +177,7 @@ impl Source {
         if self.identity.is_device {
             return false;
         }
+        let (start, end) = (start + self.base, end + self.base);
         match lseek(self.file.as_raw_fd(), start as i64, Whence::SeekData) {
             Ok(next_data) => next_data as u64 >= end,
             // ENXIO: no data at or after `start`.
@@ -126,16 +189,24 @@ impl Source {
 
     /// Fills `buf` from `offset`; a source that shrank is an error.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_exact_at(buf, offset).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::bad_input(format!(
-                    "{} ended before offset {}: the source shrank during the backup",
-                    self.path.display(),
-                    offset + buf.len() as u64
-                ))
-            } else {
-                Error::io("read", &self.path, e).context(format!("at offset {offset}"))
-            }
-        })
+        self.file
+            .read_exact_at(buf, self.base + offset)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    Error::bad_input(format!(
+                        "{} ended before offset {}: the source shrank during the backup",
+                        self.path.display(),
+                        offset + buf.len() as u64
+                    ))
+                } else {
+                    Error::io("read", &self.path, e).context(format!("at offset {offset}"))
+                }
+            })
+    }
+}
+
+impl ReadAt for Source {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        Source::read_at(self, buf, offset)
     }
 }

@@ -24,6 +24,8 @@ pub struct BackupOptions {
     pub full: bool,
     /// Use this snapshot as the parent instead of finding one.
     pub parent: Option<String>,
+    /// Back up only this partition of the source.
+    pub partition: Option<u32>,
 }
 
 pub fn backup(
@@ -33,7 +35,14 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<Snapshot> {
     let started = Instant::now();
-    let source = Source::open(source_path)?;
+    let mut source = Source::open(source_path)?;
+    if let Some(n) = options.partition {
+        source = source.into_partition(n)?;
+    }
+    let layout = source.layout()?;
+    for w in &layout.warnings {
+        progress.warn(&format!("layout of {}: {w}", source_path.display()));
+    }
     let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());
     let chunk_size = repo.config().chunk_size;
@@ -105,6 +114,7 @@ pub fn backup(
         full: options.full,
         stats,
         platter_version: env!("CARGO_PKG_VERSION").to_string(),
+        layout: serde_json::to_value(&layout).ok(),
     };
     repo.commit_snapshot(&snapshot)?;
     Ok(snapshot)
@@ -119,6 +129,7 @@ fn source_info(id: &SourceIdentity) -> SourceInfo {
         serial: id.serial.clone(),
         wwid: id.wwid.clone(),
         model: id.model.clone(),
+        partition: id.partition,
     }
 }
 

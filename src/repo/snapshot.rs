@@ -24,6 +24,9 @@ pub struct SourceInfo {
     pub wwid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The partition of `path` that was backed up (`--partition N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
 }
 
 impl SourceInfo {
@@ -35,6 +38,7 @@ impl SourceInfo {
             _ => true,
         };
         self.path == now.path
+            && self.partition == now.partition
             && self.size == now.size
             && agree(&self.serial, &now.serial)
             && agree(&self.wwid, &now.wwid)
@@ -83,6 +87,10 @@ pub struct Snapshot {
     pub full: bool,
     pub stats: BackupStats,
     pub platter_version: String,
+    /// The source's partition table and contents, as the disk layer reads
+    /// them (kept as JSON here: the repository does not know disks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<serde_json::Value>,
 }
 
 pub fn manifest_name(id: &str) -> String {

@@ -1,0 +1,297 @@
+//! A disk's layout: its partition table (MBR or GPT, or none) and what each
+//! partition holds. Read-only: reading a layout never writes. Damaged or
+//! odd tables give warnings and as much of the layout as can be trusted;
+//! hostile bytes never panic.
+
+mod gpt;
+mod mbr;
+mod names;
+mod probe;
+mod resize;
+
+use crate::error::Result;
+
+pub use probe::Content;
+pub use resize::{Resize, WriteAt, apply_resize, grow_next_step, plan_resize};
+
+/// Reads bytes of a disk or image; `offset + buf.len()` is inside it.
+pub trait ReadAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+}
+
+/// A disk as the table readers see it: bytes, size, sector size.
+pub struct Disk<'a> {
+    io: &'a dyn ReadAt,
+    size: u64,
+    sector: u32,
+}
+
+impl Disk<'_> {
+    fn sectors(&self) -> u64 {
+        self.size / u64::from(self.sector)
+    }
+
+    /// Up to `len` bytes at `offset`, shortened at the end of the disk;
+    /// `None` when `offset` is past it.
+    fn read(&self, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
+        if offset >= self.size {
+            return Ok(None);
+        }
+        let len = (self.size - offset).min(len as u64) as usize;
+        let mut buf = vec![0u8; len];
+        self.io.read_at(&mut buf, offset)?;
+        Ok(Some(buf))
+    }
+
+    /// One whole sector, or `None` past the end.
+    fn read_sector(&self, lba: u64) -> Result<Option<Vec<u8>>> {
+        let sector = u64::from(self.sector);
+        match lba.checked_mul(sector) {
+            Some(at) if at + sector <= self.size => self.read(at, self.sector as usize),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    None,
+    Mbr,
+    Gpt,
+}
+
+/// The GPT's own geometry, as its headers say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GptInfo {
+    pub first_usable_lba: u64,
+    pub last_usable_lba: u64,
+    /// Where the backup header is (normally the disk's last sector).
+    pub backup_lba: u64,
+    pub entries: u32,
+    pub entry_size: u32,
+    /// Whether each header and its entry array passed their CRC checks.
+    pub primary_ok: bool,
+    pub backup_ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Partition {
+    /// As Linux numbers it: `/dev/sda<number>`.
+    pub number: u32,
+    /// First sector, in the table's sector size.
+    pub start: u64,
+    pub sectors: u64,
+    /// "0x83" for MBR, the type GUID for GPT.
+    pub type_id: String,
+    pub type_name: String,
+    /// GPT: the partition's own GUID and its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// MBR: the active flag. GPT: the "legacy BIOS bootable" attribute.
+    #[serde(default)]
+    pub bootable: bool,
+    /// GPT attribute bits.
+    #[serde(default)]
+    pub attributes: u64,
+    /// MBR: "primary", "extended" or "logical".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbr_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+impl Partition {
+    /// One past the last sector.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.sectors)
+    }
+
+    pub fn is_extended(&self) -> bool {
+        self.mbr_kind.as_deref() == Some("extended")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layout {
+    pub table: Table,
+    pub sector_size: u32,
+    pub disk_size: u64,
+    /// The GPT disk GUID, or the MBR disk signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpt: Option<GptInfo>,
+    pub partitions: Vec<Partition>,
+    /// Without a table: what the whole disk holds (a filesystem image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// Whether the first 440 bytes (an MBR's boot code) hold anything.
+    #[serde(default)]
+    pub boot_code: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Layout {
+    /// Reads the layout of a disk of `size` bytes. `sector` is the
+    /// device's logical sector size; for an image file (`sector_known`
+    /// false) a GPT written for 4096-byte sectors is recognised too.
+    pub fn read(io: &dyn ReadAt, size: u64, sector: u32, sector_known: bool) -> Result<Layout> {
+        let mut tries = vec![sector];
+        if !sector_known {
+            tries.extend([512, 4096].into_iter().filter(|&s| s != sector));
+        }
+        let mut notes = Vec::new();
+        for &s in &tries {
+            let disk = Disk {
+                io,
+                size,
+                sector: s,
+            };
+            if let Some(layout) = gpt::read(&disk, &mut notes)? {
+                return layout.with_contents(&disk);
+            }
+        }
+        let disk = Disk { io, size, sector };
+        let head = disk.read(0, probe::PROBE_LEN)?.unwrap_or_default();
+        let mut layout = Layout {
+            table: Table::None,
+            sector_size: sector,
+            disk_size: size,
+            disk_id: None,
+            gpt: None,
+            partitions: Vec::new(),
+            content: None,
+            boot_code: false,
+            warnings: notes,
+        };
+        if head.len() >= 512 && !probe::is_boot_sector_filesystem(&head) && mbr::is_mbr(&head) {
+            layout.table = Table::Mbr;
+            layout.disk_id = Some(mbr::disk_id(&head));
+            layout.boot_code = head[..440].iter().any(|&b| b != 0);
+            if mbr::is_protective(&head) {
+                layout.warnings.push(
+                    "the MBR is a GPT protective MBR, but neither GPT header is valid; \
+                     showing the MBR"
+                        .into(),
+                );
+            }
+            layout.partitions = mbr::read(&disk, &head, &mut layout.warnings)?;
+            return layout.with_contents(&disk);
+        }
+        layout.content = probe::probe(&head);
+        Ok(layout)
+    }
+
+    /// Probes every partition's content and checks the partitions against
+    /// the disk and each other.
+    fn with_contents(mut self, disk: &Disk) -> Result<Layout> {
+        let sector = u64::from(self.sector_size);
+        let disk_sectors = disk.sectors();
+        for p in &mut self.partitions {
+            if p.end() > disk_sectors {
+                self.warnings.push(format!(
+                    "partition {} ends at sector {}, past the end of the disk ({} sectors)",
+                    p.number,
+                    p.end(),
+                    disk_sectors
+                ));
+            }
+            if p.is_extended() {
+                continue;
+            }
+            let len = p
+                .sectors
+                .saturating_mul(sector)
+                .min(probe::PROBE_LEN as u64);
+            if let Some(at) = p.start.checked_mul(sector)
+                && let Some(head) = disk.read(at, len as usize)?
+            {
+                p.content = probe::probe(&head);
+            }
+        }
+        for (i, a) in self.partitions.iter().enumerate() {
+            for b in &self.partitions[i + 1..] {
+                let nested = (a.is_extended() && b.mbr_kind.as_deref() == Some("logical"))
+                    || (b.is_extended() && a.mbr_kind.as_deref() == Some("logical"));
+                if !nested && a.start < b.end() && b.start < a.end() {
+                    self.warnings.push(format!(
+                        "partitions {} and {} overlap (sectors {}..{} and {}..{})",
+                        a.number,
+                        b.number,
+                        a.start,
+                        a.end(),
+                        b.start,
+                        b.end()
+                    ));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn partition(&self, number: u32) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.number == number)
+    }
+
+    /// The byte range of partition `number` on the disk.
+    pub fn partition_bytes(&self, number: u32) -> Option<(u64, u64)> {
+        let p = self.partition(number)?;
+        let sector = u64::from(self.sector_size);
+        Some((p.start.checked_mul(sector)?, p.sectors.checked_mul(sector)?))
+    }
+
+    /// Where the partitions (and, for GPT, the backup table) need the disk
+    /// to reach: a target of at least this many bytes holds them all.
+    pub fn bytes_needed(&self) -> u64 {
+        let sector = u64::from(self.sector_size);
+        let last = self
+            .partitions
+            .iter()
+            .map(Partition::end)
+            .max()
+            .unwrap_or(0);
+        let tail = match &self.gpt {
+            // The backup entry array and header follow the last usable LBA.
+            Some(g) => gpt::array_sectors(g.entries, g.entry_size, self.sector_size) + 1,
+            None => 0,
+        };
+        last.saturating_add(tail).saturating_mul(sector)
+    }
+
+    /// Runs of sectors outside every partition (and, for GPT, outside the
+    /// tables): `(first sector, sectors)`. Boot loaders often live there.
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let end = self.disk_size / u64::from(self.sector_size);
+        let (mut at, stop) = match (&self.table, &self.gpt) {
+            (Table::None, _) => return Vec::new(),
+            (Table::Gpt, Some(g)) => (g.first_usable_lba, g.last_usable_lba.saturating_add(1)),
+            _ => (1, end),
+        };
+        let mut spans: Vec<(u64, u64)> = self
+            .partitions
+            .iter()
+            .filter(|p| !p.is_extended())
+            .map(|p| (p.start, p.end()))
+            .collect();
+        spans.sort_unstable();
+        let mut gaps = Vec::new();
+        for (start, end) in spans {
+            if start > at {
+                gaps.push((at, start.min(stop) - at));
+            }
+            at = at.max(end);
+        }
+        if stop > at {
+            gaps.push((at, stop - at));
+        }
+        gaps.retain(|&(_, n)| n > 0);
+        gaps
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! Tables built byte by byte in memory: odd, damaged and hostile ones.
+//! Real tables made by sfdisk and sgdisk are tested in tests/it/layout.rs.
+
+use std::cell::RefCell;
+
+use proptest::prelude::*;
+
+use super::*;
+
+struct Mem(RefCell<Vec<u8>>);
+
+impl ReadAt for Mem {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let d = self.0.borrow();
+        buf.copy_from_slice(&d[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+}
+
+impl WriteAt for Mem {
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.0.borrow_mut()[offset as usize..offset as usize + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+fn entry(d: &mut [u8], at: usize, status: u8, code: u8, start: u32, sectors: u32) {
+    d[at] = status;
+    d[at + 4] = code;
+    d[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
+    d[at + 12..at + 16].copy_from_slice(&sectors.to_le_bytes());
+}
+
+fn mbr_disk(sectors: usize) -> Vec<u8> {
+    let mut d = vec![0u8; sectors * 512];
+    d[510] = 0x55;
+    d[511] = 0xAA;
+    d
+}
+
+fn read(d: Vec<u8>) -> Layout {
+    let size = d.len() as u64;
+    Layout::read(&Mem(RefCell::new(d)), size, 512, false).unwrap()
+}
+
+#[test]
+fn mbr_with_logical_partitions() {
+    let mut d = mbr_disk(4096);
+    entry(&mut d, 446, 0x80, 0x83, 2048, 1024);
+    entry(&mut d, 462, 0, 0x05, 3072, 1024);
+    // EBR at 3072: logical at +64, next EBR at ext+512.
+    let ebr = 3072 * 512;
+    d[ebr + 510] = 0x55;
+    d[ebr + 511] = 0xAA;
+    entry(&mut d, ebr + 446, 0, 0x83, 64, 400);
+    entry(&mut d, ebr + 462, 0, 0x05, 512, 512);
+    let ebr2 = (3072 + 512) * 512;
+    d[ebr2 + 510] = 0x55;
+    d[ebr2 + 511] = 0xAA;
+    entry(&mut d, ebr2 + 446, 0, 0x82, 64, 400);
+    let l = read(d);
+    assert_eq!(l.table, Table::Mbr);
+    let got: Vec<_> = l
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.start, p.sectors))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, 2048, 1024),
+            (2, 3072, 1024),
+            (5, 3136, 400),
+            (6, 3648, 400)
+        ]
+    );
+    assert!(l.partitions[0].bootable);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    // The EBRs sit in gaps inside the extended partition.
+    assert_eq!(l.gaps(), [(1, 2047), (3072, 64), (3536, 112), (4048, 48)]);
+}
+
+#[test]
+fn looping_logical_chain_ends_with_a_warning() {
+    let mut d = mbr_disk(4096);
+    entry(&mut d, 446, 0, 0x0f, 2048, 2048);
+    let ebr = 2048 * 512;
+    d[ebr + 510] = 0x55;
+    d[ebr + 511] = 0xAA;
+    entry(&mut d, ebr + 446, 0, 0x83, 64, 100);
+    entry(&mut d, ebr + 462, 0, 0x05, 0, 2048); // points back at itself
+    let l = read(d);
+    assert_eq!(l.partitions.len(), 2);
+    assert!(
+        l.warnings.iter().any(|w| w.contains("loops")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn overlapping_and_oversized_partitions_are_named() {
+    let mut d = mbr_disk(4096);
+    entry(&mut d, 446, 0, 0x83, 2048, 1024);
+    entry(&mut d, 462, 0, 0x83, 2500, 1024);
+    entry(&mut d, 478, 0, 0x83, 3600, 100_000);
+    let l = read(d);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("partitions 1 and 2 overlap")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("partition 3 ends at sector 103600, past the end"))
+    );
+    assert_eq!(
+        plan_resize(&l, 4096 * 512, false).unwrap_err().kind(),
+        crate::ErrorKind::BadInput
+    );
+}
+
+#[test]
+fn fat_boot_sector_is_not_an_mbr() {
+    let mut d = mbr_disk(8192);
+    d[0] = 0xEB;
+    d[0x0B..0x0D].copy_from_slice(&512u16.to_le_bytes());
+    d[0x0D] = 4; // about 2000 clusters: FAT12
+    d[0x0E] = 1;
+    d[0x10] = 2;
+    d[0x11..0x13].copy_from_slice(&512u16.to_le_bytes());
+    d[0x13..0x15].copy_from_slice(&8192u16.to_le_bytes());
+    d[0x16] = 12;
+    let l = read(d);
+    assert_eq!(l.table, Table::None);
+    assert_eq!(l.content.unwrap().version.as_deref(), Some("FAT12"));
+}
+
+#[test]
+fn gpt_header_asking_for_a_huge_array_is_refused() {
+    let mut s = vec![0u8; 512];
+    s[..8].copy_from_slice(gpt::HEADER_SIGNATURE);
+    s[12..16].copy_from_slice(&92u32.to_le_bytes());
+    s[24..32].copy_from_slice(&1u64.to_le_bytes());
+    s[72..80].copy_from_slice(&2u64.to_le_bytes());
+    s[80..84].copy_from_slice(&u32::MAX.to_le_bytes());
+    s[84..88].copy_from_slice(&128u32.to_le_bytes());
+    let crc = gpt::header_crc(&s, 92);
+    s[16..20].copy_from_slice(&crc.to_le_bytes());
+    let why = gpt::Header::parse(&s, 1, 1 << 40).unwrap_err();
+    assert!(why.contains("too large"), "{why}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn hostile_tables_never_panic(s0 in proptest::collection::vec(any::<u8>(), 512),
+                                  s1 in proptest::collection::vec(any::<u8>(), 512),
+                                  signed in any::<bool>()) {
+        let mut d = vec![0u8; 64 * 512];
+        d[..512].copy_from_slice(&s0);
+        d[512..1024].copy_from_slice(&s1);
+        if signed {
+            d[510] = 0x55;
+            d[511] = 0xAA;
+            d[512..520].copy_from_slice(gpt::HEADER_SIGNATURE);
+            let size = (u32::from_le_bytes([d[524], d[525], d[526], d[527]]) % 600) as usize;
+            d[524..528].copy_from_slice(&(size as u32).to_le_bytes());
+            if (92..=512).contains(&size) {
+                let crc = gpt::header_crc(&d[512..1024], size);
+                d[528..532].copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        let l = read(d);
+        let _ = l.gaps();
+        let _ = l.bytes_needed();
+        let _ = plan_resize(&l, 32 * 512, true);
+    }
+}
