@@ -12,5 +12,6 @@ pub mod error;
 pub mod os;
 pub mod progress;
 pub mod repo;
+pub mod units;
 
 pub use error::{Error, ErrorKind, Result};

@@ -28,20 +28,7 @@ pub fn json<T: serde::Serialize>(value: &T) -> platter::Result<()> {
     Ok(())
 }
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use platter::units::bytes;
 
 /// A progress bar on a terminal; nothing otherwise.
 pub struct Bar {

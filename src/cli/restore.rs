@@ -8,9 +8,21 @@ use super::{Context, output};
 
 /// Restore a snapshot onto a new image file, an existing file, or a device
 ///
-/// Nothing is written to a target that is mounted, in use, or smaller than
-/// the snapshot. Every chunk is checked against its BLAKE3 id before it is
-/// written; a damaged chunk stops the restore (see --continue-on-error).
+/// Nothing is written to a target that is mounted, in use, or too small.
+/// Every chunk is checked against its BLAKE3 id before it is written; a
+/// damaged chunk stops the restore (see --continue-on-error).
+///
+/// A whole disk may go onto a larger target: a GPT's backup table is moved
+/// to the new end (and --grow-last-partition extends the last partition);
+/// or onto a smaller one, if every partition still fits (the GPT is rebuilt
+/// for the smaller size). A target with another logical sector size than
+/// the source is refused. After writing a whole disk to a block device the
+/// kernel is asked to re-read its partition table.
+///
+/// Examples:
+///   platter restore latest /dev/sdc --verify
+///   platter restore latest disk.img --size 64G --grow-last-partition
+///   platter restore latest /dev/sdc2 --partition 2
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot id, unique prefix, or `latest`
@@ -30,6 +42,26 @@ pub struct Args {
     /// Write zeros where chunks are damaged, go on, and list the damaged ranges
     #[arg(long)]
     continue_on_error: bool,
+
+    /// Restore only partition N of a whole-disk snapshot (numbers as `platter show` lists them)
+    #[arg(long, value_name = "N")]
+    partition: Option<u32>,
+
+    /// Size of a new image file (e.g. 64G, 512MiB, 1000000000); default the snapshot's size
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    size: Option<u64>,
+
+    /// On a larger target, extend the last partition to the end of the disk (the filesystem in it is not grown; the next step is printed)
+    #[arg(long)]
+    grow_last_partition: bool,
+}
+
+/// Sizes in binary units: 64G and 64GiB are both 64 x 2^30 bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| format!("{e} (write e.g. 64G, 512MiB or a number of bytes)"))
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
@@ -38,6 +70,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         force: args.force,
         verify: args.verify,
         continue_on_error: args.continue_on_error,
+        partition: args.partition,
+        file_size: args.size,
+        grow_last_partition: args.grow_last_partition,
     };
     let bar = output::Bar::new(ctx.json);
     let report = restore(&repo, &args.snapshot, &args.target, &options, &bar)?;
@@ -45,8 +80,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         output::json(&report)?;
     } else {
         output::line(&format!(
-            "restored snapshot {} to {} ({}): {} of data written, {} zero chunks, {:.1}s{}",
+            "restored snapshot {}{} to {} ({}): {} of data written, {} zero chunks, {:.1}s{}",
             &report.snapshot[..8],
+            report
+                .partition
+                .map_or(String::new(), |n| format!(" (partition {n})")),
             report.target,
             report.target_kind,
             output::bytes(report.bytes_written),
@@ -57,6 +95,15 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
                 _ => "",
             }
         ));
+        for change in &report.table_changes {
+            output::line(&format!("partition table: {change}"));
+        }
+        if let Some(step) = &report.next_step {
+            output::line(&format!("next: grow the filesystem: {step}"));
+        }
+        for w in &report.warnings {
+            output::line(&format!("warning: {w}"));
+        }
         if !report.damaged.is_empty() {
             output::line(&format!(
                 "{} damaged range(s) were filled with zeros:",

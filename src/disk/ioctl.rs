@@ -10,6 +10,7 @@ nix::ioctl_read_bad!(
     u64
 );
 nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
+nix::ioctl_none_bad!(blkrrpart, nix::request_code_none!(0x12, 95));
 nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 
 /// Size in bytes of the block device open as `fd`.
@@ -36,5 +37,13 @@ pub fn zero_out(fd: &impl AsRawFd, offset: u64, len: u64) -> nix::Result<()> {
     // SAFETY: BLKZEROOUT reads two u64 (start, length) through the pointer,
     // which points at a live local; the fd is open for writing.
     unsafe { blkzeroout(fd.as_raw_fd(), &range) }?;
+    Ok(())
+}
+
+/// Asks the kernel to re-read the partition table of the device open as
+/// `fd` (after a whole disk was written).
+pub fn reread_partitions(fd: &impl AsRawFd) -> nix::Result<()> {
+    // SAFETY: BLKRRPART takes no argument; the fd is open.
+    unsafe { blkrrpart(fd.as_raw_fd()) }?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
+use crate::disk::layout::{ReadAt, WriteAt};
 use crate::disk::{ioctl, sysfs};
 use crate::error::{Error, IoContext, Result};
 use crate::os;
@@ -25,6 +26,10 @@ pub enum TargetKind {
 }
 
 pub struct Target {
+    /// Bytes the target holds.
+    size: u64,
+    /// A device's logical sector size; files have none of their own.
+    sector_size: Option<u32>,
     file: File,
     /// The same target opened with O_DIRECT, where supported: aligned
     /// chunks bypass the page cache (nothing to reclaim, a short final
@@ -43,8 +48,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// Opens `path` to receive `needed` bytes, after every safety check.
-    pub fn open(path: &Path, needed: u64, force: bool) -> Result<Target> {
+    /// Opens `path` after every safety check. A new or forced existing
+    /// file is made `file_size` bytes long; a device keeps its size. The
+    /// caller checks that [`Target::size`] is enough before writing.
+    pub fn open(path: &Path, file_size: u64, force: bool) -> Result<Target> {
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -58,11 +65,11 @@ impl Target {
             .hint("remove the link or name another file"));
         }
         let Some(meta) = meta else {
-            return Self::create_new(path, needed);
+            return Self::create_new(path, file_size);
         };
         let kind = meta.file_type();
         if kind.is_block_device() {
-            return Self::open_device(path, meta.rdev(), needed);
+            return Self::open_device(path, meta.rdev());
         }
         if kind.is_dir() {
             return Err(
@@ -98,8 +105,10 @@ impl Target {
             .read(true)
             .open(path)
             .at("open target", path)?;
-        file.set_len(needed).at("resize target", path)?;
+        file.set_len(file_size).at("resize target", path)?;
         Ok(Target {
+            size: file_size,
+            sector_size: None,
             file,
             direct: os::open_direct(path, false),
             path: path.to_path_buf(),
@@ -109,7 +118,7 @@ impl Target {
         })
     }
 
-    fn create_new(path: &Path, needed: u64) -> Result<Target> {
+    fn create_new(path: &Path, size: u64) -> Result<Target> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
@@ -135,11 +144,13 @@ impl Target {
             .create_new(true)
             .open(&temp)
             .at("create target", &temp)?;
-        if let Err(e) = file.set_len(needed) {
+        if let Err(e) = file.set_len(size) {
             let _ = fs::remove_file(&temp);
             return Err(Error::io("size target", path, e));
         }
         Ok(Target {
+            size,
+            sector_size: None,
             file,
             direct: os::open_direct(&temp, false),
             path: temp,
@@ -149,7 +160,7 @@ impl Target {
         })
     }
 
-    fn open_device(path: &Path, rdev: u64, needed: u64) -> Result<Target> {
+    fn open_device(path: &Path, rdev: u64) -> Result<Target> {
         if let Some(dir) = sysfs::block_dir(rdev) {
             let mounts = sysfs::mounts_of_device(&dir, rdev);
             if !mounts.is_empty() {
@@ -190,10 +201,10 @@ impl Target {
                 }
             })?;
         let size = ioctl::device_size(&file).at("get the size of", path)?;
-        if size < needed {
-            return Err(too_small(path, size, needed));
-        }
+        let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
         Ok(Target {
+            size,
+            sector_size: Some(sector),
             file,
             direct: os::open_direct(path, false),
             path: path.to_path_buf(),
@@ -205,6 +216,44 @@ impl Target {
 
     pub fn kind(&self) -> TargetKind {
         self.kind
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn sector_size(&self) -> Option<u32> {
+        self.sector_size
+    }
+
+    /// Refuses a target smaller than `needed` bytes (`what` they are for).
+    pub fn check_holds(&self, needed: u64, what: &str) -> Result<()> {
+        if self.size >= needed {
+            return Ok(());
+        }
+        Err(Error::bad_input(format!(
+            "target {} is {} bytes, smaller than {what} ({needed} bytes, short by {})",
+            self.final_path.display(),
+            self.size,
+            needed - self.size
+        ))
+        .hint("nothing was written; restore onto a target at least that large"))
+    }
+
+    /// Asks the kernel to re-read a device's partition table, so the new
+    /// partitions appear. `Some(reason)` when it could not.
+    pub fn reread_partitions(&self) -> Option<String> {
+        if self.kind != TargetKind::BlockDevice {
+            return None;
+        }
+        ioctl::reread_partitions(&self.file).err().map(|e| {
+            format!(
+                "the kernel did not re-read the partition table of {} ({e}); run `partprobe {}` \
+                 or replug the disk before using its partitions",
+                self.final_path.display(),
+                self.final_path.display()
+            )
+        })
     }
 
     /// Writes `buf` at `offset` and starts its writeback, so the disk works
@@ -320,11 +369,14 @@ impl Drop for Target {
     }
 }
 
-fn too_small(path: &Path, size: u64, needed: u64) -> Error {
-    Error::bad_input(format!(
-        "target {} is {size} bytes, smaller than the snapshot's {needed} bytes (short by {})",
-        path.display(),
-        needed - size
-    ))
-    .hint("restore onto a device at least as large as the source was")
+impl ReadAt for Target {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        Target::read_at(self, buf, offset)
+    }
+}
+
+impl WriteAt for Target {
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        Target::write_at(self, buf, offset)
+    }
 }

@@ -10,7 +10,7 @@ use crossbeam_channel::bounded;
 use crate::error::{Error, Result};
 use crate::repo::map::{MapEntry, MapReader};
 
-/// Runs `work(state, position, entry)` for every map entry on `workers`
+/// Runs `work(state, position, entry)` for the map entries at `positions` on `workers`
 /// threads and hands each result to `sink` on the calling thread, in the
 /// order they finish. The map is read by a feeder thread. Use it when the
 /// results must go through one place (one writer to a target, so that
@@ -18,6 +18,7 @@ use crate::repo::map::{MapEntry, MapReader};
 /// run and is returned.
 pub fn map_entries<S, T, I, F, K>(
     map: &mut MapReader,
+    positions: std::ops::Range<u64>,
     workers: usize,
     init: I,
     work: F,
@@ -32,11 +33,11 @@ where
     let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = bounded::<(u64, MapEntry)>(workers * 2);
     let (done_tx, done_rx) = bounded::<(u64, MapEntry, T)>(workers);
-    let entries = map.header().entries;
+    let positions = positions.start..positions.end.min(map.header().entries);
     std::thread::scope(|scope| {
         let stop = &stop;
         let feeder = scope.spawn(move || -> Result<()> {
-            for pos in 0..entries {
+            for pos in positions {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }

@@ -1,11 +1,17 @@
 //! A restore: check everything that can be checked before the first write
 //! (the map, the index knows every chunk, the target is safe and large
-//! enough), then write every chunk after checking its crc32 and BLAKE3.
+//! enough for every partition), then write every chunk after checking its
+//! BLAKE3. A whole disk restored onto a target of another size gets its
+//! partition table fitted to the target (backup GPT moved to the end,
+//! optionally the last partition grown); a block device is then asked to
+//! re-read its partition table. One partition of a whole-disk snapshot
+//! can be restored on its own.
 
 use std::path::Path;
 use std::time::Instant;
 
 use crate::codec::{self, ChunkId};
+use crate::disk::layout::{Layout, Resize, Table, apply_resize, grow_next_step, plan_resize};
 use crate::disk::{Target, TargetKind};
 use crate::engine::parallel::map_entries;
 use crate::error::{Error, Result};
@@ -23,6 +29,13 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Write zeros where a chunk is damaged and go on; report every range.
     pub continue_on_error: bool,
+    /// Restore only this partition of a whole-disk snapshot.
+    pub partition: Option<u32>,
+    /// Size of a new (or forced) image file; default the snapshot's size
+    /// (or the partition's).
+    pub file_size: Option<u64>,
+    /// Extend the last partition's entry to the end of a larger target.
+    pub grow_last_partition: bool,
 }
 
 /// A byte range of the target that could not be restored.
@@ -46,7 +59,156 @@ pub struct RestoreReport {
     pub damaged: Vec<DamagedRange>,
     /// Some(true) when --verify read back every byte and it matched.
     pub verified: Option<bool>,
+    /// The partition restored, with --partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// Changes made to the partition table to fit the target, and what
+    /// the user should do next.
+    pub table_changes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
+    /// Problems that did not stop the restore.
+    pub warnings: Vec<String>,
     pub duration_s: f64,
+}
+
+/// Which bytes of the snapshot go to the target: `[start, start + len)`
+/// of the snapshot lands at `[0, len)` of the target.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: u64,
+    len: u64,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.start + self.len
+    }
+
+    /// The map positions whose chunks overlap the window.
+    fn positions(&self, chunk_size: u64) -> std::ops::Range<u64> {
+        self.start / chunk_size..self.end().div_ceil(chunk_size)
+    }
+
+    /// The part of the chunk at `offset` (`len` bytes) inside the window:
+    /// its range within the chunk, and where it goes on the target.
+    fn clip(&self, offset: u64, len: u64) -> Option<(std::ops::Range<usize>, u64)> {
+        let a = offset.max(self.start);
+        let b = (offset + len).min(self.end());
+        (a < b).then(|| ((a - offset) as usize..(b - offset) as usize, a - self.start))
+    }
+}
+
+/// The snapshot's layout, if it recorded one that this version can read.
+fn snapshot_layout(snap: &Snapshot) -> Option<Layout> {
+    serde_json::from_value(snap.layout.clone()?).ok()
+}
+
+/// The part of the snapshot to restore: one partition, or everything.
+fn choose_window(
+    snap: &Snapshot,
+    layout: Option<&Layout>,
+    partition: Option<u32>,
+) -> Result<Window> {
+    let Some(n) = partition else {
+        return Ok(Window {
+            start: 0,
+            len: snap.source.size,
+        });
+    };
+    if let Some(whole) = snap.source.partition {
+        return Err(Error::bad_input(format!(
+            "snapshot {} is already of one partition (partition {whole} of {})",
+            snap.short_id(),
+            snap.source.path
+        ))
+        .hint("restore it without --partition"));
+    }
+    let layout = layout.ok_or_else(|| {
+        Error::unsupported(format!(
+            "snapshot {} has no recorded partition table (made by an older platter)",
+            snap.short_id()
+        ))
+        .hint("restore the whole disk, then copy the partition from it")
+    })?;
+    let part = layout.partition(n).ok_or_else(|| {
+        let have: Vec<String> = layout
+            .partitions
+            .iter()
+            .map(|p| p.number.to_string())
+            .collect();
+        Error::not_found(format!(
+            "snapshot {} has no partition {n} (it has {})",
+            snap.short_id(),
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))
+        .hint("`platter show SNAPSHOT` lists its partitions")
+    })?;
+    if part.is_extended() {
+        return Err(Error::bad_input(format!(
+            "partition {n} is an extended partition, a container of logical partitions"
+        ))
+        .hint("name a logical partition (5 and up)"));
+    }
+    match layout.partition_bytes(n) {
+        Some((start, len))
+            if start
+                .checked_add(len)
+                .is_some_and(|e| e <= snap.source.size) =>
+        {
+            Ok(Window { start, len })
+        }
+        _ => Err(Error::corrupt(format!(
+            "partition {n} of snapshot {} ends past the end of the snapshot",
+            snap.short_id()
+        ))),
+    }
+}
+
+/// How much to write and what to change in the table, for this target;
+/// refuses a target that cannot hold the snapshot.
+fn fit(
+    snap: &Snapshot,
+    layout: Option<&Layout>,
+    window: Window,
+    target: &Target,
+    options: &RestoreOptions,
+) -> Result<(Window, Option<Resize>)> {
+    if let Some(n) = options.partition {
+        if options.grow_last_partition {
+            return Err(Error::bad_input(
+                "--grow-last-partition is for whole-disk restores, not --partition",
+            ));
+        }
+        target.check_holds(window.len, &format!("partition {n}"))?;
+        return Ok((window, None));
+    }
+    let Some(layout) = layout.filter(|l| l.table != Table::None) else {
+        if options.grow_last_partition {
+            return Err(Error::bad_input(format!(
+                "snapshot {} has no partition table, so there is no partition to grow",
+                snap.short_id()
+            )));
+        }
+        target.check_holds(window.len, "the snapshot")?;
+        return Ok((window, None));
+    };
+    if let Some(sector) = target.sector_size()
+        && sector != layout.sector_size
+    {
+        return Err(Error::unsupported(format!(
+            "the snapshot's partition table counts {}-byte sectors, but the target has              {sector}-byte sectors: every partition would start and end in the wrong place",
+            layout.sector_size
+        ))
+        .hint("nothing was written; restore onto a disk with the same logical sector size, or                restore single partitions (--partition N) into partitions made on the target"));
+    }
+    let resize = plan_resize(layout, target.size(), options.grow_last_partition)?;
+    let len = window.len.min(target.size());
+    Ok((Window { start: 0, len }, resize))
 }
 
 pub fn restore(
@@ -93,8 +255,24 @@ pub fn restore(
         }));
     }
 
-    let target = Target::open(target_path, header.source_size, options.force)?;
-    let result = write_all(repo, &snap, &mut map, &index, &target, options, progress);
+    let layout = snapshot_layout(&snap);
+    let window = choose_window(&snap, layout.as_ref(), options.partition)?;
+    let target = Target::open(
+        target_path,
+        options.file_size.unwrap_or(window.len),
+        options.force,
+    )?;
+    let (window, resize) = fit(&snap, layout.as_ref(), window, &target, options)?;
+    let mut warnings = Vec::new();
+    if window.len < header.source_size && options.partition.is_none() {
+        warnings.push(format!(
+            "the target is smaller than the snapshot: its last {} were not restored (outside \
+             every partition)",
+            crate::units::bytes(header.source_size - window.len)
+        ));
+    }
+    let result = write_all(repo, &mut map, &index, &target, window, options, progress)
+        .map_err(|e| e.context(format!("restoring snapshot {}", snap.short_id())));
     let (written, zero, damaged) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -109,11 +287,52 @@ pub fn restore(
     target.sync()?;
     let verified = if options.verify {
         target.drop_cache();
-        Some(read_back(&mut map, &target, &damaged, progress)?)
+        let pool = BufPool::new(header.chunk_size as usize, 2);
+        let fetch = |id: &ChunkId| -> Result<PlainChunk> {
+            let loc = index
+                .get(id)
+                .ok_or_else(|| Error::corrupt(format!("chunk {id} is not in the index")))?;
+            ChunkReader::new(repo.backend(), pool.clone()).read(id, index.pack_id(loc.pack), loc)
+        };
+        Some(read_back(
+            &mut map, &target, window, &damaged, &fetch, progress,
+        )?)
     } else {
         None
     };
+    let mut table_changes = Vec::new();
+    let mut next_step = None;
+    if let (Some(plan), Some(layout)) = (&resize, &layout) {
+        apply_resize(&target, plan)?;
+        target.sync()?;
+        table_changes = describe_resize(layout, plan, target.size());
+        let after = Layout::read(&target, target.size(), layout.sector_size, true)?;
+        let clean = after
+            .gpt
+            .as_ref()
+            .is_none_or(|g| g.primary_ok && g.backup_ok);
+        if !clean || after.partitions.len() != layout.partitions.len() {
+            return Err(Error::corrupt(format!(
+                "after fitting the partition table to the target, it does not read back \
+                 cleanly: {}",
+                after.warnings.join("; ")
+            )));
+        }
+        if let Some((number, _, _)) = plan.grown {
+            let fstype = layout
+                .partition(number)
+                .and_then(|p| p.content.as_ref())
+                .map(|c| c.fstype.as_str());
+            next_step = Some(grow_command(target_path, number, target.kind(), fstype));
+        }
+    }
     let kind = target.kind();
+    if options.partition.is_none()
+        && layout.as_ref().is_some_and(|l| l.table != Table::None)
+        && let Some(why) = target.reread_partitions()
+    {
+        warnings.push(why);
+    }
     target.finish()?;
     Ok(RestoreReport {
         snapshot: snap.id.clone(),
@@ -130,8 +349,51 @@ pub fn restore(
         chunks_zero: zero,
         damaged,
         verified,
+        partition: options.partition,
+        table_changes,
+        next_step,
+        warnings,
         duration_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What a planned table change did, in words.
+fn describe_resize(layout: &Layout, plan: &Resize, target_size: u64) -> Vec<String> {
+    let sector = u64::from(layout.sector_size);
+    let mut out = Vec::new();
+    if layout.table == Table::Gpt {
+        out.push(format!(
+            "moved the backup GPT to the target's last sector (LBA {}) and rewrote both headers",
+            target_size / sector - 1
+        ));
+    }
+    if let Some((number, old, new)) = plan.grown {
+        out.push(format!(
+            "grew partition {number} from {old} to {new} sectors ({} to {})",
+            crate::units::bytes(old * sector),
+            crate::units::bytes(new * sector)
+        ));
+    }
+    out
+}
+
+/// The command that grows the filesystem in the grown partition `number`
+/// of the restored target.
+fn grow_command(target: &Path, number: u32, kind: TargetKind, fstype: Option<&str>) -> String {
+    let t = target.display().to_string();
+    if kind == TargetKind::BlockDevice {
+        let sep = if t.ends_with(|c: char| c.is_ascii_digit()) {
+            "p"
+        } else {
+            ""
+        };
+        grow_next_step(fstype, &format!("{t}{sep}{number}"))
+    } else {
+        format!(
+            "losetup --find --show --partscan {t} (prints /dev/loopX), then {}",
+            grow_next_step(fstype, &format!("/dev/loopXp{number}"))
+        )
+    }
 }
 
 /// Data chunks of the map that the index does not know, in map order.
@@ -152,36 +414,45 @@ type Written = (u64, u64, Vec<DamagedRange>);
 /// target sees one writer.
 fn write_all(
     repo: &Repository,
-    snap: &Snapshot,
     map: &mut MapReader,
     index: &Index,
     target: &Target,
+    window: Window,
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<Written> {
     let header = *map.header();
     let (mut written, mut zero, mut damaged) = (0u64, 0u64, Vec::<DamagedRange>::new());
-    progress.start("restore", header.source_size);
+    progress.start("restore", window.len);
     let workers = super::worker_count();
     let pool = BufPool::new(header.chunk_size as usize, workers * 6);
     let ran = map_entries(
         map,
+        window.positions(header.chunk_size),
         workers,
         || ChunkReader::new(repo.backend(), pool.clone()),
         |reader, _, entry| fetch_chunk(reader, index, &entry),
         |pos, entry, fetched| {
-            let offset = pos * header.chunk_size;
-            let len = header.chunk_len(pos);
+            let (part, offset) = window
+                .clip(pos * header.chunk_size, header.chunk_len(pos))
+                .ok_or_else(|| {
+                    Error::new(
+                        crate::ErrorKind::Io,
+                        "internal error: chunk outside the window",
+                    )
+                })?;
+            let len = part.len() as u64;
             match fetched {
-                Ok(Some(plain)) if plain.len() as u64 == len => {
-                    target.write_at(&plain, offset)?;
+                Ok(Some(plain)) if plain.len() as u64 == header.chunk_len(pos) => {
+                    target.write_at(&plain[part], offset)?;
                     written += len;
                 }
                 Ok(Some(plain)) => {
                     return Err(Error::corrupt(format!(
-                        "chunk {} is {} bytes but its place in the map is {len}",
+                        "chunk {} is {} bytes but its place in the map is {}",
                         entry.id,
-                        plain.len()
+                        plain.len(),
+                        header.chunk_len(pos)
                     )));
                 }
                 Ok(None) => {
@@ -198,10 +469,7 @@ fn write_all(
                     });
                 }
                 Err(e) => {
-                    return Err(e.context(format!(
-                        "restoring snapshot {} stopped at offset {offset}",
-                        snap.short_id()
-                    )));
+                    return Err(e.context(format!("stopped at target offset {offset}")));
                 }
             }
             progress.advance(len);
@@ -231,27 +499,35 @@ fn fetch_chunk(
         .map(Some)
 }
 
-/// Reads the target back: every data chunk must hash to its id, every
+/// Reads the target back: every data chunk must hash to its id (a chunk
+/// cut by the window's edge is compared with the stored chunk), every
 /// other chunk must read as zeros (damaged ranges were zeroed).
 fn read_back(
     map: &mut MapReader,
     target: &Target,
+    window: Window,
     damaged: &[DamagedRange],
+    fetch: &(dyn Fn(&ChunkId) -> Result<PlainChunk> + Sync),
     progress: &dyn Progress,
 ) -> Result<bool> {
     let header = *map.header();
-    progress.start("verify", header.source_size);
+    progress.start("verify", window.len);
     let check = |buf: &mut Vec<u8>, pos: u64, entry: MapEntry| -> Result<()> {
-        let offset = pos * header.chunk_size;
-        let len = header.chunk_len(pos);
+        let chunk_len = header.chunk_len(pos);
+        let Some((part, offset)) = window.clip(pos * header.chunk_size, chunk_len) else {
+            return Ok(());
+        };
+        let len = part.len() as u64;
         buf.resize(len as usize, 0);
         target.read_at(buf, offset)?;
         progress.advance(len);
         let was_damaged = damaged.iter().any(|d| d.offset == offset);
-        let ok = if entry.kind == Kind::Data && !was_damaged {
+        let ok = if entry.kind != Kind::Data || was_damaged {
+            codec::is_zero(buf)
+        } else if len == chunk_len {
             ChunkId::of(buf) == entry.id
         } else {
-            codec::is_zero(buf)
+            fetch(&entry.id)?[part] == buf[..]
         };
         if ok {
             Ok(())
@@ -263,7 +539,14 @@ fn read_back(
             .hint("the target device may be failing; try another target"))
         }
     };
-    let ran = map_entries(map, super::worker_count(), Vec::new, check, |_, _, r| r);
+    let ran = map_entries(
+        map,
+        window.positions(header.chunk_size),
+        super::worker_count(),
+        Vec::new,
+        check,
+        |_, _, r| r,
+    );
     progress.finish();
     ran.map(|()| true)
 }
