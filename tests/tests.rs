@@ -8,11 +8,13 @@ mod it {
     pub mod common;
 
     mod bad_input;
+    mod boot;
     mod crash;
     mod damage;
     mod devices;
     mod format;
     mod incremental;
+    mod layout;
     mod output;
     mod roundtrip;
 }

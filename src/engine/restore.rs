@@ -67,6 +67,10 @@ pub struct RestoreReport {
     pub table_changes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_step: Option<String>,
+    /// Whether the kernel re-read the device's partition table (whole-disk
+    /// restores onto block devices only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions_reread: Option<bool>,
     /// Problems that did not stop the restore.
     pub warnings: Vec<String>,
     pub duration_s: f64,
@@ -327,11 +331,14 @@ pub fn restore(
         }
     }
     let kind = target.kind();
-    if options.partition.is_none()
+    let mut partitions_reread = None;
+    if kind == TargetKind::BlockDevice
+        && options.partition.is_none()
         && layout.as_ref().is_some_and(|l| l.table != Table::None)
-        && let Some(why) = target.reread_partitions()
     {
-        warnings.push(why);
+        let failed = target.reread_partitions();
+        partitions_reread = Some(failed.is_none());
+        warnings.extend(failed);
     }
     target.finish()?;
     Ok(RestoreReport {
@@ -352,6 +359,7 @@ pub fn restore(
         partition: options.partition,
         table_changes,
         next_step,
+        partitions_reread,
         warnings,
         duration_s: started.elapsed().as_secs_f64(),
     })
