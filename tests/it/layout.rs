@@ -657,3 +657,124 @@ fn damaged_tables_give_warnings_not_crashes() {
         .run(["backup", overlap.to_str().unwrap(), "--partition", "2"])
         .refused(2, "past the end");
 }
+
+// Pins: a whole MBR disk restores byte for byte (boot code and the data in the gap before partition 1 included); --grow-last-partition extends its last primary partition to the end of a larger target (sfdisk agrees), and is refused (exit 7, nothing written) when the last partition is a logical one.
+#[test]
+fn mbr_disk_restores_byte_for_byte_and_grows_its_last_primary_partition() {
+    if !have(
+        "mbr_disk_restores_byte_for_byte_and_grows_its_last_primary_partition",
+        &["sfdisk", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let disk = sandbox.path("mbr.img");
+    let p = disk.display();
+    sh(&format!(
+        "truncate -s 64M {p}
+         printf 'label: dos\\nstart=2048, size=20480, type=c, bootable\\nstart=22528, size=40960, type=83\\n' | sfdisk -q {p}
+         mkfs.ext4 -q -F -L data -E offset=$((22528*512)) {p} 20M
+         head -c 440 /dev/urandom | dd of={p} conv=notrunc status=none
+         head -c 300000 /dev/urandom | dd of={p} bs=512 seek=1 conv=notrunc status=none"
+    ));
+    let source = fs::read(&disk).unwrap();
+    let id = snapshot_of(&sandbox, &disk, &[]);
+    sandbox.assert_restores(&id, &source);
+
+    let grown = sandbox.path("grown.img");
+    let report = sandbox
+        .restore(
+            &id,
+            &grown,
+            &["--size", "100M", "--grow-last-partition", "--verify"],
+        )
+        .ok()
+        .json();
+    let after = sfdisk_json(&grown);
+    assert_eq!(after["partitions"][1]["start"], 22528);
+    assert_eq!(after["partitions"][1]["size"], 100 * 2048 - 22528);
+    assert_eq!(after["partitions"][0]["size"], 20480);
+    let restored = fs::read(&grown).unwrap();
+    assert_bytes_equal(
+        &restored[512..source.len()],
+        &source[512..],
+        "everything after the MBR",
+    );
+    assert!(
+        restored[source.len()..].iter().all(|&b| b == 0),
+        "the new space reads as zeros"
+    );
+    assert_bytes_equal(&restored[..446], &source[..446], "boot code");
+    assert!(
+        report["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("resize2fs /dev/loopXp2"),
+        "{report}"
+    );
+
+    let logical = sandbox.path("logical.img");
+    mbr_disk(&logical);
+    let id = snapshot_of(&sandbox, &logical, &[]);
+    let target = sandbox.path("never.img");
+    sandbox
+        .restore(&id, &target, &["--size", "100M", "--grow-last-partition"])
+        .refused(7, "logical partition");
+    assert!(!target.exists());
+}
+
+// Pins: a GPT written for 4096-byte sectors (by sgdisk on a 4Kn loop device) is recognised in an image file, and its restore onto a larger file puts the backup at the new last 4096-byte sector with a table sgdisk -v (on a 4Kn loop device) finds clean.
+#[test]
+fn gpt_with_4096_byte_sectors_is_read_and_fitted() {
+    if !have(
+        "gpt_with_4096_byte_sectors_is_read_and_fitted",
+        &["root", "loop devices", "losetup", "sgdisk"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let disk = sandbox.path("4k.img");
+    Image::sparse(disk.clone(), 64 * MIB);
+    {
+        let dev = system(
+            "losetup",
+            &[
+                "-f".as_ref(),
+                "--show".as_ref(),
+                "-b".as_ref(),
+                "4096".as_ref(),
+                disk.as_os_str(),
+            ],
+        );
+        let device = LoopDevice { path: dev.into() };
+        sh(&format!(
+            "sgdisk -o -n 1:256:+20M -t 1:EF00 -n 2:0:+30M -t 2:8300 {} >/dev/null",
+            device.path.display()
+        ));
+    }
+    let layout = inspect(&disk);
+    assert_eq!(layout["table"], "gpt");
+    assert_eq!(layout["sector_size"], 4096);
+    assert_eq!(layout["partitions"][0]["start"], 256);
+    assert_eq!(layout["gpt"]["backup_lba"], 64 * 256 - 1);
+    let id = snapshot_of(&sandbox, &disk, &[]);
+    let big = sandbox.path("big.img");
+    sandbox
+        .restore(&id, &big, &["--size", "96M", "--verify"])
+        .ok();
+    let fitted = inspect(&big);
+    assert_eq!(fitted["gpt"]["backup_lba"], 96 * 256 - 1);
+    assert_eq!(fitted["partitions"], layout["partitions"]);
+    let dev = system(
+        "losetup",
+        &[
+            "-f".as_ref(),
+            "--show".as_ref(),
+            "-b".as_ref(),
+            "4096".as_ref(),
+            big.as_os_str(),
+        ],
+    );
+    let device = LoopDevice { path: dev.into() };
+    sgdisk_clean(&device.path);
+}
