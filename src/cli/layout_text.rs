@@ -23,7 +23,8 @@ fn content_text(c: &Content) -> String {
 }
 
 pub fn lines(layout: &Layout) -> Vec<String> {
-    let sector = u64::from(layout.sector_size);
+    // max(1): a layout read back from a damaged manifest must not divide by zero.
+    let sector = u64::from(layout.sector_size.max(1));
     let mut out = Vec::new();
     let table = match layout.table {
         Table::None => "no partition table".to_string(),
@@ -118,7 +119,14 @@ pub fn lines(layout: &Layout) -> Vec<String> {
     if !gaps.is_empty() {
         let text: Vec<String> = gaps
             .iter()
-            .map(|&(start, n)| format!("{}..{} ({})", start, start + n - 1, bytes(n * sector)))
+            .map(|&(start, n)| {
+                format!(
+                    "{}..{} ({})",
+                    start,
+                    start.saturating_add(n - 1),
+                    bytes(n.saturating_mul(sector))
+                )
+            })
             .collect();
         out.push(format!(
             "  outside partitions (kept byte for byte): sectors {}",

@@ -138,7 +138,8 @@ impl Source {
         })?;
         if part.is_extended() {
             return Err(Error::bad_input(format!(
-                "partition {number} of {what} is an extended partition, a container of logical                  partitions"
+                "partition {number} of {what} is an extended partition, a container of logical \
+                 partitions"
             ))
             .hint("name a logical partition (5 and up) or the whole disk"));
         }

@@ -30,6 +30,9 @@ pub struct Target {
     size: u64,
     /// A device's logical sector size; files have none of their own.
     sector_size: Option<u32>,
+    /// An existing file gets its new size only once every check passed
+    /// (see [`Target::prepare`]), so a refusal leaves it as it was.
+    resize_pending: bool,
     file: File,
     /// The same target opened with O_DIRECT, where supported: aligned
     /// chunks bypass the page cache (nothing to reclaim, a short final
@@ -49,8 +52,9 @@ pub struct Target {
 
 impl Target {
     /// Opens `path` after every safety check. A new or forced existing
-    /// file is made `file_size` bytes long; a device keeps its size. The
-    /// caller checks that [`Target::size`] is enough before writing.
+    /// file will be `file_size` bytes long; a device keeps its size. The
+    /// caller checks that [`Target::size`] is enough, then calls
+    /// [`Target::prepare`] before writing.
     pub fn open(path: &Path, file_size: u64, force: bool) -> Result<Target> {
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
@@ -105,10 +109,10 @@ impl Target {
             .read(true)
             .open(path)
             .at("open target", path)?;
-        file.set_len(file_size).at("resize target", path)?;
         Ok(Target {
             size: file_size,
             sector_size: None,
+            resize_pending: true,
             file,
             direct: os::open_direct(path, false),
             path: path.to_path_buf(),
@@ -151,6 +155,7 @@ impl Target {
         Ok(Target {
             size,
             sector_size: None,
+            resize_pending: false,
             file,
             direct: os::open_direct(&temp, false),
             path: temp,
@@ -205,6 +210,7 @@ impl Target {
         Ok(Target {
             size,
             sector_size: Some(sector),
+            resize_pending: false,
             file,
             direct: os::open_direct(path, false),
             path: path.to_path_buf(),
@@ -216,6 +222,18 @@ impl Target {
 
     pub fn kind(&self) -> TargetKind {
         self.kind
+    }
+
+    /// Gives an existing file its new size: the first change to it, made
+    /// after every check passed.
+    pub fn prepare(&mut self) -> Result<()> {
+        if self.resize_pending {
+            self.file
+                .set_len(self.size)
+                .at("resize target", &self.path)?;
+            self.resize_pending = false;
+        }
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {

@@ -103,9 +103,64 @@ impl Window {
     }
 }
 
-/// The snapshot's layout, if it recorded one that this version can read.
-fn snapshot_layout(snap: &Snapshot) -> Option<Layout> {
-    serde_json::from_value(snap.layout.clone()?).ok()
+/// The snapshot's layout, if it recorded one that this version can read
+/// and that is consistent; otherwise none, with a warning.
+fn snapshot_layout(snap: &Snapshot, warnings: &mut Vec<String>) -> Option<Layout> {
+    let layout: Layout = match serde_json::from_value(snap.layout.clone()?) {
+        Ok(l) => l,
+        Err(e) => {
+            warnings.push(format!(
+                "the snapshot's recorded layout is unreadable ({e}); ignored"
+            ));
+            return None;
+        }
+    };
+    match layout_problem(&layout, snap.source.size) {
+        None => Some(layout),
+        Some(why) => {
+            warnings.push(format!(
+                "the snapshot's recorded layout is inconsistent ({why}); ignored"
+            ));
+            None
+        }
+    }
+}
+
+/// What makes a recorded layout unusable for fitting a target, if anything.
+fn layout_problem(l: &Layout, source_size: u64) -> Option<String> {
+    if !matches!(l.sector_size, 512 | 1024 | 2048 | 4096) {
+        return Some(format!("sector size {}", l.sector_size));
+    }
+    if l.disk_size != source_size {
+        return Some(format!(
+            "disk size {} for a {source_size}-byte source",
+            l.disk_size
+        ));
+    }
+    if let Some(g) = &l.gpt
+        && (g.entry_size < 128
+            || !g.entry_size.is_power_of_two()
+            || u64::from(g.entries) * u64::from(g.entry_size) > 1 << 20)
+    {
+        return Some(format!(
+            "{} GPT entries of {} bytes",
+            g.entries, g.entry_size
+        ));
+    }
+    let max_number = match (&l.table, &l.gpt) {
+        (Table::Gpt, Some(g)) => g.entries,
+        (Table::Gpt, None) => return Some("a GPT without its geometry".into()),
+        _ => u32::MAX,
+    };
+    l.partitions
+        .iter()
+        .find(|p| {
+            p.number == 0
+                || p.number > max_number
+                || (p.mbr_kind.as_deref() == Some("primary") && p.number > 4)
+                || p.start.checked_add(p.sectors).is_none()
+        })
+        .map(|p| format!("partition number {} at sector {}", p.number, p.start))
 }
 
 /// The part of the snapshot to restore: one partition, or everything.
@@ -205,10 +260,22 @@ fn fit(
         && sector != layout.sector_size
     {
         return Err(Error::unsupported(format!(
-            "the snapshot's partition table counts {}-byte sectors, but the target has              {sector}-byte sectors: every partition would start and end in the wrong place",
+            "the snapshot's partition table counts {}-byte sectors, but the target has \
+             {sector}-byte sectors: every partition would start and end in the wrong place",
             layout.sector_size
         ))
-        .hint("nothing was written; restore onto a disk with the same logical sector size, or                restore single partitions (--partition N) into partitions made on the target"));
+        .hint(
+            "nothing was written; restore onto a disk with the same logical sector size, or \
+               restore single partitions (--partition N) into partitions made on the target",
+        ));
+    }
+    if target.size() < layout.disk_size && !layout.warnings.is_empty() {
+        return Err(Error::bad_input(format!(
+            "the target is smaller than the snapshot, and the snapshot's partition table has \
+             problems ({}): what lies outside its partitions may matter",
+            layout.warnings.join("; ")
+        ))
+        .hint("nothing was written; restore onto a target at least as large as the source"));
     }
     let resize = plan_resize(layout, target.size(), options.grow_last_partition)?;
     let len = window.len.min(target.size());
@@ -229,8 +296,11 @@ pub fn restore(
         .map_err(|e| e.context(format!("snapshot {} cannot be restored", snap.short_id())))?;
     let header = *map.header();
     let _lock = super::lock_for_reading(repo, "restore", progress)?;
+    let mut warnings = Vec::new();
+    let layout = snapshot_layout(&snap, &mut warnings);
+    let window = choose_window(&snap, layout.as_ref(), options.partition)?;
     let (index, damaged_index) = repo.load_index()?;
-    let missing = missing_chunks(&mut map, &index)?;
+    let missing = missing_chunks(&mut map, &index, window.positions(header.chunk_size))?;
     if let Some(&(pos, id)) = missing.first()
         && !options.continue_on_error
     {
@@ -259,15 +329,21 @@ pub fn restore(
         }));
     }
 
-    let layout = snapshot_layout(&snap);
-    let window = choose_window(&snap, layout.as_ref(), options.partition)?;
-    let target = Target::open(
+    let mut target = Target::open(
         target_path,
         options.file_size.unwrap_or(window.len),
         options.force,
     )?;
+    if options.file_size.is_some() && target.kind() == TargetKind::BlockDevice {
+        return Err(Error::bad_input(format!(
+            "--size is for image files; the device {} keeps its size ({})",
+            target_path.display(),
+            crate::units::bytes(target.size())
+        ))
+        .hint("nothing was written; leave out --size"));
+    }
     let (window, resize) = fit(&snap, layout.as_ref(), window, &target, options)?;
-    let mut warnings = Vec::new();
+    target.prepare()?;
     if window.len < header.source_size && options.partition.is_none() {
         warnings.push(format!(
             "the target is smaller than the snapshot: its last {} were not restored (outside \
@@ -369,11 +445,13 @@ pub fn restore(
 fn describe_resize(layout: &Layout, plan: &Resize, target_size: u64) -> Vec<String> {
     let sector = u64::from(layout.sector_size);
     let mut out = Vec::new();
-    if layout.table == Table::Gpt {
+    if layout.table == Table::Gpt && target_size != layout.disk_size {
         out.push(format!(
             "moved the backup GPT to the target's last sector (LBA {}) and rewrote both headers",
             target_size / sector - 1
         ));
+    } else if layout.table == Table::Gpt {
+        out.push("rewrote both GPT headers and tables from the snapshot's intact one".into());
     }
     if let Some((number, old, new)) = plan.grown {
         out.push(format!(
@@ -388,7 +466,11 @@ fn describe_resize(layout: &Layout, plan: &Resize, target_size: u64) -> Vec<Stri
 /// The command that grows the filesystem in the grown partition `number`
 /// of the restored target.
 fn grow_command(target: &Path, number: u32, kind: TargetKind, fstype: Option<&str>) -> String {
-    let t = target.display().to_string();
+    // /dev/disk/by-id/... names partitions differently: name the device.
+    let t = std::fs::canonicalize(target)
+        .unwrap_or_else(|_| target.to_path_buf())
+        .display()
+        .to_string();
     if kind == TargetKind::BlockDevice {
         let sep = if t.ends_with(|c: char| c.is_ascii_digit()) {
             "p"
@@ -404,10 +486,15 @@ fn grow_command(target: &Path, number: u32, kind: TargetKind, fstype: Option<&st
     }
 }
 
-/// Data chunks of the map that the index does not know, in map order.
-fn missing_chunks(map: &mut MapReader, index: &Index) -> Result<Vec<(u64, ChunkId)>> {
+/// Data chunks at `positions` of the map that the index does not know,
+/// in map order.
+fn missing_chunks(
+    map: &mut MapReader,
+    index: &Index,
+    positions: std::ops::Range<u64>,
+) -> Result<Vec<(u64, ChunkId)>> {
     let mut missing = Vec::new();
-    for pos in 0..map.header().entries {
+    for pos in positions.start..positions.end.min(map.header().entries) {
         let e = map.entry(pos)?;
         if e.kind == Kind::Data && !index.contains(&e.id) {
             missing.push((pos, e.id));

@@ -778,3 +778,78 @@ fn gpt_with_4096_byte_sectors_is_read_and_fitted() {
     let device = LoopDevice { path: dev.into() };
     sgdisk_clean(&device.path);
 }
+
+// Pins: a refused restore leaves an existing file (given with --force) exactly as it was, size included; --size on a block device is refused before writing.
+#[test]
+fn refused_restores_leave_existing_targets_untouched() {
+    if !have(
+        "refused_restores_leave_existing_targets_untouched",
+        &["sgdisk", "mkfs.fat", "mkswap", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let disk = sandbox.path("gpt.img");
+    gpt_disk(&disk);
+    let id = snapshot_of(&sandbox, &disk, &[]);
+    let existing = sandbox.path("existing.img");
+    let before = vec![0xC3u8; (16 * MIB) as usize];
+    fs::write(&existing, &before).unwrap();
+    sandbox
+        .restore(&id, &existing, &["--force", "--size", "10K"])
+        .refused(2, "too small for the snapshot's GPT");
+    assert_file_is(&existing, &before, "existing file after a refused restore");
+    sandbox
+        .restore(
+            &id,
+            &existing,
+            &["--force", "--partition", "1", "--grow-last-partition"],
+        )
+        .refused(2, "--grow-last-partition is for whole-disk restores");
+    assert_file_is(&existing, &before, "existing file after a refused restore");
+    sandbox
+        .restore(&id, &existing, &["--force", "--size", "30M"])
+        .refused(2, "partition 3");
+    assert_file_is(&existing, &before, "existing file after a refused restore");
+
+    if have(
+        "refused_restores_leave_existing_targets_untouched",
+        &["root", "loop devices", "losetup"],
+    ) {
+        let device = LoopDevice::attach(&existing);
+        sandbox
+            .restore(&id, &device.path, &["--size", "128M"])
+            .refused(2, "--size is for image files");
+        drop(device);
+        assert_file_is(&existing, &before, "device after a refused restore");
+    }
+}
+
+// Pins: a whole-disk filesystem behind a boot sector with an empty partition table (GRUB on ext4) is shown as that filesystem, not as an empty MBR, and cannot be restored onto a smaller target.
+#[test]
+fn a_filesystem_behind_an_empty_mbr_is_not_cut_short() {
+    if !have(
+        "a_filesystem_behind_an_empty_mbr_is_not_cut_short",
+        &["mkfs.ext4"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let disk = sandbox.path("vbr.img");
+    let p = disk.display();
+    sh(&format!(
+        "truncate -s 16M {p}
+         mkfs.ext4 -q -F -L whole {p}
+         printf '\\xeb\\x63\\x90' | dd of={p} conv=notrunc status=none
+         printf '\\x55\\xaa' | dd of={p} bs=1 seek=510 conv=notrunc status=none"
+    ));
+    let l = inspect(&disk);
+    assert_eq!(l["table"], "none");
+    assert_eq!(l["content"]["fstype"], "ext4");
+    let id = snapshot_of(&sandbox, &disk, &[]);
+    let small = sandbox.path("small.img");
+    sandbox
+        .restore(&id, &small, &["--size", "4M"])
+        .refused(2, "smaller than the snapshot");
+    assert!(!small.exists());
+}

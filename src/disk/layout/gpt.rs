@@ -110,6 +110,7 @@ impl Header {
             ));
         }
         if h.first_usable > h.last_usable.saturating_add(1)
+            || h.first_usable < 2
             || h.last_usable >= h.my_lba.max(h.alternate_lba)
         {
             return Err(format!(
@@ -188,6 +189,19 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
     if primary.is_err() && backup.is_err() && &sector1[..8] != HEADER_SIGNATURE {
         return Ok(None);
     }
+    // A GPT counts only if sector 0 points at it (an 0xEE entry), as the
+    // kernel and blkid decide; an MBR with partitions of its own and no
+    // 0xEE entry makes it a leftover of an earlier partitioning. Without
+    // any MBR it can only be the GPT.
+    let sector0 = disk.read_sector(0)?.unwrap_or_default();
+    if mbr::has_entries(&sector0) && !mbr::is_protective(&sector0) {
+        notes.push(
+            "a GPT was found too, but the MBR does not point at it (no 0xEE entry): it is a \
+             leftover of an earlier partitioning and is ignored"
+                .into(),
+        );
+        return Ok(None);
+    }
     let mut warnings = std::mem::take(notes);
     let chosen = match (&primary, &backup) {
         (Ok(p), _) => p,
@@ -259,7 +273,6 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             content: None,
         });
     }
-    let sector0 = disk.read_sector(0)?.unwrap_or_default();
     if !mbr::is_protective(&sector0) {
         warnings.push("the GPT has no protective MBR in sector 0".into());
     }

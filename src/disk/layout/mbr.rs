@@ -21,6 +21,13 @@ struct Entry {
     sectors: u64,
 }
 
+const EMPTY: Entry = Entry {
+    status: 0,
+    code: 0,
+    start: 0,
+    sectors: 0,
+};
+
 fn entries(sector: &[u8]) -> [Entry; 4] {
     std::array::from_fn(|i| {
         let e = &sector[446 + 16 * i..446 + 16 * (i + 1)];
@@ -45,9 +52,17 @@ pub fn is_mbr(sector0: &[u8]) -> bool {
             .all(|e| matches!(e.status, 0x00 | 0x80))
 }
 
-/// Whether the MBR is a GPT's protective MBR (an 0xEE entry).
+/// Whether the MBR is a GPT's protective (or hybrid) MBR: an 0xEE entry.
 pub fn is_protective(sector0: &[u8]) -> bool {
     is_mbr(sector0) && entries(sector0).iter().any(|e| e.code == 0xEE)
+}
+
+/// Whether the MBR has at least one partition entry in use.
+pub fn has_entries(sector0: &[u8]) -> bool {
+    is_mbr(sector0)
+        && entries(sector0)
+            .iter()
+            .any(|e| e.code != 0 && e.sectors != 0)
 }
 
 /// The disk signature (bytes 440..444), as fdisk prints it.
@@ -133,11 +148,26 @@ fn logical(
             ));
             return Ok(());
         }
-        let [this, next, ..] = entries(&sector);
-        if this.code != 0 && this.sectors != 0 {
-            let mut p = partition(number, &this, ebr + this.start);
+        // The kernel takes the logical partition and the link to the next
+        // EBR from whichever slots hold them; so does this.
+        let slots = entries(&sector);
+        let used = |e: &&Entry| e.code != 0 && e.sectors != 0;
+        let this = slots
+            .iter()
+            .filter(used)
+            .find(|e| !names::mbr_is_extended(e.code))
+            .copied()
+            .unwrap_or(EMPTY);
+        let next = slots
+            .iter()
+            .filter(used)
+            .find(|e| names::mbr_is_extended(e.code))
+            .copied()
+            .unwrap_or(EMPTY);
+        if this.code != 0 {
+            let mut p = partition(number, &this, ebr.saturating_add(this.start));
             p.mbr_kind = Some("logical".into());
-            if p.start + p.sectors > ext_start + ext_sectors {
+            if p.end() > ext_start.saturating_add(ext_sectors) {
                 warnings.push(format!(
                     "logical partition {number} ends past the end of its extended partition"
                 ));
@@ -145,9 +175,9 @@ fn logical(
             parts.push(p);
             number += 1;
         }
-        if next.code == 0 || next.sectors == 0 {
+        if next.code == 0 {
             return Ok(());
         }
-        ebr = ext_start + next.start;
+        ebr = ext_start.saturating_add(next.start);
     }
 }

@@ -14,6 +14,9 @@ use crate::error::Result;
 pub use probe::Content;
 pub use resize::{Resize, WriteAt, apply_resize, grow_next_step, plan_resize};
 
+/// More warnings than this about one table say nothing new.
+const MAX_WARNINGS: usize = 32;
+
 /// Reads bytes of a disk or image; `offset + buf.len()` is inside it.
 pub trait ReadAt {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
@@ -168,7 +171,14 @@ impl Layout {
             boot_code: false,
             warnings: notes,
         };
-        if head.len() >= 512 && !probe::is_boot_sector_filesystem(&head) && mbr::is_mbr(&head) {
+        // An MBR without partitions may be a boot sector in front of a
+        // filesystem on the whole disk (GRUB's, on ext4): the filesystem
+        // decides then.
+        if head.len() >= 512
+            && !probe::is_boot_sector_filesystem(&head)
+            && mbr::is_mbr(&head)
+            && (mbr::has_entries(&head) || probe::probe(&head).is_none())
+        {
             layout.table = Table::Mbr;
             layout.disk_id = Some(mbr::disk_id(&head));
             layout.boot_code = head[..440].iter().any(|&b| b != 0);
@@ -213,12 +223,19 @@ impl Layout {
                 p.content = probe::probe(&head);
             }
         }
-        for (i, a) in self.partitions.iter().enumerate() {
-            for b in &self.partitions[i + 1..] {
+        // Sorted by start, a partition overlaps an earlier one exactly when
+        // it starts before the furthest end so far: one pass, one warning
+        // per overlapping partition.
+        let mut order: Vec<&Partition> = self.partitions.iter().collect();
+        order.sort_by_key(|p| (p.start, p.end()));
+        let mut furthest: Option<&Partition> = None;
+        let mut overlaps = Vec::new();
+        for b in order {
+            if let Some(a) = furthest {
                 let nested = (a.is_extended() && b.mbr_kind.as_deref() == Some("logical"))
                     || (b.is_extended() && a.mbr_kind.as_deref() == Some("logical"));
-                if !nested && a.start < b.end() && b.start < a.end() {
-                    self.warnings.push(format!(
+                if !nested && b.start < a.end() {
+                    overlaps.push(format!(
                         "partitions {} and {} overlap (sectors {}..{} and {}..{})",
                         a.number,
                         b.number,
@@ -229,6 +246,18 @@ impl Layout {
                     ));
                 }
             }
+            // An extended partition contains its logical ones: the
+            // furthest end that counts is that of a real partition.
+            if furthest.is_none_or(|a| b.end() > a.end() || a.is_extended()) {
+                furthest = Some(b);
+            }
+        }
+        self.warnings.extend(overlaps);
+        if self.warnings.len() > MAX_WARNINGS {
+            let more = self.warnings.len() - MAX_WARNINGS;
+            self.warnings.truncate(MAX_WARNINGS);
+            self.warnings
+                .push(format!("... and {more} more problems of this table"));
         }
         Ok(self)
     }
@@ -244,28 +273,10 @@ impl Layout {
         Some((p.start.checked_mul(sector)?, p.sectors.checked_mul(sector)?))
     }
 
-    /// Where the partitions (and, for GPT, the backup table) need the disk
-    /// to reach: a target of at least this many bytes holds them all.
-    pub fn bytes_needed(&self) -> u64 {
-        let sector = u64::from(self.sector_size);
-        let last = self
-            .partitions
-            .iter()
-            .map(Partition::end)
-            .max()
-            .unwrap_or(0);
-        let tail = match &self.gpt {
-            // The backup entry array and header follow the last usable LBA.
-            Some(g) => gpt::array_sectors(g.entries, g.entry_size, self.sector_size) + 1,
-            None => 0,
-        };
-        last.saturating_add(tail).saturating_mul(sector)
-    }
-
     /// Runs of sectors outside every partition (and, for GPT, outside the
     /// tables): `(first sector, sectors)`. Boot loaders often live there.
     pub fn gaps(&self) -> Vec<(u64, u64)> {
-        let end = self.disk_size / u64::from(self.sector_size);
+        let end = self.disk_size / u64::from(self.sector_size.max(1));
         let (mut at, stop) = match (&self.table, &self.gpt) {
             (Table::None, _) => return Vec::new(),
             (Table::Gpt, Some(g)) => (g.first_usable_lba, g.last_usable_lba.saturating_add(1)),
@@ -280,7 +291,7 @@ impl Layout {
         spans.sort_unstable();
         let mut gaps = Vec::new();
         for (start, end) in spans {
-            if start > at {
+            if start.min(stop) > at {
                 gaps.push((at, start.min(stop) - at));
             }
             at = at.max(end);

@@ -43,7 +43,7 @@ enum Change {
 }
 
 fn not_fit(p: &Partition, sector: u64, target_size: u64, end_sector: u64) -> Error {
-    let short = (p.end() - end_sector) * sector;
+    let short = p.end().saturating_sub(end_sector).saturating_mul(sector);
     Error::bad_input(format!(
         "partition {} (sectors {}..{}) does not fit on the {} byte target: it is short by \
          {short} bytes ({} sectors)",
@@ -51,7 +51,7 @@ fn not_fit(p: &Partition, sector: u64, target_size: u64, end_sector: u64) -> Err
         p.start,
         p.end(),
         target_size,
-        p.end() - end_sector
+        p.end().saturating_sub(end_sector)
     ))
     .hint("nothing was written; restore onto a larger target, or restore single partitions with --partition")
 }
@@ -60,22 +60,28 @@ fn not_fit(p: &Partition, sector: u64, target_size: u64, end_sector: u64) -> Err
 /// bytes. `Ok(None)`: nothing to change. Errors when a partition does
 /// not fit.
 pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Option<Resize>> {
+    if !matches!(layout.sector_size, 512 | 1024 | 2048 | 4096) {
+        return Err(Error::corrupt(format!(
+            "the snapshot's layout has an impossible sector size ({})",
+            layout.sector_size
+        )));
+    }
     let sector = u64::from(layout.sector_size);
     let target_sectors = target_size / sector;
-    let last = layout
-        .partitions
-        .iter()
-        .filter(|p| !p.is_extended())
-        .max_by_key(|p| p.end());
+    let last = layout.partitions.iter().max_by_key(|p| p.end());
     match (&layout.table, &layout.gpt) {
         (Table::Gpt, Some(g)) => {
             let array_sectors = gpt::array_sectors(g.entries, g.entry_size, layout.sector_size);
             let new_last_lba = target_sectors.saturating_sub(1);
-            let Some(last_usable) = new_last_lba.checked_sub(array_sectors + 1) else {
-                return Err(Error::bad_input(format!(
-                    "the {target_size} byte target is too small for a GPT"
-                )));
-            };
+            let last_usable = new_last_lba
+                .checked_sub(array_sectors + 1)
+                .filter(|&l| l + 1 >= g.first_usable_lba && g.first_usable_lba >= array_sectors + 2)
+                .ok_or_else(|| {
+                    Error::bad_input(format!(
+                        "the {target_size} byte target is too small for the snapshot's GPT"
+                    ))
+                    .hint("nothing was written; restore onto a larger target")
+                })?;
             for p in &layout.partitions {
                 if p.end() > last_usable + 1 {
                     return Err(not_fit(p, sector, target_size, last_usable + 1));
@@ -84,6 +90,16 @@ pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result
             let grown = last
                 .filter(|p| grow_last && p.end() < last_usable + 1)
                 .map(|p| (p.number, p.sectors, last_usable + 1 - p.start));
+            let grow = match grown {
+                Some((n, _, _)) if n >= 1 && n <= g.entries => Some(n as usize - 1),
+                Some((n, _, _)) => {
+                    return Err(Error::corrupt(format!(
+                        "the snapshot's layout numbers a partition {n}, outside its GPT's {} entries",
+                        g.entries
+                    )));
+                }
+                None => None,
+            };
             if target_size == layout.disk_size && grown.is_none() && g.primary_ok && g.backup_ok {
                 return Ok(None);
             }
@@ -107,7 +123,7 @@ pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result
                         .unwrap_or(0),
                     new_last_lba,
                     array_sectors,
-                    grow: grown.map(|(n, _, _)| n as usize - 1),
+                    grow,
                 },
                 sector: layout.sector_size,
                 grown,
@@ -127,15 +143,26 @@ pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result
                     "the snapshot's MBR has no partition to grow",
                 ));
             };
-            if p.mbr_kind.as_deref() == Some("logical") {
+            if p.mbr_kind.as_deref() != Some("primary") {
                 return Err(Error::unsupported(format!(
-                    "the last partition ({}) is a logical partition; growing it means growing \
-                     its extended partition too",
-                    p.number
+                    "the last partition ({}) is {} partition; growing it means growing \
+                     the extended partition and its logical partitions together",
+                    p.number,
+                    if p.is_extended() {
+                        "an extended"
+                    } else {
+                        "a logical"
+                    }
                 ))
                 .hint(
-                    "restore without --grow-last-partition, then grow both with fdisk or parted",
+                    "restore without --grow-last-partition, then grow them with fdisk or parted",
                 ));
+            }
+            if !(1..=4).contains(&p.number) {
+                return Err(Error::corrupt(format!(
+                    "the snapshot's layout numbers a primary MBR partition {}",
+                    p.number
+                )));
             }
             // MBR entries count sectors in 32 bits.
             let end = target_sectors.min(u64::from(u32::MAX));
@@ -223,6 +250,29 @@ pub fn apply_resize(io: &dyn WriteAt, plan: &Resize) -> Result<()> {
                     "the restored GPT header at LBA {from_lba} is unusable: {why}"
                 ))
             })?;
+            if gpt::array_sectors(h.entries, h.entry_size, plan.sector) != array_sectors
+                || grow.is_some_and(|i| i >= h.entries as usize)
+            {
+                return Err(Error::corrupt(format!(
+                    "the restored GPT header at LBA {from_lba} does not match the snapshot's \
+                     recorded layout ({} entries of {} bytes)",
+                    h.entries, h.entry_size
+                )));
+            }
+            // Where the primary array goes: where the primary header had it,
+            // or (rebuilt from the backup) right before the first usable
+            // sector, as tools that move it for boot loaders leave it.
+            let primary_entries = if from_lba == 1 {
+                h.entries_lba
+            } else {
+                h.first_usable.saturating_sub(array_sectors).max(2)
+            };
+            if primary_entries + array_sectors > h.first_usable {
+                return Err(Error::corrupt(format!(
+                    "the restored GPT's first usable sector ({}) leaves no room for its entry array",
+                    h.first_usable
+                )));
+            }
             let mut array = read(io, h.entries_lba * sector, h.array_len())?;
             if crc32fast::hash(&array) != h.entries_crc {
                 return Err(Error::corrupt(
@@ -236,7 +286,6 @@ pub fn apply_resize(io: &dyn WriteAt, plan: &Resize) -> Result<()> {
             }
             let crc = crc32fast::hash(&array);
             let backup_entries = new_last_lba - array_sectors;
-            let primary_entries = if from_lba == 1 { h.entries_lba } else { 2 };
             io.write_at(&array, backup_entries * sector)?;
             let backup = header_bytes(&base, &h, new_last_lba, 1, backup_entries, last_usable, crc);
             io.write_at(&backup, new_last_lba * sector)?;

@@ -176,7 +176,184 @@ proptest! {
         }
         let l = read(d);
         let _ = l.gaps();
-        let _ = l.bytes_needed();
         let _ = plan_resize(&l, 32 * 512, true);
     }
+}
+
+/// Writes a GPT header at `lba` (entries at `entries_lba`) over `array`.
+fn put_gpt_header(
+    d: &mut [u8],
+    lba: u64,
+    alternate: u64,
+    entries_lba: u64,
+    last_usable: u64,
+    array: &[u8],
+) {
+    let at = lba as usize * 512;
+    let s = &mut d[at..at + 512];
+    s.fill(0);
+    s[..8].copy_from_slice(gpt::HEADER_SIGNATURE);
+    s[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    s[12..16].copy_from_slice(&92u32.to_le_bytes());
+    s[24..32].copy_from_slice(&lba.to_le_bytes());
+    s[32..40].copy_from_slice(&alternate.to_le_bytes());
+    s[40..48].copy_from_slice(&34u64.to_le_bytes());
+    s[48..56].copy_from_slice(&last_usable.to_le_bytes());
+    s[56..72].copy_from_slice(&[0xAB; 16]);
+    s[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+    s[80..84].copy_from_slice(&128u32.to_le_bytes());
+    s[84..88].copy_from_slice(&128u32.to_le_bytes());
+    s[88..92].copy_from_slice(&crc32fast::hash(array).to_le_bytes());
+    let crc = gpt::header_crc(s, 92);
+    s[16..20].copy_from_slice(&crc.to_le_bytes());
+    let e = entries_lba as usize * 512;
+    d[e..e + array.len()].copy_from_slice(array);
+}
+
+/// A disk of `sectors` with a protective MBR and a GPT holding `parts`
+/// (first, last LBA), each a "Linux filesystem".
+fn gpt_disk(sectors: u64, parts: &[(u64, u64)]) -> Vec<u8> {
+    let mut d = mbr_disk(sectors as usize);
+    entry(&mut d, 446, 0, 0xEE, 1, (sectors - 1) as u32);
+    let mut array = vec![0u8; 128 * 128];
+    for (i, &(first, last)) in parts.iter().enumerate() {
+        let e = &mut array[i * 128..(i + 1) * 128];
+        e[..16].copy_from_slice(&[
+            0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47,
+            0x7D, 0xE4,
+        ]);
+        e[16..32].copy_from_slice(&[i as u8 + 1; 16]);
+        e[32..40].copy_from_slice(&first.to_le_bytes());
+        e[40..48].copy_from_slice(&last.to_le_bytes());
+    }
+    let last = sectors - 1;
+    put_gpt_header(&mut d, 1, last, 2, last - 33, &array);
+    put_gpt_header(&mut d, last, 1, last - 32, last - 33, &array);
+    d
+}
+
+#[test]
+fn gpt_built_here_reads_back() {
+    let l = read(gpt_disk(4096, &[(2048, 3000)]));
+    assert_eq!(l.table, Table::Gpt);
+    assert_eq!(l.partitions[0].type_name, "Linux filesystem");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn a_gpt_behind_an_mbr_with_partitions_of_its_own_is_a_leftover() {
+    let mut d = gpt_disk(4096, &[(2048, 3000)]);
+    entry(&mut d, 446, 0x80, 0x83, 2048, 1000);
+    let l = read(d);
+    assert_eq!(l.table, Table::Mbr);
+    assert!(
+        l.warnings.iter().any(|w| w.contains("leftover")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn a_boot_sector_without_partitions_in_front_of_a_filesystem_is_not_a_table() {
+    let mut d = mbr_disk(8192);
+    d[0] = 0xEB; // GRUB's jump; no BPB
+    d[1024 + 0x38..1024 + 0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
+    let l = read(d);
+    assert_eq!(l.table, Table::None);
+    assert_eq!(l.content.map(|c| c.fstype), Some("ext2".to_string()));
+}
+
+#[test]
+fn ebr_slots_may_come_in_any_order() {
+    let mut d = mbr_disk(4096);
+    entry(&mut d, 446, 0, 0x05, 2048, 2048);
+    let ebr = 2048 * 512;
+    d[ebr + 510] = 0x55;
+    d[ebr + 511] = 0xAA;
+    entry(&mut d, ebr + 446, 0, 0x05, 1024, 1024); // the link first
+    entry(&mut d, ebr + 462, 0, 0x83, 64, 500);
+    let ebr2 = (2048 + 1024) * 512;
+    d[ebr2 + 510] = 0x55;
+    d[ebr2 + 511] = 0xAA;
+    entry(&mut d, ebr2 + 446, 0, 0x82, 64, 500);
+    let l = read(d);
+    let got: Vec<_> = l.partitions.iter().map(|p| (p.number, p.start)).collect();
+    assert_eq!(got, [(1, 2048), (5, 2112), (6, 3136)]);
+}
+
+#[test]
+fn many_overlapping_partitions_give_a_bounded_list_of_warnings() {
+    let mut array = vec![0u8; 128 * 128];
+    for i in 0..128 {
+        let e = &mut array[i * 128..(i + 1) * 128];
+        e[0] = 1;
+        e[32..40].copy_from_slice(&100u64.to_le_bytes());
+        e[40..48].copy_from_slice(&200u64.to_le_bytes());
+    }
+    let mut d = gpt_disk(4096, &[]);
+    put_gpt_header(&mut d, 1, 4095, 2, 4062, &array);
+    let l = read(d);
+    assert_eq!(l.partitions.len(), 128);
+    assert!(l.warnings.len() <= 33, "{}", l.warnings.len());
+    assert!(l.warnings.last().unwrap().contains("more problems"));
+}
+
+#[test]
+fn partitions_past_the_end_of_a_cut_disk_do_not_break_gaps() {
+    let mut d = mbr_disk(4096);
+    entry(&mut d, 446, 0, 0x83, 2048, 8000);
+    entry(&mut d, 462, 0, 0x83, 12000, 1000);
+    let l = read(d);
+    assert_eq!(l.gaps(), [(1, 2047)]);
+    assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+}
+
+#[test]
+fn hostile_recorded_layouts_are_refused_not_panics() {
+    let mut l = read(gpt_disk(4096, &[(2048, 3000)]));
+    l.partitions[0].number = 0;
+    assert!(plan_resize(&l, 8192 * 512, true).is_err());
+    l.partitions[0].number = 1;
+    l.sector_size = 0;
+    assert!(plan_resize(&l, 8192 * 512, true).is_err());
+    l.sector_size = 512;
+    l.partitions[0].sectors = u64::MAX;
+    assert!(plan_resize(&l, 8192 * 512, false).is_err());
+}
+
+#[test]
+fn a_gpt_fitted_to_a_larger_disk_reads_back_clean() {
+    let mut d = gpt_disk(4096, &[(2048, 3000)]);
+    d.resize(8192 * 512, 0);
+    let l = Layout::read(
+        &Mem(RefCell::new(d[..4096 * 512].to_vec())),
+        4096 * 512,
+        512,
+        true,
+    )
+    .unwrap();
+    let plan = plan_resize(&l, 8192 * 512, true).unwrap().unwrap();
+    assert_eq!(plan.grown, Some((1, 953, 8158 - 2048 + 1)));
+    let mem = Mem(RefCell::new(d));
+    apply_resize(&mem, &plan).unwrap();
+    let after = Layout::read(&mem, 8192 * 512, 512, true).unwrap();
+    let g = after.gpt.as_ref().unwrap();
+    assert!(
+        g.primary_ok && g.backup_ok && after.warnings.is_empty(),
+        "{after:?}"
+    );
+    assert_eq!((g.backup_lba, g.last_usable_lba), (8191, 8158));
+    assert_eq!(after.partitions[0].end(), 8159);
+    // The old backup header (LBA 4095) was zeroed.
+    assert!(
+        mem.0.borrow()[4095 * 512..4096 * 512]
+            .iter()
+            .all(|&b| b == 0)
+    );
+}
+
+#[test]
+fn a_target_too_small_for_the_gpt_itself_is_refused_by_the_plan() {
+    let l = read(gpt_disk(4096, &[]));
+    assert!(plan_resize(&l, 40 * 512, false).is_err());
 }
