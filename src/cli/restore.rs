@@ -18,12 +18,11 @@ use super::{Context, output};
 /// for the smaller size). A target with another logical sector size than
 /// the source is refused. After writing a whole disk to a block device the
 /// kernel is asked to re-read its partition table.
-///
-/// Examples:
-///   platter restore latest /dev/sdc --verify
-///   platter restore latest disk.img --size 64G --grow-last-partition
-///   platter restore latest /dev/sdc2 --partition 2
 #[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+platter restore latest /dev/sdc --verify\n  \
+platter restore latest disk.img --size 64G --grow-last-partition\n  \
+platter restore latest root.img --partition 2")]
 pub struct Args {
     /// Snapshot id, unique prefix, or `latest`
     snapshot: String,
