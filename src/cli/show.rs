@@ -82,8 +82,13 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     ]);
     match s.layout.clone().map(serde_json::from_value::<Layout>) {
         Some(Ok(layout)) => {
-            lines.push("layout".into());
-            lines.extend(layout_text::lines(&layout));
+            for (i, l) in layout_text::lines(&layout).into_iter().enumerate() {
+                lines.push(if i == 0 {
+                    format!("layout        {l}")
+                } else {
+                    l
+                });
+            }
         }
         Some(Err(e)) => lines.push(format!("layout        unreadable ({e})")),
         None => lines.push("layout        not recorded (snapshot made before layouts were)".into()),
