@@ -2,7 +2,6 @@
 
 use platter::codec::Compression;
 use platter::repo::Repository;
-use platter::repo::config::parse_size;
 
 use super::{Context, output};
 
@@ -11,8 +10,8 @@ use super::{Context, output};
 pub struct Args {
     /// Chunk size: a power of two from 64K to 16M. Smaller chunks make
     /// incrementals cheaper, larger ones make the map and index smaller.
-    #[arg(long, default_value = "1M", value_name = "SIZE")]
-    chunk_size: String,
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = super::parse_size)]
+    chunk_size: u64,
 
     /// Compression of stored chunks: lz4 or none
     #[arg(long, default_value = "lz4", value_name = "HOW")]
@@ -20,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let chunk_size = parse_size(&args.chunk_size)?;
+    let chunk_size = args.chunk_size;
     let compression = Compression::parse(&args.compression)?;
     let repo = Repository::init(ctx.repo_path()?, chunk_size, compression)?;
     let config = repo.config();

@@ -62,6 +62,15 @@ enum Command {
     RebuildIndex(rebuild_index::Args),
 }
 
+/// Sizes in binary units, for clap: 64G and 64GiB are both 64 x 2^30
+/// bytes; a plain number is bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| format!("{e} (write e.g. 64G, 512MiB or a number of bytes)"))
+}
+
 /// What every command gets besides its own arguments.
 pub struct Context {
     repo: Option<PathBuf>,

@@ -47,20 +47,12 @@ pub struct Args {
     partition: Option<u32>,
 
     /// Size of a new image file (e.g. 64G, 512MiB, 1000000000); default the snapshot's size
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     size: Option<u64>,
 
     /// On a larger target, extend the last partition to the end of the disk (the filesystem in it is not grown; the next step is printed)
     #[arg(long)]
     grow_last_partition: bool,
-}
-
-/// Sizes in binary units: 64G and 64GiB are both 64 x 2^30 bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(text)
-        .map_err(|e| format!("{e} (write e.g. 64G, 512MiB or a number of bytes)"))
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {

@@ -40,36 +40,12 @@ pub fn check_chunk_size(size: u64) -> Result<()> {
     Ok(())
 }
 
-/// Parses "1M", "256K", "1MiB", "65536".
-pub fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let num: u64 = num
-        .parse()
-        .map_err(|_| Error::bad_input(format!("{text:?} is not a size: use e.g. 1M or 65536")))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        _ => return Err(Error::bad_input(format!("{text:?}: unknown unit {unit:?}"))),
-    };
-    num.checked_mul(1 << shift)
-        .ok_or_else(|| Error::bad_input(format!("{text:?} is too large")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_and_chunk_sizes_are_checked() {
-        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
-        assert_eq!(parse_size("256KiB").unwrap(), 256 << 10);
-        assert_eq!(parse_size("65536").unwrap(), 65536);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("99999999999999G").is_err());
+    fn chunk_sizes_are_checked() {
         assert!(check_chunk_size(1 << 20).is_ok());
         assert!(check_chunk_size(32 << 10).is_err());
         assert!(check_chunk_size(3 << 20).is_err());
