@@ -2,6 +2,7 @@
 //! into the library's option structs; nothing below sees clap types.
 
 mod backup;
+mod copy;
 mod init;
 mod inspect;
 mod layout_text;
@@ -57,6 +58,7 @@ enum Command {
     Show(show::Args),
     Inspect(inspect::Args),
     Restore(restore::Args),
+    Copy(copy::Args),
     Verify(verify::Args),
     Unlock(unlock::Args),
     RebuildIndex(rebuild_index::Args),
@@ -103,6 +105,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Show(args) => show::run(&ctx, args),
         Command::Inspect(args) => inspect::run(&ctx, args),
         Command::Restore(args) => restore::run(&ctx, args),
+        Command::Copy(args) => copy::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Unlock(args) => unlock::run(&ctx, args),
         Command::RebuildIndex(args) => rebuild_index::run(&ctx, args),

@@ -4,6 +4,8 @@
 
 pub mod backup;
 mod backup_pipeline;
+pub mod copy;
+mod pack_sink;
 mod parallel;
 pub mod rebuild_index;
 pub mod restore;

@@ -1,0 +1,76 @@
+//! `platter copy`: snapshots into a second repository.
+
+use std::path::PathBuf;
+
+use platter::engine::copy::{CopyOptions, copy};
+use platter::repo::Repository;
+
+use super::{Context, output};
+
+/// Copy snapshots into another repository (a second disk, a USB drive, a network mount)
+///
+/// Only chunks the other repository lacks are moved, each checked against
+/// its BLAKE3 id on the way. A snapshot appears there, with the same id,
+/// only after all of its data is durable there. Snapshots already there
+/// are skipped, so running it again copies nothing new, and an interrupted
+/// copy resumes where it stopped. The other repository may compress
+/// differently; its chunk size must be the same.
+#[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+platter -r /backup/repo copy --to /mnt/usb/repo\n  \
+platter -r /backup/repo copy --to /mnt/offsite/repo --last 1 --source /dev/sda")]
+pub struct Args {
+    /// The repository to copy into (create it first with `platter init`)
+    #[arg(long, value_name = "PATH")]
+    to: PathBuf,
+
+    /// Snapshots to copy (ids, prefixes or `latest`); default all
+    snapshots: Vec<String>,
+
+    /// Only the newest N of the selected snapshots
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+
+    /// Only snapshots with this tag (repeatable: any of them)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+
+    /// Only snapshots of this source (device or image path)
+    #[arg(long, value_name = "PATH")]
+    source: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
+    let from = ctx.open_repo()?;
+    let to = Repository::open(&args.to).map_err(|e| e.context("the repository given with --to"))?;
+    let options = CopyOptions {
+        snapshots: args.snapshots,
+        last: args.last,
+        tags: args.tags,
+        source: args.source,
+    };
+    let bar = output::Bar::new(ctx.json);
+    let report = copy(&from, &to, &options, &bar)?;
+    if ctx.json {
+        output::json(&report)?;
+        return Ok(true);
+    }
+    for c in &report.copied {
+        output::line(&format!(
+            "copied snapshot {}: {} new chunk(s), {} stored",
+            &c.snapshot[..8],
+            c.chunks_copied,
+            output::bytes(c.bytes_stored)
+        ));
+    }
+    output::line(&format!(
+        "{} snapshot(s) copied to {}, {} already there; {} chunk(s), {} stored, {:.1}s",
+        report.copied.len(),
+        report.to,
+        report.already_there.len(),
+        report.chunks_copied,
+        output::bytes(report.bytes_stored),
+        report.duration_s
+    ));
+    Ok(true)
+}

@@ -1,0 +1,234 @@
+//! Copying snapshots into a second repository (the 3-2-1 rule's second and
+//! offsite copies). A copied snapshot keeps its id, manifest and map, so a
+//! later copy sees it is there. Only chunks the other repository lacks
+//! move; each is read back and checked against its BLAKE3 id on the way,
+//! and stored with the other repository's compression.
+//!
+//! Per snapshot, the order is a backup's: packs (each indexed as soon as it
+//! is durable, so an interrupted copy resumes without moving them again),
+//! then the map, then the manifest. A snapshot exists there only once all
+//! of its data does.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::codec::ChunkId;
+use crate::engine::pack_sink::PackSink;
+use crate::engine::parallel::map_entries;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::index::{Index, write_index};
+use crate::repo::lock::LockKind;
+use crate::repo::map::{Kind, map_name};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Snapshots by id, prefix or `latest`; all when empty.
+    pub snapshots: Vec<String>,
+    /// Only the newest N of the selection.
+    pub last: Option<usize>,
+    /// Only snapshots with any of these tags.
+    pub tags: Vec<String>,
+    /// Only snapshots of this source path.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopiedSnapshot {
+    pub snapshot: String,
+    pub chunks_copied: u64,
+    pub bytes_stored: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CopyReport {
+    pub to: String,
+    pub copied: Vec<CopiedSnapshot>,
+    /// Selected snapshots the other repository already has.
+    pub already_there: Vec<String>,
+    pub chunks_copied: u64,
+    /// Bytes stored in the other repository (after its compression).
+    pub bytes_stored: u64,
+    pub duration_s: f64,
+}
+
+/// The snapshots the options select, oldest first.
+pub fn select(repo: &Repository, options: &CopyOptions) -> Result<Vec<Snapshot>> {
+    let (all, broken) = repo.snapshots()?;
+    let mut chosen: Vec<Snapshot> = if options.snapshots.is_empty() {
+        if let Some(b) = broken.first() {
+            return Err(Error::corrupt(format!(
+                "snapshot manifest {} is unreadable: {}",
+                b.name, b.error
+            ))
+            .hint("name the snapshots to copy, or run `platter verify`"));
+        }
+        all
+    } else {
+        let mut picked = Vec::new();
+        for spec in &options.snapshots {
+            let s = repo.resolve(spec)?;
+            if !picked.iter().any(|p: &Snapshot| p.id == s.id) {
+                picked.push(s);
+            }
+        }
+        picked.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        picked
+    };
+    if !options.tags.is_empty() {
+        chosen.retain(|s| s.tags.iter().any(|t| options.tags.contains(t)));
+    }
+    if let Some(source) = &options.source {
+        let wanted = crate::repo::absolute(std::path::Path::new(source))
+            .display()
+            .to_string();
+        chosen.retain(|s| s.source.path == *source || s.source.path == wanted);
+    }
+    if let Some(n) = options.last {
+        let skip = chosen.len().saturating_sub(n);
+        chosen.drain(..skip);
+    }
+    Ok(chosen)
+}
+
+pub fn copy(
+    from: &Repository,
+    to: &Repository,
+    options: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let started = Instant::now();
+    if from.config().repo_id == to.config().repo_id {
+        return Err(Error::bad_input(
+            "the repository to copy to is the repository being copied from",
+        )
+        .hint("name another repository with --to"));
+    }
+    if from.config().chunk_size != to.config().chunk_size {
+        return Err(Error::unsupported(format!(
+            "the repositories cut disks into chunks of different sizes ({} here, {} there): \
+             a snapshot's map only fits a repository with its chunk size",
+            crate::units::bytes(from.config().chunk_size),
+            crate::units::bytes(to.config().chunk_size)
+        ))
+        .hint(format!(
+            "create the other repository with `platter init --chunk-size {}`",
+            from.config().chunk_size
+        )));
+    }
+    let _from_lock = super::lock_for_reading(from, "copy", progress)?;
+    let _to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
+    let chosen = select(from, options)?;
+    let (there, _) = to.snapshots()?;
+    let there: HashSet<String> = there.into_iter().map(|s| s.id).collect();
+    let (source_index, damaged) = from.load_index()?;
+    if let Some((name, e)) = damaged.first() {
+        return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
+            .hint("run `platter rebuild-index` on the repository copied from"));
+    }
+    let (mut index, _) = to.load_index()?;
+    index.keep_packs(&to.packs_on_disk()?);
+
+    let mut report = CopyReport {
+        to: to.root().display().to_string(),
+        ..CopyReport::default()
+    };
+    for snap in chosen {
+        if there.contains(&snap.id) {
+            report.already_there.push(snap.id);
+            continue;
+        }
+        let copied = copy_one(from, to, &snap, &source_index, &mut index, progress)
+            .map_err(|e| e.context(format!("copying snapshot {}", snap.short_id())))?;
+        report.chunks_copied += copied.chunks_copied;
+        report.bytes_stored += copied.bytes_stored;
+        report.copied.push(copied);
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Copies one snapshot: its missing chunks, its map, then its manifest.
+fn copy_one(
+    from: &Repository,
+    to: &Repository,
+    snap: &Snapshot,
+    source_index: &Index,
+    index: &mut Index,
+    progress: &dyn Progress,
+) -> Result<CopiedSnapshot> {
+    let mut map = from.open_map(snap)?;
+    let header = *map.header();
+    // Chunks the other repository has, or that this copy is moving now.
+    let have: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let known = |id: &ChunkId| {
+        index.contains(id) || have.lock().map(|set| set.contains(id)).unwrap_or(false)
+    };
+    let fetch = |reader: &mut ChunkReader, entry: &crate::repo::map::MapEntry| {
+        if entry.kind != Kind::Data || known(&entry.id) {
+            return Ok(None);
+        }
+        let loc = source_index.get(&entry.id).ok_or_else(|| {
+            Error::corrupt(format!(
+                "chunk {} is in no index of the repository copied from",
+                entry.id
+            ))
+        })?;
+        reader
+            .read(&entry.id, source_index.pack_id(loc.pack), loc)
+            .map(Some)
+    };
+    let mut sink = PackSink::new(to.backend(), to.config().compression);
+    let mut closed = Vec::new();
+    let mut chunks = 0u64;
+    progress.start(&format!("copy {}", snap.short_id()), header.source_size);
+    let pool = BufPool::new(header.chunk_size as usize, super::worker_count() * 6);
+    let ran = map_entries(
+        &mut map,
+        0..header.entries,
+        super::worker_count(),
+        || ChunkReader::new(from.backend(), pool.clone()),
+        |reader, _, entry| fetch(reader, &entry),
+        |pos, entry, fetched: Result<Option<PlainChunk>>| {
+            if let Some(plain) = fetched? {
+                let first = have
+                    .lock()
+                    .map(|mut set| set.insert(entry.id))
+                    .unwrap_or(false);
+                if first {
+                    chunks += 1;
+                    if let Some(pack) = sink.add(entry.id, &plain)? {
+                        write_index(to.backend(), std::slice::from_ref(&pack))?;
+                        closed.push(pack);
+                    }
+                }
+            }
+            progress.advance(header.chunk_len(pos));
+            Ok(())
+        },
+    );
+    progress.finish();
+    ran?;
+    if let Some(pack) = sink.close()? {
+        write_index(to.backend(), std::slice::from_ref(&pack))?;
+        closed.push(pack);
+    }
+    for (id, entries) in &closed {
+        index.add_pack(*id, entries);
+    }
+    // The map is the same file in both repositories: copy its bytes, then
+    // open it there, which checks them against the manifest's BLAKE3.
+    let name = map_name(&snap.raw_id()?);
+    let bytes = from.backend().read_whole(&name)?;
+    to.backend().write_whole(&name, &bytes)?;
+    to.open_map(snap)?;
+    to.commit_snapshot(snap)?;
+    Ok(CopiedSnapshot {
+        snapshot: snap.id.clone(),
+        chunks_copied: chunks,
+        bytes_stored: sink.stored_bytes,
+    })
+}
