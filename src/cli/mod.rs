@@ -3,10 +3,13 @@
 
 mod backup;
 mod copy;
+mod forget;
 mod init;
 mod inspect;
 mod layout_text;
 mod output;
+mod protect;
+mod prune;
 mod rebuild_index;
 mod restore;
 mod show;
@@ -59,6 +62,9 @@ enum Command {
     Inspect(inspect::Args),
     Restore(restore::Args),
     Copy(copy::Args),
+    Forget(forget::Args),
+    Prune(prune::Args),
+    Protect(protect::Args),
     Verify(verify::Args),
     Unlock(unlock::Args),
     RebuildIndex(rebuild_index::Args),
@@ -106,6 +112,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Inspect(args) => inspect::run(&ctx, args),
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Copy(args) => copy::run(&ctx, args),
+        Command::Forget(args) => forget::run(&ctx, args),
+        Command::Prune(args) => prune::run(&ctx, args),
+        Command::Protect(args) => protect::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Unlock(args) => unlock::run(&ctx, args),
         Command::RebuildIndex(args) => rebuild_index::run(&ctx, args),

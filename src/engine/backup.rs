@@ -115,6 +115,7 @@ pub fn backup(
         stats,
         platter_version: env!("CARGO_PKG_VERSION").to_string(),
         layout: serde_json::to_value(&layout).ok(),
+        protected: false,
     };
     repo.commit_snapshot(&snapshot)?;
     Ok(snapshot)

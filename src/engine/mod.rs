@@ -5,10 +5,13 @@
 pub mod backup;
 mod backup_pipeline;
 pub mod copy;
+pub mod forget;
 mod pack_sink;
 mod parallel;
+pub mod prune;
 pub mod rebuild_index;
 pub mod restore;
+pub mod retention;
 pub mod verify;
 
 /// Worker threads for hashing, compressing and checking.

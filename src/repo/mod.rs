@@ -325,6 +325,13 @@ impl Repository {
             .write_whole(&manifest_name(&snap.id), &snap.encode()?)
     }
 
+    /// Removes a snapshot: its manifest first (from then on it does not
+    /// exist), then its map. Its chunks stay until `prune`.
+    pub fn remove_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        self.backend.remove(&manifest_name(&snap.id))?;
+        self.backend.remove(&map::map_name(&snap.raw_id()?))
+    }
+
     pub fn describe(&self, name: &str) -> String {
         self.backend.describe(name)
     }

@@ -87,6 +87,9 @@ pub struct Snapshot {
     pub full: bool,
     pub stats: BackupStats,
     pub platter_version: String,
+    /// Never removed by `forget` (set and cleared by `platter protect`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
     /// The source's partition table and contents, as the disk layer reads
     /// them (kept as JSON here: the repository does not know disks).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,152 @@
+//! Forgetting snapshots by a retention policy or by name, and protecting
+//! snapshots from it. Forgetting removes manifests and maps only; the
+//! chunks go with `prune` (`forget --prune` runs it under the same lock).
+
+use crate::engine::prune::{PruneOptions, PruneReport, prune_locked};
+use crate::engine::retention::{Decision, Policy, decide};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::lock::LockKind;
+use crate::repo::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Default)]
+pub struct ForgetOptions {
+    pub policy: Policy,
+    /// Snapshots to forget by name, instead of a policy.
+    pub snapshots: Vec<String>,
+    /// Apply the policy to this source only.
+    pub source: Option<String>,
+    pub dry_run: bool,
+    /// Prune afterwards (not with `dry_run`).
+    pub prune: Option<PruneOptions>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    pub decisions: Vec<Decision>,
+    pub removed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneReport>,
+}
+
+pub fn forget(
+    repo: &Repository,
+    options: &ForgetOptions,
+    progress: &dyn Progress,
+) -> Result<ForgetReport> {
+    match (options.policy.is_empty(), options.snapshots.is_empty()) {
+        (true, true) => {
+            return Err(Error::bad_input(
+                "say what to keep (--keep-last, --keep-daily, ...) or name snapshots to forget",
+            )
+            .hint("see `platter forget --help`; add --dry-run to see what a policy would do"));
+        }
+        (false, false) => {
+            return Err(Error::bad_input(
+                "give either a retention policy or snapshot names, not both",
+            ));
+        }
+        _ => {}
+    }
+    let _lock = super::lock_repo(repo, LockKind::Exclusive, "forget", progress)?;
+    let (mut snaps, broken) = repo.snapshots()?;
+    for b in &broken {
+        progress.warn(&format!(
+            "ignoring unreadable manifest {} ({}): it is neither kept nor removed",
+            repo.describe(&b.name),
+            b.error
+        ));
+    }
+    let decisions = if options.snapshots.is_empty() {
+        if let Some(source) = &options.source {
+            let wanted = crate::repo::absolute(std::path::Path::new(source))
+                .display()
+                .to_string();
+            snaps.retain(|s| s.source.path == *source || s.source.path == wanted);
+            if snaps.is_empty() {
+                return Err(
+                    Error::not_found(format!("no snapshot is of source {source}"))
+                        .hint("`platter snapshots` lists the sources"),
+                );
+            }
+        }
+        decide(&snaps, &options.policy)?
+    } else {
+        named(repo, &options.snapshots, &mut snaps)?
+    };
+    let mut removed = Vec::new();
+    if !options.dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            if let Some(s) = snaps.iter().find(|s| s.id == d.snapshot) {
+                repo.remove_snapshot(s)?;
+                removed.push(s.id.clone());
+            }
+        }
+    }
+    let prune = match options.prune {
+        Some(p) if !options.dry_run => Some(prune_locked(repo, &p, progress)?),
+        _ => None,
+    };
+    Ok(ForgetReport {
+        dry_run: options.dry_run,
+        decisions,
+        removed,
+        prune,
+    })
+}
+
+/// Decisions for snapshots named by the user: each goes, unless protected
+/// (then the whole command is refused).
+fn named(repo: &Repository, specs: &[String], snaps: &mut Vec<Snapshot>) -> Result<Vec<Decision>> {
+    let mut chosen: Vec<Snapshot> = Vec::new();
+    for spec in specs {
+        let s = repo.resolve(spec)?;
+        if s.protected {
+            return Err(Error::bad_input(format!(
+                "snapshot {} is protected; nothing was forgotten",
+                s.short_id()
+            ))
+            .hint(format!(
+                "unprotect it first: `platter protect --remove {}`",
+                s.short_id()
+            )));
+        }
+        if !chosen.iter().any(|c| c.id == s.id) {
+            chosen.push(s);
+        }
+    }
+    let decisions = chosen
+        .iter()
+        .map(|s| Decision {
+            snapshot: s.id.clone(),
+            time: s.time.clone(),
+            source: crate::engine::retention::group_of(s),
+            keep: false,
+            reasons: Vec::new(),
+        })
+        .collect();
+    *snaps = chosen;
+    Ok(decisions)
+}
+
+/// Sets or clears the protection of snapshots; returns them.
+pub fn protect(
+    repo: &Repository,
+    specs: &[String],
+    on: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Snapshot>> {
+    let _lock = super::lock_repo(repo, LockKind::Shared, "protect", progress)?;
+    let mut done = Vec::new();
+    for spec in specs {
+        let mut s = repo.resolve(spec)?;
+        if s.protected != on {
+            s.protected = on;
+            repo.commit_snapshot(&s)?;
+        }
+        done.push(s);
+    }
+    Ok(done)
+}

@@ -1,0 +1,387 @@
+//! Removing data no snapshot needs, under an exclusive lock.
+//!
+//! Each chunk that a snapshot uses has one live copy: where the index puts
+//! it (or, for a chunk only an unindexed pack holds, the first such copy).
+//! A pack with no live copy is deleted; a pack that is mostly dead has its
+//! live chunks read, checked and written into new packs, then is deleted;
+//! the rest stay. The order keeps every needed chunk reachable whenever the
+//! process dies:
+//!
+//! 1. new packs are written and made durable;
+//! 2. one new index naming every live chunk where it will be is written;
+//! 3. the old index files are removed (now redundant);
+//! 4. only then are dead and repacked packs deleted;
+//! 5. maps without a manifest and unfinished writes go last.
+//!
+//! Until step 3 ends the old index files still point at packs that all
+//! exist; from step 2 on the new index alone is complete.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use crate::codec::ChunkId;
+use crate::engine::pack_sink::{ClosedPack, PackSink};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::backend::TEMP_PREFIX;
+use crate::repo::index::{Location, write_index};
+use crate::repo::lock::LockKind;
+use crate::repo::map::{Kind, map_name};
+use crate::repo::pack::{self, PackEntry, pack_name};
+use crate::repo::{BufPool, ChunkReader, RawId, Repository, parse_id};
+
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Report what would happen; change nothing.
+    pub dry_run: bool,
+    /// Repack a pack when at least this percentage of it is unused.
+    pub repack_percent: u8,
+}
+
+impl Default for PruneOptions {
+    fn default() -> PruneOptions {
+        PruneOptions {
+            dry_run: false,
+            repack_percent: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub chunks_used: usize,
+    pub packs_before: usize,
+    pub packs_deleted: usize,
+    pub packs_repacked: usize,
+    pub packs_written: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub maps_removed: usize,
+    pub unfinished_removed: usize,
+    /// Packs that could not be read and were left as they are.
+    pub damaged_packs: Vec<String>,
+    /// Used chunks that no pack holds (`verify` names their snapshots).
+    pub chunks_missing: usize,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Keep,
+    Delete,
+    Repack,
+}
+
+struct PackInfo {
+    id: RawId,
+    len: u64,
+    entries: Vec<PackEntry>,
+    action: Action,
+}
+
+/// Prunes under its own exclusive lock.
+pub fn prune(
+    repo: &Repository,
+    options: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let _lock = super::lock_repo(repo, LockKind::Exclusive, "prune", progress)?;
+    prune_locked(repo, options, progress)
+}
+
+/// Prunes; the caller holds an exclusive lock.
+pub fn prune_locked(
+    repo: &Repository,
+    options: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let started = Instant::now();
+    let mut report = PruneReport {
+        dry_run: options.dry_run,
+        ..PruneReport::default()
+    };
+    let (snaps, broken) = repo.snapshots()?;
+    if let Some(b) = broken.first() {
+        return Err(Error::corrupt(format!(
+            "snapshot manifest {} is unreadable ({}): prune cannot tell what it needs",
+            repo.describe(&b.name),
+            b.error
+        ))
+        .hint("nothing was removed; run `platter verify`, and remove or restore that manifest"));
+    }
+    report.snapshots = snaps.len();
+    let mut used: HashSet<ChunkId> = HashSet::new();
+    for snap in &snaps {
+        let mut map = repo.open_map(snap).map_err(|e| {
+            e.context(format!("snapshot {}", snap.short_id())).hint(
+                "nothing was removed; prune needs every snapshot's map (see `platter verify`)",
+            )
+        })?;
+        for pos in 0..map.header().entries {
+            let e = map.entry(pos)?;
+            if e.kind == Kind::Data {
+                used.insert(e.id);
+            }
+        }
+    }
+    report.chunks_used = used.len();
+    let index_files: Vec<String> = repo
+        .backend()
+        .list("index")?
+        .into_iter()
+        .filter(|f| !f.starts_with('.'))
+        .map(|f| format!("index/{f}"))
+        .collect();
+    let (index, damaged) = repo.load_index()?;
+    if let Some((name, e)) = damaged.first() {
+        return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
+            .hint("nothing was removed; run `platter rebuild-index` first"));
+    }
+
+    let mut packs = read_packs(repo, &mut report)?;
+    report.packs_before = packs.len() + report.damaged_packs.len();
+    report.bytes_before = packs.iter().map(|p| p.len).sum::<u64>();
+    let at: HashMap<RawId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+
+    // The live copy of each used chunk: the index's, if its pack is here.
+    let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
+    for (id, loc) in index.iter().filter(|(id, _)| used.contains(id)) {
+        if let Some(&p) = at.get(index.pack_id(loc.pack))
+            && let Some(e) = packs[p]
+                .entries
+                .iter()
+                .find(|e| e.id == *id && e.offset == loc.offset)
+        {
+            live.insert(*id, (p, *e));
+        }
+    }
+    for (p, pack) in packs.iter().enumerate() {
+        for e in &pack.entries {
+            if used.contains(&e.id) && !live.contains_key(&e.id) {
+                live.insert(e.id, (p, *e));
+            }
+        }
+    }
+    report.chunks_missing = used.len() - live.len();
+    let mut live_bytes = vec![0u64; packs.len()];
+    for (p, e) in live.values() {
+        live_bytes[*p] += u64::from(e.stored_len);
+    }
+    for (p, pack) in packs.iter_mut().enumerate() {
+        let unused = pack.len.saturating_sub(live_bytes[p]);
+        pack.action = if live_bytes[p] == 0 {
+            Action::Delete
+        } else if unused * 100 >= u64::from(options.repack_percent) * pack.len {
+            Action::Repack
+        } else {
+            Action::Keep
+        };
+    }
+    if options.dry_run {
+        let moved: u64 = packs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.action == Action::Repack)
+            .map(|(i, _)| live_bytes[i])
+            .sum();
+        report.packs_deleted = packs.iter().filter(|p| p.action == Action::Delete).count();
+        report.packs_repacked = packs.iter().filter(|p| p.action == Action::Repack).count();
+        report.bytes_after = packs
+            .iter()
+            .filter(|p| p.action == Action::Keep)
+            .map(|p| p.len)
+            .sum::<u64>()
+            + moved;
+        report.duration_s = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    // 1. Repack: live chunks of mostly-dead packs into new packs.
+    let (written, moved) = repack(repo, &mut packs, &live, progress)?;
+    report.packs_written = written.len();
+    // 2. One index for every live chunk at its final place.
+    let mut groups: HashMap<RawId, Vec<PackEntry>> = HashMap::new();
+    for (id, (p, e)) in &live {
+        match moved.get(id) {
+            Some((new_pack, new_entry)) => groups.entry(*new_pack).or_default().push(*new_entry),
+            None => groups.entry(packs[*p].id).or_default().push(*e),
+        }
+    }
+    let groups: Vec<(RawId, Vec<PackEntry>)> = groups.into_iter().collect();
+    let new_index = write_index(repo.backend(), &groups)?;
+    // 3. The old index files are redundant now.
+    let new_name = crate::repo::index::index_name(&new_index);
+    for name in index_files.iter().filter(|n| **n != new_name) {
+        repo.backend().remove(name)?;
+    }
+    // 4. Dead and repacked packs.
+    for pack in packs.iter().filter(|p| p.action != Action::Keep) {
+        repo.backend().remove(&pack_name(&pack.id))?;
+        match pack.action {
+            Action::Delete => report.packs_deleted += 1,
+            _ => report.packs_repacked += 1,
+        }
+    }
+    // 5. Leftovers of interrupted commands.
+    remove_leftovers(repo, &snaps, &mut report)?;
+    report.bytes_after = packs
+        .iter()
+        .filter(|p| p.action == Action::Keep)
+        .map(|p| p.len)
+        .sum::<u64>()
+        + written
+            .iter()
+            .map(|(id, _)| repo.backend().open(&pack_name(id)).map(|f| f.len()))
+            .sum::<Result<u64>>()?;
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Every committed pack with its table. Packs whose table cannot be read
+/// are left alone and named in the report.
+fn read_packs(repo: &Repository, report: &mut PruneReport) -> Result<Vec<PackInfo>> {
+    let backend = repo.backend();
+    let mut packs = Vec::new();
+    for dir in backend.list("data")? {
+        if !pack::is_pack_folder(&dir) {
+            continue;
+        }
+        for file in backend.list(&format!("data/{dir}"))? {
+            let Some(id) = parse_id(&file) else { continue };
+            let name = pack_name(&id);
+            let read = backend
+                .open(&name)
+                .and_then(|f| Ok((f.len(), pack::read_table(&*f, &backend.describe(&name))?)));
+            match read {
+                Ok((len, entries)) => packs.push(PackInfo {
+                    id,
+                    len,
+                    entries,
+                    action: Action::Keep,
+                }),
+                Err(e) => report
+                    .damaged_packs
+                    .push(format!("{}: {e}", backend.describe(&name))),
+            }
+        }
+    }
+    Ok(packs)
+}
+
+type Moved = HashMap<ChunkId, (RawId, PackEntry)>;
+
+/// Moves the live chunks of packs marked `Repack` into new packs, each
+/// checked against its id. A pack with a chunk that fails its check is
+/// kept as it is (its chunks stay where they are).
+fn repack(
+    repo: &Repository,
+    packs: &mut [PackInfo],
+    live: &HashMap<ChunkId, (usize, PackEntry)>,
+    progress: &dyn Progress,
+) -> Result<(Vec<ClosedPack>, Moved)> {
+    let mut by_pack: HashMap<usize, Vec<PackEntry>> = HashMap::new();
+    for (p, e) in live.values() {
+        if packs[*p].action == Action::Repack {
+            by_pack.entry(*p).or_default().push(*e);
+        }
+    }
+    let total: u64 = by_pack
+        .values()
+        .flatten()
+        .map(|e| u64::from(e.plain_len))
+        .sum();
+    progress.start("repack", total);
+    let pool = BufPool::new(repo.config().chunk_size as usize, 2);
+    let mut reader = ChunkReader::new(repo.backend(), pool);
+    let mut sink = PackSink::new(repo.backend(), repo.config().compression);
+    let mut written = Vec::new();
+    let mut order: Vec<usize> = by_pack.keys().copied().collect();
+    order.sort_unstable();
+    for p in order {
+        let mut entries = by_pack.remove(&p).unwrap_or_default();
+        entries.sort_by_key(|e| e.offset);
+        let pack_id = packs[p].id;
+        let mut chunks = Vec::with_capacity(entries.len());
+        let mut failed = None;
+        for e in &entries {
+            let loc = Location {
+                pack: 0,
+                encoded: e.encoded,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                plain_len: e.plain_len,
+                crc: e.crc,
+            };
+            match reader.read(&e.id, &pack_id, &loc) {
+                Ok(plain) => chunks.push((e.id, plain)),
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        if let Some(err) = failed {
+            progress.warn(&format!(
+                "keeping pack {} as it is: {err}",
+                repo.describe(&pack_name(&pack_id))
+            ));
+            packs[p].action = Action::Keep;
+            continue;
+        }
+        for (id, plain) in chunks {
+            progress.advance(plain.len() as u64);
+            if let Some(closed) = sink.add(id, &plain)? {
+                written.push(closed);
+            }
+        }
+    }
+    if let Some(closed) = sink.close()? {
+        written.push(closed);
+    }
+    progress.finish();
+    let mut moved = Moved::new();
+    for (pack, entries) in &written {
+        for e in entries {
+            moved.insert(e.id, (*pack, *e));
+        }
+    }
+    Ok((written, moved))
+}
+
+/// Maps whose snapshot has no manifest, and unfinished writes: nothing
+/// else runs (the lock is exclusive), so none of them is in progress.
+fn remove_leftovers(
+    repo: &Repository,
+    snaps: &[crate::repo::snapshot::Snapshot],
+    report: &mut PruneReport,
+) -> Result<()> {
+    let backend = repo.backend();
+    let keep: HashSet<String> = snaps.iter().map(|s| s.id.clone()).collect();
+    for file in backend.list("maps")? {
+        if let Some(id) = parse_id(&file)
+            && !keep.contains(&file)
+        {
+            backend.remove(&map_name(&id))?;
+            report.maps_removed += 1;
+        }
+    }
+    let mut dirs: Vec<String> = ["snapshots", "maps", "index"].map(String::from).to_vec();
+    dirs.extend(
+        backend
+            .list("data")?
+            .into_iter()
+            .filter(|d| pack::is_pack_folder(d))
+            .map(|d| format!("data/{d}")),
+    );
+    for dir in dirs {
+        for file in backend.list(&dir)? {
+            if file.starts_with(TEMP_PREFIX) {
+                backend.remove(&format!("{dir}/{file}"))?;
+                report.unfinished_removed += 1;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Which snapshots a retention policy keeps, and why. Pure: snapshots and
+//! a policy in, one decision per snapshot out.
+//!
+//! The rules are restic's: snapshots are grouped by source; within a group,
+//! newest first, `--keep-last N` keeps the N newest; `--keep-hourly N` (and
+//! daily, weekly, monthly, yearly) keeps the newest snapshot of each of the
+//! N most recent hours (days, ISO weeks, months, years) that have one;
+//! `--keep-within D` keeps those taken within D of the group's newest (not
+//! of now, so a source that stopped being backed up keeps its last ones);
+//! `--keep-tag T` keeps those tagged T. Protected snapshots are always
+//! kept. Calendar buckets are UTC, as snapshot times are.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::{Error, Result};
+use crate::repo::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub last: Option<usize>,
+    pub hourly: Option<usize>,
+    pub daily: Option<usize>,
+    pub weekly: Option<usize>,
+    pub monthly: Option<usize>,
+    pub yearly: Option<usize>,
+    pub within: Option<Duration>,
+    pub tags: Vec<String>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .all(Option::is_none)
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub snapshot: String,
+    pub time: String,
+    /// The group: source path, and partition when one was backed up.
+    pub source: String,
+    pub keep: bool,
+    /// Why it is kept (empty when it goes).
+    pub reasons: Vec<String>,
+}
+
+/// The group a snapshot's retention is counted in.
+pub fn group_of(s: &Snapshot) -> String {
+    match s.source.partition {
+        Some(n) => format!("{} partition {n}", s.source.path),
+        None => s.source.path.clone(),
+    }
+}
+
+type Bucket = fn(&OffsetDateTime) -> String;
+
+const BUCKETS: [(&str, Bucket); 5] = [
+    ("hourly", |t| format!("{}T{:02}", t.date(), t.hour())),
+    ("daily", |t| t.date().to_string()),
+    ("weekly", |t| {
+        let (year, week, _) = t.to_iso_week_date();
+        format!("{year}-W{week:02}")
+    }),
+    ("monthly", |t| {
+        format!("{}-{:02}", t.year(), u8::from(t.month()))
+    }),
+    ("yearly", |t| t.year().to_string()),
+];
+
+/// One decision per snapshot, in the order given.
+pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> {
+    let mut times = Vec::with_capacity(snapshots.len());
+    for s in snapshots {
+        let t = OffsetDateTime::parse(&s.time, &Rfc3339).map_err(|e| {
+            Error::corrupt(format!(
+                "snapshot {} has an unreadable time {:?}: {e}",
+                s.short_id(),
+                s.time
+            ))
+        })?;
+        times.push(t);
+    }
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, s) in snapshots.iter().enumerate() {
+        groups.entry(group_of(s)).or_default().push(i);
+    }
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snapshots.len()];
+    for members in groups.values_mut() {
+        // Newest first; equal times by id, so the result is stable.
+        members.sort_by(|&a, &b| {
+            times[b]
+                .cmp(&times[a])
+                .then(snapshots[b].id.cmp(&snapshots[a].id))
+        });
+        let newest = times[members[0]];
+        for (rank, &i) in members.iter().enumerate() {
+            let s = &snapshots[i];
+            if s.protected {
+                reasons[i].push("protected".into());
+            }
+            for tag in s.tags.iter().filter(|t| policy.tags.contains(t)) {
+                reasons[i].push(format!("tag {tag}"));
+            }
+            if let Some(n) = policy.last
+                && rank < n
+            {
+                reasons[i].push(format!("last {n}"));
+            }
+            if let Some(d) = policy.within
+                && newest - times[i] <= d
+            {
+                reasons[i].push(format!(
+                    "within {} of the newest",
+                    humantime::format_duration(d)
+                ));
+            }
+        }
+        let counts = [
+            policy.hourly,
+            policy.daily,
+            policy.weekly,
+            policy.monthly,
+            policy.yearly,
+        ];
+        for ((name, bucket), count) in BUCKETS.iter().zip(counts) {
+            let Some(n) = count else { continue };
+            let mut last_key: Option<String> = None;
+            let mut kept = 0;
+            for &i in members.iter() {
+                if kept >= n {
+                    break;
+                }
+                let key = bucket(&times[i]);
+                if last_key.as_ref() != Some(&key) {
+                    reasons[i].push(format!("{name} {key}"));
+                    kept += 1;
+                    last_key = Some(key);
+                }
+            }
+        }
+    }
+    Ok(snapshots
+        .iter()
+        .zip(reasons)
+        .map(|(s, reasons)| Decision {
+            snapshot: s.id.clone(),
+            time: s.time.clone(),
+            source: group_of(s),
+            keep: !reasons.is_empty(),
+            reasons,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;
