@@ -11,6 +11,7 @@ mod output;
 mod protect;
 mod prune;
 mod rebuild_index;
+mod repair;
 mod restore;
 mod show;
 mod snapshots;
@@ -65,6 +66,7 @@ enum Command {
     Forget(forget::Args),
     Prune(prune::Args),
     Protect(protect::Args),
+    Repair(repair::Args),
     Verify(verify::Args),
     Unlock(unlock::Args),
     RebuildIndex(rebuild_index::Args),
@@ -115,6 +117,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Forget(args) => forget::run(&ctx, args),
         Command::Prune(args) => prune::run(&ctx, args),
         Command::Protect(args) => protect::run(&ctx, args),
+        Command::Repair(args) => repair::run(&ctx, args),
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Unlock(args) => unlock::run(&ctx, args),
         Command::RebuildIndex(args) => rebuild_index::run(&ctx, args),

@@ -17,13 +17,21 @@ pub struct Args {
 
     /// Only these snapshots (ids, prefixes or `latest`); default all
     snapshots: Vec<String>,
+
+    /// Only this snapshot (repeatable; the same as naming it)
+    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+    snapshot_flags: Vec<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
     let options = VerifyOptions {
         read_data: args.read_data,
-        snapshots: args.snapshots,
+        snapshots: args
+            .snapshots
+            .into_iter()
+            .chain(args.snapshot_flags)
+            .collect(),
     };
     let bar = output::Bar::new(ctx.json);
     let report = verify(&repo, &options, &bar)?;
@@ -73,7 +81,8 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         eprintln!(
             "hint: if an index file is damaged or chunks are in no index, `platter rebuild-index` \
              rebuilds the index from the packs; for damaged packs, restore the affected snapshots \
-             with --continue-on-error to recover the rest, or use another copy of the repository"
+             with --continue-on-error to recover the rest, or bring the data back from a copy \
+             of the repository with `platter repair --from COPY`"
         );
     }
     Ok(report.is_clean())

@@ -219,16 +219,21 @@ fn copy_one(
     for (id, entries) in &closed {
         index.add_pack(*id, entries);
     }
-    // The map is the same file in both repositories: copy its bytes, then
-    // open it there, which checks them against the manifest's BLAKE3.
-    let name = map_name(&snap.raw_id()?);
-    let bytes = from.backend().read_whole(&name)?;
-    to.backend().write_whole(&name, &bytes)?;
-    to.open_map(snap)?;
+    copy_map(from, to, snap)?;
     to.commit_snapshot(snap)?;
     Ok(CopiedSnapshot {
         snapshot: snap.id.clone(),
         chunks_copied: chunks,
         bytes_stored: sink.stored_bytes,
     })
+}
+
+/// A snapshot's map is the same file in every repository that holds the
+/// snapshot: copies its bytes, then opens it there, which checks them
+/// against the manifest's BLAKE3.
+pub(super) fn copy_map(from: &Repository, to: &Repository, snap: &Snapshot) -> Result<()> {
+    let name = map_name(&snap.raw_id()?);
+    let bytes = from.backend().read_whole(&name)?;
+    to.backend().write_whole(&name, &bytes)?;
+    to.open_map(snap).map(|_| ())
 }

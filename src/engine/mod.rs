@@ -10,6 +10,7 @@ mod pack_sink;
 mod parallel;
 pub mod prune;
 pub mod rebuild_index;
+pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod verify;

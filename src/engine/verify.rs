@@ -69,8 +69,17 @@ pub fn verify(
     options: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
-    let started = Instant::now();
     let _lock = super::lock_for_reading(repo, "verify", progress)?;
+    verify_locked(repo, options, progress)
+}
+
+/// Verifies; the caller holds a lock.
+pub fn verify_locked(
+    repo: &Repository,
+    options: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
     let mut report = VerifyReport::default();
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
 

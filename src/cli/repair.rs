@@ -1,0 +1,50 @@
+//! `platter repair`: bring back damaged data from a copy of the repository.
+
+use std::path::PathBuf;
+
+use platter::engine::repair::repair;
+use platter::repo::Repository;
+
+use super::{Context, output};
+
+/// Repair damaged or lost chunks, maps and manifests from a copy of this repository
+///
+/// Reads and checks every stored chunk (as `verify --read-data`), then
+/// fetches what is damaged or missing from the other repository (made by
+/// `platter copy`), checks it, and stores it here again. Runs under an
+/// exclusive lock. Run `platter verify` afterwards; `platter prune` frees
+/// the space of the damaged copies.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The repository holding good copies (e.g. the one `platter copy --to` wrote)
+    #[arg(long, value_name = "PATH")]
+    from: PathBuf,
+}
+
+pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
+    let repo = ctx.open_repo()?;
+    let from =
+        Repository::open(&args.from).map_err(|e| e.context("the repository given with --from"))?;
+    let bar = output::Bar::new(ctx.json);
+    let report = repair(&repo, &from, &bar)?;
+    let clean = report.chunks_unrepairable.is_empty();
+    if ctx.json {
+        output::json(&report)?;
+        return Ok(clean);
+    }
+    output::line(&format!(
+        "found {} problem(s); repaired {} chunk(s), {} map(s), {} manifest(s) from {}; \
+         {} chunk(s) could not be repaired; {:.1}s",
+        report.damage.len(),
+        report.chunks_repaired.len(),
+        report.maps_repaired.len(),
+        report.manifests_repaired.len(),
+        from.root().display(),
+        report.chunks_unrepairable.len(),
+        report.duration_s
+    ));
+    for id in &report.chunks_unrepairable {
+        output::line(&format!("  not repairable: chunk {id}"));
+    }
+    Ok(clean)
+}

@@ -1,0 +1,187 @@
+//! Repairing a repository from a copy of it (`platter copy` made one):
+//! damaged or lost chunks, maps and manifests are fetched from the other
+//! repository, checked, and written anew here. Chunks go into new packs
+//! and one new index names every chunk at its good place before the old
+//! index files are removed; the damaged copies become dead space for
+//! `prune`. Runs under an exclusive lock.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use crate::codec::ChunkId;
+use crate::engine::copy::copy_map;
+use crate::engine::pack_sink::PackSink;
+use crate::engine::verify::{Problem, VerifyOptions, verify_locked};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::index::{Index, index_name, write_index};
+use crate::repo::lock::LockKind;
+use crate::repo::pack::PackEntry;
+use crate::repo::{BufPool, ChunkReader, RawId, Repository};
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// What verify found before the repair.
+    pub damage: Vec<Problem>,
+    pub chunks_repaired: Vec<String>,
+    pub maps_repaired: Vec<String>,
+    pub manifests_repaired: Vec<String>,
+    /// Damaged chunks the other repository does not have intact either.
+    pub chunks_unrepairable: Vec<String>,
+    pub bytes_stored: u64,
+    pub duration_s: f64,
+}
+
+pub fn repair(
+    repo: &Repository,
+    from: &Repository,
+    progress: &dyn Progress,
+) -> Result<RepairReport> {
+    let started = Instant::now();
+    if repo.config().repo_id == from.config().repo_id {
+        return Err(
+            Error::bad_input("--from names the repository being repaired")
+                .hint("name a copy of it (made by `platter copy`)"),
+        );
+    }
+    if repo.config().chunk_size != from.config().chunk_size {
+        return Err(Error::unsupported(
+            "the repositories have different chunk sizes, so neither is a copy of the other",
+        ));
+    }
+    let _lock = super::lock_repo(repo, LockKind::Exclusive, "repair", progress)?;
+    let _from_lock = super::lock_for_reading(from, "repair (source)", progress)?;
+    let found = verify_locked(
+        repo,
+        &VerifyOptions {
+            read_data: true,
+            snapshots: Vec::new(),
+        },
+        progress,
+    )?;
+    let mut report = RepairReport {
+        damage: found.damage.clone(),
+        ..RepairReport::default()
+    };
+    repair_manifests(repo, from, &mut report)?;
+    repair_maps(repo, from, &mut report)?;
+
+    let bad: HashSet<ChunkId> = found
+        .damage
+        .iter()
+        .flat_map(|p| p.chunks.iter())
+        .filter_map(|hex| crate::repo::parse_id(hex).map(ChunkId))
+        .collect();
+    if bad.is_empty() {
+        report.duration_s = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let (from_index, _) = from.load_index()?;
+    let pool = BufPool::new(repo.config().chunk_size as usize, 2);
+    let mut reader = ChunkReader::new(from.backend(), pool);
+    let mut sink = PackSink::new(repo.backend(), repo.config().compression);
+    let mut written = Vec::new();
+    let mut ids: Vec<ChunkId> = bad.into_iter().collect();
+    ids.sort();
+    for id in ids {
+        let fetched = from_index
+            .get(&id)
+            .ok_or_else(|| Error::not_found("not in the other repository"))
+            .and_then(|loc| reader.read(&id, from_index.pack_id(loc.pack), loc));
+        match fetched {
+            Ok(plain) => {
+                if let Some(pack) = sink.add(id, &plain)? {
+                    written.push(pack);
+                }
+                report.chunks_repaired.push(id.to_hex());
+            }
+            Err(e) => {
+                progress.warn(&format!("chunk {id} cannot be repaired: {e}"));
+                report.chunks_unrepairable.push(id.to_hex());
+            }
+        }
+    }
+    if let Some(pack) = sink.close()? {
+        written.push(pack);
+    }
+    report.bytes_stored = sink.stored_bytes;
+    if !written.is_empty() {
+        reindex(repo, &written)?;
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// One new index: every chunk where the index had it, except the repaired
+/// ones, which are where `written` put them. Then the old index files go.
+fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()> {
+    let old_files: Vec<String> = repo
+        .backend()
+        .list("index")?
+        .into_iter()
+        .filter(|f| !f.starts_with('.'))
+        .map(|f| format!("index/{f}"))
+        .collect();
+    let (index, _) = repo.load_index()?;
+    let repaired: HashSet<ChunkId> = written
+        .iter()
+        .flat_map(|(_, e)| e.iter().map(|e| e.id))
+        .collect();
+    let mut groups = kept_groups(&index, &repaired);
+    groups.extend(written.iter().cloned());
+    let new = index_name(&write_index(repo.backend(), &groups)?);
+    for name in old_files.iter().filter(|n| **n != new) {
+        repo.backend().remove(name)?;
+    }
+    Ok(())
+}
+
+/// The index's chunks, grouped by pack, without `except`.
+fn kept_groups(index: &Index, except: &HashSet<ChunkId>) -> Vec<(RawId, Vec<PackEntry>)> {
+    let mut groups: Vec<Vec<PackEntry>> = vec![Vec::new(); index.packs().len()];
+    for (id, loc) in index.iter().filter(|(id, _)| !except.contains(id)) {
+        groups[loc.pack as usize].push(PackEntry {
+            id: *id,
+            encoded: loc.encoded,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            plain_len: loc.plain_len,
+            crc: loc.crc,
+        });
+    }
+    index
+        .packs()
+        .iter()
+        .copied()
+        .zip(groups)
+        .filter(|(_, entries)| !entries.is_empty())
+        .collect()
+}
+
+/// Unreadable manifests whose snapshot the other repository has.
+fn repair_manifests(repo: &Repository, from: &Repository, report: &mut RepairReport) -> Result<()> {
+    let (_, broken) = repo.snapshots()?;
+    for b in broken {
+        let id = b.name.trim_start_matches("snapshots/");
+        if let Ok(snap) = from.resolve(id)
+            && snap.id == id
+        {
+            repo.commit_snapshot(&snap)?;
+            report.manifests_repaired.push(snap.id);
+        }
+    }
+    Ok(())
+}
+
+/// Maps that fail their checks, copied from the other repository when its
+/// map passes them (a snapshot's map is the same file in every copy).
+fn repair_maps(repo: &Repository, from: &Repository, report: &mut RepairReport) -> Result<()> {
+    let (snaps, _) = repo.snapshots()?;
+    for snap in snaps.iter().filter(|s| repo.open_map(s).is_err()) {
+        if from.open_map(snap).is_ok() {
+            copy_map(from, repo, snap)?;
+            report.maps_repaired.push(snap.id.clone());
+        }
+    }
+    Ok(())
+}
