@@ -9,6 +9,7 @@ mod it {
 
     mod bad_input;
     mod boot;
+    mod copies;
     mod crash;
     mod damage;
     mod devices;
