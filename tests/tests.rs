@@ -17,5 +17,6 @@ mod it {
     mod incremental;
     mod layout;
     mod output;
+    mod retention;
     mod roundtrip;
 }
