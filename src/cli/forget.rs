@@ -28,23 +28,23 @@ pub struct Args {
     snapshots: Vec<String>,
 
     /// Keep the N newest snapshots
-    #[arg(long, value_name = "N")]
-    keep_last: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the last N hours that have one
-    #[arg(long, value_name = "N")]
-    keep_hourly: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_hourly: Option<u32>,
     /// Keep the newest snapshot of each of the last N days that have one
-    #[arg(long, value_name = "N")]
-    keep_daily: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_daily: Option<u32>,
     /// Keep the newest snapshot of each of the last N ISO weeks that have one
-    #[arg(long, value_name = "N")]
-    keep_weekly: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_weekly: Option<u32>,
     /// Keep the newest snapshot of each of the last N months that have one
-    #[arg(long, value_name = "N")]
-    keep_monthly: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_monthly: Option<u32>,
     /// Keep the newest snapshot of each of the last N years that have one
-    #[arg(long, value_name = "N")]
-    keep_yearly: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_yearly: Option<u32>,
     /// Keep snapshots taken within this long of the source's newest (e.g. 14d, 36h)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_within: Option<Duration>,
@@ -72,12 +72,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
     let options = ForgetOptions {
         policy: Policy {
-            last: args.keep_last,
-            hourly: args.keep_hourly,
-            daily: args.keep_daily,
-            weekly: args.keep_weekly,
-            monthly: args.keep_monthly,
-            yearly: args.keep_yearly,
+            last: args.keep_last.map(|n| n as usize),
+            hourly: args.keep_hourly.map(|n| n as usize),
+            daily: args.keep_daily.map(|n| n as usize),
+            weekly: args.keep_weekly.map(|n| n as usize),
+            monthly: args.keep_monthly.map(|n| n as usize),
+            yearly: args.keep_yearly.map(|n| n as usize),
             within: args.keep_within,
             tags: args.keep_tags,
         },

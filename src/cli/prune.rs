@@ -41,7 +41,8 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     } else {
         print(&report);
     }
-    Ok(true)
+    // Exit 4 when snapshots need chunks that no pack holds.
+    Ok(report.chunks_missing == 0)
 }
 
 pub fn print(r: &PruneReport) {

@@ -52,6 +52,17 @@ pub fn forget(
     }
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "forget", progress)?;
     let (mut snaps, broken) = repo.snapshots()?;
+    if options.prune.is_some()
+        && !options.dry_run
+        && let Some(b) = broken.first()
+    {
+        return Err(Error::corrupt(format!(
+            "snapshot manifest {} is unreadable ({}): prune could not tell what it needs",
+            repo.describe(&b.name),
+            b.error
+        ))
+        .hint("nothing was forgotten; run `platter verify`, or forget without --prune"));
+    }
     for b in &broken {
         progress.warn(&format!(
             "ignoring unreadable manifest {} ({}): it is neither kept nor removed",
@@ -139,9 +150,13 @@ pub fn protect(
     progress: &dyn Progress,
 ) -> Result<Vec<Snapshot>> {
     let _lock = super::lock_repo(repo, LockKind::Shared, "protect", progress)?;
+    // Every name must resolve before any manifest changes.
+    let chosen = specs
+        .iter()
+        .map(|spec| repo.resolve(spec))
+        .collect::<Result<Vec<Snapshot>>>()?;
     let mut done = Vec::new();
-    for spec in specs {
-        let mut s = repo.resolve(spec)?;
+    for mut s in chosen {
         if s.protected != on {
             s.protected = on;
             repo.commit_snapshot(&s)?;

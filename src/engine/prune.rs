@@ -140,40 +140,48 @@ pub fn prune_locked(
             .hint("nothing was removed; run `platter rebuild-index` first"));
     }
 
-    let mut packs = read_packs(repo, &mut report)?;
-    report.packs_before = packs.len() + report.damaged_packs.len();
+    let (mut packs, unreadable) = read_packs(repo, &mut report)?;
+    report.packs_before = packs.len() + unreadable.len();
     report.bytes_before = packs.iter().map(|p| p.len).sum::<u64>();
-    let at: HashMap<RawId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
 
-    // The live copy of each used chunk: the index's, if its pack is here.
-    let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
-    for (id, loc) in index.iter().filter(|(id, _)| used.contains(id)) {
-        if let Some(&p) = at.get(index.pack_id(loc.pack))
-            && let Some(e) = packs[p]
-                .entries
-                .iter()
-                .find(|e| e.id == *id && e.offset == loc.offset)
-        {
-            live.insert(*id, (p, *e));
-        }
-    }
+    // Every copy of every used chunk, by pack.
+    let mut copies: HashMap<ChunkId, Vec<(usize, PackEntry)>> = HashMap::new();
     for (p, pack) in packs.iter().enumerate() {
-        for e in &pack.entries {
-            if used.contains(&e.id) && !live.contains_key(&e.id) {
-                live.insert(e.id, (p, *e));
-            }
+        for e in pack.entries.iter().filter(|e| used.contains(&e.id)) {
+            copies.entry(e.id).or_default().push((p, *e));
         }
     }
-    report.chunks_missing = used.len() - live.len();
+    // The live copy: the index's if its pack is here, else the first.
+    let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
+    for (id, list) in &copies {
+        let indexed = index.get(id).and_then(|loc| {
+            list.iter()
+                .find(|(p, e)| packs[*p].id == *index.pack_id(loc.pack) && e.offset == loc.offset)
+        });
+        live.insert(*id, *indexed.unwrap_or(&list[0]));
+    }
+    check_duplicates(repo, &packs, &copies, &mut live, progress)?;
+    // Used chunks indexed in packs whose table cannot be read: those packs
+    // stay, and the index keeps naming the chunks there.
+    let carried: Vec<(RawId, PackEntry)> = index
+        .iter()
+        .filter(|(id, _)| used.contains(id) && !live.contains_key(id))
+        .filter(|(_, loc)| unreadable.contains(index.pack_id(loc.pack)))
+        .map(|(id, loc)| (*index.pack_id(loc.pack), loc.entry(*id)))
+        .collect();
+    report.chunks_missing = used.len() - live.len() - carried.len();
     let mut live_bytes = vec![0u64; packs.len()];
     for (p, e) in live.values() {
         live_bytes[*p] += u64::from(e.stored_len);
     }
     for (p, pack) in packs.iter_mut().enumerate() {
-        let unused = pack.len.saturating_sub(live_bytes[p]);
+        // Dead bytes are those of entries no snapshot uses here; the
+        // header and table do not count.
+        let stored: u64 = pack.entries.iter().map(|e| u64::from(e.stored_len)).sum();
+        let unused = u128::from(stored.saturating_sub(live_bytes[p]));
         pack.action = if live_bytes[p] == 0 {
             Action::Delete
-        } else if unused * 100 >= u64::from(options.repack_percent) * pack.len {
+        } else if unused * 100 >= u128::from(options.repack_percent) * u128::from(stored) {
             Action::Repack
         } else {
             Action::Keep
@@ -203,6 +211,9 @@ pub fn prune_locked(
     report.packs_written = written.len();
     // 2. One index for every live chunk at its final place.
     let mut groups: HashMap<RawId, Vec<PackEntry>> = HashMap::new();
+    for (pack, e) in carried {
+        groups.entry(pack).or_default().push(e);
+    }
     for (id, (p, e)) in &live {
         match moved.get(id) {
             Some((new_pack, new_entry)) => groups.entry(*new_pack).or_default().push(*new_entry),
@@ -239,11 +250,15 @@ pub fn prune_locked(
     Ok(report)
 }
 
-/// Every committed pack with its table. Packs whose table cannot be read
-/// are left alone and named in the report.
-fn read_packs(repo: &Repository, report: &mut PruneReport) -> Result<Vec<PackInfo>> {
+/// Every committed pack with its table, and the packs whose table cannot
+/// be read: those are left alone and named in the report.
+fn read_packs(
+    repo: &Repository,
+    report: &mut PruneReport,
+) -> Result<(Vec<PackInfo>, HashSet<RawId>)> {
     let backend = repo.backend();
     let mut packs = Vec::new();
+    let mut unreadable = HashSet::new();
     for dir in backend.list("data")? {
         if !pack::is_pack_folder(&dir) {
             continue;
@@ -261,13 +276,67 @@ fn read_packs(repo: &Repository, report: &mut PruneReport) -> Result<Vec<PackInf
                     entries,
                     action: Action::Keep,
                 }),
-                Err(e) => report
-                    .damaged_packs
-                    .push(format!("{}: {e}", backend.describe(&name))),
+                Err(e) => {
+                    report
+                        .damaged_packs
+                        .push(format!("{}: {e}", backend.describe(&name)));
+                    unreadable.insert(id);
+                }
             }
         }
     }
-    Ok(packs)
+    Ok((packs, unreadable))
+}
+
+/// For a chunk stored in more than one pack, the other copies may be
+/// deleted: first the live copy must read back intact, or an intact copy
+/// takes its place.
+fn check_duplicates(
+    repo: &Repository,
+    packs: &[PackInfo],
+    copies: &HashMap<ChunkId, Vec<(usize, PackEntry)>>,
+    live: &mut HashMap<ChunkId, (usize, PackEntry)>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let pool = BufPool::new(repo.config().chunk_size as usize, 2);
+    let mut reader = ChunkReader::new(repo.backend(), pool);
+    let mut intact =
+        |p: usize, e: &PackEntry| reader.read(&e.id, &packs[p].id, &location(e)).is_ok();
+    for (id, list) in copies.iter().filter(|(_, list)| list.len() > 1) {
+        let Some(&(p, e)) = live.get(id) else {
+            continue;
+        };
+        if intact(p, &e) {
+            continue;
+        }
+        match list
+            .iter()
+            .find(|(q, f)| (*q, f.offset) != (p, e.offset) && intact(*q, f))
+        {
+            Some(good) => {
+                progress.warn(&format!(
+                    "chunk {id} is damaged in {}; keeping its intact copy in {}",
+                    repo.describe(&pack_name(&packs[p].id)),
+                    repo.describe(&pack_name(&packs[good.0].id))
+                ));
+                live.insert(*id, *good);
+            }
+            None => progress.warn(&format!("every stored copy of chunk {id} is damaged")),
+        }
+    }
+    Ok(())
+}
+
+/// Where a pack's table says a chunk is, for reading it from that pack.
+fn location(e: &PackEntry) -> Location {
+    Location {
+        pack: 0,
+        encoded: e.encoded,
+        offset: e.offset,
+        stored_len: e.stored_len,
+        plain_len: e.plain_len,
+        crc: e.crc,
+    }
 }
 
 type Moved = HashMap<ChunkId, (RawId, PackEntry)>;
@@ -306,15 +375,7 @@ fn repack(
         let mut chunks = Vec::with_capacity(entries.len());
         let mut failed = None;
         for e in &entries {
-            let loc = Location {
-                pack: 0,
-                encoded: e.encoded,
-                offset: e.offset,
-                stored_len: e.stored_len,
-                plain_len: e.plain_len,
-                crc: e.crc,
-            };
-            match reader.read(&e.id, &pack_id, &loc) {
+            match reader.read(&e.id, &pack_id, &location(e)) {
                 Ok(plain) => chunks.push((e.id, plain)),
                 Err(err) => {
                     failed = Some(err);

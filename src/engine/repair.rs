@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::{Index, index_name, write_index};
 use crate::repo::lock::LockKind;
-use crate::repo::pack::PackEntry;
+use crate::repo::map::Kind;
+use crate::repo::pack::{PackEntry, pack_name, read_table};
 use crate::repo::{BufPool, ChunkReader, RawId, Repository};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -51,6 +52,10 @@ pub fn repair(
     }
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "repair", progress)?;
     let _from_lock = super::lock_for_reading(from, "repair (source)", progress)?;
+    let mut report = RepairReport::default();
+    // Manifests and maps first: they say which chunks matter.
+    repair_manifests(repo, from, &mut report)?;
+    repair_maps(repo, from, &mut report)?;
     let found = verify_locked(
         repo,
         &VerifyOptions {
@@ -59,35 +64,45 @@ pub fn repair(
         },
         progress,
     )?;
-    let mut report = RepairReport {
-        damage: found.damage.clone(),
-        ..RepairReport::default()
-    };
-    repair_manifests(repo, from, &mut report)?;
-    repair_maps(repo, from, &mut report)?;
-
-    let bad: HashSet<ChunkId> = found
+    report.damage = found.damage.clone();
+    let used = used_chunks(repo)?;
+    let (index, _) = repo.load_index()?;
+    // Damaged or lost chunks, and every chunk of a pack whose table is
+    // unreadable (its data may be fine, but nothing can rebuild its index
+    // entries): only those some snapshot uses.
+    let mut bad: HashSet<ChunkId> = found
         .damage
         .iter()
         .flat_map(|p| p.chunks.iter())
         .filter_map(|hex| crate::repo::parse_id(hex).map(ChunkId))
         .collect();
+    bad.extend(chunks_in_unreadable_packs(repo, &index)?);
+    bad.retain(|id| used.contains(id));
     if bad.is_empty() {
         report.duration_s = started.elapsed().as_secs_f64();
         return Ok(report);
     }
     let (from_index, _) = from.load_index()?;
     let pool = BufPool::new(repo.config().chunk_size as usize, 2);
+    let mut local = ChunkReader::new(repo.backend(), pool.clone());
     let mut reader = ChunkReader::new(from.backend(), pool);
     let mut sink = PackSink::new(repo.backend(), repo.config().compression);
     let mut written = Vec::new();
     let mut ids: Vec<ChunkId> = bad.into_iter().collect();
     ids.sort();
     for id in ids {
-        let fetched = from_index
+        // An intact copy here (a chunk whose pack table is damaged) is as
+        // good as the other repository's.
+        let here = index
             .get(&id)
-            .ok_or_else(|| Error::not_found("not in the other repository"))
-            .and_then(|loc| reader.read(&id, from_index.pack_id(loc.pack), loc));
+            .ok_or_else(|| Error::not_found("not indexed here"))
+            .and_then(|loc| local.read(&id, index.pack_id(loc.pack), loc));
+        let fetched = here.or_else(|_| {
+            from_index
+                .get(&id)
+                .ok_or_else(|| Error::not_found("not in the other repository"))
+                .and_then(|loc| reader.read(&id, from_index.pack_id(loc.pack), loc))
+        });
         match fetched {
             Ok(plain) => {
                 if let Some(pack) = sink.add(id, &plain)? {
@@ -127,7 +142,7 @@ fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()>
         .iter()
         .flat_map(|(_, e)| e.iter().map(|e| e.id))
         .collect();
-    let mut groups = kept_groups(&index, &repaired);
+    let mut groups = kept_groups(&index, &repo.packs_on_disk()?, &repaired);
     groups.extend(written.iter().cloned());
     let new = index_name(&write_index(repo.backend(), &groups)?);
     for name in old_files.iter().filter(|n| **n != new) {
@@ -136,26 +151,62 @@ fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()>
     Ok(())
 }
 
-/// The index's chunks, grouped by pack, without `except`.
-fn kept_groups(index: &Index, except: &HashSet<ChunkId>) -> Vec<(RawId, Vec<PackEntry>)> {
+/// The index's chunks in packs that exist, grouped by pack, without
+/// `except`.
+fn kept_groups(
+    index: &Index,
+    present: &HashSet<RawId>,
+    except: &HashSet<ChunkId>,
+) -> Vec<(RawId, Vec<PackEntry>)> {
     let mut groups: Vec<Vec<PackEntry>> = vec![Vec::new(); index.packs().len()];
     for (id, loc) in index.iter().filter(|(id, _)| !except.contains(id)) {
-        groups[loc.pack as usize].push(PackEntry {
-            id: *id,
-            encoded: loc.encoded,
-            offset: loc.offset,
-            stored_len: loc.stored_len,
-            plain_len: loc.plain_len,
-            crc: loc.crc,
-        });
+        groups[loc.pack as usize].push(loc.entry(*id));
     }
     index
         .packs()
         .iter()
         .copied()
         .zip(groups)
-        .filter(|(_, entries)| !entries.is_empty())
+        .filter(|(pack, entries)| !entries.is_empty() && present.contains(pack))
         .collect()
+}
+
+/// Chunks that some snapshot's map names.
+fn used_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
+    let (snaps, _) = repo.snapshots()?;
+    let mut used = HashSet::new();
+    for snap in &snaps {
+        let Ok(mut map) = repo.open_map(snap) else {
+            continue;
+        };
+        for pos in 0..map.header().entries {
+            let e = map.entry(pos)?;
+            if e.kind == Kind::Data {
+                used.insert(e.id);
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// Indexed chunks of packs whose table cannot be read.
+fn chunks_in_unreadable_packs(repo: &Repository, index: &Index) -> Result<Vec<ChunkId>> {
+    let mut bad_packs = HashSet::new();
+    for pack in index.packs() {
+        let name = pack_name(pack);
+        let table = repo
+            .backend()
+            .open(&name)
+            .and_then(|f| read_table(&*f, &repo.describe(&name)));
+        if table.is_err() {
+            bad_packs.insert(*pack);
+        }
+    }
+    Ok(index
+        .iter()
+        .filter(|(_, loc)| bad_packs.contains(index.pack_id(loc.pack)))
+        .map(|(id, _)| *id)
+        .collect())
 }
 
 /// Unreadable manifests whose snapshot the other repository has.

@@ -1,7 +1,8 @@
 //! Which snapshots a retention policy keeps, and why. Pure: snapshots and
 //! a policy in, one decision per snapshot out.
 //!
-//! The rules are restic's: snapshots are grouped by source; within a group,
+//! The rules follow restic's: snapshots are grouped by host and source;
+//! within a group,
 //! newest first, `--keep-last N` keeps the N newest; `--keep-hourly N` (and
 //! daily, weekly, monthly, yearly) keeps the newest snapshot of each of the
 //! N most recent hours (days, ISO weeks, months, years) that have one;
@@ -59,11 +60,12 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// The group a snapshot's retention is counted in.
+/// The group a snapshot's retention is counted in: the host and the
+/// source (the same path on two hosts is two disks).
 pub fn group_of(s: &Snapshot) -> String {
     match s.source.partition {
-        Some(n) => format!("{} partition {n}", s.source.path),
-        None => s.source.path.clone(),
+        Some(n) => format!("{}:{} partition {n}", s.hostname, s.source.path),
+        None => format!("{}:{}", s.hostname, s.source.path),
     }
 }
 
@@ -86,13 +88,15 @@ const BUCKETS: [(&str, Bucket); 5] = [
 pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> {
     let mut times = Vec::with_capacity(snapshots.len());
     for s in snapshots {
-        let t = OffsetDateTime::parse(&s.time, &Rfc3339).map_err(|e| {
-            Error::corrupt(format!(
-                "snapshot {} has an unreadable time {:?}: {e}",
-                s.short_id(),
-                s.time
-            ))
-        })?;
+        let t = OffsetDateTime::parse(&s.time, &Rfc3339)
+            .map(|t| t.to_offset(time::UtcOffset::UTC))
+            .map_err(|e| {
+                Error::corrupt(format!(
+                    "snapshot {} has an unreadable time {:?}: {e}",
+                    s.short_id(),
+                    s.time
+                ))
+            })?;
         times.push(t);
     }
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();

@@ -44,6 +44,20 @@ pub struct Location {
     pub crc: u32,
 }
 
+impl Location {
+    /// The pack table entry this location repeats.
+    pub fn entry(&self, id: ChunkId) -> PackEntry {
+        PackEntry {
+            id,
+            encoded: self.encoded,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            plain_len: self.plain_len,
+            crc: self.crc,
+        }
+    }
+}
+
 /// All known chunks. Packs are numbered in `packs` so a location is small.
 #[derive(Default)]
 pub struct Index {

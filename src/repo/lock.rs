@@ -6,7 +6,7 @@
 //! everything. A lock whose process is gone from this host (or whose pid now
 //! belongs to a younger process) is stale and is removed by the next run.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::backend::Backend;
@@ -54,11 +54,44 @@ pub struct FoundLock {
     pub stale: bool,
 }
 
+/// How long a shared locker waits for an exclusive lock to go away: an
+/// exclusive locker that finds others refuses and removes its lock at
+/// once, so one that is in the way is usually gone within moments.
+const SHARED_PATIENCE: Duration = Duration::from_secs(5);
+
 pub fn acquire<'a>(
     backend: &'a dyn Backend,
     kind: LockKind,
     command: &str,
 ) -> Result<(RepoLock<'a>, Vec<FoundLock>)> {
+    let started = Instant::now();
+    let mut cleared = Vec::new();
+    loop {
+        match try_acquire(backend, kind, command, &mut cleared)? {
+            Ok(lock) => return Ok((lock, cleared)),
+            Err(conflict) => {
+                let exclusive = conflict
+                    .info
+                    .as_ref()
+                    .is_some_and(|o| o.kind == LockKind::Exclusive);
+                if kind == LockKind::Shared && exclusive && started.elapsed() < SHARED_PATIENCE {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                return Err(busy(&conflict));
+            }
+        }
+    }
+}
+
+/// Writes our lock and checks the others: our lock, or (after removing
+/// ours again) the first lock in the way.
+fn try_acquire<'a>(
+    backend: &'a dyn Backend,
+    kind: LockKind,
+    command: &str,
+    cleared: &mut Vec<FoundLock>,
+) -> Result<std::result::Result<RepoLock<'a>, FoundLock>> {
     let info = LockInfo {
         kind,
         hostname: hostname(),
@@ -70,7 +103,6 @@ pub fn acquire<'a>(
     let name = format!("locks/{}", hex_id(&random_id()));
     backend.write_whole(&name, &envelope::seal(KIND, VERSION, &info)?)?;
     let lock = RepoLock { backend, name };
-    let mut cleared = Vec::new();
     for found in list(backend)? {
         if found.name == lock.name {
             continue;
@@ -86,23 +118,25 @@ pub fn acquire<'a>(
             None => kind == LockKind::Exclusive,
         };
         if conflicts {
-            let who = found.info.as_ref().map_or_else(
-                || format!("unreadable lock {}", found.name),
-                |o| {
-                    format!(
-                        "`{}` (pid {} on {}, since {})",
-                        o.command, o.pid, o.hostname, o.time
-                    )
-                },
-            );
-            return Err(
-                Error::busy(format!("the repository is in use by {who}")).hint(
-                    "wait for it to finish; if that process is gone for sure, run `platter unlock`",
-                ),
-            );
+            // Dropping `lock` removes our lock file.
+            return Ok(Err(found));
         }
     }
-    Ok((lock, cleared))
+    Ok(Ok(lock))
+}
+
+fn busy(found: &FoundLock) -> Error {
+    let who = found.info.as_ref().map_or_else(
+        || format!("unreadable lock {}", found.name),
+        |o| {
+            format!(
+                "`{}` (pid {} on {}, since {})",
+                o.command, o.pid, o.hostname, o.time
+            )
+        },
+    );
+    Error::busy(format!("the repository is in use by {who}"))
+        .hint("wait for it to finish; if that process is gone for sure, run `platter unlock`")
 }
 
 /// Every lock file, with whether it is stale.

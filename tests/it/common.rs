@@ -467,6 +467,41 @@ pub fn pack_table(pack: &Path) -> Vec<Blob> {
     blobs
 }
 
+/// Changes one byte of a file in place (damage, as a disk does it).
+pub fn flip_byte(file: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .expect("cannot open file to damage");
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, offset)
+        .expect("cannot read byte");
+    f.write_all_at(&[byte[0] ^ 0x20], offset)
+        .expect("cannot write byte");
+}
+
+/// A pack that `accept` takes and one of its chunks that `snapshot` uses.
+pub fn stored_chunk_of(
+    sandbox: &Sandbox,
+    snapshot: &str,
+    accept: impl Fn(&Path) -> bool,
+) -> (PathBuf, Blob) {
+    let used: Vec<String> = map_ids(&sandbox.map_file(snapshot))
+        .into_iter()
+        .flatten()
+        .collect();
+    sandbox
+        .packs()
+        .into_iter()
+        .filter(|p| accept(p))
+        .find_map(|p| {
+            let blob = pack_table(&p).into_iter().find(|b| used.contains(&b.id))?;
+            Some((p, blob))
+        })
+        .unwrap_or_else(|| panic!("no pack holds a chunk of snapshot {snapshot}"))
+}
+
 /// A snapshot's map: for each chunk position the chunk id, or None for a
 /// zero or unused chunk.
 pub fn map_ids(map: &Path) -> Vec<Option<String>> {

@@ -70,6 +70,16 @@ fn restores_from(repo: &Path, id: &str, expected: &[u8], scratch: &Path) {
     fs::remove_file(&target).unwrap();
 }
 
+fn repair_from(sandbox: &Sandbox, copy: &Path) -> Value {
+    let args = [
+        OsStr::new("--json"),
+        "repair".as_ref(),
+        "--from".as_ref(),
+        copy.as_os_str(),
+    ];
+    sandbox.run(args).ok().json()
+}
+
 fn verify_clean(repo: &Path) -> Value {
     let report = in_repo(
         repo,
@@ -234,18 +244,7 @@ fn damage_is_named_and_repaired_from_a_copy() {
     copy_to(&sandbox, &usb, &[]).ok();
 
     let (id, bytes) = &taken[0];
-    let used: Vec<String> = map_ids(&sandbox.map_file(id))
-        .into_iter()
-        .flatten()
-        .collect();
-    let (pack, blob) = sandbox
-        .packs()
-        .into_iter()
-        .find_map(|p| {
-            let blob = pack_table(&p).into_iter().find(|b| used.contains(&b.id))?;
-            Some((p, blob))
-        })
-        .expect("a pack holding a chunk of the first snapshot");
+    let (pack, blob) = stored_chunk_of(&sandbox, id, |_| true);
     let f = fs::OpenOptions::new()
         .write(true)
         .read(true)
@@ -284,19 +283,42 @@ fn damage_is_named_and_repaired_from_a_copy() {
         .collect();
     assert_eq!(named, merged(&ranges));
 
-    let repaired = sandbox
-        .run([
-            OsStr::new("--json"),
-            "repair".as_ref(),
-            "--from".as_ref(),
-            usb.as_os_str(),
-        ])
-        .ok()
-        .json();
+    let repaired = repair_from(&sandbox, &usb);
     assert_eq!(
         repaired["chunks_repaired"],
         Value::Array(vec![Value::String(blob.id.clone())])
     );
+    verify_clean(&sandbox.repo);
+    for (id, bytes) in &taken {
+        sandbox.assert_restores(id, bytes);
+    }
+}
+
+// Pins: repair --from a copy brings back a deleted pack, a pack whose table is damaged, a damaged map and a damaged manifest in one run: verify --read-data is clean afterwards and every snapshot restores byte for byte.
+#[test]
+fn repair_brings_back_packs_maps_and_manifests() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc0_4e06);
+    let taken = three_snapshots(&sandbox, &mut rng);
+    let usb = other_repo(&sandbox, "usb", &["--chunk-size", "64K"]);
+    copy_to(&sandbox, &usb, &[]).ok();
+
+    let packs = sandbox.packs();
+    assert!(packs.len() >= 3, "{packs:?}");
+    fs::remove_file(&packs[0]).unwrap();
+    let len = fs::metadata(&packs[1]).unwrap().len();
+    flip_byte(&packs[1], len - 3);
+    flip_byte(&sandbox.map_file(&taken[1].0), 100);
+    flip_byte(&sandbox.manifest_file(&taken[2].0), 30);
+    sandbox.run(["verify", "--read-data"]).expect_code(4);
+
+    let report = repair_from(&sandbox, &usb);
+    assert_eq!(report["maps_repaired"], serde_json::json!([taken[1].0]));
+    assert_eq!(
+        report["manifests_repaired"],
+        serde_json::json!([taken[2].0])
+    );
+    assert_eq!(report["chunks_unrepairable"], Value::Array(vec![]));
     verify_clean(&sandbox.repo);
     for (id, bytes) in &taken {
         sandbox.assert_restores(id, bytes);

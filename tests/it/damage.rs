@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::common::{
-    CHUNK, Image, Rng, Sandbox, assert_bytes_equal, chunk_ranges, files_under, map_ids, merged,
-    pack_table,
+    CHUNK, Image, Rng, Sandbox, assert_bytes_equal, chunk_ranges, files_under, flip_byte, map_ids,
+    merged, pack_table,
 };
 
 /// A repository with two snapshots of one image: `first` (full) and
@@ -168,17 +168,6 @@ fn affected(problems: &[&Value], snapshot: &str) -> Vec<(u64, u64)> {
         .collect();
     out.sort();
     out
-}
-
-fn flip_byte(file: &Path, offset: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)
-        .unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, offset).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x20], offset).unwrap();
 }
 
 fn truncate(file: &Path, len: u64) {

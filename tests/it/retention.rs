@@ -254,9 +254,13 @@ fn backups_share_the_repository_and_keep_prune_out() {
         .stderr(log_b)
         .spawn()
         .unwrap();
+    // Committed lock files (a `.tmp-` one is still being written).
     let locked = wait_until(Duration::from_secs(20), || {
         fs::read_dir(sandbox.repo.join("locks"))
-            .map(|d| d.count() > 0)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            })
             .unwrap_or(false)
     });
     assert!(locked, "no backup took a lock");
@@ -292,4 +296,66 @@ fn backups_share_the_repository_and_keep_prune_out() {
     }
     sandbox.run(["prune"]).ok();
     verify_clean(&sandbox);
+}
+
+// Pins: prune never drops a chunk that a snapshot needs when a chunk's indexed copy is damaged and another pack holds an intact copy (that copy is kept), or when a pack's table is unreadable (its index entries are carried over).
+#[test]
+fn prune_keeps_intact_duplicates_and_chunks_of_unreadable_packs() {
+    let sandbox = Sandbox::new();
+    let taken = four_snapshots(&sandbox);
+    // A second copy of every pack under a new name: every chunk is stored
+    // twice, as concurrent backups of the same data leave it.
+    for pack in sandbox.packs() {
+        let name = blake3::hash(pack.to_string_lossy().as_bytes())
+            .to_hex()
+            .to_string();
+        let dir = sandbox.repo.join("data").join(&name[..2]);
+        fs::create_dir_all(&dir).unwrap();
+        fs::copy(&pack, dir.join(&name)).unwrap();
+    }
+    // Damage, in an indexed pack, one chunk of the first snapshot.
+    let (pack, blob) = stored_chunk_of(&sandbox, &taken[0].0, |p| indexed_pack(&sandbox, p));
+    flip_byte(&pack, blob.offset + 7);
+    let report = sandbox.run(["--json", "prune"]).ok().json();
+    assert!(report["packs_deleted"].as_u64().unwrap() >= 1, "{report:#}");
+    verify_clean(&sandbox);
+    for (id, bytes) in &taken {
+        sandbox.assert_restores(id, bytes);
+    }
+
+    // Now make one pack's table unreadable: prune keeps what it holds.
+    let pack = sandbox.packs()[0].clone();
+    let len = fs::metadata(&pack).unwrap().len();
+    flip_byte(&pack, len - 1);
+    let report = sandbox.run(["--json", "prune"]).ok().json();
+    assert_eq!(report["chunks_missing"], 0, "{report:#}");
+    assert_eq!(
+        report["damaged_packs"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    for (id, bytes) in &taken {
+        sandbox.assert_restores(id, bytes);
+    }
+}
+
+/// Whether some index file names this pack.
+fn indexed_pack(sandbox: &Sandbox, pack: &Path) -> bool {
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    let id: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&name[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    files_under(&sandbox.repo.join("index"))
+        .iter()
+        .any(|f| fs::read(f).unwrap().windows(32).any(|w| w == id.as_slice()))
+}
+
+// Pins: a keep count of 0 is refused (it would forget everything), and nothing is removed.
+#[test]
+fn a_keep_count_of_zero_is_refused() {
+    let sandbox = Sandbox::new();
+    four_snapshots(&sandbox);
+    let before = sandbox.snapshot_ids();
+    sandbox.run(["forget", "--keep-last", "0"]).expect_code(2);
+    assert_eq!(sandbox.snapshot_ids(), before);
 }

@@ -186,3 +186,17 @@ fn an_empty_policy_keeps_only_protected_snapshots() {
     assert!(Policy::default().is_empty());
     assert!(kept(&s, &Policy::default()).is_empty());
 }
+
+#[test]
+fn the_same_path_on_two_hosts_is_two_groups() {
+    let mut s = series(&["2026-11-01T00:00:00.000000Z", "2026-11-02T00:00:00.000000Z"]);
+    s[0].hostname = "other".into();
+    let k = kept(
+        &s,
+        &Policy {
+            last: Some(1),
+            ..Policy::default()
+        },
+    );
+    assert_eq!(idx(&k), [0, 1]);
+}
