@@ -9,7 +9,9 @@
 //! `--keep-within D` keeps those taken within D of the group's newest (not
 //! of now, so a source that stopped being backed up keeps its last ones);
 //! `--keep-tag T` keeps those tagged T. Protected snapshots are always
-//! kept. Calendar buckets are UTC, as snapshot times are.
+//! kept. Calendar buckets are UTC, as snapshot times are. Unlike restic
+//! since 0.17, a bucket rule whose count is not used up does not also keep
+//! the oldest snapshot.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

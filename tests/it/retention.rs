@@ -123,18 +123,26 @@ fn forget_keeps_what_the_policy_and_protection_say() {
     verify_clean(&sandbox);
 }
 
-// Pins: after forgetting half the snapshots, prune shrinks the packs by about the bytes only they used (their chunks are random, so incompressible), every remaining snapshot restores, and verify --read-data is clean.
+// Pins: after forgetting half the snapshots (forget --prune), prune shrinks the packs by about the bytes only they used (their chunks are random, so incompressible), every remaining snapshot restores, and verify --read-data is clean.
 #[test]
 fn prune_frees_what_only_forgotten_snapshots_used() {
     let sandbox = Sandbox::new();
     let taken = four_snapshots(&sandbox);
     let before = pack_bytes(&sandbox);
     // Snapshots 2 and 3 alone hold the quarters they wrote: 8 chunks.
-    sandbox.run(["forget", &taken[1].0, &taken[2].0]).ok();
-    let report = sandbox
-        .run(["--json", "prune", "--repack-percent", "1"])
+    let forgot = sandbox
+        .run([
+            "--json",
+            "forget",
+            &taken[1].0,
+            &taken[2].0,
+            "--prune",
+            "--repack-percent",
+            "1",
+        ])
         .ok()
         .json();
+    let report = &forgot["prune"];
     let after = pack_bytes(&sandbox);
     let only_theirs = 8 * CHUNK;
     let freed = before - after;
