@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use platter::disk::layout::Layout;
 use platter::engine::backup::{BackupOptions, backup};
 
 use super::{Context, output};
@@ -32,6 +33,15 @@ pub struct Args {
     /// Back up only partition N of the disk or image (as `platter inspect` numbers them)
     #[arg(long, value_name = "N")]
     partition: Option<u32>,
+
+    /// Read and store every byte, free space of known filesystems too
+    #[arg(long)]
+    raw: bool,
+
+    /// Back up a filesystem that is mounted read-write; the image will be inconsistent
+    /// (files changing during the backup), and its free space is read too
+    #[arg(long)]
+    allow_mounted: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
@@ -41,6 +51,8 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         full: args.full,
         parent: args.parent,
         partition: args.partition,
+        raw: args.raw,
+        allow_mounted: args.allow_mounted,
     };
     let bar = output::Bar::new(ctx.json);
     let snap = backup(&repo, &args.source, &options, &bar)?;
@@ -62,6 +74,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             "chunks_dedup": s.chunks_dedup,
             "chunks_zero": s.chunks_zero,
             "chunks_hole": s.chunks_hole,
+            "chunks_free": s.chunks_free,
+            "bytes_free": s.bytes_free,
+            "filesystems": filesystems(&snap),
             "duration_s": s.duration_s,
         }))?;
     } else {
@@ -72,12 +87,13 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
                 p[..8.min(p.len())].to_string()
             });
         output::line(&format!(
-            "snapshot {} of {} ({}): read {}, added {} in {} new of {} chunks \
+            "snapshot {} of {} ({}): read {}, skipped {} free, added {} in {} new of {} chunks \
              ({} unchanged, {} deduplicated, {} zero), parent {}, {:.1}s",
             snap.short_id(),
             snap.source.path,
             output::bytes(snap.source.size),
             output::bytes(s.bytes_read),
+            output::bytes(s.bytes_free),
             output::bytes(s.bytes_new),
             s.chunks_new,
             s.chunks,
@@ -87,6 +103,47 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             parent,
             s.duration_s
         ));
+        for line in filesystems(&snap) {
+            output::line(&format!("  {line}"));
+        }
     }
     Ok(true)
+}
+
+/// One line per filesystem: how much of it is used, or why it was copied
+/// whole.
+fn filesystems(snap: &platter::repo::snapshot::Snapshot) -> Vec<String> {
+    let Some(layout) = snap
+        .layout
+        .clone()
+        .and_then(|v| serde_json::from_value::<Layout>(v).ok())
+    else {
+        return Vec::new();
+    };
+    let sector = u64::from(layout.sector_size);
+    let whole = layout
+        .content
+        .iter()
+        .map(|c| ("the whole source".to_string(), layout.disk_size, c));
+    let parts = layout.partitions.iter().filter_map(|p| {
+        let c = p.content.as_ref()?;
+        Some((
+            format!("partition {}", p.number),
+            p.sectors.saturating_mul(sector),
+            c,
+        ))
+    });
+    whole
+        .chain(parts)
+        .map(|(name, size, c)| match (&c.used, &c.copied_whole) {
+            (Some(used), _) => format!(
+                "{name} ({}): {} used of {}, free space skipped",
+                c.fstype,
+                output::bytes(*used),
+                output::bytes(size)
+            ),
+            (None, Some(why)) => format!("{name} ({}): copied whole: {why}", c.fstype),
+            (None, None) => format!("{name} ({}): copied whole (free space not read)", c.fstype),
+        })
+        .collect()
 }

@@ -19,6 +19,12 @@ fn content_text(c: &Content) -> String {
     if let Some(n) = c.size {
         s += &format!(", {} filesystem", bytes(n));
     }
+    if let Some(n) = c.used {
+        s += &format!(", {} used", bytes(n));
+    }
+    if let Some(why) = &c.copied_whole {
+        s += &format!(" (copied whole: {why})");
+    }
     s
 }
 

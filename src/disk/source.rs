@@ -105,6 +105,30 @@ impl Source {
         })
     }
 
+    /// Where the source (or a loop device over it) is mounted read-write:
+    /// a backup of it would be inconsistent.
+    pub fn mounted_read_write(&self) -> Vec<String> {
+        let mut devices: Vec<PathBuf> = if self.identity.is_device {
+            vec![self.path.clone()]
+        } else {
+            sysfs::loops_backed_by(&self.path)
+                .into_iter()
+                .map(PathBuf::from)
+                .collect()
+        };
+        devices.retain(|d| d.exists());
+        devices
+            .iter()
+            .filter_map(|d| {
+                let rdev = std::fs::metadata(d).ok()?.rdev();
+                Some(sysfs::mounts_with_mode(&sysfs::block_dir(rdev)?, rdev))
+            })
+            .flatten()
+            .filter(|(_, rw)| *rw)
+            .map(|(point, _)| point)
+            .collect()
+    }
+
     /// The layout (partition table, contents) of this source.
     pub fn layout(&self) -> Result<Layout> {
         Layout::read(

@@ -52,6 +52,15 @@ fn device_and_partitions(dir: &Path, rdev: u64) -> Vec<(u32, u32)> {
 
 /// Mount points of the device or any of its partitions.
 pub fn mounts_of_device(dir: &Path, rdev: u64) -> Vec<String> {
+    mounts_with_mode(dir, rdev)
+        .into_iter()
+        .map(|(point, _)| point)
+        .collect()
+}
+
+/// Mount points of the device or any of its partitions, each with whether
+/// it is mounted read-write.
+pub fn mounts_with_mode(dir: &Path, rdev: u64) -> Vec<(String, bool)> {
     let devices = device_and_partitions(dir, rdev);
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
@@ -61,9 +70,11 @@ pub fn mounts_of_device(dir: &Path, rdev: u64) -> Vec<String> {
             let mut fields = line.split(' ');
             let majmin = fields.nth(2)?;
             let point = fields.nth(1)?;
+            let options = fields.next()?;
             let (a, b) = majmin.split_once(':')?;
             let dev = (a.parse().ok()?, b.parse().ok()?);
-            devices.contains(&dev).then(|| unescape_mount(point))
+            let rw = options.split(',').any(|o| o == "rw");
+            devices.contains(&dev).then(|| (unescape_mount(point), rw))
         })
         .collect()
 }

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
+use crate::disk::fs;
 use crate::disk::{Source, SourceIdentity};
 use crate::engine::backup_pipeline::{self, PipelineInput};
 use crate::error::{Error, Result};
@@ -26,6 +27,10 @@ pub struct BackupOptions {
     pub parent: Option<String>,
     /// Back up only this partition of the source.
     pub partition: Option<u32>,
+    /// Read every byte, free space too.
+    pub raw: bool,
+    /// Back up a filesystem that is mounted read-write (inconsistent).
+    pub allow_mounted: bool,
 }
 
 pub fn backup(
@@ -39,10 +44,26 @@ pub fn backup(
     if let Some(n) = options.partition {
         source = source.into_partition(n)?;
     }
-    let layout = source.layout()?;
+    let mut layout = source.layout()?;
     for w in &layout.warnings {
         progress.warn(&format!("layout of {}: {w}", source_path.display()));
     }
+    let mounted = source.mounted_read_write();
+    if !mounted.is_empty() && !options.allow_mounted {
+        return Err(Error::busy(format!(
+            "{} is mounted read-write at {}: a backup of it would be inconsistent",
+            source_path.display(),
+            mounted.join(", ")
+        ))
+        .hint("unmount it or remount it read-only (`mount -o remount,ro`), or add --allow-mounted to take an inconsistent image anyway"));
+    }
+    // Free space of known filesystems is neither read nor stored; a
+    // mounted filesystem's bitmaps are not trusted.
+    let free = if options.raw || !mounted.is_empty() {
+        fs::Ranges::default()
+    } else {
+        fs::source_usage(&mut layout, &source)?
+    };
     let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());
     let chunk_size = repo.config().chunk_size;
@@ -80,6 +101,7 @@ pub fn backup(
     progress.start("backup", info.size);
     let out = backup_pipeline::run(PipelineInput {
         source: &source,
+        free: &free,
         backend: repo.backend(),
         index: &index,
         parent: parent_map,

@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::codec::{self, ChunkId, Compression, Stored};
 use crate::disk::Source;
+use crate::disk::fs::Ranges;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::RawId;
@@ -34,6 +35,8 @@ pub const PACK_TARGET: u64 = 64 << 20;
 
 pub struct PipelineInput<'a> {
     pub source: &'a Source,
+    /// Byte ranges no filesystem uses: chunks wholly inside are not read.
+    pub free: &'a Ranges,
     pub backend: &'a dyn Backend,
     pub index: &'a Index,
     pub parent: Option<MapReader>,
@@ -58,13 +61,23 @@ struct Slot {
 
 struct Job {
     pos: u64,
-    hole: bool,
+    len: u64,
+    skip: Skip,
     parent: Option<MapEntry>,
     slot: Slot,
 }
 
+/// Why a chunk is not read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    No,
+    Hole,
+    Free,
+}
+
 enum Outcome {
     Hole,
+    Free(u64),
     Zero,
     Unchanged(MapEntry),
     Dedup(MapEntry),
@@ -100,9 +113,12 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         let reader = {
             let (free_rx, job_tx, stop) = (free_rx.clone(), job_tx, &stop);
             let (source, header, progress) = (input.source, input.header, input.progress);
-            let parent = input.parent;
-            scope
-                .spawn(move || read_loop(source, header, parent, &free_rx, &job_tx, stop, progress))
+            let (parent, unused) = (input.parent, input.free);
+            scope.spawn(move || {
+                read_loop(
+                    source, unused, header, parent, &free_rx, &job_tx, stop, progress,
+                )
+            })
         };
         for _ in 0..workers {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
@@ -130,8 +146,10 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_loop(
     source: &Source,
+    unused: &Ranges,
     header: MapHeader,
     mut parent: Option<MapReader>,
     free: &Receiver<Slot>,
@@ -160,8 +178,14 @@ fn read_loop(
                 None
             }
         };
-        let hole = source.is_hole(start, start + len);
-        if !hole {
+        let skip = if unused.covers(start, start + len) {
+            Skip::Free
+        } else if source.is_hole(start, start + len) {
+            Skip::Hole
+        } else {
+            Skip::No
+        };
+        if skip == Skip::No {
             // Every byte is overwritten by the read: resize only when the
             // length changes (the last chunk), so nothing is zero-filled.
             slot.plain.resize(len as usize, 0);
@@ -170,7 +194,8 @@ fn read_loop(
         progress.advance(len);
         let job = Job {
             pos,
-            hole,
+            len,
+            skip,
             parent: parent_entry,
             slot,
         };
@@ -191,14 +216,15 @@ fn work_loop(
     for job in jobs.iter() {
         let Job {
             pos,
-            hole,
+            len,
+            skip,
             parent,
             mut slot,
         } = job;
-        let outcome = if hole {
-            Outcome::Hole
-        } else {
-            classify(&mut slot, parent, index, pending, compression)
+        let outcome = match skip {
+            Skip::Hole => Outcome::Hole,
+            Skip::Free => Outcome::Free(len),
+            Skip::No => classify(&mut slot, parent, index, pending, compression),
         };
         if done.send(Done { pos, outcome, slot }).is_err() {
             return;
@@ -277,6 +303,11 @@ fn write_loop(
                 Outcome::Hole => {
                     stats.chunks_hole += 1;
                     MapEntry::ZERO
+                }
+                Outcome::Free(len) => {
+                    stats.chunks_free += 1;
+                    stats.bytes_free += len;
+                    MapEntry::UNUSED
                 }
                 Outcome::Zero => {
                     stats.chunks_zero += 1;

@@ -58,6 +58,12 @@ impl MapEntry {
         id: ChunkId([0; 32]),
     };
 
+    pub const UNUSED: MapEntry = MapEntry {
+        kind: Kind::Unused,
+        fingerprint: 0,
+        id: ChunkId([0; 32]),
+    };
+
     pub fn data(id: ChunkId, fingerprint: u64) -> MapEntry {
         MapEntry {
             kind: Kind::Data,

@@ -62,6 +62,12 @@ pub struct BackupStats {
     pub chunks_zero: u64,
     /// Chunks wholly in holes of the source file: not read.
     pub chunks_hole: u64,
+    /// Chunks wholly in free space of known filesystems: not read.
+    #[serde(default)]
+    pub chunks_free: u64,
+    /// Bytes of those chunks.
+    #[serde(default)]
+    pub bytes_free: u64,
     pub duration_s: f64,
 }
 

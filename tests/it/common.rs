@@ -627,6 +627,22 @@ impl Mounted {
             point: point.to_path_buf(),
         }
     }
+
+    pub fn mount_ro(device: &Path, point: &Path) -> Mounted {
+        fs::create_dir_all(point).expect("cannot create mount point");
+        system(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "ro".as_ref(),
+                device.as_os_str(),
+                point.as_os_str(),
+            ],
+        );
+        Mounted {
+            point: point.to_path_buf(),
+        }
+    }
 }
 
 impl Drop for Mounted {

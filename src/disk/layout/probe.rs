@@ -24,6 +24,13 @@ pub struct Content {
     /// The size the filesystem says it has, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Bytes its allocation structures say are used (of its partition),
+    /// when they were read (see `disk::fs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    /// Why its free space was not read and it is copied whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_whole: Option<String>,
 }
 
 impl Content {
@@ -34,6 +41,8 @@ impl Content {
             label: None,
             uuid: None,
             size: None,
+            used: None,
+            copied_whole: None,
         }
     }
 }

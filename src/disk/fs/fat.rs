@@ -1,0 +1,115 @@
+//! FAT12/16/32: free space from the allocation table.
+//!
+//! The reserved sectors, every FAT and the FAT12/16 root directory are
+//! used; of the data area, a cluster is free when its entry is zero in
+//! every copy of the FAT (a disagreement counts as used). Sectors after
+//! the last cluster, and anything after the filesystem's end, stay used.
+
+use super::{Ranges, Region};
+use crate::error::{Error, Result};
+
+fn le16(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+}
+
+/// The FAT entry of `cluster` in one table; an entry past the table's end
+/// reads as used.
+fn entry(fat: &[u8], bits: u32, cluster: u64) -> u64 {
+    let (at, len) = match bits {
+        12 => (cluster + cluster / 2, 2),
+        16 => (cluster * 2, 2),
+        _ => (cluster * 4, 4),
+    };
+    let Some(raw) = fat.get(at as usize..(at + len) as usize) else {
+        return u64::MAX;
+    };
+    match bits {
+        12 if cluster % 2 == 0 => le16(raw, 0) & 0xFFF,
+        12 => le16(raw, 0) >> 4,
+        16 => le16(raw, 0),
+        _ => le32(raw, 0) & 0x0FFF_FFFF,
+    }
+}
+
+/// Free byte ranges of the FAT filesystem in `r`.
+pub fn free_ranges(r: &Region) -> Result<Ranges> {
+    let bs = r.read(0, 512)?;
+    let sector = le16(&bs, 0x0B);
+    let per_cluster = u64::from(bs[0x0D]);
+    let reserved = le16(&bs, 0x0E);
+    let fats = u64::from(bs[0x10]);
+    let root_entries = le16(&bs, 0x11);
+    let total = match le16(&bs, 0x13) {
+        0 => le32(&bs, 0x20),
+        n => n,
+    };
+    let fat32 = le16(&bs, 0x16) == 0;
+    let fat_sectors = if fat32 {
+        le32(&bs, 0x24)
+    } else {
+        le16(&bs, 0x16)
+    };
+    if !matches!(sector, 512 | 1024 | 2048 | 4096)
+        || !per_cluster.is_power_of_two()
+        || reserved == 0
+        || !(1..=2).contains(&fats)
+        || fat_sectors == 0
+    {
+        return Err(Error::corrupt("its boot sector's geometry is impossible"));
+    }
+    if total.saturating_mul(sector) > r.len {
+        return Err(Error::corrupt(format!(
+            "it claims {total} sectors, more than its {}-byte partition",
+            r.len
+        )));
+    }
+    let root_sectors = (root_entries * 32).div_ceil(sector);
+    let data_start = reserved + fats * fat_sectors + root_sectors;
+    let Some(data) = total.checked_sub(data_start) else {
+        return Err(Error::corrupt("its data area starts after its end"));
+    };
+    let clusters = data / per_cluster;
+    let bits = match clusters {
+        _ if fat32 => 32,
+        0..4085 => 12,
+        _ => 16,
+    };
+    let fat_bytes = fat_sectors * sector;
+    if (clusters + 2) * u64::from(bits) / 8 > fat_bytes {
+        return Err(Error::corrupt("its FAT is too small for its clusters"));
+    }
+    let tables: Vec<Vec<u8>> = (0..fats)
+        .map(|i| r.read((reserved + i * fat_sectors) * sector, fat_bytes as usize))
+        .collect::<Result<_>>()?;
+    // The first entry repeats the media byte: a cheap check that this is
+    // the table the boot sector describes.
+    let media = u64::from(bs[0x15]);
+    if tables.iter().any(|t| entry(t, bits, 0) & 0xFF != media) {
+        return Err(Error::corrupt(
+            "its FAT does not start with the boot sector's media byte",
+        ));
+    }
+    let cluster_bytes = per_cluster * sector;
+    let base = data_start * sector;
+    let mut free = Vec::new();
+    let mut run: Option<u64> = None;
+    for c in 2..clusters + 3 {
+        let is_free = c < clusters + 2 && tables.iter().all(|t| entry(t, bits, c) == 0);
+        match (is_free, run) {
+            (true, None) => run = Some(c),
+            (false, Some(a)) => {
+                free.push((
+                    base + (a - 2) * cluster_bytes,
+                    base + (c - 2) * cluster_bytes,
+                ));
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    Ok(Ranges::new(free))
+}

@@ -1,0 +1,216 @@
+//! Used maps: which bytes of a filesystem hold data, read from its own
+//! allocation structures (one file per filesystem). Everything else of a
+//! source is used: the gaps between partitions, unknown filesystems, and
+//! any filesystem whose structures look wrong, which is then copied raw
+//! with a note saying why. Nothing that is not understood is skipped.
+
+mod ext;
+mod fat;
+mod swap;
+
+use crate::disk::layout::{Content, Layout, ReadAt, Table};
+use crate::error::{Error, Result};
+
+/// Byte ranges `(start, end)`, sorted and merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    /// From any ranges: sorted, empty ones dropped, overlaps merged.
+    pub fn new(mut ranges: Vec<(u64, u64)>) -> Ranges {
+        ranges.retain(|&(a, b)| a < b);
+        ranges.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        Ranges(out)
+    }
+
+    pub fn as_slice(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|&(a, b)| b - a).sum()
+    }
+
+    /// Whether `[start, end)` lies wholly inside these ranges.
+    pub fn covers(&self, start: u64, end: u64) -> bool {
+        let i = self.0.partition_point(|&(_, b)| b <= start);
+        self.0.get(i).is_some_and(|&(a, b)| a <= start && end <= b)
+    }
+
+    /// `[0, len)` without these ranges.
+    pub fn complement(&self, len: u64) -> Ranges {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &(a, b) in &self.0 {
+            if a.min(len) > at {
+                out.push((at, a.min(len)));
+            }
+            at = at.max(b);
+        }
+        if len > at {
+            out.push((at, len));
+        }
+        Ranges(out)
+    }
+
+    /// These ranges without any byte of `other`.
+    pub fn without(&self, other: &Ranges) -> Ranges {
+        let mut out = Vec::new();
+        let mut j = 0;
+        for &(a, b) in &self.0 {
+            while j < other.0.len() && other.0[j].1 <= a {
+                j += 1;
+            }
+            let mut at = a;
+            let mut k = j;
+            while k < other.0.len() && other.0[k].0 < b {
+                let (c, d) = other.0[k];
+                if c > at {
+                    out.push((at, c));
+                }
+                at = at.max(d);
+                k += 1;
+            }
+            if at < b {
+                out.push((at, b));
+            }
+        }
+        Ranges(out)
+    }
+
+    fn shifted(&self, by: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0.iter().map(move |&(a, b)| (a + by, b + by))
+    }
+}
+
+/// A window of a disk: reads at `offset + at`, never past `len`.
+struct Region<'a> {
+    io: &'a dyn ReadAt,
+    offset: u64,
+    len: u64,
+}
+
+impl Region<'_> {
+    fn read(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+        let end = at.checked_add(len as u64).filter(|&e| e <= self.len);
+        if end.is_none() {
+            return Err(Error::corrupt(format!(
+                "a structure at byte {at} ({len} bytes) lies past the end of the {}-byte filesystem",
+                self.len
+            )));
+        }
+        let mut buf = vec![0u8; len];
+        self.io.read_at(&mut buf, self.offset + at)?;
+        Ok(buf)
+    }
+}
+
+/// What one filesystem's allocation says: its free byte ranges (relative
+/// to its start), or why it is copied whole.
+pub enum Usage {
+    Mapped { free: Ranges },
+    Raw { why: String },
+}
+
+/// The usage of the filesystem `content` names, in `len` bytes at
+/// `offset` of `io`. Errors reading the disk are errors; anything odd in
+/// the filesystem is `Raw`.
+pub fn usage(content: &Content, io: &dyn ReadAt, offset: u64, len: u64) -> Result<Usage> {
+    let region = Region { io, offset, len };
+    let mapped = match content.fstype.as_str() {
+        "ext2" | "ext3" | "ext4" => ext::free_ranges(&region),
+        "vfat" => fat::free_ranges(&region),
+        "swap" => swap::free_ranges(&region),
+        other => {
+            return Ok(Usage::Raw {
+                why: format!("the free space of {other} is not read"),
+            });
+        }
+    };
+    match mapped {
+        Ok(free) => Ok(Usage::Mapped { free }),
+        Err(e)
+            if e.kind() == crate::ErrorKind::Corrupt
+                || e.kind() == crate::ErrorKind::Unsupported =>
+        {
+            Ok(Usage::Raw {
+                why: e.message().to_string(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Free space of every understood filesystem of a source, from its
+/// layout: absolute byte ranges that no filesystem uses. Each content in
+/// the layout gets its used bytes, or why it is copied whole. A table with
+/// problems (overlaps, partitions past the end) is copied whole.
+pub fn source_usage(layout: &mut Layout, io: &dyn ReadAt) -> Result<Ranges> {
+    let mut free = Vec::new();
+    if layout.table != Table::None && !layout.warnings.is_empty() {
+        for c in layout
+            .partitions
+            .iter_mut()
+            .filter_map(|p| p.content.as_mut())
+        {
+            c.copied_whole = Some("the partition table has problems".into());
+        }
+        return Ok(Ranges::default());
+    }
+    let disk_size = layout.disk_size;
+    if let Some(c) = layout.content.as_mut() {
+        record(c, io, 0, disk_size, &mut free)?;
+    }
+    let spans: Vec<Option<(u64, u64)>> = layout
+        .partitions
+        .iter()
+        .map(|p| layout.partition_bytes(p.number))
+        .collect();
+    for (p, span) in layout.partitions.iter_mut().zip(spans) {
+        if let (false, Some(c), Some((offset, len))) = (p.is_extended(), p.content.as_mut(), span) {
+            record(c, io, offset, len, &mut free)?;
+        }
+    }
+    Ok(Ranges::new(free))
+}
+
+fn record(
+    content: &mut Content,
+    io: &dyn ReadAt,
+    offset: u64,
+    len: u64,
+    free: &mut Vec<(u64, u64)>,
+) -> Result<()> {
+    match usage(content, io, offset, len)? {
+        Usage::Mapped { free: f } => {
+            content.used = Some(len - f.total());
+            free.extend(f.shifted(offset));
+        }
+        Usage::Raw { why } => content.copied_whole = Some(why),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_cover_and_complement() {
+        let r = Ranges::new(vec![(10, 20), (0, 5), (15, 30), (40, 40)]);
+        assert_eq!(r.0, [(0, 5), (10, 30)]);
+        assert_eq!(r.total(), 25);
+        assert!(r.covers(10, 30) && r.covers(0, 5) && !r.covers(4, 11) && !r.covers(30, 31));
+        assert_eq!(r.complement(50).0, [(5, 10), (30, 50)]);
+        assert_eq!(r.complement(3).0, Vec::<(u64, u64)>::new());
+        let cut = Ranges::new(vec![(2, 3), (12, 14), (25, 35)]);
+        assert_eq!(r.without(&cut).0, [(0, 2), (3, 5), (10, 12), (14, 25)]);
+    }
+}
