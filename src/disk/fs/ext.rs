@@ -41,6 +41,7 @@ const RO_BIGALLOC: u32 = 0x200;
 const RO_METADATA_CSUM: u32 = 0x400;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const BG_BLOCK_UNINIT: u16 = 0x2;
+const MAX_GROUPS: u64 = 1 << 22;
 
 fn le16(b: &[u8], at: usize) -> u64 {
     u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
@@ -142,6 +143,13 @@ impl Geometry {
             )));
         }
         let groups = (blocks - first_data_block).div_ceil(blocks_per_group);
+        // mke2fs makes groups of at least 256 blocks; more groups than this
+        // (512 TiB of 128 MiB groups) would only cost memory to read.
+        if blocks_per_group < 256 || groups > MAX_GROUPS {
+            return Err(Error::unsupported(format!(
+                "{groups} block groups of {blocks_per_group} blocks"
+            )));
+        }
         let desc_size = if is64 { le16(sb, 0xFE) } else { 32 };
         if desc_size < 32 || !desc_size.is_power_of_two() || desc_size > block {
             return Err(bad(format!(

@@ -201,6 +201,49 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    struct Mem(Vec<u8>);
+
+    impl ReadAt for Mem {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+            let at = offset as usize;
+            buf.copy_from_slice(&self.0[at..at + buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn content(fstype: &str) -> Content {
+        serde_json::from_value(serde_json::json!({ "fstype": fstype })).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Hostile superblocks, descriptors, boot sectors and tables: an
+        /// answer (mapped or whole), never a panic; free space always
+        /// inside the filesystem.
+        #[test]
+        fn hostile_filesystems_never_panic(
+            head in proptest::collection::vec(any::<u8>(), 4096),
+            fill in any::<u8>(),
+            ext_clean in any::<bool>(),
+        ) {
+            let mut disk = vec![fill; 1 << 20];
+            disk[..4096].copy_from_slice(&head);
+            if ext_clean {
+                disk[1024 + 0x38] = 0x53;
+                disk[1024 + 0x39] = 0xEF;
+                disk[1024 + 0x3A] = 1;
+                disk[1024 + 0x60..1024 + 0x64].copy_from_slice(&0x40u32.to_le_bytes());
+            }
+            let io = Mem(disk);
+            for fstype in ["ext4", "vfat", "swap"] {
+                if let Ok(Usage::Mapped { free }) = usage(&content(fstype), &io, 0, 1 << 20) {
+                    prop_assert!(free.0.iter().all(|&(a, b)| a < b && b <= 1 << 20));
+                }
+            }
+        }
+    }
 
     #[test]
     fn ranges_merge_cover_and_complement() {
