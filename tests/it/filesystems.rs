@@ -517,3 +517,47 @@ fn a_filesystem_mounted_read_write_is_refused() {
     let ro = backup_json(&sandbox, &device.path, &[]);
     assert!(ro["bytes_free"].as_u64().unwrap() > 0, "{ro:#}");
 }
+
+// Pins: an incremental backup of an ext4 filesystem reads only its used chunks and stores only what changed (a new file), and restores to identical files.
+#[test]
+fn incremental_backups_read_used_chunks_and_store_changes() {
+    if !have(
+        "incremental_backups_read_used_chunks_and_store_changes",
+        &["root", "loop devices", "mkfs.ext4", "e2fsck", "mount"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let image = ext4_image(&sandbox, "fs.img", "");
+    // A device, not a sparse file: free space cannot hide in holes.
+    let device = LoopDevice::attach(&image);
+    let first = backup_json(&sandbox, &device.path, &[]);
+    let used = inspect(&device.path)["content"]["used"].as_u64().unwrap();
+    let point = sandbox.path("mnt");
+    {
+        let mounted = Mounted::mount(&device.path, &point);
+        fs::write(mounted.point.join("new.bin"), Rng::new(7).bytes(5 << 20)).unwrap();
+    }
+    let second = backup_json(&sandbox, &device.path, &[]);
+    assert_eq!(second["parent"], first["snapshot"]);
+    let read = second["bytes_read"].as_u64().unwrap();
+    assert!(
+        read <= used + 5 * MIB + 24 * MIB && read < 96 * MIB * 3 / 4,
+        "read {read}, used {used}"
+    );
+    let new = second["bytes_new_plain"].as_u64().unwrap();
+    assert!(
+        (5 * MIB..5 * MIB + 4 * MIB).contains(&new),
+        "stored {new} new plain bytes for a 5 MiB file"
+    );
+    drop(device);
+    let restored = sandbox.path("restored.img");
+    sandbox
+        .restore(second["snapshot"].as_str().unwrap(), &restored, &[])
+        .ok();
+    system("e2fsck", &["-fn".as_ref(), restored.as_os_str()]);
+    assert_eq!(
+        hashes_of_image(&restored, &sandbox.path(".")),
+        hashes_of_image(&image, &sandbox.path("."))
+    );
+}
