@@ -142,5 +142,8 @@ pub fn lines(layout: &Layout) -> Vec<String> {
     for w in &layout.warnings {
         out.push(format!("  warning: {w}"));
     }
+    for n in &layout.notes {
+        out.push(format!("  note: {n}"));
+    }
     out
 }

@@ -33,6 +33,8 @@ pub struct Source {
     path: PathBuf,
     /// Where the source starts in `file`: 0, or a partition's offset.
     base: u64,
+    /// Problems of the partition table this partition was found in.
+    table_warnings: Vec<String>,
     identity: SourceIdentity,
 }
 
@@ -92,6 +94,7 @@ impl Source {
             file,
             path: canonical.clone(),
             base: 0,
+            table_warnings: Vec::new(),
             identity: SourceIdentity {
                 path: canonical.display().to_string(),
                 is_device,
@@ -105,28 +108,53 @@ impl Source {
         })
     }
 
-    /// Where the source (or a loop device over it) is mounted read-write:
-    /// a backup of it would be inconsistent.
-    pub fn mounted_read_write(&self) -> Vec<String> {
-        let mut devices: Vec<PathBuf> = if self.identity.is_device {
-            vec![self.path.clone()]
+    /// Problems of the partition table a `--partition` source was cut
+    /// from: its free space is then not trusted.
+    pub fn table_warnings(&self) -> &[String] {
+        &self.table_warnings
+    }
+
+    /// Who may be writing the source while it is read: read-write mounts
+    /// of it, of a loop device over it (or over the same file as this loop
+    /// device), and devices stacked on it (LVM, dm-crypt, RAID).
+    pub fn writers(&self) -> Vec<String> {
+        let mut devices: Vec<PathBuf> = Vec::new();
+        if self.identity.is_device {
+            devices.push(self.path.clone());
+            if let Some(file) = sysfs::loop_backing_file(&self.path) {
+                devices.extend(sysfs::loops_backed_by(&file).into_iter().map(PathBuf::from));
+            }
         } else {
-            sysfs::loops_backed_by(&self.path)
-                .into_iter()
-                .map(PathBuf::from)
-                .collect()
-        };
+            devices.extend(
+                sysfs::loops_backed_by(&self.path)
+                    .into_iter()
+                    .map(PathBuf::from),
+            );
+        }
         devices.retain(|d| d.exists());
-        devices
-            .iter()
-            .filter_map(|d| {
-                let rdev = std::fs::metadata(d).ok()?.rdev();
-                Some(sysfs::mounts_with_mode(&sysfs::block_dir(rdev)?, rdev))
-            })
-            .flatten()
-            .filter(|(_, rw)| *rw)
-            .map(|(point, _)| point)
-            .collect()
+        devices.sort();
+        devices.dedup();
+        let mut out = Vec::new();
+        for d in devices {
+            let Some((dir, rdev)) = std::fs::metadata(&d)
+                .ok()
+                .and_then(|m| Some((sysfs::block_dir(m.rdev())?, m.rdev())))
+            else {
+                continue;
+            };
+            out.extend(
+                sysfs::mounts_with_mode(&dir, rdev)
+                    .into_iter()
+                    .filter(|(_, rw)| *rw)
+                    .map(|(point, _)| format!("mounted read-write at {point}")),
+            );
+            out.extend(
+                sysfs::holders(&dir)
+                    .into_iter()
+                    .map(|h| format!("held by {h} (LVM, dm-crypt or RAID)")),
+            );
+        }
+        out
     }
 
     /// The layout (partition table, contents) of this source.
@@ -180,6 +208,7 @@ impl Source {
                 .hint("the partition table is damaged; back up the whole disk instead")
             })?;
         self.base = offset;
+        self.table_warnings = layout.warnings.clone();
         self.identity.size = len;
         self.identity.partition = Some(number);
         Ok(self)

@@ -104,6 +104,13 @@ pub fn holders(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The file behind a loop device, if `device` is one.
+pub fn loop_backing_file(device: &Path) -> Option<PathBuf> {
+    let name = device.file_name()?.to_string_lossy().into_owned();
+    let backing = read_trimmed(&Path::new("/sys/block").join(name).join("loop/backing_file"))?;
+    Some(PathBuf::from(backing.trim_end_matches(" (deleted)")))
+}
+
 /// Loop devices whose backing file is `file`.
 pub fn loops_backed_by(file: &Path) -> Vec<String> {
     let Ok(meta) = fs::metadata(file) else {

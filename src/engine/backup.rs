@@ -48,18 +48,25 @@ pub fn backup(
     for w in &layout.warnings {
         progress.warn(&format!("layout of {}: {w}", source_path.display()));
     }
-    let mounted = source.mounted_read_write();
+    let mounted = source.writers();
     if !mounted.is_empty() && !options.allow_mounted {
         return Err(Error::busy(format!(
-            "{} is mounted read-write at {}: a backup of it would be inconsistent",
+            "{} is in use ({}): a backup of it would be inconsistent",
             source_path.display(),
-            mounted.join(", ")
+            mounted.join("; ")
         ))
         .hint("unmount it or remount it read-only (`mount -o remount,ro`), or add --allow-mounted to take an inconsistent image anyway"));
     }
     // Free space of known filesystems is neither read nor stored; a
     // mounted filesystem's bitmaps are not trusted.
-    let free = if options.raw || !mounted.is_empty() {
+    if !source.table_warnings().is_empty() && !options.raw {
+        progress.warn(&format!(
+            "the partition table of {} has problems ({}): every byte of the partition is copied",
+            source_path.display(),
+            source.table_warnings().join("; ")
+        ));
+    }
+    let free = if options.raw || !mounted.is_empty() || !source.table_warnings().is_empty() {
         fs::Ranges::default()
     } else {
         fs::source_usage(&mut layout, &source)?

@@ -162,6 +162,7 @@ fn ext4_free_space_matches_dumpe2fs_and_restores_identical_files() {
         ("meta-bg", "-O meta_bg,^resize_inode"),
         ("sparse-super2", "-O sparse_super2"),
         ("bigalloc", "-O bigalloc -C 65536"),
+        ("gdt-csum", "-O ^metadata_csum,uninit_bg"),
     ];
     for (name, options) in variants {
         let sandbox = Sandbox::new();
@@ -465,6 +466,23 @@ fn damaged_allocation_structures_mean_a_whole_copy() {
     flip_byte(&fat, 512 * u64::from(fs::read(&fat).unwrap()[0x0E]));
     cases.push((fat, "media byte"));
 
+    // A group forged to claim it has no bitmap: its checksum no longer holds.
+    let forged = sandbox.path("forged.img");
+    sh(&format!(
+        "truncate -s 32M {i}; mkfs.ext4 -q -F -b 1024 -O ^flex_bg {i}
+         debugfs -w -R 'set_bg 1 flags 2' {i} 2>/dev/null",
+        i = forged.display()
+    ));
+    cases.push((forged, "checksum"));
+
+    let dirty = sandbox.path("dirty.img");
+    sh(&format!(
+        "truncate -s 16M {i}; mkfs.fat -F 16 {i} >/dev/null
+         printf '\\x01' | dd of={i} bs=1 seek=$((0x25)) conv=notrunc status=none",
+        i = dirty.display()
+    ));
+    cases.push((dirty, "dirty"));
+
     for (image, reason) in cases {
         let report = inspect(&image);
         let why = report["content"]["copied_whole"]
@@ -559,5 +577,85 @@ fn incremental_backups_read_used_chunks_and_store_changes() {
     assert_eq!(
         hashes_of_image(&restored, &sandbox.path(".")),
         hashes_of_image(&image, &sandbox.path("."))
+    );
+}
+
+// Pins: file data that looks like a swap signature does not make a FAT filesystem "swap"; a swap area keeps whatever follows its own size; a FAT boot sector in front of a real partition table makes every byte copied, not the disk a "FAT filesystem".
+#[test]
+fn look_alike_signatures_never_hide_data() {
+    if !have(
+        "look_alike_signatures_never_hide_data",
+        &["mkfs.fat", "mcopy", "mkswap", "sfdisk", "mkfs.ext4"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // A file of 512-byte records each ending in SWAPSPACE2, on FAT12.
+    let fat = sandbox.path("fat.img");
+    let record: Vec<u8> = [vec![0x5Au8; 502], b"SWAPSPACE2".to_vec()].concat();
+    fs::write(sandbox.path("sig.bin"), record.repeat(400)).unwrap();
+    fs::write(sandbox.path("r1.bin"), Rng::new(3).bytes(300_000)).unwrap();
+    sh(&format!(
+        "truncate -s 8M {i}; mkfs.fat -F 12 {i} >/dev/null
+         export MTOOLS_SKIP_CHECK=1; mcopy -i {i} {s}/sig.bin ::/doc.bin; mcopy -i {i} {s}/r1.bin ::/",
+        i = fat.display(),
+        s = sandbox.path(".").display()
+    ));
+    assert_eq!(inspect(&fat)["content"]["fstype"], "vfat");
+    let id = backup_json(&sandbox, &fat, &[])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restored = sandbox.path("fat-restored.img");
+    sandbox.restore(&id, &restored, &[]).ok();
+    let out = sandbox.path("r1.out");
+    sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mcopy -n -i {} ::/r1.bin {}",
+        restored.display(),
+        out.display()
+    ));
+    assert!(fs::read(&out).unwrap() == fs::read(sandbox.path("r1.bin")).unwrap());
+
+    // A swap area of 4 MiB in a 16 MiB file, data after it.
+    let swap = sandbox.path("swap.img");
+    sh(&format!(
+        "truncate -s 16M {i}; mkswap -q {i} 4096
+         head -c 4M /dev/urandom | dd of={i} bs=1M seek=10 conv=notrunc status=none",
+        i = swap.display()
+    ));
+    let id = backup_json(&sandbox, &swap, &[])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bytes = fs::read(&swap).unwrap();
+    let restored = sandbox.path("swap-restored.img");
+    sandbox.restore(&id, &restored, &[]).ok();
+    let got = fs::read(&restored).unwrap();
+    assert!(
+        got[4 << 20..] == bytes[4 << 20..],
+        "what follows the swap area was lost"
+    );
+
+    // A FAT boot sector left in front of an MBR with a partition.
+    let disk = sandbox.path("disk.img");
+    sh(&format!(
+        "truncate -s 64M {i}; mkfs.fat -F 32 -s 8 {i} >/dev/null
+         echo 'start=2048,type=83' | sfdisk -q --wipe never {i} 2>/dev/null
+         mkfs.ext4 -q -F -E offset=$((2048*512)) {i} 32M",
+        i = disk.display()
+    ));
+    let layout = inspect(&disk);
+    assert_eq!(layout["table"], "mbr", "{layout:#}");
+    assert!(
+        layout["warnings"]
+            .to_string()
+            .contains("both a filesystem's boot sector"),
+        "{layout:#}"
+    );
+    let backup = backup_json(&sandbox, &disk, &[]);
+    assert_eq!(backup["bytes_free"], 0, "{backup:#}");
+    sandbox.assert_restores(
+        backup["snapshot"].as_str().unwrap(),
+        &fs::read(&disk).unwrap(),
     );
 }

@@ -35,6 +35,28 @@ const INCOMPAT_KNOWN: u32 = 0x1
     | 0x8000
     | 0x10000
     | 0x20000;
+/// Read-only features whose allocation is understood: sparse_super,
+/// large_file, btree_dir, huge_file, gdt_csum, dir_nlink, extra_isize,
+/// quota, bigalloc, metadata_csum, readonly, project, shared_blocks,
+/// verity, orphan_present. Not: has_snapshot, replica, and unknown ones.
+const RO_KNOWN: u32 = 0x1
+    | 0x2
+    | 0x4
+    | 0x8
+    | 0x10
+    | 0x20
+    | 0x40
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x1000
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x10000;
+/// Snapshot exclude bitmaps change what is allocated.
+const COMPAT_EXCLUDE_BITMAP: u32 = 0x100;
+const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 const RO_SPARSE_SUPER: u32 = 0x1;
 const RO_GDT_CSUM: u32 = 0x10;
 const RO_BIGALLOC: u32 = 0x200;
@@ -71,6 +93,56 @@ struct Geometry {
     sparse_super2: Option<[u64; 2]>,
     uninit_valid: bool,
     inode_table_blocks: u64,
+    checksum: Checksum,
+}
+
+/// How group descriptors are checksummed.
+enum Checksum {
+    None,
+    /// gdt_csum: crc16 over the UUID, the group number and the descriptor.
+    Crc16 {
+        uuid: [u8; 16],
+    },
+    /// metadata_csum: crc32c from the filesystem's seed, low 16 bits.
+    Crc32c {
+        seed: u32,
+    },
+}
+
+/// Linux's crc32c: no inversion before or after (`crc32c` inverts both).
+fn crc32c_raw(seed: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!seed, data)
+}
+
+/// Linux's crc16 (reflected 0x8005, no final inversion) from ~0 over
+/// `parts` in order.
+fn crc16_of(parts: &[&[u8]]) -> u16 {
+    const ARC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_ARC);
+    let mut d = ARC.digest_with_initial(!0);
+    for part in parts {
+        d.update(part);
+    }
+    d.finalize()
+}
+
+impl Checksum {
+    /// Whether group `g`'s descriptor `d` carries the right checksum.
+    fn holds(&self, g: u64, d: &[u8]) -> bool {
+        let stored = u16::from_le_bytes([d[0x1E], d[0x1F]]);
+        let group = (g as u32).to_le_bytes();
+        let (head, tail) = (&d[..0x1E], &d[0x20..]);
+        match self {
+            Checksum::None => true,
+            Checksum::Crc16 { uuid } => crc16_of(&[uuid, &group, head, tail]) == stored,
+            Checksum::Crc32c { seed } => {
+                let mut c = crc32c_raw(*seed, &group);
+                c = crc32c_raw(c, head);
+                c = crc32c_raw(c, &[0, 0]);
+                c = crc32c_raw(c, tail);
+                (c & 0xFFFF) as u16 == stored
+            }
+        }
+    }
 }
 
 impl Geometry {
@@ -102,6 +174,13 @@ impl Geometry {
             return Err(Error::unsupported(format!(
                 "incompatible features {:#x} are not understood",
                 incompat & !INCOMPAT_KNOWN
+            )));
+        }
+        if ro_compat & !RO_KNOWN != 0 || compat & COMPAT_EXCLUDE_BITMAP != 0 {
+            return Err(Error::unsupported(format!(
+                "features {:#x} (read-only compatible) / {:#x} are not understood",
+                ro_compat & !RO_KNOWN,
+                compat & COMPAT_EXCLUDE_BITMAP
             )));
         }
         let log_block = le32(sb, 0x18);
@@ -182,6 +261,21 @@ impl Geometry {
                 .then(|| [le32(sb, 0x24C), le32(sb, 0x250)]),
             uninit_valid: ro_compat & (RO_GDT_CSUM | RO_METADATA_CSUM) != 0,
             inode_table_blocks: (inodes_per_group * inode_size).div_ceil(block),
+            checksum: if ro_compat & RO_METADATA_CSUM != 0 {
+                Checksum::Crc32c {
+                    seed: if incompat & INCOMPAT_CSUM_SEED != 0 {
+                        le32(sb, 0x270) as u32
+                    } else {
+                        crc32c_raw(!0, &sb[0x68..0x78])
+                    },
+                }
+            } else if ro_compat & RO_GDT_CSUM != 0 {
+                let mut uuid = [0u8; 16];
+                uuid.copy_from_slice(&sb[0x68..0x78]);
+                Checksum::Crc16 { uuid }
+            } else {
+                Checksum::None
+            },
         })
     }
 
@@ -274,6 +368,9 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
     let mut meta: Vec<(u64, u64)> = vec![(0, geo.first_data_block.max(geo.sb_block()) + 1)];
     for g in 0..geo.groups {
         let d = desc(g);
+        if !geo.checksum.holds(g, d) {
+            return Err(bad(format!("group {g}'s descriptor fails its checksum")));
+        }
         let bitmap = field32(d, 0x0, 0x20);
         let inode_bitmap = field32(d, 0x4, 0x24);
         let table = field32(d, 0x8, 0x28);
@@ -323,6 +420,9 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
         let flags = le16(d, 0x12) as u16;
         let free_count = le16(d, 0xC) | if wide { le16(d, 0x2C) << 16 } else { 0 };
         if geo.uninit_valid && flags & BG_BLOCK_UNINIT != 0 {
+            if g == 0 {
+                return Err(bad("group 0 claims to have no block bitmap"));
+            }
             // No bitmap on disk: all but the metadata is free.
             free.push((
                 start * geo.block,

@@ -93,6 +93,23 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
             "its FAT does not start with the boot sector's media byte",
         ));
     }
+    // Not cleanly unmounted: the dirty bit of the boot sector, or the
+    // "clean shutdown" bit of FAT entry 1 cleared (FAT16 and FAT32).
+    let dirty_flag = bs[if fat32 { 0x41 } else { 0x25 }] & 1 != 0;
+    let clean_bit = match bits {
+        16 => 0x8000,
+        32 => 0x0800_0000,
+        _ => 0,
+    };
+    if dirty_flag
+        || tables
+            .iter()
+            .any(|t| entry(t, bits, 1) & clean_bit != clean_bit)
+    {
+        return Err(Error::corrupt(
+            "it is marked dirty (mounted, or not cleanly unmounted): run fsck.fat",
+        ));
+    }
     let cluster_bytes = per_cluster * sector;
     let base = data_start * sector;
     let mut free = Vec::new();

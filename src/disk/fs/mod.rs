@@ -178,7 +178,16 @@ pub fn source_usage(layout: &mut Layout, io: &dyn ReadAt) -> Result<Ranges> {
             record(c, io, offset, len, &mut free)?;
         }
     }
-    Ok(Ranges::new(free))
+    // The table's own sectors (an EBR may sit inside a partition's span).
+    let sector = u64::from(layout.sector_size);
+    let tables = Ranges::new(
+        layout
+            .table_sectors
+            .iter()
+            .map(|&(a, b)| (a.saturating_mul(sector), b.saturating_mul(sector)))
+            .collect(),
+    );
+    Ok(Ranges::new(free).without(&tables))
 }
 
 fn record(

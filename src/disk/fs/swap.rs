@@ -1,18 +1,26 @@
-//! Linux swap: only the header page holds anything that outlives a boot.
-//! A hibernation image replaces the signature, so it is never taken for
-//! swap (and is copied whole).
+//! Linux swap: only the header page holds anything that outlives a boot,
+//! and only up to the area's own size (what follows, such as RAID
+//! metadata at the end of a member, stays). A hibernation image replaces
+//! the signature and is copied whole.
 
 use super::{Ranges, Region};
+use crate::disk::layout::swap_page;
 use crate::error::{Error, Result};
 
-/// Everything after the header page is free.
+/// The free space of the swap area in `r`.
 pub fn free_ranges(r: &Region) -> Result<Ranges> {
-    for page in [4096u64, 8192, 16384, 65536] {
-        if page <= r.len && r.read(page - 10, 10)? == b"SWAPSPACE2" {
-            return Ok(Ranges::new(vec![(page, r.len)]));
-        }
+    let head = r.read(0, (r.len.min(65536)) as usize)?;
+    let Some((page, true)) = swap_page(&head) else {
+        return Err(Error::corrupt(
+            "it holds a hibernation image or an unknown swap header",
+        ));
+    };
+    let last_page = u64::from(u32::from_le_bytes([
+        head[1028], head[1029], head[1030], head[1031],
+    ]));
+    let end = (last_page + 1).saturating_mul(page).min(r.len);
+    if last_page == 0 || end <= page {
+        return Err(Error::corrupt("its header gives no size"));
     }
-    Err(Error::corrupt(
-        "no SWAPSPACE2 signature (an old or hibernated swap area)",
-    ))
+    Ok(Ranges::new(vec![(page, end)]))
 }

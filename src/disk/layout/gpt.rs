@@ -228,13 +228,24 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
     {
         warnings.push("the primary and backup GPT entry arrays differ; showing the primary".into());
     }
+    let mut notes = Vec::new();
     if let Ok(p) = &primary
         && p.header.alternate_lba != last
     {
-        warnings.push(format!(
-            "the GPT says the disk ends at LBA {}, but it ends at LBA {last} (grown, or truncated)",
+        let text = format!(
+            "the GPT says the disk ends at LBA {}, but it ends at LBA {last}",
             p.header.alternate_lba
-        ));
+        );
+        // A grown disk is common and harmless; a cut one is not.
+        if p.header.alternate_lba < last {
+            notes.push(format!("{text} (the disk was grown)"));
+        } else {
+            warnings.push(format!("{text} (the image was cut short)"));
+        }
+    }
+    let mut table_sectors = vec![(0, chosen.header.first_usable)];
+    if let Ok(b) = &backup {
+        table_sectors.push((b.header.entries_lba, backup_at.saturating_add(1)));
     }
     let h = &chosen.header;
     let mut partitions = Vec::new();
@@ -298,5 +309,7 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
         content: None,
         boot_code: sector0.len() >= 440 && sector0[..440].iter().any(|&b| b != 0),
         warnings,
+        notes,
+        table_sectors,
     }))
 }

@@ -73,7 +73,13 @@ pub fn disk_id(sector0: &[u8]) -> String {
 
 /// Reads the primary and logical partitions. Problems that still leave a
 /// readable table are pushed to `warnings`.
-pub fn read(disk: &Disk, sector0: &[u8], warnings: &mut Vec<String>) -> Result<Vec<Partition>> {
+/// The sectors of EBRs it reads go to `tables`.
+pub fn read(
+    disk: &Disk,
+    sector0: &[u8],
+    warnings: &mut Vec<String>,
+    tables: &mut Vec<(u64, u64)>,
+) -> Result<Vec<Partition>> {
     let mut parts = Vec::new();
     let mut extended = None;
     for (i, e) in entries(sector0).iter().enumerate() {
@@ -95,7 +101,7 @@ pub fn read(disk: &Disk, sector0: &[u8], warnings: &mut Vec<String>) -> Result<V
         parts.push(p);
     }
     if let Some((start, sectors)) = extended {
-        logical(disk, start, sectors, &mut parts, warnings)?;
+        logical(disk, start, sectors, &mut parts, warnings, tables)?;
     }
     Ok(parts)
 }
@@ -123,6 +129,7 @@ fn logical(
     ext_sectors: u64,
     parts: &mut Vec<Partition>,
     warnings: &mut Vec<String>,
+    tables: &mut Vec<(u64, u64)>,
 ) -> Result<()> {
     let mut seen = HashSet::new();
     let mut ebr = ext_start;
@@ -135,6 +142,7 @@ fn logical(
             ));
             return Ok(());
         }
+        tables.push((ebr, ebr.saturating_add(1)));
         let Some(sector) = disk.read_sector(ebr)? else {
             warnings.push(format!(
                 "the extended partition's table at sector {ebr} is past the end of the disk"

@@ -11,7 +11,7 @@ mod resize;
 
 use crate::error::Result;
 
-pub use probe::Content;
+pub use probe::{Content, swap_page};
 pub use resize::{Resize, WriteAt, apply_resize, grow_next_step, plan_resize};
 
 /// More warnings than this about one table say nothing new.
@@ -136,6 +136,13 @@ pub struct Layout {
     pub boot_code: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Odd but harmless: a disk grown since its GPT was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Sectors `[start, end)` holding the partition table itself (MBR,
+    /// EBRs, GPT headers and arrays): never free space.
+    #[serde(skip)]
+    pub table_sectors: Vec<(u64, u64)>,
 }
 
 impl Layout {
@@ -170,16 +177,26 @@ impl Layout {
             content: None,
             boot_code: false,
             warnings: notes,
+            notes: Vec::new(),
+            table_sectors: Vec::new(),
         };
         // An MBR without partitions may be a boot sector in front of a
         // filesystem on the whole disk (GRUB's, on ext4): the filesystem
         // decides then.
+        let fs_boot = probe::is_boot_sector_filesystem(&head);
         if head.len() >= 512
-            && !probe::is_boot_sector_filesystem(&head)
             && mbr::is_mbr(&head)
-            && (mbr::has_entries(&head) || probe::probe(&head).is_none())
+            && (mbr::has_entries(&head) || (!fs_boot && probe::probe(&head).is_none()))
         {
+            if fs_boot {
+                layout.warnings.push(
+                    "sector 0 is both a filesystem's boot sector and a partition table; \
+                     showing the table"
+                        .into(),
+                );
+            }
             layout.table = Table::Mbr;
+            layout.table_sectors.push((0, 1));
             layout.disk_id = Some(mbr::disk_id(&head));
             layout.boot_code = head[..440].iter().any(|&b| b != 0);
             if mbr::is_protective(&head) {
@@ -189,7 +206,12 @@ impl Layout {
                         .into(),
                 );
             }
-            layout.partitions = mbr::read(&disk, &head, &mut layout.warnings)?;
+            layout.partitions = mbr::read(
+                &disk,
+                &head,
+                &mut layout.warnings,
+                &mut layout.table_sectors,
+            )?;
             return layout.with_contents(&disk);
         }
         layout.content = probe::probe(&head);

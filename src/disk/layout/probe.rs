@@ -50,7 +50,9 @@ impl Content {
 /// Identifies the content whose first bytes are `head` (shorter when the
 /// region is shorter than [`PROBE_LEN`]).
 pub fn probe(head: &[u8]) -> Option<Content> {
-    [luks, xfs, swap, btrfs, ext, lvm, ntfs, exfat, fat, iso9660]
+    // Swap last: its signature sits deep in its first page, where another
+    // filesystem may hold file data that happens to match.
+    [luks, xfs, btrfs, ext, lvm, ntfs, exfat, fat, iso9660, swap]
         .iter()
         .find_map(|p| p(head))
 }
@@ -244,16 +246,38 @@ fn btrfs(b: &[u8]) -> Option<Content> {
     Some(c)
 }
 
-fn swap(b: &[u8]) -> Option<Content> {
-    let page = [4096usize, 8192, 16384, 65536]
+/// Signatures at the end of a swap area's first page: swap itself, and
+/// what suspend-to-disk writes over it (a hibernation image, not swap).
+const SWAP_SIGNATURES: [&[u8]; 6] = [
+    b"SWAPSPACE2",
+    b"SWAP-SPACE",
+    b"S1SUSPEND\0",
+    b"S2SUSPEND\0",
+    b"ULSUSPEND\0",
+    b"LINHIB0001",
+];
+
+/// A swap area: the first page size whose last 10 bytes hold any swap or
+/// hibernation signature decides; the version must be 1. `version` is
+/// "hibernated" when a hibernation image replaced the signature.
+pub fn swap_page(b: &[u8]) -> Option<(u64, bool)> {
+    let page = [4096usize, 8192, 16384, 32768, 65536]
         .into_iter()
-        .find(|&p| has(b, p - 10, b"SWAPSPACE2") || has(b, p - 10, b"SWAP-SPACE"))?;
+        .find(|&p| SWAP_SIGNATURES.iter().any(|s| has(b, p - 10, s)))?;
+    let plain = has(b, page - 10, b"SWAPSPACE2");
+    (le32(b, 1024)? == 1 || !plain).then_some((page as u64, plain))
+}
+
+fn swap(b: &[u8]) -> Option<Content> {
+    let (page, plain) = swap_page(b)?;
     let mut c = Content::new("swap");
-    if has(b, page - 10, b"SWAPSPACE2") {
+    if plain {
         let last_page = u64::from(le32(b, 1024 + 4)?);
-        c.size = (last_page + 1).checked_mul(page as u64);
+        c.size = (last_page + 1).checked_mul(page);
         c.uuid = uuid(b, 1024 + 12);
         c.label = text(b, 1024 + 28, 16);
+    } else {
+        c.version = Some("hibernated".into());
     }
     Some(c)
 }
