@@ -144,31 +144,56 @@ pub fn prune_locked(
     report.packs_before = packs.len() + unreadable.len();
     report.bytes_before = packs.iter().map(|p| p.len).sum::<u64>();
 
-    // Every copy of every used chunk, by pack.
-    let mut copies: HashMap<ChunkId, Vec<(usize, PackEntry)>> = HashMap::new();
-    for (p, pack) in packs.iter().enumerate() {
-        for e in pack.entries.iter().filter(|e| used.contains(&e.id)) {
-            copies.entry(e.id).or_default().push((p, *e));
+    // Every copy of every used chunk: the index's first (also in a pack
+    // whose table cannot be read), then those the pack tables list.
+    let at: HashMap<RawId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+    let mut copies: HashMap<ChunkId, Vec<Copy>> = HashMap::new();
+    for (id, loc) in index.iter().filter(|(id, _)| used.contains(id)) {
+        let pack = *index.pack_id(loc.pack);
+        let known = at.get(&pack).is_some_and(|&p| {
+            packs[p]
+                .entries
+                .iter()
+                .any(|e| e.id == *id && e.offset == loc.offset)
+        });
+        if known || unreadable.contains(&pack) {
+            copies.entry(*id).or_default().push(Copy {
+                pack,
+                at: at.get(&pack).copied(),
+                entry: loc.entry(*id),
+            });
         }
     }
-    // The live copy: the index's if its pack is here, else the first.
-    let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
-    for (id, list) in &copies {
-        let indexed = index.get(id).and_then(|loc| {
-            list.iter()
-                .find(|(p, e)| packs[*p].id == *index.pack_id(loc.pack) && e.offset == loc.offset)
-        });
-        live.insert(*id, *indexed.unwrap_or(&list[0]));
+    for (p, pack) in packs.iter().enumerate() {
+        for e in pack.entries.iter().filter(|e| used.contains(&e.id)) {
+            let list = copies.entry(e.id).or_default();
+            if !list
+                .iter()
+                .any(|c| c.pack == pack.id && c.entry.offset == e.offset)
+            {
+                list.push(Copy {
+                    pack: pack.id,
+                    at: Some(p),
+                    entry: *e,
+                });
+            }
+        }
     }
-    check_duplicates(repo, &packs, &copies, &mut live, progress)?;
-    // Used chunks indexed in packs whose table cannot be read: those packs
-    // stay, and the index keeps naming the chunks there.
-    let carried: Vec<(RawId, PackEntry)> = index
-        .iter()
-        .filter(|(id, _)| used.contains(id) && !live.contains_key(id))
-        .filter(|(_, loc)| unreadable.contains(index.pack_id(loc.pack)))
-        .map(|(id, loc)| (*index.pack_id(loc.pack), loc.entry(*id)))
-        .collect();
+    // The live copy: the first, unless another copy exists and the first
+    // does not read back intact (then the first intact one).
+    let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
+    let mut carried: Vec<(RawId, PackEntry)> = Vec::new();
+    for (id, list) in &copies {
+        let chosen = choose_copy(repo, id, list, progress);
+        match chosen.at {
+            Some(p) => {
+                live.insert(*id, (p, chosen.entry));
+            }
+            // In a pack whose table is unreadable: that pack stays, and
+            // the index keeps naming the chunk there.
+            None => carried.push((chosen.pack, chosen.entry)),
+        }
+    }
     report.chunks_missing = used.len() - live.len() - carried.len();
     let mut live_bytes = vec![0u64; packs.len()];
     for (p, e) in live.values() {
@@ -288,43 +313,41 @@ fn read_packs(
     Ok((packs, unreadable))
 }
 
-/// For a chunk stored in more than one pack, the other copies may be
-/// deleted: first the live copy must read back intact, or an intact copy
-/// takes its place.
-fn check_duplicates(
-    repo: &Repository,
-    packs: &[PackInfo],
-    copies: &HashMap<ChunkId, Vec<(usize, PackEntry)>>,
-    live: &mut HashMap<ChunkId, (usize, PackEntry)>,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let pool = BufPool::new(repo.config().chunk_size as usize, 2);
+/// One stored copy of a chunk: its pack, that pack's place in the list
+/// of readable packs (none when its table is unreadable), its entry.
+#[derive(Clone, Copy)]
+struct Copy {
+    pack: RawId,
+    at: Option<usize>,
+    entry: PackEntry,
+}
+
+/// The copy to keep: the first, unless there are others (which prune may
+/// delete) and it does not read back intact; then the first intact one.
+fn choose_copy(repo: &Repository, id: &ChunkId, list: &[Copy], progress: &dyn Progress) -> Copy {
+    if list.len() == 1 {
+        return list[0];
+    }
+    let pool = BufPool::new(repo.config().chunk_size as usize, 1);
     let mut reader = ChunkReader::new(repo.backend(), pool);
-    let mut intact =
-        |p: usize, e: &PackEntry| reader.read(&e.id, &packs[p].id, &location(e)).is_ok();
-    for (id, list) in copies.iter().filter(|(_, list)| list.len() > 1) {
-        let Some(&(p, e)) = live.get(id) else {
-            continue;
-        };
-        if intact(p, &e) {
-            continue;
+    let mut intact = |c: &Copy| reader.read(id, &c.pack, &location(&c.entry)).is_ok();
+    if intact(&list[0]) {
+        return list[0];
+    }
+    match list[1..].iter().find(|c| intact(c)) {
+        Some(good) => {
+            progress.warn(&format!(
+                "chunk {id} is damaged in {}; keeping its intact copy in {}",
+                repo.describe(&pack_name(&list[0].pack)),
+                repo.describe(&pack_name(&good.pack))
+            ));
+            *good
         }
-        match list
-            .iter()
-            .find(|(q, f)| (*q, f.offset) != (p, e.offset) && intact(*q, f))
-        {
-            Some(good) => {
-                progress.warn(&format!(
-                    "chunk {id} is damaged in {}; keeping its intact copy in {}",
-                    repo.describe(&pack_name(&packs[p].id)),
-                    repo.describe(&pack_name(&packs[good.0].id))
-                ));
-                live.insert(*id, *good);
-            }
-            None => progress.warn(&format!("every stored copy of chunk {id} is damaged")),
+        None => {
+            progress.warn(&format!("every stored copy of chunk {id} is damaged"));
+            list[0]
         }
     }
-    Ok(())
 }
 
 /// Where a pack's table says a chunk is, for reading it from that pack.

@@ -339,8 +339,14 @@ fn prune_keeps_intact_duplicates_and_chunks_of_unreadable_packs() {
         sandbox.assert_restores(id, bytes);
     }
 
-    // Now make one pack's table unreadable: prune keeps what it holds.
-    let pack = sandbox.packs()[0].clone();
+    // Now make unreadable the table of the pack holding the intact copy
+    // (a damaged copy may still be listed by another pack's table): prune
+    // keeps what the index finds there, and never swaps in the bad copy.
+    let pack = sandbox
+        .packs()
+        .into_iter()
+        .find(|p| *p != pack && pack_table(p).iter().any(|b| b.id == blob.id))
+        .expect("a pack with the intact copy");
     let len = fs::metadata(&pack).unwrap().len();
     flip_byte(&pack, len - 1);
     let report = sandbox.run(["--json", "prune"]).ok().json();
