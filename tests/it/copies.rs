@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -185,15 +185,23 @@ fn killed_copies_resume_and_leave_only_whole_snapshots() {
     let second_hash = blake3::hash(&fs::read(&disk).unwrap()).to_hex().to_string();
     let usb = other_repo(&sandbox, "usb", &["--chunk-size", "64K"]);
 
-    let mut rng = Rng::new(0xc0_4e04);
-    let mut resumed_with_packs = false;
-    for round in 0..6 {
-        let delay = Duration::from_millis(100 + rng.below(900));
+    // How long a whole copy takes, into a scratch repository.
+    let scratch = other_repo(&sandbox, "scratch", &["--chunk-size", "64K"]);
+    let started = Instant::now();
+    copy_to(&sandbox, &scratch, &[]).ok();
+    let full = started.elapsed();
+    fs::remove_dir_all(&scratch).unwrap();
+
+    let (mut resumed_with_packs, mut interrupted) = (false, 0);
+    for round in 0..6u32 {
+        // Early in each run: every run resumes and has less left to do.
+        let delay = full.mul_f64(0.05 + 0.08 * f64::from(round));
         let mut child = spawn(
             &sandbox,
             &["copy".as_ref(), "--to".as_ref(), usb.as_os_str()],
         );
         std::thread::sleep(delay);
+        interrupted += usize::from(child.try_wait().unwrap().is_none());
         let _ = child.kill();
         child.wait().unwrap();
         // Whatever the kill left, every snapshot there is whole.
@@ -219,6 +227,13 @@ fn killed_copies_resume_and_leave_only_whole_snapshots() {
         verify_clean(&usb);
         resumed_with_packs |= !files_under(&usb.join("index")).is_empty();
     }
+    // Each run resumes where the last one stopped, so later kills may
+    // find nothing left to do; the first ones must have hit a copy.
+    eprintln!("a whole copy took {full:?}; {interrupted} of 6 kills hit a running copy");
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills hit a running copy ({full:?})"
+    );
     let last = copy_to(&sandbox, &usb, &[]).ok().json();
     let total_chunks = 2 * (160 << 20) / CHUNK; // an upper bound: the two share most chunks
     if resumed_with_packs {
