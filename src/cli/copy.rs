@@ -14,7 +14,8 @@ use super::{Context, output};
 /// only after all of its data is durable there. Snapshots already there
 /// are skipped, so running it again copies nothing new, and an interrupted
 /// copy resumes where it stopped. The other repository may compress
-/// differently; its chunk size must be the same.
+/// differently; its chunk size must be the same. A snapshot whose data is
+/// damaged here is skipped and named (exit 4); the others are copied.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter -r /backup/repo copy --to /mnt/usb/repo\n  \
@@ -51,9 +52,10 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     };
     let bar = output::Bar::new(ctx.json);
     let report = copy(&from, &to, &options, &bar)?;
+    let clean = report.failed.is_empty();
     if ctx.json {
         output::json(&report)?;
-        return Ok(true);
+        return Ok(clean);
     }
     for c in &report.copied {
         output::line(&format!(
@@ -72,5 +74,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         output::bytes(report.bytes_stored),
         report.duration_s
     ));
-    Ok(true)
+    for f in &report.failed {
+        output::line(&format!(
+            "NOT copied: snapshot {} ({}); run `platter verify` here",
+            &f.snapshot[..8],
+            f.error
+        ));
+    }
+    Ok(clean)
 }

@@ -52,7 +52,16 @@ pub struct CopyReport {
     pub chunks_copied: u64,
     /// Bytes stored in the other repository (after its compression).
     pub bytes_stored: u64,
+    /// Snapshots that could not be copied because data they need is
+    /// damaged here; the others were copied.
+    pub failed: Vec<FailedCopy>,
     pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedCopy {
+    pub snapshot: String,
+    pub error: String,
 }
 
 /// The snapshots the options select, oldest first.
@@ -141,8 +150,19 @@ pub fn copy(
             report.already_there.push(snap.id);
             continue;
         }
-        let copied = copy_one(from, to, &snap, &source_index, &mut index, progress)
-            .map_err(|e| e.context(format!("copying snapshot {}", snap.short_id())))?;
+        let copied = match copy_one(from, to, &snap, &source_index, &mut index, progress) {
+            Ok(c) => c,
+            // Damage here spoils this snapshot only: go on with the rest.
+            Err(e) if e.kind() == crate::ErrorKind::Corrupt => {
+                progress.warn(&format!("snapshot {} was not copied: {e}", snap.short_id()));
+                report.failed.push(FailedCopy {
+                    snapshot: snap.id.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+            Err(e) => return Err(e.context(format!("copying snapshot {}", snap.short_id()))),
+        };
         report.chunks_copied += copied.chunks_copied;
         report.bytes_stored += copied.bytes_stored;
         report.copied.push(copied);

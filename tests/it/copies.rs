@@ -339,3 +339,40 @@ fn repair_brings_back_packs_maps_and_manifests() {
         sandbox.assert_restores(id, bytes);
     }
 }
+
+// Pins: a chunk damaged in the repository copied from spoils only the snapshot that needs it: copy names it (exit 4), copies the others, and the copied ones restore byte for byte.
+#[test]
+fn copy_skips_only_snapshots_with_damaged_data() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc0_4e07);
+    let taken = three_snapshots(&sandbox, &mut rng);
+    // A chunk only the first snapshot has (the later ones rewrote it).
+    let later: Vec<String> = [&taken[1].0, &taken[2].0]
+        .iter()
+        .flat_map(|id| map_ids(&sandbox.map_file(id)).into_iter().flatten())
+        .collect();
+    let (pack, blob) = stored_chunk_of(&sandbox, &taken[0].0, |p| {
+        pack_table(p).iter().any(|b| !later.contains(&b.id))
+    });
+    let blob = if later.contains(&blob.id) {
+        pack_table(&pack)
+            .into_iter()
+            .find(|b| !later.contains(&b.id))
+            .unwrap()
+    } else {
+        blob
+    };
+    flip_byte(&pack, blob.offset + 5);
+    let usb = other_repo(&sandbox, "usb", &["--chunk-size", "64K"]);
+    let report = copy_to(&sandbox, &usb, &[]).expect_code(4).json();
+    assert_eq!(
+        report["failed"][0]["snapshot"],
+        taken[0].0.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(report["copied"].as_array().unwrap().len(), 2, "{report:#}");
+    for (id, bytes) in &taken[1..] {
+        restores_from(&usb, id, bytes, &sandbox.path("."));
+    }
+    verify_clean(&usb);
+}
