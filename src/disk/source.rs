@@ -171,42 +171,7 @@ impl Source {
     /// its layout. Everything after reads only that partition.
     pub fn into_partition(mut self, number: u32) -> Result<Source> {
         let layout = self.layout()?;
-        let what = self.path.display().to_string();
-        let part = layout.partition(number).ok_or_else(|| {
-            let have: Vec<String> = layout
-                .partitions
-                .iter()
-                .map(|p| p.number.to_string())
-                .collect();
-            Error::not_found(format!(
-                "{what} has no partition {number} (it has {})",
-                if have.is_empty() {
-                    "none".to_string()
-                } else {
-                    have.join(", ")
-                }
-            ))
-            .hint("see `platter inspect` for its layout")
-        })?;
-        if part.is_extended() {
-            return Err(Error::bad_input(format!(
-                "partition {number} of {what} is an extended partition, a container of logical \
-                 partitions"
-            ))
-            .hint("name a logical partition (5 and up) or the whole disk"));
-        }
-        let (offset, len) = layout
-            .partition_bytes(number)
-            .filter(|&(o, l)| {
-                o.checked_add(l)
-                    .is_some_and(|end| end <= self.identity.size)
-            })
-            .ok_or_else(|| {
-                Error::bad_input(format!(
-                    "partition {number} of {what} ends past the end of the disk"
-                ))
-                .hint("the partition table is damaged; back up the whole disk instead")
-            })?;
+        let (offset, len) = layout.partition_span(number, &self.path.display().to_string())?;
         self.base = offset;
         self.table_warnings = layout.warnings.clone();
         self.identity.size = len;

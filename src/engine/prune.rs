@@ -24,9 +24,9 @@ use crate::engine::pack_sink::{ClosedPack, PackSink};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
-use crate::repo::index::{Location, write_index};
+use crate::repo::index::Location;
 use crate::repo::lock::LockKind;
-use crate::repo::map::{Kind, map_name};
+use crate::repo::map::map_name;
 use crate::repo::pack::{self, PackEntry, pack_name};
 use crate::repo::{BufPool, ChunkReader, RawId, Repository, parse_id};
 
@@ -119,21 +119,9 @@ pub fn prune_locked(
                 "nothing was removed; prune needs every snapshot's map (see `platter verify`)",
             )
         })?;
-        for pos in 0..map.header().entries {
-            let e = map.entry(pos)?;
-            if e.kind == Kind::Data {
-                used.insert(e.id);
-            }
-        }
+        map.add_data_ids(&mut used)?;
     }
     report.chunks_used = used.len();
-    let index_files: Vec<String> = repo
-        .backend()
-        .list("index")?
-        .into_iter()
-        .filter(|f| !f.starts_with('.'))
-        .map(|f| format!("index/{f}"))
-        .collect();
     let (index, damaged) = repo.load_index()?;
     if let Some((name, e)) = damaged.first() {
         return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
@@ -182,9 +170,13 @@ pub fn prune_locked(
     // The live copy: the first, unless another copy exists and the first
     // does not read back intact (then the first intact one).
     let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
+    let mut reader = ChunkReader::new(
+        repo.backend(),
+        BufPool::new(repo.config().chunk_size as usize, 1),
+    );
     let mut carried: Vec<(RawId, PackEntry)> = Vec::new();
     for (id, list) in &copies {
-        let chosen = choose_copy(repo, id, list, progress);
+        let chosen = choose_copy(repo, &mut reader, id, list, progress);
         match chosen.at {
             Some(p) => {
                 live.insert(*id, (p, chosen.entry));
@@ -245,13 +237,9 @@ pub fn prune_locked(
             None => groups.entry(packs[*p].id).or_default().push(*e),
         }
     }
+    // 3. The old index files go once it is durable.
     let groups: Vec<(RawId, Vec<PackEntry>)> = groups.into_iter().collect();
-    let new_index = write_index(repo.backend(), &groups)?;
-    // 3. The old index files are redundant now.
-    let new_name = crate::repo::index::index_name(&new_index);
-    for name in index_files.iter().filter(|n| **n != new_name) {
-        repo.backend().remove(name)?;
-    }
+    repo.replace_index(&groups)?;
     // 4. Dead and repacked packs.
     for pack in packs.iter().filter(|p| p.action != Action::Keep) {
         repo.backend().remove(&pack_name(&pack.id))?;
@@ -284,29 +272,25 @@ fn read_packs(
     let backend = repo.backend();
     let mut packs = Vec::new();
     let mut unreadable = HashSet::new();
-    for dir in backend.list("data")? {
-        if !pack::is_pack_folder(&dir) {
-            continue;
-        }
-        for file in backend.list(&format!("data/{dir}"))? {
-            let Some(id) = parse_id(&file) else { continue };
-            let name = pack_name(&id);
-            let read = backend
-                .open(&name)
-                .and_then(|f| Ok((f.len(), pack::read_table(&*f, &backend.describe(&name))?)));
-            match read {
-                Ok((len, entries)) => packs.push(PackInfo {
-                    id,
-                    len,
-                    entries,
-                    action: Action::Keep,
-                }),
-                Err(e) => {
-                    report
-                        .damaged_packs
-                        .push(format!("{}: {e}", backend.describe(&name)));
-                    unreadable.insert(id);
-                }
+    let mut ids: Vec<RawId> = repo.packs_on_disk()?.into_iter().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let name = pack_name(&id);
+        let read = backend
+            .open(&name)
+            .and_then(|f| Ok((f.len(), pack::read_table(&*f, &backend.describe(&name))?)));
+        match read {
+            Ok((len, entries)) => packs.push(PackInfo {
+                id,
+                len,
+                entries,
+                action: Action::Keep,
+            }),
+            Err(e) => {
+                report
+                    .damaged_packs
+                    .push(format!("{}: {e}", backend.describe(&name)));
+                unreadable.insert(id);
             }
         }
     }
@@ -324,12 +308,16 @@ struct Copy {
 
 /// The copy to keep: the first, unless there are others (which prune may
 /// delete) and it does not read back intact; then the first intact one.
-fn choose_copy(repo: &Repository, id: &ChunkId, list: &[Copy], progress: &dyn Progress) -> Copy {
+fn choose_copy(
+    repo: &Repository,
+    reader: &mut ChunkReader,
+    id: &ChunkId,
+    list: &[Copy],
+    progress: &dyn Progress,
+) -> Copy {
     if list.len() == 1 {
         return list[0];
     }
-    let pool = BufPool::new(repo.config().chunk_size as usize, 1);
-    let mut reader = ChunkReader::new(repo.backend(), pool);
     let mut intact = |c: &Copy| reader.read(id, &c.pack, &location(&c.entry)).is_ok();
     if intact(&list[0]) {
         return list[0];

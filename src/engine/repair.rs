@@ -14,9 +14,8 @@ use crate::engine::pack_sink::PackSink;
 use crate::engine::verify::{Problem, VerifyOptions, verify_locked};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::index::{Index, index_name, write_index};
+use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
-use crate::repo::map::Kind;
 use crate::repo::pack::{PackEntry, pack_name, read_table};
 use crate::repo::{BufPool, ChunkReader, RawId, Repository};
 
@@ -130,13 +129,6 @@ pub fn repair(
 /// One new index: every chunk where the index had it, except the repaired
 /// ones, which are where `written` put them. Then the old index files go.
 fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()> {
-    let old_files: Vec<String> = repo
-        .backend()
-        .list("index")?
-        .into_iter()
-        .filter(|f| !f.starts_with('.'))
-        .map(|f| format!("index/{f}"))
-        .collect();
     let (index, _) = repo.load_index()?;
     let repaired: HashSet<ChunkId> = written
         .iter()
@@ -144,11 +136,7 @@ fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()>
         .collect();
     let mut groups = kept_groups(&index, &repo.packs_on_disk()?, &repaired);
     groups.extend(written.iter().cloned());
-    let new = index_name(&write_index(repo.backend(), &groups)?);
-    for name in old_files.iter().filter(|n| **n != new) {
-        repo.backend().remove(name)?;
-    }
-    Ok(())
+    repo.replace_index(&groups)
 }
 
 /// The index's chunks in packs that exist, grouped by pack, without
@@ -176,14 +164,8 @@ fn used_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
     let (snaps, _) = repo.snapshots()?;
     let mut used = HashSet::new();
     for snap in &snaps {
-        let Ok(mut map) = repo.open_map(snap) else {
-            continue;
-        };
-        for pos in 0..map.header().entries {
-            let e = map.entry(pos)?;
-            if e.kind == Kind::Data {
-                used.insert(e.id);
-            }
+        if let Ok(mut map) = repo.open_map(snap) {
+            map.add_data_ids(&mut used)?;
         }
     }
     Ok(used)

@@ -190,42 +190,8 @@ fn choose_window(
         ))
         .hint("restore the whole disk, then copy the partition from it")
     })?;
-    let part = layout.partition(n).ok_or_else(|| {
-        let have: Vec<String> = layout
-            .partitions
-            .iter()
-            .map(|p| p.number.to_string())
-            .collect();
-        Error::not_found(format!(
-            "snapshot {} has no partition {n} (it has {})",
-            snap.short_id(),
-            if have.is_empty() {
-                "none".to_string()
-            } else {
-                have.join(", ")
-            }
-        ))
-        .hint("`platter show SNAPSHOT` lists its partitions")
-    })?;
-    if part.is_extended() {
-        return Err(Error::bad_input(format!(
-            "partition {n} is an extended partition, a container of logical partitions"
-        ))
-        .hint("name a logical partition (5 and up)"));
-    }
-    match layout.partition_bytes(n) {
-        Some((start, len))
-            if start
-                .checked_add(len)
-                .is_some_and(|e| e <= snap.source.size) =>
-        {
-            Ok(Window { start, len })
-        }
-        _ => Err(Error::corrupt(format!(
-            "partition {n} of snapshot {} ends past the end of the snapshot",
-            snap.short_id()
-        ))),
-    }
+    let (start, len) = layout.partition_span(n, &format!("snapshot {}", snap.short_id()))?;
+    Ok(Window { start, len })
 }
 
 /// How much to write and what to change in the table, for this target;

@@ -335,6 +335,17 @@ impl MapReader {
     }
 
     /// Entry `i`. Fast for forward scans: entries are read a block at a time.
+    /// Adds the id of every data chunk of the map to `ids`.
+    pub fn add_data_ids(&mut self, ids: &mut std::collections::HashSet<ChunkId>) -> Result<()> {
+        for pos in 0..self.header().entries {
+            let e = self.entry(pos)?;
+            if e.kind == Kind::Data {
+                ids.insert(e.id);
+            }
+        }
+        Ok(())
+    }
+
     pub fn entry(&mut self, i: u64) -> Result<MapEntry> {
         if i >= self.header.entries {
             return Err(Error::bad_input(format!("map entry {i} is out of range")));

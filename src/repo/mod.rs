@@ -260,11 +260,7 @@ impl Repository {
     pub fn load_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
         let mut groups = Vec::new();
         let mut damaged = Vec::new();
-        for file in self.backend.list("index")? {
-            if file.starts_with('.') {
-                continue;
-            }
-            let name = format!("index/{file}");
+        for name in self.index_files()? {
             let what = self.backend.describe(&name);
             match self
                 .backend
@@ -283,6 +279,29 @@ impl Repository {
             index.add_pack(pack, &entries);
         }
         Ok((index, damaged))
+    }
+
+    /// Names of the committed index files.
+    pub fn index_files(&self) -> Result<Vec<String>> {
+        Ok(self
+            .backend
+            .list("index")?
+            .into_iter()
+            .filter(|f| !f.starts_with('.'))
+            .map(|f| format!("index/{f}"))
+            .collect())
+    }
+
+    /// Replaces every index file by one naming `groups` (for prune and
+    /// repair, under an exclusive lock). The new file is durable before
+    /// any old one goes: a crash leaves both, never neither.
+    pub fn replace_index(&self, groups: &[(RawId, Vec<pack::PackEntry>)]) -> Result<()> {
+        let old = self.index_files()?;
+        let new = index::index_name(&index::write_index(&self.backend, groups)?);
+        for name in old.iter().filter(|n| **n != new) {
+            self.backend.remove(name)?;
+        }
+        Ok(())
     }
 
     /// Opens a snapshot's map, checked whole and against its manifest and

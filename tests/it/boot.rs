@@ -56,15 +56,6 @@ fn boots(image: &Path, firmware: &str) -> String {
     format!("{line} (wall {:.1}s)", started.elapsed().as_secs_f64())
 }
 
-fn sgdisk_clean(path: &Path) {
-    let out = system("sgdisk", &["-v".as_ref(), path.as_os_str()]);
-    assert!(
-        out.contains("No problems found"),
-        "sgdisk -v {}:\n{out}",
-        path.display()
-    );
-}
-
 fn round_trip(test: &str, fixture: &str, firmware: &str, gpt: bool) {
     if !have(test, NEEDS) {
         return;

@@ -179,6 +179,21 @@ impl Sandbox {
             .json()
     }
 
+    /// `platter --json backup SOURCE EXTRA...`; must succeed.
+    pub fn backup_with(&self, source: &Path, extra: &[&str]) -> Value {
+        let mut args = vec![OsStr::new("--json"), "backup".as_ref(), source.as_os_str()];
+        args.extend(extra.iter().map(OsStr::new));
+        self.run(args).ok().json()
+    }
+
+    /// The id of a new snapshot of `source` (`backup SOURCE EXTRA...`).
+    pub fn snapshot_of(&self, source: &Path, extra: &[&str]) -> String {
+        self.backup_with(source, extra)["snapshot"]
+            .as_str()
+            .expect("a snapshot id")
+            .to_string()
+    }
+
     /// `platter --json restore SNAPSHOT TARGET EXTRA...`, whatever its outcome.
     pub fn restore(&self, snapshot: &str, target: &Path, extra: &[&str]) -> Run {
         let mut args: Vec<OsString> = vec!["--json".into(), "restore".into(), snapshot.into()];
@@ -584,6 +599,44 @@ pub fn system(program: &str, args: &[&OsStr]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs a bash script (errexit, pipefail) and insists that it succeeds.
+pub fn sh(script: &str) -> String {
+    system(
+        "bash",
+        &[
+            "-euo".as_ref(),
+            "pipefail".as_ref(),
+            "-c".as_ref(),
+            script.as_ref(),
+        ],
+    )
+}
+
+/// `sgdisk -v` output; panics unless it found no problems.
+pub fn sgdisk_clean(path: &Path) -> String {
+    let out = system("sgdisk", &["-v".as_ref(), path.as_os_str()]);
+    assert!(
+        out.contains("No problems found"),
+        "sgdisk -v {}:\n{out}",
+        path.display()
+    );
+    out
+}
+
+/// `verify --read-data` of the repository at `repo` finds no damage.
+pub fn verify_clean(repo: &Path) -> Value {
+    let args = [
+        OsStr::new("-r"),
+        repo.as_os_str(),
+        "--json".as_ref(),
+        "verify".as_ref(),
+        "--read-data".as_ref(),
+    ];
+    let report = run(args).ok().json();
+    assert_eq!(report["damage"], Value::Array(vec![]), "{report:#}");
+    report
 }
 
 /// A loop device attached to a file; detached on drop.

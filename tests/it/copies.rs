@@ -80,17 +80,6 @@ fn repair_from(sandbox: &Sandbox, copy: &Path) -> Value {
     sandbox.run(args).ok().json()
 }
 
-fn verify_clean(repo: &Path) -> Value {
-    let report = in_repo(
-        repo,
-        &["--json".as_ref(), "verify".as_ref(), "--read-data".as_ref()],
-    )
-    .ok()
-    .json();
-    assert_eq!(report["damage"], Value::Array(vec![]), "{report:#}");
-    report
-}
-
 // Pins: copy moves every snapshot with its id into a repository that compresses differently; a second copy moves nothing; after the first repository is deleted, the copy restores every snapshot byte for byte and verifies clean.
 #[test]
 fn a_copy_restores_everything_after_the_first_repository_is_gone() {

@@ -15,18 +15,6 @@ use super::common::*;
 
 const MIB: u64 = 1 << 20;
 
-fn sh(script: &str) -> String {
-    system(
-        "bash",
-        &[
-            "-euo".as_ref(),
-            "pipefail".as_ref(),
-            "-c".as_ref(),
-            script.as_ref(),
-        ],
-    )
-}
-
 fn inspect(path: &Path) -> Value {
     run([
         OsStr::new("--json"),
@@ -134,12 +122,6 @@ fn ext4_image(sandbox: &Sandbox, name: &str, mkfs_options: &str) -> PathBuf {
     image
 }
 
-fn backup_json(sandbox: &Sandbox, source: &Path, extra: &[&str]) -> Value {
-    let mut args = vec![OsStr::new("--json"), "backup".as_ref(), source.as_os_str()];
-    args.extend(extra.iter().map(OsStr::new));
-    sandbox.run(args).ok().json()
-}
-
 // Pins: for ext4 made with default, 1 KiB-block non-flex_bg 32-bit, meta_bg, sparse_super2 and bigalloc feature sets, the free ranges equal dumpe2fs's byte for byte; the backup reads and stores about the used bytes; the restore passes e2fsck -fn and every file is identical.
 #[test]
 fn ext4_free_space_matches_dumpe2fs_and_restores_identical_files() {
@@ -176,7 +158,7 @@ fn ext4_free_space_matches_dumpe2fs_and_restores_identical_files() {
         );
         let used = report["content"]["used"].as_u64().unwrap();
 
-        let backup = backup_json(&sandbox, &image, &[]);
+        let backup = sandbox.backup_with(&image, &[]);
         let read = backup["bytes_read"].as_u64().unwrap();
         let stored = backup["bytes_new"].as_u64().unwrap();
         // Chunks are 64 KiB: a chunk with one used block is read whole.
@@ -258,7 +240,7 @@ fn fat_free_space_matches_fsck_fat_and_restores_identical_files() {
             "FAT{bits}: free bytes vs fsck.fat"
         );
 
-        let backup = backup_json(&sandbox, &image, &[]);
+        let backup = sandbox.backup_with(&image, &[]);
         let read = backup["bytes_read"].as_u64().unwrap();
         let used_bytes = report["content"]["used"].as_u64().unwrap();
         assert!(
@@ -298,7 +280,7 @@ fn swap_keeps_only_its_header() {
         "head -c 32M /dev/urandom > {i}; mkswap -q -L swappy {i}",
         i = image.display()
     ));
-    let backup = backup_json(&sandbox, &image, &[]);
+    let backup = sandbox.backup_with(&image, &[]);
     assert_eq!(backup["bytes_read"], CHUNK, "{backup}");
     let restored = sandbox.path("restored.img");
     sandbox
@@ -362,7 +344,7 @@ fn a_whole_disk_backup_reads_about_the_used_bytes() {
         .iter()
         .map(|p| p["content"]["used"].as_u64().unwrap())
         .sum();
-    let backup = backup_json(&sandbox, &disk, &[]);
+    let backup = sandbox.backup_with(&disk, &[]);
     let read = backup["bytes_read"].as_u64().unwrap();
     assert!(
         read < used + 16 * MIB && read < 256 * MIB / 2,
@@ -407,7 +389,7 @@ fn a_whole_disk_backup_reads_about_the_used_bytes() {
     assert!(fs::read(&out).unwrap() == fs::read(sandbox.path("boot.bin")).unwrap());
 
     // --raw reads every byte that is not a hole of the sparse image.
-    let raw = backup_json(&sandbox, &disk, &["--raw", "--full"]);
+    let raw = sandbox.backup_with(&disk, &["--raw", "--full"]);
     assert!(
         raw["bytes_read"].as_u64().unwrap() > read + 32 * MIB,
         "{raw:#}"
@@ -490,7 +472,7 @@ fn damaged_allocation_structures_mean_a_whole_copy() {
             .unwrap_or_default()
             .to_string();
         assert!(why.contains(reason), "{}: {report:#}", image.display());
-        let backup = backup_json(&sandbox, &image, &[]);
+        let backup = sandbox.backup_with(&image, &[]);
         assert_eq!(backup["bytes_free"], 0, "{backup:#}");
         sandbox.assert_restores(
             backup["snapshot"].as_str().unwrap(),
@@ -528,11 +510,11 @@ fn a_filesystem_mounted_read_write_is_refused() {
         sandbox
             .run([OsStr::new("backup"), image.as_os_str()])
             .refused(5, "mounted read-write");
-        let forced = backup_json(&sandbox, &device.path, &["--allow-mounted"]);
+        let forced = sandbox.backup_with(&device.path, &["--allow-mounted"]);
         assert_eq!(forced["bytes_free"], 0);
     }
     let _ro = Mounted::mount_ro(&device.path, &point);
-    let ro = backup_json(&sandbox, &device.path, &[]);
+    let ro = sandbox.backup_with(&device.path, &[]);
     assert!(ro["bytes_free"].as_u64().unwrap() > 0, "{ro:#}");
 }
 
@@ -549,14 +531,14 @@ fn incremental_backups_read_used_chunks_and_store_changes() {
     let image = ext4_image(&sandbox, "fs.img", "");
     // A device, not a sparse file: free space cannot hide in holes.
     let device = LoopDevice::attach(&image);
-    let first = backup_json(&sandbox, &device.path, &[]);
+    let first = sandbox.backup_with(&device.path, &[]);
     let used = inspect(&device.path)["content"]["used"].as_u64().unwrap();
     let point = sandbox.path("mnt");
     {
         let mounted = Mounted::mount(&device.path, &point);
         fs::write(mounted.point.join("new.bin"), Rng::new(7).bytes(5 << 20)).unwrap();
     }
-    let second = backup_json(&sandbox, &device.path, &[]);
+    let second = sandbox.backup_with(&device.path, &[]);
     assert_eq!(second["parent"], first["snapshot"]);
     let read = second["bytes_read"].as_u64().unwrap();
     assert!(
@@ -602,7 +584,7 @@ fn look_alike_signatures_never_hide_data() {
         s = sandbox.path(".").display()
     ));
     assert_eq!(inspect(&fat)["content"]["fstype"], "vfat");
-    let id = backup_json(&sandbox, &fat, &[])["snapshot"]
+    let id = sandbox.backup_with(&fat, &[])["snapshot"]
         .as_str()
         .unwrap()
         .to_string();
@@ -623,7 +605,7 @@ fn look_alike_signatures_never_hide_data() {
          head -c 4M /dev/urandom | dd of={i} bs=1M seek=10 conv=notrunc status=none",
         i = swap.display()
     ));
-    let id = backup_json(&sandbox, &swap, &[])["snapshot"]
+    let id = sandbox.backup_with(&swap, &[])["snapshot"]
         .as_str()
         .unwrap()
         .to_string();
@@ -652,7 +634,7 @@ fn look_alike_signatures_never_hide_data() {
             .contains("both a filesystem's boot sector"),
         "{layout:#}"
     );
-    let backup = backup_json(&sandbox, &disk, &[]);
+    let backup = sandbox.backup_with(&disk, &[]);
     assert_eq!(backup["bytes_free"], 0, "{backup:#}");
     sandbox.assert_restores(
         backup["snapshot"].as_str().unwrap(),

@@ -14,18 +14,6 @@ use crate::it::common::*;
 
 const MIB: u64 = 1 << 20;
 
-fn sh(script: &str) -> String {
-    system(
-        "bash",
-        &[
-            "-euo".as_ref(),
-            "pipefail".as_ref(),
-            "-c".as_ref(),
-            script.as_ref(),
-        ],
-    )
-}
-
 /// A 64 MiB GPT disk made by sgdisk: an ESP with FAT32, a swap partition
 /// and an ext4 root that ends at 40 MiB, leaving free space at the end.
 fn gpt_disk(path: &Path) {
@@ -93,17 +81,6 @@ fn blkid_type(path: &Path, offset: u64) -> String {
     )
 }
 
-/// `sgdisk -v` output; panics unless it found no problems.
-fn sgdisk_clean(path: &Path) -> String {
-    let out = system("sgdisk", &["-v".as_ref(), path.as_os_str()]);
-    assert!(
-        out.contains("No problems found"),
-        "sgdisk -v {}:\n{out}",
-        path.display()
-    );
-    out
-}
-
 fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     let mut buf = vec![0u8; len as usize];
     fs::File::open(path)
@@ -111,15 +88,6 @@ fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
         .read_exact_at(&mut buf, offset)
         .unwrap();
     buf
-}
-
-fn snapshot_of(sandbox: &Sandbox, source: &Path, extra: &[&str]) -> String {
-    let mut args = vec![OsStr::new("--json"), "backup".as_ref(), source.as_os_str()];
-    args.extend(extra.iter().map(OsStr::new));
-    sandbox.run(args).ok().json()["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 // Pins: inspect reads a GPT made by sgdisk exactly as sfdisk does (starts, sizes, type and partition GUIDs, names) and names contents as blkid does.
@@ -286,7 +254,7 @@ fn damaged_primary_gpt_is_read_from_the_backup_and_repaired_by_restore() {
         "{warnings}"
     );
 
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     let target = sandbox.path("big.img");
     sandbox
         .restore(&id, &target, &["--size", "128M", "--verify"])
@@ -318,7 +286,7 @@ fn gpt_disk_restores_onto_a_larger_file_and_grows_its_last_partition() {
     let disk = sandbox.path("gpt.img");
     gpt_disk(&disk);
     let source = fs::read(&disk).unwrap();
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
 
     let plain = sandbox.path("plain.img");
     let report = sandbox
@@ -397,7 +365,7 @@ fn gpt_disk_restores_onto_a_smaller_file_only_when_every_partition_fits() {
     let disk = sandbox.path("gpt.img");
     gpt_disk(&disk);
     let source = fs::read(&disk).unwrap();
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
 
     let small = sandbox.path("small.img");
     let report = sandbox
@@ -454,10 +422,10 @@ fn single_partitions_back_up_and_restore() {
     let sandbox = Sandbox::new();
     let disk = sandbox.path("mbr.img");
     mbr_disk(&disk);
-    let whole = snapshot_of(&sandbox, &disk, &[]);
+    let whole = sandbox.snapshot_of(&disk, &[]);
     let part5 = read_range(&disk, 24576 * 512, 8192 * 512);
 
-    let only = snapshot_of(&sandbox, &disk, &["--partition", "5"]);
+    let only = sandbox.snapshot_of(&disk, &["--partition", "5"]);
     let shown = sandbox.run(["show", &only]).ok().stdout.clone();
     assert!(shown.contains(", partition 5"), "{shown}");
     sandbox.assert_restores(&only, &part5);
@@ -514,7 +482,7 @@ fn whole_disk_restore_onto_a_loop_device_rereads_its_partitions() {
     let disk = sandbox.path("gpt.img");
     gpt_disk(&disk);
     let source = fs::read(&disk).unwrap();
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     let backing = sandbox.path("device.img");
     Image::sparse(backing.clone(), 96 * MIB);
     let dev = system(
@@ -594,7 +562,7 @@ fn restore_onto_a_device_with_another_sector_size_is_refused() {
     let sandbox = Sandbox::new();
     let disk = sandbox.path("mbr.img");
     mbr_disk(&disk);
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     let backing = sandbox.path("4k.img");
     fs::write(&backing, vec![0x5Au8; (64 * MIB) as usize]).unwrap();
     let dev = system(
@@ -642,7 +610,7 @@ fn damaged_tables_give_warnings_not_crashes() {
         "{w}"
     );
     assert_eq!(l["partitions"].as_array().unwrap().len(), 3);
-    snapshot_of(&sandbox, &cut, &[]);
+    sandbox.snapshot_of(&cut, &[]);
 
     let overlap = sandbox.path("overlap.img");
     let p = overlap.display();
@@ -670,7 +638,7 @@ fn damaged_tables_give_warnings_not_crashes() {
         w.contains("partition 2 ends at sector 104096, past the end of the disk"),
         "{w}"
     );
-    snapshot_of(&sandbox, &overlap, &[]);
+    sandbox.snapshot_of(&overlap, &[]);
     sandbox
         .run(["backup", overlap.to_str().unwrap(), "--partition", "2"])
         .refused(2, "past the end");
@@ -696,7 +664,7 @@ fn mbr_disk_restores_byte_for_byte_and_grows_its_last_primary_partition() {
          head -c 300000 /dev/urandom | dd of={p} bs=512 seek=1 conv=notrunc status=none"
     ));
     let source = fs::read(&disk).unwrap();
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     sandbox.assert_restores(&id, &source);
 
     let grown = sandbox.path("grown.img");
@@ -733,7 +701,7 @@ fn mbr_disk_restores_byte_for_byte_and_grows_its_last_primary_partition() {
 
     let logical = sandbox.path("logical.img");
     mbr_disk(&logical);
-    let id = snapshot_of(&sandbox, &logical, &[]);
+    let id = sandbox.snapshot_of(&logical, &[]);
     let target = sandbox.path("never.img");
     sandbox
         .restore(&id, &target, &["--size", "100M", "--grow-last-partition"])
@@ -775,7 +743,7 @@ fn gpt_with_4096_byte_sectors_is_read_and_fitted() {
     assert_eq!(layout["sector_size"], 4096);
     assert_eq!(layout["partitions"][0]["start"], 256);
     assert_eq!(layout["gpt"]["backup_lba"], 64 * 256 - 1);
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     let big = sandbox.path("big.img");
     sandbox
         .restore(&id, &big, &["--size", "96M", "--verify"])
@@ -809,7 +777,7 @@ fn refused_restores_leave_existing_targets_untouched() {
     let sandbox = Sandbox::new();
     let disk = sandbox.path("gpt.img");
     gpt_disk(&disk);
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     let existing = sandbox.path("existing.img");
     let before = vec![0xC3u8; (16 * MIB) as usize];
     fs::write(&existing, &before).unwrap();
@@ -864,7 +832,7 @@ fn a_filesystem_behind_an_empty_mbr_is_not_cut_short() {
     let l = inspect(&disk);
     assert_eq!(l["table"], "none");
     assert_eq!(l["content"]["fstype"], "ext4");
-    let id = snapshot_of(&sandbox, &disk, &[]);
+    let id = sandbox.snapshot_of(&disk, &[]);
     let small = sandbox.path("small.img");
     sandbox
         .restore(&id, &small, &["--size", "4M"])

@@ -15,13 +15,6 @@ use serde_json::Value;
 
 use super::common::*;
 
-fn snapshot(sandbox: &Sandbox, image: &Path) -> String {
-    sandbox.backup(image)["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Bytes of every pack in the repository.
 fn pack_bytes(sandbox: &Sandbox) -> u64 {
     sandbox
@@ -29,11 +22,6 @@ fn pack_bytes(sandbox: &Sandbox) -> u64 {
         .iter()
         .map(|p| fs::metadata(p).unwrap().len())
         .sum()
-}
-
-fn verify_clean(sandbox: &Sandbox) {
-    let report = sandbox.run(["--json", "verify", "--read-data"]).ok().json();
-    assert_eq!(report["damage"], Value::Array(vec![]), "{report:#}");
 }
 
 /// Four snapshots of a 1 MiB image; each after the first rewrites the
@@ -47,7 +35,7 @@ fn four_snapshots(sandbox: &Sandbox) -> Vec<(String, Vec<u8>)> {
         if round > 0 {
             image.write_random(&mut rng, 4 * CHUNK, 4 * CHUNK);
         }
-        taken.push((snapshot(sandbox, &image.path), image.bytes.clone()));
+        taken.push((sandbox.snapshot_of(&image.path, &[]), image.bytes.clone()));
     }
     taken
 }
@@ -120,7 +108,7 @@ fn forget_keeps_what_the_policy_and_protection_say() {
     sandbox.run(["forget", ids[0]]).ok();
     assert_eq!(sandbox.snapshot_ids(), [ids[3]]);
     sandbox.run(["forget"]).refused(2, "say what to keep");
-    verify_clean(&sandbox);
+    verify_clean(&sandbox.repo);
 }
 
 // Pins: after forgetting half the snapshots (forget --prune), prune shrinks the packs by about the bytes only they used (their chunks are random, so incompressible), every remaining snapshot restores, and verify --read-data is clean.
@@ -156,7 +144,7 @@ fn prune_frees_what_only_forgotten_snapshots_used() {
     );
     sandbox.assert_restores(&taken[0].0, &taken[0].1);
     sandbox.assert_restores(&taken[3].0, &taken[3].1);
-    verify_clean(&sandbox);
+    verify_clean(&sandbox.repo);
     // Nothing left to do: a second prune frees nothing.
     let again = sandbox.run(["--json", "prune"]).ok().json();
     assert_eq!(again["packs_deleted"], 0);
@@ -177,7 +165,7 @@ fn killed_prunes_never_lose_a_needed_chunk() {
         if round > 0 {
             image.write_random(&mut rng, 4 << 20, 4 << 20);
         }
-        taken.push((snapshot(&template, &image.path), image.bytes.clone()));
+        taken.push((template.snapshot_of(&image.path, &[]), image.bytes.clone()));
     }
     template
         .run(["forget", &taken[0].0, &taken[1].0, &taken[3].0])
@@ -231,7 +219,7 @@ fn killed_prunes_never_lose_a_needed_chunk() {
         }
         let finished = sandbox.run(["--json", "prune"]).ok().json();
         assert_eq!(finished["chunks_missing"], 0, "{finished}");
-        verify_clean(&sandbox);
+        verify_clean(&sandbox.repo);
     }
     eprintln!("prune took {full:?}; {interrupted} of {rounds} kills interrupted it");
     assert_eq!(
@@ -311,7 +299,7 @@ fn backups_share_the_repository_and_keep_prune_out() {
         fs::remove_file(&target).unwrap();
     }
     sandbox.run(["prune"]).ok();
-    verify_clean(&sandbox);
+    verify_clean(&sandbox.repo);
 }
 
 // Pins: prune never drops a chunk that a snapshot needs when a chunk's indexed copy is damaged and another pack holds an intact copy (that copy is kept), or when a pack's table is unreadable (its index entries are carried over).
@@ -334,7 +322,7 @@ fn prune_keeps_intact_duplicates_and_chunks_of_unreadable_packs() {
     flip_byte(&pack, blob.offset + 7);
     let report = sandbox.run(["--json", "prune"]).ok().json();
     assert!(report["packs_deleted"].as_u64().unwrap() >= 1, "{report:#}");
-    verify_clean(&sandbox);
+    verify_clean(&sandbox.repo);
     for (id, bytes) in &taken {
         sandbox.assert_restores(id, bytes);
     }

@@ -11,7 +11,7 @@
 //! whose bitmaps disagree with its descriptors' free counts is refused
 //! (the caller copies it whole).
 
-use super::{Ranges, Region};
+use super::{Ranges, Region, le16, le32};
 use crate::error::{Error, Result};
 
 const SB: u64 = 1024;
@@ -64,14 +64,6 @@ const RO_METADATA_CSUM: u32 = 0x400;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const BG_BLOCK_UNINIT: u16 = 0x2;
 const MAX_GROUPS: u64 = 1 << 22;
-
-fn le16(b: &[u8], at: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
-}
 
 fn bad(why: impl Into<String>) -> Error {
     Error::corrupt(why.into())

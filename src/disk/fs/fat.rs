@@ -5,16 +5,8 @@
 //! every copy of the FAT (a disagreement counts as used). Sectors after
 //! the last cluster, and anything after the filesystem's end, stay used.
 
-use super::{Ranges, Region};
+use super::{Ranges, Region, le16, le32};
 use crate::error::{Error, Result};
-
-fn le16(b: &[u8], at: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
-}
 
 /// The FAT entry of `cluster` in one table; an entry past the table's end
 /// reads as used.

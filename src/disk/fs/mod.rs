@@ -90,6 +90,15 @@ impl Ranges {
     }
 }
 
+/// Little-endian fields of structures read whole (fixed-size buffers).
+fn le16(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+}
+
 /// A window of a disk: reads at `offset + at`, never past `len`.
 struct Region<'a> {
     io: &'a dyn ReadAt,

@@ -9,7 +9,7 @@ mod names;
 mod probe;
 mod resize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub use probe::{Content, swap_page};
 pub use resize::{Resize, WriteAt, apply_resize, grow_next_step, plan_resize};
@@ -286,6 +286,46 @@ impl Layout {
 
     pub fn partition(&self, number: u32) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.number == number)
+    }
+
+    /// The byte range `(offset, len)` of partition `number`, for backing
+    /// up or restoring it alone: it must exist, hold data (not be an
+    /// extended container) and end inside the disk. `what` names the disk
+    /// in messages.
+    pub fn partition_span(&self, number: u32, what: &str) -> Result<(u64, u64)> {
+        let Some(part) = self.partition(number) else {
+            let have: Vec<String> = self
+                .partitions
+                .iter()
+                .map(|p| p.number.to_string())
+                .collect();
+            return Err(Error::not_found(format!(
+                "{what} has no partition {number} (it has {})",
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ))
+            .hint(
+                "`platter inspect` (a disk) or `platter show` (a snapshot) lists the partitions",
+            ));
+        };
+        if part.is_extended() {
+            return Err(Error::bad_input(format!(
+                "partition {number} of {what} is an extended partition, a container of logical \
+                 partitions"
+            ))
+            .hint("name a logical partition (5 and up) or the whole disk"));
+        }
+        self.partition_bytes(number)
+            .filter(|&(o, l)| o.checked_add(l).is_some_and(|end| end <= self.disk_size))
+            .ok_or_else(|| {
+                Error::bad_input(format!(
+                    "partition {number} of {what} ends past the end of the disk"
+                ))
+                .hint("the partition table is damaged; use the whole disk instead")
+            })
     }
 
     /// The byte range of partition `number` on the disk.
