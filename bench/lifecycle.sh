@@ -23,8 +23,8 @@ step() { # step NAME COMMAND...: runs it, prints its wall time
     printf '%-34s %6.2f s   %s\n' "$name" "$(echo "$(date +%s.%N) - $t0" | bc)" "${NOTE:-}"
 }
 head -c $((SIZE_MIB << 20)) /dev/urandom >"$IMG"
-"$P" -r "$A" init >/dev/null
-"$P" -r "$B" init --compression none >/dev/null
+"$P" -r "$A" init --plain >/dev/null
+"$P" -r "$B" init --plain --compression none >/dev/null
 for n in $(seq 1 "$NIGHTS"); do
     [ "$n" = 1 ] || head -c $((CHANGE_MIB << 20)) /dev/urandom |
         dd of="$IMG" bs=1M seek=$(( (n * 97) % (SIZE_MIB - CHANGE_MIB) )) conv=notrunc status=none

@@ -4,7 +4,7 @@
 # Prints: per-phase details, the summary table, ratios to platter, goal checks, 16 GiB mode.
 BEGIN {
     FS = "\t"; MiB = 1048576
-    name["platter"] = "platter"; name["cat"] = "cat (read limit)"; name["pipe"] = "dd \\| cat (pipe cost)"; name["lz4"] = "dd \\| lz4 -1"
+    name["platter"] = "platter"; name["platterenc"] = "platter, encrypted"; name["cat"] = "cat (read limit)"; name["pipe"] = "dd \\| cat (pipe cost)"; name["lz4"] = "dd \\| lz4 -1"
     name["zstd"] = "dd \\| zstd -1 -T2"; name["partclone"] = "partclone.ext4"; name["qemu"] = "qemu-img qcow2"; name["qemudirect"] = "qemu-img -t none (durable)"
     name["restic"] = "restic"; name["borg"] = "borg lz4"; name["platter16"] = "platter, 16 GiB sparse"
     np = split("full incr restore", phases, " ")
@@ -122,6 +122,11 @@ END {
         v = (nmis["platter" SUBSEP "restore"] > 0 || nfail["platter" SUBSEP "restore"] > 0) ? 0 : 1
         check("restore byte-identical", v, v ? "cmp ok in every run" : nmis["platter" SUBSEP "restore"] + 0 " MISMATCH", "restore")
     } else check("restore byte-identical", "", "no data", "restore")
+    n = split("full incr restore", a, " "); for (q = 1; q <= n; q++) {
+        r = ratio("platterenc", a[q])
+        if (r != "") check("encrypted " a[q] " within 15% of plain", r + 0 <= 1.15, sprintf("%s s vs %s s = +%.0f%%", f2(w("platterenc", a[q])), f2(w("platter", a[q])), 100 * (r - 1)), a[q])
+    }
+    if (okp("platterenc", "unlock")) printf "- unlocking with the default Argon2id (256 MiB, 3 passes): %s s per command (`platter snapshots` on an empty repository)\n", f2(w("platterenc", "unlock"))
     m = peak("platter"); m16 = (big == 1) ? peak("platter16") : ""
     mm = m; if (m16 != "" && m16 != "FAILED" && (m == "FAILED" || m16 + 0 > mm + 0)) mm = m16
     check("peak RSS <= 100 MiB", (mm == "" || mm == "FAILED") ? "" : mm + 0 <= 100, sprintf("4 GiB: %s%s", (m == "" || m == "FAILED") ? "no data" : m " MiB", big == 1 ? ", 16 GiB: " m16 " MiB" : ""))

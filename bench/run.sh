@@ -3,8 +3,11 @@
 #
 # usage: bench/run.sh [--big] [-h]
 #   env RUNS=3            runs per tool (medians are reported)
-#       TOOLS="platter cat pipe lz4 zstd partclone qemu qemudirect restic borg"   subset / order of tools
-#                            (qemudirect: qemu-img convert -t none, a durable restore like platter's)
+#       TOOLS="platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg"   subset / order
+#                            (qemudirect: qemu-img convert -t none, a durable restore like platter's;
+#                             platterenc: platter with an encrypted repository, Argon2id at its cheapest
+#                             so that the times show the data path; unlocking with the default
+#                             Argon2id costs a fixed ~0.6 s more per command, timed once as "unlock")
 #       DIR=/tmp/platter-bench   workload + scratch directory (disk0.img/disk.img are reused
 #                                when their sha256 matches)
 #       SIZE16=1 (or --big)  also measure platter's peak RSS on a 16 GiB sparse image
@@ -26,7 +29,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 RUNS=${RUNS:-3}
-TOOLS=${TOOLS:-platter cat pipe lz4 zstd partclone qemu qemudirect restic borg}
+TOOLS=${TOOLS:-platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg}
 DIR=${DIR:-/tmp/platter-bench}
 SIZE16=${SIZE16:-0}
 NOBUILD=${NOBUILD:-0}
@@ -44,8 +47,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "run as root (make-workload.sh mounts a loop device; caches)" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 for t in $TOOLS; do
-    case $t in platter|cat|pipe|lz4|zstd|partclone|qemu|qemudirect|restic|borg) ;;
-        *) echo "unknown tool '$t' (known: platter cat pipe lz4 zstd partclone qemu qemudirect restic borg)" >&2; exit 2 ;;
+    case $t in platter|platterenc|cat|pipe|lz4|zstd|partclone|qemu|qemudirect|restic|borg) ;;
+        *) echo "unknown tool '$t' (known: platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg)" >&2; exit 2 ;;
     esac
 done
 has_tool() { [[ " $TOOLS " == *" $1 "* ]]; }
@@ -228,22 +231,36 @@ bench_borg() {
     cache_dir "$O"
     do_restore borg "$1" 'borg extract --stdout "$O::incr" > "$R/r.img"' "$R/r.img" "$CHG" || true
 }
-# platter finds the parent snapshot by source path + size: back up the same work file W twice
-bench_platter() {
-    local p
-    if [ "$PLATTER_OK" != 1 ]; then for p in full incr restore; do failed platter "$p" "$1"; done; return 0; fi
+# platter finds the parent snapshot by source path + size: back up the same work file W twice.
+# $2: the tool's name in the results (platter, platterenc); $3...: extra init options.
+bench_platter_as() {
+    local run=$1 tool=$2 p
+    shift 2
+    if [ "$PLATTER_OK" != 1 ]; then for p in full incr restore; do failed "$tool" "$p" "$run"; done; return 0; fi
     export W=$WORK/w.img
     rm -rf "$O"
-    "$PLATTER" -r "$O" init --json > "$LOGS/platter.init" 2>&1 || { for p in full incr restore; do failed platter "$p" "$1"; done; return 0; }
+    "$PLATTER" -r "$O" init --json "$@" > "$LOGS/$tool.init" 2>&1 || { for p in full incr restore; do failed "$tool" "$p" "$run"; done; return 0; }
     cp --sparse=always "$SRC" "$W"; sync
     cache "$W"
-    do_backup platter full "$1" '"$PLATTER" -r "$O" backup "$W" --json' || { failed platter incr "$1"; failed platter restore "$1"; return 0; }
+    do_backup "$tool" full "$run" '"$PLATTER" -r "$O" backup "$W" --json' || { failed "$tool" incr "$run"; failed "$tool" restore "$run"; return 0; }
     cp --sparse=always "$CHG" "$W"; sync
     cache "$W"
-    do_backup platter incr "$1" '"$PLATTER" -r "$O" backup "$W" --json' || true
+    do_backup "$tool" incr "$run" '"$PLATTER" -r "$O" backup "$W" --json' || true
     cache_dir "$O"
-    do_restore platter "$1" '"$PLATTER" -r "$O" restore latest "$R/r.img" --json' "$R/r.img" "$CHG" || true
+    do_restore "$tool" "$run" '"$PLATTER" -r "$O" restore latest "$R/r.img" --json' "$R/r.img" "$CHG" || true
     rm -f "$W"
+}
+bench_platter() { bench_platter_as "$1" platter --plain; }
+bench_platterenc() {
+    export PLATTER_PASSWORD_FILE=$WORK/passphrase
+    echo "benchmark passphrase" > "$PLATTER_PASSWORD_FILE"
+    bench_platter_as "$1" platterenc --kdf-memory 8M --kdf-iterations 1
+    # What a command pays to unlock with the default Argon2id (256 MiB, 3 passes).
+    rm -rf "$O"
+    "$PLATTER" -r "$O" init --json > "$LOGS/platterenc.unlock.init" 2>&1 &&
+        timed platterenc unlock "$1" '"$PLATTER" -r "$O" snapshots --json' &&
+        record platterenc unlock "$1" 0 - ok
+    unset PLATTER_PASSWORD_FILE
 }
 
 # ---------------------------------------------------------------- main loop
@@ -272,7 +289,7 @@ if [ "$SIZE16" = 1 ]; then
     truncate -s 16G "$BIGIMG"
     export W=$BIGIMG
     rm -rf "$O"
-    if [ "$PLATTER_OK" = 1 ] && "$PLATTER" -r "$O" init --json > "$LOGS/platter.init" 2>&1 \
+    if [ "$PLATTER_OK" = 1 ] && "$PLATTER" -r "$O" init --plain --json > "$LOGS/platter.init" 2>&1 \
         && timed platter16 full 1 '"$PLATTER" -r "$O" backup "$W" --json'; then
         record platter16 full 1 "$(dusb "$O")" "$(jfield "$LOGS/platter16.full.stdout" bytes_new)" ok
         if timed platter16 restore 1 'mkdir -p "$R" && "$PLATTER" -r "$O" restore latest "$R/r.img" --json'; then

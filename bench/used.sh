@@ -51,7 +51,7 @@ for entry in "${images[@]}"; do
                     /Block size:/ {size = $3}
                     END {printf "%.0f", blocks * size}')
             else
-                "$P" -r "$S/repo" init >/dev/null
+                "$P" -r "$S/repo" init --plain >/dev/null
                 flag=; [ $tool = platter-raw ] && flag=--raw
                 timed "$P" -r "$S/repo" --json backup $flag "$img"
                 read=$(awk -F': ' '/"bytes_read"/ {gsub(/,/, "", $2); printf "%.1f", $2 / 1048576}' "$S/out")

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Io,
     /// Valid, but not something this version can handle.
     Unsupported,
+    /// No key of an encrypted repository opens with the passphrase given.
+    WrongPassphrase,
 }
 
 impl ErrorKind {
@@ -38,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Busy => 5,
             ErrorKind::Io => 6,
             ErrorKind::Unsupported => 7,
+            ErrorKind::WrongPassphrase => 8,
         }
     }
 
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::Io => "I/O error",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::WrongPassphrase => "wrong passphrase",
         }
     }
 }

@@ -13,6 +13,7 @@ mod it {
     mod crash;
     mod damage;
     mod devices;
+    mod encryption;
     mod filesystems;
     mod format;
     mod incremental;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use platter::engine::copy::{CopyOptions, copy};
 use platter::repo::Repository;
 
+use super::passphrase::OtherPasswordArgs;
 use super::{Context, output};
 
 /// Copy snapshots into another repository (a second disk, a USB drive, a network mount)
@@ -13,9 +14,14 @@ use super::{Context, output};
 /// its BLAKE3 id on the way. A snapshot appears there, with the same id,
 /// only after all of its data is durable there. Snapshots already there
 /// are skipped, so running it again copies nothing new, and an interrupted
-/// copy resumes where it stopped. The other repository may compress
-/// differently; its chunk size must be the same. A snapshot whose data is
-/// damaged here is skipped and named (exit 4); the others are copied.
+/// copy resumes where it stopped. Its chunk size must be the same.
+/// Between repositories that share a key (`init --copy-key-from`) or are
+/// both plain, blobs move as they are stored; otherwise each chunk is
+/// opened, named and sealed anew for the other repository, which costs
+/// more. The other repository's passphrase is taken to be this one's
+/// unless --other-password-file or --other-password-command give it. A
+/// snapshot whose data is damaged here is skipped and named (exit 4); the
+/// others are copied.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter -r /backup/repo copy --to /mnt/usb/repo\n  \
@@ -39,11 +45,18 @@ pub struct Args {
     /// Only snapshots of this source (device or image path)
     #[arg(long, value_name = "PATH")]
     source: Option<String>,
+
+    #[command(flatten)]
+    other: OtherPasswordArgs,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let from = ctx.open_repo()?;
-    let to = Repository::open(&args.to).map_err(|e| e.context("the repository given with --to"))?;
+    let passphrases = ctx.passphrases()?;
+    let from = Repository::open(ctx.repo_path()?, &passphrases)?;
+    let to = args
+        .other
+        .open(&args.to, &passphrases)
+        .map_err(|e| e.context("the repository given with --to"))?;
     let options = CopyOptions {
         snapshots: args.snapshots,
         last: args.last,
@@ -56,6 +69,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     if ctx.json {
         output::json(&report)?;
         return Ok(clean);
+    }
+    if report.rekeyed {
+        output::line(
+            "the repositories have different keys: chunks are opened here, named and sealed anew there",
+        );
     }
     for c in &report.copied {
         output::line(&format!(

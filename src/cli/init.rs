@@ -1,12 +1,30 @@
 //! `platter init`: create a repository.
 
-use platter::codec::Compression;
-use platter::repo::Repository;
+use std::path::PathBuf;
 
+use platter::codec::{Compression, MasterKey};
+use platter::repo::{NewKey, Repository};
+
+use super::key::KdfArgs;
+use super::passphrase::Passphrases;
 use super::{Context, output};
 
 /// Create a new repository in an empty or new folder
+///
+/// A new repository is encrypted unless --plain is given: every chunk,
+/// map, index and manifest is sealed with AES-256-GCM under a random master
+/// key, which is stored only wrapped under your passphrase (Argon2id). The
+/// passphrase is asked twice on the terminal, or taken from
+/// --password-file, PLATTER_PASSWORD_FILE, PLATTER_PASSWORD or
+/// --password-command. Without the passphrase (or another key added with
+/// `platter key add`) nothing in the repository can be read: keep it
+/// somewhere other than the backups.
 #[derive(clap::Args)]
+#[command(after_long_help = "Examples:\n  \
+platter -r /backup/repo init\n  \
+platter -r /backup/repo init --password-file /root/.platter-pass\n  \
+platter -r /mnt/usb/repo init --copy-key-from /backup/repo\n  \
+platter -r /tmp/scratch init --plain")]
 pub struct Args {
     /// Chunk size: a power of two from 64K to 16M. Smaller chunks make
     /// incrementals cheaper, larger ones make the map and index smaller.
@@ -16,23 +34,103 @@ pub struct Args {
     /// Compression of stored chunks: lz4 or none
     #[arg(long, default_value = "lz4", value_name = "HOW")]
     compression: String,
+
+    /// Encrypt the repository (the default)
+    #[arg(long, conflicts_with = "plain")]
+    encrypt: bool,
+
+    /// Do not encrypt: whoever can read the repository can read every disk
+    /// in it
+    #[arg(long)]
+    plain: bool,
+
+    /// Share the master key of this encrypted repository (it needs its
+    /// passphrase), so that `copy` between the two moves blobs as they are
+    /// and `repair --from` works; the new repository gets its own key file
+    #[arg(long, value_name = "PATH", conflicts_with = "plain")]
+    copy_key_from: Option<PathBuf>,
+
+    /// The passphrase of the --copy-key-from repository, from the first
+    /// line of FILE (default: the new repository's passphrase)
+    #[arg(long, value_name = "FILE", requires = "copy_key_from")]
+    from_password_file: Option<PathBuf>,
+
+    /// The passphrase of the --copy-key-from repository, printed by COMMAND
+    #[arg(long, value_name = "COMMAND", requires = "copy_key_from")]
+    from_password_command: Option<String>,
+
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let chunk_size = args.chunk_size;
     let compression = Compression::parse(&args.compression)?;
-    let repo = Repository::init(ctx.repo_path()?, chunk_size, compression)?;
+    let path = ctx.repo_path()?;
+    platter::repo::config::check_chunk_size(args.chunk_size)?;
+    Repository::check_new(path)?;
+    let passphrases = ctx.passphrases()?;
+    let key = if args.plain {
+        NewKey::Plain
+    } else {
+        let kdf = args.kdf.params()?;
+        let master = match &args.copy_key_from {
+            None => MasterKey::generate()?,
+            Some(other) => {
+                let what = format!("repository {}", other.display());
+                let given = Passphrases::explicit(
+                    args.from_password_command.clone(),
+                    args.from_password_file.clone(),
+                    what,
+                );
+                let source = if given.is_given() {
+                    &given
+                } else {
+                    &passphrases
+                };
+                let other_repo = Repository::open(other, source)
+                    .map_err(|e| e.context("the repository given with --copy-key-from"))?;
+                let (master, _) = other_repo.key().ok_or_else(|| {
+                    platter::Error::bad_input(format!(
+                        "{} is not encrypted: it has no key to share",
+                        other.display()
+                    ))
+                })?;
+                MasterKey::from_bytes(master.bytes()).ok_or_else(|| {
+                    platter::Error::new(platter::ErrorKind::Io, "internal error: key length")
+                })?
+            }
+        };
+        NewKey::Encrypted {
+            master,
+            passphrase: passphrases.new_passphrase()?,
+            kdf,
+        }
+    };
+    let repo = Repository::init(path, args.chunk_size, compression, key)?;
     let config = repo.config();
+    let kdf = args.kdf.params()?;
     if ctx.json {
         output::json(&serde_json::json!({
             "repository": repo.root().display().to_string(),
             "repo_id": config.repo_id,
             "chunk_size": config.chunk_size,
             "compression": config.compression,
+            "encryption": config.encryption,
+            "kdf": repo.key().map(|_| kdf),
+            "key_shared_with": args.copy_key_from.map(|p| p.display().to_string()),
         }))?;
     } else {
+        let how = match (&config.encryption, &args.copy_key_from) {
+            (None, _) => "not encrypted".to_string(),
+            (Some(_), None) => format!("encrypted, {}", super::key::describe_kdf(&kdf)),
+            (Some(_), Some(other)) => format!(
+                "encrypted with the key of {}, {}",
+                other.display(),
+                super::key::describe_kdf(&kdf)
+            ),
+        };
         output::line(&format!(
-            "created repository {} (id {}, chunks of {}, {} compression)",
+            "created repository {} (id {}, chunks of {}, {} compression, {how})",
             repo.root().display(),
             &config.repo_id[..8],
             output::bytes(config.chunk_size),

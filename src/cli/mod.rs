@@ -6,8 +6,10 @@ mod copy;
 mod forget;
 mod init;
 mod inspect;
+mod key;
 mod layout_text;
 mod output;
+mod passphrase;
 mod protect;
 mod prune;
 mod rebuild_index;
@@ -39,7 +41,8 @@ restores on its own, and every chunk is checked against its BLAKE3 id before it 
 Typical use:\n  platter -r /mnt/backup/repo init\n  platter -r /mnt/backup/repo backup /dev/sdb\n  \
 platter -r /mnt/backup/repo snapshots\n  platter -r /mnt/backup/repo restore latest /dev/sdc --verify",
     after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input, 3 not found, \
-4 damaged data (also: verify found damage), 5 busy, 6 I/O error, 7 unsupported."
+4 damaged data (also: verify found damage), 5 busy, 6 I/O error, 7 unsupported, \
+8 wrong passphrase."
 )]
 struct Cli {
     /// The repository folder
@@ -49,6 +52,9 @@ struct Cli {
     /// Print one JSON document on stdout and nothing else there
     #[arg(long, global = true)]
     json: bool,
+
+    #[command(flatten)]
+    password: passphrase::PasswordArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -70,6 +76,8 @@ enum Command {
     Verify(verify::Args),
     Unlock(unlock::Args),
     RebuildIndex(rebuild_index::Args),
+    #[command(subcommand)]
+    Key(key::Command),
 }
 
 /// Sizes in binary units, for clap: 64G and 64GiB are both 64 x 2^30
@@ -85,6 +93,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 pub struct Context {
     repo: Option<PathBuf>,
     json: bool,
+    password: passphrase::PasswordArgs,
 }
 
 impl Context {
@@ -95,8 +104,15 @@ impl Context {
         })
     }
 
+    /// The passphrase of the repository given with --repo, from the
+    /// options, the environment or the terminal.
+    fn passphrases(&self) -> Result<passphrase::Passphrases> {
+        let what = format!("repository {}", self.repo_path()?.display());
+        Ok(passphrase::Passphrases::new(&self.password, what))
+    }
+
     fn open_repo(&self) -> Result<platter::repo::Repository> {
-        platter::repo::Repository::open(self.repo_path()?)
+        platter::repo::Repository::open(self.repo_path()?, &self.passphrases()?)
     }
 }
 
@@ -105,6 +121,7 @@ pub fn run() -> Result<ExitCode> {
     let ctx = Context {
         repo: cli.repo,
         json: cli.json,
+        password: cli.password,
     };
     let clean = match cli.command {
         Command::Init(args) => init::run(&ctx, args),
@@ -121,6 +138,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Verify(args) => verify::run(&ctx, args),
         Command::Unlock(args) => unlock::run(&ctx, args),
         Command::RebuildIndex(args) => rebuild_index::run(&ctx, args),
+        Command::Key(command) => key::run(&ctx, command),
     }?;
     Ok(if clean {
         ExitCode::SUCCESS

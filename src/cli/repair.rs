@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use platter::engine::repair::repair;
 use platter::repo::Repository;
 
+use super::passphrase::OtherPasswordArgs;
 use super::{Context, output};
 
 /// Repair damaged or lost chunks, maps and manifests from a copy of this repository
 ///
 /// Reads and checks every stored chunk (as `verify --read-data`), then
 /// fetches what is damaged or missing from the other repository (made by
-/// `platter copy`), checks it, and stores it here again. Runs under an
+/// `platter copy`; an encrypted one must share this one's key, see
+/// `init --copy-key-from`), checks it, and stores it here again. Runs under an
 /// exclusive lock. Run `platter verify` afterwards; `platter prune` frees
 /// the space of the damaged copies.
 #[derive(clap::Args)]
@@ -19,12 +21,18 @@ pub struct Args {
     /// The repository holding good copies (e.g. the one `platter copy --to` wrote)
     #[arg(long, value_name = "PATH")]
     from: PathBuf,
+
+    #[command(flatten)]
+    other: OtherPasswordArgs,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let repo = ctx.open_repo()?;
-    let from =
-        Repository::open(&args.from).map_err(|e| e.context("the repository given with --from"))?;
+    let passphrases = ctx.passphrases()?;
+    let repo = Repository::open(ctx.repo_path()?, &passphrases)?;
+    let from = args
+        .other
+        .open(&args.from, &passphrases)
+        .map_err(|e| e.context("the repository given with --from"))?;
     let bar = output::Bar::new(ctx.json);
     let report = repair(&repo, &from, &bar)?;
     let clean = report.chunks_unrepairable.is_empty();

@@ -15,7 +15,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
-    let removed = remove_locks(repo.backend(), args.all)?;
+    let removed = remove_locks(&repo, args.all)?;
     if ctx.json {
         let names: Vec<&str> = removed.iter().map(|r| r.name.as_str()).collect();
         output::json(&serde_json::json!({ "removed": names }))?;

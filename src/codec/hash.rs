@@ -41,6 +41,20 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of lower- or upper-case hex; `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| {
+            let digit = |c: u8| (c as char).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
+}
+
 /// xxh3-64 of a chunk: cheap, used only to notice that a chunk is unchanged
 /// from the parent snapshot at the same position.
 pub fn fingerprint(plain: &[u8]) -> u64 {
@@ -73,6 +87,13 @@ mod tests {
             buf[pos] = 0;
         }
         assert!(is_zero(&buf[3..]));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(unhex(&hex(&[0, 0xab, 0xff])).unwrap(), vec![0, 0xab, 0xff]);
+        assert_eq!(unhex("AB").unwrap(), vec![0xab]);
+        assert!(unhex("abc").is_none() && unhex("zz").is_none());
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::disk::{Source, SourceIdentity};
 use crate::engine::backup_pipeline::{self, PipelineInput};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::index::write_index;
 use crate::repo::lock::LockKind;
 use crate::repo::map::MapHeader;
 use crate::repo::snapshot::{MapRef, Snapshot, SourceInfo};
@@ -110,6 +109,7 @@ pub fn backup(
         source: &source,
         free: &free,
         backend: repo.backend(),
+        sealing: repo.sealing(),
         index: &index,
         parent: parent_map,
         header,
@@ -120,7 +120,7 @@ pub fn backup(
     let out = out?;
 
     if !out.packs.is_empty() {
-        write_index(repo.backend(), &out.packs)?;
+        repo.write_index(&out.packs)?;
     }
     let map_blake3 = out.map.finish()?;
     let mut stats = out.stats;

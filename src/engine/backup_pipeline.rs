@@ -1,7 +1,7 @@
 //! The backup pipeline: one reader, a pool of workers, one writer.
 //!
 //! ```text
-//! reader ──jobs──▶ workers (fingerprint, zero check, BLAKE3, lz4) ──results──▶ writer
+//! reader ──jobs──▶ workers (fingerprint, zero check, id, lz4, seal) ──results──▶ writer
 //!   ▲                                                                     │
 //!   └──────────────────────── free slots (the in-flight bound) ───────────┘
 //! ```
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use crate::codec::{self, ChunkId, Compression, Stored};
+use crate::codec::{self, Blob, ChunkId, Compression, Scratch, Sealing};
 use crate::disk::Source;
 use crate::disk::fs::Ranges;
 use crate::error::{Error, ErrorKind, Result};
@@ -38,6 +38,7 @@ pub struct PipelineInput<'a> {
     /// Byte ranges no filesystem uses: chunks wholly inside are not read.
     pub free: &'a Ranges,
     pub backend: &'a dyn Backend,
+    pub sealing: &'a Sealing,
     pub index: &'a Index,
     pub parent: Option<MapReader>,
     pub header: MapHeader,
@@ -56,7 +57,7 @@ pub struct PipelineOutput {
 /// even when the source changes under a running backup.
 struct Slot {
     plain: Vec<u8>,
-    stored: Vec<u8>,
+    stored: Scratch,
 }
 
 struct Job {
@@ -81,7 +82,12 @@ enum Outcome {
     Zero,
     Unchanged(MapEntry),
     Dedup(MapEntry),
-    New { entry: MapEntry, stored: Stored },
+    New {
+        entry: MapEntry,
+        stored: Blob,
+    },
+    /// Sealing failed (the system's random generator did).
+    Failed(Error),
 }
 
 struct Done {
@@ -97,7 +103,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
     for _ in 0..slots {
         let slot = Slot {
             plain: Vec::new(),
-            stored: Vec::new(),
+            stored: Scratch::default(),
         };
         free_tx
             .send(slot)
@@ -107,7 +113,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
     let (done_tx, done_rx) = bounded::<Done>(slots);
     let pending: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let stop = AtomicBool::new(false);
-    let map = MapWriter::create(input.backend, input.header)?;
+    let map = MapWriter::create(input.backend, input.sealing, input.header)?;
 
     std::thread::scope(|scope| {
         let reader = {
@@ -122,12 +128,24 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         };
         for _ in 0..workers {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
-            let (index, pending, compression) = (input.index, &pending, input.compression);
-            scope.spawn(move || work_loop(&job_rx, &done_tx, index, pending, compression));
+            let store = Store {
+                index: input.index,
+                pending: &pending,
+                compression: input.compression,
+                sealing: input.sealing,
+            };
+            scope.spawn(move || work_loop(&job_rx, &done_tx, &store));
         }
         drop(job_rx);
         drop(done_tx);
-        let written = write_loop(input.backend, map, &done_rx, &free_tx, input.header.entries);
+        let written = write_loop(
+            input.backend,
+            input.sealing,
+            map,
+            &done_rx,
+            &free_tx,
+            input.header.entries,
+        );
         if written.is_err() {
             stop.store(true, Ordering::Relaxed);
         }
@@ -206,13 +224,16 @@ fn read_loop(
     Ok(())
 }
 
-fn work_loop(
-    jobs: &Receiver<Job>,
-    done: &Sender<Done>,
-    index: &Index,
-    pending: &Mutex<HashSet<ChunkId>>,
+/// What a worker needs to name and store new chunks.
+struct Store<'a> {
+    index: &'a Index,
+    /// New chunks some worker is storing in this backup.
+    pending: &'a Mutex<HashSet<ChunkId>>,
     compression: Compression,
-) {
+    sealing: &'a Sealing,
+}
+
+fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &Store<'_>) {
     for job in jobs.iter() {
         let Job {
             pos,
@@ -224,7 +245,7 @@ fn work_loop(
         let outcome = match skip {
             Skip::Hole => Outcome::Hole,
             Skip::Free => Outcome::Free(len),
-            Skip::No => classify(&mut slot, parent, index, pending, compression),
+            Skip::No => classify(&mut slot, parent, store),
         };
         if done.send(Done { pos, outcome, slot }).is_err() {
             return;
@@ -232,13 +253,8 @@ fn work_loop(
     }
 }
 
-fn classify(
-    slot: &mut Slot,
-    parent: Option<MapEntry>,
-    index: &Index,
-    pending: &Mutex<HashSet<ChunkId>>,
-    compression: Compression,
-) -> Outcome {
+fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Outcome {
+    let index = store.index;
     let plain = &slot.plain[..];
     let fingerprint = codec::fingerprint(plain);
     // The parent's chunk must still be indexed: a lost pack or index file
@@ -253,26 +269,35 @@ fn classify(
     if codec::is_zero(plain) {
         return Outcome::Zero;
     }
-    let id = ChunkId::of(plain);
+    let id = store.sealing.chunk_id(plain);
     let entry = MapEntry::data(id, fingerprint);
     if index.contains(&id) {
         return Outcome::Dedup(entry);
     }
-    let first = match pending.lock() {
+    let first = match store.pending.lock() {
         Ok(mut set) => set.insert(id),
         Err(poisoned) => poisoned.into_inner().insert(id),
     };
     if !first {
         return Outcome::Dedup(entry);
     }
-    let stored = codec::encode(compression, plain, &mut slot.stored);
-    Outcome::New { entry, stored }
+    match codec::store(
+        store.sealing,
+        store.compression,
+        &id,
+        plain,
+        &mut slot.stored,
+    ) {
+        Ok(stored) => Outcome::New { entry, stored },
+        Err(e) => Outcome::Failed(e),
+    }
 }
 
 type Written = (MapWriter, Vec<(RawId, Vec<PackEntry>)>, BackupStats);
 
 fn write_loop(
     backend: &dyn Backend,
+    sealing: &Sealing,
     mut map: MapWriter,
     done: &Receiver<Done>,
     free: &Sender<Slot>,
@@ -324,10 +349,11 @@ fn write_loop(
                     stats.bytes_read += item.slot.plain.len() as u64;
                     e
                 }
+                Outcome::Failed(e) => return Err(e),
                 Outcome::New { entry, stored } => {
                     let writer = match pack.as_mut() {
                         Some(w) => w,
-                        None => pack.insert(PackWriter::create(backend)?),
+                        None => pack.insert(PackWriter::create(backend, sealing)?),
                     };
                     let plain_len = item.slot.plain.len() as u32;
                     let bytes = stored.bytes(&item.slot.plain, &item.slot.stored);

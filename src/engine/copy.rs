@@ -1,8 +1,13 @@
 //! Copying snapshots into a second repository (the 3-2-1 rule's second and
-//! offsite copies). A copied snapshot keeps its id, manifest and map, so a
-//! later copy sees it is there. Only chunks the other repository lacks
-//! move; each is read back and checked against its BLAKE3 id on the way,
-//! and stored with the other repository's compression.
+//! offsite copies). A copied snapshot keeps its id, so a later copy sees it
+//! is there. Only chunks the other repository lacks move; each is read back
+//! and checked against its id on the way.
+//!
+//! Between repositories with the same key (or both plain), chunks keep
+//! their ids and blobs move as they are stored, and the map is the same
+//! file. Otherwise every chunk is opened, named and sealed anew for the
+//! other repository ("re-keyed"), and the map is rewritten with the new
+//! ids (see `rekey`).
 //!
 //! Per snapshot, the order is a backup's: packs (each indexed as soon as it
 //! is durable, so an interrupted copy resumes without moving them again),
@@ -16,13 +21,14 @@ use std::time::Instant;
 use crate::codec::ChunkId;
 use crate::engine::pack_sink::PackSink;
 use crate::engine::parallel::map_entries;
+use crate::engine::rekey::Rekey;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::index::{Index, write_index};
+use crate::repo::index::{Index, Location};
 use crate::repo::lock::LockKind;
-use crate::repo::map::{Kind, map_name};
+use crate::repo::map::{Kind, MapEntry, map_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
+use crate::repo::{BufPool, ChunkReader, Repository};
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -46,6 +52,9 @@ pub struct CopiedSnapshot {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CopyReport {
     pub to: String,
+    /// The repositories have different keys (or one is not encrypted):
+    /// chunks were opened, named and sealed anew.
+    pub rekeyed: bool,
     pub copied: Vec<CopiedSnapshot>,
     /// Selected snapshots the other repository already has.
     pub already_there: Vec<String>,
@@ -141,8 +150,10 @@ pub fn copy(
     let (mut index, _) = to.load_index()?;
     index.keep_packs(&to.packs_on_disk()?);
 
+    let mut rekey = (!from.sealing().same_key(to.sealing())).then(Rekey::default);
     let mut report = CopyReport {
         to: to.root().display().to_string(),
+        rekeyed: rekey.is_some(),
         ..CopyReport::default()
     };
     for snap in chosen {
@@ -150,7 +161,15 @@ pub fn copy(
             report.already_there.push(snap.id);
             continue;
         }
-        let copied = match copy_one(from, to, &snap, &source_index, &mut index, progress) {
+        let copied = match &mut rekey {
+            None => copy_one(from, to, &snap, &source_index, &mut index, progress),
+            Some(rekey) => rekey
+                .learn_from_common(from, to, &snap, &there)
+                .and_then(|()| {
+                    rekey.copy_one(from, to, &snap, &source_index, &mut index, progress)
+                }),
+        };
+        let copied = match copied {
             Ok(c) => c,
             // Damage here spoils this snapshot only: go on with the rest.
             Err(e) if e.kind() == crate::ErrorKind::Corrupt => {
@@ -171,7 +190,8 @@ pub fn copy(
     Ok(report)
 }
 
-/// Copies one snapshot: its missing chunks, its map, then its manifest.
+/// Copies one snapshot between repositories with the same key: its
+/// missing blobs as they are stored, its map, then its manifest.
 fn copy_one(
     from: &Repository,
     to: &Repository,
@@ -187,21 +207,15 @@ fn copy_one(
     let known = |id: &ChunkId| {
         index.contains(id) || have.lock().map(|set| set.contains(id)).unwrap_or(false)
     };
-    let fetch = |reader: &mut ChunkReader, entry: &crate::repo::map::MapEntry| {
+    let fetch = |reader: &mut ChunkReader, entry: &MapEntry| {
         if entry.kind != Kind::Data || known(&entry.id) {
             return Ok(None);
         }
-        let loc = source_index.get(&entry.id).ok_or_else(|| {
-            Error::corrupt(format!(
-                "chunk {} is in no index of the repository copied from",
-                entry.id
-            ))
-        })?;
-        reader
-            .read(&entry.id, source_index.pack_id(loc.pack), loc)
-            .map(Some)
+        let loc = locate(source_index, &entry.id)?;
+        let stored = reader.read_stored(&entry.id, source_index.pack_id(loc.pack), loc)?;
+        Ok(Some((stored, *loc)))
     };
-    let mut sink = PackSink::new(to.backend(), to.config().compression);
+    let mut sink = PackSink::new(to.backend(), to.sealing(), to.config().compression);
     let mut closed = Vec::new();
     let mut chunks = 0u64;
     progress.start(&format!("copy {}", snap.short_id()), header.source_size);
@@ -210,18 +224,19 @@ fn copy_one(
         &mut map,
         0..header.entries,
         super::worker_count(),
-        || ChunkReader::new(from.backend(), pool.clone()),
+        || from.chunk_reader(pool.clone()),
         |reader, _, entry| fetch(reader, &entry),
-        |pos, entry, fetched: Result<Option<PlainChunk>>| {
-            if let Some(plain) = fetched? {
+        |pos, entry, fetched: Result<Option<(Vec<u8>, Location)>>| {
+            if let Some((stored, loc)) = fetched? {
                 let first = have
                     .lock()
                     .map(|mut set| set.insert(entry.id))
                     .unwrap_or(false);
                 if first {
                     chunks += 1;
-                    if let Some(pack) = sink.add(entry.id, &plain)? {
-                        write_index(to.backend(), std::slice::from_ref(&pack))?;
+                    let added = sink.add_stored(entry.id, loc.encoded, &stored, loc.plain_len)?;
+                    if let Some(pack) = added {
+                        to.write_index(std::slice::from_ref(&pack))?;
                         closed.push(pack);
                     }
                 }
@@ -233,7 +248,7 @@ fn copy_one(
     progress.finish();
     ran?;
     if let Some(pack) = sink.close()? {
-        write_index(to.backend(), std::slice::from_ref(&pack))?;
+        to.write_index(std::slice::from_ref(&pack))?;
         closed.push(pack);
     }
     for (id, entries) in &closed {
@@ -245,6 +260,15 @@ fn copy_one(
         snapshot: snap.id.clone(),
         chunks_copied: chunks,
         bytes_stored: sink.stored_bytes,
+    })
+}
+
+/// Where the repository copied from keeps chunk `id`.
+pub(super) fn locate<'i>(index: &'i Index, id: &ChunkId) -> Result<&'i Location> {
+    index.get(id).ok_or_else(|| {
+        Error::corrupt(format!(
+            "chunk {id} is in no index of the repository copied from"
+        ))
     })
 }
 

@@ -10,6 +10,7 @@ mod pack_sink;
 mod parallel;
 pub mod prune;
 pub mod rebuild_index;
+mod rekey;
 pub mod repair;
 pub mod restore;
 pub mod retention;
@@ -42,7 +43,7 @@ pub fn lock_repo<'a>(
     command: &str,
     progress: &dyn Progress,
 ) -> Result<RepoLock<'a>> {
-    let (held, cleared) = lock::acquire(repo.backend(), kind, command)?;
+    let (held, cleared) = lock::acquire(repo, kind, command)?;
     report_cleared(cleared, progress);
     Ok(held)
 }
@@ -54,7 +55,7 @@ pub fn lock_for_reading<'a>(
     command: &str,
     progress: &dyn Progress,
 ) -> Result<Option<RepoLock<'a>>> {
-    match lock::acquire(repo.backend(), LockKind::Shared, command) {
+    match lock::acquire(repo, LockKind::Shared, command) {
         Ok((held, cleared)) => {
             report_cleared(cleared, progress);
             Ok(Some(held))

@@ -1,10 +1,11 @@
 //! Storing checked chunks into new packs, for commands that move chunks
 //! rather than read a source (copy, prune, repair): compress with the
-//! repository's setting, append, and close a pack when it is full. Each
+//! repository's setting and seal when it is encrypted (or take blobs as
+//! they are stored), append, and close a pack when it is full. Each
 //! closed pack is durable before it is handed back, so the caller decides
 //! when an index names it.
 
-use crate::codec::{self, ChunkId, Compression};
+use crate::codec::{self, ChunkId, Compression, Encoded, Scratch, Sealing};
 use crate::engine::backup_pipeline::PACK_TARGET;
 use crate::error::Result;
 use crate::repo::RawId;
@@ -13,9 +14,10 @@ use crate::repo::pack::{PackEntry, PackWriter};
 
 pub struct PackSink<'a> {
     backend: &'a dyn Backend,
+    sealing: Sealing,
     compression: Compression,
     open: Option<PackWriter>,
-    scratch: Vec<u8>,
+    scratch: Scratch,
     /// Bytes stored (after compression) so far.
     pub stored_bytes: u64,
 }
@@ -24,12 +26,19 @@ pub struct PackSink<'a> {
 pub type ClosedPack = (RawId, Vec<PackEntry>);
 
 impl<'a> PackSink<'a> {
-    pub fn new(backend: &'a dyn Backend, compression: Compression) -> PackSink<'a> {
+    /// A sink into the repository of `backend`, which `sealing` and
+    /// `compression` describe.
+    pub fn new(
+        backend: &'a dyn Backend,
+        sealing: &Sealing,
+        compression: Compression,
+    ) -> PackSink<'a> {
         PackSink {
             backend,
+            sealing: sealing.clone(),
             compression,
             open: None,
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             stored_bytes: 0,
         }
     }
@@ -37,18 +46,50 @@ impl<'a> PackSink<'a> {
     /// Appends a chunk whose `id` the caller checked; returns the pack it
     /// closed, if this chunk filled one.
     pub fn add(&mut self, id: ChunkId, plain: &[u8]) -> Result<Option<ClosedPack>> {
-        let stored = codec::encode(self.compression, plain, &mut self.scratch);
+        let blob = codec::store(
+            &self.sealing,
+            self.compression,
+            &id,
+            plain,
+            &mut self.scratch,
+        )?;
+        let bytes = blob.bytes(plain, &self.scratch);
         let writer = match self.open.as_mut() {
             Some(w) => w,
-            None => self.open.insert(PackWriter::create(self.backend)?),
+            None => self
+                .open
+                .insert(PackWriter::create(self.backend, &self.sealing)?),
         };
-        let bytes = stored.bytes(plain, &self.scratch);
-        writer.add(id, stored.how, bytes, plain.len() as u32)?;
+        writer.add(id, blob.how, bytes, plain.len() as u32)?;
         self.stored_bytes += bytes.len() as u64;
-        if writer.len() >= PACK_TARGET {
-            return self.close();
+        self.close_if_full()
+    }
+
+    /// Appends a blob exactly as another repository with the same key
+    /// stored it (checked by the caller).
+    pub fn add_stored(
+        &mut self,
+        id: ChunkId,
+        how: Encoded,
+        stored: &[u8],
+        plain_len: u32,
+    ) -> Result<Option<ClosedPack>> {
+        let writer = match self.open.as_mut() {
+            Some(w) => w,
+            None => self
+                .open
+                .insert(PackWriter::create(self.backend, &self.sealing)?),
+        };
+        writer.add(id, how, stored, plain_len)?;
+        self.stored_bytes += stored.len() as u64;
+        self.close_if_full()
+    }
+
+    fn close_if_full(&mut self) -> Result<Option<ClosedPack>> {
+        match &self.open {
+            Some(w) if w.len() >= PACK_TARGET => self.close(),
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// Closes the open pack, if it holds anything.

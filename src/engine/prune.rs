@@ -170,10 +170,7 @@ pub fn prune_locked(
     // The live copy: the first, unless another copy exists and the first
     // does not read back intact (then the first intact one).
     let mut live: HashMap<ChunkId, (usize, PackEntry)> = HashMap::new();
-    let mut reader = ChunkReader::new(
-        repo.backend(),
-        BufPool::new(repo.config().chunk_size as usize, 1),
-    );
+    let mut reader = repo.chunk_reader(BufPool::new(repo.config().chunk_size as usize, 1));
     let mut carried: Vec<(RawId, PackEntry)> = Vec::new();
     for (id, list) in &copies {
         let chosen = choose_copy(repo, &mut reader, id, list, progress);
@@ -276,9 +273,7 @@ fn read_packs(
     ids.sort_unstable();
     for id in ids {
         let name = pack_name(&id);
-        let read = backend
-            .open(&name)
-            .and_then(|f| Ok((f.len(), pack::read_table(&*f, &backend.describe(&name))?)));
+        let read = repo.read_pack_table(&id);
         match read {
             Ok((len, entries)) => packs.push(PackInfo {
                 id,
@@ -374,8 +369,8 @@ fn repack(
         .sum();
     progress.start("repack", total);
     let pool = BufPool::new(repo.config().chunk_size as usize, 2);
-    let mut reader = ChunkReader::new(repo.backend(), pool);
-    let mut sink = PackSink::new(repo.backend(), repo.config().compression);
+    let mut reader = repo.chunk_reader(pool);
+    let mut sink = PackSink::new(repo.backend(), repo.sealing(), repo.config().compression);
     let mut written = Vec::new();
     let mut order: Vec<usize> = by_pack.keys().copied().collect();
     order.sort_unstable();

@@ -5,9 +5,8 @@
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
-use crate::repo::index::write_index;
 use crate::repo::lock::LockKind;
-use crate::repo::pack::{PackEntry, is_pack_folder, read_table};
+use crate::repo::pack::{PackEntry, is_pack_folder};
 use crate::repo::{RawId, Repository, parse_id};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -35,11 +34,8 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
             };
             let name = format!("data/{dir}/{file}");
             let what = repo.describe(&name);
-            match backend
-                .open(&name)
-                .and_then(|f| read_table(f.as_ref(), &what))
-            {
-                Ok(entries) => {
+            match repo.read_pack_table(&id) {
+                Ok((_, entries)) => {
                     report.chunks += entries.len();
                     packs.push((id, entries));
                 }
@@ -54,7 +50,7 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     if packs.is_empty() {
         return Ok(report);
     }
-    write_index(backend, &packs)?;
+    repo.write_index(&packs)?;
     // The old files may still describe packs that could not be read now
     // (a permission, a passing I/O error): then they stay. Duplicates are
     // harmless; the first location wins.

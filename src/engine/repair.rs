@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
-use crate::repo::pack::{PackEntry, pack_name, read_table};
-use crate::repo::{BufPool, ChunkReader, RawId, Repository};
+use crate::repo::pack::PackEntry;
+use crate::repo::{BufPool, RawId, Repository};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairReport {
@@ -47,6 +47,16 @@ pub fn repair(
     if repo.config().chunk_size != from.config().chunk_size {
         return Err(Error::unsupported(
             "the repositories have different chunk sizes, so neither is a copy of the other",
+        ));
+    }
+    if !repo.sealing().same_key(from.sealing()) {
+        return Err(Error::unsupported(
+            "the repositories have different keys (or only one is encrypted), so chunks and \
+             maps cannot be taken from one into the other as they are",
+        )
+        .hint(
+            "repair from a copy that shares this repository's key (made with \
+             `platter init --copy-key-from`), or copy the snapshots back with `platter copy`",
         ));
     }
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "repair", progress)?;
@@ -83,9 +93,9 @@ pub fn repair(
     }
     let (from_index, _) = from.load_index()?;
     let pool = BufPool::new(repo.config().chunk_size as usize, 2);
-    let mut local = ChunkReader::new(repo.backend(), pool.clone());
-    let mut reader = ChunkReader::new(from.backend(), pool);
-    let mut sink = PackSink::new(repo.backend(), repo.config().compression);
+    let mut local = repo.chunk_reader(pool.clone());
+    let mut reader = from.chunk_reader(pool);
+    let mut sink = PackSink::new(repo.backend(), repo.sealing(), repo.config().compression);
     let mut written = Vec::new();
     let mut ids: Vec<ChunkId> = bad.into_iter().collect();
     ids.sort();
@@ -175,12 +185,7 @@ fn used_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
 fn chunks_in_unreadable_packs(repo: &Repository, index: &Index) -> Result<Vec<ChunkId>> {
     let mut bad_packs = HashSet::new();
     for pack in index.packs() {
-        let name = pack_name(pack);
-        let table = repo
-            .backend()
-            .open(&name)
-            .and_then(|f| read_table(&*f, &repo.describe(&name)));
-        if table.is_err() {
+        if repo.read_pack_table(pack).is_err() {
             bad_packs.insert(*pack);
         }
     }

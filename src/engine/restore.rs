@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::codec::{self, ChunkId};
+use crate::codec::{self, ChunkId, Sealing};
 use crate::disk::layout::{Layout, Resize, Table, apply_resize, grow_next_step, plan_resize};
 use crate::disk::{Target, TargetKind};
 use crate::engine::parallel::map_entries;
@@ -338,10 +338,17 @@ pub fn restore(
             let loc = index
                 .get(id)
                 .ok_or_else(|| Error::corrupt(format!("chunk {id} is not in the index")))?;
-            ChunkReader::new(repo.backend(), pool.clone()).read(id, index.pack_id(loc.pack), loc)
+            repo.chunk_reader(pool.clone())
+                .read(id, index.pack_id(loc.pack), loc)
         };
         Some(read_back(
-            &mut map, &target, window, &damaged, &fetch, progress,
+            &mut map,
+            &target,
+            window,
+            &damaged,
+            repo.sealing(),
+            &fetch,
+            progress,
         )?)
     } else {
         None
@@ -491,7 +498,7 @@ fn write_all(
         map,
         window.positions(header.chunk_size),
         workers,
-        || ChunkReader::new(repo.backend(), pool.clone()),
+        || repo.chunk_reader(pool.clone()),
         |reader, _, entry| fetch_chunk(reader, index, &entry),
         |pos, entry, fetched| {
             let (part, offset) = window
@@ -568,6 +575,7 @@ fn read_back(
     target: &Target,
     window: Window,
     damaged: &[DamagedRange],
+    sealing: &Sealing,
     fetch: &(dyn Fn(&ChunkId) -> Result<PlainChunk> + Sync),
     progress: &dyn Progress,
 ) -> Result<bool> {
@@ -586,7 +594,7 @@ fn read_back(
         let ok = if entry.kind != Kind::Data || was_damaged {
             codec::is_zero(buf)
         } else if len == chunk_len {
-            ChunkId::of(buf) == entry.id
+            sealing.chunk_id(buf) == entry.id
         } else {
             fetch(&entry.id)?[part] == buf[..]
         };

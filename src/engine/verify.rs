@@ -17,7 +17,7 @@ use crate::repo::index::Index;
 use crate::repo::map::Kind;
 use crate::repo::pack::{self, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, ChunkReader, RawId, Repository, parse_id};
+use crate::repo::{BufPool, RawId, Repository, parse_id};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -306,11 +306,8 @@ fn check_packs(
             }
             continue;
         };
-        let table = backend
-            .open(&name)
-            .and_then(|f| pack::read_table(f.as_ref(), &repo.describe(&name)));
-        match table {
-            Ok(entries) => {
+        match repo.read_pack_table(pack_id) {
+            Ok((_, entries)) => {
                 let table: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, e)).collect();
                 let disagree: Vec<_> = chunks
                     .iter()
@@ -412,7 +409,7 @@ fn read_data(
         for _ in 0..super::worker_count() {
             let (rx, found, pool) = (rx.clone(), &found, pool.clone());
             scope.spawn(move || {
-                let mut reader = ChunkReader::new(repo.backend(), pool).checking_crc();
+                let mut reader = repo.chunk_reader(pool).checking_crc();
                 for (id, loc) in rx.iter() {
                     if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc) {
                         let why = if e.kind() == ErrorKind::Corrupt {

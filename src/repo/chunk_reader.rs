@@ -1,9 +1,10 @@
-//! Reading chunks back out of packs: locate, read, decode, and check the
-//! BLAKE3 before anyone uses a byte. Used by restore and verify.
+//! Reading chunks back out of packs: locate, read, open the seal (when
+//! encrypted), decode, and check the id before anyone uses a byte. Used by
+//! restore, verify, copy, prune and repair.
 
 use std::path::Path;
 
-use crate::codec::{self, ChunkId, Encoded};
+use crate::codec::{self, ChunkId, Encoded, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::AlignedBuf;
 use crate::repo::backend::{Backend, ReadAt};
@@ -13,6 +14,7 @@ use crate::repo::{RawId, pack};
 /// Reads chunks out of packs, keeping recently used packs open.
 pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
+    sealing: Sealing,
     pool: BufPool,
     open: Vec<(RawId, Box<dyn ReadAt>)>,
     stored: Vec<u8>,
@@ -93,9 +95,10 @@ const OPEN_PACKS: usize = 8;
 
 impl<'a> ChunkReader<'a> {
     /// A reader whose decoded chunks come from `pool`.
-    pub fn new(backend: &'a dyn Backend, pool: BufPool) -> ChunkReader<'a> {
+    pub fn new(backend: &'a dyn Backend, sealing: Sealing, pool: BufPool) -> ChunkReader<'a> {
         ChunkReader {
             backend,
+            sealing,
             pool,
             open: Vec::new(),
             stored: Vec::new(),
@@ -110,13 +113,40 @@ impl<'a> ChunkReader<'a> {
         self
     }
 
-    /// Reads chunk `id`, decodes it and checks its BLAKE3; returns its plain
-    /// bytes. Any mismatch, and any failure to read the pack, is `Corrupt`
-    /// naming the pack and offset. The BLAKE3 check catches every change,
-    /// so the crc32 is only computed when it fails (or with
-    /// `checking_crc`), to tell storage damage (crc32 fails too) from a
-    /// wrong index.
+    /// Reads chunk `id`, opens and decodes it and checks its id; returns
+    /// its plain bytes. Any mismatch, and any failure to read the pack, is
+    /// `Corrupt` naming the pack and offset. The id check (and the seal,
+    /// when encrypted) catches every change, so the crc32 is only computed
+    /// when they fail (or with `checking_crc`), to tell storage damage
+    /// (crc32 fails too) from a wrong index or a tampered blob.
     pub fn read(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<PlainChunk> {
+        let mut stored = std::mem::take(&mut self.stored);
+        let result = self.read_into(id, pack, loc, &mut stored, false);
+        self.stored = stored;
+        result
+    }
+
+    /// Like `read`, but also hands back the chunk's stored bytes, checked,
+    /// for storing them elsewhere as they are.
+    pub fn read_stored(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<Vec<u8>> {
+        let mut stored = Vec::new();
+        self.read_into(id, pack, loc, &mut stored, true)?;
+        if stored.is_empty() {
+            // An unsealed raw chunk was read straight into its plain buffer.
+            let plain = self.read(id, pack, loc)?;
+            stored.extend_from_slice(&plain);
+        }
+        Ok(stored)
+    }
+
+    fn read_into(
+        &mut self,
+        id: &ChunkId,
+        pack: &RawId,
+        loc: &Location,
+        stored: &mut Vec<u8>,
+        keep: bool,
+    ) -> Result<PlainChunk> {
         let name = pack::pack_name(pack);
         let what = format!(
             "chunk {id} in pack {} at offset {}",
@@ -124,58 +154,75 @@ impl<'a> ChunkReader<'a> {
             loc.offset
         );
         let plain_len = loc.plain_len as usize;
-        if plain_len > self.pool.size || loc.stored_len as usize > self.pool.size.saturating_mul(2)
-        {
+        let max_stored = self.pool.size.saturating_mul(2) + self.sealing.overhead();
+        if plain_len > self.pool.size || loc.stored_len as usize > max_stored {
             return Err(Error::corrupt(format!(
                 "{what} claims {} stored / {plain_len} plain bytes, more than a chunk can be",
                 loc.stored_len
             )));
         }
         let mut plain = self.pool.get()?;
-        let raw = loc.encoded == Encoded::Raw && loc.stored_len == loc.plain_len;
-        // A raw chunk is read straight into its (aligned) plain buffer.
-        let mut stored = std::mem::take(&mut self.stored);
+        // An unsealed raw chunk is read straight into its (aligned) plain
+        // buffer, and then `stored` stays empty.
+        let raw = loc.encoded == Encoded::Raw
+            && loc.stored_len == loc.plain_len
+            && !self.sealing.is_encrypted();
+        stored.clear();
         let read = if raw {
-            self.read_stored(pack, &name, loc, plain.reuse_as(plain_len))
+            self.read_stored_bytes(pack, &name, loc, plain.reuse_as(plain_len))
         } else {
             stored.resize(loc.stored_len as usize, 0);
-            self.read_stored(pack, &name, loc, &mut stored)
+            self.read_stored_bytes(pack, &name, loc, stored)
         };
-        let always_crc = self.always_crc;
-        let check = |stored: &[u8], plain: Option<&[u8]>, decoded: Result<()>| -> Result<()> {
-            let damaged = |why: &str| {
-                if codec::crc32(stored) != loc.crc {
-                    Error::corrupt(format!(
-                        "{what} fails its crc32: the stored bytes are damaged"
-                    ))
-                } else {
-                    Error::corrupt(format!("{what} {why}"))
-                }
-            };
-            if always_crc && codec::crc32(stored) != loc.crc {
-                return Err(damaged("fails its crc32"));
-            }
-            decoded.map_err(|e| damaged(e.message()))?;
-            if ChunkId::of(plain.unwrap_or(stored)) != *id {
-                return Err(damaged("does not match its BLAKE3 id"));
-            }
-            Ok(())
-        };
-        let result = read.map_err(|e| e.context(&what)).and_then(|()| {
-            if raw {
-                check(&plain, None, Ok(()))
+        read.map_err(|e| e.context(&what))?;
+        let stored_crc =
+            |plain: &[u8], stored: &[u8]| codec::crc32(if raw { plain } else { stored });
+        // Opening a seal in place changes the stored bytes: take their
+        // crc32 first, in case the seal does not open.
+        let in_place = !raw && !keep && self.sealing.is_encrypted() && loc.encoded == Encoded::Lz4;
+        let early_crc = (self.always_crc || in_place).then(|| stored_crc(&plain, stored));
+        let damaged = |why: &str, crc: u32| {
+            if crc != loc.crc {
+                Error::corrupt(format!(
+                    "{what} fails its crc32: the stored bytes are damaged"
+                ))
             } else {
-                let decoded = codec::decode(loc.encoded, &stored, plain.reuse_as(plain_len));
-                check(&stored, Some(&plain), decoded)
+                Error::corrupt(format!("{what} {why}"))
             }
-        });
-        self.stored = stored;
-        result.map(|()| PlainChunk(plain))
+        };
+        if self.always_crc && early_crc != Some(loc.crc) {
+            return Err(damaged("fails its crc32", early_crc.unwrap_or(0)));
+        }
+        if !raw {
+            let mut kept;
+            let source: &mut [u8] = if keep && self.sealing.is_encrypted() {
+                kept = stored.clone();
+                &mut kept
+            } else {
+                stored
+            };
+            let loaded = codec::load(
+                &self.sealing,
+                id,
+                loc.encoded,
+                source,
+                plain.reuse_as(plain_len),
+            );
+            if let Err(e) = loaded {
+                let crc = early_crc.unwrap_or_else(|| stored_crc(&plain, stored));
+                return Err(damaged(e.message(), crc));
+            }
+        }
+        if self.sealing.chunk_id(&plain) != *id {
+            let crc = early_crc.unwrap_or_else(|| stored_crc(&plain, stored));
+            return Err(damaged("does not match its id", crc));
+        }
+        Ok(PlainChunk(plain))
     }
 
     /// Reads the stored bytes of a chunk; a pack that ends early or cannot
     /// be read makes the chunk damaged (so a restore can go on without it).
-    fn read_stored(
+    fn read_stored_bytes(
         &mut self,
         pack: &RawId,
         name: &str,

@@ -1,10 +1,17 @@
-//! The repository's config: format version, identity, chunk size and
-//! compression. Written once by `init` and never changed.
+//! The repository's config: format version, identity, chunk size,
+//! compression and encryption. Written once by `init` and never changed.
+//! It stays plain in an encrypted repository (it holds no secret), so that
+//! a repository can be recognised, and its storage checked, without a key.
 
 use crate::codec::Compression;
 use crate::error::{Error, Result};
 
 pub const FORMAT_VERSION: u32 = 1;
+/// Encrypted repositories have config version 2, so that a platter that
+/// predates encryption refuses them rather than misreading them.
+pub const ENCRYPTED_FORMAT_VERSION: u32 = 2;
+pub const CIPHER: &str = "aes-256-gcm";
+pub const CHUNK_IDS: &str = "keyed-blake3";
 pub const MIN_CHUNK_SIZE: u64 = 64 * 1024;
 pub const MAX_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
@@ -15,10 +22,56 @@ pub struct Config {
     pub chunk_size: u64,
     pub compression: Compression,
     pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How an encrypted repository seals blobs and names chunks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Encryption {
+    pub cipher: String,
+    pub chunk_ids: String,
+}
+
+impl Encryption {
+    pub fn current() -> Encryption {
+        Encryption {
+            cipher: CIPHER.into(),
+            chunk_ids: CHUNK_IDS.into(),
+        }
+    }
 }
 
 impl Config {
-    pub fn validate(&self) -> Result<()> {
+    pub fn version(&self) -> u32 {
+        if self.encryption.is_some() {
+            ENCRYPTED_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
+    /// Checks the fields, and that `version` (the document's) matches
+    /// whether the repository is encrypted.
+    pub fn validate(&self, version: u32) -> Result<()> {
+        if version != self.version() {
+            return Err(Error::corrupt(format!(
+                "the repository config is damaged: version {version} {} an encryption section",
+                if self.encryption.is_some() {
+                    "with"
+                } else {
+                    "without"
+                }
+            )));
+        }
+        if let Some(e) = &self.encryption
+            && *e != Encryption::current()
+        {
+            return Err(Error::unsupported(format!(
+                "the repository is encrypted with {} and {} chunk ids; this platter knows {CIPHER} and {CHUNK_IDS}",
+                e.cipher, e.chunk_ids
+            )));
+        }
         check_chunk_size(self.chunk_size)
             .map_err(|e| Error::corrupt(format!("the repository config is damaged: {e}")))?;
         if self.repo_id.len() != 64 || !self.repo_id.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -35,8 +35,14 @@ pub fn seal<T: Serialize>(kind: &str, version: u32, body: &T) -> Result<Vec<u8>>
     .into_bytes())
 }
 
-/// Parses a sealed document of `kind`; `what` names the file in errors.
-pub fn open<T: DeserializeOwned>(kind: &str, version: u32, bytes: &[u8], what: &str) -> Result<T> {
+/// Parses a sealed document of `kind` in one of `versions`; returns it and
+/// its version. `what` names the file in errors.
+pub fn open_versioned<T: DeserializeOwned>(
+    kind: &str,
+    versions: std::ops::RangeInclusive<u32>,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(T, u32)> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Error::corrupt(format!("{what} is not text: the file is damaged")))?;
     let env: Envelope = serde_json::from_str(text)
@@ -47,10 +53,12 @@ pub fn open<T: DeserializeOwned>(kind: &str, version: u32, bytes: &[u8], what: &
             env.platter
         )));
     }
-    if env.version != version {
+    if !versions.contains(&env.version) {
         return Err(Error::unsupported(format!(
-            "{what} has format version {}, this platter reads version {version}",
-            env.version
+            "{what} has format version {}, this platter reads versions {} to {}",
+            env.version,
+            versions.start(),
+            versions.end()
         ))
         .hint("use the platter release that wrote this repository"));
     }
@@ -61,8 +69,14 @@ pub fn open<T: DeserializeOwned>(kind: &str, version: u32, bytes: &[u8], what: &
             env.crc32
         )));
     }
-    serde_json::from_str(env.body.get())
-        .map_err(|e| Error::corrupt(format!("{what} has a body that does not parse: {e}")))
+    let body = serde_json::from_str(env.body.get())
+        .map_err(|e| Error::corrupt(format!("{what} has a body that does not parse: {e}")))?;
+    Ok((body, env.version))
+}
+
+/// Parses a sealed document of `kind` and exactly `version`.
+pub fn open<T: DeserializeOwned>(kind: &str, version: u32, bytes: &[u8], what: &str) -> Result<T> {
+    open_versioned(kind, version..=version, bytes, what).map(|(body, _)| body)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! Each backup writes one index file for the packs it wrote, after those
 //! packs are durable. The in-memory `Index` is the union of all index files.
-//! Everything here can be rebuilt from the packs' own tables.
+//! Everything here can be rebuilt from the packs' own tables. In an
+//! encrypted repository the whole file below is sealed (see `sealed`).
 //!
 //! ```text
 //! offset  size   field
@@ -20,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use crate::codec::{ChunkId, Encoded, crc32};
+use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::RawId;
 use crate::repo::backend::Backend;
@@ -130,7 +131,11 @@ pub fn index_name(id: &RawId) -> String {
 }
 
 /// Writes one index file covering `packs`; returns its id.
-pub fn write_index(backend: &dyn Backend, packs: &[(RawId, Vec<PackEntry>)]) -> Result<RawId> {
+pub fn write_index(
+    backend: &dyn Backend,
+    sealing: &Sealing,
+    packs: &[(RawId, Vec<PackEntry>)],
+) -> Result<RawId> {
     let count: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let mut out = Vec::with_capacity(HEADER_LEN + packs.len() * 32 + count * ENTRY_LEN + 8);
     out.put(MAGIC);
@@ -156,7 +161,7 @@ pub fn write_index(backend: &dyn Backend, packs: &[(RawId, Vec<PackEntry>)]) -> 
     out.put_u32(crc);
     out.put(END_MAGIC);
     let id = crate::repo::random_id();
-    backend.write_whole(&index_name(&id), &out)?;
+    crate::repo::sealed::write(backend, sealing, &index_name(&id), &out)?;
     Ok(id)
 }
 
@@ -244,7 +249,7 @@ mod tests {
             ([1u8; 32], vec![entry(b"a", 16), entry(b"b", 26)]),
             ([2u8; 32], vec![entry(b"c", 16)]),
         ];
-        let id = write_index(&backend, &packs).unwrap();
+        let id = write_index(&backend, &Sealing::plain(), &packs).unwrap();
         let bytes = backend.read_whole(&index_name(&id)).unwrap();
         assert_eq!(read_index(&bytes, "i").unwrap(), packs);
         for cut in 0..bytes.len() {

@@ -5,11 +5,13 @@
 //! verify) coexist; an exclusive lock (prune, unlock of live locks) excludes
 //! everything. A lock whose process is gone from this host (or whose pid now
 //! belongs to a younger process) is stale and is removed by the next run.
+//! In an encrypted repository lock files are sealed like manifests.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::backend::Backend;
+use crate::repo::{Repository, sealed};
 use crate::repo::{envelope, hex_id, random_id};
 
 const KIND: &str = "lock";
@@ -60,14 +62,14 @@ pub struct FoundLock {
 const SHARED_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn acquire<'a>(
-    backend: &'a dyn Backend,
+    repo: &'a Repository,
     kind: LockKind,
     command: &str,
 ) -> Result<(RepoLock<'a>, Vec<FoundLock>)> {
     let started = Instant::now();
     let mut cleared = Vec::new();
     loop {
-        match try_acquire(backend, kind, command, &mut cleared)? {
+        match try_acquire(repo, kind, command, &mut cleared)? {
             Ok(lock) => return Ok((lock, cleared)),
             Err(conflict) => {
                 let exclusive = conflict
@@ -87,7 +89,7 @@ pub fn acquire<'a>(
 /// Writes our lock and checks the others: our lock, or (after removing
 /// ours again) the first lock in the way.
 fn try_acquire<'a>(
-    backend: &'a dyn Backend,
+    repo: &'a Repository,
     kind: LockKind,
     command: &str,
     cleared: &mut Vec<FoundLock>,
@@ -101,9 +103,15 @@ fn try_acquire<'a>(
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     let name = format!("locks/{}", hex_id(&random_id()));
-    backend.write_whole(&name, &envelope::seal(KIND, VERSION, &info)?)?;
+    let backend = repo.backend();
+    let sealed = sealed::encode(
+        repo.sealing(),
+        &name,
+        &envelope::seal(KIND, VERSION, &info)?,
+    )?;
+    backend.write_whole(&name, &sealed)?;
     let lock = RepoLock { backend, name };
-    for found in list(backend)? {
+    for found in list(repo)? {
         if found.name == lock.name {
             continue;
         }
@@ -140,7 +148,8 @@ fn busy(found: &FoundLock) -> Error {
 }
 
 /// Every lock file, with whether it is stale.
-pub fn list(backend: &dyn Backend) -> Result<Vec<FoundLock>> {
+pub fn list(repo: &Repository) -> Result<Vec<FoundLock>> {
+    let backend = repo.backend();
     let me = hostname();
     let mut out = Vec::new();
     for file in backend.list("locks")? {
@@ -148,8 +157,9 @@ pub fn list(backend: &dyn Backend) -> Result<Vec<FoundLock>> {
             continue;
         }
         let name = format!("locks/{file}");
-        let info = match backend.read_whole(&name) {
+        let info = match repo.read_sealed(&name) {
             Ok(bytes) => envelope::open::<LockInfo>(KIND, VERSION, &bytes, &name).ok(),
+            Err(e) if e.kind() == ErrorKind::Corrupt => None,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
@@ -162,11 +172,11 @@ pub fn list(backend: &dyn Backend) -> Result<Vec<FoundLock>> {
 }
 
 /// Removes stale locks, and with `all` every lock. Returns what it removed.
-pub fn remove_locks(backend: &dyn Backend, all: bool) -> Result<Vec<FoundLock>> {
+pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<FoundLock>> {
     let mut removed = Vec::new();
-    for found in list(backend)? {
+    for found in list(repo)? {
         if found.stale || all {
-            backend.remove(&found.name)?;
+            repo.backend().remove(&found.name)?;
             removed.push(found);
         }
     }

@@ -9,19 +9,23 @@
 //! 24      8      source size in bytes
 //! 32      8      number of entries n = ceil(source size / chunk size)
 //! 40      32     snapshot id
-//! 72      4      reserved, zero
+//! 72      4      flags: 1 = sealed (encrypted repository), else 0
 //! 76      4      crc32 of bytes 0..76
 //! 80      48*n   entries: kind u8 (0 zero, 1 data, 2 unused) | reserved [7] |
 //!                fingerprint u64 (xxh3-64, data only) | chunk id [32] (data only)
-//! ...     4      crc32 of the entry bytes
+//! ...     4      crc32 of the entry bytes as stored
 //! ...     4      magic "MEND"
 //! ```
+//!
+//! When sealed, the entries are sealed in blocks of 4096 (the last one may
+//! be shorter), block k for the place "maps/<snapshot id>#k", so each block
+//! takes 28 more bytes and a map can still be read a block at a time.
 //!
 //! Entry i covers bytes [i*chunk, min((i+1)*chunk, size)). Every map is
 //! complete, so a snapshot never depends on another one. Entries are read in
 //! blocks, so memory does not grow with the disk.
 
-use crate::codec::{ChunkId, crc32};
+use crate::codec::{ChunkId, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::RawId;
 use crate::repo::backend::{Backend, NewFile, ReadAt};
@@ -33,6 +37,7 @@ const VERSION: u32 = 1;
 pub const HEADER_LEN: u64 = 80;
 pub const ENTRY_LEN: u64 = 48;
 const BLOCK_ENTRIES: u64 = 4096;
+const SEALED: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -77,6 +82,11 @@ pub fn map_name(snapshot: &RawId) -> String {
     format!("maps/{}", crate::repo::hex_id(snapshot))
 }
 
+/// The place block `k` of a sealed map is sealed for.
+fn block_place(snapshot: &RawId, k: u64) -> String {
+    format!("{}#{k}", map_name(snapshot))
+}
+
 /// Geometry of a map, from its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapHeader {
@@ -84,6 +94,8 @@ pub struct MapHeader {
     pub source_size: u64,
     pub entries: u64,
     pub snapshot: RawId,
+    /// Entries sealed in blocks (set by `MapWriter::create`).
+    pub sealed: bool,
 }
 
 impl MapHeader {
@@ -93,7 +105,30 @@ impl MapHeader {
             source_size,
             entries: source_size.div_ceil(chunk_size),
             snapshot,
+            sealed: false,
         }
+    }
+
+    fn blocks(&self) -> u64 {
+        self.entries.div_ceil(BLOCK_ENTRIES)
+    }
+
+    fn overhead(&self) -> u64 {
+        if self.sealed {
+            crate::codec::seal::SEAL_OVERHEAD as u64
+        } else {
+            0
+        }
+    }
+
+    /// Where block `k` (entries from k*4096) is stored.
+    fn block_offset(&self, k: u64) -> u64 {
+        HEADER_LEN + k * (BLOCK_ENTRIES * ENTRY_LEN + self.overhead())
+    }
+
+    /// Where the stored entries end (and the tail begins).
+    fn entries_end(&self) -> u64 {
+        HEADER_LEN + self.entries * ENTRY_LEN + self.blocks() * self.overhead()
     }
 
     /// Byte length of chunk `i` (the last one may be short).
@@ -110,7 +145,7 @@ impl MapHeader {
         out.put_u64(self.source_size);
         out.put_u64(self.entries);
         out.put(&self.snapshot);
-        out.put_u32(0);
+        out.put_u32(if self.sealed { SEALED } else { 0 });
         let crc = crc32(&out);
         out.put_u32(crc);
         out
@@ -146,6 +181,7 @@ impl MapHeader {
             source_size,
             entries,
             snapshot,
+            sealed: r.u32() == SEALED,
         })
     }
 }
@@ -177,50 +213,76 @@ fn decode_entry(buf: &[u8]) -> Option<MapEntry> {
 /// the BLAKE3 of the whole file, which the manifest records.
 pub struct MapWriter {
     header: MapHeader,
+    sealing: Sealing,
     file: Box<dyn NewFile>,
+    /// Entries of the block being filled.
     buf: Vec<u8>,
+    sealed: Vec<u8>,
     crc: crc32fast::Hasher,
     hash: blake3::Hasher,
     written: u64,
 }
 
 impl MapWriter {
-    pub fn create(backend: &dyn Backend, header: MapHeader) -> Result<MapWriter> {
+    pub fn create(
+        backend: &dyn Backend,
+        sealing: &Sealing,
+        header: MapHeader,
+    ) -> Result<MapWriter> {
+        let header = MapHeader {
+            sealed: sealing.is_encrypted(),
+            ..header
+        };
         let file = backend.create(&map_name(&header.snapshot))?;
-        let head = header.encode();
-        let mut hash = blake3::Hasher::new();
-        hash.update(&head);
         let mut writer = MapWriter {
             header,
+            sealing: sealing.clone(),
             file,
-            buf: head,
+            buf: Vec::new(),
+            sealed: Vec::new(),
             crc: crc32fast::Hasher::new(),
-            hash,
+            hash: blake3::Hasher::new(),
             written: 0,
         };
-        writer.flush_buf()?;
+        writer.write(&header.encode())?;
         Ok(writer)
     }
 
     pub fn push(&mut self, entry: &MapEntry) -> Result<()> {
-        let start = self.buf.len();
         encode_entry(entry, &mut self.buf);
-        self.crc.update(&self.buf[start..]);
-        self.hash.update(&self.buf[start..]);
         self.written += 1;
-        if self.buf.len() >= 1 << 16 {
-            self.flush_buf()?;
+        if self.written % BLOCK_ENTRIES == 0 {
+            self.flush_block()?;
         }
         Ok(())
     }
 
-    fn flush_buf(&mut self) -> Result<()> {
+    /// Stores the filled block, sealed when the repository is encrypted.
+    fn flush_block(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut block = std::mem::take(&mut self.buf);
+        if self.header.sealed {
+            let k = (self.written - 1) / BLOCK_ENTRIES;
+            let place = block_place(&self.header.snapshot, k);
+            self.sealing
+                .seal(place.as_bytes(), &block, &mut self.sealed)?;
+            std::mem::swap(&mut block, &mut self.sealed);
+        }
+        self.crc.update(&block);
+        self.write(&block)?;
+        block.clear();
+        self.buf = block;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hash.update(bytes);
         let name = map_name(&self.header.snapshot);
         self.file
-            .write_all(&self.buf)
-            .map_err(|e| Error::io("write map", std::path::Path::new(&name), e))?;
-        self.buf.clear();
-        Ok(())
+            .write_all(bytes)
+            .map_err(|e| Error::io("write map", std::path::Path::new(&name), e))
     }
 
     pub fn finish(mut self) -> Result<String> {
@@ -233,12 +295,12 @@ impl MapWriter {
                 ),
             ));
         }
+        self.flush_block()?;
         let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
-        let start = self.buf.len();
-        self.buf.put_u32(crc);
-        self.buf.put(END_MAGIC);
-        self.hash.update(&self.buf[start..]);
-        self.flush_buf()?;
+        let mut tail = Vec::with_capacity(8);
+        tail.put_u32(crc);
+        tail.put(END_MAGIC);
+        self.write(&tail)?;
         self.file.commit()?;
         Ok(self.hash.finalize().to_hex().to_string())
     }
@@ -248,6 +310,7 @@ impl MapWriter {
 /// the manifest's BLAKE3) before anything uses an entry.
 pub struct MapReader {
     header: MapHeader,
+    sealing: Sealing,
     file: Box<dyn ReadAt>,
     what: String,
     block_start: u64,
@@ -257,6 +320,7 @@ pub struct MapReader {
 impl MapReader {
     pub fn open(
         backend: &dyn Backend,
+        sealing: &Sealing,
         snapshot: &RawId,
         expected_blake3: &str,
     ) -> Result<MapReader> {
@@ -274,9 +338,18 @@ impl MapReader {
                 "map {what} belongs to another snapshot"
             )));
         }
+        if header.sealed != sealing.is_encrypted() {
+            return Err(Error::corrupt(format!(
+                "map {what} is {}sealed, but the repository is {}encrypted",
+                if header.sealed { "" } else { "not " },
+                if sealing.is_encrypted() { "" } else { "not " }
+            )));
+        }
+        let blocks = header.blocks();
         let expected_len = header
             .entries
             .checked_mul(ENTRY_LEN)
+            .and_then(|n| n.checked_add(blocks.checked_mul(header.overhead())?))
             .and_then(|n| n.checked_add(HEADER_LEN + 8));
         if expected_len != Some(file.len()) {
             return Err(Error::corrupt(format!(
@@ -287,6 +360,7 @@ impl MapReader {
         }
         let reader = MapReader {
             header,
+            sealing: sealing.clone(),
             file,
             what,
             block_start: 0,
@@ -299,7 +373,7 @@ impl MapReader {
     fn check_whole(&self, expected_blake3: &str) -> Result<()> {
         let mut hash = blake3::Hasher::new();
         let mut crc = crc32fast::Hasher::new();
-        let entries_end = HEADER_LEN + self.header.entries * ENTRY_LEN;
+        let entries_end = self.header.entries_end();
         let mut buf = vec![0u8; 1 << 20];
         let mut pos = 0;
         let len = self.file.len();
@@ -358,16 +432,27 @@ impl MapReader {
 
     fn load_block(&mut self, start: u64) -> Result<()> {
         let count = (self.header.entries - start).min(BLOCK_ENTRIES);
-        let mut buf = vec![0u8; (count * ENTRY_LEN) as usize];
+        let k = start / BLOCK_ENTRIES;
+        let mut buf = vec![0u8; (count * ENTRY_LEN + self.header.overhead()) as usize];
         self.file
-            .read_exact_at(&mut buf, HEADER_LEN + start * ENTRY_LEN)?;
+            .read_exact_at(&mut buf, self.header.block_offset(k))?;
+        let plain = if self.header.sealed {
+            let place = block_place(&self.header.snapshot, k);
+            self.sealing
+                .open_in_place(place.as_bytes(), &mut buf)
+                .map_err(|e| {
+                    Error::corrupt(format!("map {}: block {k} {}", self.what, e.message()))
+                })?
+        } else {
+            &buf[..]
+        };
         self.block.clear();
-        for (k, raw) in buf.chunks_exact(ENTRY_LEN as usize).enumerate() {
+        for (i, raw) in plain.chunks_exact(ENTRY_LEN as usize).enumerate() {
             let entry = decode_entry(raw).ok_or_else(|| {
                 Error::corrupt(format!(
                     "map {} is damaged: entry {} has an unknown kind",
                     self.what,
-                    start + k as u64
+                    start + i as u64
                 ))
             })?;
             self.block.push(entry);
@@ -384,6 +469,13 @@ mod tests {
 
     #[test]
     fn maps_round_trip_and_any_damage_is_caught() {
+        let master = crate::codec::MasterKey::generate().unwrap();
+        for sealing in [Sealing::plain(), Sealing::encrypted(&master)] {
+            round_trip(&sealing);
+        }
+    }
+
+    fn round_trip(sealing: &Sealing) {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         let snap = [9u8; 32];
@@ -392,20 +484,17 @@ mod tests {
             .map(|i| match i % 3 {
                 0 => MapEntry::ZERO,
                 1 => MapEntry::data(ChunkId::of(&i.to_le_bytes()), i * 7),
-                _ => MapEntry {
-                    kind: Kind::Unused,
-                    fingerprint: 0,
-                    id: ChunkId::default(),
-                },
+                _ => MapEntry::UNUSED,
             })
             .collect();
-        let mut w = MapWriter::create(&backend, header).unwrap();
+        let mut w = MapWriter::create(&backend, sealing, header).unwrap();
         for e in &entries {
             w.push(e).unwrap();
         }
         let blake = w.finish().unwrap();
-        let mut r = MapReader::open(&backend, &snap, &blake).unwrap();
-        assert_eq!(r.header(), &header);
+        let mut r = MapReader::open(&backend, sealing, &snap, &blake).unwrap();
+        assert_eq!(r.header().entries, header.entries);
+        assert_eq!(r.header().sealed, sealing.is_encrypted());
         assert_eq!(header.chunk_len(header.entries - 1), 17);
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(&r.entry(i as u64).unwrap(), e);
@@ -414,20 +503,26 @@ mod tests {
 
         let name = map_name(&snap);
         let good = backend.read_whole(&name).unwrap();
-        for i in [0, 20, 77, 80, 81, 5000, good.len() - 5, good.len() - 1] {
+        if sealing.is_encrypted() {
+            let id = ChunkId::of(&1u64.to_le_bytes());
+            assert!(!good.windows(32).any(|w| w == id.0), "ids show through");
+            let plain = Sealing::plain();
+            assert!(MapReader::open(&backend, &plain, &snap, &blake).is_err());
+        }
+        for i in [0, 20, 72, 77, 80, 81, 5000, good.len() - 5, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 1;
             backend.write_whole(&name, &bad).unwrap();
             assert!(
-                MapReader::open(&backend, &snap, &blake).is_err(),
+                MapReader::open(&backend, sealing, &snap, &blake).is_err(),
                 "flip at {i} accepted"
             );
         }
         backend
             .write_whole(&name, &good[..good.len() - 48])
             .unwrap();
-        assert!(MapReader::open(&backend, &snap, &blake).is_err());
+        assert!(MapReader::open(&backend, sealing, &snap, &blake).is_err());
         backend.write_whole(&name, &good).unwrap();
-        assert!(MapReader::open(&backend, &[8u8; 32], &blake).is_err());
+        assert!(MapReader::open(&backend, sealing, &[8u8; 32], &blake).is_err());
     }
 }

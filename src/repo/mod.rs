@@ -12,19 +12,25 @@ pub mod config;
 mod envelope;
 mod fields;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod map;
 pub mod pack;
+pub mod sealed;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::codec::{self, Compression};
+use zeroize::Zeroizing;
+
+use crate::codec::kdf::KdfParams;
+use crate::codec::{self, Compression, MasterKey, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use backend::{Backend, LocalBackend};
-use config::Config;
+use config::{Config, Encryption};
 use index::Index;
+use keys::PassphraseSource;
 
 pub use chunk_reader::{BufPool, ChunkReader, PlainChunk};
 use snapshot::{Snapshot, manifest_name};
@@ -61,15 +67,7 @@ pub fn hex_id(id: &RawId) -> String {
 }
 
 pub fn parse_id(text: &str) -> Option<RawId> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
-    Some(out)
+    codec::unhex(text)?.try_into().ok()
 }
 
 const CONFIG: &str = "config";
@@ -79,6 +77,21 @@ const FOLDERS: [&str; 5] = ["snapshots", "maps", "index", "data", "locks"];
 pub struct Repository {
     backend: LocalBackend,
     config: Config,
+    sealing: Sealing,
+    /// The master key and the key file it was opened with (encrypted only).
+    key: Option<(MasterKey, String)>,
+}
+
+/// The key a new repository gets.
+pub enum NewKey {
+    Plain,
+    /// Encrypted under `master` (fresh, or shared with another repository),
+    /// with a first key file for `passphrase`.
+    Encrypted {
+        master: MasterKey,
+        passphrase: Zeroizing<String>,
+        kdf: KdfParams,
+    },
 }
 
 /// A snapshot manifest that could not be read.
@@ -88,9 +101,10 @@ pub struct BrokenManifest {
 }
 
 impl Repository {
-    /// Creates a repository in `path`, which must not exist or be empty.
-    pub fn init(path: &Path, chunk_size: u64, compression: Compression) -> Result<Repository> {
-        config::check_chunk_size(chunk_size)?;
+    /// Checks that `path` can hold a new repository: an empty directory
+    /// (`true`) or nothing yet (`false`). Callers check before asking for
+    /// a passphrase.
+    pub fn check_new(path: &Path) -> Result<bool> {
         match std::fs::read_dir(path) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
@@ -102,23 +116,33 @@ impl Repository {
                     return Err(Error::bad_input(format!("{} {what}", path.display()))
                         .hint("name a new or empty directory"));
                 }
+                Ok(true)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    backend::sync_dir(parent)?;
-                }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::bad_input(
+                format!("{} is a file, not a directory", path.display()),
+            )),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    /// Creates a repository in `path`, which must not exist or be empty.
+    pub fn init(
+        path: &Path,
+        chunk_size: u64,
+        compression: Compression,
+        key: NewKey,
+    ) -> Result<Repository> {
+        config::check_chunk_size(chunk_size)?;
+        if !Repository::check_new(path)? {
+            std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                backend::sync_dir(parent)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(Error::bad_input(format!(
-                    "{} is a file, not a directory",
-                    path.display()
-                )));
-            }
-            Err(e) => return Err(Error::io("read", path, e)),
         }
         let backend = LocalBackend::new(path);
-        for folder in FOLDERS {
+        let encrypted = matches!(key, NewKey::Encrypted { .. });
+        for folder in FOLDERS.iter().chain(encrypted.then_some(&keys::FOLDER)) {
             let dir = path.join(folder);
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         }
@@ -128,16 +152,34 @@ impl Repository {
             chunk_size,
             compression,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            encryption: encrypted.then(Encryption::current),
+        };
+        let (sealing, key) = match key {
+            NewKey::Plain => (Sealing::plain(), None),
+            NewKey::Encrypted {
+                master,
+                passphrase,
+                kdf,
+            } => {
+                let slot = keys::add(&backend, &config.repo_id, &master, &passphrase, &kdf)?;
+                (Sealing::encrypted(&master), Some((master, slot)))
+            }
         };
         // The config is written last: a directory without one is no repository.
         backend.write_whole(
             CONFIG,
-            &envelope::seal(CONFIG_KIND, config::FORMAT_VERSION, &config)?,
+            &envelope::seal(CONFIG_KIND, config.version(), &config)?,
         )?;
-        Ok(Repository { backend, config })
+        Ok(Repository {
+            backend,
+            config,
+            sealing,
+            key,
+        })
     }
 
-    pub fn open(path: &Path) -> Result<Repository> {
+    /// Opens a repository; `passphrase` is asked only if it is encrypted.
+    pub fn open(path: &Path, passphrase: &dyn PassphraseSource) -> Result<Repository> {
         let backend = LocalBackend::new(path);
         let bytes = match backend.read_whole(CONFIG) {
             Ok(bytes) => bytes,
@@ -155,13 +197,50 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let what = backend.describe(CONFIG);
-        let config: Config = envelope::open(CONFIG_KIND, config::FORMAT_VERSION, &bytes, &what)?;
-        config.validate()?;
-        Ok(Repository { backend, config })
+        let (config, version): (Config, u32) = envelope::open_versioned(
+            CONFIG_KIND,
+            config::FORMAT_VERSION..=config::ENCRYPTED_FORMAT_VERSION,
+            &bytes,
+            &what,
+        )?;
+        config.validate(version)?;
+        let (slots, damaged) = keys::list(&backend)?;
+        let (sealing, key) = if config.encryption.is_some() {
+            let pass = passphrase.passphrase()?;
+            let (master, slot) = keys::unlock(&backend, &config.repo_id, &pass)?;
+            (Sealing::encrypted(&master), Some((master, slot.id)))
+        } else if !slots.is_empty() || !damaged.is_empty() {
+            // Someone may have replaced the config to make new backups
+            // go in unencrypted.
+            return Err(Error::corrupt(format!(
+                "{what} says the repository is not encrypted, but it has key files in {}: \
+                 the config was damaged or replaced",
+                backend.describe(keys::FOLDER)
+            ))
+            .hint("put back the config from a copy of this repository"));
+        } else {
+            (Sealing::plain(), None)
+        };
+        Ok(Repository {
+            backend,
+            config,
+            sealing,
+            key,
+        })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How this repository names chunks and seals what it stores.
+    pub fn sealing(&self) -> &Sealing {
+        &self.sealing
+    }
+
+    /// The master key and the key file that opened it (encrypted only).
+    pub fn key(&self) -> Option<(&MasterKey, &str)> {
+        self.key.as_ref().map(|(k, slot)| (k, slot.as_str()))
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -181,7 +260,7 @@ impl Repository {
                 continue;
             }
             let name = manifest_name(&file);
-            let loaded = self.backend.read_whole(&name).and_then(|bytes| {
+            let loaded = self.read_sealed(&name).and_then(|bytes| {
                 let snap = Snapshot::decode(&bytes, &self.backend.describe(&name))?;
                 if snap.id != file {
                     return Err(Error::corrupt(format!(
@@ -263,8 +342,7 @@ impl Repository {
         for name in self.index_files()? {
             let what = self.backend.describe(&name);
             match self
-                .backend
-                .read_whole(&name)
+                .read_sealed(&name)
                 .and_then(|bytes| index::read_index(&bytes, &what))
             {
                 Ok(found) => groups.extend(found),
@@ -297,7 +375,7 @@ impl Repository {
     /// any old one goes: a crash leaves both, never neither.
     pub fn replace_index(&self, groups: &[(RawId, Vec<pack::PackEntry>)]) -> Result<()> {
         let old = self.index_files()?;
-        let new = index::index_name(&index::write_index(&self.backend, groups)?);
+        let new = index::index_name(&self.write_index(groups)?);
         for name in old.iter().filter(|n| **n != new) {
             self.backend.remove(name)?;
         }
@@ -307,7 +385,12 @@ impl Repository {
     /// Opens a snapshot's map, checked whole and against its manifest and
     /// the config (chunk size, source size, entry count).
     pub fn open_map(&self, snap: &Snapshot) -> Result<map::MapReader> {
-        let map = map::MapReader::open(&self.backend, &snap.raw_id()?, &snap.map.blake3)?;
+        let map = map::MapReader::open(
+            &self.backend,
+            &self.sealing,
+            &snap.raw_id()?,
+            &snap.map.blake3,
+        )?;
         let h = map.header();
         if h.chunk_size != self.config.chunk_size
             || snap.chunk_size != self.config.chunk_size
@@ -340,8 +423,37 @@ impl Repository {
 
     /// Writes a manifest: the commit point of a backup.
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<()> {
-        self.backend
-            .write_whole(&manifest_name(&snap.id), &snap.encode()?)
+        sealed::write(
+            &self.backend,
+            &self.sealing,
+            &manifest_name(&snap.id),
+            &snap.encode()?,
+        )
+    }
+
+    /// Reads a whole manifest, index or lock file, opening its seal when
+    /// the repository is encrypted.
+    pub fn read_sealed(&self, name: &str) -> Result<Vec<u8>> {
+        sealed::read(&self.backend, &self.sealing, name)
+    }
+
+    /// Writes an index file naming `packs` (durable before it returns).
+    pub fn write_index(&self, packs: &[(RawId, Vec<pack::PackEntry>)]) -> Result<RawId> {
+        index::write_index(&self.backend, &self.sealing, packs)
+    }
+
+    /// Reads and checks the table of pack `id`; returns the pack's length
+    /// and its entries.
+    pub fn read_pack_table(&self, id: &RawId) -> Result<(u64, Vec<pack::PackEntry>)> {
+        let name = pack::pack_name(id);
+        let file = self.backend.open(&name)?;
+        let entries = pack::read_table(&*file, &self.sealing, id, &self.describe(&name))?;
+        Ok((file.len(), entries))
+    }
+
+    /// A reader of this repository's chunks.
+    pub fn chunk_reader(&self, pool: BufPool) -> ChunkReader<'_> {
+        ChunkReader::new(&self.backend, self.sealing.clone(), pool)
     }
 
     /// Removes a snapshot: its manifest first (from then on it does not

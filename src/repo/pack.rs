@@ -4,13 +4,16 @@
 //! offset        size  field
 //! 0             8     magic "PLTRPACK"
 //! 8             4     format version (1)
-//! 12            4     reserved, zero
-//! 16            ...   blobs (each is a chunk, lz4 or raw); raw blobs of
-//!                     256 KiB or more start at a multiple of 4096, zeros between
-//! T             64*n  table: one entry per blob (see ENTRY below)
-//! T+64n         4     n, the number of entries
-//! T+64n+4       4     crc32 of the table bytes
-//! T+64n+8       8     magic "PLTRPEND"
+//! 12            4     flags: 1 = sealed (encrypted repository), else 0
+//! 16            ...   blobs (each is a chunk, lz4 or raw, then sealed when
+//!                     encrypted); unsealed raw blobs of 256 KiB or more
+//!                     start at a multiple of 4096, zeros between
+//! T             t     table: one entry per blob (see ENTRY below), t = 64*n;
+//!                     when sealed, the entries sealed as one blob for the
+//!                     place "data/xx/<pack id>", t = 64*n + 28
+//! T+t           4     n, the number of entries
+//! T+t+4         4     crc32 of the table's stored bytes
+//! T+t+8         8     magic "PLTRPEND"
 //!
 //! ENTRY: id [32] | encoding u32 (0 raw, 1 lz4) | reserved u32 |
 //!        offset u64 | stored length u32 | plain length u32 |
@@ -22,7 +25,7 @@
 
 use std::path::Path;
 
-use crate::codec::{ChunkId, Encoded, crc32};
+use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::os::DIRECT_ALIGN;
 use crate::repo::backend::{Backend, NewFile, ReadAt};
@@ -32,6 +35,7 @@ use crate::repo::{RawId, hex_id};
 const MAGIC: &[u8; 8] = b"PLTRPACK";
 const END_MAGIC: &[u8; 8] = b"PLTRPEND";
 const VERSION: u32 = 1;
+const SEALED: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 pub const ENTRY_LEN: usize = 64;
 pub const FOOTER_LEN: u64 = 16;
@@ -101,22 +105,26 @@ pub fn pack_name(id: &RawId) -> String {
 /// the table and makes the pack durable under its final name.
 pub struct PackWriter {
     id: RawId,
+    sealing: Sealing,
     file: Box<dyn NewFile>,
     entries: Vec<PackEntry>,
     offset: u64,
 }
 
 impl PackWriter {
-    pub fn create(backend: &dyn Backend) -> Result<PackWriter> {
+    /// A new pack; its blobs must be sealed by `sealing` (see
+    /// `codec::store`), and its table will be.
+    pub fn create(backend: &dyn Backend, sealing: &Sealing) -> Result<PackWriter> {
         let id = crate::repo::random_id();
         let mut file = backend.create_large(&pack_name(&id))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.put(MAGIC);
         header.put_u32(VERSION);
-        header.put_u32(0);
+        header.put_u32(if sealing.is_encrypted() { SEALED } else { 0 });
         write_all(&mut *file, &header, &id)?;
         Ok(PackWriter {
             id,
+            sealing: sealing.clone(),
             file,
             entries: Vec::new(),
             offset: HEADER_LEN,
@@ -130,7 +138,8 @@ impl PackWriter {
         stored: &[u8],
         plain_len: u32,
     ) -> Result<PackEntry> {
-        if encoded == Encoded::Raw && stored.len() >= ALIGN_RAW_FROM {
+        let unsealed_raw = encoded == Encoded::Raw && stored.len() == plain_len as usize;
+        if unsealed_raw && stored.len() >= ALIGN_RAW_FROM {
             let pad = self.offset.next_multiple_of(DIRECT_ALIGN as u64) - self.offset;
             write_all(&mut *self.file, &ZEROS[..pad as usize], &self.id)?;
             self.offset += pad;
@@ -164,6 +173,11 @@ impl PackWriter {
         for entry in &self.entries {
             entry.write_to(&mut table);
         }
+        if self.sealing.is_encrypted() {
+            let plain = std::mem::take(&mut table);
+            let place = pack_name(&self.id);
+            self.sealing.seal(place.as_bytes(), &plain, &mut table)?;
+        }
         let crc = crc32(&table);
         table.put_u32(self.entries.len() as u32);
         table.put_u32(crc);
@@ -179,9 +193,15 @@ fn write_all(file: &mut dyn NewFile, bytes: &[u8], id: &RawId) -> Result<()> {
         .map_err(|e| Error::io("write pack", Path::new(&pack_name(id)), e))
 }
 
-/// Reads and checks a pack's table. Every entry must lie between the header
-/// and the table.
-pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
+/// Reads and checks the table of pack `id`, opening its seal in an
+/// encrypted repository. Every entry must lie between the header and the
+/// table.
+pub fn read_table(
+    file: &dyn ReadAt,
+    sealing: &Sealing,
+    id: &RawId,
+    what: &str,
+) -> Result<Vec<PackEntry>> {
     let len = file.len();
     if len < HEADER_LEN + FOOTER_LEN {
         return Err(Error::corrupt(format!(
@@ -195,10 +215,23 @@ pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
             "pack {what} does not start with the pack magic"
         )));
     }
-    let version = FieldReader::new(&header[8..12]).u32();
+    let mut head = FieldReader::new(&header[8..]);
+    let version = head.u32();
     if version != VERSION {
         return Err(Error::unsupported(format!(
             "pack {what} has format version {version}, this platter reads {VERSION}"
+        )));
+    }
+    let sealed = head.u32() == SEALED;
+    if sealed != sealing.is_encrypted() {
+        return Err(Error::corrupt(format!(
+            "pack {what} is {}, but the repository is {}: it was damaged or put there from elsewhere",
+            if sealed { "sealed" } else { "not sealed" },
+            if sealing.is_encrypted() {
+                "encrypted"
+            } else {
+                "not encrypted"
+            }
         )));
     }
     let mut footer = [0u8; FOOTER_LEN as usize];
@@ -211,7 +244,7 @@ pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
             "pack {what} does not end with the table magic: it was truncated or overwritten"
         )));
     }
-    let table_len = count * ENTRY_LEN as u64;
+    let table_len = count * ENTRY_LEN as u64 + sealing.overhead() as u64;
     let table_start = (len - FOOTER_LEN)
         .checked_sub(table_len)
         .filter(|&start| start >= HEADER_LEN)
@@ -227,6 +260,13 @@ pub fn read_table(file: &dyn ReadAt, what: &str) -> Result<Vec<PackEntry>> {
             "pack {what} has a damaged table (crc32 mismatch)"
         )));
     }
+    let table = if sealed {
+        sealing
+            .open_in_place(pack_name(id).as_bytes(), &mut table)
+            .map_err(|e| Error::corrupt(format!("pack {what}: its table {}", e.message())))?
+    } else {
+        &table[..]
+    };
     let mut entries = Vec::with_capacity(count as usize);
     for (i, raw) in table.chunks_exact(ENTRY_LEN).enumerate() {
         let entry = PackEntry::read_from(raw).ok_or_else(|| {
@@ -251,7 +291,7 @@ mod tests {
     use crate::repo::backend::LocalBackend;
 
     fn write_pack(backend: &LocalBackend) -> (RawId, Vec<PackEntry>) {
-        let mut w = PackWriter::create(backend).unwrap();
+        let mut w = PackWriter::create(backend, &Sealing::plain()).unwrap();
         w.add(ChunkId::of(b"one"), Encoded::Raw, b"one", 3).unwrap();
         w.add(ChunkId::of(b"two"), Encoded::Raw, b"two!", 4)
             .unwrap();
@@ -264,7 +304,10 @@ mod tests {
         let backend = LocalBackend::new(dir.path());
         let (id, entries) = write_pack(&backend);
         let file = backend.open(&pack_name(&id)).unwrap();
-        assert_eq!(read_table(file.as_ref(), "p").unwrap(), entries);
+        assert_eq!(
+            read_table(file.as_ref(), &Sealing::plain(), &id, "p").unwrap(),
+            entries
+        );
         assert_eq!(entries[1].offset, HEADER_LEN + 3);
     }
 
@@ -280,7 +323,7 @@ mod tests {
             backend.write_whole(&name, &good[..cut]).unwrap();
             let file = backend.open(&name).unwrap();
             assert!(
-                read_table(file.as_ref(), "p").is_err(),
+                read_table(file.as_ref(), &Sealing::plain(), &id, "p").is_err(),
                 "cut at {cut} accepted"
             );
         }
@@ -290,7 +333,7 @@ mod tests {
             backend.write_whole(&name, &bad).unwrap();
             let file = backend.open(&name).unwrap();
             assert!(
-                read_table(file.as_ref(), "p").is_err(),
+                read_table(file.as_ref(), &Sealing::plain(), &id, "p").is_err(),
                 "flip at {i} accepted"
             );
         }

@@ -25,7 +25,15 @@ pub const CHUNK: u64 = 64 * 1024;
 /// The binary under test, with a clean environment for its own variables.
 pub fn platter() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_platter"));
-    cmd.env_remove("PLATTER_REPO").stdin(Stdio::null());
+    for var in [
+        "PLATTER_REPO",
+        "PLATTER_PASSWORD",
+        "PLATTER_PASSWORD_FILE",
+        "PLATTER_PASSWORD_COMMAND",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
     cmd
 }
 
@@ -138,12 +146,30 @@ where
 pub struct Sandbox {
     dir: TempDir,
     pub repo: PathBuf,
+    /// The passphrase file every run passes (encrypted sandboxes).
+    pub password: Option<PathBuf>,
 }
+
+/// Argon2id at its cheapest, so tests do not spend seconds per command.
+pub const FAST_KDF: [&str; 4] = ["--kdf-memory", "8M", "--kdf-iterations", "1"];
 
 impl Sandbox {
     pub fn new() -> Sandbox {
         let sandbox = Sandbox::without_repo();
-        sandbox.run(["init", "--chunk-size", "64K"]).ok();
+        sandbox.run(["init", "--plain", "--chunk-size", "64K"]).ok();
+        sandbox
+    }
+
+    /// A sandbox with an encrypted repository (64 KiB chunks) whose
+    /// passphrase is in the file `password`, which every run passes.
+    pub fn encrypted() -> Sandbox {
+        let mut sandbox = Sandbox::without_repo();
+        let password = sandbox.path("passphrase");
+        fs::write(&password, "correct horse battery staple\n").unwrap();
+        sandbox.password = Some(password);
+        let mut args = vec!["init", "--chunk-size", "64K"];
+        args.extend(FAST_KDF);
+        sandbox.run(args).ok();
         sandbox
     }
 
@@ -154,7 +180,11 @@ impl Sandbox {
             .tempdir()
             .expect("cannot create a temporary folder");
         let repo = dir.path().join("repo");
-        Sandbox { dir, repo }
+        Sandbox {
+            dir,
+            repo,
+            password: None,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -168,6 +198,9 @@ impl Sandbox {
         S: AsRef<OsStr>,
     {
         let mut all: Vec<OsString> = vec!["-r".into(), self.repo.clone().into()];
+        if let Some(password) = &self.password {
+            all.extend(["--password-file".into(), password.clone().into()]);
+        }
         all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         run(all)
     }

@@ -17,7 +17,12 @@ use super::common::*;
 /// A second repository beside the sandbox's, with its own settings.
 fn other_repo(sandbox: &Sandbox, name: &str, extra: &[&str]) -> PathBuf {
     let path = sandbox.path(name);
-    let mut args = vec![OsStr::new("-r"), path.as_os_str(), "init".as_ref()];
+    let mut args = vec![
+        OsStr::new("-r"),
+        path.as_os_str(),
+        "init".as_ref(),
+        "--plain".as_ref(),
+    ];
     args.extend(extra.iter().map(OsStr::new));
     run(args).ok();
     path

@@ -172,7 +172,7 @@ fn default_chunks_restore_onto_a_loop_device_exactly() {
         return;
     }
     let sandbox = Sandbox::without_repo();
-    sandbox.run(["init"]).ok();
+    sandbox.run(["init", "--plain"]).ok();
     let mut rng = Rng::new(0xde_0002);
     let mib = 1024 * 1024;
     let size = 9 * mib + 3 * 512;

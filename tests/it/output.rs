@@ -16,7 +16,7 @@ use super::common::{CHUNK, Image, Rng, Sandbox, platter};
 fn every_command_prints_one_json_document() {
     let sandbox = Sandbox::without_repo();
     let init = sandbox
-        .run(["--json", "init", "--chunk-size", "64K"])
+        .run(["--json", "init", "--plain", "--chunk-size", "64K"])
         .ok()
         .json();
     assert_eq!(init["chunk_size"], CHUNK, "{init}");

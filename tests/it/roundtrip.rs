@@ -227,7 +227,7 @@ proptest! {
 #[test]
 fn default_chunks_restore_exactly_through_direct_io() {
     let sandbox = Sandbox::without_repo();
-    sandbox.run(["init"]).ok();
+    sandbox.run(["init", "--plain"]).ok();
     let mut rng = Rng::new(0xd1ec7);
     let size = 6 * 1024 * 1024 + 4096 * 3 + 513;
     let mut image = Image::sparse(sandbox.path("disk.img"), size);

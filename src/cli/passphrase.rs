@@ -1,0 +1,222 @@
+//! Where passphrases come from, first match wins: `--password-command`,
+//! `--password-file` (or `PLATTER_PASSWORD_FILE`), `PLATTER_PASSWORD`,
+//! then a prompt on the terminal (twice for a new passphrase). A
+//! passphrase is never echoed, printed or logged, and is wiped from memory
+//! when dropped.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use platter::repo::keys::PassphraseSource;
+use platter::{Error, ErrorKind, Result};
+use zeroize::Zeroizing;
+
+/// The options that name a repository's passphrase.
+#[derive(clap::Args, Clone, Default)]
+pub struct PasswordArgs {
+    /// Read the passphrase of an encrypted repository from the first line
+    /// of FILE
+    #[arg(
+        long,
+        global = true,
+        env = "PLATTER_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Passphrase"
+    )]
+    password_file: Option<PathBuf>,
+
+    /// Run COMMAND with `sh -c` and use the first line it prints as the
+    /// passphrase (e.g. `pass show backup`)
+    #[arg(
+        long,
+        global = true,
+        env = "PLATTER_PASSWORD_COMMAND",
+        value_name = "COMMAND",
+        help_heading = "Passphrase"
+    )]
+    password_command: Option<String>,
+}
+
+/// The options that name the passphrase of a second repository (`copy
+/// --to`, `repair --from`); without them its passphrase is taken to be the
+/// first repository's.
+#[derive(clap::Args, Clone, Default)]
+pub struct OtherPasswordArgs {
+    /// The other repository's passphrase, from the first line of FILE
+    #[arg(long, value_name = "FILE", help_heading = "Passphrase")]
+    other_password_file: Option<PathBuf>,
+
+    /// The other repository's passphrase, printed by COMMAND
+    #[arg(long, value_name = "COMMAND", help_heading = "Passphrase")]
+    other_password_command: Option<String>,
+}
+
+impl OtherPasswordArgs {
+    /// Opens the other repository `path`, with its own passphrase if one
+    /// was given, else with `first`'s.
+    pub fn open(&self, path: &Path, first: &Passphrases) -> Result<platter::repo::Repository> {
+        let own = Passphrases::explicit(
+            self.other_password_command.clone(),
+            self.other_password_file.clone(),
+            format!("repository {}", path.display()),
+        );
+        let source = if own.is_given() { &own } else { first };
+        platter::repo::Repository::open(path, source).map_err(|e| {
+            if e.kind() == ErrorKind::WrongPassphrase && !own.is_given() {
+                e.hint("the other repository has another passphrase: give it with --other-password-file or --other-password-command")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// A passphrase source built from options, an environment variable and a
+/// terminal prompt. It asks at most once.
+pub struct Passphrases {
+    command: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<&'static str>,
+    /// What the prompt names, e.g. "repository /backup/repo".
+    what: String,
+    cached: OnceCell<Zeroizing<String>>,
+}
+
+impl Passphrases {
+    pub fn new(args: &PasswordArgs, what: String) -> Passphrases {
+        Passphrases {
+            command: args.password_command.clone(),
+            file: args.password_file.clone(),
+            env: Some("PLATTER_PASSWORD"),
+            what,
+            cached: OnceCell::new(),
+        }
+    }
+
+    /// A source of only the given file and command (no environment
+    /// variable): for a second repository's or a new passphrase.
+    pub fn explicit(command: Option<String>, file: Option<PathBuf>, what: String) -> Passphrases {
+        Passphrases {
+            command,
+            file,
+            env: None,
+            what,
+            cached: OnceCell::new(),
+        }
+    }
+
+    /// Whether anything but a prompt would give the passphrase.
+    pub fn is_given(&self) -> bool {
+        self.command.is_some()
+            || self.file.is_some()
+            || self.env.is_some_and(|v| std::env::var_os(v).is_some())
+    }
+
+    /// A new passphrase: from the options, or typed twice on the terminal.
+    pub fn new_passphrase(&self) -> Result<Zeroizing<String>> {
+        if self.is_given() {
+            return self.passphrase();
+        }
+        let first = prompt(&format!("new passphrase for {}: ", self.what))?;
+        let again = prompt("the same passphrase again: ")?;
+        if first != again {
+            return Err(Error::bad_input(
+                "the two passphrases differ: nothing was changed",
+            ));
+        }
+        Ok(first)
+    }
+
+    fn find(&self) -> Result<Zeroizing<String>> {
+        if let Some(command) = &self.command {
+            return from_command(command);
+        }
+        if let Some(file) = &self.file {
+            return from_file(file);
+        }
+        if let Some(var) = self.env
+            && let Some(value) = std::env::var_os(var)
+        {
+            let value = Zeroizing::new(
+                value
+                    .into_string()
+                    .map_err(|_| Error::bad_input(format!("{var} is not valid UTF-8")))?,
+            );
+            return non_empty(value, var);
+        }
+        prompt(&format!("passphrase for {}: ", self.what))
+    }
+}
+
+impl PassphraseSource for Passphrases {
+    fn passphrase(&self) -> Result<Zeroizing<String>> {
+        if let Some(p) = self.cached.get() {
+            return Ok(p.clone());
+        }
+        let found = self.find()?;
+        Ok(self.cached.get_or_init(|| found).clone())
+    }
+}
+
+fn non_empty(pass: Zeroizing<String>, from: &str) -> Result<Zeroizing<String>> {
+    if pass.is_empty() {
+        return Err(Error::bad_input(format!(
+            "the passphrase from {from} is empty"
+        )));
+    }
+    Ok(pass)
+}
+
+/// The first line of `text`, without its line ending.
+fn first_line(text: &str) -> Zeroizing<String> {
+    Zeroizing::new(text.lines().next().unwrap_or("").to_string())
+}
+
+fn from_file(path: &Path) -> Result<Zeroizing<String>> {
+    let text = std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::not_found(format!("password file {} does not exist", path.display()))
+                    .hint("check --password-file / PLATTER_PASSWORD_FILE")
+            } else {
+                Error::io("read password file", path, e)
+            }
+        })?;
+    non_empty(first_line(&text), &path.display().to_string())
+}
+
+fn from_command(command: &str) -> Result<Zeroizing<String>> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Error::io("run --password-command", Path::new("sh"), e))?;
+    let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    if !out.status.success() {
+        return Err(Error::bad_input(format!(
+            "the password command failed ({}): no passphrase",
+            out.status
+        )));
+    }
+    non_empty(first_line(&text), "the password command")
+}
+
+fn prompt(text: &str) -> Result<Zeroizing<String>> {
+    let typed = rpassword::prompt_password(text)
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::BadInput,
+                "a passphrase is needed and none was given (there is no terminal to ask on)",
+            )
+            .hint(
+                "give it with --password-file, PLATTER_PASSWORD_FILE, PLATTER_PASSWORD or \
+             --password-command, or run on a terminal to be asked",
+            )
+        })?;
+    non_empty(typed, "the terminal")
+}

@@ -1,0 +1,296 @@
+//! Encryption of everything an encrypted repository stores, and keyed
+//! chunk ids.
+//!
+//! A repository has one random 256-bit master key. Two keys are derived
+//! from it with BLAKE3's key derivation: one names chunks (keyed BLAKE3, so
+//! equal data in repositories with different keys gets different ids), one
+//! seals blobs.
+//!
+//! A sealed blob is `nonce [12] | ciphertext | tag [16]`: AES-256-GCM with
+//! a fresh random nonce, under a key derived from the blob key and the
+//! blob's place (its chunk id, or its file name). The place is also the
+//! associated data, so a blob moved to another place does not open. Since
+//! each derived key seals only the few blobs of one place, random 96-bit
+//! nonces stay far from GCM's limits however large the repository grows.
+
+use std::sync::Arc;
+
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use zeroize::Zeroizing;
+
+use crate::codec::ChunkId;
+use crate::error::{Error, ErrorKind, Result};
+
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+/// Bytes sealing adds to a blob.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+const ID_CONTEXT: &str = "platter 2026-11-26 chunk id key";
+const BLOB_CONTEXT: &str = "platter 2026-11-26 blob key";
+
+/// A repository's master key. Only ever stored wrapped (see `wrap`).
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    pub fn generate() -> Result<MasterKey> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        random(&mut key[..])?;
+        Ok(MasterKey(key))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<MasterKey> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
+        Some(MasterKey(key))
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+struct Keys {
+    id: Zeroizing<[u8; 32]>,
+    blob: Zeroizing<[u8; 32]>,
+}
+
+/// How a repository names chunks and seals what it stores: plain (BLAKE3
+/// ids, bytes stored as they are) or encrypted. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Sealing {
+    keys: Option<Arc<Keys>>,
+}
+
+impl Sealing {
+    pub fn plain() -> Sealing {
+        Sealing::default()
+    }
+
+    pub fn encrypted(master: &MasterKey) -> Sealing {
+        Sealing {
+            keys: Some(Arc::new(Keys {
+                id: Zeroizing::new(blake3::derive_key(ID_CONTEXT, master.bytes())),
+                blob: Zeroizing::new(blake3::derive_key(BLOB_CONTEXT, master.bytes())),
+            })),
+        }
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Whether blobs and ids of one repository are valid in the other:
+    /// both plain, or both under the same master key.
+    pub fn same_key(&self, other: &Sealing) -> bool {
+        match (&self.keys, &other.keys) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.id[..] == b.id[..] && a.blob[..] == b.blob[..],
+            _ => false,
+        }
+    }
+
+    /// Bytes sealing adds to each blob (0 when plain).
+    pub fn overhead(&self) -> usize {
+        if self.is_encrypted() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        }
+    }
+
+    /// The chunk id of `plain`: BLAKE3, keyed when encrypted.
+    pub fn chunk_id(&self, plain: &[u8]) -> ChunkId {
+        match &self.keys {
+            None => ChunkId::of(plain),
+            Some(keys) => ChunkId(*blake3::keyed_hash(&keys.id, plain).as_bytes()),
+        }
+    }
+
+    fn cipher(&self, place: &[u8]) -> Result<Aes256Gcm> {
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                "internal error: sealing in a plain repository",
+            )
+        })?;
+        let key = Zeroizing::new(*blake3::keyed_hash(&keys.blob, place).as_bytes());
+        Ok(seal_cipher(&key))
+    }
+
+    /// Seals `plain` for `place` into `out` (replacing its contents).
+    pub fn seal(&self, place: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        seal_with(&self.cipher(place)?, place, plain, out)
+    }
+
+    /// Opens a sealed blob of `place` into `out`, which must be exactly the
+    /// plain length. Damage or a blob from elsewhere is `Corrupt`.
+    pub fn open_into(&self, place: &[u8], sealed: &[u8], out: &mut [u8]) -> Result<()> {
+        open_with(&self.cipher(place)?, place, sealed, out)
+    }
+
+    /// Opens a sealed blob in place; returns its plain bytes.
+    pub fn open_in_place<'a>(&self, place: &[u8], sealed: &'a mut [u8]) -> Result<&'a [u8]> {
+        let cipher = self.cipher(place)?;
+        let (nonce, body, tag) = split(sealed)?;
+        let nonce = *nonce;
+        let tag = *tag;
+        cipher
+            .decrypt_inout_detached(&nonce, place, body.into(), &tag)
+            .map_err(|_| not_authentic())?;
+        Ok(body)
+    }
+}
+
+fn seal_cipher(key: &[u8; 32]) -> Aes256Gcm {
+    Aes256Gcm::new(&(*key).into())
+}
+
+fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.resize(plain.len() + SEAL_OVERHEAD, 0);
+    let (nonce, rest) = out.split_at_mut(NONCE_LEN);
+    random(nonce)?;
+    let nonce = Nonce::try_from(&*nonce).map_err(|_| internal("nonce length"))?;
+    let (body, tag_out) = rest.split_at_mut(plain.len());
+    let buf = InOutBuf::new(plain, body).map_err(|_| internal("buffer lengths"))?;
+    let tag = cipher
+        .encrypt_inout_detached(&nonce, aad, buf)
+        .map_err(|_| internal("blob too large to seal"))?;
+    tag_out.copy_from_slice(&tag);
+    Ok(())
+}
+
+fn open_with(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> Result<()> {
+    if sealed.len() != out.len() + SEAL_OVERHEAD {
+        return Err(Error::corrupt(format!(
+            "the sealed blob is {} bytes, expected {}",
+            sealed.len(),
+            out.len() + SEAL_OVERHEAD
+        )));
+    }
+    let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| internal("nonce length"))?;
+    let body_end = sealed.len() - TAG_LEN;
+    let tag = Tag::try_from(&sealed[body_end..]).map_err(|_| internal("tag length"))?;
+    let buf =
+        InOutBuf::new(&sealed[NONCE_LEN..body_end], out).map_err(|_| internal("buffer lengths"))?;
+    cipher
+        .decrypt_inout_detached(&nonce, aad, buf, &tag)
+        .map_err(|_| not_authentic())
+}
+
+type Split<'a> = (&'a Nonce<aes_gcm::aead::consts::U12>, &'a mut [u8], &'a Tag);
+
+fn split(sealed: &mut [u8]) -> Result<Split<'_>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(Error::corrupt(format!(
+            "the sealed blob is {} bytes, too short to be one",
+            sealed.len()
+        )));
+    }
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let body_len = rest.len() - TAG_LEN;
+    let (body, tag) = rest.split_at_mut(body_len);
+    let nonce = <&Nonce<_>>::try_from(&*nonce).map_err(|_| internal("nonce length"))?;
+    let tag = <&Tag>::try_from(&*tag).map_err(|_| internal("tag length"))?;
+    Ok((nonce, body, tag))
+}
+
+fn not_authentic() -> Error {
+    Error::corrupt(
+        "does not authenticate: its bytes were changed, or it was moved here from elsewhere",
+    )
+}
+
+fn internal(what: &str) -> Error {
+    Error::new(ErrorKind::Io, format!("internal error: {what}"))
+}
+
+/// Wraps `master` under a key derived from a passphrase; `aad` ties the
+/// wrapped key to its repository.
+pub fn wrap(wrapping: &[u8; 32], aad: &[u8], master: &MasterKey) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    seal_with(&seal_cipher(wrapping), aad, master.bytes(), &mut out)?;
+    Ok(out)
+}
+
+/// Unwraps a master key; `None` when `wrapping` is not the key it was
+/// wrapped with (a wrong passphrase) or the bytes were changed.
+pub fn unwrap(wrapping: &[u8; 32], aad: &[u8], wrapped: &[u8]) -> Option<MasterKey> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    open_with(&seal_cipher(wrapping), aad, wrapped, &mut key[..]).ok()?;
+    MasterKey::from_bytes(&key[..])
+}
+
+/// Fills `buf` from the kernel's generator. Keys and nonces must never come
+/// from anything weaker, so a failure is an error.
+pub fn random(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("the system's random number generator failed: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_blobs_open_only_in_their_place_and_unchanged() {
+        let master = MasterKey::generate().unwrap();
+        let sealing = Sealing::encrypted(&master);
+        let plain = b"a chunk of a disk".repeat(100);
+        let mut sealed = Vec::new();
+        sealing.seal(b"here", &plain, &mut sealed).unwrap();
+        assert_eq!(sealed.len(), plain.len() + SEAL_OVERHEAD);
+        assert!(!sealed.windows(17).any(|w| w == b"a chunk of a disk"));
+        let mut out = vec![0; plain.len()];
+        sealing.open_into(b"here", &sealed, &mut out).unwrap();
+        assert_eq!(out, plain);
+        assert!(sealing.open_into(b"there", &sealed, &mut out).is_err());
+        for i in [0, 11, 12, 500, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
+            assert!(sealing.open_into(b"here", &bad, &mut out).is_err());
+            assert!(sealing.open_in_place(b"here", &mut bad).is_err());
+        }
+        let mut again = Vec::new();
+        sealing.seal(b"here", &plain, &mut again).unwrap();
+        assert_ne!(again, sealed, "nonces must be fresh");
+        assert_eq!(sealing.open_in_place(b"here", &mut again).unwrap(), plain);
+        let other = Sealing::encrypted(&MasterKey::generate().unwrap());
+        assert!(other.open_into(b"here", &sealed, &mut out).is_err());
+        assert!(sealing.open_in_place(b"here", &mut [0u8; 5]).is_err());
+    }
+
+    #[test]
+    fn ids_are_keyed_only_when_encrypted() {
+        let a = Sealing::encrypted(&MasterKey::generate().unwrap());
+        let b = Sealing::encrypted(&MasterKey::generate().unwrap());
+        let plain = Sealing::plain();
+        assert_eq!(plain.chunk_id(b"x"), ChunkId::of(b"x"));
+        assert_ne!(a.chunk_id(b"x"), ChunkId::of(b"x"));
+        assert_ne!(a.chunk_id(b"x"), b.chunk_id(b"x"));
+        assert!(a.same_key(&a.clone()) && !a.same_key(&b) && !a.same_key(&plain));
+    }
+
+    #[test]
+    fn wrapped_keys_need_the_wrapping_key() {
+        let master = MasterKey::generate().unwrap();
+        let wrapped = wrap(&[7; 32], b"repo", &master).unwrap();
+        let back = unwrap(&[7; 32], b"repo", &wrapped).unwrap();
+        assert_eq!(back.bytes(), master.bytes());
+        assert!(unwrap(&[8; 32], b"repo", &wrapped).is_none());
+        assert!(unwrap(&[7; 32], b"other", &wrapped).is_none());
+    }
+}
