@@ -55,10 +55,10 @@ pub fn store(
         });
     }
     let bytes = packed.bytes(plain, &scratch.packed);
-    sealing.seal(&id.0, bytes, &mut scratch.sealed)?;
+    let len = sealing.seal_reusing(&id.0, bytes, &mut scratch.sealed)?;
     Ok(Blob {
         how: packed.how,
-        len: scratch.sealed.len(),
+        len,
         sealed: true,
     })
 }

@@ -128,7 +128,16 @@ impl Sealing {
 
     /// Seals `plain` for `place` into `out` (replacing its contents).
     pub fn seal(&self, place: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        seal_with(&self.cipher(place)?, place, plain, out)
+        let len = self.seal_reusing(place, plain, out)?;
+        out.truncate(len);
+        Ok(())
+    }
+
+    /// Seals `plain` for `place` into the start of `buf`, which only
+    /// grows (so a buffer reused for every chunk is not zero-filled each
+    /// time); returns the sealed length.
+    pub fn seal_reusing(&self, place: &[u8], plain: &[u8], buf: &mut Vec<u8>) -> Result<usize> {
+        seal_with(&self.cipher(place)?, place, plain, buf)
     }
 
     /// Opens a sealed blob of `place` into `out`, which must be exactly the
@@ -154,10 +163,13 @@ fn seal_cipher(key: &[u8; 32]) -> Aes256Gcm {
     Aes256Gcm::new(&(*key).into())
 }
 
-fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    out.clear();
-    out.resize(plain.len() + SEAL_OVERHEAD, 0);
-    let (nonce, rest) = out.split_at_mut(NONCE_LEN);
+/// Seals into the start of `buf` (grown if short); returns the length.
+fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8], buf: &mut Vec<u8>) -> Result<usize> {
+    let len = plain.len() + SEAL_OVERHEAD;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let (nonce, rest) = buf[..len].split_at_mut(NONCE_LEN);
     random(nonce)?;
     let nonce = Nonce::try_from(&*nonce).map_err(|_| internal("nonce length"))?;
     let (body, tag_out) = rest.split_at_mut(plain.len());
@@ -166,7 +178,7 @@ fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) ->
         .encrypt_inout_detached(&nonce, aad, buf)
         .map_err(|_| internal("blob too large to seal"))?;
     tag_out.copy_from_slice(&tag);
-    Ok(())
+    Ok(len)
 }
 
 fn open_with(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> Result<()> {
@@ -218,7 +230,8 @@ fn internal(what: &str) -> Error {
 /// wrapped key to its repository.
 pub fn wrap(wrapping: &[u8; 32], aad: &[u8], master: &MasterKey) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    seal_with(&seal_cipher(wrapping), aad, master.bytes(), &mut out)?;
+    let len = seal_with(&seal_cipher(wrapping), aad, master.bytes(), &mut out)?;
+    out.truncate(len);
     Ok(out)
 }
 

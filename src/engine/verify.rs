@@ -409,7 +409,7 @@ fn read_data(
         for _ in 0..super::worker_count() {
             let (rx, found, pool) = (rx.clone(), &found, pool.clone());
             scope.spawn(move || {
-                let mut reader = repo.chunk_reader(pool).checking_crc();
+                let mut reader = repo.chunk_reader(pool).thorough();
                 for (id, loc) in rx.iter() {
                     if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc) {
                         let why = if e.kind() == ErrorKind::Corrupt {
