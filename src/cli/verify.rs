@@ -1,5 +1,6 @@
 //! `platter verify`: check the repository.
 
+use platter::engine::keyless::verify_without_key;
 use platter::engine::verify::{VerifyOptions, verify};
 
 use super::{Context, output};
@@ -9,11 +10,21 @@ use super::{Context, output};
 /// Exit code 0: no damage (leftovers of interrupted backups are listed but
 /// are not damage). Exit code 4: damage found; each problem names the file,
 /// the chunks, and the snapshots and byte ranges it affects.
+///
+/// --without-key checks an encrypted repository (or any other) without its
+/// passphrase: every stored byte against the crc32s the format keeps
+/// outside the seals. It finds storage damage, not forgery: that takes the
+/// key.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Also read every chunk and check its crc32 and BLAKE3
+    /// Also read every chunk and check its crc32 and id (and its seal)
     #[arg(long)]
     read_data: bool,
+
+    /// Read every stored byte and check it against its crc32, without the
+    /// passphrase (for a host that keeps copies but not the key)
+    #[arg(long, conflicts_with_all = ["read_data", "snapshots", "snapshot_flags"])]
+    without_key: bool,
 
     /// Only these snapshots (ids, prefixes or `latest`); default all
     snapshots: Vec<String>,
@@ -24,17 +35,22 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let repo = ctx.open_repo()?;
-    let options = VerifyOptions {
-        read_data: args.read_data,
-        snapshots: args
-            .snapshots
-            .into_iter()
-            .chain(args.snapshot_flags)
-            .collect(),
-    };
     let bar = output::Bar::new(ctx.json);
-    let report = verify(&repo, &options, &bar)?;
+    let read_data = args.read_data || args.without_key;
+    let report = if args.without_key {
+        verify_without_key(ctx.repo_path()?, &bar)?
+    } else {
+        let repo = ctx.open_repo()?;
+        let options = VerifyOptions {
+            read_data: args.read_data,
+            snapshots: args
+                .snapshots
+                .into_iter()
+                .chain(args.snapshot_flags)
+                .collect(),
+        };
+        verify(&repo, &options, &bar)?
+    };
     if ctx.json {
         output::json(&report)?;
         return Ok(report.is_clean());
@@ -68,7 +84,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         report.snapshots,
         report.packs,
         report.chunks,
-        if args.read_data {
+        if read_data {
             format!(", {} read and checked", output::bytes(report.bytes_read))
         } else {
             String::new()
@@ -77,7 +93,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         report.leftovers.len(),
         report.duration_s
     ));
-    if !report.is_clean() {
+    if !report.is_clean() && args.without_key {
+        eprintln!(
+            "hint: run `platter verify --read-data` with the passphrase to see which snapshots \
+             the damage affects, and `platter repair --from COPY` to bring the data back"
+        );
+    } else if !report.is_clean() {
         eprintln!(
             "hint: if an index file is damaged or chunks are in no index, `platter rebuild-index` \
              rebuilds the index from the packs; for damaged packs, restore the affected snapshots \

@@ -6,6 +6,7 @@ pub mod backup;
 mod backup_pipeline;
 pub mod copy;
 pub mod forget;
+pub mod keyless;
 mod pack_sink;
 mod parallel;
 pub mod prune;

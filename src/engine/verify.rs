@@ -219,7 +219,7 @@ fn find_stray_files(
     Ok(())
 }
 
-fn problem(file: String, what: &str) -> Problem {
+pub(super) fn problem(file: String, what: &str) -> Problem {
     Problem {
         file,
         what: what.to_string(),

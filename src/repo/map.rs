@@ -324,6 +324,38 @@ impl MapReader {
         snapshot: &RawId,
         expected_blake3: &str,
     ) -> Result<MapReader> {
+        let reader = MapReader::open_stored(backend, sealing, snapshot)?;
+        if reader.header.sealed != sealing.is_encrypted() {
+            return Err(Error::corrupt(format!(
+                "map {} is {}sealed, but the repository is {}encrypted",
+                reader.what,
+                if reader.header.sealed { "" } else { "not " },
+                if sealing.is_encrypted() { "" } else { "not " }
+            )));
+        }
+        if reader.check_stored()? != expected_blake3 {
+            return Err(Error::corrupt(format!(
+                "map {} does not match the BLAKE3 its snapshot manifest records",
+                reader.what
+            )));
+        }
+        Ok(reader)
+    }
+
+    /// Checks a map's stored bytes (header, length, crc32s) without the
+    /// key and without its manifest.
+    pub fn check_without_key(backend: &dyn Backend, snapshot: &RawId) -> Result<()> {
+        MapReader::open_stored(backend, &Sealing::plain(), snapshot)?
+            .check_stored()
+            .map(|_| ())
+    }
+
+    /// Opens a map and checks its header and length.
+    fn open_stored(
+        backend: &dyn Backend,
+        sealing: &Sealing,
+        snapshot: &RawId,
+    ) -> Result<MapReader> {
         let name = map_name(snapshot);
         let file = backend.open(&name)?;
         let what = backend.describe(&name);
@@ -336,13 +368,6 @@ impl MapReader {
         if header.snapshot != *snapshot {
             return Err(Error::corrupt(format!(
                 "map {what} belongs to another snapshot"
-            )));
-        }
-        if header.sealed != sealing.is_encrypted() {
-            return Err(Error::corrupt(format!(
-                "map {what} is {}sealed, but the repository is {}encrypted",
-                if header.sealed { "" } else { "not " },
-                if sealing.is_encrypted() { "" } else { "not " }
             )));
         }
         let blocks = header.blocks();
@@ -358,19 +383,18 @@ impl MapReader {
                 expected_len.map_or("an impossible size".into(), |n| n.to_string())
             )));
         }
-        let reader = MapReader {
+        Ok(MapReader {
             header,
             sealing: sealing.clone(),
             file,
             what,
             block_start: 0,
             block: Vec::new(),
-        };
-        reader.check_whole(expected_blake3)?;
-        Ok(reader)
+        })
     }
 
-    fn check_whole(&self, expected_blake3: &str) -> Result<()> {
+    /// Checks the entries' crc32; returns the BLAKE3 of the whole file.
+    fn check_stored(&self) -> Result<String> {
         let mut hash = blake3::Hasher::new();
         let mut crc = crc32fast::Hasher::new();
         let entries_end = self.header.entries_end();
@@ -395,13 +419,7 @@ impl MapReader {
                 self.what
             )));
         }
-        if hash.finalize().to_hex().as_str() != expected_blake3 {
-            return Err(Error::corrupt(format!(
-                "map {} does not match the BLAKE3 its snapshot manifest records",
-                self.what
-            )));
-        }
-        Ok(())
+        Ok(hash.finalize().to_hex().to_string())
     }
 
     pub fn header(&self) -> &MapHeader {

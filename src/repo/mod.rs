@@ -9,7 +9,7 @@
 pub mod backend;
 mod chunk_reader;
 pub mod config;
-mod envelope;
+pub(crate) mod envelope;
 mod fields;
 pub mod index;
 pub mod keys;
@@ -178,8 +178,9 @@ impl Repository {
         })
     }
 
-    /// Opens a repository; `passphrase` is asked only if it is encrypted.
-    pub fn open(path: &Path, passphrase: &dyn PassphraseSource) -> Result<Repository> {
+    /// Reads and checks a repository's config, and nothing else: no key
+    /// is needed (for checking stored bytes without it).
+    pub fn read_config(path: &Path) -> Result<(LocalBackend, Config)> {
         let backend = LocalBackend::new(path);
         let bytes = match backend.read_whole(CONFIG) {
             Ok(bytes) => bytes,
@@ -204,6 +205,13 @@ impl Repository {
             &what,
         )?;
         config.validate(version)?;
+        Ok((backend, config))
+    }
+
+    /// Opens a repository; `passphrase` is asked only if it is encrypted.
+    pub fn open(path: &Path, passphrase: &dyn PassphraseSource) -> Result<Repository> {
+        let (backend, config) = Repository::read_config(path)?;
+        let what = backend.describe(CONFIG);
         let (slots, damaged) = keys::list(&backend)?;
         let (sealing, key) = if config.encryption.is_some() {
             let pass = passphrase.passphrase()?;
@@ -407,18 +415,7 @@ impl Repository {
 
     /// Ids of the committed packs in `data/`.
     pub fn packs_on_disk(&self) -> Result<std::collections::HashSet<RawId>> {
-        let mut ids = std::collections::HashSet::new();
-        for dir in self.backend.list("data")? {
-            if !pack::is_pack_folder(&dir) {
-                continue;
-            }
-            for file in self.backend.list(&format!("data/{dir}"))? {
-                if let Some(id) = parse_id(&file) {
-                    ids.insert(id);
-                }
-            }
-        }
-        Ok(ids)
+        pack::packs_on_disk(&self.backend)
     }
 
     /// Writes a manifest: the commit point of a backup.

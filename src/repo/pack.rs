@@ -9,8 +9,9 @@
 //!                     encrypted); unsealed raw blobs of 256 KiB or more
 //!                     start at a multiple of 4096, zeros between
 //! T             t     table: one entry per blob (see ENTRY below), t = 64*n;
-//!                     when sealed, the entries sealed as one blob for the
-//!                     place "data/xx/<pack id>", t = 64*n + 28
+//!                     when sealed, n FRAMEs in the clear, then the entries
+//!                     sealed as one blob for the place "data/xx/<pack id>",
+//!                     t = 16*n + 64*n + 28
 //! T+t           4     n, the number of entries
 //! T+t+4         4     crc32 of the table's stored bytes
 //! T+t+8         8     magic "PLTRPEND"
@@ -18,6 +19,9 @@
 //! ENTRY: id [32] | encoding u32 (0 raw, 1 lz4) | reserved u32 |
 //!        offset u64 | stored length u32 | plain length u32 |
 //!        crc32 of the stored bytes u32 | reserved u32
+//! FRAME: offset u64 | stored length u32 | crc32 of the stored bytes u32
+//!        (the same values as the entry's; lets the stored bytes be checked
+//!        without the key)
 //! ```
 //!
 //! The table makes a pack self-describing: the index can always be rebuilt
@@ -25,6 +29,7 @@
 
 use std::path::Path;
 
+use crate::codec::seal::SEAL_OVERHEAD;
 use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::os::DIRECT_ALIGN;
@@ -38,6 +43,7 @@ const VERSION: u32 = 1;
 const SEALED: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 pub const ENTRY_LEN: usize = 64;
+const FRAME_LEN: usize = 16;
 pub const FOOTER_LEN: u64 = 16;
 
 /// Raw blobs this large start at a multiple of `DIRECT_ALIGN` in the pack,
@@ -94,6 +100,22 @@ impl PackEntry {
 /// digits); anything else there is not platter's.
 pub fn is_pack_folder(name: &str) -> bool {
     name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Ids of the committed packs in `data/`.
+pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<RawId>> {
+    let mut ids = std::collections::HashSet::new();
+    for dir in backend.list("data")? {
+        if !is_pack_folder(&dir) {
+            continue;
+        }
+        for file in backend.list(&format!("data/{dir}"))? {
+            if let Some(id) = crate::repo::parse_id(&file) {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 pub fn pack_name(id: &RawId) -> String {
@@ -174,9 +196,18 @@ impl PackWriter {
             entry.write_to(&mut table);
         }
         if self.sealing.is_encrypted() {
-            let plain = std::mem::take(&mut table);
+            // Frames in the clear, so that stored bytes can be checked
+            // without the key; then the entries, sealed.
+            let entries = std::mem::take(&mut table);
+            for entry in &self.entries {
+                table.put_u64(entry.offset);
+                table.put_u32(entry.stored_len);
+                table.put_u32(entry.crc);
+            }
+            let mut sealed = Vec::new();
             let place = pack_name(&self.id);
-            self.sealing.seal(place.as_bytes(), &plain, &mut table)?;
+            self.sealing.seal(place.as_bytes(), &entries, &mut sealed)?;
+            table.put(&sealed);
         }
         let crc = crc32(&table);
         table.put_u32(self.entries.len() as u32);
@@ -193,6 +224,138 @@ fn write_all(file: &mut dyn NewFile, bytes: &[u8], id: &RawId) -> Result<()> {
         .map_err(|e| Error::io("write pack", Path::new(&pack_name(id)), e))
 }
 
+/// Where a blob lies in a pack and the crc32 of its stored bytes: what can
+/// be checked without the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub offset: u64,
+    pub stored_len: u32,
+    pub crc: u32,
+}
+
+impl From<&PackEntry> for Frame {
+    fn from(e: &PackEntry) -> Frame {
+        Frame {
+            offset: e.offset,
+            stored_len: e.stored_len,
+            crc: e.crc,
+        }
+    }
+}
+
+/// A pack's table as stored, checked against its crc32.
+struct RawTable {
+    sealed: bool,
+    count: usize,
+    /// Where the table starts: every blob must end before it.
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl RawTable {
+    fn read(file: &dyn ReadAt, what: &str) -> Result<RawTable> {
+        let len = file.len();
+        if len < HEADER_LEN + FOOTER_LEN {
+            return Err(Error::corrupt(format!(
+                "pack {what} is {len} bytes, too short to be a pack: it was truncated"
+            )));
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)?;
+        if &header[..8] != MAGIC {
+            return Err(Error::corrupt(format!(
+                "pack {what} does not start with the pack magic"
+            )));
+        }
+        let mut head = FieldReader::new(&header[8..]);
+        let version = head.u32();
+        if version != VERSION {
+            return Err(Error::unsupported(format!(
+                "pack {what} has format version {version}, this platter reads {VERSION}"
+            )));
+        }
+        let sealed = match head.u32() {
+            0 => false,
+            SEALED => true,
+            other => {
+                return Err(Error::corrupt(format!(
+                    "pack {what} has unknown flags {other:#x}"
+                )));
+            }
+        };
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        file.read_exact_at(&mut footer, len - FOOTER_LEN)?;
+        let mut r = FieldReader::new(&footer);
+        let count = u64::from(r.u32());
+        let table_crc = r.u32();
+        if &r.bytes::<8>() != END_MAGIC {
+            return Err(Error::corrupt(format!(
+                "pack {what} does not end with the table magic: it was truncated or overwritten"
+            )));
+        }
+        let table_len = if sealed {
+            count * (FRAME_LEN + ENTRY_LEN) as u64 + SEAL_OVERHEAD as u64
+        } else {
+            count * ENTRY_LEN as u64
+        };
+        let start = (len - FOOTER_LEN)
+            .checked_sub(table_len)
+            .filter(|&start| start >= HEADER_LEN)
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "pack {what} claims {count} entries, more than its {len} bytes can hold"
+                ))
+            })?;
+        let mut bytes = vec![0u8; table_len as usize];
+        file.read_exact_at(&mut bytes, start)?;
+        if crc32(&bytes) != table_crc {
+            return Err(Error::corrupt(format!(
+                "pack {what} has a damaged table (crc32 mismatch)"
+            )));
+        }
+        Ok(RawTable {
+            sealed,
+            count: count as usize,
+            start,
+            bytes,
+        })
+    }
+
+    /// The frames: stored before the sealed entries, or taken from the
+    /// plain entries. Each must lie between the header and the table.
+    fn frames(&self, what: &str) -> Result<Vec<Frame>> {
+        let mut frames = Vec::with_capacity(self.count);
+        for i in 0..self.count {
+            let frame = if self.sealed {
+                let mut r = FieldReader::new(&self.bytes[i * FRAME_LEN..]);
+                Frame {
+                    offset: r.u64(),
+                    stored_len: r.u32(),
+                    crc: r.u32(),
+                }
+            } else {
+                let mut r = FieldReader::new(&self.bytes[i * ENTRY_LEN + 40..]);
+                let offset = r.u64();
+                let stored_len = r.u32();
+                r.skip(4);
+                Frame {
+                    offset,
+                    stored_len,
+                    crc: r.u32(),
+                }
+            };
+            let end = frame.offset.checked_add(u64::from(frame.stored_len));
+            if frame.offset < HEADER_LEN || end.is_none_or(|end| end > self.start) {
+                return Err(Error::corrupt(format!(
+                    "pack {what}: table entry {i} points outside the pack's data"
+                )));
+            }
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+}
+
 /// Reads and checks the table of pack `id`, opening its seal in an
 /// encrypted repository. Every entry must lie between the header and the
 /// table.
@@ -202,31 +365,11 @@ pub fn read_table(
     id: &RawId,
     what: &str,
 ) -> Result<Vec<PackEntry>> {
-    let len = file.len();
-    if len < HEADER_LEN + FOOTER_LEN {
-        return Err(Error::corrupt(format!(
-            "pack {what} is {len} bytes, too short to be a pack: it was truncated"
-        )));
-    }
-    let mut header = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut header, 0)?;
-    if &header[..8] != MAGIC {
-        return Err(Error::corrupt(format!(
-            "pack {what} does not start with the pack magic"
-        )));
-    }
-    let mut head = FieldReader::new(&header[8..]);
-    let version = head.u32();
-    if version != VERSION {
-        return Err(Error::unsupported(format!(
-            "pack {what} has format version {version}, this platter reads {VERSION}"
-        )));
-    }
-    let sealed = head.u32() == SEALED;
-    if sealed != sealing.is_encrypted() {
+    let mut raw = RawTable::read(file, what)?;
+    if raw.sealed != sealing.is_encrypted() {
         return Err(Error::corrupt(format!(
             "pack {what} is {}, but the repository is {}: it was damaged or put there from elsewhere",
-            if sealed { "sealed" } else { "not sealed" },
+            if raw.sealed { "sealed" } else { "not sealed" },
             if sealing.is_encrypted() {
                 "encrypted"
             } else {
@@ -234,55 +377,36 @@ pub fn read_table(
             }
         )));
     }
-    let mut footer = [0u8; FOOTER_LEN as usize];
-    file.read_exact_at(&mut footer, len - FOOTER_LEN)?;
-    let mut r = FieldReader::new(&footer);
-    let count = u64::from(r.u32());
-    let table_crc = r.u32();
-    if &r.bytes::<8>() != END_MAGIC {
-        return Err(Error::corrupt(format!(
-            "pack {what} does not end with the table magic: it was truncated or overwritten"
-        )));
-    }
-    let table_len = count * ENTRY_LEN as u64 + sealing.overhead() as u64;
-    let table_start = (len - FOOTER_LEN)
-        .checked_sub(table_len)
-        .filter(|&start| start >= HEADER_LEN)
-        .ok_or_else(|| {
-            Error::corrupt(format!(
-                "pack {what} claims {count} entries, more than its {len} bytes can hold"
-            ))
-        })?;
-    let mut table = vec![0u8; table_len as usize];
-    file.read_exact_at(&mut table, table_start)?;
-    if crc32(&table) != table_crc {
-        return Err(Error::corrupt(format!(
-            "pack {what} has a damaged table (crc32 mismatch)"
-        )));
-    }
-    let table = if sealed {
+    let frames = raw.frames(what)?;
+    let entries_at = if raw.sealed { raw.count * FRAME_LEN } else { 0 };
+    let table = if raw.sealed {
         sealing
-            .open_in_place(pack_name(id).as_bytes(), &mut table)
+            .open_in_place(pack_name(id).as_bytes(), &mut raw.bytes[entries_at..])
             .map_err(|e| Error::corrupt(format!("pack {what}: its table {}", e.message())))?
     } else {
-        &table[..]
+        &raw.bytes[..]
     };
-    let mut entries = Vec::with_capacity(count as usize);
-    for (i, raw) in table.chunks_exact(ENTRY_LEN).enumerate() {
-        let entry = PackEntry::read_from(raw).ok_or_else(|| {
+    let mut entries = Vec::with_capacity(raw.count);
+    for (i, (bytes, frame)) in table.chunks_exact(ENTRY_LEN).zip(&frames).enumerate() {
+        let entry = PackEntry::read_from(bytes).ok_or_else(|| {
             Error::corrupt(format!(
                 "pack {what}: table entry {i} has an unknown encoding"
             ))
         })?;
-        let end = entry.offset.checked_add(u64::from(entry.stored_len));
-        if entry.offset < HEADER_LEN || end.is_none_or(|end| end > table_start) {
+        if Frame::from(&entry) != *frame {
             return Err(Error::corrupt(format!(
-                "pack {what}: table entry {i} points outside the pack's data"
+                "pack {what}: table entry {i} disagrees with its frame"
             )));
         }
         entries.push(entry);
     }
     Ok(entries)
+}
+
+/// Reads and checks a pack's frames without the key (for checking stored
+/// bytes where the passphrase is not known).
+pub fn read_frames(file: &dyn ReadAt, what: &str) -> Result<Vec<Frame>> {
+    RawTable::read(file, what)?.frames(what)
 }
 
 #[cfg(test)]
@@ -337,5 +461,42 @@ mod tests {
                 "flip at {i} accepted"
             );
         }
+    }
+
+    #[test]
+    fn sealed_tables_open_with_the_key_and_frames_check_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let sealing = Sealing::encrypted(&crate::codec::MasterKey::generate().unwrap());
+        let mut w = PackWriter::create(&backend, &sealing).unwrap();
+        let one = w
+            .add(ChunkId([1; 32]), Encoded::Raw, b"sealed one", 2)
+            .unwrap();
+        w.add(ChunkId([2; 32]), Encoded::Lz4, b"sealed two!", 5)
+            .unwrap();
+        let (id, entries) = w.finish().unwrap();
+        let name = pack_name(&id);
+        let file = backend.open(&name).unwrap();
+        assert_eq!(read_table(&*file, &sealing, &id, "p").unwrap(), entries);
+        let frames = read_frames(&*file, "p").unwrap();
+        assert_eq!(frames[0], Frame::from(&one));
+        assert!(read_table(&*file, &Sealing::plain(), &id, "p").is_err());
+        assert!(read_table(&*file, &sealing, &[9; 32], "p").is_err());
+
+        // The ids are sealed; changing a sealed byte, even with the table's
+        // crc32 fixed, does not open.
+        let good = backend.read_whole(&name).unwrap();
+        assert!(!good.windows(32).any(|w| w == [2u8; 32]));
+        let table_end = good.len() - FOOTER_LEN as usize;
+        let mut bad = good.clone();
+        bad[table_end - 20] ^= 1;
+        let table_start = table_end - (2 * (FRAME_LEN + ENTRY_LEN) + SEAL_OVERHEAD);
+        let crc = crc32(&bad[table_start..table_end]);
+        bad[table_end + 4..table_end + 8].copy_from_slice(&crc.to_le_bytes());
+        backend.write_whole(&name, &bad).unwrap();
+        let file = backend.open(&name).unwrap();
+        let err = read_table(&*file, &sealing, &id, "p").unwrap_err();
+        assert!(err.message().contains("does not authenticate"), "{err}");
+        assert!(read_frames(&*file, "p").is_ok(), "frames need no key");
     }
 }

@@ -50,6 +50,20 @@ pub fn decode(sealing: &Sealing, name: &str, mut stored: Vec<u8>, what: &str) ->
     if !sealing.is_encrypted() {
         return Ok(stored);
     }
+    let blob = check_frame(&stored, what)?;
+    let plain = sealing
+        .open_in_place(name.as_bytes(), &mut stored[blob])
+        .map_err(|e| Error::corrupt(format!("{what} {}", e.message())))?;
+    Ok(plain.to_vec())
+}
+
+/// Checks a sealed file's form and crc32 without the key.
+pub fn check_without_key(stored: &[u8], what: &str) -> Result<()> {
+    check_frame(stored, what).map(|_| ())
+}
+
+/// Checks magic, version and crc32; returns where the sealed blob lies.
+fn check_frame(stored: &[u8], what: &str) -> Result<std::ops::Range<usize>> {
     if stored.len() < HEADER_LEN + FOOTER_LEN || &stored[..8] != MAGIC {
         return Err(Error::corrupt(format!(
             "{what} is not sealed, and an encrypted repository holds only sealed files: \
@@ -70,10 +84,7 @@ pub fn decode(sealing: &Sealing, name: &str, mut stored: Vec<u8>, what: &str) ->
             "{what} fails its crc32: the stored bytes are damaged or truncated"
         )));
     }
-    let plain = sealing
-        .open_in_place(name.as_bytes(), &mut stored[HEADER_LEN..body_end])
-        .map_err(|e| Error::corrupt(format!("{what} {}", e.message())))?;
-    Ok(plain.to_vec())
+    Ok(HEADER_LEN..body_end)
 }
 
 /// Writes a whole file, sealed when the repository is encrypted.

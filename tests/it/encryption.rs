@@ -571,3 +571,75 @@ fn new_repositories_are_encrypted_unless_asked_not_to_be() {
     assert_eq!(made["encryption"], Value::Null, "{made}");
     plain.run(["snapshots"]).ok();
 }
+
+/// `platter -r REPO --json verify --without-key`, with no passphrase.
+fn verify_without_key(repo: &Path) -> Run {
+    run([
+        OsStr::new("-r"),
+        repo.as_os_str(),
+        "--json".as_ref(),
+        "verify".as_ref(),
+        "--without-key".as_ref(),
+    ])
+}
+
+fn damaged_files(run: &Run) -> Vec<String> {
+    run.json()["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["file"].as_str().unwrap(),
+                d["what"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+// Pins: `verify --without-key` needs no passphrase, reads every stored byte of an encrypted repository, and names a damaged blob (pack and offset), manifest, index file and map by their crc32s (exit 4); it also checks a plain repository.
+#[test]
+fn storage_damage_is_found_without_the_key() {
+    let mut rng = Rng::new(66);
+    let sandbox = Sandbox::encrypted();
+    let image = Image::random(sandbox.path("disk.img"), 16 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let report = verify_without_key(&sandbox.repo).ok().json();
+    assert_eq!(report["chunks"], 16, "{report}");
+    assert_eq!(report["snapshots"], 1, "{report}");
+    assert!(
+        report["bytes_read"].as_u64().unwrap() >= 16 * CHUNK,
+        "{report}"
+    );
+
+    let pack = sandbox.packs()[0].clone();
+    let manifest = sandbox.manifest_file(&id);
+    let map = sandbox.map_file(&id);
+    let index = files_under(&sandbox.repo.join("index"))[0].clone();
+    flip_byte(&pack, sealed_blob(7) + 9);
+    flip_byte(&manifest, 30);
+    flip_byte(&map, 90);
+    flip_byte(&index, 20);
+    let found = damaged_files(verify_without_key(&sandbox.repo).expect_code(4));
+    assert_eq!(found.len(), 4, "{found:#?}");
+    let blob = format!("offset {}", sealed_blob(7));
+    for (file, says) in [
+        (&pack, blob.as_str()),
+        (&manifest, "crc32"),
+        (&map, "checksum"),
+        (&index, "crc32"),
+    ] {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(
+            found.iter().any(|f| f.contains(name) && f.contains(says)),
+            "{name} ({says}) not named: {found:#?}"
+        );
+    }
+
+    let plain = Sandbox::new();
+    plain.backup(&image.path);
+    verify_without_key(&plain.repo).ok();
+    flip_byte(&plain.packs()[0], 16 + 5);
+    verify_without_key(&plain.repo).expect_code(4);
+}
