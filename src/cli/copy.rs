@@ -46,6 +46,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     source: Option<String>,
 
+    /// Allow copying from an encrypted repository into a plain one (the
+    /// copy is then readable by whoever holds it)
+    #[arg(long)]
+    decrypt: bool,
+
     #[command(flatten)]
     other: OtherPasswordArgs,
 }
@@ -62,6 +67,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         last: args.last,
         tags: args.tags,
         source: args.source,
+        decrypt: args.decrypt,
     };
     let bar = output::Bar::new(ctx.json);
     let report = copy(&from, &to, &options, &bar)?;

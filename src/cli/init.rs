@@ -6,7 +6,7 @@ use platter::codec::{Compression, MasterKey};
 use platter::repo::{NewKey, Repository};
 
 use super::key::KdfArgs;
-use super::passphrase::Passphrases;
+use super::passphrase::OtherPasswordArgs;
 use super::{Context, output};
 
 /// Create a new repository in an empty or new folder
@@ -50,14 +50,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "plain")]
     copy_key_from: Option<PathBuf>,
 
-    /// The passphrase of the --copy-key-from repository, from the first
-    /// line of FILE (default: the new repository's passphrase)
-    #[arg(long, value_name = "FILE", requires = "copy_key_from")]
-    from_password_file: Option<PathBuf>,
-
-    /// The passphrase of the --copy-key-from repository, printed by COMMAND
-    #[arg(long, value_name = "COMMAND", requires = "copy_key_from")]
-    from_password_command: Option<String>,
+    /// The --copy-key-from repository's passphrase, when it is not the
+    /// new repository's
+    #[command(flatten)]
+    other: OtherPasswordArgs,
 
     #[command(flatten)]
     kdf: KdfArgs,
@@ -76,18 +72,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         let master = match &args.copy_key_from {
             None => MasterKey::generate()?,
             Some(other) => {
-                let what = format!("repository {}", other.display());
-                let given = Passphrases::explicit(
-                    args.from_password_command.clone(),
-                    args.from_password_file.clone(),
-                    what,
-                );
-                let source = if given.is_given() {
-                    &given
-                } else {
-                    &passphrases
-                };
-                let other_repo = Repository::open(other, source)
+                let other_repo = args
+                    .other
+                    .open(other, &passphrases)
                     .map_err(|e| e.context("the repository given with --copy-key-from"))?;
                 let (master, _) = other_repo.key().ok_or_else(|| {
                     platter::Error::bad_input(format!(

@@ -61,7 +61,8 @@ impl OtherPasswordArgs {
             self.other_password_file.clone(),
             format!("repository {}", path.display()),
         );
-        let source = if own.is_given() { &own } else { first };
+        let lenient = Lenient(first);
+        let source: &dyn PassphraseSource = if own.is_given() { &own } else { &lenient };
         platter::repo::Repository::open(path, source).map_err(|e| {
             if e.kind() == ErrorKind::WrongPassphrase && !own.is_given() {
                 e.hint("the other repository has another passphrase: give it with --other-password-file or --other-password-command")
@@ -157,6 +158,20 @@ impl PassphraseSource for Passphrases {
         let found = self.find()?;
         Ok(self.cached.get_or_init(|| found).clone())
     }
+
+    fn expects_encryption(&self) -> bool {
+        self.is_given()
+    }
+}
+
+/// Another repository's passphrase, tried for a second repository: that
+/// one may well be plain.
+struct Lenient<'a>(&'a Passphrases);
+
+impl PassphraseSource for Lenient<'_> {
+    fn passphrase(&self) -> Result<Zeroizing<String>> {
+        self.0.passphrase()
+    }
 }
 
 fn non_empty(pass: Zeroizing<String>, from: &str) -> Result<Zeroizing<String>> {
@@ -188,14 +203,15 @@ fn from_file(path: &Path) -> Result<Zeroizing<String>> {
 }
 
 fn from_command(command: &str) -> Result<Zeroizing<String>> {
-    let out = Command::new("sh")
+    let mut out = Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(Stdio::inherit())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| Error::io("run --password-command", Path::new("sh"), e))?;
-    let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    let stdout = Zeroizing::new(std::mem::take(&mut out.stdout));
+    let text = Zeroizing::new(String::from_utf8_lossy(&stdout).into_owned());
     if !out.status.success() {
         return Err(Error::bad_input(format!(
             "the password command failed ({}): no passphrase",

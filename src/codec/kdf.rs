@@ -26,7 +26,7 @@ pub const DEFAULT_KDF: KdfParams = KdfParams {
 /// Bounds on what a key file may ask for: a damaged or hostile one must
 /// not make platter allocate without limit or spin for hours.
 const MIN_MEMORY_KIB: u32 = 8 * 1024;
-const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
 const MAX_ITERATIONS: u32 = 64;
 const MAX_PARALLELISM: u32 = 16;
 
@@ -40,7 +40,7 @@ impl KdfParams {
         } else {
             Err(Error::bad_input(format!(
                 "Argon2id parameters out of range (memory {} KiB, {} iterations, {} lanes): \
-                 memory must be 8 MiB to 4 GiB, iterations 1 to {MAX_ITERATIONS}, lanes 1 to \
+                 memory must be 8 MiB to 2 GiB, iterations 1 to {MAX_ITERATIONS}, lanes 1 to \
                  {MAX_PARALLELISM}",
                 self.memory_kib, self.iterations, self.parallelism
             )))

@@ -40,6 +40,8 @@ pub struct CopyOptions {
     pub tags: Vec<String>,
     /// Only snapshots of this source path.
     pub source: Option<String>,
+    /// Allow copying out of an encrypted repository into a plain one.
+    pub decrypt: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -137,11 +139,19 @@ pub fn copy(
             from.config().chunk_size
         )));
     }
+    if from.sealing().is_encrypted() && !to.sealing().is_encrypted() && !options.decrypt {
+        return Err(Error::bad_input(format!(
+            "{} is not encrypted: a copy there would hold the disks of this encrypted \
+             repository in the clear",
+            to.root().display()
+        ))
+        .hint("copy into an encrypted repository (`platter init`, optionally --copy-key-from this one), or give --decrypt if the clear copy is what you want"));
+    }
     let _from_lock = super::lock_for_reading(from, "copy", progress)?;
     let _to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
     let chosen = select(from, options)?;
-    let (there, _) = to.snapshots()?;
-    let there: HashSet<String> = there.into_iter().map(|s| s.id).collect();
+    let (there_list, _) = to.snapshots()?;
+    let there: HashSet<String> = there_list.iter().map(|s| s.id.clone()).collect();
     let (source_index, damaged) = from.load_index()?;
     if let Some((name, e)) = damaged.first() {
         return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
@@ -150,7 +160,11 @@ pub fn copy(
     let (mut index, _) = to.load_index()?;
     index.keep_packs(&to.packs_on_disk()?);
 
-    let mut rekey = (!from.sealing().same_key(to.sealing())).then(Rekey::default);
+    let mut rekey = if from.sealing().same_key(to.sealing()) {
+        None
+    } else {
+        Some(Rekey::new(&from.snapshots()?.0, &there_list))
+    };
     let mut report = CopyReport {
         to: to.root().display().to_string(),
         rekeyed: rekey.is_some(),
@@ -163,11 +177,9 @@ pub fn copy(
         }
         let copied = match &mut rekey {
             None => copy_one(from, to, &snap, &source_index, &mut index, progress),
-            Some(rekey) => rekey
-                .learn_from_common(from, to, &snap, &there)
-                .and_then(|()| {
-                    rekey.copy_one(from, to, &snap, &source_index, &mut index, progress)
-                }),
+            Some(rekey) => rekey.learn_from_common(from, to, &snap).and_then(|()| {
+                rekey.copy_one(from, to, &snap, &source_index, &mut index, progress)
+            }),
         };
         let copied = match copied {
             Ok(c) => c,

@@ -54,12 +54,7 @@ impl<'a> PackSink<'a> {
             &mut self.scratch,
         )?;
         let bytes = blob.bytes(plain, &self.scratch);
-        let writer = match self.open.as_mut() {
-            Some(w) => w,
-            None => self
-                .open
-                .insert(PackWriter::create(self.backend, &self.sealing)?),
-        };
+        let writer = open_writer(&mut self.open, self.backend, &self.sealing)?;
         writer.add(id, blob.how, bytes, plain.len() as u32)?;
         self.stored_bytes += bytes.len() as u64;
         self.close_if_full()
@@ -74,12 +69,7 @@ impl<'a> PackSink<'a> {
         stored: &[u8],
         plain_len: u32,
     ) -> Result<Option<ClosedPack>> {
-        let writer = match self.open.as_mut() {
-            Some(w) => w,
-            None => self
-                .open
-                .insert(PackWriter::create(self.backend, &self.sealing)?),
-        };
+        let writer = open_writer(&mut self.open, self.backend, &self.sealing)?;
         writer.add(id, how, stored, plain_len)?;
         self.stored_bytes += stored.len() as u64;
         self.close_if_full()
@@ -98,5 +88,17 @@ impl<'a> PackSink<'a> {
             Some(w) => w.finish().map(Some),
             None => Ok(None),
         }
+    }
+}
+
+/// The open pack writer, created when there is none.
+fn open_writer<'w>(
+    open: &'w mut Option<PackWriter>,
+    backend: &dyn Backend,
+    sealing: &Sealing,
+) -> Result<&'w mut PackWriter> {
+    match open {
+        Some(w) => Ok(w),
+        None => Ok(open.insert(PackWriter::create(backend, sealing)?)),
     }
 }

@@ -22,42 +22,52 @@ use crate::repo::map::{Kind, MapEntry, MapHeader, MapWriter};
 use crate::repo::snapshot::{MapRef, Snapshot};
 use crate::repo::{BufPool, PlainChunk, Repository};
 
-#[derive(Default)]
 pub struct Rekey {
     /// Chunk ids in the repository copied from -> ids in the other one.
     ids: HashMap<ChunkId, ChunkId>,
+    /// Snapshots both repositories held when the copy started, oldest
+    /// first: here, and there by id.
+    common: Vec<(Snapshot, Snapshot)>,
     /// Snapshots whose maps were already learned from.
     learned: HashSet<String>,
 }
 
 impl Rekey {
+    /// `here` and `there` list the snapshots of the two repositories.
+    pub fn new(here: &[Snapshot], there: &[Snapshot]) -> Rekey {
+        let there: HashMap<&str, &Snapshot> = there.iter().map(|s| (s.id.as_str(), s)).collect();
+        let common = here
+            .iter()
+            .filter_map(|s| Some((s.clone(), (*there.get(s.id.as_str())?).clone())))
+            .collect();
+        Rekey {
+            ids: HashMap::new(),
+            common,
+            learned: HashSet::new(),
+        }
+    }
+
     /// Learns ids from the newest snapshot of `snap`'s source that both
-    /// repositories hold (`there` names those the other one has).
+    /// repositories hold.
     pub fn learn_from_common(
         &mut self,
         from: &Repository,
         to: &Repository,
         snap: &Snapshot,
-        there: &HashSet<String>,
     ) -> Result<()> {
-        let (all, _) = from.snapshots()?;
-        let common = all.into_iter().rev().find(|s| {
-            there.contains(&s.id)
-                && s.source.path == snap.source.path
+        let common = self.common.iter().rev().find(|(s, _)| {
+            s.source.path == snap.source.path
                 && s.source.partition == snap.source.partition
                 && s.source.size == snap.source.size
         });
-        let Some(common) = common else {
+        let Some((here, there)) = common else {
             return Ok(());
         };
-        if !self.learned.insert(common.id.clone()) {
+        if !self.learned.insert(here.id.clone()) {
             return Ok(());
         }
         // A map that cannot be read only means more chunks are read.
-        let (Ok(mut here), Ok(mut other)) = (
-            from.open_map(&common),
-            to.resolve(&common.id).and_then(|s| to.open_map(&s)),
-        ) else {
+        let (Ok(mut here), Ok(mut other)) = (from.open_map(here), to.open_map(there)) else {
             return Ok(());
         };
         if here.header().entries != other.header().entries {

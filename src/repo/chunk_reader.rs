@@ -138,10 +138,9 @@ impl<'a> ChunkReader<'a> {
     /// for storing them elsewhere as they are.
     pub fn read_stored(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<Vec<u8>> {
         let mut stored = Vec::new();
-        self.read_into(id, pack, loc, &mut stored, true)?;
+        let plain = self.read_into(id, pack, loc, &mut stored, true)?;
         if stored.is_empty() {
             // An unsealed raw chunk was read straight into its plain buffer.
-            let plain = self.read(id, pack, loc)?;
             stored.extend_from_slice(&plain);
         }
         Ok(stored)

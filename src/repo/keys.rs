@@ -27,6 +27,14 @@ const SALT_LEN: usize = 32;
 /// when the repository is encrypted.
 pub trait PassphraseSource {
     fn passphrase(&self) -> Result<Zeroizing<String>>;
+
+    /// Whether the repository is expected to be encrypted (a passphrase was
+    /// given for it): then a repository that says it is plain is refused,
+    /// since someone may have replaced its config to make new backups go
+    /// in unencrypted.
+    fn expects_encryption(&self) -> bool {
+        false
+    }
 }
 
 /// For repositories known to be plain, and for tests.
@@ -63,6 +71,40 @@ fn wrap_aad(repo_id: &str) -> Vec<u8> {
     format!("platter master key of repository {repo_id}").into_bytes()
 }
 
+/// A key file made but not yet written: the Argon2id work is done before
+/// anything touches the repository.
+pub struct NewKeyFile(Vec<u8>);
+
+impl NewKeyFile {
+    /// Wraps `master` under `passphrase` for repository `repo_id`.
+    pub fn wrap(
+        repo_id: &str,
+        master: &MasterKey,
+        passphrase: &str,
+        params: &KdfParams,
+    ) -> Result<NewKeyFile> {
+        params.check()?;
+        let mut salt = [0u8; SALT_LEN];
+        seal::random(&mut salt)?;
+        let wrapping = kdf::derive(passphrase.as_bytes(), &salt, params)?;
+        let wrapped = seal::wrap(&wrapping, &wrap_aad(repo_id), master)?;
+        let file = KeyFile {
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            kdf: *params,
+            salt: hex(&salt),
+            wrapped: hex(&wrapped),
+        };
+        Ok(NewKeyFile(envelope::seal(KIND, VERSION, &file)?))
+    }
+
+    /// Writes it into `keys/`; returns its id.
+    pub fn write(&self, backend: &dyn Backend) -> Result<String> {
+        let id = crate::repo::random_hex(32);
+        backend.write_whole(&key_name(&id), &self.0)?;
+        Ok(id)
+    }
+}
+
 /// Wraps `master` under `passphrase` into a new key file; returns its id.
 pub fn add(
     backend: &dyn Backend,
@@ -71,26 +113,17 @@ pub fn add(
     passphrase: &str,
     params: &KdfParams,
 ) -> Result<String> {
-    params.check()?;
-    let mut salt = [0u8; SALT_LEN];
-    seal::random(&mut salt)?;
-    let wrapping = kdf::derive(passphrase.as_bytes(), &salt, params)?;
-    let wrapped = seal::wrap(&wrapping, &wrap_aad(repo_id), master)?;
-    let file = KeyFile {
-        created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        kdf: *params,
-        salt: hex(&salt),
-        wrapped: hex(&wrapped),
-    };
-    let id = crate::repo::random_hex(32);
-    backend.write_whole(&key_name(&id), &envelope::seal(KIND, VERSION, &file)?)?;
-    Ok(id)
+    NewKeyFile::wrap(repo_id, master, passphrase, params)?.write(backend)
 }
 
 /// Key files that cannot be read: name and why.
 pub type Unreadable = Vec<(String, Error)>;
 
-/// Every key file, and those that cannot be read.
+/// Larger files are not key files (they are about 400 bytes).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// Every key file, and those that cannot be read. Names that are not 64
+/// hex digits are not platter's and are left alone.
 pub fn list(backend: &dyn Backend) -> Result<(Vec<KeySlot>, Unreadable)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
@@ -100,12 +133,21 @@ pub fn list(backend: &dyn Backend) -> Result<(Vec<KeySlot>, Unreadable)> {
         Err(e) => return Err(e),
     };
     for id in names {
-        if id.starts_with('.') {
+        if crate::repo::parse_id(&id).is_none() {
             continue;
         }
         let name = key_name(&id);
-        let read = backend.read_whole(&name).and_then(|bytes| {
-            envelope::open::<KeyFile>(KIND, VERSION, &bytes, &backend.describe(&name))
+        let what = backend.describe(&name);
+        let read = backend.open(&name).and_then(|file| {
+            if file.len() > MAX_KEY_FILE {
+                return Err(Error::corrupt(format!(
+                    "{what} is {} bytes, too large to be a key file",
+                    file.len()
+                )));
+            }
+            let mut bytes = vec![0u8; file.len() as usize];
+            file.read_exact_at(&mut bytes, 0)?;
+            envelope::open::<KeyFile>(KIND, VERSION, &bytes, &what)
         });
         match read {
             Ok(file) => good.push(KeySlot { id, file }),
@@ -117,13 +159,19 @@ pub fn list(backend: &dyn Backend) -> Result<(Vec<KeySlot>, Unreadable)> {
     Ok((good, bad))
 }
 
-/// Finds the slot `passphrase` opens; returns the master key and the slot.
+/// At most this many key files are tried: more is not a repository's own.
+const MAX_TRIED: usize = 32;
+
+/// Finds the slot of `slots` (from `list`) that `passphrase` opens;
+/// returns the master key and the slot. Slots are tried cheapest first, so
+/// a planted key file that asks for a lot of work does not delay the
+/// others; a damaged one is skipped.
 pub fn unlock(
     backend: &dyn Backend,
     repo_id: &str,
+    (mut slots, bad): (Vec<KeySlot>, Unreadable),
     passphrase: &str,
 ) -> Result<(MasterKey, KeySlot)> {
-    let (slots, bad) = list(backend)?;
     if slots.is_empty() {
         let why = match bad.first() {
             Some((name, e)) => format!("its only key files are damaged ({name}: {e})"),
@@ -134,23 +182,32 @@ pub fn unlock(
         ))
         .hint("put back the keys/ folder from a copy of this repository (or its backup)"));
     }
+    slots.sort_by_key(|s| u64::from(s.file.kdf.memory_kib) * u64::from(s.file.kdf.iterations));
     let aad = wrap_aad(repo_id);
-    for slot in slots {
-        let opened = slot_key(&slot)
-            .and_then(|(salt, wrapped)| {
-                let wrapping = kdf::derive(passphrase.as_bytes(), &salt, &slot.file.kdf)?;
-                Ok(seal::unwrap(&wrapping, &aad, &wrapped))
-            })
-            .map_err(|e| e.context(backend.describe(&key_name(&slot.id))))?;
-        if let Some(master) = opened {
-            return Ok((master, slot));
+    let mut skipped = Vec::new();
+    for slot in slots.into_iter().take(MAX_TRIED) {
+        let opened = slot_key(&slot).and_then(|(salt, wrapped)| {
+            let wrapping = kdf::derive(passphrase.as_bytes(), &salt, &slot.file.kdf)?;
+            Ok(seal::unwrap(&wrapping, &aad, &wrapped))
+        });
+        match opened {
+            Ok(Some(master)) => return Ok((master, slot)),
+            Ok(None) => {}
+            Err(e) => skipped.push(format!("{}: {e}", backend.describe(&key_name(&slot.id)))),
         }
     }
-    Err(Error::new(
-        ErrorKind::WrongPassphrase,
-        "the passphrase opens none of the repository's key files",
-    )
-    .hint("check the passphrase (or the file or command that gives it); `platter key list` shows the key files"))
+    let skipped = bad
+        .iter()
+        .map(|(name, e)| format!("{name}: {e}"))
+        .chain(skipped)
+        .collect::<Vec<_>>();
+    let mut message = "the passphrase opens none of the repository's key files".to_string();
+    if !skipped.is_empty() {
+        message += &format!(" ({} unreadable: {})", skipped.len(), skipped.join("; "));
+    }
+    Err(Error::new(ErrorKind::WrongPassphrase, message).hint(
+        "check the passphrase (or the file or command that gives it); `platter key list` shows the key files",
+    ))
 }
 
 fn slot_key(slot: &KeySlot) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -186,25 +243,47 @@ mod tests {
         let master = MasterKey::generate().unwrap();
         let first = add(&backend, "r1", &master, "one", &FAST).unwrap();
         let second = add(&backend, "r1", &master, "two", &FAST).unwrap();
+        let unlock = |repo: &str, pass: &str| unlock(&backend, repo, list(&backend)?, pass);
         for (pass, slot) in [("one", &first), ("two", &second)] {
-            let (key, opened) = unlock(&backend, "r1", pass).unwrap();
+            let (key, opened) = unlock("r1", pass).unwrap();
             assert_eq!(key.bytes(), master.bytes());
             assert_eq!(&opened.id, slot);
         }
-        let err = unlock(&backend, "r1", "three").unwrap_err();
+        let err = unlock("r1", "three").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::WrongPassphrase);
         // A slot is tied to its repository.
         assert_eq!(
-            unlock(&backend, "r2", "one").unwrap_err().kind(),
+            unlock("r2", "one").unwrap_err().kind(),
             ErrorKind::WrongPassphrase
         );
+        // A damaged or planted key file, and files that are not key files,
+        // do not lock anyone out.
+        let planted = KeyFile {
+            created: "0000".into(),
+            kdf: FAST,
+            salt: "zz".into(),
+            wrapped: "00".into(),
+        };
+        let planted = envelope::seal(KIND, VERSION, &planted).unwrap();
+        backend
+            .write_whole(&key_name(&"a".repeat(64)), &planted)
+            .unwrap();
+        backend.write_whole(&key_name("abc"), b"junk").unwrap();
+        backend
+            .write_whole(&key_name(&"b".repeat(64)), &vec![b' '; 100_000])
+            .unwrap();
+        let (slots, bad) = list(&backend).unwrap();
+        assert_eq!((slots.len(), bad.len()), (3, 1));
+        assert!(unlock("r1", "two").is_ok());
+        let err = unlock("r1", "three").unwrap_err();
+        assert!(err.message().contains("2 unreadable"), "{err}");
+        remove(&backend, &"a".repeat(64)).unwrap();
+        remove(&backend, &"b".repeat(64)).unwrap();
+
         remove(&backend, &first).unwrap();
-        assert!(unlock(&backend, "r1", "one").is_err());
-        assert!(unlock(&backend, "r1", "two").is_ok());
+        assert!(unlock("r1", "one").is_err());
+        assert!(unlock("r1", "two").is_ok());
         remove(&backend, &second).unwrap();
-        assert_eq!(
-            unlock(&backend, "r1", "two").unwrap_err().kind(),
-            ErrorKind::Corrupt
-        );
+        assert_eq!(unlock("r1", "two").unwrap_err().kind(), ErrorKind::Corrupt);
     }
 }

@@ -27,9 +27,9 @@
 
 use crate::codec::{ChunkId, Sealing, crc32};
 use crate::error::{Error, Result};
-use crate::repo::RawId;
 use crate::repo::backend::{Backend, NewFile, ReadAt};
 use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::{RawId, sealed};
 
 const MAGIC: &[u8; 8] = b"PLTRMAP\0";
 const END_MAGIC: &[u8; 4] = b"MEND";
@@ -326,12 +326,12 @@ impl MapReader {
     ) -> Result<MapReader> {
         let reader = MapReader::open_stored(backend, sealing, snapshot)?;
         if reader.header.sealed != sealing.is_encrypted() {
-            return Err(Error::corrupt(format!(
-                "map {} is {}sealed, but the repository is {}encrypted",
-                reader.what,
-                if reader.header.sealed { "" } else { "not " },
-                if sealing.is_encrypted() { "" } else { "not " }
-            )));
+            let what = format!("map {}", reader.what);
+            return Err(sealed::mismatch(
+                &what,
+                reader.header.sealed,
+                sealing.is_encrypted(),
+            ));
         }
         if reader.check_stored()? != expected_blake3 {
             return Err(Error::corrupt(format!(

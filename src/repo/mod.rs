@@ -134,19 +134,8 @@ impl Repository {
         key: NewKey,
     ) -> Result<Repository> {
         config::check_chunk_size(chunk_size)?;
-        if !Repository::check_new(path)? {
-            std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                backend::sync_dir(parent)?;
-            }
-        }
-        let backend = LocalBackend::new(path);
+        let exists = Repository::check_new(path)?;
         let encrypted = matches!(key, NewKey::Encrypted { .. });
-        for folder in FOLDERS.iter().chain(encrypted.then_some(&keys::FOLDER)) {
-            let dir = path.join(folder);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        }
-        backend::sync_dir(path)?;
         let config = Config {
             repo_id: random_hex(32),
             chunk_size,
@@ -154,6 +143,8 @@ impl Repository {
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             encryption: encrypted.then(Encryption::current),
         };
+        // The key file is made (Argon2id, the part that can fail on a small
+        // machine) before anything is created.
         let (sealing, key) = match key {
             NewKey::Plain => (Sealing::plain(), None),
             NewKey::Encrypted {
@@ -161,9 +152,25 @@ impl Repository {
                 passphrase,
                 kdf,
             } => {
-                let slot = keys::add(&backend, &config.repo_id, &master, &passphrase, &kdf)?;
-                (Sealing::encrypted(&master), Some((master, slot)))
+                let file = keys::NewKeyFile::wrap(&config.repo_id, &master, &passphrase, &kdf)?;
+                (Sealing::encrypted(&master), Some((master, file)))
             }
+        };
+        if !exists {
+            std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                backend::sync_dir(parent)?;
+            }
+        }
+        let backend = LocalBackend::new(path);
+        for folder in FOLDERS.iter().chain(encrypted.then_some(&keys::FOLDER)) {
+            let dir = path.join(folder);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        }
+        backend::sync_dir(path)?;
+        let key = match key {
+            Some((master, file)) => Some((master, file.write(&backend)?)),
+            None => None,
         };
         // The config is written last: a directory without one is no repository.
         backend.write_whole(
@@ -215,17 +222,23 @@ impl Repository {
         let (slots, damaged) = keys::list(&backend)?;
         let (sealing, key) = if config.encryption.is_some() {
             let pass = passphrase.passphrase()?;
-            let (master, slot) = keys::unlock(&backend, &config.repo_id, &pass)?;
+            let (master, slot) = keys::unlock(&backend, &config.repo_id, (slots, damaged), &pass)?;
             (Sealing::encrypted(&master), Some((master, slot.id)))
-        } else if !slots.is_empty() || !damaged.is_empty() {
+        } else if !slots.is_empty() || !damaged.is_empty() || holds_sealed_files(&backend)? {
             // Someone may have replaced the config to make new backups
             // go in unencrypted.
             return Err(Error::corrupt(format!(
-                "{what} says the repository is not encrypted, but it has key files in {}: \
-                 the config was damaged or replaced",
-                backend.describe(keys::FOLDER)
+                "{what} says the repository is not encrypted, but it holds key files or \
+                 sealed files: the config was damaged or replaced",
             ))
             .hint("put back the config from a copy of this repository"));
+        } else if passphrase.expects_encryption() {
+            return Err(Error::bad_input(format!(
+                "{} is not encrypted, but a passphrase was given for it: if it was encrypted, \
+                 someone replaced it to make your backups go in unencrypted",
+                path.display()
+            ))
+            .hint("if it was made with `init --plain`, give no passphrase for it (unset PLATTER_PASSWORD, PLATTER_PASSWORD_FILE)"));
         } else {
             (Sealing::plain(), None)
         };
@@ -463,6 +476,37 @@ impl Repository {
     pub fn describe(&self, name: &str) -> String {
         self.backend.describe(name)
     }
+}
+
+/// Whether the first manifest, index file or pack is sealed: an encrypted
+/// repository's, whatever its config says.
+fn holds_sealed_files(backend: &LocalBackend) -> Result<bool> {
+    let first = |folder: &str| -> Result<Option<String>> {
+        let mut names = match backend.list(folder) {
+            Ok(names) => names,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        names.retain(|n| !n.starts_with('.'));
+        Ok(names.into_iter().min().map(|n| format!("{folder}/{n}")))
+    };
+    let mut files = vec![first("snapshots")?, first("index")?];
+    if let Some(dir) = first("data")? {
+        files.push(first(&dir)?);
+    }
+    for name in files.into_iter().flatten() {
+        let Ok(file) = backend.open(&name) else {
+            continue;
+        };
+        let mut head = [0u8; 16];
+        if file.len() < 16 || file.read_exact_at(&mut head, 0).is_err() {
+            continue;
+        }
+        if sealed::is_sealed(&head) || pack::is_sealed(&head) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Canonical absolute form of a user-given path, for identity and messages.

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::os::DIRECT_ALIGN;
 use crate::repo::backend::{Backend, NewFile, ReadAt};
 use crate::repo::fields::{FieldReader, FieldWriter};
-use crate::repo::{RawId, hex_id};
+use crate::repo::{RawId, hex_id, sealed};
 
 const MAGIC: &[u8; 8] = b"PLTRPACK";
 const END_MAGIC: &[u8; 8] = b"PLTRPEND";
@@ -100,6 +100,11 @@ impl PackEntry {
 /// digits); anything else there is not platter's.
 pub fn is_pack_folder(name: &str) -> bool {
     name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `head` (a file's first 16 bytes) starts a sealed pack.
+pub fn is_sealed(head: &[u8; 16]) -> bool {
+    head.starts_with(MAGIC) && FieldReader::new(&head[12..]).u32() == SEALED
 }
 
 /// Ids of the committed packs in `data/`.
@@ -367,15 +372,8 @@ pub fn read_table(
 ) -> Result<Vec<PackEntry>> {
     let mut raw = RawTable::read(file, what)?;
     if raw.sealed != sealing.is_encrypted() {
-        return Err(Error::corrupt(format!(
-            "pack {what} is {}, but the repository is {}: it was damaged or put there from elsewhere",
-            if raw.sealed { "sealed" } else { "not sealed" },
-            if sealing.is_encrypted() {
-                "encrypted"
-            } else {
-                "not encrypted"
-            }
-        )));
+        let what = format!("pack {what}");
+        return Err(sealed::mismatch(&what, raw.sealed, sealing.is_encrypted()));
     }
     let frames = raw.frames(what)?;
     let entries_at = if raw.sealed { raw.count * FRAME_LEN } else { 0 };

@@ -57,6 +57,22 @@ pub fn decode(sealing: &Sealing, name: &str, mut stored: Vec<u8>, what: &str) ->
     Ok(plain.to_vec())
 }
 
+/// The error for a file (a map or pack) that is sealed when the repository
+/// is not encrypted, or the other way round.
+pub fn mismatch(what: &str, sealed: bool, encrypted: bool) -> Error {
+    Error::corrupt(format!(
+        "{what} is {}sealed, but the repository is {}encrypted: it was damaged or put there \
+         from elsewhere",
+        if sealed { "" } else { "not " },
+        if encrypted { "" } else { "not " }
+    ))
+}
+
+/// Whether `head` (a file's first bytes) starts a sealed file.
+pub fn is_sealed(head: &[u8]) -> bool {
+    head.starts_with(MAGIC)
+}
+
 /// Checks a sealed file's form and crc32 without the key.
 pub fn check_without_key(stored: &[u8], what: &str) -> Result<()> {
     check_frame(stored, what).map(|_| ())
@@ -70,18 +86,18 @@ fn check_frame(stored: &[u8], what: &str) -> Result<std::ops::Range<usize>> {
              it was damaged or put there by someone without the key"
         )));
     }
-    let version = FieldReader::new(&stored[8..12]).u32();
-    if version != VERSION {
-        return Err(Error::unsupported(format!(
-            "{what} is sealed in format version {version}, this platter reads {VERSION}"
-        )));
-    }
     let body_end = stored.len() - FOOTER_LEN;
     let mut tail = FieldReader::new(&stored[body_end..]);
     let crc = tail.u32();
     if &tail.bytes::<4>() != END_MAGIC || crc32(&stored[..body_end]) != crc {
         return Err(Error::corrupt(format!(
             "{what} fails its crc32: the stored bytes are damaged or truncated"
+        )));
+    }
+    let version = FieldReader::new(&stored[8..12]).u32();
+    if version != VERSION {
+        return Err(Error::unsupported(format!(
+            "{what} is sealed in format version {version}, this platter reads {VERSION}"
         )));
     }
     Ok(HEADER_LEN..body_end)

@@ -152,7 +152,7 @@ fn restore_with(sandbox: &Sandbox, extra: &[&OsStr], target: &Path) -> Run {
     run(args)
 }
 
-// Pins: a wrong passphrase exits 8, a missing password file exits 3, no passphrase at all (no terminal) exits 2, a repository whose key files are gone exits 4 naming keys/, and a config stripped of its encryption is refused while key files exist; none of them creates the restore target. PLATTER_PASSWORD and --password-command open it.
+// Pins: a wrong passphrase exits 8, a missing password file exits 3, no passphrase at all (no terminal) exits 2, a repository whose key files are gone exits 4 naming keys/, a config stripped of its encryption is refused while key files or sealed files exist, a passphrase given for a plain repository is refused, and a damaged lock file blocks nothing; none of them creates the restore target. PLATTER_PASSWORD and --password-command open it.
 #[test]
 fn passphrase_and_key_problems_are_named_and_nothing_is_written() {
     let mut rng = Rng::new(62);
@@ -224,7 +224,40 @@ fn passphrase_and_key_problems_are_named_and_nothing_is_written() {
         .restore("latest", &target, &[])
         .refused(4, "key files");
     assert!(!target.exists());
+    // ... and with the key files gone too: the sealed files still tell.
+    fs::rename(&keys, &aside).unwrap();
+    let backup = [
+        OsStr::new("-r"),
+        sandbox.repo.as_os_str(),
+        "backup".as_ref(),
+        image.path.as_os_str(),
+    ];
+    run(backup).refused(4, "sealed files");
+    fs::rename(&aside, &keys).unwrap();
     fs::write(&config, original).unwrap();
+
+    // A passphrase given for a plain repository: refused, in case it was
+    // an encrypted one that someone replaced.
+    let plain = Sandbox::new();
+    let pass = sandbox.password.as_ref().unwrap();
+    run([
+        OsStr::new("-r"),
+        plain.repo.as_os_str(),
+        "--password-file".as_ref(),
+        pass.as_os_str(),
+        "snapshots".as_ref(),
+    ])
+    .refused(2, "not encrypted, but a passphrase was given");
+
+    // A damaged lock file blocks nothing but `unlock --all` removes it.
+    fs::write(
+        sandbox.repo.join("locks").join("a".repeat(64)),
+        b"PLTRSEAL junk",
+    )
+    .unwrap();
+    sandbox.run(["snapshots"]).ok();
+    sandbox.run(["unlock", "--all"]).ok();
+    assert_eq!(fs::read_dir(sandbox.repo.join("locks")).unwrap().count(), 0);
     sandbox.assert_restores("latest", &image.bytes);
 }
 
@@ -466,7 +499,7 @@ fn restores_from(repo: &Path, pass: &Path, snapshot: &str, expected: &[u8], targ
     fs::remove_file(target).unwrap();
 }
 
-// Pins: a repository made with `init --copy-key-from` shares the key: copy moves blobs as they are (the same sealed bytes are in both) and repair --from works; a repository with another key gets chunks re-keyed (no sealed blob in common), a later copy moves only the changed chunks, and repair --from it is refused; both restore byte for byte.
+// Pins: a repository made with `init --copy-key-from` shares the key: copy moves blobs as they are (the same sealed bytes are in both) and repair --from works; a repository with another key gets chunks re-keyed (no sealed blob in common), a later copy moves only the changed chunks, and repair --from it is refused; a copy into a plain repository needs --decrypt; all restore byte for byte.
 #[test]
 fn copies_keep_or_change_keys() {
     let mut rng = Rng::new(65);
@@ -484,7 +517,7 @@ fn copies_keep_or_change_keys() {
         &[
             "--copy-key-from",
             sandbox.repo.to_str().unwrap(),
-            "--from-password-file",
+            "--other-password-file",
             &a_pass_arg,
         ],
     );
@@ -518,6 +551,32 @@ fn copies_keep_or_change_keys() {
         report["chunks_copied"], 2,
         "only the changed chunks move: {report}"
     );
+
+    // Out of encryption only when asked.
+    let plain = sandbox.path("plain-copy");
+    run([
+        OsStr::new("-r"),
+        plain.as_os_str(),
+        "init".as_ref(),
+        "--plain".as_ref(),
+        "--chunk-size".as_ref(),
+        "64K".as_ref(),
+    ])
+    .ok();
+    sandbox
+        .run([OsStr::new("copy"), "--to".as_ref(), plain.as_os_str()])
+        .refused(2, "in the clear");
+    let report = sandbox
+        .run([
+            OsStr::new("--json"),
+            "copy".as_ref(),
+            "--to".as_ref(),
+            plain.as_os_str(),
+            "--decrypt".as_ref(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(report["rekeyed"], true, "{report}");
 
     let target = sandbox.path("from-copy.img");
     restores_from(&other.0, &other.1, &first, &first_bytes, &target);
