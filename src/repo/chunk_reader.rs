@@ -174,10 +174,12 @@ impl<'a> ChunkReader<'a> {
         let raw = loc.encoded == Encoded::Raw
             && loc.stored_len == loc.plain_len
             && !self.sealing.is_encrypted();
-        stored.clear();
         let read = if raw {
+            stored.clear();
             self.read_stored_bytes(pack, &name, loc, plain.reuse_as(plain_len))
         } else {
+            // Every byte is overwritten by the read: a buffer reused at the
+            // same length is not zero-filled again.
             stored.resize(loc.stored_len as usize, 0);
             self.read_stored_bytes(pack, &name, loc, stored)
         };
