@@ -740,3 +740,64 @@ fn every_command_works_on_an_encrypted_repository() {
     sandbox.assert_restores(&taken[1].0, &taken[1].1);
     sandbox.assert_restores(&taken[3].0, &taken[3].1);
 }
+
+// Pins: on a terminal (a pty from `script`), `init` asks for the passphrase twice and echoes none of it; the repository then opens with it; two different answers are refused with nothing created.
+#[test]
+fn the_terminal_prompt_asks_twice_and_echoes_nothing() {
+    if !have(
+        "the_terminal_prompt_asks_twice_and_echoes_nothing",
+        &["script"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::without_repo();
+    let typed = |answers: [&str; 2], repo: &Path| -> String {
+        let command = format!(
+            "{} -r {} init --kdf-memory 8M --kdf-iterations 1",
+            env!("CARGO_BIN_EXE_platter"),
+            repo.display()
+        );
+        // Each answer is typed once its prompt is on the screen, as a
+        // person would: a pty echoes what arrives before echo is off.
+        let dir = sandbox.path("pty");
+        sh(&format!(
+            "mkdir -p {dir}; rm -f {dir}/in {dir}/out; mkfifo {dir}/in; touch {dir}/out
+             script -qec '{command}' /dev/null < {dir}/in > {dir}/out 2>&1 &
+             exec 3> {dir}/in
+             for prompt in 'new passphrase' 'same passphrase'; do
+                 for i in $(seq 200); do grep -q \"$prompt\" {dir}/out && break; sleep 0.05; done
+                 sleep 0.2
+                 if [ \"$prompt\" = 'new passphrase' ]; then echo '{}' >&3; else echo '{}' >&3; fi
+             done
+             exec 3>&-
+             wait",
+            answers[0],
+            answers[1],
+            dir = dir.display()
+        ));
+        fs::read_to_string(dir.join("out")).unwrap()
+    };
+    let out = typed(["horse-battery-7", "horse-battery-7"], &sandbox.repo);
+    assert!(out.contains("new passphrase for repository"), "{out}");
+    assert!(out.contains("the same passphrase again"), "{out}");
+    assert!(
+        !out.contains("horse-battery"),
+        "the passphrase was echoed: {out}"
+    );
+    let mut cmd = platter();
+    cmd.env("PLATTER_PASSWORD", "horse-battery-7");
+    let opened = cmd
+        .args([
+            OsStr::new("-r"),
+            sandbox.repo.as_os_str(),
+            "snapshots".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert!(opened.status.success(), "{opened:?}");
+
+    let other = sandbox.path("other");
+    let out = typed(["one-answer", "another-answer"], &other);
+    assert!(out.contains("the two passphrases differ"), "{out}");
+    assert!(!other.exists(), "a refused init created {other:?}");
+}
