@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::codec::seal::SEAL_OVERHEAD;
 use crate::engine::verify::{VerifyReport, problem};
 use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
@@ -24,8 +25,17 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
     let damage = |report: &mut VerifyReport, name: &str, what: &str| {
         report.damage.push(problem(backend.describe(name), what));
     };
-    for (name, e) in keys::list(&backend)?.1 {
-        damage(&mut report, &name, e.message());
+    let encrypted = config.encryption.is_some();
+    let (slots, unreadable) = keys::list(&backend)?;
+    for (name, e) in &unreadable {
+        damage(&mut report, name, e.message());
+    }
+    if encrypted && slots.is_empty() {
+        damage(
+            &mut report,
+            keys::FOLDER,
+            "no readable key file: nothing in this encrypted repository can be read without one",
+        );
     }
     for folder in ["snapshots", "index", "locks"] {
         for name in files(&backend, folder)? {
@@ -44,7 +54,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
         let Some(id) = name.strip_prefix("maps/").and_then(parse_id) else {
             continue;
         };
-        match MapReader::check_without_key(&backend, &id) {
+        match MapReader::check_without_key(&backend, &id, encrypted) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => damage(&mut report, &name, e.message()),
@@ -59,7 +69,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
         .sum();
     progress.start("check", total);
     for name in names {
-        match check_pack(&backend, &name, &mut report, progress) {
+        match check_pack(&backend, &config, &name, &mut report, progress) {
             Ok(()) => report.packs += 1,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => damage(&mut report, &name, e.message()),
@@ -99,15 +109,32 @@ fn check_document(config: &Config, folder: &str, bytes: &[u8], what: &str) -> Re
 /// problem naming its offset, and the rest of the pack is still checked.
 fn check_pack(
     backend: &LocalBackend,
+    config: &Config,
     name: &str,
     report: &mut VerifyReport,
     progress: &dyn Progress,
 ) -> Result<()> {
     let file = backend.open(name)?;
     let what = backend.describe(name);
-    let frames = pack::read_frames(&*file, &what)?;
+    let (sealed, frames) = pack::read_frames(&*file, &what)?;
+    let encrypted = config.encryption.is_some();
+    if sealed != encrypted {
+        return Err(sealed::mismatch(&format!("pack {what}"), sealed, encrypted));
+    }
+    // No blob is longer than a chunk stored raw and sealed.
+    let longest = config.chunk_size + SEAL_OVERHEAD as u64;
     let mut buf = Vec::new();
     for frame in frames {
+        if u64::from(frame.stored_len) > longest {
+            report.damage.push(problem(
+                what.clone(),
+                &format!(
+                    "the blob at offset {} claims {} bytes, more than a chunk can be",
+                    frame.offset, frame.stored_len
+                ),
+            ));
+            continue;
+        }
         buf.resize(frame.stored_len as usize, 0);
         let good = file
             .read_exact_at(&mut buf, frame.offset)

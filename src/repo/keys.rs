@@ -185,6 +185,7 @@ pub fn unlock(
     slots.sort_by_key(|s| u64::from(s.file.kdf.memory_kib) * u64::from(s.file.kdf.iterations));
     let aad = wrap_aad(repo_id);
     let mut skipped = Vec::new();
+    let untried = slots.len().saturating_sub(MAX_TRIED);
     for slot in slots.into_iter().take(MAX_TRIED) {
         let opened = slot_key(&slot).and_then(|(salt, wrapped)| {
             let wrapping = kdf::derive(passphrase.as_bytes(), &salt, &slot.file.kdf)?;
@@ -204,6 +205,12 @@ pub fn unlock(
     let mut message = "the passphrase opens none of the repository's key files".to_string();
     if !skipped.is_empty() {
         message += &format!(" ({} unreadable: {})", skipped.len(), skipped.join("; "));
+    }
+    if untried > 0 {
+        message += &format!(
+            "; {untried} more key files were not tried (a repository has a few; someone may have \
+             planted these)"
+        );
     }
     Err(Error::new(ErrorKind::WrongPassphrase, message).hint(
         "check the passphrase (or the file or command that gives it); `platter key list` shows the key files",

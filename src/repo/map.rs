@@ -82,6 +82,11 @@ pub fn map_name(snapshot: &RawId) -> String {
     format!("maps/{}", crate::repo::hex_id(snapshot))
 }
 
+/// Whether `head` (a file's first bytes) starts a sealed map.
+pub fn is_sealed(head: &[u8]) -> bool {
+    head.len() >= 76 && head.starts_with(MAGIC) && FieldReader::new(&head[72..]).u32() == SEALED
+}
+
 /// The place block `k` of a sealed map is sealed for.
 fn block_place(snapshot: &RawId, k: u64) -> String {
     format!("{}#{k}", map_name(snapshot))
@@ -343,11 +348,15 @@ impl MapReader {
     }
 
     /// Checks a map's stored bytes (header, length, crc32s) without the
-    /// key and without its manifest.
-    pub fn check_without_key(backend: &dyn Backend, snapshot: &RawId) -> Result<()> {
-        MapReader::open_stored(backend, &Sealing::plain(), snapshot)?
-            .check_stored()
-            .map(|_| ())
+    /// key and without its manifest; `sealed` says whether the repository
+    /// is encrypted.
+    pub fn check_without_key(backend: &dyn Backend, snapshot: &RawId, sealed: bool) -> Result<()> {
+        let reader = MapReader::open_stored(backend, &Sealing::plain(), snapshot)?;
+        if reader.header.sealed != sealed {
+            let what = format!("map {}", reader.what);
+            return Err(sealed::mismatch(&what, reader.header.sealed, sealed));
+        }
+        reader.check_stored().map(|_| ())
     }
 
     /// Opens a map and checks its header and length.

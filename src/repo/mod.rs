@@ -224,12 +224,13 @@ impl Repository {
             let pass = passphrase.passphrase()?;
             let (master, slot) = keys::unlock(&backend, &config.repo_id, (slots, damaged), &pass)?;
             (Sealing::encrypted(&master), Some((master, slot.id)))
-        } else if !slots.is_empty() || !damaged.is_empty() || holds_sealed_files(&backend)? {
+        } else if let Some(sealed) = sealed_evidence(&backend)? {
             // Someone may have replaced the config to make new backups
             // go in unencrypted.
             return Err(Error::corrupt(format!(
                 "{what} says the repository is not encrypted, but it holds key files or \
-                 sealed files: the config was damaged or replaced",
+                 sealed files ({}): the config was damaged or replaced",
+                backend.describe(&sealed)
             ))
             .hint("put back the config from a copy of this repository"));
         } else if passphrase.expects_encryption() {
@@ -478,35 +479,46 @@ impl Repository {
     }
 }
 
-/// Whether the first manifest, index file or pack is sealed: an encrypted
-/// repository's, whatever its config says.
-fn holds_sealed_files(backend: &LocalBackend) -> Result<bool> {
-    let first = |folder: &str| -> Result<Option<String>> {
-        let mut names = match backend.list(folder) {
-            Ok(names) => names,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        names.retain(|n| !n.starts_with('.'));
-        Ok(names.into_iter().min().map(|n| format!("{folder}/{n}")))
+/// A file that only an encrypted repository has: anything in `keys/`, a
+/// sealed manifest, index or lock file (unfinished writes included), a
+/// sealed map, or a sealed pack (the first of each `data/` folder).
+/// Everything is looked at, so that planting a plain file in front of the
+/// sealed ones hides nothing.
+fn sealed_evidence(backend: &LocalBackend) -> Result<Option<String>> {
+    let names = |folder: &str| -> Result<Vec<String>> {
+        match backend.list(folder) {
+            Ok(names) => Ok(names.into_iter().map(|n| format!("{folder}/{n}")).collect()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     };
-    let mut files = vec![first("snapshots")?, first("index")?];
-    if let Some(dir) = first("data")? {
-        files.push(first(&dir)?);
+    if let Some(key) = names(keys::FOLDER)?.into_iter().next() {
+        return Ok(Some(key));
     }
-    for name in files.into_iter().flatten() {
+    let mut files = Vec::new();
+    for folder in ["snapshots", "index", "locks", "maps"] {
+        files.extend(names(folder)?);
+    }
+    for dir in names("data")? {
+        files.extend(names(&dir)?.into_iter().min());
+    }
+    for name in files {
         let Ok(file) = backend.open(&name) else {
             continue;
         };
-        let mut head = [0u8; 16];
-        if file.len() < 16 || file.read_exact_at(&mut head, 0).is_err() {
+        let mut head = [0u8; map::HEADER_LEN as usize];
+        let n = (file.len() as usize).min(head.len());
+        if file.read_exact_at(&mut head[..n], 0).is_err() {
             continue;
         }
-        if sealed::is_sealed(&head) || pack::is_sealed(&head) {
-            return Ok(true);
+        if sealed::is_sealed(&head[..n])
+            || pack::is_sealed(&head[..n])
+            || map::is_sealed(&head[..n])
+        {
+            return Ok(Some(name));
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Canonical absolute form of a user-given path, for identity and messages.

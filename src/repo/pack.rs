@@ -44,6 +44,9 @@ const SEALED: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 pub const ENTRY_LEN: usize = 64;
 const FRAME_LEN: usize = 16;
+/// No pack's table is larger: a pack closes at 64 MiB, and even 1-byte
+/// blobs would need less than this.
+const MAX_TABLE: u64 = 256 << 20;
 pub const FOOTER_LEN: u64 = 16;
 
 /// Raw blobs this large start at a multiple of `DIRECT_ALIGN` in the pack,
@@ -102,9 +105,11 @@ pub fn is_pack_folder(name: &str) -> bool {
     name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Whether `head` (a file's first 16 bytes) starts a sealed pack.
-pub fn is_sealed(head: &[u8; 16]) -> bool {
-    head.starts_with(MAGIC) && FieldReader::new(&head[12..]).u32() == SEALED
+/// Whether `head` (a file's first bytes) starts a sealed pack.
+pub fn is_sealed(head: &[u8]) -> bool {
+    head.len() >= HEADER_LEN as usize
+        && head.starts_with(MAGIC)
+        && FieldReader::new(&head[12..]).u32() == SEALED
 }
 
 /// Ids of the committed packs in `data/`.
@@ -303,6 +308,11 @@ impl RawTable {
         } else {
             count * ENTRY_LEN as u64
         };
+        if table_len > MAX_TABLE {
+            return Err(Error::corrupt(format!(
+                "pack {what} claims {count} entries, more than any pack holds"
+            )));
+        }
         let start = (len - FOOTER_LEN)
             .checked_sub(table_len)
             .filter(|&start| start >= HEADER_LEN)
@@ -402,9 +412,11 @@ pub fn read_table(
 }
 
 /// Reads and checks a pack's frames without the key (for checking stored
-/// bytes where the passphrase is not known).
-pub fn read_frames(file: &dyn ReadAt, what: &str) -> Result<Vec<Frame>> {
-    RawTable::read(file, what)?.frames(what)
+/// bytes where the passphrase is not known); also says whether the pack is
+/// sealed.
+pub fn read_frames(file: &dyn ReadAt, what: &str) -> Result<(bool, Vec<Frame>)> {
+    let raw = RawTable::read(file, what)?;
+    Ok((raw.sealed, raw.frames(what)?))
 }
 
 #[cfg(test)]
@@ -476,7 +488,8 @@ mod tests {
         let name = pack_name(&id);
         let file = backend.open(&name).unwrap();
         assert_eq!(read_table(&*file, &sealing, &id, "p").unwrap(), entries);
-        let frames = read_frames(&*file, "p").unwrap();
+        let (sealed, frames) = read_frames(&*file, "p").unwrap();
+        assert!(sealed);
         assert_eq!(frames[0], Frame::from(&one));
         assert!(read_table(&*file, &Sealing::plain(), &id, "p").is_err());
         assert!(read_table(&*file, &sealing, &[9; 32], "p").is_err());
@@ -495,6 +508,6 @@ mod tests {
         let file = backend.open(&name).unwrap();
         let err = read_table(&*file, &sealing, &id, "p").unwrap_err();
         assert!(err.message().contains("does not authenticate"), "{err}");
-        assert!(read_frames(&*file, "p").is_ok(), "frames need no key");
+        assert!(read_frames(&*file, "p").unwrap().0, "frames need no key");
     }
 }

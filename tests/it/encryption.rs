@@ -233,6 +233,16 @@ fn passphrase_and_key_problems_are_named_and_nothing_is_written() {
         image.path.as_os_str(),
     ];
     run(backup).refused(4, "sealed files");
+    // ... even with plain-looking files planted in front of the sealed ones.
+    for planted in ["snapshots/0", "index/0", "maps/0", "locks/0"] {
+        fs::write(sandbox.repo.join(planted), b"").unwrap();
+    }
+    fs::create_dir(sandbox.repo.join("data/00")).unwrap();
+    run(backup).refused(4, "sealed files");
+    for planted in ["snapshots/0", "index/0", "maps/0", "locks/0"] {
+        fs::remove_file(sandbox.repo.join(planted)).unwrap();
+    }
+    fs::remove_dir(sandbox.repo.join("data/00")).unwrap();
     fs::rename(&aside, &keys).unwrap();
     fs::write(&config, original).unwrap();
 
@@ -249,13 +259,20 @@ fn passphrase_and_key_problems_are_named_and_nothing_is_written() {
     ])
     .refused(2, "not encrypted, but a passphrase was given");
 
-    // A damaged lock file blocks nothing but `unlock --all` removes it.
-    fs::write(
-        sandbox.repo.join("locks").join("a".repeat(64)),
-        b"PLTRSEAL junk",
-    )
-    .unwrap();
-    sandbox.run(["snapshots"]).ok();
+    // A lock file that cannot be read (here: intact, but of a future
+    // format) is someone's lock: backups go on, prune waits, and
+    // `unlock --all` removes it.
+    let mut lock = b"PLTRSEAL".to_vec();
+    lock.extend(2u32.to_le_bytes());
+    lock.extend([0u8; 4 + 40]);
+    let crc = crc32fast::hash(&lock);
+    lock.extend(crc.to_le_bytes());
+    lock.extend(b"SEND");
+    fs::write(sandbox.repo.join("locks").join("a".repeat(64)), lock).unwrap();
+    sandbox.backup(&image.path);
+    sandbox
+        .run(["forget", "--keep-last", "1"])
+        .refused(5, "unreadable lock");
     sandbox.run(["unlock", "--all"]).ok();
     assert_eq!(fs::read_dir(sandbox.repo.join("locks")).unwrap().count(), 0);
     sandbox.assert_restores("latest", &image.bytes);
@@ -699,7 +716,25 @@ fn storage_damage_is_found_without_the_key() {
     let plain = Sandbox::new();
     plain.backup(&image.path);
     verify_without_key(&plain.repo).ok();
-    flip_byte(&plain.packs()[0], 16 + 5);
+
+    // A plain pack among sealed ones, and no key file: both are damage.
+    let planted = plain.packs()[0].clone();
+    let name = planted.file_name().unwrap();
+    let into = sandbox.repo.join("data").join(&name.to_str().unwrap()[..2]);
+    fs::create_dir_all(&into).unwrap();
+    fs::copy(&planted, into.join(name)).unwrap();
+    fs::rename(sandbox.repo.join("keys"), sandbox.path("keys-aside")).unwrap();
+    let found = damaged_files(verify_without_key(&sandbox.repo).expect_code(4));
+    assert!(
+        found.iter().any(|f| f.contains("not sealed")),
+        "plain pack: {found:#?}"
+    );
+    assert!(
+        found.iter().any(|f| f.contains("no readable key file")),
+        "keys: {found:#?}"
+    );
+
+    flip_byte(&planted, 16 + 5);
     verify_without_key(&plain.repo).expect_code(4);
 }
 
@@ -757,17 +792,32 @@ fn the_terminal_prompt_asks_twice_and_echoes_nothing() {
             env!("CARGO_BIN_EXE_platter"),
             repo.display()
         );
-        // Each answer is typed once its prompt is on the screen, as a
-        // person would: a pty echoes what arrives before echo is off.
+        // Each answer is typed once its prompt is on the screen and the
+        // terminal's echo is off, as a person would type it: a pty echoes
+        // whatever arrives while echo is on.
         let dir = sandbox.path("pty");
         sh(&format!(
             "mkdir -p {dir}; rm -f {dir}/in {dir}/out; mkfifo {dir}/in; touch {dir}/out
              script -qec '{command}' /dev/null < {dir}/in > {dir}/out 2>&1 &
+             script=$!
              exec 3> {dir}/in
-             for prompt in 'new passphrase' 'same passphrase'; do
-                 for i in $(seq 200); do grep -q \"$prompt\" {dir}/out && break; sleep 0.05; done
-                 sleep 0.2
-                 if [ \"$prompt\" = 'new passphrase' ]; then echo '{}' >&3; else echo '{}' >&3; fi
+             for step in 'new passphrase:{}' 'same passphrase:{}'; do
+                 prompt=${{step%%:*}}; answer=${{step#*:}}; ready=
+                 for i in $(seq 400); do
+                     if grep -q \"$prompt\" {dir}/out; then
+                         pid=$(pgrep -n -P $script || true)
+                         tty=$(readlink /proc/$pid/fd/0 2>/dev/null || true)
+                         mode=\" $(stty -F \"$tty\" -a 2>/dev/null || true) \"
+                         if [ -n \"$tty\" ] && [[ $mode =~ [[:space:]]-echo[[:space:]] ]]; then
+                             ready=1; break
+                         fi
+                     fi
+                     sleep 0.05
+                 done
+                 if [ -z \"$ready\" ]; then
+                     echo \"no prompt '$prompt' with echo off within 20 s:\"; cat {dir}/out; exit 1
+                 fi
+                 echo \"$answer\" >&3
              done
              exec 3>&-
              wait",
