@@ -28,7 +28,7 @@ use crate::repo::index::{Index, Location};
 use crate::repo::lock::LockKind;
 use crate::repo::map::{Kind, MapEntry, map_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, ChunkReader, Repository};
+use crate::repo::{BrokenManifest, BufPool, ChunkReader, PlainChunk, Repository};
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -75,9 +75,13 @@ pub struct FailedCopy {
     pub error: String,
 }
 
-/// The snapshots the options select, oldest first.
-pub fn select(repo: &Repository, options: &CopyOptions) -> Result<Vec<Snapshot>> {
-    let (all, broken) = repo.snapshots()?;
+/// The snapshots the options select out of `repo.snapshots()`, oldest
+/// first.
+pub fn select(
+    repo: &Repository,
+    (all, broken): (Vec<Snapshot>, Vec<BrokenManifest>),
+    options: &CopyOptions,
+) -> Result<Vec<Snapshot>> {
     let mut chosen: Vec<Snapshot> = if options.snapshots.is_empty() {
         if let Some(b) = broken.first() {
             return Err(Error::corrupt(format!(
@@ -149,7 +153,9 @@ pub fn copy(
     }
     let _from_lock = super::lock_for_reading(from, "copy", progress)?;
     let _to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
-    let chosen = select(from, options)?;
+    let listed = from.snapshots()?;
+    let all_here = listed.0.clone();
+    let chosen = select(from, listed, options)?;
     let (there_list, _) = to.snapshots()?;
     let there: HashSet<String> = there_list.iter().map(|s| s.id.clone()).collect();
     let (source_index, damaged) = from.load_index()?;
@@ -163,7 +169,7 @@ pub fn copy(
     let mut rekey = if from.sealing().same_key(to.sealing()) {
         None
     } else {
-        Some(Rekey::new(&from.snapshots()?.0, &there_list))
+        Some(Rekey::new(&all_here, &there_list))
     };
     let mut report = CopyReport {
         to: to.root().display().to_string(),
@@ -212,41 +218,93 @@ fn copy_one(
     index: &mut Index,
     progress: &dyn Progress,
 ) -> Result<CopiedSnapshot> {
+    let label = format!("copy {}", snap.short_id());
+    let copied = move_chunks(
+        (from, to, snap),
+        index,
+        (&label, progress),
+        |reader, entry, known| {
+            if known(&entry.id) {
+                return Ok(None);
+            }
+            let loc = locate(source_index, &entry.id)?;
+            let stored = reader.read_stored(&entry.id, source_index.pack_id(loc.pack), loc)?;
+            Ok(Some(Fetched {
+                id: entry.id,
+                blob: Moving::Stored(stored, *loc),
+            }))
+        },
+        |_, _| {},
+    )?;
+    copy_map(from, to, snap)?;
+    to.commit_snapshot(snap)?;
+    Ok(copied)
+}
+
+/// A chunk a worker fetched for the other repository: its id there, and
+/// what to store.
+pub(super) struct Fetched {
+    pub id: ChunkId,
+    pub blob: Moving,
+}
+
+pub(super) enum Moving {
+    /// Its stored bytes, checked, to store as they are (same key).
+    Stored(Vec<u8>, Location),
+    /// Its plain bytes, to compress and seal there.
+    Plain(PlainChunk),
+}
+
+/// Moves the chunks of `snap` that the other repository lacks. For each
+/// data entry, `fetch` runs on a worker, given whether an id is already
+/// there (or on its way); `noted` sees each fetched chunk's entry and new
+/// id on this thread. Each pack is indexed as soon as it is durable, so an
+/// interrupted copy does not move it again.
+pub(super) fn move_chunks<F, N>(
+    (from, to, snap): (&Repository, &Repository, &Snapshot),
+    index: &mut Index,
+    (label, progress): (&str, &dyn Progress),
+    fetch: F,
+    mut noted: N,
+) -> Result<CopiedSnapshot>
+where
+    F: Fn(&mut ChunkReader, &MapEntry, &dyn Fn(&ChunkId) -> bool) -> Result<Option<Fetched>> + Sync,
+    N: FnMut(&MapEntry, &ChunkId),
+{
     let mut map = from.open_map(snap)?;
     let header = *map.header();
-    // Chunks the other repository has, or that this copy is moving now.
+    // Chunks this copy is moving now.
     let have: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let known = |id: &ChunkId| {
         index.contains(id) || have.lock().map(|set| set.contains(id)).unwrap_or(false)
     };
-    let fetch = |reader: &mut ChunkReader, entry: &MapEntry| {
-        if entry.kind != Kind::Data || known(&entry.id) {
-            return Ok(None);
-        }
-        let loc = locate(source_index, &entry.id)?;
-        let stored = reader.read_stored(&entry.id, source_index.pack_id(loc.pack), loc)?;
-        Ok(Some((stored, *loc)))
-    };
     let mut sink = PackSink::new(to.backend(), to.sealing(), to.config().compression);
     let mut closed = Vec::new();
     let mut chunks = 0u64;
-    progress.start(&format!("copy {}", snap.short_id()), header.source_size);
+    progress.start(label, header.source_size);
     let pool = BufPool::new(header.chunk_size as usize, super::worker_count() * 6);
     let ran = map_entries(
         &mut map,
         0..header.entries,
         super::worker_count(),
         || from.chunk_reader(pool.clone()),
-        |reader, _, entry| fetch(reader, &entry),
-        |pos, entry, fetched: Result<Option<(Vec<u8>, Location)>>| {
-            if let Some((stored, loc)) = fetched? {
-                let first = have
-                    .lock()
-                    .map(|mut set| set.insert(entry.id))
-                    .unwrap_or(false);
+        |reader, _, entry| match entry.kind {
+            Kind::Data => fetch(reader, &entry, &known),
+            _ => Ok(None),
+        },
+        |pos, entry, fetched: Result<Option<Fetched>>| {
+            if let Some(f) = fetched? {
+                noted(&entry, &f.id);
+                let first = !index.contains(&f.id)
+                    && have.lock().map(|mut set| set.insert(f.id)).unwrap_or(false);
                 if first {
                     chunks += 1;
-                    let added = sink.add_stored(entry.id, loc.encoded, &stored, loc.plain_len)?;
+                    let added = match &f.blob {
+                        Moving::Stored(bytes, loc) => {
+                            sink.add_stored(f.id, loc.encoded, bytes, loc.plain_len)?
+                        }
+                        Moving::Plain(plain) => sink.add(f.id, plain)?,
+                    };
                     if let Some(pack) = added {
                         to.write_index(std::slice::from_ref(&pack))?;
                         closed.push(pack);
@@ -266,8 +324,6 @@ fn copy_one(
     for (id, entries) in &closed {
         index.add_pack(*id, entries);
     }
-    copy_map(from, to, snap)?;
-    to.commit_snapshot(snap)?;
     Ok(CopiedSnapshot {
         snapshot: snap.id.clone(),
         chunks_copied: chunks,

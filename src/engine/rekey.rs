@@ -12,15 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::codec::ChunkId;
-use crate::engine::copy::{CopiedSnapshot, locate};
-use crate::engine::pack_sink::PackSink;
-use crate::engine::parallel::map_entries;
+use crate::engine::copy::{CopiedSnapshot, Fetched, Moving, locate, move_chunks};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::repo::Repository;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapWriter};
 use crate::repo::snapshot::{MapRef, Snapshot};
-use crate::repo::{BufPool, PlainChunk, Repository};
 
 pub struct Rekey {
     /// Chunk ids in the repository copied from -> ids in the other one.
@@ -93,76 +91,40 @@ impl Rekey {
         index: &mut Index,
         progress: &dyn Progress,
     ) -> Result<CopiedSnapshot> {
-        let mut map = from.open_map(snap)?;
-        let header = *map.header();
         let ids = Mutex::new(std::mem::take(&mut self.ids));
-        let have: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
-        let known = |id: &ChunkId| {
-            index.contains(id) || have.lock().map(|set| set.contains(id)).unwrap_or(false)
-        };
         let translated = |id: &ChunkId| ids.lock().ok().and_then(|m| m.get(id).copied());
-        let mut sink = PackSink::new(to.backend(), to.sealing(), to.config().compression);
-        let mut closed = Vec::new();
-        let mut chunks = 0u64;
-        progress.start(
-            &format!("copy {} (re-keying)", snap.short_id()),
-            header.source_size,
-        );
-        let pool = BufPool::new(header.chunk_size as usize, super::worker_count() * 6);
-        let ran = map_entries(
-            &mut map,
-            0..header.entries,
-            super::worker_count(),
-            || from.chunk_reader(pool.clone()),
-            |reader, _, entry| -> Result<Option<(ChunkId, PlainChunk)>> {
-                if entry.kind != Kind::Data || translated(&entry.id).is_some_and(|n| known(&n)) {
+        let label = format!("copy {} (re-keying)", snap.short_id());
+        let copied = move_chunks(
+            (from, to, snap),
+            index,
+            (&label, progress),
+            |reader, entry, known| {
+                if translated(&entry.id).is_some_and(|new| known(&new)) {
                     return Ok(None);
                 }
                 let loc = locate(source_index, &entry.id)?;
                 let plain = reader.read(&entry.id, source_index.pack_id(loc.pack), loc)?;
-                Ok(Some((to.sealing().chunk_id(&plain), plain)))
+                Ok(Some(Fetched {
+                    id: to.sealing().chunk_id(&plain),
+                    blob: Moving::Plain(plain),
+                }))
             },
-            |pos, entry, fetched| {
-                if let Some((new, plain)) = fetched? {
-                    if let Ok(mut m) = ids.lock() {
-                        m.insert(entry.id, new);
-                    }
-                    let first = !index.contains(&new)
-                        && have.lock().map(|mut set| set.insert(new)).unwrap_or(false);
-                    if first {
-                        chunks += 1;
-                        if let Some(pack) = sink.add(new, &plain)? {
-                            to.write_index(std::slice::from_ref(&pack))?;
-                            closed.push(pack);
-                        }
-                    }
+            |entry, new| {
+                if let Ok(mut m) = ids.lock() {
+                    m.insert(entry.id, *new);
                 }
-                progress.advance(header.chunk_len(pos));
-                Ok(())
             },
         );
-        progress.finish();
         self.ids = ids.into_inner().unwrap_or_default();
-        ran?;
-        if let Some(pack) = sink.close()? {
-            to.write_index(std::slice::from_ref(&pack))?;
-            closed.push(pack);
-        }
-        for (id, entries) in &closed {
-            index.add_pack(*id, entries);
-        }
+        let copied = copied?;
         let blake3 = self.write_map(from, to, snap)?;
         let mut there = snap.clone();
         there.map = MapRef {
-            entries: header.entries,
+            entries: snap.map.entries,
             blake3,
         };
         to.commit_snapshot(&there)?;
-        Ok(CopiedSnapshot {
-            snapshot: snap.id.clone(),
-            chunks_copied: chunks,
-            bytes_stored: sink.stored_bytes,
-        })
+        Ok(copied)
     }
 
     /// Writes `snap`'s map into `to` with translated ids; returns its

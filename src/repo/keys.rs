@@ -127,12 +127,7 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 pub fn list(backend: &dyn Backend) -> Result<(Vec<KeySlot>, Unreadable)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    let names = match backend.list(FOLDER) {
-        Ok(names) => names,
-        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    for id in names {
+    for id in backend.list(FOLDER)? {
         if crate::repo::parse_id(&id).is_none() {
             continue;
         }

@@ -486,11 +486,8 @@ impl Repository {
 /// sealed ones hides nothing.
 fn sealed_evidence(backend: &LocalBackend) -> Result<Option<String>> {
     let names = |folder: &str| -> Result<Vec<String>> {
-        match backend.list(folder) {
-            Ok(names) => Ok(names.into_iter().map(|n| format!("{folder}/{n}")).collect()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        let names = backend.list(folder)?;
+        Ok(names.into_iter().map(|n| format!("{folder}/{n}")).collect())
     };
     if let Some(key) = names(keys::FOLDER)?.into_iter().next() {
         return Ok(Some(key));

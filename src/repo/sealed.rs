@@ -16,6 +16,7 @@
 //! The crc32 lets storage damage be told without the key; the seal proves
 //! the content and that it sits under its own name.
 
+use crate::codec::seal::NONCE_LEN;
 use crate::codec::{Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::backend::Backend;
@@ -51,10 +52,15 @@ pub fn decode(sealing: &Sealing, name: &str, mut stored: Vec<u8>, what: &str) ->
         return Ok(stored);
     }
     let blob = check_frame(&stored, what)?;
-    let plain = sealing
-        .open_in_place(name.as_bytes(), &mut stored[blob])
-        .map_err(|e| Error::corrupt(format!("{what} {}", e.message())))?;
-    Ok(plain.to_vec())
+    let plain_len = sealing
+        .open_in_place(name.as_bytes(), &mut stored[blob.clone()])
+        .map_err(|e| Error::corrupt(format!("{what} {}", e.message())))?
+        .len();
+    // The plain bytes follow the nonce: move them to the front in place.
+    let start = blob.start + NONCE_LEN;
+    stored.copy_within(start..start + plain_len, 0);
+    stored.truncate(plain_len);
+    Ok(stored)
 }
 
 /// The error for a file (a map or pack) that is sealed when the repository

@@ -177,16 +177,7 @@ fn passphrase_and_key_problems_are_named_and_nothing_is_written() {
     restore_with(&sandbox, &[], &target).refused(2, "passphrase");
     assert!(!target.exists(), "a refused restore wrote its target");
 
-    let mut cmd = platter();
-    cmd.env("PLATTER_PASSWORD", "correct horse battery staple");
-    let out = cmd
-        .args([
-            OsStr::new("-r"),
-            sandbox.repo.as_os_str(),
-            "snapshots".as_ref(),
-        ])
-        .output()
-        .unwrap();
+    let out = opens_with_env_password(&sandbox.repo, "correct horse battery staple");
     assert!(out.status.success(), "PLATTER_PASSWORD: {out:?}");
     let command = format!("cat {}", sandbox.password.as_ref().unwrap().display());
     restore_with(
@@ -400,17 +391,9 @@ fn tampering_is_damage_and_never_restored() {
 }
 
 fn key_ids(sandbox: &Sandbox, password: &Path) -> Vec<(String, bool)> {
-    run([
-        OsStr::new("-r"),
-        sandbox.repo.as_os_str(),
-        "--password-file".as_ref(),
-        password.as_os_str(),
-        "--json".as_ref(),
-        "key".as_ref(),
-        "list".as_ref(),
-    ])
-    .ok()
-    .json()["keys"]
+    with_password(&sandbox.repo, password, ["--json", "key", "list"])
+        .ok()
+        .json()["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -418,15 +401,29 @@ fn key_ids(sandbox: &Sandbox, password: &Path) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn with_password(sandbox: &Sandbox, password: &Path, args: &[&str]) -> Run {
-    let mut all = vec![
-        OsStr::new("-r"),
-        sandbox.repo.as_os_str(),
-        "--password-file".as_ref(),
-        password.as_os_str(),
+/// `platter -r REPO --password-file PASSWORD ARGS...`.
+fn with_password<I, S>(repo: &Path, password: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut all: Vec<std::ffi::OsString> = vec![
+        "-r".into(),
+        repo.into(),
+        "--password-file".into(),
+        password.into(),
     ];
-    all.extend(args.iter().map(OsStr::new));
+    all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
     run(all)
+}
+
+/// `platter -r REPO snapshots` with the passphrase in PLATTER_PASSWORD.
+fn opens_with_env_password(repo: &Path, password: &str) -> std::process::Output {
+    let mut cmd = platter();
+    cmd.env("PLATTER_PASSWORD", password);
+    cmd.args([OsStr::new("-r"), repo.as_os_str(), "snapshots".as_ref()])
+        .output()
+        .unwrap()
 }
 
 // Pins: `key add` gives a second passphrase that opens the repository; the first key file can be removed with the second (not with itself); afterwards only the second opens it and restores; `key passwd` replaces the passphrase used.
@@ -443,26 +440,26 @@ fn key_slots_come_and_go() {
     let second_arg = second.display().to_string();
     let mut add = vec!["key", "add", "--new-password-file", &second_arg];
     add.extend(FAST_KDF);
-    with_password(&sandbox, &first, &add).ok();
+    with_password(&sandbox.repo, &first, add).ok();
     let keys = key_ids(&sandbox, &second);
     assert_eq!(keys.len(), 2, "{keys:?}");
     let (first_id, _) = keys.iter().find(|(_, current)| !current).unwrap().clone();
 
-    with_password(&sandbox, &first, &["key", "remove", &first_id[..10]]).refused(2, "opened");
-    with_password(&sandbox, &second, &["key", "remove", &first_id[..10]]).ok();
+    with_password(&sandbox.repo, &first, ["key", "remove", &first_id[..10]]).refused(2, "opened");
+    with_password(&sandbox.repo, &second, ["key", "remove", &first_id[..10]]).ok();
     assert_eq!(key_ids(&sandbox, &second).len(), 1);
-    with_password(&sandbox, &first, &["snapshots"]).refused(8, "passphrase");
+    with_password(&sandbox.repo, &first, ["snapshots"]).refused(8, "passphrase");
     let target = sandbox.path("restored.img");
     let target_arg = target.display().to_string();
-    with_password(&sandbox, &second, &["restore", "latest", &target_arg]).ok();
+    with_password(&sandbox.repo, &second, ["restore", "latest", &target_arg]).ok();
     assert_file_is(&target, &image.bytes, "restore with the second passphrase");
 
     let third_arg = third.display().to_string();
     let mut passwd = vec!["key", "passwd", "--new-password-file", &third_arg];
     passwd.extend(FAST_KDF);
-    with_password(&sandbox, &second, &passwd).ok();
-    with_password(&sandbox, &second, &["snapshots"]).refused(8, "passphrase");
-    with_password(&sandbox, &third, &["verify"]).ok();
+    with_password(&sandbox.repo, &second, passwd).ok();
+    with_password(&sandbox.repo, &second, ["snapshots"]).refused(8, "passphrase");
+    with_password(&sandbox.repo, &third, ["verify"]).ok();
 }
 
 fn init_other(sandbox: &Sandbox, name: &str, password: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
@@ -498,15 +495,11 @@ fn copy(sandbox: &Sandbox, to: &Path, to_pass: &Path) -> Value {
 }
 
 fn restores_from(repo: &Path, pass: &Path, snapshot: &str, expected: &[u8], target: &Path) {
-    run([
-        OsStr::new("-r"),
-        repo.as_os_str(),
-        "--password-file".as_ref(),
-        pass.as_os_str(),
-        "restore".as_ref(),
-        snapshot.as_ref(),
-        target.as_os_str(),
-    ])
+    with_password(
+        repo,
+        pass,
+        [OsStr::new("restore"), snapshot.as_ref(), target.as_os_str()],
+    )
     .ok();
     assert_file_is(
         target,
@@ -834,16 +827,7 @@ fn the_terminal_prompt_asks_twice_and_echoes_nothing() {
         !out.contains("horse-battery"),
         "the passphrase was echoed: {out}"
     );
-    let mut cmd = platter();
-    cmd.env("PLATTER_PASSWORD", "horse-battery-7");
-    let opened = cmd
-        .args([
-            OsStr::new("-r"),
-            sandbox.repo.as_os_str(),
-            "snapshots".as_ref(),
-        ])
-        .output()
-        .unwrap();
+    let opened = opens_with_env_password(&sandbox.repo, "horse-battery-7");
     assert!(opened.status.success(), "{opened:?}");
 
     let other = sandbox.path("other");
