@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Unsupported,
     /// No key of an encrypted repository opens with the passphrase given.
     WrongPassphrase,
+    /// A bug in platter: a state its own code should never reach.
+    Internal,
 }
 
 impl ErrorKind {
@@ -41,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Io => 6,
             ErrorKind::Unsupported => 7,
             ErrorKind::WrongPassphrase => 8,
+            ErrorKind::Internal => 1,
         }
     }
 
@@ -53,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Io => "I/O error",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::WrongPassphrase => "wrong passphrase",
+            ErrorKind::Internal => "internal error",
         }
     }
 }
@@ -93,6 +97,13 @@ impl Error {
 
     pub fn unsupported(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Unsupported, message)
+    }
+
+    /// A bug: platter reached a state its own code should rule out. The
+    /// message says which; the user is asked to report it (exit 1).
+    pub fn internal(what: impl fmt::Display) -> Error {
+        Error::new(ErrorKind::Internal, format!("internal error: {what}"))
+            .hint("this is a bug in platter: please report it with the command you ran")
     }
 
     /// An OS error on `path` while doing `what`. The kind follows the errno:

@@ -82,9 +82,8 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
                         other.display()
                     ))
                 })?;
-                MasterKey::from_bytes(master.bytes()).ok_or_else(|| {
-                    platter::Error::new(platter::ErrorKind::Io, "internal error: key length")
-                })?
+                MasterKey::from_bytes(master.bytes())
+                    .ok_or_else(|| platter::Error::internal("key length"))?
             }
         };
         NewKey::Encrypted {

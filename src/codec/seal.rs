@@ -116,12 +116,10 @@ impl Sealing {
     }
 
     fn cipher(&self, place: &[u8]) -> Result<Aes256Gcm> {
-        let keys = self.keys.as_ref().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Io,
-                "internal error: sealing in a plain repository",
-            )
-        })?;
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| Error::internal("sealing in a plain repository"))?;
         let key = Zeroizing::new(*blake3::keyed_hash(&keys.blob, place).as_bytes());
         Ok(seal_cipher(&key))
     }
@@ -171,12 +169,12 @@ fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8], buf: &mut Vec<u8>) ->
     }
     let (nonce, rest) = buf[..len].split_at_mut(NONCE_LEN);
     random(nonce)?;
-    let nonce = Nonce::try_from(&*nonce).map_err(|_| internal("nonce length"))?;
+    let nonce = Nonce::try_from(&*nonce).map_err(|_| Error::internal("nonce length"))?;
     let (body, tag_out) = rest.split_at_mut(plain.len());
-    let buf = InOutBuf::new(plain, body).map_err(|_| internal("buffer lengths"))?;
+    let buf = InOutBuf::new(plain, body).map_err(|_| Error::internal("buffer lengths"))?;
     let tag = cipher
         .encrypt_inout_detached(&nonce, aad, buf)
-        .map_err(|_| internal("blob too large to seal"))?;
+        .map_err(|_| Error::internal("blob too large to seal"))?;
     tag_out.copy_from_slice(&tag);
     Ok(len)
 }
@@ -189,11 +187,12 @@ fn open_with(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> R
             out.len() + SEAL_OVERHEAD
         )));
     }
-    let nonce = Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| internal("nonce length"))?;
+    let nonce =
+        Nonce::try_from(&sealed[..NONCE_LEN]).map_err(|_| Error::internal("nonce length"))?;
     let body_end = sealed.len() - TAG_LEN;
-    let tag = Tag::try_from(&sealed[body_end..]).map_err(|_| internal("tag length"))?;
-    let buf =
-        InOutBuf::new(&sealed[NONCE_LEN..body_end], out).map_err(|_| internal("buffer lengths"))?;
+    let tag = Tag::try_from(&sealed[body_end..]).map_err(|_| Error::internal("tag length"))?;
+    let buf = InOutBuf::new(&sealed[NONCE_LEN..body_end], out)
+        .map_err(|_| Error::internal("buffer lengths"))?;
     cipher
         .decrypt_inout_detached(&nonce, aad, buf, &tag)
         .map_err(|_| not_authentic())
@@ -211,8 +210,8 @@ fn split(sealed: &mut [u8]) -> Result<Split<'_>> {
     let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
     let body_len = rest.len() - TAG_LEN;
     let (body, tag) = rest.split_at_mut(body_len);
-    let nonce = <&Nonce<_>>::try_from(&*nonce).map_err(|_| internal("nonce length"))?;
-    let tag = <&Tag>::try_from(&*tag).map_err(|_| internal("tag length"))?;
+    let nonce = <&Nonce<_>>::try_from(&*nonce).map_err(|_| Error::internal("nonce length"))?;
+    let tag = <&Tag>::try_from(&*tag).map_err(|_| Error::internal("tag length"))?;
     Ok((nonce, body, tag))
 }
 
@@ -220,10 +219,6 @@ fn not_authentic() -> Error {
     Error::corrupt(
         "does not authenticate: its bytes were changed, or it was moved here from elsewhere",
     )
-}
-
-fn internal(what: &str) -> Error {
-    Error::new(ErrorKind::Io, format!("internal error: {what}"))
 }
 
 /// Wraps `master` under a key derived from a passphrase; `aad` ties the

@@ -47,3 +47,73 @@ pub fn reread_partitions(fd: &impl AsRawFd) -> nix::Result<()> {
     unsafe { blkrrpart(fd.as_raw_fd()) }?;
     Ok(())
 }
+
+nix::ioctl_read_bad!(blkroget, nix::request_code_none!(0x12, 94), libc::c_int);
+nix::ioctl_read_bad!(loop_get_status64, 0x4C05, LoopInfo64);
+
+/// Whether the block device open as `fd` is read-only (BLKROGET): a write
+/// to it would fail at the first byte.
+pub fn is_read_only(fd: &impl AsRawFd) -> nix::Result<bool> {
+    let mut ro: libc::c_int = 0;
+    // SAFETY: BLKROGET writes one int through the pointer, which points at a
+    // live local; the fd is open for the duration of the call.
+    unsafe { blkroget(fd.as_raw_fd(), &mut ro) }?;
+    Ok(ro != 0)
+}
+
+/// The kernel's `struct loop_info64` (linux/loop.h), field for field.
+#[repr(C)]
+pub struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// What a loop device shows of its backing file: which file (the device
+/// and inode numbers of the file, comparable with `stat`'s st_dev and
+/// st_ino) and which byte range of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopStatus {
+    pub backing_dev: u64,
+    pub backing_ino: u64,
+    pub offset: u64,
+    /// Bytes of the file the device shows; 0 means up to its end.
+    pub size_limit: u64,
+}
+
+/// The backing file and range of the loop device open as `fd`; ENXIO when
+/// the device has no file attached.
+pub fn loop_status(fd: &impl AsRawFd) -> nix::Result<LoopStatus> {
+    // SAFETY: LoopInfo64 is plain integers and byte arrays, for which all
+    // zeros is a valid value.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 through the
+    // pointer, which points at a live local of that exact layout; the fd is
+    // open for the duration of the call.
+    unsafe { loop_get_status64(fd.as_raw_fd(), &mut info) }?;
+    Ok(LoopStatus {
+        backing_dev: info.lo_device,
+        backing_ino: info.lo_inode,
+        offset: info.lo_offset,
+        size_limit: info.lo_sizelimit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loop_info64_has_the_kernels_size() {
+        // linux/loop.h: 5 x u64, 4 x u32, 64 + 64 + 32 bytes, 2 x u64.
+        assert_eq!(std::mem::size_of::<super::LoopInfo64>(), 232);
+    }
+}

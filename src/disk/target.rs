@@ -205,6 +205,13 @@ impl Target {
                     Error::io("open target", path, e)
                 }
             })?;
+        if ioctl::is_read_only(&file).at("query the read-only flag of", path)? {
+            return Err(Error::bad_input(format!(
+                "target {} is a read-only device: nothing can be restored onto it",
+                path.display()
+            ))
+            .hint("nothing was written; make it writable (`blockdev --setrw`, `losetup` without -r, the write-protect switch) or choose another target"));
+        }
         let size = ioctl::device_size(&file).at("get the size of", path)?;
         let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
         Ok(Target {

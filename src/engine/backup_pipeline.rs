@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::codec::{self, Blob, ChunkId, Compression, Scratch, Sealing};
 use crate::disk::Source;
 use crate::disk::fs::Ranges;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::RawId;
 use crate::repo::backend::Backend;
@@ -107,7 +107,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         };
         free_tx
             .send(slot)
-            .map_err(|_| Error::new(ErrorKind::Io, "internal error: slot pool closed"))?;
+            .map_err(|_| Error::internal("slot pool closed"))?;
     }
     let (job_tx, job_rx) = bounded::<Job>(slots);
     let (done_tx, done_rx) = bounded::<Done>(slots);
@@ -154,7 +154,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         drop(done_rx);
         let read = reader
             .join()
-            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "internal error: reader panicked")));
+            .unwrap_or_else(|_| Err(Error::internal("reader panicked")));
         // A reader failure is the root cause of whatever the writer saw.
         let (map, packs, stats) = match (read, written) {
             (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
@@ -319,10 +319,7 @@ fn write_loop(
     let result = (|| -> Result<()> {
         while next < entries {
             let Ok(item) = done.recv() else {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    "internal error: workers stopped early",
-                ));
+                return Err(Error::internal("workers stopped early"));
             };
             let entry = match item.outcome {
                 Outcome::Hole => {
@@ -365,9 +362,9 @@ fn write_loop(
                     if writer.len() >= PACK_TARGET
                         && let Some(full) = pack.take()
                     {
-                        commit_tx.send(full).map_err(|_| {
-                            Error::new(ErrorKind::Io, "internal error: pack committer stopped")
-                        })?;
+                        commit_tx
+                            .send(full)
+                            .map_err(|_| Error::internal("pack committer stopped"))?;
                     }
                     entry
                 }
@@ -387,7 +384,7 @@ fn write_loop(
         {
             commit_tx
                 .send(last)
-                .map_err(|_| Error::new(ErrorKind::Io, "internal error: pack committer stopped"))?;
+                .map_err(|_| Error::internal("pack committer stopped"))?;
         }
         Ok(())
     })();
@@ -404,10 +401,7 @@ fn write_loop(
         }
     }
     if joined.is_err() {
-        first_error.get_or_insert(Error::new(
-            ErrorKind::Io,
-            "internal error: pack committer panicked",
-        ));
+        first_error.get_or_insert(Error::internal("pack committer panicked"));
     }
     match first_error {
         Some(e) => Err(e),

@@ -72,12 +72,9 @@ where
             }
         }
         drop(done_rx);
-        let fed = feeder.join().unwrap_or_else(|_| {
-            Err(Error::new(
-                crate::ErrorKind::Io,
-                "internal error: map reader panicked",
-            ))
-        });
+        let fed = feeder
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("map reader panicked")));
         sunk.and(fed)
     })
 }

@@ -139,10 +139,7 @@ impl Rekey {
             let entry = match entry.kind {
                 Kind::Data => {
                     let id = self.ids.get(&entry.id).ok_or_else(|| {
-                        Error::new(
-                            crate::ErrorKind::Io,
-                            format!("internal error: chunk {} was not re-keyed", entry.id),
-                        )
+                        Error::internal(format!("chunk {} was not re-keyed", entry.id))
                     })?;
                     MapEntry::data(*id, entry.fingerprint)
                 }

@@ -503,12 +503,7 @@ fn write_all(
         |pos, entry, fetched| {
             let (part, offset) = window
                 .clip(pos * header.chunk_size, header.chunk_len(pos))
-                .ok_or_else(|| {
-                    Error::new(
-                        crate::ErrorKind::Io,
-                        "internal error: chunk outside the window",
-                    )
-                })?;
+                .ok_or_else(|| Error::internal("chunk outside the window"))?;
             let len = part.len() as u64;
             match fetched {
                 Ok(Some(plain)) if plain.len() as u64 == header.chunk_len(pos) => {

@@ -275,10 +275,7 @@ impl<'a> ChunkReader<'a> {
         }
         match self.open.last() {
             Some((_, file)) => Ok(file.as_ref()),
-            None => Err(Error::new(
-                ErrorKind::Io,
-                "internal error: pack cache is empty",
-            )),
+            None => Err(Error::internal("pack cache is empty")),
         }
     }
 }

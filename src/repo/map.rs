@@ -292,13 +292,10 @@ impl MapWriter {
 
     pub fn finish(mut self) -> Result<String> {
         if self.written != self.header.entries {
-            return Err(Error::new(
-                crate::error::ErrorKind::Io,
-                format!(
-                    "internal error: map has {} of {} entries",
-                    self.written, self.header.entries
-                ),
-            ));
+            return Err(Error::internal(format!(
+                "map has {} of {} entries",
+                self.written, self.header.entries
+            )));
         }
         self.flush_block()?;
         let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
