@@ -65,6 +65,8 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// Next steps for the user, in the order they were added.
+    hints: Vec<String>,
     source: Option<io::Error>,
 }
 
@@ -75,6 +77,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            hints: Vec::new(),
             source: None,
         }
     }
@@ -118,6 +121,7 @@ impl Error {
         Error {
             kind,
             message: format!("cannot {what} {}: {err}", path.display()),
+            hints: Vec::new(),
             source: Some(err),
         }
     }
@@ -131,8 +135,14 @@ impl Error {
         self.kind
     }
 
+    /// What happened, with its context, without the hints.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The next steps suggested to the user.
+    pub fn hints(&self) -> &[String] {
+        &self.hints
     }
 
     /// Prefixes the message with what the caller was doing.
@@ -143,14 +153,20 @@ impl Error {
 
     /// Appends a next step for the user.
     pub fn hint(mut self, next_step: impl fmt::Display) -> Error {
-        self.message = format!("{}\n  hint: {next_step}", self.message);
+        self.hints.push(next_step.to_string());
         self
     }
 }
 
+/// One line: the message, then each hint after "; hint: ". The binary
+/// prints an error's hints on lines of their own.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        for hint in &self.hints {
+            write!(f, "; hint: {hint}")?;
+        }
+        Ok(())
     }
 }
 

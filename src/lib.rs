@@ -10,6 +10,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod os;
+pub mod printable;
 pub mod progress;
 pub mod repo;
 pub mod units;

@@ -5,11 +5,20 @@ mod cli;
 
 use std::process::ExitCode;
 
+use platter::printable::printable;
+
 fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("platter: error ({}): {e}", e.kind().name());
+            eprintln!(
+                "platter: error ({}): {}",
+                e.kind().name(),
+                printable(e.message())
+            );
+            for hint in e.hints() {
+                eprintln!("  hint: {}", printable(hint));
+            }
             ExitCode::from(e.kind().exit_code() as u8)
         }
     }

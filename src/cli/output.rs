@@ -7,10 +7,21 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use platter::printable::printable;
 use platter::progress::Progress;
 
-/// Writes a line to stdout; exits quietly if the reader went away.
+/// Writes a line for a person to stdout, control characters escaped (see
+/// `platter::printable`); exits quietly if the reader went away.
 pub fn line(text: &str) {
+    write_stdout(&printable(text));
+}
+
+/// A warning for a person, on stderr (above the progress bar, if any).
+pub fn warn(text: &str) {
+    eprintln!("warning: {}", printable(text));
+}
+
+fn write_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{text}") {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -23,8 +34,8 @@ pub fn line(text: &str) {
 
 pub fn json<T: serde::Serialize>(value: &T) -> platter::Result<()> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| platter::Error::bad_input(format!("cannot encode JSON: {e}")))?;
-    line(&text);
+        .map_err(|e| platter::Error::internal(format!("cannot encode JSON: {e}")))?;
+    write_stdout(&text);
     Ok(())
 }
 
@@ -83,8 +94,8 @@ impl Progress for Bar {
     fn warn(&self, message: &str) {
         let guard = self.bar.lock();
         match guard.as_ref().ok().and_then(|g| g.as_ref()) {
-            Some(bar) => bar.suspend(|| eprintln!("warning: {message}")),
-            None => eprintln!("warning: {message}"),
+            Some(bar) => bar.suspend(|| warn(message)),
+            None => warn(message),
         }
     }
 }

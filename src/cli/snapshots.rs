@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         .filter(|s| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
         .collect();
     for b in &broken {
-        eprintln!("warning: {}: {}", b.name, b.error);
+        output::warn(&format!("{}: {}", b.name, b.error));
     }
     if ctx.json {
         output::json(&snaps)?;

@@ -38,6 +38,7 @@ pub fn backup(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<Snapshot> {
+    check_tags(&options.tags)?;
     let started = Instant::now();
     let mut source = Source::open(source_path)?;
     if let Some(n) = options.partition {
@@ -184,4 +185,23 @@ fn find_parent(
     }
     let (snaps, _) = repo.snapshots()?;
     Ok(snaps.into_iter().rev().find(|s| s.source.same_source(info)))
+}
+
+/// New tags are for people to read and type: no control characters (see
+/// `crate::printable`), and none empty. Tags of snapshots copied from
+/// elsewhere are kept as they are.
+fn check_tags(tags: &[String]) -> Result<()> {
+    for tag in tags {
+        let why = if tag.is_empty() {
+            "is empty"
+        } else if tag.chars().any(crate::printable::is_control) {
+            "holds control characters (newlines, escapes or direction marks)"
+        } else {
+            continue;
+        };
+        return Err(Error::bad_input(format!("tag \"{tag}\" {why}")).hint(
+            "nothing was written; use printable text for tags (letters, digits, '-', '.', spaces)",
+        ));
+    }
+    Ok(())
 }

@@ -1,0 +1,108 @@
+//! What reaches a person's terminal: names with newlines, escape sequences
+//! or direction marks never break a row or drive the terminal, and new tags
+//! cannot hold them at all.
+
+use std::ffi::OsStr;
+use std::fs;
+
+use super::common::{CHUNK, Image, Rng, Sandbox};
+
+/// Control characters an attacker would use: a newline (false rows), an
+/// ANSI clear-screen, the C1 CSI, a window-title OSC ended by BEL, and a
+/// right-to-left override.
+const HOSTILE: &str = "x\n\u{1b}[2J\u{9b}31m\u{1b}]0;pwned\u{7}\u{202e}gmi";
+
+/// Whether `text` holds any character a terminal would act on, other
+/// than the newlines that end lines.
+fn acts_on_terminal(text: &str) -> Option<char> {
+    text.chars().find(|&c| {
+        c != '\n'
+            && (c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    })
+}
+
+// Pins: a tag with a newline, an escape, a C1 control or a bidi override (or an empty tag) is refused with exit 2 and nothing written.
+#[test]
+fn new_tags_with_control_characters_are_refused() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x7a9);
+    let image = Image::random(sandbox.path("disk.img"), 3 * CHUNK, &mut rng);
+    let before = sandbox.repo_tree();
+    for tag in [
+        "two\nlines",
+        "\u{1b}[2J",
+        "csi\u{9b}",
+        "evil\u{202e}txt",
+        "",
+    ] {
+        let run = sandbox.run([
+            OsStr::new("backup"),
+            image.path.as_os_str(),
+            "--tag".as_ref(),
+            tag.as_ref(),
+        ]);
+        run.refused(2, "tag");
+        assert_eq!(acts_on_terminal(&run.stderr), None, "{}", run.stderr);
+    }
+    assert_eq!(sandbox.repo_tree(), before, "a refused backup wrote");
+    sandbox.snapshot_of(&image.path, &["--tag", "before upgrade"]);
+}
+
+// Pins: a source path holding control characters is printed escaped on one row by snapshots and show, in errors and hints too, while --json keeps it byte for byte.
+#[test]
+fn hostile_names_are_escaped_in_every_human_output() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x7aa);
+    let name = format!("disk{HOSTILE}.img");
+    let image = Image::random(sandbox.path(&name), 3 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+
+    let list = sandbox.run(["snapshots"]);
+    list.ok();
+    assert_eq!(acts_on_terminal(&list.stdout), None, "{}", list.stdout);
+    assert_eq!(
+        list.stdout.lines().count(),
+        2,
+        "a header and one row:\n{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("\\n\\u{1b}[2J\\u{9b}31m"),
+        "{}",
+        list.stdout
+    );
+
+    let show = sandbox.run(["show", &id]);
+    show.ok();
+    assert_eq!(acts_on_terminal(&show.stdout), None, "{}", show.stdout);
+
+    let listed = sandbox.run(["--json", "snapshots"]).ok().json();
+    let recorded = listed[0]["source"]["path"].as_str().unwrap_or_default();
+    assert!(
+        recorded.ends_with(&name),
+        "--json changed the path: {recorded:?}"
+    );
+
+    // An error that names the hostile path: a new target in a folder
+    // that does not exist.
+    let missing = sandbox.path(&format!("no-such-folder{HOSTILE}"));
+    let refused = sandbox.run([
+        OsStr::new("restore"),
+        id.as_ref(),
+        missing.join("out.img").as_os_str(),
+    ]);
+    refused.refused(3, "no-such-folder");
+    assert_eq!(
+        acts_on_terminal(&refused.stderr),
+        None,
+        "{}",
+        refused.stderr
+    );
+
+    // Hints stay on lines of their own.
+    let busy = sandbox.run([OsStr::new("restore"), id.as_ref(), image.path.as_os_str()]);
+    busy.refused(2, "refusing to overwrite");
+    assert!(busy.stderr.contains("\n  hint: "), "{}", busy.stderr);
+    assert_eq!(acts_on_terminal(&busy.stderr), None, "{}", busy.stderr);
+    fs::remove_file(&image.path).unwrap();
+}
