@@ -9,6 +9,7 @@ pub mod codec;
 pub mod disk;
 pub mod engine;
 pub mod error;
+pub mod interrupt;
 pub mod os;
 pub mod printable;
 pub mod progress;

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use platter::printable::printable;
 
 fn main() -> ExitCode {
+    if let Err(e) = platter::interrupt::install() {
+        eprintln!("platter: error (I/O error): cannot watch for Ctrl-C and SIGTERM: {e}");
+        return ExitCode::from(platter::ErrorKind::Io.exit_code() as u8);
+    }
     match cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -17,6 +17,7 @@ mod it {
     mod filesystems;
     mod format;
     mod hardening_output;
+    mod hardening_signals;
     mod incremental;
     mod layout;
     mod output;

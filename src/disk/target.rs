@@ -14,6 +14,7 @@ use nix::fcntl::{FallocateFlags, fallocate};
 use crate::disk::layout::{ReadAt, WriteAt};
 use crate::disk::{ioctl, sysfs};
 use crate::error::{Error, IoContext, Result};
+use crate::interrupt::{self, Registration};
 use crate::os;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct Target {
     /// A new file got its final name; until then, dropping the target
     /// removes the temporary file.
     named: bool,
+    /// What an interruption must clean up or tell: the temporary file of
+    /// a new target, or that an existing one is partly written.
+    on_interrupt: Option<Registration>,
 }
 
 impl Target {
@@ -119,6 +123,7 @@ impl Target {
             final_path: path.to_path_buf(),
             kind: TargetKind::ExistingFile,
             named: true,
+            on_interrupt: None,
         })
     }
 
@@ -142,6 +147,7 @@ impl Target {
             name.to_string_lossy(),
             std::process::id()
         ));
+        let on_interrupt = interrupt::remove_on_interrupt(&temp);
         let file = OpenOptions::new()
             .write(true)
             .read(true)
@@ -162,6 +168,7 @@ impl Target {
             final_path: path.to_path_buf(),
             kind: TargetKind::NewFile,
             named: false,
+            on_interrupt: Some(on_interrupt),
         })
     }
 
@@ -224,6 +231,7 @@ impl Target {
             final_path: path.to_path_buf(),
             kind: TargetKind::BlockDevice,
             named: true,
+            on_interrupt: None,
         })
     }
 
@@ -234,6 +242,12 @@ impl Target {
     /// Gives an existing file its new size: the first change to it, made
     /// after every check passed.
     pub fn prepare(&mut self) -> Result<()> {
+        if self.kind != TargetKind::NewFile {
+            self.on_interrupt = Some(interrupt::note_on_interrupt(format!(
+                "{} was partly written and is not a usable copy: restore it again",
+                self.final_path.display()
+            )));
+        }
         if self.resize_pending {
             self.file
                 .set_len(self.size)
@@ -373,6 +387,7 @@ impl Target {
         };
         renamed.map_err(|e| Error::io("rename into place", &self.final_path, e))?;
         self.named = true;
+        self.on_interrupt = None;
         let dir = self
             .final_path
             .parent()

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::interrupt::{self, Registration};
 use crate::os::{self, AlignedBuf};
 
 /// A file being written; it exists under its name only after `commit`.
@@ -42,6 +43,10 @@ pub trait Backend: Send + Sync {
     fn remove(&self, name: &str) -> Result<()>;
     /// Where a name lives, for messages.
     fn describe(&self, name: &str) -> String;
+    /// Removes committed file `name` if the process is interrupted while
+    /// the registration lives (a lock file); `None` where the backend
+    /// cannot do that from a signal watcher.
+    fn remove_on_interrupt(&self, name: &str) -> Option<Registration>;
 
     fn write_whole(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let mut file = self.create(name)?;
@@ -108,6 +113,7 @@ impl LocalBackend {
             "{TEMP_PREFIX}{base}-{}",
             crate::repo::random_hex(8)
         ));
+        let cleanup = interrupt::remove_on_interrupt(&temp);
         let direct = if direct {
             os::open_direct(&temp, true).and_then(|file| DirectWriter::new(file).ok())
         } else {
@@ -128,6 +134,7 @@ impl LocalBackend {
         };
         Ok(Box::new(LocalNewFile {
             out: Some(sink),
+            _cleanup: cleanup,
             temp,
             path,
             dir,
@@ -190,10 +197,16 @@ impl Backend for LocalBackend {
     fn describe(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
+
+    fn remove_on_interrupt(&self, name: &str) -> Option<Registration> {
+        Some(interrupt::remove_on_interrupt(&self.path(name)))
+    }
 }
 
 struct LocalNewFile {
     out: Option<Sink>,
+    /// Removes the temporary file if the process is interrupted.
+    _cleanup: Registration,
     temp: PathBuf,
     path: PathBuf,
     dir: PathBuf,

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::interrupt::Registration;
 use crate::repo::backend::Backend;
 use crate::repo::{Repository, sealed};
 use crate::repo::{envelope, hex_id, random_id};
@@ -40,6 +41,8 @@ pub struct LockInfo {
 pub struct RepoLock<'a> {
     backend: &'a dyn Backend,
     name: String,
+    /// Removes the lock file if the process is interrupted.
+    _cleanup: Option<Registration>,
 }
 
 impl Drop for RepoLock<'_> {
@@ -109,8 +112,13 @@ fn try_acquire<'a>(
         &name,
         &envelope::seal(KIND, VERSION, &info)?,
     )?;
+    let cleanup = backend.remove_on_interrupt(&name);
     backend.write_whole(&name, &sealed)?;
-    let lock = RepoLock { backend, name };
+    let lock = RepoLock {
+        backend,
+        name,
+        _cleanup: cleanup,
+    };
     for found in list(repo)? {
         if found.name == lock.name {
             continue;

@@ -1,0 +1,214 @@
+//! Ctrl-C and SIGTERM: an interrupted command removes its own unfinished
+//! files and its lock, says so, exits 128 + the signal, and leaves every
+//! committed snapshot as it was. The signal arrives at an exact step: strace
+//! holds the command for a second at every data write and sync, the test
+//! sends the signal while it is held in its first write, and the command
+//! must end before its next write or sync is let through.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::{CHUNK, Image, Rng, Sandbox, files_under, have, is_temporary};
+
+/// Runs `platter -r REPO ARGS` under strace, which holds every pwrite64 (a
+/// pack or target write) and every sync for a second; once platter is held
+/// in its first write, checks `ready` (the unfinished file exists) and
+/// sends `signal` to platter (not to strace). Returns platter's exit code
+/// and stderr.
+fn interrupted_at_first_write(
+    sandbox: &Sandbox,
+    args: &[OsString],
+    ready: impl Fn() -> bool,
+    signal: libc::c_int,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new("strace");
+    let held = "pwrite64,fsync,fdatasync";
+    cmd.args(["-f", "-o", "/dev/null", "-e", &format!("trace={held}")])
+        .args(["-e", &format!("inject={held}:delay_enter=1000000")])
+        .arg(env!("CARGO_BIN_EXE_platter"))
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .args(args)
+        .env_remove("PLATTER_REPO")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("cannot run strace");
+    let strace_pid = child.id();
+    let started = Instant::now();
+    let tracee = loop {
+        if let Some(pid) = traced_child(strace_pid).filter(|&pid| in_pwrite(pid)) {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the command never reached its first write"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        ready(),
+        "held at its first write, but the unfinished file is not there"
+    );
+    // SAFETY: kill has no memory effects; the pid is platter's, a child
+    // of the strace this test started and still waits for.
+    assert_eq!(unsafe { libc::kill(tracee, signal) }, 0, "cannot signal");
+    let out = child.wait_with_output().expect("cannot wait for strace");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the signal did not end the command"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The first child of `pid` (strace runs the command as its child).
+fn traced_child(pid: u32) -> Option<libc::pid_t> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether a thread of `pid` is stopped entering pwrite64 (x86-64 number
+/// 18), where strace holds it.
+fn in_pwrite(pid: libc::pid_t) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        fs::read_to_string(task.path().join("syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some("18"))
+    })
+}
+
+fn hidden_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+fn locks(sandbox: &Sandbox) -> Vec<PathBuf> {
+    files_under(&sandbox.repo.join("locks"))
+}
+
+// Pins: Ctrl-C or SIGTERM during a restore to a new file removes the hidden full-size temporary file and the lock, says "interrupted", and exits 130 / 143.
+#[test]
+fn an_interrupted_restore_leaves_no_temporary_target_and_no_lock() {
+    if !have("signals during restore", &["strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x519);
+    let image = Image::random(sandbox.path("disk.img"), 16 * CHUNK + 5, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let out_dir = sandbox.path("out");
+    fs::create_dir(&out_dir).unwrap();
+    for (signal, code, name) in [
+        (libc::SIGINT, 130, "SIGINT"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let args: Vec<OsString> = vec![
+            "restore".into(),
+            id.clone().into(),
+            out_dir.join("disk.img").into(),
+        ];
+        let (exit, stderr) = interrupted_at_first_write(
+            &sandbox,
+            &args,
+            || !hidden_files(&out_dir).is_empty() && !locks(&sandbox).is_empty(),
+            signal,
+        );
+        assert_eq!(exit, Some(code), "{stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
+        assert_eq!(
+            fs::read_dir(&out_dir).unwrap().count(),
+            0,
+            "left in the target folder"
+        );
+        assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
+    }
+    sandbox.assert_restores(&id, &image.bytes);
+}
+
+// Pins: SIGTERM during a backup removes its unfinished pack and its lock, exits 143, and the repository verifies clean with every earlier snapshot intact.
+#[test]
+fn an_interrupted_backup_leaves_no_unfinished_files() {
+    if !have("signals during backup", &["strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x51a);
+    let mut image = Image::random(sandbox.path("disk.img"), 16 * CHUNK, &mut rng);
+    let first = sandbox.snapshot_of(&image.path, &[]);
+    let kept = image.bytes.clone();
+    image.write_random(&mut rng, 0, 8 * CHUNK);
+    let data = sandbox.repo.join("data");
+    let unfinished = || files_under(&data).iter().any(|p| is_temporary(p));
+    let args: Vec<OsString> = vec!["backup".into(), image.path.clone().into()];
+    let (exit, stderr) = interrupted_at_first_write(
+        &sandbox,
+        &args,
+        || unfinished() && !locks(&sandbox).is_empty(),
+        libc::SIGTERM,
+    );
+    assert_eq!(exit, Some(143), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    let temporary: Vec<_> = files_under(&sandbox.repo)
+        .into_iter()
+        .filter(|p| is_temporary(p))
+        .collect();
+    assert_eq!(
+        temporary,
+        Vec::<PathBuf>::new(),
+        "unfinished files were left"
+    );
+    assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
+    let verify = sandbox.run(["verify", "--read-data"]);
+    verify.ok();
+    assert!(!verify.stdout.contains("LEFTOVER"), "{}", verify.stdout);
+    assert_eq!(sandbox.snapshot_ids(), vec![first.clone()]);
+    sandbox.assert_restores(&first, &kept);
+}
+
+// Pins: an interrupted restore onto an existing file (--force) says that the file was partly written.
+#[test]
+fn an_interrupted_restore_over_an_existing_file_says_it_is_partly_written() {
+    if !have("signals during restore", &["strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x51b);
+    let image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let target = sandbox.path("old.img");
+    fs::write(&target, vec![7u8; 4096]).unwrap();
+    let args: Vec<OsString> = vec![
+        "restore".into(),
+        id.into(),
+        target.clone().into(),
+        "--force".into(),
+    ];
+    let (exit, stderr) = interrupted_at_first_write(
+        &sandbox,
+        &args,
+        || !locks(&sandbox).is_empty(),
+        libc::SIGINT,
+    );
+    assert_eq!(exit, Some(130), "{stderr}");
+    assert!(stderr.contains("partly written"), "{stderr}");
+    assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
+}
