@@ -212,3 +212,41 @@ fn an_interrupted_restore_over_an_existing_file_says_it_is_partly_written() {
     assert!(stderr.contains("partly written"), "{stderr}");
     assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
 }
+
+// Pins: the hidden temporary file a SIGKILLed restore leaves is removed by the next restore to the same target, and a live restore's file is not.
+#[test]
+fn the_next_restore_removes_what_a_killed_restore_left() {
+    if !have("signals during restore", &["strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x51c);
+    let image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let out_dir = sandbox.path("out");
+    fs::create_dir(&out_dir).unwrap();
+    let target = out_dir.join("disk.img");
+    let args: Vec<OsString> = vec!["restore".into(), id.clone().into(), target.clone().into()];
+    let (exit, _) = interrupted_at_first_write(
+        &sandbox,
+        &args,
+        || !hidden_files(&out_dir).is_empty(),
+        libc::SIGKILL,
+    );
+    assert_eq!(exit, None, "SIGKILL cannot be caught");
+    let left = hidden_files(&out_dir);
+    assert_eq!(left.len(), 1, "the killed restore left its file: {left:?}");
+    // A file of a live writer (this test's own pid) must stay.
+    let name = target.file_name().unwrap().to_string_lossy().into_owned();
+    let live = out_dir.join(format!(".{name}.platter-{}-1", std::process::id()));
+    fs::write(&live, b"in use").unwrap();
+    sandbox
+        .run([OsString::from("restore"), id.into(), target.clone().into()])
+        .ok();
+    assert_eq!(
+        hidden_files(&out_dir),
+        vec![live],
+        "what stays beside the target"
+    );
+    assert_eq!(fs::read(&target).unwrap(), image.bytes);
+}
