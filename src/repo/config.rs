@@ -84,13 +84,15 @@ impl Config {
 }
 
 pub fn check_chunk_size(size: u64) -> Result<()> {
-    if !size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size) {
-        return Err(Error::bad_input(format!(
-            "chunk size {size} is not a power of two between 64 KiB and 16 MiB"
-        ))
-        .hint("use e.g. --chunk-size 1M (the default), 256K or 4M"));
-    }
-    Ok(())
+    let why = if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size) {
+        "is outside 64 KiB to 16 MiB"
+    } else if !size.is_power_of_two() {
+        "is not a power of two"
+    } else {
+        return Ok(());
+    };
+    Err(Error::bad_input(format!("chunk size {size} bytes {why}"))
+        .hint("use e.g. --chunk-size 1M (the default), 256K or 4M"))
 }
 
 #[cfg(test)]

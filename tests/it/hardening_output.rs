@@ -106,3 +106,16 @@ fn hostile_names_are_escaped_in_every_human_output() {
     assert_eq!(acts_on_terminal(&busy.stderr), None, "{}", busy.stderr);
     fs::remove_file(&image.path).unwrap();
 }
+
+// Pins: a refused chunk size names its real fault: 4 KiB is a power of two but too small; 96 KiB is in range but not a power of two.
+#[test]
+fn chunk_size_errors_say_what_is_wrong() {
+    let sandbox = Sandbox::without_repo();
+    let small = sandbox.run(["init", "--plain", "--chunk-size", "4K"]);
+    small.refused(2, "outside 64 KiB to 16 MiB");
+    assert!(!small.stderr.contains("not a power of two"), "{}", small.stderr);
+    sandbox
+        .run(["init", "--plain", "--chunk-size", "96K"])
+        .refused(2, "is not a power of two");
+    assert!(!sandbox.repo.exists(), "a refused init created the repository");
+}
