@@ -19,8 +19,10 @@
 //! in its name, and later runs remove it (see the backend and the target).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use nix::sys::termios::{self, Termios};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -29,6 +31,8 @@ enum Item {
     File(PathBuf),
     /// A line to print: what the interruption left as it is.
     Note(String),
+    /// A terminal whose mode (echo off for a passphrase) must be put back.
+    Terminal(std::fs::File, Termios),
 }
 
 struct Registry {
@@ -76,10 +80,46 @@ pub fn note_on_interrupt(note: String) -> Registration {
     register(Item::Note(note))
 }
 
+/// Puts the mode of the controlling terminal back as it is now if the
+/// process is interrupted while the registration lives: register before
+/// turning echo off for a passphrase. `None` without a terminal.
+pub fn restore_terminal_on_interrupt() -> Option<Registration> {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
+    let mode = termios::tcgetattr(&tty).ok()?;
+    Some(register(Item::Terminal(tty, mode)))
+}
+
+/// Set by the signal handler itself, before any system call it interrupts
+/// returns: see [`exit_is_pending`].
+static RECEIVED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Whether a signal arrived and the watcher is ending the process. An
+/// error seen meanwhile (a read the signal interrupted) is a consequence
+/// of the interruption, not its own failure: the caller waits for the
+/// watcher's exit instead of exiting with that error's code.
+pub fn exit_is_pending() -> bool {
+    RECEIVED
+        .get()
+        .is_some_and(|flag| flag.load(Ordering::SeqCst))
+}
+
 /// Starts the watcher. Call once, early in `main`: a signal that arrives
-/// before it is installed ends the process the default way.
+/// before it is installed ends the process the default way. A signal this
+/// process was started with ignored (SIGHUP under `nohup`) stays ignored.
 pub fn install() -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter(|&s| !ignored(s))
+        .collect();
+    let received = RECEIVED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for &signal in &wanted {
+        signal_hook::flag::register(signal, Arc::clone(received))?;
+    }
+    let mut signals = Signals::new(wanted)?;
     std::thread::Builder::new()
         .name("interrupt".into())
         .spawn(move || {
@@ -88,6 +128,16 @@ pub fn install() -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Whether `signal` is ignored now (inherited from whoever started us).
+fn ignored(signal: i32) -> bool {
+    // SAFETY: an all-zero sigaction is a valid value to be overwritten.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only writes the current
+    // action into `current`, a live local of the right type.
+    let read = unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) };
+    read == 0 && current.sa_sigaction == libc::SIG_IGN
 }
 
 fn interrupted(signal: i32) -> ! {
@@ -102,6 +152,11 @@ fn interrupted(signal: i32) -> ! {
             }
             Item::Note(note) => {
                 eprintln!("platter: {}", crate::printable::printable(note))
+            }
+            Item::Terminal(tty, mode) => {
+                // Best effort: the terminal may be gone (SIGHUP).
+                let _ = termios::tcsetattr(tty, termios::SetArg::TCSANOW, mode);
+                eprintln!();
             }
         }
     }

@@ -14,6 +14,11 @@ fn main() -> ExitCode {
     }
     match cli::run() {
         Ok(code) => code,
+        Err(_) if platter::interrupt::exit_is_pending() => loop {
+            // The interrupt watcher is cleaning up and exits with the
+            // signal's code; this error is only a consequence.
+            std::thread::park();
+        },
         Err(e) => {
             eprintln!(
                 "platter: error ({}): {}",

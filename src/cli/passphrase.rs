@@ -222,6 +222,8 @@ fn from_command(command: &str) -> Result<Zeroizing<String>> {
 }
 
 fn prompt(text: &str) -> Result<Zeroizing<String>> {
+    // Ctrl-C at the prompt must not leave the terminal without echo.
+    let _echo_back = platter::interrupt::restore_terminal_on_interrupt();
     let typed = rpassword::prompt_password(text)
         .map(Zeroizing::new)
         .map_err(|_| {

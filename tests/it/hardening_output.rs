@@ -113,9 +113,16 @@ fn chunk_size_errors_say_what_is_wrong() {
     let sandbox = Sandbox::without_repo();
     let small = sandbox.run(["init", "--plain", "--chunk-size", "4K"]);
     small.refused(2, "outside 64 KiB to 16 MiB");
-    assert!(!small.stderr.contains("not a power of two"), "{}", small.stderr);
+    assert!(
+        !small.stderr.contains("not a power of two"),
+        "{}",
+        small.stderr
+    );
     sandbox
         .run(["init", "--plain", "--chunk-size", "96K"])
         .refused(2, "is not a power of two");
-    assert!(!sandbox.repo.exists(), "a refused init created the repository");
+    assert!(
+        !sandbox.repo.exists(),
+        "a refused init created the repository"
+    );
 }
