@@ -194,3 +194,23 @@ impl<T> IoContext<T> for nix::Result<T> {
         self.map_err(|e| Error::io(what, path, io::Error::from(e)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bugs_exit_1_and_hints_stay_apart_from_the_message() {
+        let bug = Error::internal("pool closed");
+        assert_eq!(bug.kind().exit_code(), 1);
+        assert!(bug.message().starts_with("internal error: pool closed"));
+        assert!(bug.hints()[0].contains("report"));
+        let e = Error::bad_input("no")
+            .hint("first")
+            .context("doing x")
+            .hint("second");
+        assert_eq!(e.message(), "doing x: no");
+        assert_eq!(e.hints(), ["first", "second"]);
+        assert_eq!(e.to_string(), "doing x: no; hint: first; hint: second");
+    }
+}
