@@ -778,3 +778,55 @@ pub fn urandom_file(path: &Path, size: u64) {
     let copied = std::io::copy(&mut (&mut src).take(size), &mut out).expect("cannot fill image");
     assert_eq!(copied, size);
 }
+
+/// Runs `command` (bash) on a pseudo-terminal from `script`, with SIGINT
+/// not ignored (a background job of a script ignores it), and drives it as
+/// a person would: for each `(prompt, action)` step, waits until `prompt`
+/// is on the screen and the terminal's echo is off (a pty echoes whatever
+/// arrives while echo is on), then runs `action` (bash; fd 3 types on the
+/// terminal, $pid is the deepest process of the command, $out the screen's
+/// file). Once the command's process is gone, stops typing. Returns all
+/// the terminal showed; `dir` holds the fifo and the screen.
+pub fn on_a_terminal(dir: &Path, command: &str, steps: &[(&str, &str)]) -> String {
+    fs::create_dir_all(dir).expect("cannot create the terminal's folder");
+    fs::write(dir.join("command"), command).expect("cannot write the command");
+    let mut script = format!(
+        "rm -f {dir}/in {dir}/out; mkfifo {dir}/in; touch {dir}/out
+         env --default-signal=INT script -qec 'bash {dir}/command' /dev/null \\
+             < {dir}/in > {dir}/out 2>&1 &
+         script=$!
+         exec 3> {dir}/in
+         out={dir}/out
+         deepest() {{ local p=$1 c; while c=$(pgrep -n -P $p); do p=$c; done; echo $p; }}",
+        dir = dir.display(),
+    );
+    for (prompt, action) in steps {
+        script.push_str(&format!(
+            "
+             ready=
+             for i in $(seq 400); do
+                 if grep -q {prompt:?} $out; then
+                     pid=$(deepest $script)
+                     tty=$(readlink /proc/$pid/fd/0 2>/dev/null || true)
+                     mode=\" $(stty -F \"$tty\" -a 2>/dev/null || true) \"
+                     if [ -n \"$tty\" ] && [[ $mode =~ [[:space:]]-echo[[:space:]] ]]; then
+                         ready=1; break
+                     fi
+                 fi
+                 sleep 0.05
+             done
+             if [ -z \"$ready\" ]; then
+                 echo \"no prompt '{prompt}' with echo off within 20 s:\"; cat $out; exit 1
+             fi
+             {action}"
+        ));
+    }
+    script.push_str(
+        "
+         while kill -0 $pid 2>/dev/null; do sleep 0.05; done
+         exec 3>&-
+         wait $script || true",
+    );
+    sh(&script);
+    fs::read_to_string(dir.join("out")).expect("no screen file")
+}

@@ -785,40 +785,14 @@ fn the_terminal_prompt_asks_twice_and_echoes_nothing() {
             env!("CARGO_BIN_EXE_platter"),
             repo.display()
         );
-        // Each answer is typed once its prompt is on the screen and the
-        // terminal's echo is off, as a person would type it: a pty echoes
-        // whatever arrives while echo is on.
-        let dir = sandbox.path("pty");
-        sh(&format!(
-            "mkdir -p {dir}; rm -f {dir}/in {dir}/out; mkfifo {dir}/in; touch {dir}/out
-             script -qec '{command}' /dev/null < {dir}/in > {dir}/out 2>&1 &
-             script=$!
-             exec 3> {dir}/in
-             for step in 'new passphrase:{}' 'same passphrase:{}'; do
-                 prompt=${{step%%:*}}; answer=${{step#*:}}; ready=
-                 for i in $(seq 400); do
-                     if grep -q \"$prompt\" {dir}/out; then
-                         pid=$(pgrep -n -P $script || true)
-                         tty=$(readlink /proc/$pid/fd/0 2>/dev/null || true)
-                         mode=\" $(stty -F \"$tty\" -a 2>/dev/null || true) \"
-                         if [ -n \"$tty\" ] && [[ $mode =~ [[:space:]]-echo[[:space:]] ]]; then
-                             ready=1; break
-                         fi
-                     fi
-                     sleep 0.05
-                 done
-                 if [ -z \"$ready\" ]; then
-                     echo \"no prompt '$prompt' with echo off within 20 s:\"; cat {dir}/out; exit 1
-                 fi
-                 echo \"$answer\" >&3
-             done
-             exec 3>&-
-             wait",
-            answers[0],
-            answers[1],
-            dir = dir.display()
-        ));
-        fs::read_to_string(dir.join("out")).unwrap()
+        on_a_terminal(
+            &sandbox.path("pty"),
+            &command,
+            &[
+                ("new passphrase", &format!("echo {} >&3", answers[0])),
+                ("same passphrase", &format!("echo {} >&3", answers[1])),
+            ],
+        )
     };
     let out = typed(["horse-battery-7", "horse-battery-7"], &sandbox.repo);
     assert!(out.contains("new passphrase for repository"), "{out}");

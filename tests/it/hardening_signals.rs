@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{CHUNK, Image, Rng, Sandbox, files_under, have, is_temporary, sh};
+use super::common::{CHUNK, Image, Rng, Sandbox, files_under, have, is_temporary, on_a_terminal};
 
 /// Runs `platter -r REPO ARGS` under strace, which holds every pwrite64 (a
 /// pack or target write) and every sync for a second; once platter is held
@@ -251,48 +251,18 @@ fn the_next_restore_removes_what_a_killed_restore_left() {
     assert_eq!(fs::read(&target).unwrap(), image.bytes);
 }
 
-/// Runs `platter -r REPO init` on a pseudo-terminal (through `script`,
-/// with SIGINT not ignored as it is in a background job of a script)
-/// from a bash that first runs `setup`; once the passphrase prompt is on
-/// the screen with echo off, runs `act` (bash, with $pid set to
-/// platter's pid, $tty to its terminal and $out to the screen's file). Returns everything the
-/// terminal showed, which ends with platter's exit code (`EXIT=N`) and the
+/// Runs `platter -r REPO init` on a pseudo-terminal from a bash that first
+/// runs `setup`; once the passphrase prompt is on the screen with echo
+/// off, runs `act` (see `on_a_terminal`). Returns everything the terminal
+/// showed, which ends with platter's exit code (`EXIT=N`) and the
 /// terminal's mode afterwards (`stty -a`).
 fn at_the_prompt(sandbox: &Sandbox, setup: &str, act: &str) -> String {
-    let dir = sandbox.path("pty");
-    let inner = format!(
-        "{setup} {} -r {} init --kdf-memory 8M --kdf-iterations 1; echo EXIT=\\$?; stty -a",
+    let command = format!(
+        "{setup} {} -r {} init --kdf-memory 8M --kdf-iterations 1; echo EXIT=$?; stty -a",
         env!("CARGO_BIN_EXE_platter"),
         sandbox.repo.display()
     );
-    sh(&format!(
-        "mkdir -p {dir}; rm -f {dir}/in {dir}/out; mkfifo {dir}/in; touch {dir}/out
-         env --default-signal=INT script -qec \"bash -c '{inner}'\" /dev/null \\
-             < {dir}/in > {dir}/out 2>&1 &
-         script=$!
-         exec 3> {dir}/in
-         out={dir}/out
-         ready=
-         for i in $(seq 400); do
-             shell=$(pgrep -P $script || true)
-             pid=$(pgrep -P \"${{shell:-0}}\" || true)
-             if [ -n \"$pid\" ] && grep -q 'new passphrase' {dir}/out; then
-                 tty=$(readlink /proc/$pid/fd/0 2>/dev/null || true)
-                 mode=\" $(stty -F \"$tty\" -a 2>/dev/null || true) \"
-                 if [ -n \"$tty\" ] && [[ $mode =~ [[:space:]]-echo[[:space:]] ]]; then
-                     ready=1; break
-                 fi
-             fi
-             sleep 0.05
-         done
-         if [ -z \"$ready\" ]; then echo 'no prompt with echo off:'; cat {dir}/out; exit 1; fi
-         {act}
-         while kill -0 $pid 2>/dev/null; do sleep 0.05; done
-         exec 3>&-
-         wait $script",
-        dir = dir.display(),
-    ));
-    fs::read_to_string(dir.join("out")).unwrap()
+    on_a_terminal(&sandbox.path("pty"), &command, &[("new passphrase", act)])
 }
 
 // Pins: Ctrl-C at the passphrase prompt (echo off) exits 130 and gives the terminal its echo back.
@@ -325,7 +295,7 @@ fn sighup_stays_ignored_under_nohup() {
     let sandbox = Sandbox::without_repo();
     let out = at_the_prompt(
         &sandbox,
-        "trap \\\"\\\" HUP;",
+        "trap \"\" HUP;",
         "kill -HUP $pid; sleep 0.5; kill -0 $pid && touch $out.alive; kill -TERM $pid",
     );
     assert!(
