@@ -26,6 +26,9 @@ pub fn run(ctx: &Context, _args: Args) -> platter::Result<bool> {
         for pack in &report.unreadable {
             output::line(&format!("unreadable pack (not indexed): {pack}"));
         }
+        for entry in &report.rejected {
+            output::line(&format!("damaged table entry (not indexed): {entry}"));
+        }
     }
-    Ok(report.unreadable.is_empty())
+    Ok(report.unreadable.is_empty() && report.rejected.is_empty())
 }
