@@ -62,7 +62,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
 /// Whether every manifest was read: a damaged one exits 4 (damage found),
 /// and when the only unreadable ones are of a newer format, 7.
 fn all_read(broken: &[BrokenManifest]) -> platter::Result<bool> {
-    if !broken.is_empty() && broken.iter().all(|b| b.error.kind() == ErrorKind::Unsupported) {
+    if !broken.is_empty()
+        && broken
+            .iter()
+            .all(|b| b.error.kind() == ErrorKind::Unsupported)
+    {
         return Err(Error::unsupported(format!(
             "{} snapshot manifest(s) are of a newer format than this platter reads",
             broken.len()

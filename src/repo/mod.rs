@@ -313,15 +313,20 @@ impl Repository {
     pub fn resolve(&self, spec: &str) -> Result<Snapshot> {
         let (snaps, broken) = self.snapshots()?;
         if spec == "latest" {
-            let latest = snaps.into_iter().next_back().ok_or_else(|| match broken.first() {
-                Some(b) => Error::new(
-                    b.error.kind(),
-                    format!("the repository has no readable snapshot: {}", b.error),
-                )
-                .hint("run `platter verify`; `platter repair --from COPY` brings manifests back"),
-                None => Error::not_found("the repository has no snapshots yet")
-                    .hint("create one with `platter backup SOURCE`"),
-            })?;
+            let latest = snaps
+                .into_iter()
+                .next_back()
+                .ok_or_else(|| match broken.first() {
+                    Some(b) => Error::new(
+                        b.error.kind(),
+                        format!("the repository has no readable snapshot: {}", b.error),
+                    )
+                    .hint(
+                        "run `platter verify`; `platter repair --from COPY` brings manifests back",
+                    ),
+                    None => Error::not_found("the repository has no snapshots yet")
+                        .hint("create one with `platter backup SOURCE`"),
+                })?;
             for b in &broken {
                 crate::progress::Quiet.warn(&format!(
                     "`latest` is snapshot {}, the newest readable one; manifest {} cannot be \
