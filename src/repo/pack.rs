@@ -509,6 +509,37 @@ mod tests {
     }
 
     #[test]
+    fn entry_lengths_must_be_a_chunks() {
+        let chunk = 64 * 1024;
+        let entry = |encoded, stored_len, plain_len| PackEntry {
+            id: ChunkId([3; 32]),
+            encoded,
+            offset: HEADER_LEN,
+            stored_len,
+            plain_len,
+            crc: 0,
+        };
+        let plain = Sealing::plain();
+        let sealed = Sealing::encrypted(&crate::codec::MasterKey::generate().unwrap());
+        let seal = SEAL_OVERHEAD as u32;
+        for (e, sealing, ok) in [
+            (entry(Encoded::Raw, 65536, 65536), &plain, true),
+            (entry(Encoded::Raw, 100, 100), &plain, true),
+            (entry(Encoded::Raw, 100 + seal, 100), &sealed, true),
+            (entry(Encoded::Lz4, 10, 65536), &plain, true),
+            (entry(Encoded::Lz4, 10 + seal, 65536), &sealed, true),
+            (entry(Encoded::Raw, 65537, 65537), &plain, false),
+            (entry(Encoded::Raw, 100, u32::MAX), &plain, false),
+            (entry(Encoded::Raw, 99, 100), &plain, false),
+            (entry(Encoded::Raw, 100, 100), &sealed, false),
+            (entry(Encoded::Lz4, u32::MAX, 100), &plain, false),
+            (entry(Encoded::Lz4, 10, u32::MAX), &sealed, false),
+        ] {
+            assert_eq!(e.check_lengths(chunk, sealing).is_ok(), ok, "{e:?}");
+        }
+    }
+
+    #[test]
     fn sealed_tables_open_with_the_key_and_frames_check_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
