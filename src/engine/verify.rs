@@ -373,28 +373,33 @@ fn compare_table(
 ) {
     let chunk_size = repo.config().chunk_size;
     let file = repo.describe(name);
-    let impossible: Vec<String> = entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| {
-            let why = e.check_lengths(chunk_size, repo.sealing()).err()?;
-            Some(format!("entry {i} (chunk {}) {why}", e.id))
-        })
-        .collect();
+    let mut impossible = Vec::new();
+    let mut table: HashMap<ChunkId, &pack::PackEntry> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        match e.check_lengths(chunk_size, repo.sealing()) {
+            Ok(()) => {
+                table.insert(e.id, e);
+            }
+            Err(why) => impossible.push((e.id, format!("entry {i} (chunk {}) {why}", e.id))),
+        }
+    }
     if !impossible.is_empty() {
-        // The index may still locate these chunks correctly: reading them
-        // (`--read-data`) tells; rebuilding the index from this table
-        // would leave them out.
+        // The table is damaged, but the index may still locate these
+        // chunks correctly (`--read-data` reads them where it says).
         report.damage.push(problem(
             file.clone(),
             &format!(
-                "pack table has {} entr(y/ies) no chunk can have: {}",
+                "the pack table has {} entries with lengths no chunk can have \
+                 (`rebuild-index` leaves them out): {}",
                 impossible.len(),
-                impossible.join("; ")
+                impossible
+                    .iter()
+                    .map(|(_, e)| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         ));
     }
-    let table: HashMap<ChunkId, &pack::PackEntry> = entries.iter().map(|e| (e.id, e)).collect();
     let (mut unlisted, mut disagree, mut bad_index) = (Vec::new(), Vec::new(), Vec::new());
     for &(id, loc) in chunks {
         let indexed = loc.entry(*id);
@@ -402,9 +407,10 @@ fn compare_table(
             bad_index.push((id, loc));
         }
         match table.get(id) {
-            None => unlisted.push((id, loc)),
             Some(e) if **e != indexed => disagree.push((id, loc)),
             Some(_) => {}
+            None if impossible.iter().any(|(bad, _)| bad == id) => {}
+            None => unlisted.push((id, loc)),
         }
     }
     let hint = "run `platter rebuild-index` if the pack table is right (`verify --read-data` \

@@ -274,7 +274,8 @@ impl Repository {
         self.backend.root()
     }
 
-    /// All readable snapshots, oldest first, and the manifests that are not.
+    /// All readable snapshots, oldest first (by the time taken, equal times
+    /// by id), and the manifests that are not.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();

@@ -210,6 +210,15 @@ fn rebuild_index_leaves_out_table_entries_the_reader_refuses() {
         "{report:#}"
     );
 
+    // The index still locates the chunk: it is not reported unreadable.
+    let table = report["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["what"].as_str().unwrap().contains(&blob.id))
+        .unwrap();
+    assert!(table["chunks"].is_null(), "{report:#}");
+
     let rebuilt = sandbox
         .run(["--json", "rebuild-index"])
         .expect_code(4)
@@ -285,6 +294,48 @@ fn verify_names_rebuild_index_when_pack_tables_list_unindexed_chunks() {
     let report = sandbox.run(["--json", "verify"]).expect_code(4).json();
     assert!(
         report["damage"].to_string().contains("rebuild-index"),
+        "{report:#}"
+    );
+    sandbox.run(["rebuild-index"]).ok();
+    verify_clean(&sandbox.repo);
+    for (id, bytes) in &taken {
+        sandbox.assert_restores(id, bytes);
+    }
+}
+
+// Pins: verify compares every field of each index entry with its pack's table (not only offset and crc32): an index entry whose lengths were changed (crc32 fixed) is named with the chunk and `rebuild-index`, which then makes verify clean and every snapshot restore.
+#[test]
+fn verify_compares_every_index_entry_with_its_pack_table() {
+    let sandbox = Sandbox::new();
+    let taken = three_snapshots(&sandbox, 0x12_ae);
+    let (_, blob) = stored_chunk_of(&sandbox, &taken[0].0, |_| true);
+    let index = files_under(&sandbox.repo.join("index"))
+        .into_iter()
+        .find(|i| {
+            let bytes = fs::read(i).unwrap();
+            bytes.windows(32).any(|w| hex(w) == blob.id)
+        })
+        .expect("an index names the chunk");
+    let mut bytes = fs::read(&index).unwrap();
+    let packs = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    let entry = (0..count)
+        .map(|i| 24 + 32 * packs + 64 * i)
+        .find(|&at| hex(&bytes[at..at + 32]) == blob.id)
+        .unwrap();
+    // A raw chunk one byte shorter: lengths a chunk can have, but not these.
+    let shorter = (blob.stored_len as u32 - 1).to_le_bytes();
+    bytes[entry + 48..entry + 52].copy_from_slice(&shorter);
+    bytes[entry + 52..entry + 56].copy_from_slice(&shorter);
+    let end = bytes.len() - 8;
+    let crc = crc32fast::hash(&bytes[..end]);
+    bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&index, bytes).unwrap();
+
+    let report = sandbox.run(["--json", "verify"]).expect_code(4).json();
+    let damage = report["damage"].to_string();
+    assert!(
+        damage.contains(&blob.id) && damage.contains("rebuild-index"),
         "{report:#}"
     );
     sandbox.run(["rebuild-index"]).ok();
