@@ -2,6 +2,12 @@
 //! `read_data`. Each problem names the file, the chunks, and the snapshots
 //! (and byte ranges of their sources) it affects. Files that no snapshot
 //! needs, as an interrupted backup leaves them, are leftovers, not damage.
+//!
+//! Structure means: every manifest field (`Snapshot::decode`, and the
+//! layout here), every map against its manifest, and every pack table
+//! against the index both ways, with each entry's lengths checked as the
+//! chunk reader checks them, so that what verify passes, restore reads,
+//! and what `rebuild-index` would build is known beforehand.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -100,6 +106,9 @@ pub fn verify_locked(
     }
     let snaps = select(repo, all, &options.snapshots)?;
     report.snapshots = snaps.len();
+    for snap in &snaps {
+        check_layout(repo, snap, &mut report);
+    }
 
     let (index, damaged_index) = repo.load_index()?;
     for (name, e) in damaged_index {
@@ -198,6 +207,26 @@ pub fn verify_locked(
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The one manifest field the repository layer cannot read: the source's
+/// layout, which is the disk layer's. A restore ignores one it cannot read
+/// (the whole disk still restores, but cannot be fitted to another size
+/// or cut to one partition), so it is damage here.
+fn check_layout(repo: &Repository, snap: &Snapshot, report: &mut VerifyReport) {
+    let Some(layout) = snap.layout.clone() else {
+        return;
+    };
+    if let Err(e) = serde_json::from_value::<crate::disk::layout::Layout>(layout) {
+        report.damage.push(problem(
+            repo.describe(&crate::repo::snapshot::manifest_name(&snap.id)),
+            &format!(
+                "its recorded layout is unreadable ({e}): a restore of snapshot {} ignores \
+                 it, so it cannot fit the disk to another size or restore one partition",
+                snap.short_id()
+            ),
+        ));
+    }
 }
 
 /// Unfinished writes in any folder, and maps whose snapshot never got its

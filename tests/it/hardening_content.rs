@@ -407,7 +407,7 @@ fn latest_is_the_newest_by_time_not_by_text() {
     assert_eq!(sandbox.snapshot_ids()[0], taken[0].0);
 }
 
-// Pins: manifests whose fields make no sense are damage naming the field (an id that is not 64 hex digits, a chunk size platter never uses, a map whose entry count does not fit the source size, a map BLAKE3 that is not a digest).
+// Pins: manifests whose fields make no sense (crc32 fixed) are damage named by verify with the field: a parent that is not an id, a layout the disk layer cannot read, a chunk size platter never uses, a map whose entry count does not fit the source size, a map BLAKE3 that is not a digest.
 #[test]
 fn every_manifest_field_is_checked() {
     let sandbox = Sandbox::new();
@@ -415,8 +415,9 @@ fn every_manifest_field_is_checked() {
     let manifest = sandbox.manifest_file(&taken[1].0);
     let good = fs::read(&manifest).unwrap();
     type Edit = fn(&mut Value);
-    let cases: [(&str, Edit); 4] = [
+    let cases: [(&str, Edit); 5] = [
         ("parent", |b| b["parent"] = "not-an-id".into()),
+        ("layout", |b| b["layout"] = 7.into()),
         ("chunk size", |b| b["chunk_size"] = 4096.into()),
         ("entries", |b| b["map"]["entries"] = 1.into()),
         ("BLAKE3", |b| b["map"]["blake3"] = "".into()),
