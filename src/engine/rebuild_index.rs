@@ -43,23 +43,19 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
             let name = format!("data/{dir}/{file}");
             let what = repo.describe(&name);
             match repo.read_pack_table(&id) {
-                Ok((_, mut entries)) => {
-                    let chunk_size = repo.config().chunk_size;
-                    let mut position = 0;
-                    entries.retain(|e| {
-                        position += 1;
-                        let checked = e.check_lengths(chunk_size, repo.sealing());
-                        if let Err(why) = &checked {
-                            let entry = format!(
-                                "pack {what}: table entry {} (chunk {}) {why}",
-                                position - 1,
-                                e.id
-                            );
-                            progress.warn(&format!("not indexing {entry}"));
-                            report.rejected.push(entry);
+                Ok((_, table)) => {
+                    let mut entries = Vec::with_capacity(table.len());
+                    for (i, e) in table.into_iter().enumerate() {
+                        match e.check_lengths(repo.config().chunk_size, repo.sealing()) {
+                            Ok(()) => entries.push(e),
+                            Err(why) => {
+                                let entry =
+                                    format!("pack {what}: table entry {i} (chunk {}) {why}", e.id);
+                                progress.warn(&format!("not indexing {entry}"));
+                                report.rejected.push(entry);
+                            }
                         }
-                        checked.is_ok()
-                    });
+                    }
                     report.chunks += entries.len();
                     packs.push((id, entries));
                 }
