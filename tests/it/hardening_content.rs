@@ -345,7 +345,7 @@ fn verify_compares_every_index_entry_with_its_pack_table() {
     }
 }
 
-// Pins: a manifest whose time does not parse (crc32 fixed) is damage named by verify (naming the field); `latest` and the automatic parent skip it (with a warning naming it) instead of sorting it last as text; forget of the other snapshots works; prune, and forget --prune, refuse naming it.
+// Pins: a manifest whose time does not parse (crc32 fixed) is damage named by verify, with or without the key (naming the field); `latest` and the automatic parent skip it (with a warning naming it) instead of sorting it last as text; forget of the other snapshots works; prune, and forget --prune, refuse naming it.
 #[test]
 fn a_manifest_with_an_unreadable_time_is_damage_and_blocks_only_prune() {
     let sandbox = Sandbox::new();
@@ -355,12 +355,17 @@ fn a_manifest_with_an_unreadable_time_is_damage_and_blocks_only_prune() {
         body["time"] = "zz-not-a-time".into();
     });
 
-    let report = sandbox.run(["--json", "verify"]).expect_code(4).json();
-    let damage = report["damage"].to_string();
-    assert!(
-        damage.contains(bad) && damage.contains("time"),
-        "{report:#}"
-    );
+    for how in [
+        &["--json", "verify"][..],
+        &["--json", "verify", "--without-key"],
+    ] {
+        let report = sandbox.run(how).expect_code(4).json();
+        let damage = report["damage"].to_string();
+        assert!(
+            damage.contains(bad) && damage.contains("time"),
+            "{report:#}"
+        );
+    }
 
     let latest = sandbox.run(["--json", "show", "latest"]);
     assert_eq!(latest.ok().json()["id"], taken[2].0.as_str());
