@@ -303,6 +303,41 @@ fn verify_names_rebuild_index_when_pack_tables_list_unindexed_chunks() {
     }
 }
 
+// Pins: prune leaves a pack whose table has an entry the chunk reader would refuse as it is (named among damaged packs): with the index intact every snapshot still restores after it; with the index lost it indexes nothing from that table and exits 4 (chunks missing) instead of writing the entry into the new index.
+#[test]
+fn prune_leaves_a_pack_with_an_impossible_table_entry_alone() {
+    let sandbox = Sandbox::new();
+    let taken = three_snapshots(&sandbox, 0x12_af);
+    let (pack, blob) = stored_chunk_of(&sandbox, &taken[0].0, |_| true);
+    set_plain_len_in_table(&pack, &blob.id, u32::MAX);
+    let tampered = fs::read(&pack).unwrap();
+    let pack_name = pack.file_name().unwrap().to_string_lossy().to_string();
+
+    let report = sandbox.run(["--json", "prune"]).ok().json();
+    assert!(
+        report["damaged_packs"].to_string().contains(&pack_name),
+        "{report:#}"
+    );
+    assert_eq!(fs::read(&pack).unwrap(), tampered, "prune changed the pack");
+    for (id, bytes) in &taken {
+        sandbox.assert_restores(id, bytes);
+    }
+
+    for index in files_under(&sandbox.repo.join("index")) {
+        fs::remove_file(index).unwrap();
+    }
+    let report = sandbox.run(["--json", "prune"]).expect_code(4).json();
+    assert!(report["chunks_missing"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(fs::read(&pack).unwrap(), tampered, "prune changed the pack");
+    let damage = sandbox.run(["--json", "verify"]).expect_code(4).json();
+    assert!(
+        !damage
+            .to_string()
+            .contains("index entries no chunk can have"),
+        "prune indexed the impossible entry: {damage:#}"
+    );
+}
+
 // Pins: verify compares every field of each index entry with its pack's table (not only offset and crc32): an index entry whose lengths were changed (crc32 fixed) is named with the chunk and `rebuild-index`, which then makes verify clean and every snapshot restore.
 #[test]
 fn verify_compares_every_index_entry_with_its_pack_table() {
