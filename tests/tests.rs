@@ -16,6 +16,7 @@ mod it {
     mod encryption;
     mod filesystems;
     mod format;
+    mod hardening_content;
     mod hardening_output;
     mod hardening_signals;
     mod incremental;

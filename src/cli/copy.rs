@@ -20,8 +20,9 @@ use super::{Context, output};
 /// opened, named and sealed anew for the other repository, which costs
 /// more. The other repository's passphrase is taken to be this one's
 /// unless --other-password-file or --other-password-command give it. A
-/// snapshot whose data is damaged here is skipped and named (exit 4); the
-/// others are copied.
+/// snapshot whose manifest, map or data is damaged or missing here is
+/// skipped and named (exit 4); the others are copied. Filters that select
+/// nothing out of a repository that has snapshots exit 3.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter -r /backup/repo copy --to /mnt/usb/repo\n  \
@@ -101,7 +102,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     for f in &report.failed {
         output::line(&format!(
             "NOT copied: snapshot {} ({}); run `platter verify` here",
-            &f.snapshot[..8],
+            f.snapshot.get(..8).unwrap_or(&f.snapshot),
             f.error
         ));
     }

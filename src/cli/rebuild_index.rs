@@ -7,8 +7,10 @@ use super::{Context, output};
 /// Rebuild the index from the packs' own tables
 ///
 /// Use it when `verify` reports a damaged or missing index file. The new
-/// index is written before the old files are removed. Takes an exclusive
-/// lock: no backup may run meanwhile.
+/// index is written before the old files are removed. A table entry that
+/// the chunk reader would refuse (a length no chunk can have) is named and
+/// left out, and then the old index files stay (exit 4). Takes an
+/// exclusive lock: no backup may run meanwhile.
 #[derive(clap::Args)]
 pub struct Args {}
 
@@ -26,6 +28,9 @@ pub fn run(ctx: &Context, _args: Args) -> platter::Result<bool> {
         for pack in &report.unreadable {
             output::line(&format!("unreadable pack (not indexed): {pack}"));
         }
+        for entry in &report.rejected {
+            output::line(&format!("damaged table entry (not indexed): {entry}"));
+        }
     }
-    Ok(report.unreadable.is_empty())
+    Ok(report.unreadable.is_empty() && report.rejected.is_empty())
 }

@@ -1,5 +1,8 @@
 //! `platter snapshots`: list snapshots.
 
+use platter::repo::BrokenManifest;
+use platter::{Error, ErrorKind};
+
 use super::{Context, output};
 
 /// List snapshots, oldest first
@@ -32,11 +35,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     }
     if ctx.json {
         output::json(&snaps)?;
-        return Ok(broken.is_empty());
+        return all_read(&broken);
     }
     if snaps.is_empty() {
         output::line("no snapshots");
-        return Ok(broken.is_empty());
+        return all_read(&broken);
     }
     output::line(&format!(
         "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  source",
@@ -52,6 +55,23 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             s.tags.join(","),
             s.source.path
         ));
+    }
+    all_read(&broken)
+}
+
+/// Whether every manifest was read: a damaged one exits 4 (damage found),
+/// and when the only unreadable ones are of a newer format, 7.
+fn all_read(broken: &[BrokenManifest]) -> platter::Result<bool> {
+    if !broken.is_empty()
+        && broken
+            .iter()
+            .all(|b| b.error.kind() == ErrorKind::Unsupported)
+    {
+        return Err(Error::unsupported(format!(
+            "{} snapshot manifest(s) are of a newer format than this platter reads",
+            broken.len()
+        ))
+        .hint("list them with the platter release that wrote them"));
     }
     Ok(broken.is_empty())
 }

@@ -27,7 +27,7 @@ use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
 use crate::repo::lock::LockKind;
 use crate::repo::map::{Kind, MapEntry, map_name};
-use crate::repo::snapshot::Snapshot;
+use crate::repo::snapshot::{Snapshot, sort_by_time};
 use crate::repo::{BrokenManifest, BufPool, ChunkReader, PlainChunk, Repository};
 
 #[derive(Debug, Clone, Default)]
@@ -76,21 +76,17 @@ pub struct FailedCopy {
 }
 
 /// The snapshots the options select out of `repo.snapshots()`, oldest
-/// first.
+/// first, and (when none are named) the manifests that cannot be read:
+/// those are not copied and are named, the others are. A filter that
+/// selects nothing is `NotFound` (most likely a typo), unless unreadable
+/// manifests might have matched it.
 pub fn select(
     repo: &Repository,
     (all, broken): (Vec<Snapshot>, Vec<BrokenManifest>),
     options: &CopyOptions,
-) -> Result<Vec<Snapshot>> {
-    let mut chosen: Vec<Snapshot> = if options.snapshots.is_empty() {
-        if let Some(b) = broken.first() {
-            return Err(Error::corrupt(format!(
-                "snapshot manifest {} is unreadable: {}",
-                b.name, b.error
-            ))
-            .hint("name the snapshots to copy, or run `platter verify`"));
-        }
-        all
+) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
+    let (mut chosen, broken) = if options.snapshots.is_empty() {
+        (all, broken)
     } else {
         let mut picked = Vec::new();
         for spec in &options.snapshots {
@@ -99,9 +95,10 @@ pub fn select(
                 picked.push(s);
             }
         }
-        picked.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
-        picked
+        sort_by_time(&mut picked);
+        (picked, Vec::new())
     };
+    let had = chosen.len();
     if !options.tags.is_empty() {
         chosen.retain(|s| s.tags.iter().any(|t| options.tags.contains(t)));
     }
@@ -111,11 +108,35 @@ pub fn select(
             .to_string();
         chosen.retain(|s| s.source.path == *source || s.source.path == wanted);
     }
+    // Nothing selected out of snapshots that exist: a mistyped filter is
+    // more likely than a wish to copy nothing.
+    if chosen.is_empty() && had > 0 && broken.is_empty() {
+        return Err(Error::not_found(format!(
+            "no snapshot matches {}; nothing was copied",
+            filter_text(options)
+        ))
+        .hint("`platter snapshots` lists the snapshots with their tags and sources"));
+    }
     if let Some(n) = options.last {
         let skip = chosen.len().saturating_sub(n);
         chosen.drain(..skip);
     }
-    Ok(chosen)
+    Ok((chosen, broken))
+}
+
+/// The tag and source filters, as given on the command line.
+fn filter_text(options: &CopyOptions) -> String {
+    let tags: Vec<String> = options.tags.iter().map(|t| format!("--tag {t}")).collect();
+    let mut parts = Vec::new();
+    match tags.len() {
+        0 => {}
+        1 => parts.push(tags.join("")),
+        _ => parts.push(format!("any of {}", tags.join(", "))),
+    }
+    if let Some(source) = &options.source {
+        parts.push(format!("--source {source}"));
+    }
+    parts.join(" and ")
 }
 
 pub fn copy(
@@ -155,13 +176,18 @@ pub fn copy(
     let _to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
     let listed = from.snapshots()?;
     let all_here = listed.0.clone();
-    let chosen = select(from, listed, options)?;
+    let (chosen, broken) = select(from, listed, options)?;
     let (there_list, _) = to.snapshots()?;
     let there: HashSet<String> = there_list.iter().map(|s| s.id.clone()).collect();
     let (source_index, damaged) = from.load_index()?;
-    if let Some((name, e)) = damaged.first() {
-        return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
-            .hint("run `platter rebuild-index` on the repository copied from"));
+    // The chunks a damaged index described look missing: the snapshots
+    // that need them fail one by one below, the others are copied.
+    for (name, e) in &damaged {
+        progress.warn(&format!(
+            "index {} is damaged ({e}): snapshots that need the chunks it described will not \
+             be copied; run `platter rebuild-index` here first",
+            from.describe(name)
+        ));
     }
     let (mut index, _) = to.load_index()?;
     index.keep_packs(&to.packs_on_disk()?);
@@ -176,6 +202,17 @@ pub fn copy(
         rekeyed: rekey.is_some(),
         ..CopyReport::default()
     };
+    for b in broken {
+        let error = b.error.to_string();
+        progress.warn(&format!(
+            "manifest {} was not copied: {error}",
+            from.describe(&b.name)
+        ));
+        report.failed.push(FailedCopy {
+            snapshot: b.name.trim_start_matches("snapshots/").to_string(),
+            error,
+        });
+    }
     for snap in chosen {
         if there.contains(&snap.id) {
             report.already_there.push(snap.id);

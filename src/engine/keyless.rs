@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::repo::backend::{Backend, LocalBackend};
 use crate::repo::config::Config;
 use crate::repo::map::MapReader;
+use crate::repo::snapshot::Snapshot;
 use crate::repo::{Repository, envelope, index, keys, pack, parse_id, sealed};
 
 pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
@@ -98,9 +99,7 @@ fn check_document(config: &Config, folder: &str, bytes: &[u8], what: &str) -> Re
     }
     match folder {
         "index" => index::read_index(bytes, what).map(|_| ()),
-        "snapshots" => {
-            envelope::open::<serde::de::IgnoredAny>("snapshot", 1, bytes, what).map(|_| ())
-        }
+        "snapshots" => Snapshot::decode(bytes, what).map(|_| ()),
         _ => envelope::open::<serde::de::IgnoredAny>("lock", 1, bytes, what).map(|_| ()),
     }
 }

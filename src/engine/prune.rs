@@ -273,7 +273,15 @@ fn read_packs(
     ids.sort_unstable();
     for id in ids {
         let name = pack_name(&id);
-        let read = repo.read_pack_table(&id);
+        // A table entry the chunk reader would refuse makes the table
+        // damaged: the pack stays as it is, as one that cannot be read.
+        let read = repo.read_pack_table(&id).and_then(|(len, entries)| {
+            for (i, e) in entries.iter().enumerate() {
+                e.check_lengths(repo.config().chunk_size, repo.sealing())
+                    .map_err(|why| Error::corrupt(format!("table entry {i} {why}")))?;
+            }
+            Ok((len, entries))
+        });
         match read {
             Ok((len, entries)) => packs.push(PackInfo {
                 id,

@@ -1,6 +1,12 @@
 //! Rebuilding the index from the packs' own tables, for when an index file
 //! is damaged or lost. The new index is durable before any old one is
 //! removed, so a crash in between leaves a repository that still reads.
+//!
+//! A table entry gets into the new index only if the chunk reader would
+//! accept it (`PackEntry::check_lengths`): a table with its crc32 fixed
+//! after a change must not turn a chunk that reads into one that does not.
+//! Entries that fail are named and left out, and then the old index files
+//! stay, since they may still locate those chunks correctly.
 
 use crate::error::Result;
 use crate::progress::Progress;
@@ -15,6 +21,8 @@ pub struct RebuildReport {
     pub chunks: usize,
     /// Packs whose table could not be read: their chunks stay unindexed.
     pub unreadable: Vec<String>,
+    /// Table entries the chunk reader would refuse, left out of the index.
+    pub rejected: Vec<String>,
     pub removed_index_files: usize,
 }
 
@@ -35,7 +43,19 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
             let name = format!("data/{dir}/{file}");
             let what = repo.describe(&name);
             match repo.read_pack_table(&id) {
-                Ok((_, entries)) => {
+                Ok((_, table)) => {
+                    let mut entries = Vec::with_capacity(table.len());
+                    for (i, e) in table.into_iter().enumerate() {
+                        match e.check_lengths(repo.config().chunk_size, repo.sealing()) {
+                            Ok(()) => entries.push(e),
+                            Err(why) => {
+                                let entry =
+                                    format!("pack {what}: table entry {i} (chunk {}) {why}", e.id);
+                                progress.warn(&format!("not indexing {entry}"));
+                                report.rejected.push(entry);
+                            }
+                        }
+                    }
                     report.chunks += entries.len();
                     packs.push((id, entries));
                 }
@@ -52,9 +72,10 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     }
     repo.write_index(&packs)?;
     // The old files may still describe packs that could not be read now
-    // (a permission, a passing I/O error): then they stay. Duplicates are
-    // harmless; the first location wins.
-    if report.unreadable.is_empty() {
+    // (a permission, a passing I/O error), or locate correctly chunks whose
+    // table entry was refused: then they stay. Duplicates are harmless:
+    // the first location wins.
+    if report.unreadable.is_empty() && report.rejected.is_empty() {
         for file in old {
             backend.remove(&format!("index/{file}"))?;
             report.removed_index_files += 1;

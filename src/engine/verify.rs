@@ -2,6 +2,12 @@
 //! `read_data`. Each problem names the file, the chunks, and the snapshots
 //! (and byte ranges of their sources) it affects. Files that no snapshot
 //! needs, as an interrupted backup leaves them, are leftovers, not damage.
+//!
+//! Structure means: every manifest field (`Snapshot::decode`, and the
+//! layout here), every map against its manifest, and every pack table
+//! against the index both ways, with each entry's lengths checked as the
+//! chunk reader checks them, so that what verify passes, restore reads,
+//! and what `rebuild-index` would build is known beforehand.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -13,7 +19,7 @@ use crate::codec::ChunkId;
 use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
-use crate::repo::index::Index;
+use crate::repo::index::{Index, Location};
 use crate::repo::map::Kind;
 use crate::repo::pack::{self, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
@@ -100,6 +106,9 @@ pub fn verify_locked(
     }
     let snaps = select(repo, all, &options.snapshots)?;
     report.snapshots = snaps.len();
+    for snap in &snaps {
+        check_layout(repo, snap, &mut report);
+    }
 
     let (index, damaged_index) = repo.load_index()?;
     for (name, e) in damaged_index {
@@ -109,7 +118,7 @@ pub fn verify_locked(
     }
     report.chunks = index.len();
 
-    check_packs(repo, &index, &mut report, &mut bad_chunks)?;
+    let in_tables_only = check_packs(repo, &index, &mut report, &mut bad_chunks)?;
 
     let mut referenced: HashSet<ChunkId> = HashSet::new();
     let mut missing: HashSet<ChunkId> = HashSet::new();
@@ -143,15 +152,22 @@ pub fn verify_locked(
         let mut ids: Vec<ChunkId> = missing.into_iter().collect();
         ids.sort();
         let at = report.damage.len();
+        let tabled = ids.iter().filter(|id| in_tables_only.contains(id)).count();
+        let what = if tabled == 0 {
+            format!(
+                "{} chunk(s) used by snapshots are in no index (lost pack or index)",
+                ids.len()
+            )
+        } else {
+            format!(
+                "{} chunk(s) used by snapshots are in no index (lost pack or index); pack \
+                 tables list {tabled} of them: run `platter rebuild-index`",
+                ids.len()
+            )
+        };
         report.damage.push(Problem {
             chunks: ids.iter().map(ChunkId::to_hex).collect(),
-            ..problem(
-                repo.describe("index"),
-                &format!(
-                    "{} chunk(s) used by snapshots are in no index (lost pack or index)",
-                    ids.len()
-                ),
-            )
+            ..problem(repo.describe("index"), &what)
         });
         for id in ids {
             bad_chunks.insert(id, at);
@@ -191,6 +207,26 @@ pub fn verify_locked(
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The one manifest field the repository layer cannot read: the source's
+/// layout, which is the disk layer's. A restore ignores one it cannot read
+/// (the whole disk still restores, but cannot be fitted to another size
+/// or cut to one partition), so it is damage here.
+fn check_layout(repo: &Repository, snap: &Snapshot, report: &mut VerifyReport) {
+    let Some(layout) = snap.layout.clone() else {
+        return;
+    };
+    if let Err(e) = serde_json::from_value::<crate::disk::layout::Layout>(layout) {
+        report.damage.push(problem(
+            repo.describe(&crate::repo::snapshot::manifest_name(&snap.id)),
+            &format!(
+                "its recorded layout is unreadable ({e}): a restore of snapshot {} ignores \
+                 it, so it cannot fit the disk to another size or restore one partition",
+                snap.short_id()
+            ),
+        ));
+    }
 }
 
 /// Unfinished writes in any folder, and maps whose snapshot never got its
@@ -244,12 +280,14 @@ fn select(repo: &Repository, all: Vec<Snapshot>, specs: &[String]) -> Result<Vec
 
 /// Every pack's table must be intact and agree with the index; every index
 /// entry must point into an existing pack. Unindexed packs are leftovers.
+/// Returns the chunks that pack tables list (with lengths the reader
+/// accepts) and no index does: `rebuild-index` would index them.
 fn check_packs(
     repo: &Repository,
     index: &Index,
     report: &mut VerifyReport,
     bad_chunks: &mut HashMap<ChunkId, usize>,
-) -> Result<()> {
+) -> Result<HashSet<ChunkId>> {
     let backend = repo.backend();
     let mut on_disk: HashMap<RawId, u64> = HashMap::new();
     for dir in backend.list("data")? {
@@ -286,6 +324,7 @@ fn check_packs(
         }
     }
     report.packs = on_disk.len();
+    let mut in_tables_only = HashSet::new();
 
     let mut by_pack: HashMap<u32, Vec<(&ChunkId, &crate::repo::index::Location)>> = HashMap::new();
     for (id, loc) in index.iter() {
@@ -308,25 +347,8 @@ fn check_packs(
         };
         match repo.read_pack_table(pack_id) {
             Ok((_, entries)) => {
-                let table: HashMap<ChunkId, _> = entries.iter().map(|e| (e.id, e)).collect();
-                let disagree: Vec<_> = chunks
-                    .iter()
-                    .copied()
-                    .filter(|(id, loc)| {
-                        table
-                            .get(id)
-                            .is_none_or(|e| e.offset != loc.offset || e.crc != loc.crc)
-                    })
-                    .collect();
-                if !disagree.is_empty() {
-                    record(
-                        report,
-                        bad_chunks,
-                        repo.describe(&name),
-                        "pack table and index disagree",
-                        &disagree,
-                    );
-                }
+                compare_table(repo, (&name, &entries), &chunks, report, bad_chunks);
+                in_tables_only.extend(unindexed(repo, index, &entries));
             }
             Err(e) => {
                 let beyond: Vec<_> = chunks
@@ -359,8 +381,108 @@ fn check_packs(
             repo.describe(&pack_name(id)),
             "pack is in no index (written by an interrupted backup)",
         ));
+        if let Ok((_, entries)) = repo.read_pack_table(id) {
+            in_tables_only.extend(unindexed(repo, index, &entries));
+        }
     }
-    Ok(())
+    Ok(in_tables_only)
+}
+
+/// One pack's table against the index, both ways: an index entry the table
+/// lacks or disagrees with, and an entry (of the table or the index) the
+/// chunk reader would refuse, are damage. Chunks the index places in this
+/// pack are unreadable when the index entry is impossible or the table
+/// does not confirm it.
+fn compare_table(
+    repo: &Repository,
+    (name, entries): (&str, &[pack::PackEntry]),
+    chunks: &[(&ChunkId, &Location)],
+    report: &mut VerifyReport,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+) {
+    let chunk_size = repo.config().chunk_size;
+    let file = repo.describe(name);
+    let mut impossible = Vec::new();
+    let mut table: HashMap<ChunkId, &pack::PackEntry> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        match e.check_lengths(chunk_size, repo.sealing()) {
+            Ok(()) => {
+                table.insert(e.id, e);
+            }
+            Err(why) => impossible.push((e.id, format!("entry {i} (chunk {}) {why}", e.id))),
+        }
+    }
+    if !impossible.is_empty() {
+        // The table is damaged, but the index may still locate these
+        // chunks correctly (`--read-data` reads them where it says).
+        report.damage.push(problem(
+            file.clone(),
+            &format!(
+                "the pack table has {} entries with lengths no chunk can have \
+                 (`rebuild-index` leaves them out): {}",
+                impossible.len(),
+                impossible
+                    .iter()
+                    .map(|(_, e)| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ));
+    }
+    let (mut unlisted, mut disagree, mut bad_index) = (Vec::new(), Vec::new(), Vec::new());
+    for &(id, loc) in chunks {
+        let indexed = loc.entry(*id);
+        if indexed.check_lengths(chunk_size, repo.sealing()).is_err() {
+            bad_index.push((id, loc));
+        }
+        match table.get(id) {
+            Some(e) if **e != indexed => disagree.push((id, loc)),
+            Some(_) => {}
+            None if impossible.iter().any(|(bad, _)| bad == id) => {}
+            None => unlisted.push((id, loc)),
+        }
+    }
+    let hint = "run `platter rebuild-index` if the pack table is right (`verify --read-data` \
+                reads the chunks where the index says)";
+    for (what, list) in [
+        (
+            format!("index entries no chunk can have; {hint}"),
+            bad_index,
+        ),
+        (
+            format!("the index names chunks this pack's table does not list; {hint}"),
+            unlisted,
+        ),
+        (
+            format!("pack table and index disagree on where chunks are or how long; {hint}"),
+            disagree,
+        ),
+    ] {
+        let list: Vec<_> = list
+            .into_iter()
+            .filter(|(id, _)| !bad_chunks.contains_key(*id))
+            .collect();
+        if !list.is_empty() {
+            record(report, bad_chunks, file.clone(), &what, &list);
+        }
+    }
+}
+
+/// Chunks of a pack table that no index names and whose entry the reader
+/// would accept.
+fn unindexed<'e>(
+    repo: &'e Repository,
+    index: &'e Index,
+    entries: &'e [pack::PackEntry],
+) -> impl Iterator<Item = ChunkId> + 'e {
+    entries
+        .iter()
+        .filter(|e| !index.contains(&e.id))
+        .filter(|e| {
+            e.check_lengths(repo.config().chunk_size, repo.sealing())
+                .is_ok()
+        })
+        .map(|e| e.id)
 }
 
 fn record(

@@ -161,13 +161,9 @@ impl<'a> ChunkReader<'a> {
             loc.offset
         );
         let plain_len = loc.plain_len as usize;
-        let max_stored = self.pool.size.saturating_mul(2) + self.sealing.overhead();
-        if plain_len > self.pool.size || loc.stored_len as usize > max_stored {
-            return Err(Error::corrupt(format!(
-                "{what} claims {} stored / {plain_len} plain bytes, more than a chunk can be",
-                loc.stored_len
-            )));
-        }
+        loc.entry(*id)
+            .check_lengths(self.pool.size as u64, &self.sealing)
+            .map_err(|why| Error::corrupt(format!("{what} {why}")))?;
         let mut plain = self.pool.get()?;
         // An unsealed raw chunk is read straight into its (aligned) plain
         // buffer, and then `stored` stays empty.

@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 use crate::codec::kdf::KdfParams;
 use crate::codec::{self, Compression, MasterKey, Sealing};
 use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
 use backend::{Backend, LocalBackend};
 use config::{Config, Encryption};
 use index::Index;
@@ -273,7 +274,8 @@ impl Repository {
         self.backend.root()
     }
 
-    /// All readable snapshots, oldest first, and the manifests that are not.
+    /// All readable snapshots, oldest first (by the time taken, equal times
+    /// by id), and the manifests that are not.
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();
@@ -299,27 +301,43 @@ impl Repository {
                 Err(error) => broken.push(BrokenManifest { name, error }),
             }
         }
-        good.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        snapshot::sort_by_time(&mut good);
         Ok((good, broken))
     }
 
-    /// Finds a snapshot by full id, unique prefix, or `latest`.
+    /// Finds a snapshot by full id, unique prefix, or `latest`: the newest
+    /// readable snapshot by the time it was taken. Manifests that cannot be
+    /// read are skipped for `latest`, with a warning naming them (one
+    /// damaged manifest must not make every snapshot unreachable by name,
+    /// nor may it pass unseen); a named one that cannot be read fails with
+    /// its own error (damaged, or of a newer format).
     pub fn resolve(&self, spec: &str) -> Result<Snapshot> {
         let (snaps, broken) = self.snapshots()?;
         if spec == "latest" {
-            if let Some(b) = broken.first() {
-                return Err(Error::corrupt(format!(
-                    "cannot tell which snapshot is the latest: {}",
+            let latest = snaps
+                .into_iter()
+                .next_back()
+                .ok_or_else(|| match broken.first() {
+                    Some(b) => Error::new(
+                        b.error.kind(),
+                        format!("the repository has no readable snapshot: {}", b.error),
+                    )
+                    .hint(
+                        "run `platter verify`; `platter repair --from COPY` brings manifests back",
+                    ),
+                    None => Error::not_found("the repository has no snapshots yet")
+                        .hint("create one with `platter backup SOURCE`"),
+                })?;
+            for b in &broken {
+                crate::progress::Quiet.warn(&format!(
+                    "`latest` is snapshot {}, the newest readable one; manifest {} cannot be \
+                     read and may be newer: {}",
+                    latest.short_id(),
+                    self.describe(&b.name),
                     b.error
-                ))
-                .hint(
-                    "name the snapshot by its id (`platter snapshots` lists the readable ones)",
                 ));
             }
-            return snaps.into_iter().next_back().ok_or_else(|| {
-                Error::not_found("the repository has no snapshots yet")
-                    .hint("create one with `platter backup SOURCE`")
-            });
+            return Ok(latest);
         }
         if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::bad_input(format!(
@@ -338,7 +356,7 @@ impl Repository {
                     .iter()
                     .find(|b| b.name.trim_start_matches("snapshots/").starts_with(&spec));
                 match damaged {
-                    Some(b) => Err(Error::corrupt(b.error.message().to_string())),
+                    Some(b) => Err(Error::new(b.error.kind(), b.error.message())),
                     None => Err(Error::not_found(format!("no snapshot matches {spec:?}"))
                         .hint("`platter snapshots` lists them")),
                 }
@@ -407,12 +425,23 @@ impl Repository {
     /// Opens a snapshot's map, checked whole and against its manifest and
     /// the config (chunk size, source size, entry count).
     pub fn open_map(&self, snap: &Snapshot) -> Result<map::MapReader> {
-        let map = map::MapReader::open(
-            &self.backend,
-            &self.sealing,
-            &snap.raw_id()?,
-            &snap.map.blake3,
-        )?;
+        let id = snap.raw_id()?;
+        let map = map::MapReader::open(&self.backend, &self.sealing, &id, &snap.map.blake3)
+            .map_err(|e| match e.kind() {
+                // Its manifest names it: a missing map is damage, as a
+                // cut one is (exit 3 is for what the user named).
+                ErrorKind::NotFound => Error::corrupt(format!(
+                    "the map of snapshot {} is missing ({})",
+                    snap.short_id(),
+                    self.describe(&map::map_name(&id))
+                ))
+                .hint(format!(
+                    "bring it back with `platter repair --from COPY`, or `platter forget {}` \
+                     if no copy has it",
+                    snap.short_id()
+                )),
+                _ => e,
+            })?;
         let h = map.header();
         if h.chunk_size != self.config.chunk_size
             || snap.chunk_size != self.config.chunk_size

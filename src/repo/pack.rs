@@ -99,6 +99,41 @@ impl PackEntry {
     }
 }
 
+impl PackEntry {
+    /// Whether the entry's lengths can be those of a chunk of a repository
+    /// with chunks of `chunk_size` sealed by `sealing`: at most a chunk of
+    /// plain bytes; a raw blob exactly its plain bytes (and the seal); an
+    /// lz4 blob at most lz4's bound for them (and the seal). The chunk
+    /// reader checks every location with this before reading, and
+    /// `rebuild-index` and `verify` every pack table entry, so that no
+    /// index is built from an entry the reader would refuse.
+    pub fn check_lengths(&self, chunk_size: u64, sealing: &Sealing) -> Result<(), String> {
+        let plain = u64::from(self.plain_len);
+        let stored = u64::from(self.stored_len);
+        let seal = sealing.overhead() as u64;
+        let fits = plain <= chunk_size
+            && match self.encoded {
+                Encoded::Raw => stored == plain + seal,
+                Encoded::Lz4 => {
+                    let bound = lz4_flex::block::get_maximum_output_size(self.plain_len as usize);
+                    stored <= bound as u64 + seal
+                }
+            };
+        if fits {
+            Ok(())
+        } else {
+            Err(format!(
+                "claims {stored} stored / {plain} plain bytes ({}), which no chunk of at most \
+                 {chunk_size} bytes can be",
+                match self.encoded {
+                    Encoded::Raw => "raw",
+                    Encoded::Lz4 => "lz4",
+                }
+            ))
+        }
+    }
+}
+
 /// Whether `name` is one of the `data/` folders packs live in (two hex
 /// digits); anything else there is not platter's.
 pub fn is_pack_folder(name: &str) -> bool {
@@ -470,6 +505,37 @@ mod tests {
                 read_table(file.as_ref(), &Sealing::plain(), &id, "p").is_err(),
                 "flip at {i} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn entry_lengths_must_be_a_chunks() {
+        let chunk = 64 * 1024;
+        let entry = |encoded, stored_len, plain_len| PackEntry {
+            id: ChunkId([3; 32]),
+            encoded,
+            offset: HEADER_LEN,
+            stored_len,
+            plain_len,
+            crc: 0,
+        };
+        let plain = Sealing::plain();
+        let sealed = Sealing::encrypted(&crate::codec::MasterKey::generate().unwrap());
+        let seal = SEAL_OVERHEAD as u32;
+        for (e, sealing, ok) in [
+            (entry(Encoded::Raw, 65536, 65536), &plain, true),
+            (entry(Encoded::Raw, 100, 100), &plain, true),
+            (entry(Encoded::Raw, 100 + seal, 100), &sealed, true),
+            (entry(Encoded::Lz4, 10, 65536), &plain, true),
+            (entry(Encoded::Lz4, 10 + seal, 65536), &sealed, true),
+            (entry(Encoded::Raw, 65537, 65537), &plain, false),
+            (entry(Encoded::Raw, 100, u32::MAX), &plain, false),
+            (entry(Encoded::Raw, 99, 100), &plain, false),
+            (entry(Encoded::Raw, 100, 100), &sealed, false),
+            (entry(Encoded::Lz4, u32::MAX, 100), &plain, false),
+            (entry(Encoded::Lz4, 10, u32::MAX), &sealed, false),
+        ] {
+            assert_eq!(e.check_lengths(chunk, sealing).is_ok(), ok, "{e:?}");
         }
     }
 

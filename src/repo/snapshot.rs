@@ -1,9 +1,20 @@
 //! Snapshot manifests: the commit point of a backup. A snapshot exists if
 //! and only if its manifest exists; the manifest names its map (by BLAKE3)
 //! and says where the data came from.
+//!
+//! A manifest is checked whole when it is read, field by field (`decode`):
+//! its crc32 only says the bytes are those written, not that what was
+//! written makes sense. One that fails is unreadable everywhere, never
+//! half used: a time that does not parse would otherwise sort as `latest`
+//! and stop every `forget`. Tags and the source path are taken as they are
+//! (tags arriving by copy stay byte for byte), and the layout is the disk
+//! layer's to read.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::repo::envelope;
+use crate::repo::{config, envelope};
 
 const KIND: &str = "snapshot";
 const VERSION: u32 = 1;
@@ -102,6 +113,18 @@ pub struct Snapshot {
     pub layout: Option<serde_json::Value>,
 }
 
+/// 64 lower-case hex digits: how ids and BLAKE3 digests are written.
+fn is_hex_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Sorts snapshots oldest first by the time they were taken (not by its
+/// text: an offset or a missing fraction must not reorder them), equal
+/// times by id.
+pub fn sort_by_time(snaps: &mut [Snapshot]) {
+    snaps.sort_by_cached_key(|s| (s.parsed_time(), s.id.clone()));
+}
+
 pub fn manifest_name(id: &str) -> String {
     format!("snapshots/{id}")
 }
@@ -111,14 +134,68 @@ impl Snapshot {
         envelope::seal(KIND, VERSION, self)
     }
 
+    /// Parses a manifest and checks every field it can; an error names
+    /// the field.
     pub fn decode(bytes: &[u8], what: &str) -> Result<Snapshot> {
         let snap: Snapshot = envelope::open(KIND, VERSION, bytes, what)?;
-        if crate::repo::parse_id(&snap.id).is_none() {
-            return Err(Error::corrupt(format!(
-                "{what} has a malformed snapshot id (not 64 hex digits)"
-            )));
-        }
+        snap.check()
+            .map_err(|why| Error::corrupt(format!("{what} is invalid: {why}")))?;
         Ok(snap)
+    }
+
+    /// Why the manifest's fields cannot be those of a snapshot, if they
+    /// cannot.
+    fn check(&self) -> std::result::Result<(), String> {
+        if !is_hex_id(&self.id) {
+            return Err(format!("its id {:?} is not 64 hex digits", self.id));
+        }
+        if self.parsed_time().is_none() {
+            return Err(format!("its time {:?} is not an RFC 3339 time", self.time));
+        }
+        if let Some(parent) = self.parent.as_ref().filter(|p| !is_hex_id(p)) {
+            return Err(format!("its parent {parent:?} is not 64 hex digits"));
+        }
+        if config::check_chunk_size(self.chunk_size).is_err() {
+            return Err(format!(
+                "its chunk size {} is not one platter uses",
+                self.chunk_size
+            ));
+        }
+        if self.map.entries != self.source.size.div_ceil(self.chunk_size) {
+            return Err(format!(
+                "its map has {} entries, but a {}-byte source in chunks of {} has {}",
+                self.map.entries,
+                self.source.size,
+                self.chunk_size,
+                self.source.size.div_ceil(self.chunk_size)
+            ));
+        }
+        if !is_hex_id(&self.map.blake3) {
+            return Err(format!(
+                "its map's BLAKE3 {:?} is not 64 hex digits",
+                self.map.blake3
+            ));
+        }
+        let sector = self.source.logical_sector_size;
+        if !sector.is_power_of_two() || !(512..=65536).contains(&sector) {
+            return Err(format!("its source's sector size {sector} is not a disk's"));
+        }
+        if !matches!(self.source.kind.as_str(), "file" | "block device") {
+            return Err(format!("its source kind {:?} is unknown", self.source.kind));
+        }
+        if self.source.partition == Some(0) {
+            return Err("its source partition is 0 (partitions count from 1)".into());
+        }
+        if self.source.path.is_empty() {
+            return Err("its source path is empty".into());
+        }
+        Ok(())
+    }
+
+    /// When the backup was taken (`None` only for a manifest `decode`
+    /// would refuse). Snapshots are ordered by this, never by the text.
+    pub fn parsed_time(&self) -> Option<OffsetDateTime> {
+        OffsetDateTime::parse(&self.time, &Rfc3339).ok()
     }
 
     pub fn short_id(&self) -> &str {
