@@ -206,7 +206,10 @@ fn not_a_file(path: &Path, what: &str) -> Error {
         "{} is {what}, not a repository file",
         path.display()
     ))
-    .hint("it is not platter's: move it away or remove it")
+    .hint(
+        "platter writes only regular files here: put the real file in its place, or move \
+         this away",
+    )
 }
 
 impl Backend for LocalBackend {

@@ -563,6 +563,7 @@ fn prune_on_a_full_disk_frees_only_what_no_index_names_before_the_new_index() {
     );
     super::common::verify_clean(&sandbox.repo);
     assert_eq!(sandbox.snapshot_ids(), vec![kept.clone()]);
+    assert!(!sandbox.map_file(&forgotten).exists());
     sandbox.assert_restores(&kept, &kept_bytes);
 
     // It fits once room is made: the prune completes.
