@@ -23,10 +23,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let removed = remove_locks(&repo, args.all)?;
     if ctx.json {
         let names: Vec<&str> = removed.locks.iter().map(|r| r.name.as_str()).collect();
-        output::json(&serde_json::json!({
-            "removed": names,
-            "unfinished_removed": removed.unfinished,
-        }))?;
+        let mut report = serde_json::json!({ "removed": names });
+        if !removed.unfinished.is_empty() {
+            report["unfinished_removed"] = serde_json::json!(removed.unfinished);
+        }
+        output::json(&report)?;
         return Ok(true);
     }
     if removed.locks.is_empty() {

@@ -145,7 +145,7 @@ fn try_acquire<'a>(
 fn busy(found: &FoundLock) -> Error {
     let Some(o) = found.info.as_ref() else {
         return Error::busy(format!(
-            "the repository is in use: lock {} cannot be read",
+            "the repository is in use: unreadable lock {}",
             found.name
         ))
         .hint(

@@ -345,7 +345,7 @@ fn busy_hint_names_the_command_that_helps() {
     let junk = sandbox.repo.join("locks").join(id_name(""));
     fs::write(&junk, b"\x00\x01 not a lock").unwrap();
     let prune = sandbox.run(["prune"]);
-    prune.refused(5, "cannot be read");
+    prune.refused(5, "unreadable lock");
     assert!(
         prune.stderr.contains("platter unlock --all"),
         "{}",
