@@ -15,6 +15,15 @@
 //!
 //! Until step 3 ends the old index files still point at packs that all
 //! exist; from step 2 on the new index alone is complete.
+//!
+//! A full filesystem does not change that order. Repacking that runs out of
+//! room is dropped (its new packs, which no index names, go; the packs stay
+//! as they are). A new index that does not fit gets room from what no index
+//! names (maps without a manifest, unfinished writes, dead packs no index
+//! lists, the space reserve) and is written again; a pack an index names is
+//! never deleted before the new index is durable, or the next backup could
+//! dedup against a chunk that is gone. Names that are not platter's are
+//! left alone.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;

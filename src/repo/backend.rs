@@ -533,9 +533,14 @@ impl ReadAt for LocalFile {
     }
 }
 
-/// Makes a rename or unlink in `dir` durable.
+/// Makes a rename or unlink in `dir` durable. Opened as a directory, so
+/// that whatever else stands there (a FIFO) fails at once instead of
+/// blocking.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .at("sync directory", dir)
 }

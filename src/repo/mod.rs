@@ -587,3 +587,23 @@ fn sealed_evidence(backend: &LocalBackend) -> Result<Option<String>> {
 pub fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_name_repository_files() {
+        let id = "ab".repeat(32);
+        assert!(matches!(classify("snapshots", &id), FileName::Id(_)));
+        assert!(matches!(classify("data/ab", &id), FileName::Id(_)));
+        assert_eq!(classify("data/cd", &id), FileName::Misplaced);
+        assert_eq!(classify("index", &id.to_uppercase()), FileName::Foreign);
+        assert_eq!(classify("index", "README"), FileName::Foreign);
+        assert_eq!(classify("locks", &id[..62]), FileName::Foreign);
+        assert_eq!(
+            classify("locks", &format!(".tmp-{id}-x")),
+            FileName::Unfinished
+        );
+    }
+}
