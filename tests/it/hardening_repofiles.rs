@@ -577,3 +577,21 @@ fn prune_on_a_full_disk_frees_only_what_no_index_names_before_the_new_index() {
     super::common::verify_clean(&sandbox.repo);
     sandbox.assert_restores(&kept, &kept_bytes);
 }
+
+// Pins: init writes a 4 MiB space reserve with real blocks, verify does not call it a leftover, and a repository without one (made before it existed) gets one from the next command that writes.
+#[test]
+fn every_repository_keeps_a_space_reserve() {
+    use std::os::unix::fs::MetadataExt;
+    let (sandbox, image, _) = with_snapshot(0x4e0f_0008);
+    let reserve = sandbox.repo.join("reserve");
+    let meta = fs::metadata(&reserve).expect("init made no reserve");
+    assert_eq!(meta.len(), 4 << 20);
+    assert!(meta.blocks() * 512 >= 4 << 20, "the reserve is sparse");
+    let report = sandbox.run(["--json", "verify"]).ok().json();
+    assert_eq!(report["leftovers"], json!([]), "{report:#}");
+    fs::remove_file(&reserve).unwrap();
+    sandbox.run(["verify"]).ok();
+    assert!(!reserve.exists(), "a reading command wrote the reserve");
+    sandbox.backup(&image.path);
+    assert_eq!(fs::metadata(&reserve).unwrap().len(), 4 << 20);
+}
