@@ -18,6 +18,7 @@ mod it {
     mod format;
     mod hardening_content;
     mod hardening_output;
+    mod hardening_repofiles;
     mod hardening_signals;
     mod incremental;
     mod layout;

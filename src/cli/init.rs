@@ -19,6 +19,9 @@ use super::{Context, output};
 /// --password-command. Without the passphrase (or another key added with
 /// `platter key add`) nothing in the repository can be read: keep it
 /// somewhere other than the backups.
+///
+/// The repository keeps a 4 MiB file `reserve`, so that `forget --prune`
+/// can free space even when the filesystem has filled up.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter -r /backup/repo init\n  \

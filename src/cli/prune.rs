@@ -10,7 +10,12 @@ use super::{Context, output};
 /// (their live chunks are read, checked and written anew). Also removes
 /// what interrupted commands left behind. Refuses to start while another
 /// command uses the repository. Killed at any moment, it leaves every
-/// snapshot restorable.
+/// snapshot restorable. Files whose names are not platter's are left alone.
+///
+/// On a full filesystem it uses the repository's 4 MiB space reserve to
+/// take its lock and write the new index, deleting first only what no index
+/// names, and makes the reserve again when done; packs that cannot be
+/// repacked for lack of room stay as they are.
 #[derive(clap::Args)]
 pub struct Args {
     /// Show what would be removed; change nothing

@@ -100,6 +100,10 @@ pub fn forget(
         Some(p) if !options.dry_run => Some(prune_locked(repo, &p, progress)?),
         _ => None,
     };
+    if !options.dry_run {
+        // The lock may have been taken with the space reserve's room.
+        super::remake_reserve(repo, progress);
+    }
     Ok(ForgetReport {
         dry_run: options.dry_run,
         decisions,

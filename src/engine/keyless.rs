@@ -83,10 +83,8 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
 
 /// Committed files of `folder` (not unfinished writes), as repository names.
 fn files(backend: &LocalBackend, folder: &str) -> Result<Vec<String>> {
-    let mut names: Vec<String> = backend
-        .list(folder)?
+    let mut names: Vec<String> = crate::repo::ids_in(backend, folder)?
         .into_iter()
-        .filter(|f| !f.starts_with('.'))
         .map(|f| format!("{folder}/{f}"))
         .collect();
     names.sort();

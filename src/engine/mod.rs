@@ -32,25 +32,70 @@ pub fn chunks_in_flight(chunk_size: u64, workers: usize) -> usize {
     by_memory.min(workers * 4).max(workers + 1)
 }
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::lock::{self, LockKind, RepoLock};
 
+/// Whether `e` says the repository's filesystem (or the user's quota) is
+/// full.
+pub fn out_of_space(e: &Error) -> bool {
+    matches!(e.os_code(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// Takes a repository lock, telling the user about stale locks it cleared.
+///
+/// On a full filesystem an exclusive lock (forget, prune: the commands
+/// that free space) is taken with the room of the space reserve, which the
+/// command makes again when it is done (`remake_reserve`). Every other
+/// time the reserve is made if it is missing and there is room for it, so
+/// repositories made before it existed get one.
 pub fn lock_repo<'a>(
     repo: &'a Repository,
     kind: LockKind,
     command: &str,
     progress: &dyn Progress,
 ) -> Result<RepoLock<'a>> {
-    let (held, cleared) = lock::acquire(repo, kind, command)?;
+    let (held, cleared) = match lock::acquire(repo, kind, command) {
+        Err(e) if kind == LockKind::Exclusive && out_of_space(&e) => {
+            if !repo.release_reserve()? {
+                return Err(e.hint(
+                    "the repository's filesystem is full and it has no space reserve: free a \
+                     little space on it (a few MiB), then run `platter forget ... --prune`",
+                ));
+            }
+            progress.warn(
+                "the repository's filesystem is full: using the space of its reserve to take \
+                 the lock",
+            );
+            let acquired = lock::acquire(repo, kind, command)?;
+            report_cleared(acquired.1, progress);
+            return Ok(acquired.0);
+        }
+        other => other?,
+    };
     report_cleared(cleared, progress);
+    // A reserve that cannot be made now is made by a later command.
+    let _ = repo.make_reserve();
     Ok(held)
 }
 
+/// Makes the space reserve again after a command that may have used it;
+/// warns when the filesystem still has no room for it.
+pub fn remake_reserve(repo: &Repository, progress: &dyn Progress) {
+    match repo.make_reserve() {
+        Ok(_) => {}
+        Err(e) if out_of_space(&e) => progress.warn(
+            "the repository's filesystem is still too full to make its space reserve again: \
+             free space (forget more snapshots and prune); the next command that writes makes it",
+        ),
+        Err(e) => progress.warn(&format!("cannot make the space reserve again: {e}")),
+    }
+}
+
 /// A shared lock for commands that only read: on a read-only repository
-/// (a write-protected USB drive, a read-only mount) they go on unlocked.
+/// (a write-protected USB drive, a read-only mount) or a full one (where
+/// not even a lock file fits) they go on unlocked.
 pub fn lock_for_reading<'a>(
     repo: &'a Repository,
     command: &str,
@@ -63,6 +108,13 @@ pub fn lock_for_reading<'a>(
         }
         Err(e) if matches!(e.os_code(), Some(libc::EROFS) | Some(libc::EACCES)) => {
             progress.warn("the repository is read-only: reading it without a lock");
+            Ok(None)
+        }
+        Err(e) if out_of_space(&e) => {
+            progress.warn(
+                "the repository's filesystem is full (no room for a lock file): reading it \
+                 without a lock",
+            );
             Ok(None)
         }
         Err(e) => Err(e),

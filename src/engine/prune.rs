@@ -15,6 +15,15 @@
 //!
 //! Until step 3 ends the old index files still point at packs that all
 //! exist; from step 2 on the new index alone is complete.
+//!
+//! A full filesystem does not change that order. Repacking that runs out of
+//! room is dropped (its new packs, which no index names, go; the packs stay
+//! as they are). A new index that does not fit gets room from what no index
+//! names (maps without a manifest, unfinished writes, dead packs no index
+//! lists, the space reserve) and is written again; a pack an index names is
+//! never deleted before the new index is durable, or the next backup could
+//! dedup against a chunk that is gone. Names that are not platter's are
+//! left alone.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -23,12 +32,11 @@ use crate::codec::ChunkId;
 use crate::engine::pack_sink::{ClosedPack, PackSink};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::index::Location;
 use crate::repo::lock::LockKind;
-use crate::repo::map::map_name;
 use crate::repo::pack::{self, PackEntry, pack_name};
-use crate::repo::{BufPool, ChunkReader, RawId, Repository, parse_id};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{BufPool, ChunkReader, RawId, Repository, ids_in};
 
 #[derive(Debug, Clone, Copy)]
 pub struct PruneOptions {
@@ -234,12 +242,27 @@ pub fn prune_locked(
             None => groups.entry(packs[*p].id).or_default().push(*e),
         }
     }
-    // 3. The old index files go once it is durable.
+    // 3. The old index files go once it is durable. On a full filesystem,
+    // room for it is made first with what no index names.
     let groups: Vec<(RawId, Vec<PackEntry>)> = groups.into_iter().collect();
-    repo.replace_index(&groups)?;
+    let mut gone = HashSet::new();
+    if let Err(e) = repo.replace_index(&groups) {
+        if !super::out_of_space(&e) {
+            return Err(e);
+        }
+        gone = make_room(repo, &snaps, &packs, &index, &mut report, progress)?;
+        repo.replace_index(&groups).map_err(|e| {
+            e.hint(
+                "the repository's filesystem is too full even for the new index; nothing a \
+                 snapshot needs was removed: free some space on it, then run `platter prune`",
+            )
+        })?;
+    }
     // 4. Dead and repacked packs.
     for pack in packs.iter().filter(|p| p.action != Action::Keep) {
-        repo.backend().remove(&pack_name(&pack.id))?;
+        if !gone.contains(&pack.id) {
+            repo.backend().remove(&pack_name(&pack.id))?;
+        }
         match pack.action {
             Action::Delete => report.packs_deleted += 1,
             _ => report.packs_repacked += 1,
@@ -247,6 +270,7 @@ pub fn prune_locked(
     }
     // 5. Leftovers of interrupted commands.
     remove_leftovers(repo, &snaps, &mut report)?;
+    super::remake_reserve(repo, progress);
     report.bytes_after = packs
         .iter()
         .filter(|p| p.action == Action::Keep)
@@ -378,8 +402,47 @@ fn repack(
     progress.start("repack", total);
     let pool = BufPool::new(repo.config().chunk_size as usize, 2);
     let mut reader = repo.chunk_reader(pool);
-    let mut sink = PackSink::new(repo.backend(), repo.sealing(), repo.config().compression);
     let mut written = Vec::new();
+    let moving = move_live_chunks(repo, packs, by_pack, &mut reader, &mut written, progress);
+    progress.finish();
+    match moving {
+        Ok(()) => {}
+        Err(e) if super::out_of_space(&e) => {
+            // No index names the new packs, and every live chunk is still
+            // in its old pack: dropping them loses nothing.
+            for (id, _) in written.drain(..) {
+                repo.backend().remove(&pack_name(&id))?;
+            }
+            for pack in packs.iter_mut().filter(|p| p.action == Action::Repack) {
+                pack.action = Action::Keep;
+            }
+            progress.warn(
+                "the repository's filesystem has no room to repack: packs that are partly \
+                 unused stay as they are (`platter prune` repacks them once there is space)",
+            );
+        }
+        Err(e) => return Err(e),
+    }
+    let mut moved = Moved::new();
+    for (pack, entries) in &written {
+        for e in entries {
+            moved.insert(e.id, (*pack, *e));
+        }
+    }
+    Ok((written, moved))
+}
+
+/// Reads the live chunks of each pack in `by_pack` and writes them into
+/// new packs, which it adds to `written`.
+fn move_live_chunks(
+    repo: &Repository,
+    packs: &mut [PackInfo],
+    mut by_pack: HashMap<usize, Vec<PackEntry>>,
+    reader: &mut ChunkReader,
+    written: &mut Vec<ClosedPack>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut sink = PackSink::new(repo.backend(), repo.sealing(), repo.config().compression);
     let mut order: Vec<usize> = by_pack.keys().copied().collect();
     order.sort_unstable();
     for p in order {
@@ -415,30 +478,51 @@ fn repack(
     if let Some(closed) = sink.close()? {
         written.push(closed);
     }
-    progress.finish();
-    let mut moved = Moved::new();
-    for (pack, entries) in &written {
-        for e in entries {
-            moved.insert(e.id, (*pack, *e));
-        }
+    Ok(())
+}
+
+/// Room for the new index on a full filesystem, made only with what no
+/// index names (a pack an index still names must stay until the new index
+/// is durable, or the next backup could dedup against a chunk that is
+/// gone): maps without a manifest, unfinished writes, dead packs that no
+/// index lists, and the space reserve. Returns the packs it deleted.
+fn make_room(
+    repo: &Repository,
+    snaps: &[Snapshot],
+    packs: &[PackInfo],
+    index: &crate::repo::index::Index,
+    report: &mut PruneReport,
+    progress: &dyn Progress,
+) -> Result<HashSet<RawId>> {
+    progress.warn(
+        "the repository's filesystem is full: making room for the new index with files no \
+         index names",
+    );
+    remove_leftovers(repo, snaps, report)?;
+    let indexed: HashSet<&RawId> = index.packs().iter().collect();
+    let mut gone = HashSet::new();
+    for pack in packs
+        .iter()
+        .filter(|p| p.action == Action::Delete && !indexed.contains(&p.id))
+    {
+        repo.backend().remove(&pack_name(&pack.id))?;
+        gone.insert(pack.id);
     }
-    Ok((written, moved))
+    repo.release_reserve()?;
+    Ok(gone)
 }
 
 /// Maps whose snapshot has no manifest, and unfinished writes: nothing
-/// else runs (the lock is exclusive), so none of them is in progress.
-fn remove_leftovers(
-    repo: &Repository,
-    snaps: &[crate::repo::snapshot::Snapshot],
-    report: &mut PruneReport,
-) -> Result<()> {
+/// else writes (the lock is exclusive), so none of them is in progress,
+/// except in `locks/`, where others write their lock before they look at
+/// ours: there only those whose writer is gone go. Names that are not
+/// platter's are left alone (see `repo::classify`).
+fn remove_leftovers(repo: &Repository, snaps: &[Snapshot], report: &mut PruneReport) -> Result<()> {
     let backend = repo.backend();
     let keep: HashSet<String> = snaps.iter().map(|s| s.id.clone()).collect();
-    for file in backend.list("maps")? {
-        if let Some(id) = parse_id(&file)
-            && !keep.contains(&file)
-        {
-            backend.remove(&map_name(&id))?;
+    for file in ids_in(backend, "maps")? {
+        if !keep.contains(&file) {
+            backend.remove(&format!("maps/{file}"))?;
             report.maps_removed += 1;
         }
     }
@@ -451,12 +535,8 @@ fn remove_leftovers(
             .map(|d| format!("data/{d}")),
     );
     for dir in dirs {
-        for file in backend.list(&dir)? {
-            if file.starts_with(TEMP_PREFIX) {
-                backend.remove(&format!("{dir}/{file}"))?;
-                report.unfinished_removed += 1;
-            }
-        }
+        report.unfinished_removed += backend.remove_unfinished(&dir, true)?.len();
     }
+    report.unfinished_removed += backend.remove_unfinished("locks", false)?.len();
     Ok(())
 }

@@ -29,7 +29,7 @@ pub struct RebuildReport {
 pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<RebuildReport> {
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "rebuild-index", progress)?;
     let backend = repo.backend();
-    let old = backend.list("index")?;
+    let old = repo.index_files()?;
     let mut report = RebuildReport::default();
     let mut packs: Vec<(RawId, Vec<PackEntry>)> = Vec::new();
     for dir in backend.list("data")? {
@@ -77,7 +77,7 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     // the first location wins.
     if report.unreadable.is_empty() && report.rejected.is_empty() {
         for file in old {
-            backend.remove(&format!("index/{file}"))?;
+            backend.remove(&file)?;
             report.removed_index_files += 1;
         }
     }

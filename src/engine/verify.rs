@@ -23,7 +23,7 @@ use crate::repo::index::{Index, Location};
 use crate::repo::map::Kind;
 use crate::repo::pack::{self, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, RawId, Repository, parse_id};
+use crate::repo::{BufPool, FileName, RawId, Repository, classify};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -244,6 +244,10 @@ fn find_stray_files(
                     repo.describe(&name),
                     "unfinished write of an interrupted command",
                 ));
+            } else if classify(dir, &file) == FileName::Foreign {
+                report
+                    .leftovers
+                    .push(problem(repo.describe(&name), "not a platter file"));
             } else if dir == "maps" && !snapshot_ids.contains(&file) {
                 report.leftovers.push(problem(
                     repo.describe(&name),
@@ -307,11 +311,24 @@ fn check_packs(
                 ));
                 continue;
             }
-            let Some(id) = parse_id(&file) else {
-                report
-                    .leftovers
-                    .push(problem(repo.describe(&name), "not a platter file"));
-                continue;
+            let id = match classify(&format!("data/{dir}"), &file) {
+                FileName::Id(id) => id,
+                FileName::Misplaced => {
+                    report.damage.push(problem(
+                        repo.describe(&name),
+                        &format!(
+                            "misplaced pack: it belongs in data/{}/ (move it there)",
+                            &file[..2]
+                        ),
+                    ));
+                    continue;
+                }
+                _ => {
+                    report
+                        .leftovers
+                        .push(problem(repo.describe(&name), "not a platter file"));
+                    continue;
+                }
             };
             match backend.open(&name) {
                 Ok(file) => {

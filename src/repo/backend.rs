@@ -5,15 +5,28 @@
 //! a temporary name, made durable, and renamed into place, so a reader sees a
 //! file whole or not at all. This shape also fits object stores, where a
 //! later backend will live beside `LocalBackend`.
+//!
+//! Opening never blocks and never follows a link: a FIFO, a device, a
+//! directory or a symbolic link where a repository file should be is
+//! reported as damage naming what it is (a symlink to /dev/zero would read
+//! forever, a FIFO would wait forever for a writer), and no read goes past
+//! the size the open file had.
+//!
+//! A temporary name carries its writer (host, pid, start time; see
+//! `owner`), so that an unfinished write left by a killed command can be
+//! removed without ever taking the file of a writer that is about to
+//! rename it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::error::{Error, IoContext, Result};
 use crate::interrupt::{self, Registration};
 use crate::os::{self, AlignedBuf};
+use crate::repo::owner;
 
 /// A file being written; it exists under its name only after `commit`.
 pub trait NewFile: Write + Send {
@@ -41,6 +54,12 @@ pub trait Backend: Send + Sync {
     /// Names of the files in folder `dir` (not recursive), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     fn remove(&self, name: &str) -> Result<()>;
+    /// Removes the unfinished writes in folder `dir` that nobody will
+    /// finish: those whose writer is gone from this host, or that have not
+    /// changed for `owner::ABANDONED_AFTER` when their writer cannot be
+    /// judged. With `no_writers` (the caller holds an exclusive lock, so
+    /// nothing writes in `dir`), all of them. Returns their names.
+    fn remove_unfinished(&self, dir: &str, no_writers: bool) -> Result<Vec<String>>;
     /// Where a name lives, for messages.
     fn describe(&self, name: &str) -> String;
     /// Removes committed file `name` if the process is interrupted while
@@ -110,7 +129,8 @@ impl LocalBackend {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp = dir.join(format!(
-            "{TEMP_PREFIX}{base}-{}",
+            "{TEMP_PREFIX}{base}-{}-{}",
+            owner::this_writer(),
             crate::repo::random_hex(8)
         ));
         let cleanup = interrupt::remove_on_interrupt(&temp);
@@ -145,7 +165,59 @@ impl LocalBackend {
 }
 
 /// Prefix of temporary files; anything named so is an unfinished write.
+/// The full name is `.tmp-<final name>-<host tag>-<pid>-<start ticks>-<random>`.
 pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Whether an unfinished write named `file` (in `dir`) will never be
+/// finished: its writer is gone, or, when that cannot be told, it has not
+/// changed for `owner::ABANDONED_AFTER`.
+fn abandoned(file: &str, path: &Path) -> bool {
+    let writer = file
+        .strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(_, rest)| rest.rsplit_once('-'))
+        .and_then(|(record, _)| owner::writer_gone(record));
+    if let Some(gone) = writer {
+        return gone;
+    }
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|changed| SystemTime::now().duration_since(changed).ok())
+        .is_some_and(|age| age >= owner::ABANDONED_AFTER)
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_type_name(kind: fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The error for something that is not a regular file where a repository
+/// file should be.
+fn not_a_file(path: &Path, what: &str) -> Error {
+    Error::corrupt(format!(
+        "{} is {what}, not a repository file",
+        path.display()
+    ))
+    .hint(
+        "platter writes only regular files here: put the real file in its place, or move \
+         this away",
+    )
+}
 
 impl Backend for LocalBackend {
     fn create(&self, name: &str) -> Result<Box<dyn NewFile>> {
@@ -158,9 +230,29 @@ impl Backend for LocalBackend {
 
     fn open(&self, name: &str) -> Result<Box<dyn ReadAt>> {
         let path = self.path(name);
-        let file = File::open(&path).at("open", &path)?;
-        let len = file.metadata().at("stat", &path)?.len();
-        Ok(Box::new(LocalFile { file, len, path }))
+        // Not blocking (a FIFO would wait for a writer) and not following
+        // a final symbolic link; what was opened is then checked on the
+        // descriptor itself, so nothing can be swapped in between.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(not_a_file(&path, "a symbolic link"));
+            }
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let meta = file.metadata().at("stat", &path)?;
+        if !meta.file_type().is_file() {
+            return Err(not_a_file(&path, file_type_name(meta.file_type())));
+        }
+        Ok(Box::new(LocalFile {
+            file,
+            len: meta.len(),
+            path,
+        }))
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
@@ -192,6 +284,21 @@ impl Backend for LocalBackend {
             Some(dir) => sync_dir(dir),
             None => Ok(()),
         }
+    }
+
+    fn remove_unfinished(&self, dir: &str, no_writers: bool) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for file in self.list(dir)? {
+            if !file.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let name = format!("{dir}/{file}");
+            if no_writers || abandoned(&file, &self.path(&name)) {
+                self.remove(&name)?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 
     fn describe(&self, name: &str) -> String {
@@ -412,14 +519,22 @@ struct LocalFile {
 
 impl ReadAt for LocalFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        let truncated = || {
+            Error::corrupt(format!(
+                "{} ends before offset {} (it is {} bytes): the file was truncated",
+                self.path.display(),
+                end.map_or_else(|| "beyond 2^64".into(), |n| n.to_string()),
+                self.len
+            ))
+        };
+        // Never past the size it had when opened, even if it grew since.
+        if end.is_none_or(|end| end > self.len) {
+            return Err(truncated());
+        }
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::corrupt(format!(
-                    "{} ends before offset {} (it is {} bytes): the file was truncated",
-                    self.path.display(),
-                    offset + buf.len() as u64,
-                    self.len
-                ))
+                truncated()
             } else {
                 Error::io("read", &self.path, e)
             }
@@ -431,9 +546,14 @@ impl ReadAt for LocalFile {
     }
 }
 
-/// Makes a rename or unlink in `dir` durable.
+/// Makes a rename or unlink in `dir` durable. Opened as a directory, so
+/// that whatever else stands there (a FIFO) fails at once instead of
+/// blocking.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
         .and_then(|d| d.sync_all())
         .at("sync directory", dir)
 }

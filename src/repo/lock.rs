@@ -6,13 +6,19 @@
 //! everything. A lock whose process is gone from this host (or whose pid now
 //! belongs to a younger process) is stale and is removed by the next run.
 //! In an encrypted repository lock files are sealed like manifests.
+//!
+//! A lock that cannot be judged (unreadable, or another host's) is never
+//! removed by itself: `platter unlock --all` does that, once the user knows
+//! nothing else uses the repository. Unfinished lock writes of killed
+//! commands are removed by `unlock` and `prune` (see `backend`).
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::Registration;
 use crate::repo::backend::Backend;
-use crate::repo::{Repository, sealed};
+use crate::repo::owner::{hostname, process_alive, process_start_ticks};
+use crate::repo::{Repository, ids_in, sealed};
 use crate::repo::{envelope, hex_id, random_id};
 
 const KIND: &str = "lock";
@@ -141,18 +147,37 @@ fn try_acquire<'a>(
     Ok(Ok(lock))
 }
 
+/// The error for a lock in the way, with the step that helps: waiting or
+/// stopping a process of this host, or `unlock --all` for a lock that
+/// `unlock` alone does not remove (unreadable, another host's).
 fn busy(found: &FoundLock) -> Error {
-    let who = found.info.as_ref().map_or_else(
-        || format!("unreadable lock {}", found.name),
-        |o| {
-            format!(
-                "`{}` (pid {} on {}, since {})",
-                o.command, o.pid, o.hostname, o.time
-            )
-        },
+    let Some(o) = found.info.as_ref() else {
+        return Error::busy(format!(
+            "the repository is in use: unreadable lock {}",
+            found.name
+        ))
+        .hint(
+            "it may be a lock being written right now: try again; if it stays, make sure no \
+             other platter uses the repository, then remove it with `platter unlock --all`",
+        );
+    };
+    let who = format!(
+        "`{}` (pid {} on {}, since {})",
+        o.command, o.pid, o.hostname, o.time
     );
-    Error::busy(format!("the repository is in use by {who}"))
-        .hint("wait for it to finish; if that process is gone for sure, run `platter unlock`")
+    let error = Error::busy(format!("the repository is in use by {who}"));
+    if o.hostname == hostname() {
+        error.hint(format!(
+            "wait for it to finish, or stop it (pid {}) and run the command again",
+            o.pid
+        ))
+    } else {
+        error.hint(format!(
+            "the lock is held by host {}: once that host's command has ended (or that host is \
+             gone for good), `platter unlock --all` removes it",
+            o.hostname
+        ))
+    }
 }
 
 /// Every lock file, with whether it is stale.
@@ -160,10 +185,7 @@ pub fn list(repo: &Repository) -> Result<Vec<FoundLock>> {
     let backend = repo.backend();
     let me = hostname();
     let mut out = Vec::new();
-    for file in backend.list("locks")? {
-        if file.starts_with('.') {
-            continue;
-        }
+    for file in ids_in(backend, "locks")? {
         let name = format!("locks/{file}");
         let info = match repo.read_sealed(&name) {
             Ok(bytes) => envelope::open::<LockInfo>(KIND, VERSION, &bytes, &name).ok(),
@@ -180,50 +202,24 @@ pub fn list(repo: &Repository) -> Result<Vec<FoundLock>> {
     Ok(out)
 }
 
-/// Removes stale locks, and with `all` every lock. Returns what it removed.
-pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<FoundLock>> {
-    let mut removed = Vec::new();
+/// What `remove_locks` removed.
+pub struct Removed {
+    pub locks: Vec<FoundLock>,
+    /// Unfinished lock writes of commands that are gone.
+    pub unfinished: Vec<String>,
+}
+
+/// Removes stale locks, and with `all` every lock, and the unfinished lock
+/// writes of commands that are gone (never one a live writer is about to
+/// rename, not even with `all`). Returns what it removed.
+pub fn remove_locks(repo: &Repository, all: bool) -> Result<Removed> {
+    let mut locks = Vec::new();
     for found in list(repo)? {
         if found.stale || all {
             repo.backend().remove(&found.name)?;
-            removed.push(found);
+            locks.push(found);
         }
     }
-    Ok(removed)
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn process_alive(pid: u32, start_ticks: u64) -> bool {
-    match process_start_ticks(pid) {
-        None => false,
-        Some(now) => start_ticks == 0 || now == start_ticks,
-    }
-}
-
-/// Field 22 of /proc/PID/stat: when the process started.
-fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields after it do not.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_is_alive_and_a_dead_pid_is_not() {
-        let me = std::process::id();
-        let ticks = process_start_ticks(me).unwrap();
-        assert!(process_alive(me, ticks));
-        assert!(!process_alive(me, ticks + 1));
-        assert!(!process_alive(u32::MAX - 1, 0));
-    }
+    let unfinished = repo.backend().remove_unfinished("locks", false)?;
+    Ok(Removed { locks, unfinished })
 }

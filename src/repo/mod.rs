@@ -15,6 +15,7 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod map;
+pub mod owner;
 pub mod pack;
 pub mod sealed;
 pub mod snapshot;
@@ -71,8 +72,54 @@ pub fn parse_id(text: &str) -> Option<RawId> {
     codec::unhex(text)?.try_into().ok()
 }
 
+/// What a name found in one of the repository's folders is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileName {
+    /// A repository file: 64 lower-case hex digits, as platter writes ids
+    /// (in `data/xx/`, starting with that folder's two digits).
+    Id(RawId),
+    /// An unfinished write (`.tmp-...`), see `backend`.
+    Unfinished,
+    /// A pack id in the wrong `data/` folder: nothing finds it there.
+    Misplaced,
+    /// Anything else: not platter's.
+    Foreign,
+}
+
+/// The one rule for names in `snapshots/`, `maps/`, `index/`, `locks/`,
+/// `keys/` and `data/xx/` (`dir`): only an id names a repository file.
+/// Readers skip every other name, verify lists them as leftovers (a
+/// misplaced pack as damage), and prune leaves them alone: a file that is
+/// not platter's may be someone's, and it costs prune nothing.
+pub fn classify(dir: &str, file: &str) -> FileName {
+    if file.starts_with(backend::TEMP_PREFIX) {
+        return FileName::Unfinished;
+    }
+    let canonical =
+        file.len() == 64 && file.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let Some(id) = parse_id(file).filter(|_| canonical) else {
+        return FileName::Foreign;
+    };
+    match dir.strip_prefix("data/") {
+        Some(folder) if !file.starts_with(folder) => FileName::Misplaced,
+        _ => FileName::Id(id),
+    }
+}
+
+/// The names in folder `dir` that are repository files (see `classify`),
+/// sorted, as file names within `dir`.
+pub fn ids_in(backend: &dyn Backend, dir: &str) -> Result<Vec<String>> {
+    let mut names = backend.list(dir)?;
+    names.retain(|file| matches!(classify(dir, file), FileName::Id(_)));
+    Ok(names)
+}
+
 const CONFIG: &str = "config";
 const CONFIG_KIND: &str = "config";
+/// Space kept for freeing space: on a full filesystem, forget and prune
+/// delete this file to make room for their lock and the new index.
+const RESERVE: &str = "reserve";
+pub const RESERVE_LEN: usize = 4 << 20;
 const FOLDERS: [&str; 5] = ["snapshots", "maps", "index", "data", "locks"];
 
 pub struct Repository {
@@ -173,6 +220,7 @@ impl Repository {
             Some((master, file)) => Some((master, file.write(&backend)?)),
             None => None,
         };
+        write_reserve(&backend)?;
         // The config is written last: a directory without one is no repository.
         backend.write_whole(
             CONFIG,
@@ -279,10 +327,7 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();
-        for file in self.backend.list("snapshots")? {
-            if file.starts_with('.') {
-                continue;
-            }
+        for file in ids_in(&self.backend, "snapshots")? {
             let name = manifest_name(&file);
             let loaded = self.read_sealed(&name).and_then(|bytes| {
                 let snap = Snapshot::decode(&bytes, &self.backend.describe(&name))?;
@@ -401,11 +446,8 @@ impl Repository {
 
     /// Names of the committed index files.
     pub fn index_files(&self) -> Result<Vec<String>> {
-        Ok(self
-            .backend
-            .list("index")?
+        Ok(ids_in(&self.backend, "index")?
             .into_iter()
-            .filter(|f| !f.starts_with('.'))
             .map(|f| format!("index/{f}"))
             .collect())
     }
@@ -506,6 +548,29 @@ impl Repository {
     pub fn describe(&self, name: &str) -> String {
         self.backend.describe(name)
     }
+
+    /// Makes the space reserve if it is missing or short; returns whether
+    /// it made one. Fails (out of space) where there is no room for it.
+    pub fn make_reserve(&self) -> Result<bool> {
+        match self.backend.open(RESERVE) {
+            Ok(file) if file.len() == RESERVE_LEN as u64 => Ok(false),
+            _ => write_reserve(&self.backend).map(|()| true),
+        }
+    }
+
+    /// Deletes the space reserve; returns whether there was one.
+    pub fn release_reserve(&self) -> Result<bool> {
+        match self.backend.open(RESERVE) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            _ => self.backend.remove(RESERVE).map(|()| true),
+        }
+    }
+}
+
+/// Writes the space reserve: zeros, written out (not a sparse file), so
+/// that deleting it frees real blocks.
+fn write_reserve(backend: &dyn Backend) -> Result<()> {
+    backend.write_whole(RESERVE, &vec![0u8; RESERVE_LEN])
 }
 
 /// A file that only an encrypted repository has: anything in `keys/`, a
@@ -550,4 +615,24 @@ fn sealed_evidence(backend: &LocalBackend) -> Result<Option<String>> {
 /// Canonical absolute form of a user-given path, for identity and messages.
 pub fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_name_repository_files() {
+        let id = "ab".repeat(32);
+        assert!(matches!(classify("snapshots", &id), FileName::Id(_)));
+        assert!(matches!(classify("data/ab", &id), FileName::Id(_)));
+        assert_eq!(classify("data/cd", &id), FileName::Misplaced);
+        assert_eq!(classify("index", &id.to_uppercase()), FileName::Foreign);
+        assert_eq!(classify("index", "README"), FileName::Foreign);
+        assert_eq!(classify("locks", &id[..62]), FileName::Foreign);
+        assert_eq!(
+            classify("locks", &format!(".tmp-{id}-x")),
+            FileName::Unfinished
+        );
+    }
 }

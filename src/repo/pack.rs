@@ -154,8 +154,9 @@ pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<
         if !is_pack_folder(&dir) {
             continue;
         }
-        for file in backend.list(&format!("data/{dir}"))? {
-            if let Some(id) = crate::repo::parse_id(&file) {
+        let dir = format!("data/{dir}");
+        for file in backend.list(&dir)? {
+            if let crate::repo::FileName::Id(id) = crate::repo::classify(&dir, &file) {
                 ids.insert(id);
             }
         }
