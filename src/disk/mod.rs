@@ -10,4 +10,4 @@ mod sysfs;
 mod target;
 
 pub use source::{Source, SourceIdentity};
-pub use target::{Target, TargetKind};
+pub use target::{FileId, Forbidden, Target, TargetKind};

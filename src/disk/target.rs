@@ -2,10 +2,23 @@
 //! forced), or a block device. Every check happens before the first byte
 //! is written: a mounted, busy or too small target is refused with the
 //! reason and what to do.
+//!
+//! Some places must never be written, whatever path reaches them: the
+//! caller names them through [`Forbidden`] (it knows what a repository is;
+//! this layer does not), and a target asks about the file it would write
+//! (a loop device: the file behind it) and every folder above that file,
+//! by device and inode number, so that symbolic links, bind mounts and hard
+//! links change nothing. A loop device is also refused while another loop
+//! device shows an overlapping range of the same file and is mounted or in
+//! use. A file target needs room on its filesystem for every byte of data
+//! the restore writes (checked before writing, so a forced overwrite never
+//! runs out of space halfway and leaves neither the old file nor the new
+//! one). A new file where a device was meant (devtmpfs /dev) is refused.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +28,33 @@ use crate::disk::layout::{ReadAt, WriteAt};
 use crate::disk::{ioctl, sysfs};
 use crate::error::{Error, IoContext, Result};
 use crate::os;
+
+/// A file or folder by identity: the same whichever path, symbolic link,
+/// bind mount or hard link reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Where a restore must not write, as the caller sees it.
+pub trait Forbidden {
+    /// What the existing file `id` is, if writing to it would destroy
+    /// something (e.g. "a file of the repository R being restored from").
+    fn file(&self, id: FileId) -> Option<String>;
+    /// What the folder `dir` (identity `id`) is, if nothing may be written
+    /// inside it.
+    fn folder(&self, dir: &Path, id: FileId) -> Option<String>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
@@ -53,12 +93,25 @@ pub struct Target {
 impl Target {
     /// Opens `path` after every safety check. A new or forced existing
     /// file will be `file_size` bytes long; a device keeps its size. The
-    /// caller checks that [`Target::size`] is enough, then calls
-    /// [`Target::prepare`] before writing.
-    pub fn open(path: &Path, file_size: u64, force: bool) -> Result<Target> {
+    /// caller checks that [`Target::size`] is enough and that there is
+    /// room ([`Target::check_room`]), then calls [`Target::prepare`]
+    /// before writing.
+    pub fn open(
+        path: &Path,
+        file_size: u64,
+        force: bool,
+        forbidden: &dyn Forbidden,
+    ) -> Result<Target> {
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(Error::bad_input(format!(
+                    "target {}: a part of the path before its last name is not a folder",
+                    path.display()
+                ))
+                .hint("nothing was written; name the file without a trailing slash"));
+            }
             Err(e) => return Err(Error::io("inspect target", path, e)),
         };
         if meta.is_none() && fs::symlink_metadata(path).is_ok() {
@@ -69,11 +122,22 @@ impl Target {
             .hint("remove the link or name another file"));
         }
         let Some(meta) = meta else {
+            if names_a_folder(path) {
+                return Err(Error::bad_input(format!(
+                    "target {} ends with a slash (or a dot): it names a folder, and there is none",
+                    path.display()
+                ))
+                .hint("nothing was written; leave out the trailing slash to create an image file"));
+            }
+            check_file_size(path, file_size)?;
+            if let Some(what) = forbidden_place(path, None, forbidden) {
+                return Err(refuse_place(path, &what));
+            }
             return Self::create_new(path, file_size);
         };
         let kind = meta.file_type();
         if kind.is_block_device() {
-            return Self::open_device(path, meta.rdev());
+            return Self::open_device(path, meta.rdev(), forbidden);
         }
         if kind.is_dir() {
             return Err(
@@ -87,6 +151,9 @@ impl Target {
                 path.display()
             )));
         }
+        if let Some(what) = forbidden_place(path, Some(FileId::of(&meta)), forbidden) {
+            return Err(refuse_place(path, &what));
+        }
         if !force {
             return Err(Error::bad_input(format!(
                 "target {} exists ({} bytes); refusing to overwrite it",
@@ -95,6 +162,7 @@ impl Target {
             ))
             .hint("add --force to overwrite it, or name a new file"));
         }
+        check_file_size(path, file_size)?;
         let loops = sysfs::loops_backed_by(path);
         if !loops.is_empty() {
             return Err(Error::busy(format!(
@@ -123,13 +191,27 @@ impl Target {
     }
 
     fn create_new(path: &Path, size: u64) -> Result<Target> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir_meta = match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => meta,
+            _ => {
+                return Err(Error::not_found(format!(
+                    "the folder of target {} does not exist",
+                    path.display()
+                )));
+            }
+        };
+        // /dev holds device nodes, made by the kernel: a new regular file
+        // there is a mistyped device name, and would live in RAM.
+        if sysfs::fstype_of(dir_meta.dev()).as_deref() == Some("devtmpfs") {
             return Err(Error::not_found(format!(
-                "the folder of target {} does not exist",
+                "device {} does not exist",
                 path.display()
-            )));
+            ))
+            .hint("nothing was written; list the disks with `lsblk`, or name an image file on a real filesystem"));
         }
         let name = path
             .file_name()
@@ -150,7 +232,7 @@ impl Target {
             .at("create target", &temp)?;
         if let Err(e) = file.set_len(size) {
             let _ = fs::remove_file(&temp);
-            return Err(Error::io("size target", path, e));
+            return Err(size_error(path, size, e));
         }
         Ok(Target {
             size,
@@ -165,7 +247,7 @@ impl Target {
         })
     }
 
-    fn open_device(path: &Path, rdev: u64) -> Result<Target> {
+    fn open_device(path: &Path, rdev: u64, forbidden: &dyn Forbidden) -> Result<Target> {
         if let Some(dir) = sysfs::block_dir(rdev) {
             let mounts = sysfs::mounts_of_device(&dir, rdev);
             if !mounts.is_empty() {
@@ -212,6 +294,12 @@ impl Target {
             ))
             .hint("nothing was written; make it writable (`blockdev --setrw`, `losetup` without -r, the write-protect switch) or choose another target"));
         }
+        if libc::major(rdev) == LOOP_MAJOR
+            && let Ok(status) = ioctl::loop_status(&file)
+        {
+            check_loop_backing(path, rdev, &status, forbidden)?;
+            check_loop_peers(path, rdev, &status)?;
+        }
         let size = ioctl::device_size(&file).at("get the size of", path)?;
         let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
         Ok(Target {
@@ -237,7 +325,7 @@ impl Target {
         if self.resize_pending {
             self.file
                 .set_len(self.size)
-                .at("resize target", &self.path)?;
+                .map_err(|e| size_error(&self.final_path, self.size, e))?;
             self.resize_pending = false;
         }
         Ok(())
@@ -263,6 +351,60 @@ impl Target {
             needed - self.size
         ))
         .hint("nothing was written; restore onto a target at least that large"))
+    }
+
+    /// Refuses a file target whose filesystem has no room for the data the
+    /// restore writes: `data` lists the target's byte ranges that get data
+    /// (sorted; everything else stays a hole). Overwriting a block the file
+    /// already has costs nothing, except on copy-on-write filesystems,
+    /// where every byte written needs a new block. Checked before the first
+    /// write, so a refusal leaves an existing file as it was.
+    pub fn check_room(&self, data: &[(u64, u64)]) -> Result<()> {
+        if self.kind == TargetKind::BlockDevice {
+            return Ok(());
+        }
+        let stat = nix::sys::statvfs::fstatvfs(&self.file)
+            .map_err(io::Error::from)
+            .at("query the free space for", &self.final_path)?;
+        let block = u64::from(stat.fragment_size()).max(1);
+        let free = u64::from(stat.blocks_available()).saturating_mul(block);
+        let total: u64 = data
+            .iter()
+            .map(|&(offset, len)| ((offset + len).div_ceil(block) - offset / block) * block)
+            .sum();
+        if total <= free {
+            return Ok(());
+        }
+        let reused = if self.kind == TargetKind::ExistingFile && !copy_on_write(&self.file) {
+            let allocated = self
+                .file
+                .metadata()
+                .map_or(0, |m| m.blocks().saturating_mul(512));
+            allocated_within(&self.file, data).min(allocated)
+        } else {
+            0
+        };
+        let new = total.saturating_sub(reused);
+        if new <= free {
+            return Ok(());
+        }
+        Err(Error::bad_input(format!(
+            "not enough space for target {}: the restore writes {} of data{}, and its \
+             filesystem has {} free (short by {})",
+            self.final_path.display(),
+            crate::units::bytes(total),
+            if reused > 0 {
+                format!(
+                    ", {} of it to new blocks",
+                    crate::units::bytes(new)
+                )
+            } else {
+                String::new()
+            },
+            crate::units::bytes(free),
+            crate::units::bytes(new - free)
+        ))
+        .hint("nothing was written; free space there, or restore onto another filesystem (zero chunks stay holes and take no space)"))
     }
 
     /// Asks the kernel to re-read a device's partition table, so the new
@@ -382,6 +524,228 @@ impl Target {
             .and_then(|d| d.sync_all())
             .at("sync directory", dir)
     }
+}
+
+/// The major number of loop devices.
+const LOOP_MAJOR: u32 = 7;
+
+/// Whether `path` can only name a folder: it ends with `/`, `/.` or `/..`.
+fn names_a_folder(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    [&b"/"[..], b"/.", b"/.."]
+        .iter()
+        .any(|end| bytes.ends_with(end))
+        || bytes == b"."
+        || bytes == b".."
+}
+
+/// Refuses a file size no file can have (beyond off_t).
+fn check_file_size(path: &Path, size: u64) -> Result<()> {
+    if i64::try_from(size).is_ok() {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "target {} would be {size} bytes, too large for any file (at most {} bytes)",
+        path.display(),
+        i64::MAX
+    ))
+    .hint("nothing was written; give a smaller --size"))
+}
+
+/// The error for a file that cannot be given `size` bytes.
+fn size_error(path: &Path, size: u64, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EFBIG) || e.kind() == io::ErrorKind::InvalidInput {
+        return Error::bad_input(format!(
+            "target {} would be {size} bytes ({}), too large for a file on its filesystem",
+            path.display(),
+            crate::units::bytes(size)
+        ))
+        .hint("nothing was written; give a smaller --size, or restore onto another filesystem");
+    }
+    Error::io("size target", path, e)
+}
+
+/// What forbids writing the file at `path` (identity `id` if it exists):
+/// the file itself, or a folder above it, symbolic links resolved.
+fn forbidden_place(path: &Path, id: Option<FileId>, forbidden: &dyn Forbidden) -> Option<String> {
+    if let Some(what) = id.and_then(|id| forbidden.file(id)) {
+        return Some(what);
+    }
+    let dir = match fs::canonicalize(path) {
+        Ok(real) => real.parent()?.to_path_buf(),
+        Err(_) => {
+            let parent = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // A missing folder is reported when the file is created.
+            fs::canonicalize(parent).ok()?
+        }
+    };
+    dir.ancestors().find_map(|folder| {
+        let meta = fs::metadata(folder).ok()?;
+        forbidden.folder(folder, FileId::of(&meta))
+    })
+}
+
+fn refuse_place(path: &Path, what: &str) -> Error {
+    Error::bad_input(format!(
+        "target {} is {what}: restoring there would destroy backups",
+        path.display()
+    ))
+    .hint("nothing was written; choose a target outside every platter repository")
+}
+
+/// Refuses a loop device whose backing file may not be written.
+fn check_loop_backing(
+    path: &Path,
+    rdev: u64,
+    status: &ioctl::LoopStatus,
+    forbidden: &dyn Forbidden,
+) -> Result<()> {
+    let id = FileId {
+        dev: status.backing_dev,
+        ino: status.backing_ino,
+    };
+    let backing = sysfs::block_dir(rdev).and_then(|dir| sysfs::attached_file(&dir));
+    let name = backing
+        .as_ref()
+        .map_or_else(|| format!("inode {}", id.ino), |b| b.display().to_string());
+    let what = forbidden.file(id).or_else(|| {
+        // The name the file was attached under may have moved on: trust it
+        // only while it still leads to the same file.
+        let backing = backing.as_deref()?;
+        let same = fs::metadata(backing).is_ok_and(|m| FileId::of(&m) == id);
+        same.then(|| forbidden_place(backing, Some(id), forbidden))?
+    });
+    match what {
+        None => Ok(()),
+        Some(what) => Err(Error::bad_input(format!(
+            "target {} is a loop device on {name}, which is {what}: restoring there would \
+             destroy backups",
+            path.display()
+        ))
+        .hint("nothing was written; detach it (`losetup -d`) and choose another target")),
+    }
+}
+
+/// Refuses a loop device while another loop device shows an overlapping
+/// range of the same file and is mounted, held or open exclusively: the
+/// same bytes under another name.
+fn check_loop_peers(path: &Path, rdev: u64, status: &ioctl::LoopStatus) -> Result<()> {
+    let range = |s: &ioctl::LoopStatus| {
+        let end = match s.size_limit {
+            0 => u64::MAX,
+            limit => s.offset.saturating_add(limit),
+        };
+        (s.offset, end)
+    };
+    let (start, end) = range(status);
+    for peer in sysfs::attached_loops() {
+        if peer.rdev == rdev {
+            continue;
+        }
+        let Ok(file) = File::open(&peer.node) else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.rdev() == peer.rdev) {
+            continue;
+        }
+        let Ok(other) = ioctl::loop_status(&file) else {
+            continue;
+        };
+        drop(file);
+        let (other_start, other_end) = range(&other);
+        if (other.backing_dev, other.backing_ino) != (status.backing_dev, status.backing_ino)
+            || other_start >= end
+            || start >= other_end
+        {
+            continue;
+        }
+        let mut uses: Vec<String> = sysfs::mounts_of_device(&peer.dir, peer.rdev)
+            .into_iter()
+            .map(|point| format!("mounted at {point}"))
+            .collect();
+        uses.extend(
+            sysfs::holders(&peer.dir)
+                .into_iter()
+                .map(|holder| format!("used by {holder}")),
+        );
+        if uses.is_empty() && held_exclusively(&peer.node) {
+            uses.push("held open exclusively".to_string());
+        }
+        if !uses.is_empty() {
+            return Err(Error::busy(format!(
+                "target {} shows the same file as {} (bytes {}..{} of it), which is {}",
+                path.display(),
+                peer.node.display(),
+                other_start.max(start),
+                if other_end.min(end) == u64::MAX {
+                    "its end".to_string()
+                } else {
+                    other_end.min(end).to_string()
+                },
+                uses.join(", ")
+            ))
+            .hint("nothing was written; unmount and detach it first (`umount`, `losetup -d`): restoring would destroy its filesystem"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether something holds the block device `node` exclusively (a mount,
+/// swap, another exclusive opener): an exclusive open of ours fails.
+fn held_exclusively(node: &Path) -> bool {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(node)
+        .is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
+}
+
+/// Whether overwriting a file's blocks needs new ones (copy-on-write).
+/// XFS counts: its files may share reflinked blocks, and which ones do is
+/// not cheap to tell.
+fn copy_on_write(file: &File) -> bool {
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, XFS_SUPER_MAGIC, fstatfs};
+    const ZFS: i64 = 0x2fc1_2fc1;
+    const BCACHEFS: i64 = 0xca45_1a4e;
+    // Unknown: assume the worst.
+    fstatfs(file).map_or(true, |s| {
+        let kind = s.filesystem_type();
+        kind == BTRFS_SUPER_MAGIC
+            || kind == XFS_SUPER_MAGIC
+            || [ZFS, BCACHEFS].contains(&(kind.0 as i64))
+    })
+}
+
+/// Bytes of `ranges` the file already has blocks for (SEEK_DATA and
+/// SEEK_HOLE; where the filesystem cannot tell, it reports all of the
+/// file as data, and the caller caps this by the file's blocks).
+fn allocated_within(file: &File, ranges: &[(u64, u64)]) -> u64 {
+    use nix::unistd::{Whence, lseek};
+    let fd = file.as_raw_fd();
+    let mut sum = 0;
+    for &(start, len) in ranges {
+        let end = start + len;
+        let mut pos = start;
+        while pos < end {
+            let Ok(data) = lseek(fd, pos as i64, Whence::SeekData) else {
+                break;
+            };
+            let data = data as u64;
+            if data >= end {
+                break;
+            }
+            let hole = lseek(fd, data as i64, Whence::SeekHole).map_or(end, |h| (h as u64).min(end));
+            if hole <= data {
+                break;
+            }
+            sum += hole - data;
+            pos = hole;
+        }
+    }
+    sum
 }
 
 impl Drop for Target {
