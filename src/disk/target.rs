@@ -106,11 +106,13 @@ impl Target {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                return Err(Error::bad_input(format!(
-                    "target {}: a part of the path before its last name is not a folder",
-                    path.display()
-                ))
-                .hint("nothing was written; name the file without a trailing slash"));
+                let why = if names_a_folder(path) {
+                    "ends with a slash, but names a file, not a folder"
+                } else {
+                    "has a part before its last name that is a file, not a folder"
+                };
+                return Err(Error::bad_input(format!("target {} {why}", path.display()))
+                    .hint("nothing was written; name the file without a trailing slash"));
             }
             Err(e) => return Err(Error::io("inspect target", path, e)),
         };
@@ -294,12 +296,15 @@ impl Target {
             ))
             .hint("nothing was written; make it writable (`blockdev --setrw`, `losetup` without -r, the write-protect switch) or choose another target"));
         }
-        if libc::major(rdev) == LOOP_MAJOR
-            && let Ok(status) = ioctl::loop_status(&file)
-        {
-            check_loop_backing(path, rdev, &status, forbidden)?;
-            check_loop_peers(path, rdev, &status)?;
+        let status = if libc::major(rdev) == LOOP_MAJOR {
+            ioctl::loop_status(&file).ok()
+        } else {
+            None
+        };
+        if let Some(status) = &status {
+            check_loop_backing(path, rdev, status, forbidden)?;
         }
+        check_loop_peers(path, rdev, status.as_ref())?;
         let size = ioctl::device_size(&file).at("get the size of", path)?;
         let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
         Ok(Target {
@@ -545,8 +550,9 @@ fn check_file_size(path: &Path, size: u64) -> Result<()> {
         return Ok(());
     }
     Err(Error::bad_input(format!(
-        "target {} would be {size} bytes, too large for any file (at most {} bytes)",
+        "target {} would be {size} bytes ({}), too large for any file (at most {} bytes)",
         path.display(),
+        crate::units::bytes(size),
         i64::MAX
     ))
     .hint("nothing was written; give a smaller --size"))
@@ -629,10 +635,12 @@ fn check_loop_backing(
     }
 }
 
-/// Refuses a loop device while another loop device shows an overlapping
-/// range of the same file and is mounted, held or open exclusively: the
-/// same bytes under another name.
-fn check_loop_peers(path: &Path, rdev: u64, status: &ioctl::LoopStatus) -> Result<()> {
+/// Refuses a block device while another loop device shows some of its
+/// bytes under another name and is mounted, held or open exclusively: a
+/// loop device attached to the target itself (or to a partition of it),
+/// or, for a loop device target (`status`), one showing an overlapping
+/// range of the same file.
+fn check_loop_peers(path: &Path, rdev: u64, status: Option<&ioctl::LoopStatus>) -> Result<()> {
     let range = |s: &ioctl::LoopStatus| {
         let end = match s.size_limit {
             0 => u64::MAX,
@@ -640,28 +648,50 @@ fn check_loop_peers(path: &Path, rdev: u64, status: &ioctl::LoopStatus) -> Resul
         };
         (s.offset, end)
     };
-    let (start, end) = range(status);
+    let target_dir = sysfs::block_dir(rdev);
     for peer in sysfs::attached_loops() {
         if peer.rdev == rdev {
             continue;
         }
-        let Ok(file) = File::open(&peer.node) else {
+        let on_target = sysfs::attached_file(&peer.dir)
+            .and_then(|file| fs::metadata(file).ok())
+            .filter(|m| m.file_type().is_block_device())
+            .is_some_and(|m| {
+                m.rdev() == rdev
+                    || (target_dir.is_some()
+                        && sysfs::block_dir(m.rdev())
+                            .is_some_and(|dir| dir.parent() == target_dir.as_deref()))
+            });
+        let shared = if on_target {
+            Some("the device itself".to_string())
+        } else {
+            status.and_then(|status| {
+                let file = File::open(&peer.node).ok()?;
+                if !file.metadata().is_ok_and(|m| m.rdev() == peer.rdev) {
+                    return None;
+                }
+                let other = ioctl::loop_status(&file).ok()?;
+                let ((start, end), (other_start, other_end)) = (range(status), range(&other));
+                let same_file = (other.backing_dev, other.backing_ino)
+                    == (status.backing_dev, status.backing_ino);
+                let overlap = same_file && other_start < end && start < other_end;
+                let end = other_end.min(end);
+                overlap.then(|| {
+                    format!(
+                        "bytes {}..{} of the same file",
+                        other_start.max(start),
+                        if end == u64::MAX {
+                            "its end".to_string()
+                        } else {
+                            end.to_string()
+                        }
+                    )
+                })
+            })
+        };
+        let Some(shared) = shared else {
             continue;
         };
-        if !file.metadata().is_ok_and(|m| m.rdev() == peer.rdev) {
-            continue;
-        }
-        let Ok(other) = ioctl::loop_status(&file) else {
-            continue;
-        };
-        drop(file);
-        let (other_start, other_end) = range(&other);
-        if (other.backing_dev, other.backing_ino) != (status.backing_dev, status.backing_ino)
-            || other_start >= end
-            || start >= other_end
-        {
-            continue;
-        }
         let mut uses: Vec<String> = sysfs::mounts_of_device(&peer.dir, peer.rdev)
             .into_iter()
             .map(|point| format!("mounted at {point}"))
@@ -676,15 +706,9 @@ fn check_loop_peers(path: &Path, rdev: u64, status: &ioctl::LoopStatus) -> Resul
         }
         if !uses.is_empty() {
             return Err(Error::busy(format!(
-                "target {} shows the same file as {} (bytes {}..{} of it), which is {}",
+                "target {} is also reached through {} ({shared}), which is {}",
                 path.display(),
                 peer.node.display(),
-                other_start.max(start),
-                if other_end.min(end) == u64::MAX {
-                    "its end".to_string()
-                } else {
-                    other_end.min(end).to_string()
-                },
                 uses.join(", ")
             ))
             .hint("nothing was written; unmount and detach it first (`umount`, `losetup -d`): restoring would destroy its filesystem"));

@@ -187,7 +187,7 @@ fn restore_into_another_repository_is_refused() {
     assert_eq!(fs::read(&config).unwrap(), image.bytes);
 }
 
-// Pins: a loop device whose backing file is a pack of the repository is refused as a target (exit 2) and the pack is untouched.
+// Pins: a loop device whose backing file is a pack of the repository, or a file inside another repository, is refused as a target (exit 2) and the file is untouched.
 #[test]
 fn restore_onto_a_loop_device_backed_by_a_pack_is_refused() {
     if !have(
@@ -206,6 +206,21 @@ fn restore_onto_a_loop_device_backed_by_a_pack_is_refused() {
     drop(device);
     assert_eq!(sandbox.repo_tree(), before);
     sandbox.assert_restores(&id, &image.bytes);
+
+    let other = sandbox.path("other-repo");
+    super::common::run([
+        OsStr::new("-r"),
+        other.as_os_str(),
+        "init".as_ref(),
+        "--plain".as_ref(),
+    ])
+    .ok();
+    let inside = other.join("data").join("disk.img");
+    Image::sparse(inside.clone(), 1 << 20);
+    let device = LoopDevice::attach(&inside);
+    sandbox
+        .restore(&id, &device.path, &[])
+        .refused(2, "platter repository");
 }
 
 // Pins: a loop device whose backing file's bytes are also reached through another loop device that is mounted (one file, two devices, partitions attached by range) is refused with exit 5 naming it; a non-overlapping range of the same file is restored.
@@ -249,6 +264,14 @@ fn restore_onto_a_loop_device_sharing_a_mounted_file_is_refused() {
     sandbox.restore(&id, &apart.path, &[]).ok();
     drop(mounted);
     sh(&format!("e2fsck -fn '{}'", part.path.display()));
+
+    // A loop device attached to the target device itself, and mounted.
+    let stacked = LoopDevice::attach(&apart.path);
+    system("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), stacked.path.as_os_str()]);
+    let _mounted = Mounted::mount(&stacked.path, &sandbox.path("mnt2"));
+    sandbox
+        .restore(&id, &apart.path, &[])
+        .refused(5, &stacked.path.display().to_string());
 }
 
 // Pins: `restore --force` onto an existing file, on a filesystem without room for the new data, is refused with exit 2 before the file changes; where the new data fits (overwriting the file's own blocks), it is restored.
@@ -277,6 +300,35 @@ fn forced_restore_onto_a_file_without_room_keeps_the_file() {
     let old = Image::random(small.point.join("old.img"), 4 << 20, &mut rng);
     sandbox.restore(&five_id, &old.path, &["--force"]).ok();
     super::common::assert_file_is(&old.path, &five.bytes, "restored over the old file");
+}
+
+// Pins: on a copy-on-write filesystem (btrfs), `restore --force` counts the blocks it overwrites as new space: a file whose rewrite does not fit is refused with exit 2 and kept.
+#[test]
+fn forced_restore_on_btrfs_counts_overwritten_blocks_as_new() {
+    let needs = ["root", "loop devices", "losetup", "mkfs.btrfs", "mount"];
+    if !have(
+        "forced_restore_on_btrfs_counts_overwritten_blocks_as_new",
+        &needs,
+    ) {
+        return;
+    }
+    let (sandbox, _, id) = with_snapshot(16 << 20, 0x7a_000c);
+    let fs_image = sandbox.path("btrfs.img");
+    Image::sparse(fs_image.clone(), 32 << 20);
+    system(
+        "mkfs.btrfs",
+        &["-q".as_ref(), "--mixed".as_ref(), fs_image.as_os_str()],
+    );
+    let device = LoopDevice::attach(&fs_image);
+    let mounted = Mounted::mount(&device.path, &sandbox.path("btrfs"));
+    let mut rng = Rng::new(0x7a_010c);
+    // 16 MiB of 32: about 12 MiB stay free, less than a rewrite needs.
+    let old = Image::random(mounted.point.join("old.img"), 16 << 20, &mut rng);
+    system("sync", &[]);
+    sandbox
+        .restore(&id, &old.path, &["--force"])
+        .refused(2, "space");
+    old.check();
 }
 
 // Pins: a restore to a new file on a filesystem without room for the snapshot's data is refused up front (exit 2, no file left), while zero chunks, which stay holes, do not count.
