@@ -170,9 +170,12 @@ pub fn attached_file(dir: &Path) -> Option<PathBuf> {
 /// The type of the filesystem whose device number is `dev` (a file's
 /// st_dev), as mounted: tells devtmpfs from tmpfs, which statfs cannot.
 pub fn fstype_of(dev: u64) -> Option<String> {
+    fstype_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, dev)
+}
+
+fn fstype_in(mountinfo: &str, dev: u64) -> Option<String> {
     let wanted = (libc::major(dev), libc::minor(dev));
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
+    mountinfo.lines().find_map(|line| {
         let (mount, rest) = line.split_once(" - ")?;
         let (a, b) = mount.split(' ').nth(2)?.split_once(':')?;
         let dev: (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
@@ -204,6 +207,21 @@ fn unescape_mount(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_filesystem_type_is_found_by_device_number() {
+        let info = "22 1 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw,size=4k\n\
+                    23 22 0:21 / /dev/shm rw shared:3 - tmpfs tmpfs rw\n";
+        assert_eq!(
+            super::fstype_in(info, libc::makedev(0, 5)).as_deref(),
+            Some("devtmpfs")
+        );
+        assert_eq!(
+            super::fstype_in(info, libc::makedev(0, 21)).as_deref(),
+            Some("tmpfs")
+        );
+        assert_eq!(super::fstype_in(info, libc::makedev(8, 1)), None);
+    }
+
     #[test]
     fn mount_points_are_unescaped() {
         assert_eq!(super::unescape_mount(r"/mnt/a\040b"), "/mnt/a b");

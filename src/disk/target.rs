@@ -129,7 +129,9 @@ impl Target {
                     "target {} ends with a slash (or a dot): it names a folder, and there is none",
                     path.display()
                 ))
-                .hint("nothing was written; leave out the trailing slash to create an image file"));
+                .hint(
+                    "nothing was written; leave out the trailing slash to create an image file",
+                ));
             }
             check_file_size(path, file_size)?;
             if let Some(what) = forbidden_place(path, None, forbidden) {
@@ -371,8 +373,13 @@ impl Target {
         let stat = nix::sys::statvfs::fstatvfs(&self.file)
             .map_err(io::Error::from)
             .at("query the free space for", &self.final_path)?;
-        let block = u64::from(stat.fragment_size()).max(1);
-        let free = u64::from(stat.blocks_available()).saturating_mul(block);
+        // c_ulong and fsblkcnt_t are 32 bits wide on some targets.
+        #[allow(clippy::useless_conversion)]
+        let (block, available) = (
+            u64::from(stat.fragment_size()).max(1),
+            u64::from(stat.blocks_available()),
+        );
+        let free = available.saturating_mul(block);
         let total: u64 = data
             .iter()
             .map(|&(offset, len)| ((offset + len).div_ceil(block) - offset / block) * block)
@@ -731,15 +738,14 @@ fn held_exclusively(node: &Path) -> bool {
 /// XFS counts: its files may share reflinked blocks, and which ones do is
 /// not cheap to tell.
 fn copy_on_write(file: &File) -> bool {
-    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, XFS_SUPER_MAGIC, fstatfs};
-    const ZFS: i64 = 0x2fc1_2fc1;
-    const BCACHEFS: i64 = 0xca45_1a4e;
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, FsType, XFS_SUPER_MAGIC, fstatfs};
+    // The kernel's magic numbers, in whatever integer this target's statfs
+    // uses (a wrapped cast is how the kernel itself stores them there).
+    let zfs = FsType(0x2fc1_2fc1 as _);
+    let bcachefs = FsType(0xca45_1a4e_u32 as _);
     // Unknown: assume the worst.
     fstatfs(file).map_or(true, |s| {
-        let kind = s.filesystem_type();
-        kind == BTRFS_SUPER_MAGIC
-            || kind == XFS_SUPER_MAGIC
-            || [ZFS, BCACHEFS].contains(&(kind.0 as i64))
+        [BTRFS_SUPER_MAGIC, XFS_SUPER_MAGIC, zfs, bcachefs].contains(&s.filesystem_type())
     })
 }
 
@@ -761,7 +767,8 @@ fn allocated_within(file: &File, ranges: &[(u64, u64)]) -> u64 {
             if data >= end {
                 break;
             }
-            let hole = lseek(fd, data as i64, Whence::SeekHole).map_or(end, |h| (h as u64).min(end));
+            let hole =
+                lseek(fd, data as i64, Whence::SeekHole).map_or(end, |h| (h as u64).min(end));
             if hole <= data {
                 break;
             }
@@ -791,5 +798,20 @@ impl ReadAt for Target {
 impl WriteAt for Target {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         Target::write_at(self, buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_trailing_slash_or_dot_names_a_folder() {
+        for folder in ["out.img/", "out.img/.", "a/..", ".", "..", "/"] {
+            assert!(super::names_a_folder(Path::new(folder)), "{folder}");
+        }
+        for file in ["out.img", "dir/out.img", "dir/.hidden", "a.."] {
+            assert!(!super::names_a_folder(Path::new(file)), "{file}");
+        }
     }
 }

@@ -316,7 +316,13 @@ pub fn restore(
         .hint("nothing was written; leave out --size"));
     }
     let (window, resize) = fit(&snap, layout.as_ref(), window, &target, options)?;
-    target.check_room(&in_window(&data, window))?;
+    let mut writes = in_window(&data, window);
+    if resize.is_some() {
+        // Fitting the table rewrites the target's end (the backup GPT:
+        // at most 1 MiB, see layout_problem), after the data.
+        writes = with_tail(writes, target.size(), 1 << 20);
+    }
+    target.check_room(&writes)?;
     target.prepare()?;
     if window.len < header.source_size && options.partition.is_none() {
         warnings.push(format!(
@@ -476,11 +482,7 @@ struct Survey {
     data: Vec<(u64, u64)>,
 }
 
-fn survey(
-    map: &mut MapReader,
-    index: &Index,
-    positions: std::ops::Range<u64>,
-) -> Result<Survey> {
+fn survey(map: &mut MapReader, index: &Index, positions: std::ops::Range<u64>) -> Result<Survey> {
     let header = *map.header();
     let mut missing = Vec::new();
     let mut data: Vec<(u64, u64)> = Vec::new();
@@ -511,6 +513,21 @@ fn in_window(ranges: &[(u64, u64)], window: Window) -> Vec<(u64, u64)> {
             (a < b).then(|| (a - window.start, b - a))
         })
         .collect()
+}
+
+/// `ranges` (sorted, apart) and the last `len` bytes of a `size`-byte
+/// target, merged.
+fn with_tail(mut ranges: Vec<(u64, u64)>, size: u64, len: u64) -> Vec<(u64, u64)> {
+    let mut start = size.saturating_sub(len);
+    while let Some(&(offset, run)) = ranges.last() {
+        if offset + run < start {
+            break;
+        }
+        start = start.min(offset);
+        ranges.pop();
+    }
+    ranges.push((start, size - start));
+    ranges
 }
 
 /// What a restore must not write into: every file and folder of the
@@ -730,4 +747,27 @@ fn read_back(
     );
     progress.finish();
     ran.map(|()| true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Window, in_window, with_tail};
+
+    #[test]
+    fn data_ranges_are_clipped_to_the_window() {
+        let ranges = [(0, 10), (20, 10), (40, 10)];
+        let window = Window { start: 25, len: 20 };
+        assert_eq!(in_window(&ranges, window), vec![(0, 5), (15, 5)]);
+    }
+
+    #[test]
+    fn the_tail_merges_with_what_it_overlaps() {
+        assert_eq!(with_tail(vec![(0, 10)], 100, 5), vec![(0, 10), (95, 5)]);
+        assert_eq!(
+            with_tail(vec![(0, 10), (90, 8)], 100, 5),
+            vec![(0, 10), (90, 10)]
+        );
+        assert_eq!(with_tail(vec![(0, 8)], 8, 5), vec![(0, 8)]);
+        assert_eq!(with_tail(vec![], 3, 5), vec![(0, 3)]);
+    }
 }

@@ -9,8 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::common::{
-    CHUNK, Image, LoopDevice, Mounted, Rng, Sandbox, have, random_name, sh, system,
-    verify_clean,
+    CHUNK, Image, LoopDevice, Mounted, Rng, Sandbox, have, random_name, sh, system, verify_clean,
 };
 
 /// A sandbox with one snapshot of a random image of `size` bytes.
@@ -267,7 +266,10 @@ fn restore_onto_a_loop_device_sharing_a_mounted_file_is_refused() {
 
     // A loop device attached to the target device itself, and mounted.
     let stacked = LoopDevice::attach(&apart.path);
-    system("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), stacked.path.as_os_str()]);
+    system(
+        "mkfs.ext4",
+        &["-q".as_ref(), "-F".as_ref(), stacked.path.as_os_str()],
+    );
     let _mounted = Mounted::mount(&stacked.path, &sandbox.path("mnt2"));
     sandbox
         .restore(&id, &apart.path, &[])
