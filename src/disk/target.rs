@@ -362,14 +362,27 @@ impl Target {
 
     /// Refuses a file target whose filesystem has no room for the data the
     /// restore writes: `data` lists the target's byte ranges that get data
-    /// (sorted; everything else stays a hole). Overwriting a block the file
-    /// already has costs nothing, except on copy-on-write filesystems,
-    /// where every byte written needs a new block. Checked before the first
-    /// write, so a refusal leaves an existing file as it was.
-    pub fn check_room(&self, data: &[(u64, u64)]) -> Result<()> {
+    /// (sorted, apart), within the `span` bytes from the start that the
+    /// restore writes; the rest of the span becomes holes, or zeros where
+    /// an existing file's filesystem cannot punch holes. Overwriting a
+    /// block the file already has costs nothing, except on copy-on-write
+    /// filesystems, where every byte written needs a new block. Checked
+    /// before the first write, so a refusal leaves an existing file as it
+    /// was.
+    pub fn check_room(&self, data: &[(u64, u64)], span: u64) -> Result<()> {
         if self.kind == TargetKind::BlockDevice {
             return Ok(());
         }
+        let whole;
+        let data = if self.kind == TargetKind::ExistingFile && !can_punch(&self.file) {
+            let end = data
+                .last()
+                .map_or(span, |&(offset, len)| span.max(offset + len));
+            whole = [(0, end)];
+            &whole[..]
+        } else {
+            data
+        };
         let stat = nix::sys::statvfs::fstatvfs(&self.file)
             .map_err(io::Error::from)
             .at("query the free space for", &self.final_path)?;
@@ -747,6 +760,28 @@ fn copy_on_write(file: &File) -> bool {
     fstatfs(file).map_or(true, |s| {
         [BTRFS_SUPER_MAGIC, XFS_SUPER_MAGIC, zfs, bcachefs].contains(&s.filesystem_type())
     })
+}
+
+/// Whether holes can be punched in `file`: a punch past its end changes
+/// nothing where they can, and fails where they cannot.
+fn can_punch(file: &File) -> bool {
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let Some(start) = meta
+        .len()
+        .checked_next_multiple_of(1 << 16)
+        .and_then(|start| i64::try_from(start).ok())
+    else {
+        return false;
+    };
+    fallocate(
+        file.as_raw_fd(),
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        start,
+        1 << 16,
+    )
+    .is_ok()
 }
 
 /// Bytes of `ranges` the file already has blocks for (SEEK_DATA and

@@ -322,7 +322,7 @@ pub fn restore(
         // at most 1 MiB, see layout_problem), after the data.
         writes = with_tail(writes, target.size(), 1 << 20);
     }
-    target.check_room(&writes)?;
+    target.check_room(&writes, window.len)?;
     target.prepare()?;
     if window.len < header.source_size && options.partition.is_none() {
         warnings.push(format!(
