@@ -9,7 +9,7 @@
 //!
 //! The target must not lie in the repository being read, nor in any other
 //! platter repository: the engine names those places to the disk layer
-//! (by device and inode number, see [`RepositoryFiles`]), which checks the
+//! (by device and inode number, see `RepositoryFiles`), which checks the
 //! target, the file behind a loop device, and every folder above them.
 
 use std::collections::HashSet;
@@ -549,8 +549,8 @@ impl RepositoryFiles {
         let mut files = HashSet::new();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
-            // What cannot be listed cannot be found again by identity
-            // either; the places above it are still protected.
+            // A folder this process cannot list is one the restore reads
+            // nothing from either; the folders above it stay protected.
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
