@@ -365,8 +365,9 @@ impl Target {
     /// (sorted, apart), within the `span` bytes from the start that the
     /// restore writes; the rest of the span becomes holes, or zeros where
     /// an existing file's filesystem cannot punch holes. Overwriting a
-    /// block the file already has costs nothing, except on copy-on-write
-    /// filesystems, where every byte written needs a new block. Checked
+    /// block the file owns alone costs nothing; on copy-on-write
+    /// filesystems (btrfs), and over blocks shared with another file
+    /// (XFS reflinks), every byte written needs a new block. Checked
     /// before the first write, so a refusal leaves an existing file as it
     /// was.
     pub fn check_room(&self, data: &[(u64, u64)], span: u64) -> Result<()> {
@@ -400,12 +401,8 @@ impl Target {
         if total <= free {
             return Ok(());
         }
-        let reused = if self.kind == TargetKind::ExistingFile && !copy_on_write(&self.file) {
-            let allocated = self
-                .file
-                .metadata()
-                .map_or(0, |m| m.blocks().saturating_mul(512));
-            allocated_within(&self.file, data).min(allocated)
+        let reused = if self.kind == TargetKind::ExistingFile {
+            reusable_within(&self.file, data)
         } else {
             0
         };
@@ -747,18 +744,64 @@ fn held_exclusively(node: &Path) -> bool {
         .is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
 }
 
-/// Whether overwriting a file's blocks needs new ones (copy-on-write).
-/// XFS counts: its files may share reflinked blocks, and which ones do is
-/// not cheap to tell.
-fn copy_on_write(file: &File) -> bool {
-    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, FsType, XFS_SUPER_MAGIC, fstatfs};
+/// Bytes of `data` (sorted, apart) that land on blocks `file` already
+/// owns alone, which an overwrite reuses in place: allocated and not
+/// shared with another file (a reflink, a snapshot). On filesystems that
+/// copy on every write (btrfs, ZFS, bcachefs) none.
+fn reusable_within(file: &File, data: &[(u64, u64)]) -> u64 {
+    let (Some(&(start, _)), Some(&(last, len))) = (data.first(), data.last()) else {
+        return 0;
+    };
+    if always_copy_on_write(file) {
+        return 0;
+    }
+    let reused = match ioctl::extents(file, start, last + len) {
+        Ok(extents) => overlap(
+            data,
+            extents
+                .iter()
+                .filter(|e| !e.shared)
+                .map(|e| (e.offset, e.len)),
+        ),
+        // No FIEMAP (tmpfs, some FUSE): no sharing to ask about either.
+        Err(_) => allocated_within(file, data),
+    };
+    // Where a filesystem cannot tell, it reports all of the file as data.
+    let allocated = file
+        .metadata()
+        .map_or(0, |m| m.blocks().saturating_mul(512));
+    reused.min(allocated)
+}
+
+/// Bytes common to the sorted, apart ranges `a` and the sorted ranges `b`.
+fn overlap(a: &[(u64, u64)], b: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut sum = 0;
+    let mut i = 0;
+    for (offset, len) in b {
+        let end = offset.saturating_add(len);
+        while i < a.len() && a[i].0 + a[i].1 <= offset {
+            i += 1;
+        }
+        let mut j = i;
+        while j < a.len() && a[j].0 < end {
+            let (x, y) = (a[j].0.max(offset), (a[j].0 + a[j].1).min(end));
+            sum += y.saturating_sub(x);
+            j += 1;
+        }
+    }
+    sum
+}
+
+/// Whether every overwrite needs new blocks, shared or not.
+fn always_copy_on_write(file: &File) -> bool {
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, FsType, fstatfs};
     // The kernel's magic numbers, in whatever integer this target's statfs
     // uses (a wrapped cast is how the kernel itself stores them there).
     let zfs = FsType(0x2fc1_2fc1 as _);
     let bcachefs = FsType(0xca45_1a4e_u32 as _);
     // Unknown: assume the worst.
     fstatfs(file).map_or(true, |s| {
-        [BTRFS_SUPER_MAGIC, XFS_SUPER_MAGIC, zfs, bcachefs].contains(&s.filesystem_type())
+        [BTRFS_SUPER_MAGIC, zfs, bcachefs].contains(&s.filesystem_type())
     })
 }
 
@@ -785,8 +828,7 @@ fn can_punch(file: &File) -> bool {
 }
 
 /// Bytes of `ranges` the file already has blocks for (SEEK_DATA and
-/// SEEK_HOLE; where the filesystem cannot tell, it reports all of the
-/// file as data, and the caller caps this by the file's blocks).
+/// SEEK_HOLE).
 fn allocated_within(file: &File, ranges: &[(u64, u64)]) -> u64 {
     use nix::unistd::{Whence, lseek};
     let fd = file.as_raw_fd();
@@ -839,6 +881,19 @@ impl WriteAt for Target {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn overlap_counts_common_bytes() {
+        let a = [(0, 10), (20, 10), (40, 10)];
+        assert_eq!(super::overlap(&a, [(5, 20)].into_iter()), 5 + 5);
+        assert_eq!(super::overlap(&a, [(0, 100)].into_iter()), 30);
+        assert_eq!(super::overlap(&a, [(10, 10), (30, 10)].into_iter()), 0);
+        assert_eq!(
+            super::overlap(&a, [(22, 2), (25, 30)].into_iter()),
+            2 + 5 + 10
+        );
+        assert_eq!(super::overlap(&[], [(0, 5)].into_iter()), 0);
+    }
 
     #[test]
     fn a_trailing_slash_or_dot_names_a_folder() {

@@ -333,6 +333,51 @@ fn forced_restore_on_btrfs_counts_overwritten_blocks_as_new() {
     old.check();
 }
 
+// Pins: on XFS, `restore --force` overwrites a file's own blocks in place (no new space needed, so a nearly full filesystem is fine), but counts blocks shared with a reflinked copy as new: then it is refused with exit 2 and the file is kept.
+#[test]
+fn forced_restore_on_xfs_counts_only_shared_blocks_as_new() {
+    let needs = [
+        "root",
+        "loop devices",
+        "losetup",
+        "mkfs.xfs",
+        "mount",
+        "fallocate",
+        "cp",
+    ];
+    if !have(
+        "forced_restore_on_xfs_counts_only_shared_blocks_as_new",
+        &needs,
+    ) {
+        return;
+    }
+    let (sandbox, image, id) = with_snapshot(16 << 20, 0x7a_000d);
+    let fs_image = sandbox.path("xfs.img");
+    Image::sparse(fs_image.clone(), 300 << 20);
+    system("mkfs.xfs", &["-q".as_ref(), fs_image.as_os_str()]);
+    let device = LoopDevice::attach(&fs_image);
+    let mounted = Mounted::mount(&device.path, &sandbox.path("xfs"));
+    let mut rng = Rng::new(0x7a_010d);
+    let old = Image::random(mounted.point.join("old.img"), 16 << 20, &mut rng);
+    // Leave about 8 MiB free: less than the file.
+    let point = mounted.point.display();
+    sh(&format!(
+        "sync; avail=$(df --output=avail -B1 '{point}' | tail -1); \
+         fallocate -l $((avail - (8 << 20))) '{point}/filler'; sync"
+    ));
+    sandbox.restore(&id, &old.path, &["--force"]).ok();
+    super::common::assert_file_is(&old.path, &image.bytes, "restored in place");
+
+    sh(&format!(
+        "cp --reflink=always '{}' '{point}/clone.img'; sync",
+        old.path.display()
+    ));
+    sandbox
+        .restore(&id, &old.path, &["--force"])
+        .refused(2, "space");
+    super::common::assert_file_is(&old.path, &image.bytes, "kept");
+}
+
 // Pins: a restore to a new file on a filesystem without room for the snapshot's data is refused up front (exit 2, no file left), while zero chunks, which stay holes, do not count.
 #[test]
 fn restore_to_a_new_file_without_room_is_refused_up_front() {
