@@ -3,17 +3,11 @@
 //! is written: a mounted, busy or too small target is refused with the
 //! reason and what to do.
 //!
-//! Some places must never be written, whatever path reaches them: the
-//! caller names them through [`Forbidden`] (it knows what a repository is;
-//! this layer does not), and a target asks about the file it would write
-//! (a loop device: the file behind it) and every folder above that file,
-//! by device and inode number, so that symbolic links, bind mounts and hard
-//! links change nothing. A loop device is also refused while another loop
-//! device shows an overlapping range of the same file and is mounted or in
-//! use. A file target needs room on its filesystem for every byte of data
-//! the restore writes (checked before writing, so a forced overwrite never
-//! runs out of space halfway and leaves neither the old file nor the new
-//! one). A new file where a device was meant (devtmpfs /dev) is refused.
+//! Where a target may be (not inside a repository, not another name of a
+//! mounted filesystem) is decided in `place`, whether its filesystem has
+//! room in `room`. A new file where a device was meant (devtmpfs /dev), a
+//! size no file can have, and a new file name ending in `/` are refused
+//! here.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -25,36 +19,10 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FallocateFlags, fallocate};
 
 use crate::disk::layout::{ReadAt, WriteAt};
-use crate::disk::{ioctl, sysfs};
+use crate::disk::place::{self, FileId, Forbidden};
+use crate::disk::{ioctl, room, sysfs};
 use crate::error::{Error, IoContext, Result};
 use crate::os;
-
-/// A file or folder by identity: the same whichever path, symbolic link,
-/// bind mount or hard link reaches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    pub fn of(meta: &fs::Metadata) -> FileId {
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
-    }
-}
-
-/// Where a restore must not write, as the caller sees it.
-pub trait Forbidden {
-    /// What the existing file `id` is, if writing to it would destroy
-    /// something (e.g. "a file of the repository R being restored from").
-    fn file(&self, id: FileId) -> Option<String>;
-    /// What the folder `dir` (identity `id`) is, if nothing may be written
-    /// inside it.
-    fn folder(&self, dir: &Path, id: FileId) -> Option<String>;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
@@ -134,8 +102,8 @@ impl Target {
                 ));
             }
             check_file_size(path, file_size)?;
-            if let Some(what) = forbidden_place(path, None, forbidden) {
-                return Err(refuse_place(path, &what));
+            if let Some(what) = place::forbidden_place(path, None, forbidden) {
+                return Err(place::refuse_place(path, &what));
             }
             return Self::create_new(path, file_size);
         };
@@ -155,8 +123,8 @@ impl Target {
                 path.display()
             )));
         }
-        if let Some(what) = forbidden_place(path, Some(FileId::of(&meta)), forbidden) {
-            return Err(refuse_place(path, &what));
+        if let Some(what) = place::forbidden_place(path, Some(FileId::of(&meta)), forbidden) {
+            return Err(place::refuse_place(path, &what));
         }
         if !force {
             return Err(Error::bad_input(format!(
@@ -298,15 +266,15 @@ impl Target {
             ))
             .hint("nothing was written; make it writable (`blockdev --setrw`, `losetup` without -r, the write-protect switch) or choose another target"));
         }
-        let status = if libc::major(rdev) == LOOP_MAJOR {
+        let status = if libc::major(rdev) == place::LOOP_MAJOR {
             ioctl::loop_status(&file).ok()
         } else {
             None
         };
         if let Some(status) = &status {
-            check_loop_backing(path, rdev, status, forbidden)?;
+            place::check_loop_backing(path, rdev, status, forbidden)?;
         }
-        check_loop_peers(path, rdev, status.as_ref())?;
+        place::check_loop_peers(path, rdev, status.as_ref())?;
         let size = ioctl::device_size(&file).at("get the size of", path)?;
         let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
         Ok(Target {
@@ -374,57 +342,24 @@ impl Target {
         if self.kind == TargetKind::BlockDevice {
             return Ok(());
         }
-        let whole;
-        let data = if self.kind == TargetKind::ExistingFile && !can_punch(&self.file) {
-            let end = data
-                .last()
-                .map_or(span, |&(offset, len)| span.max(offset + len));
-            whole = [(0, end)];
-            &whole[..]
-        } else {
-            data
-        };
-        let stat = nix::sys::statvfs::fstatvfs(&self.file)
-            .map_err(io::Error::from)
+        let existing = self.kind == TargetKind::ExistingFile;
+        let need = room::need(&self.file, existing, data, span)
             .at("query the free space for", &self.final_path)?;
-        // c_ulong and fsblkcnt_t are 32 bits wide on some targets.
-        #[allow(clippy::useless_conversion)]
-        let (block, available) = (
-            u64::from(stat.fragment_size()).max(1),
-            u64::from(stat.blocks_available()),
-        );
-        let free = available.saturating_mul(block);
-        let total: u64 = data
-            .iter()
-            .map(|&(offset, len)| ((offset + len).div_ceil(block) - offset / block) * block)
-            .sum();
-        if total <= free {
-            return Ok(());
-        }
-        let reused = if self.kind == TargetKind::ExistingFile {
-            reusable_within(&self.file, data)
-        } else {
-            0
-        };
-        let new = total.saturating_sub(reused);
-        if new <= free {
+        if need.new <= need.free {
             return Ok(());
         }
         Err(Error::bad_input(format!(
             "not enough space for target {}: the restore writes {} of data{}, and its \
              filesystem has {} free (short by {})",
             self.final_path.display(),
-            crate::units::bytes(total),
-            if reused > 0 {
-                format!(
-                    ", {} of it to new blocks",
-                    crate::units::bytes(new)
-                )
+            crate::units::bytes(need.total),
+            if need.new < need.total {
+                format!(", {} of it to new blocks", crate::units::bytes(need.new))
             } else {
                 String::new()
             },
-            crate::units::bytes(free),
-            crate::units::bytes(new - free)
+            crate::units::bytes(need.free),
+            crate::units::bytes(need.new - need.free)
         ))
         .hint("nothing was written; free space there, or restore onto another filesystem (zero chunks stay holes and take no space)"))
     }
@@ -548,9 +483,6 @@ impl Target {
     }
 }
 
-/// The major number of loop devices.
-const LOOP_MAJOR: u32 = 7;
-
 /// Whether `path` can only name a folder: it ends with `/`, `/.` or `/..`.
 fn names_a_folder(path: &Path) -> bool {
     let bytes = path.as_os_str().as_bytes();
@@ -588,274 +520,6 @@ fn size_error(path: &Path, size: u64, e: io::Error) -> Error {
     Error::io("size target", path, e)
 }
 
-/// What forbids writing the file at `path` (identity `id` if it exists):
-/// the file itself, or a folder above it, symbolic links resolved.
-fn forbidden_place(path: &Path, id: Option<FileId>, forbidden: &dyn Forbidden) -> Option<String> {
-    if let Some(what) = id.and_then(|id| forbidden.file(id)) {
-        return Some(what);
-    }
-    let dir = match fs::canonicalize(path) {
-        Ok(real) => real.parent()?.to_path_buf(),
-        Err(_) => {
-            let parent = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            // A missing folder is reported when the file is created.
-            fs::canonicalize(parent).ok()?
-        }
-    };
-    dir.ancestors().find_map(|folder| {
-        let meta = fs::metadata(folder).ok()?;
-        forbidden.folder(folder, FileId::of(&meta))
-    })
-}
-
-fn refuse_place(path: &Path, what: &str) -> Error {
-    Error::bad_input(format!(
-        "target {} is {what}: restoring there would destroy backups",
-        path.display()
-    ))
-    .hint("nothing was written; choose a target outside every platter repository")
-}
-
-/// Refuses a loop device whose backing file may not be written.
-fn check_loop_backing(
-    path: &Path,
-    rdev: u64,
-    status: &ioctl::LoopStatus,
-    forbidden: &dyn Forbidden,
-) -> Result<()> {
-    let id = FileId {
-        dev: status.backing_dev,
-        ino: status.backing_ino,
-    };
-    let backing = sysfs::block_dir(rdev).and_then(|dir| sysfs::attached_file(&dir));
-    let name = backing
-        .as_ref()
-        .map_or_else(|| format!("inode {}", id.ino), |b| b.display().to_string());
-    let what = forbidden.file(id).or_else(|| {
-        // The name the file was attached under may have moved on: trust it
-        // only while it still leads to the same file.
-        let backing = backing.as_deref()?;
-        let same = fs::metadata(backing).is_ok_and(|m| FileId::of(&m) == id);
-        same.then(|| forbidden_place(backing, Some(id), forbidden))?
-    });
-    match what {
-        None => Ok(()),
-        Some(what) => Err(Error::bad_input(format!(
-            "target {} is a loop device on {name}, which is {what}: restoring there would \
-             destroy backups",
-            path.display()
-        ))
-        .hint("nothing was written; detach it (`losetup -d`) and choose another target")),
-    }
-}
-
-/// Refuses a block device while another loop device shows some of its
-/// bytes under another name and is mounted, held or open exclusively: a
-/// loop device attached to the target itself (or to a partition of it),
-/// or, for a loop device target (`status`), one showing an overlapping
-/// range of the same file.
-fn check_loop_peers(path: &Path, rdev: u64, status: Option<&ioctl::LoopStatus>) -> Result<()> {
-    let range = |s: &ioctl::LoopStatus| {
-        let end = match s.size_limit {
-            0 => u64::MAX,
-            limit => s.offset.saturating_add(limit),
-        };
-        (s.offset, end)
-    };
-    let target_dir = sysfs::block_dir(rdev);
-    for peer in sysfs::attached_loops() {
-        if peer.rdev == rdev {
-            continue;
-        }
-        let on_target = sysfs::attached_file(&peer.dir)
-            .and_then(|file| fs::metadata(file).ok())
-            .filter(|m| m.file_type().is_block_device())
-            .is_some_and(|m| {
-                m.rdev() == rdev
-                    || (target_dir.is_some()
-                        && sysfs::block_dir(m.rdev())
-                            .is_some_and(|dir| dir.parent() == target_dir.as_deref()))
-            });
-        let shared = if on_target {
-            Some("the device itself".to_string())
-        } else {
-            status.and_then(|status| {
-                let file = File::open(&peer.node).ok()?;
-                if !file.metadata().is_ok_and(|m| m.rdev() == peer.rdev) {
-                    return None;
-                }
-                let other = ioctl::loop_status(&file).ok()?;
-                let ((start, end), (other_start, other_end)) = (range(status), range(&other));
-                let same_file = (other.backing_dev, other.backing_ino)
-                    == (status.backing_dev, status.backing_ino);
-                let overlap = same_file && other_start < end && start < other_end;
-                let end = other_end.min(end);
-                overlap.then(|| {
-                    format!(
-                        "bytes {}..{} of the same file",
-                        other_start.max(start),
-                        if end == u64::MAX {
-                            "its end".to_string()
-                        } else {
-                            end.to_string()
-                        }
-                    )
-                })
-            })
-        };
-        let Some(shared) = shared else {
-            continue;
-        };
-        let mut uses: Vec<String> = sysfs::mounts_of_device(&peer.dir, peer.rdev)
-            .into_iter()
-            .map(|point| format!("mounted at {point}"))
-            .collect();
-        uses.extend(
-            sysfs::holders(&peer.dir)
-                .into_iter()
-                .map(|holder| format!("used by {holder}")),
-        );
-        if uses.is_empty() && held_exclusively(&peer.node) {
-            uses.push("held open exclusively".to_string());
-        }
-        if !uses.is_empty() {
-            return Err(Error::busy(format!(
-                "target {} is also reached through {} ({shared}), which is {}",
-                path.display(),
-                peer.node.display(),
-                uses.join(", ")
-            ))
-            .hint("nothing was written; unmount and detach it first (`umount`, `losetup -d`): restoring would destroy its filesystem"));
-        }
-    }
-    Ok(())
-}
-
-/// Whether something holds the block device `node` exclusively (a mount,
-/// swap, another exclusive opener): an exclusive open of ours fails.
-fn held_exclusively(node: &Path) -> bool {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_EXCL)
-        .open(node)
-        .is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY))
-}
-
-/// Bytes of `data` (sorted, apart) that land on blocks `file` already
-/// owns alone, which an overwrite reuses in place: allocated and not
-/// shared with another file (a reflink, a snapshot). On filesystems that
-/// copy on every write (btrfs, ZFS, bcachefs) none.
-fn reusable_within(file: &File, data: &[(u64, u64)]) -> u64 {
-    let (Some(&(start, _)), Some(&(last, len))) = (data.first(), data.last()) else {
-        return 0;
-    };
-    if always_copy_on_write(file) {
-        return 0;
-    }
-    let reused = match ioctl::extents(file, start, last + len) {
-        Ok(extents) => overlap(
-            data,
-            extents
-                .iter()
-                .filter(|e| !e.shared)
-                .map(|e| (e.offset, e.len)),
-        ),
-        // No FIEMAP (tmpfs, some FUSE): no sharing to ask about either.
-        Err(_) => allocated_within(file, data),
-    };
-    // Where a filesystem cannot tell, it reports all of the file as data.
-    let allocated = file
-        .metadata()
-        .map_or(0, |m| m.blocks().saturating_mul(512));
-    reused.min(allocated)
-}
-
-/// Bytes common to the sorted, apart ranges `a` and the sorted ranges `b`.
-fn overlap(a: &[(u64, u64)], b: impl Iterator<Item = (u64, u64)>) -> u64 {
-    let mut sum = 0;
-    let mut i = 0;
-    for (offset, len) in b {
-        let end = offset.saturating_add(len);
-        while i < a.len() && a[i].0 + a[i].1 <= offset {
-            i += 1;
-        }
-        let mut j = i;
-        while j < a.len() && a[j].0 < end {
-            let (x, y) = (a[j].0.max(offset), (a[j].0 + a[j].1).min(end));
-            sum += y.saturating_sub(x);
-            j += 1;
-        }
-    }
-    sum
-}
-
-/// Whether every overwrite needs new blocks, shared or not.
-fn always_copy_on_write(file: &File) -> bool {
-    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, FsType, fstatfs};
-    // The kernel's magic numbers, in whatever integer this target's statfs
-    // uses (a wrapped cast is how the kernel itself stores them there).
-    let zfs = FsType(0x2fc1_2fc1 as _);
-    let bcachefs = FsType(0xca45_1a4e_u32 as _);
-    // Unknown: assume the worst.
-    fstatfs(file).map_or(true, |s| {
-        [BTRFS_SUPER_MAGIC, zfs, bcachefs].contains(&s.filesystem_type())
-    })
-}
-
-/// Whether holes can be punched in `file`: a punch past its end changes
-/// nothing where they can, and fails where they cannot.
-fn can_punch(file: &File) -> bool {
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    let Some(start) = meta
-        .len()
-        .checked_next_multiple_of(1 << 16)
-        .and_then(|start| i64::try_from(start).ok())
-    else {
-        return false;
-    };
-    fallocate(
-        file.as_raw_fd(),
-        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-        start,
-        1 << 16,
-    )
-    .is_ok()
-}
-
-/// Bytes of `ranges` the file already has blocks for (SEEK_DATA and
-/// SEEK_HOLE).
-fn allocated_within(file: &File, ranges: &[(u64, u64)]) -> u64 {
-    use nix::unistd::{Whence, lseek};
-    let fd = file.as_raw_fd();
-    let mut sum = 0;
-    for &(start, len) in ranges {
-        let end = start + len;
-        let mut pos = start;
-        while pos < end {
-            let Ok(data) = lseek(fd, pos as i64, Whence::SeekData) else {
-                break;
-            };
-            let data = data as u64;
-            if data >= end {
-                break;
-            }
-            let hole =
-                lseek(fd, data as i64, Whence::SeekHole).map_or(end, |h| (h as u64).min(end));
-            if hole <= data {
-                break;
-            }
-            sum += hole - data;
-            pos = hole;
-        }
-    }
-    sum
-}
-
 impl Drop for Target {
     fn drop(&mut self) {
         if !self.named {
@@ -881,19 +545,6 @@ impl WriteAt for Target {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-
-    #[test]
-    fn overlap_counts_common_bytes() {
-        let a = [(0, 10), (20, 10), (40, 10)];
-        assert_eq!(super::overlap(&a, [(5, 20)].into_iter()), 5 + 5);
-        assert_eq!(super::overlap(&a, [(0, 100)].into_iter()), 30);
-        assert_eq!(super::overlap(&a, [(10, 10), (30, 10)].into_iter()), 0);
-        assert_eq!(
-            super::overlap(&a, [(22, 2), (25, 30)].into_iter()),
-            2 + 5 + 10
-        );
-        assert_eq!(super::overlap(&[], [(0, 5)].into_iter()), 0);
-    }
 
     #[test]
     fn a_trailing_slash_or_dot_names_a_folder() {
