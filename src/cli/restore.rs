@@ -8,7 +8,11 @@ use super::{Context, output};
 
 /// Restore a snapshot onto a new image file, an existing file, or a device
 ///
-/// Nothing is written to a target that is mounted, in use, or too small.
+/// Nothing is written to a target that is mounted, in use (also through
+/// another loop device on the same bytes), too small, inside a platter
+/// repository (by identity: links and bind mounts count), or on a
+/// filesystem without room for the data; nor to a new file in /dev (a
+/// mistyped device name).
 /// Every chunk is checked against its BLAKE3 id before it is written; a
 /// damaged chunk stops the restore (see --continue-on-error).
 ///

@@ -5,9 +5,12 @@
 pub mod fs;
 mod ioctl;
 pub mod layout;
+mod place;
+mod room;
 mod source;
 mod sysfs;
 mod target;
 
+pub use place::{FileId, Forbidden};
 pub use source::{Source, SourceIdentity};
 pub use target::{Target, TargetKind};

@@ -1,5 +1,6 @@
 //! What the kernel says about a block device: its sysfs folder, hardware
-//! identity, mounts, holders and loop devices.
+//! identity, mounts, holders and loop devices; and which filesystem type
+//! is mounted where (/proc/self/mountinfo).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -130,6 +131,58 @@ pub fn loops_backed_by(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// An attached loop device: its sysfs folder, device node and number.
+pub struct AttachedLoop {
+    pub dir: PathBuf,
+    pub node: PathBuf,
+    pub rdev: u64,
+}
+
+/// Every loop device with a file attached (its sysfs folder has `loop/`
+/// only while one is).
+pub fn attached_loops() -> Vec<AttachedLoop> {
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let dir = entry.path();
+            if !dir.join("loop").is_dir() {
+                return None;
+            }
+            let dev = read_trimmed(&dir.join("dev"))?;
+            let (a, b) = dev.split_once(':')?;
+            let rdev = libc::makedev(a.parse().ok()?, b.parse().ok()?);
+            let node = Path::new("/dev").join(entry.file_name());
+            Some(AttachedLoop { dir, node, rdev })
+        })
+        .collect()
+}
+
+/// The file attached to the loop device whose sysfs folder is `dir`, as
+/// the kernel names it (the name it was attached under).
+pub fn attached_file(dir: &Path) -> Option<PathBuf> {
+    let backing = read_trimmed(&dir.join("loop/backing_file"))?;
+    Some(PathBuf::from(backing.trim_end_matches(" (deleted)")))
+}
+
+/// The type of the filesystem whose device number is `dev` (a file's
+/// st_dev), as mounted: tells devtmpfs from tmpfs, which statfs cannot.
+pub fn fstype_of(dev: u64) -> Option<String> {
+    fstype_in(&fs::read_to_string("/proc/self/mountinfo").ok()?, dev)
+}
+
+fn fstype_in(mountinfo: &str, dev: u64) -> Option<String> {
+    let wanted = (libc::major(dev), libc::minor(dev));
+    mountinfo.lines().find_map(|line| {
+        let (mount, rest) = line.split_once(" - ")?;
+        let (a, b) = mount.split(' ').nth(2)?.split_once(':')?;
+        let dev: (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+        (dev == wanted).then(|| rest.split(' ').next().map(str::to_string))?
+    })
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mount(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -154,6 +207,21 @@ fn unescape_mount(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_filesystem_type_is_found_by_device_number() {
+        let info = "22 1 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw,size=4k\n\
+                    23 22 0:21 / /dev/shm rw shared:3 - tmpfs tmpfs rw\n";
+        assert_eq!(
+            super::fstype_in(info, libc::makedev(0, 5)).as_deref(),
+            Some("devtmpfs")
+        );
+        assert_eq!(
+            super::fstype_in(info, libc::makedev(0, 21)).as_deref(),
+            Some("tmpfs")
+        );
+        assert_eq!(super::fstype_in(info, libc::makedev(8, 1)), None);
+    }
+
     #[test]
     fn mount_points_are_unescaped() {
         assert_eq!(super::unescape_mount(r"/mnt/a\040b"), "/mnt/a b");

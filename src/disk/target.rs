@@ -2,17 +2,25 @@
 //! forced), or a block device. Every check happens before the first byte
 //! is written: a mounted, busy or too small target is refused with the
 //! reason and what to do.
+//!
+//! Where a target may be (not inside a repository, not another name of a
+//! mounted filesystem) is decided in `place`, whether its filesystem has
+//! room in `room`. A new file where a device was meant (devtmpfs /dev), a
+//! size no file can have, and a new file name ending in `/` are refused
+//! here.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FallocateFlags, fallocate};
 
 use crate::disk::layout::{ReadAt, WriteAt};
-use crate::disk::{ioctl, sysfs};
+use crate::disk::place::{self, FileId, Forbidden};
+use crate::disk::{ioctl, room, sysfs};
 use crate::error::{Error, IoContext, Result};
 use crate::interrupt::{self, Registration};
 use crate::os;
@@ -57,12 +65,27 @@ pub struct Target {
 impl Target {
     /// Opens `path` after every safety check. A new or forced existing
     /// file will be `file_size` bytes long; a device keeps its size. The
-    /// caller checks that [`Target::size`] is enough, then calls
-    /// [`Target::prepare`] before writing.
-    pub fn open(path: &Path, file_size: u64, force: bool) -> Result<Target> {
+    /// caller checks that [`Target::size`] is enough and that there is
+    /// room ([`Target::check_room`]), then calls [`Target::prepare`]
+    /// before writing.
+    pub fn open(
+        path: &Path,
+        file_size: u64,
+        force: bool,
+        forbidden: &dyn Forbidden,
+    ) -> Result<Target> {
         let meta = match fs::metadata(path) {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                let why = if names_a_folder(path) {
+                    "ends with a slash, but names a file, not a folder"
+                } else {
+                    "has a part before its last name that is a file, not a folder"
+                };
+                return Err(Error::bad_input(format!("target {} {why}", path.display()))
+                    .hint("nothing was written; name the file without a trailing slash"));
+            }
             Err(e) => return Err(Error::io("inspect target", path, e)),
         };
         if meta.is_none() && fs::symlink_metadata(path).is_ok() {
@@ -73,11 +96,24 @@ impl Target {
             .hint("remove the link or name another file"));
         }
         let Some(meta) = meta else {
+            if names_a_folder(path) {
+                return Err(Error::bad_input(format!(
+                    "target {} ends with a slash (or a dot): it names a folder, and there is none",
+                    path.display()
+                ))
+                .hint(
+                    "nothing was written; leave out the trailing slash to create an image file",
+                ));
+            }
+            check_file_size(path, file_size)?;
+            if let Some(what) = place::forbidden_place(path, None, forbidden) {
+                return Err(place::refuse_place(path, &what));
+            }
             return Self::create_new(path, file_size);
         };
         let kind = meta.file_type();
         if kind.is_block_device() {
-            return Self::open_device(path, meta.rdev());
+            return Self::open_device(path, meta.rdev(), forbidden);
         }
         if kind.is_dir() {
             return Err(
@@ -91,6 +127,9 @@ impl Target {
                 path.display()
             )));
         }
+        if let Some(what) = place::forbidden_place(path, Some(FileId::of(&meta)), forbidden) {
+            return Err(place::refuse_place(path, &what));
+        }
         if !force {
             return Err(Error::bad_input(format!(
                 "target {} exists ({} bytes); refusing to overwrite it",
@@ -99,6 +138,7 @@ impl Target {
             ))
             .hint("add --force to overwrite it, or name a new file"));
         }
+        check_file_size(path, file_size)?;
         let loops = sysfs::loops_backed_by(path);
         if !loops.is_empty() {
             return Err(Error::busy(format!(
@@ -128,13 +168,27 @@ impl Target {
     }
 
     fn create_new(path: &Path, size: u64) -> Result<Target> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir_meta = match fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => meta,
+            _ => {
+                return Err(Error::not_found(format!(
+                    "the folder of target {} does not exist",
+                    path.display()
+                )));
+            }
+        };
+        // /dev holds device nodes, made by the kernel: a new regular file
+        // there is a mistyped device name, and would live in RAM.
+        if sysfs::fstype_of(dir_meta.dev()).as_deref() == Some("devtmpfs") {
             return Err(Error::not_found(format!(
-                "the folder of target {} does not exist",
+                "device {} does not exist",
                 path.display()
-            )));
+            ))
+            .hint("nothing was written; list the disks with `lsblk`, or name an image file on a real filesystem"));
         }
         let name = path
             .file_name()
@@ -157,7 +211,7 @@ impl Target {
             .at("create target", &temp)?;
         if let Err(e) = file.set_len(size) {
             let _ = fs::remove_file(&temp);
-            return Err(Error::io("size target", path, e));
+            return Err(size_error(path, size, e));
         }
         Ok(Target {
             size,
@@ -173,7 +227,7 @@ impl Target {
         })
     }
 
-    fn open_device(path: &Path, rdev: u64) -> Result<Target> {
+    fn open_device(path: &Path, rdev: u64, forbidden: &dyn Forbidden) -> Result<Target> {
         if let Some(dir) = sysfs::block_dir(rdev) {
             let mounts = sysfs::mounts_of_device(&dir, rdev);
             if !mounts.is_empty() {
@@ -220,6 +274,15 @@ impl Target {
             ))
             .hint("nothing was written; make it writable (`blockdev --setrw`, `losetup` without -r, the write-protect switch) or choose another target"));
         }
+        let status = if libc::major(rdev) == place::LOOP_MAJOR {
+            ioctl::loop_status(&file).ok()
+        } else {
+            None
+        };
+        if let Some(status) = &status {
+            place::check_loop_backing(path, rdev, status, forbidden)?;
+        }
+        place::check_loop_peers(path, rdev, status.as_ref())?;
         let size = ioctl::device_size(&file).at("get the size of", path)?;
         let sector = ioctl::logical_sector_size(&file).at("get the sector size of", path)?;
         Ok(Target {
@@ -252,7 +315,7 @@ impl Target {
         if self.resize_pending {
             self.file
                 .set_len(self.size)
-                .at("resize target", &self.path)?;
+                .map_err(|e| size_error(&self.final_path, self.size, e))?;
             self.resize_pending = false;
         }
         Ok(())
@@ -278,6 +341,42 @@ impl Target {
             needed - self.size
         ))
         .hint("nothing was written; restore onto a target at least that large"))
+    }
+
+    /// Refuses a file target whose filesystem has no room for the data the
+    /// restore writes: `data` lists the target's byte ranges that get data
+    /// (sorted, apart), within the `span` bytes from the start that the
+    /// restore writes; the rest of the span becomes holes, or zeros where
+    /// an existing file's filesystem cannot punch holes. Overwriting a
+    /// block the file owns alone costs nothing; on copy-on-write
+    /// filesystems (btrfs), and over blocks shared with another file
+    /// (XFS reflinks), every byte written needs a new block. Checked
+    /// before the first write, so a refusal leaves an existing file as it
+    /// was.
+    pub fn check_room(&self, data: &[(u64, u64)], span: u64) -> Result<()> {
+        if self.kind == TargetKind::BlockDevice {
+            return Ok(());
+        }
+        let existing = self.kind == TargetKind::ExistingFile;
+        let need = room::need(&self.file, existing, data, span)
+            .at("query the free space for", &self.final_path)?;
+        if need.new <= need.free {
+            return Ok(());
+        }
+        Err(Error::bad_input(format!(
+            "not enough space for target {}: the restore writes {} of data{}, and its \
+             filesystem has {} free (short by {})",
+            self.final_path.display(),
+            crate::units::bytes(need.total),
+            if need.new < need.total {
+                format!(", {} of it to new blocks", crate::units::bytes(need.new))
+            } else {
+                String::new()
+            },
+            crate::units::bytes(need.free),
+            crate::units::bytes(need.new - need.free)
+        ))
+        .hint("nothing was written; free space there, or restore onto another filesystem (zero chunks stay holes and take no space)"))
     }
 
     /// Asks the kernel to re-read a device's partition table, so the new
@@ -439,6 +538,43 @@ fn remove_dead_leftovers(path: &Path, name: &str) {
     }
 }
 
+/// Whether `path` can only name a folder: it ends with `/`, `/.` or `/..`.
+fn names_a_folder(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    [&b"/"[..], b"/.", b"/.."]
+        .iter()
+        .any(|end| bytes.ends_with(end))
+        || bytes == b"."
+        || bytes == b".."
+}
+
+/// Refuses a file size no file can have (beyond off_t).
+fn check_file_size(path: &Path, size: u64) -> Result<()> {
+    if i64::try_from(size).is_ok() {
+        return Ok(());
+    }
+    Err(Error::bad_input(format!(
+        "target {} would be {size} bytes ({}), too large for any file (at most {} bytes)",
+        path.display(),
+        crate::units::bytes(size),
+        i64::MAX
+    ))
+    .hint("nothing was written; give a smaller --size"))
+}
+
+/// The error for a file that cannot be given `size` bytes.
+fn size_error(path: &Path, size: u64, e: io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EFBIG) || e.kind() == io::ErrorKind::InvalidInput {
+        return Error::bad_input(format!(
+            "target {} would be {size} bytes ({}), too large for a file on its filesystem",
+            path.display(),
+            crate::units::bytes(size)
+        ))
+        .hint("nothing was written; give a smaller --size, or restore onto another filesystem");
+    }
+    Error::io("size target", path, e)
+}
+
 impl Drop for Target {
     fn drop(&mut self) {
         if !self.named {
@@ -458,5 +594,20 @@ impl ReadAt for Target {
 impl WriteAt for Target {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         Target::write_at(self, buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_trailing_slash_or_dot_names_a_folder() {
+        for folder in ["out.img/", "out.img/.", "a/..", ".", "..", "/"] {
+            assert!(super::names_a_folder(Path::new(folder)), "{folder}");
+        }
+        for file in ["out.img", "dir/out.img", "dir/.hidden", "a.."] {
+            assert!(!super::names_a_folder(Path::new(file)), "{file}");
+        }
     }
 }

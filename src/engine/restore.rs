@@ -6,13 +6,19 @@
 //! optionally the last partition grown); a block device is then asked to
 //! re-read its partition table. One partition of a whole-disk snapshot
 //! can be restored on its own.
+//!
+//! The target must not lie in the repository being read, nor in any other
+//! platter repository: the engine names those places to the disk layer
+//! (by device and inode number, see `RepositoryFiles`), which checks the
+//! target, the file behind a loop device, and every folder above them.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::codec::{self, ChunkId, Sealing};
 use crate::disk::layout::{Layout, Resize, Table, apply_resize, grow_next_step, plan_resize};
-use crate::disk::{Target, TargetKind};
+use crate::disk::{FileId, Forbidden, Target, TargetKind};
 use crate::engine::parallel::map_entries;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -266,7 +272,7 @@ pub fn restore(
     let layout = snapshot_layout(&snap, &mut warnings);
     let window = choose_window(&snap, layout.as_ref(), options.partition)?;
     let (index, damaged_index) = repo.load_index()?;
-    let missing = missing_chunks(&mut map, &index, window.positions(header.chunk_size))?;
+    let Survey { missing, data } = survey(&mut map, &index, window.positions(header.chunk_size))?;
     if let Some(&(pos, id)) = missing.first()
         && !options.continue_on_error
     {
@@ -299,6 +305,7 @@ pub fn restore(
         target_path,
         options.file_size.unwrap_or(window.len),
         options.force,
+        &RepositoryFiles::of(repo)?,
     )?;
     if options.file_size.is_some() && target.kind() == TargetKind::BlockDevice {
         return Err(Error::bad_input(format!(
@@ -309,6 +316,13 @@ pub fn restore(
         .hint("nothing was written; leave out --size"));
     }
     let (window, resize) = fit(&snap, layout.as_ref(), window, &target, options)?;
+    let mut writes = in_window(&data, window);
+    if resize.is_some() {
+        // Fitting the table rewrites the target's end (the backup GPT:
+        // at most 1 MiB, see layout_problem), after the data.
+        writes = with_tail(writes, target.size(), 1 << 20);
+    }
+    target.check_room(&writes, window.len)?;
     target.prepare()?;
     if window.len < header.source_size && options.partition.is_none() {
         warnings.push(format!(
@@ -459,21 +473,141 @@ fn grow_command(target: &Path, number: u32, kind: TargetKind, fstype: Option<&st
     }
 }
 
-/// Data chunks at `positions` of the map that the index does not know,
-/// in map order.
-fn missing_chunks(
-    map: &mut MapReader,
-    index: &Index,
-    positions: std::ops::Range<u64>,
-) -> Result<Vec<(u64, ChunkId)>> {
+/// What the chunks at some positions of a map need.
+struct Survey {
+    /// Data chunks the index does not know, in map order.
+    missing: Vec<(u64, ChunkId)>,
+    /// The snapshot's byte ranges that hold data chunks (the rest is
+    /// zeros and stays holes), merged, in order.
+    data: Vec<(u64, u64)>,
+}
+
+fn survey(map: &mut MapReader, index: &Index, positions: std::ops::Range<u64>) -> Result<Survey> {
+    let header = *map.header();
     let mut missing = Vec::new();
-    for pos in positions.start..positions.end.min(map.header().entries) {
+    let mut data: Vec<(u64, u64)> = Vec::new();
+    for pos in positions.start..positions.end.min(header.entries) {
         let e = map.entry(pos)?;
-        if e.kind == Kind::Data && !index.contains(&e.id) {
+        if e.kind != Kind::Data {
+            continue;
+        }
+        if !index.contains(&e.id) {
             missing.push((pos, e.id));
         }
+        let (offset, len) = (pos * header.chunk_size, header.chunk_len(pos));
+        match data.last_mut() {
+            Some((start, run)) if *start + *run == offset => *run += len,
+            _ => data.push((offset, len)),
+        }
     }
-    Ok(missing)
+    Ok(Survey { missing, data })
+}
+
+/// The target's byte ranges that `window` makes of the snapshot's `ranges`.
+fn in_window(ranges: &[(u64, u64)], window: Window) -> Vec<(u64, u64)> {
+    ranges
+        .iter()
+        .filter_map(|&(offset, len)| {
+            let a = offset.max(window.start);
+            let b = (offset + len).min(window.end());
+            (a < b).then(|| (a - window.start, b - a))
+        })
+        .collect()
+}
+
+/// `ranges` (sorted, apart) and the last `len` bytes of a `size`-byte
+/// target, merged.
+fn with_tail(mut ranges: Vec<(u64, u64)>, size: u64, len: u64) -> Vec<(u64, u64)> {
+    let mut start = size.saturating_sub(len);
+    while let Some(&(offset, run)) = ranges.last() {
+        if offset + run < start {
+            break;
+        }
+        start = start.min(offset);
+        ranges.pop();
+    }
+    ranges.push((start, size - start));
+    ranges
+}
+
+/// What a restore must not write into: every file and folder of the
+/// repository it reads, by identity (so that a symbolic link, a bind mount
+/// or a hard link to them counts), and any folder that holds a platter
+/// repository.
+struct RepositoryFiles {
+    root: PathBuf,
+    files: HashSet<FileId>,
+    folders: HashSet<FileId>,
+}
+
+impl RepositoryFiles {
+    /// Walks the repository: a few thousand files at most.
+    fn of(repo: &Repository) -> Result<RepositoryFiles> {
+        let root = crate::repo::absolute(repo.root());
+        let meta = std::fs::metadata(&root).map_err(|e| Error::io("inspect", &root, e))?;
+        let mut folders = HashSet::from([FileId::of(&meta)]);
+        let mut files = HashSet::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            // A folder this process cannot list is one the restore reads
+            // nothing from either; the folders above it stay protected.
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                // Not following symbolic links: they lead out of the repository.
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let id = FileId::of(&meta);
+                if meta.is_dir() {
+                    if folders.insert(id) {
+                        stack.push(entry.path());
+                    }
+                } else {
+                    files.insert(id);
+                }
+            }
+        }
+        Ok(RepositoryFiles {
+            root,
+            files,
+            folders,
+        })
+    }
+}
+
+impl Forbidden for RepositoryFiles {
+    fn file(&self, id: FileId) -> Option<String> {
+        self.files.contains(&id).then(|| {
+            format!(
+                "a file of the repository {} being restored from",
+                self.root.display()
+            )
+        })
+    }
+
+    fn folder(&self, dir: &Path, id: FileId) -> Option<String> {
+        if self.folders.contains(&id) {
+            return Some(format!(
+                "inside the repository {} being restored from",
+                self.root.display()
+            ));
+        }
+        holds_repository(dir).then(|| format!("inside the platter repository {}", dir.display()))
+    }
+}
+
+/// Whether `dir` looks like a platter repository (docs/FORMAT.md): a
+/// config file beside the repository's folders. A damaged config still
+/// counts; a file merely named `config` does not.
+fn holds_repository(dir: &Path) -> bool {
+    dir.join("config")
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_file())
+        && ["data", "index", "maps", "snapshots"]
+            .iter()
+            .all(|folder| dir.join(folder).is_dir())
 }
 
 type Written = (u64, u64, Vec<DamagedRange>);
@@ -613,4 +747,27 @@ fn read_back(
     );
     progress.finish();
     ran.map(|()| true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Window, in_window, with_tail};
+
+    #[test]
+    fn data_ranges_are_clipped_to_the_window() {
+        let ranges = [(0, 10), (20, 10), (40, 10)];
+        let window = Window { start: 25, len: 20 };
+        assert_eq!(in_window(&ranges, window), vec![(0, 5), (15, 5)]);
+    }
+
+    #[test]
+    fn the_tail_merges_with_what_it_overlaps() {
+        assert_eq!(with_tail(vec![(0, 10)], 100, 5), vec![(0, 10), (95, 5)]);
+        assert_eq!(
+            with_tail(vec![(0, 10), (90, 8)], 100, 5),
+            vec![(0, 10), (90, 10)]
+        );
+        assert_eq!(with_tail(vec![(0, 8)], 8, 5), vec![(0, 8)]);
+        assert_eq!(with_tail(vec![], 3, 5), vec![(0, 3)]);
+    }
 }
