@@ -12,8 +12,7 @@
 //! (by device and inode number, see `RepositoryFiles`), which checks the
 //! target, the file behind a loop device, and every folder above them.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use crate::codec::{self, ChunkId, Sealing};
@@ -25,6 +24,7 @@ use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapReader};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::footprint::{Footprint, holds_repository};
 use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -305,7 +305,7 @@ pub fn restore(
         target_path,
         options.file_size.unwrap_or(window.len),
         options.force,
-        &RepositoryFiles::of(repo)?,
+        &RepositoryFiles(repo.footprint()?),
     )?;
     if options.file_size.is_some() && target.kind() == TargetKind::BlockDevice {
         return Err(Error::bad_input(format!(
@@ -531,83 +531,28 @@ fn with_tail(mut ranges: Vec<(u64, u64)>, size: u64, len: u64) -> Vec<(u64, u64)
 }
 
 /// What a restore must not write into: every file and folder of the
-/// repository it reads, by identity (so that a symbolic link, a bind mount
-/// or a hard link to them counts), and any folder that holds a platter
-/// repository.
-struct RepositoryFiles {
-    root: PathBuf,
-    files: HashSet<FileId>,
-    folders: HashSet<FileId>,
-}
-
-impl RepositoryFiles {
-    /// Walks the repository: a few thousand files at most.
-    fn of(repo: &Repository) -> Result<RepositoryFiles> {
-        let root = crate::repo::absolute(repo.root());
-        let meta = std::fs::metadata(&root).map_err(|e| Error::io("inspect", &root, e))?;
-        let mut folders = HashSet::from([FileId::of(&meta)]);
-        let mut files = HashSet::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            // A folder this process cannot list is one the restore reads
-            // nothing from either; the folders above it stay protected.
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                // Not following symbolic links: they lead out of the repository.
-                let Ok(meta) = entry.metadata() else {
-                    continue;
-                };
-                let id = FileId::of(&meta);
-                if meta.is_dir() {
-                    if folders.insert(id) {
-                        stack.push(entry.path());
-                    }
-                } else {
-                    files.insert(id);
-                }
-            }
-        }
-        Ok(RepositoryFiles {
-            root,
-            files,
-            folders,
-        })
-    }
-}
+/// repository it reads, and any folder that holds a platter repository.
+struct RepositoryFiles(Footprint);
 
 impl Forbidden for RepositoryFiles {
     fn file(&self, id: FileId) -> Option<String> {
-        self.files.contains(&id).then(|| {
+        self.0.files.contains(&(id.dev, id.ino)).then(|| {
             format!(
                 "a file of the repository {} being restored from",
-                self.root.display()
+                self.0.root.display()
             )
         })
     }
 
     fn folder(&self, dir: &Path, id: FileId) -> Option<String> {
-        if self.folders.contains(&id) {
+        if self.0.folders.contains(&(id.dev, id.ino)) {
             return Some(format!(
                 "inside the repository {} being restored from",
-                self.root.display()
+                self.0.root.display()
             ));
         }
         holds_repository(dir).then(|| format!("inside the platter repository {}", dir.display()))
     }
-}
-
-/// Whether `dir` looks like a platter repository (docs/FORMAT.md): a
-/// config file beside the repository's folders. A damaged config still
-/// counts; a file merely named `config` does not.
-fn holds_repository(dir: &Path) -> bool {
-    dir.join("config")
-        .symlink_metadata()
-        .is_ok_and(|m| m.is_file())
-        && ["data", "index", "maps", "snapshots"]
-            .iter()
-            .all(|folder| dir.join(folder).is_dir())
 }
 
 type Written = (u64, u64, Vec<DamagedRange>);

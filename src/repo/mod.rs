@@ -9,6 +9,7 @@
 pub mod backend;
 mod chunk_reader;
 pub mod config;
+pub mod footprint;
 pub(crate) mod envelope;
 mod fields;
 pub mod index;
