@@ -106,5 +106,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
              of the repository with `platter repair --from COPY`"
         );
     }
+    if !report.leftovers.is_empty() {
+        eprintln!(
+            "hint: leftovers do no harm: `platter prune` removes unfinished writes and data no \
+             snapshot uses, `platter unlock` removes unfinished lock files of dead commands; \
+             files that are not platter's are left for you to move away"
+        );
+    }
     Ok(report.is_clean())
 }
