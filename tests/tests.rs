@@ -16,6 +16,7 @@ mod it {
     mod encryption;
     mod filesystems;
     mod format;
+    mod hardening_source;
     mod incremental;
     mod layout;
     mod output;
