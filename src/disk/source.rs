@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use nix::unistd::{Whence, lseek};
 
-use crate::disk::layout::{Layout, ReadAt};
 use crate::disk::ioctl::{self, LoopStatus};
+use crate::disk::layout::{Layout, ReadAt};
 use crate::disk::sysfs;
 use crate::error::{Error, IoContext, Result};
 
@@ -326,7 +326,10 @@ impl Source {
             out.push(SourceChange::Modified);
         }
         if now.backing != was.backing {
-            out.push(SourceChange::Backing(backing_change(was.backing, now.backing)));
+            out.push(SourceChange::Backing(backing_change(
+                was.backing,
+                now.backing,
+            )));
         }
         let replaced = match std::fs::metadata(&self.path) {
             Ok(m) if self.identity.is_device => (!m.file_type().is_block_device()

@@ -18,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::common::{
-    CHUNK, Image, LoopDevice, Rng, Run, Sandbox, have, platter, random_name, sh, wait_until,
+    CHUNK, Image, LoopDevice, Rng, Run, Sandbox, files_under, have, platter, random_name, sh,
+    verify_clean, wait_until,
 };
 
 /// Size of the images: 32 chunks, so most are read after the change.
@@ -169,7 +170,7 @@ fn backup_changed_at_first_chunk(
 
 /// The backup failed as a changed source must: exit 4, saying what
 /// changed and that nothing was committed; no new snapshot; the earlier
-/// one still restores to what it held.
+/// one still restores to what it held; `prune` clears what it left.
 fn assert_failed_as_changed(
     run: &Run,
     sandbox: &Sandbox,
@@ -187,6 +188,12 @@ fn assert_failed_as_changed(
     }
     assert_eq!(sandbox.snapshot_ids(), before, "a snapshot was committed");
     sandbox.assert_restores(earlier.0, earlier.1);
+    verify_clean(&sandbox.repo);
+    // Whatever it stored is a leftover, as the hint says: prune removes it.
+    sandbox.run(["prune"]).ok();
+    assert_eq!(files_under(&sandbox.repo.join("maps")).len(), before.len());
+    let report = verify_clean(&sandbox.repo);
+    assert_eq!(report["leftovers"], serde_json::json!([]), "{report:#}");
 }
 
 fn needs_strace(test: &str) -> bool {
@@ -216,7 +223,11 @@ fn an_image_that_shrinks_during_a_backup_fails_it() {
     let (sandbox, image, first) = with_snapshot(0x50_0002);
     let before = sandbox.snapshot_ids();
     let run = backup_changed_at_first_chunk(&sandbox, &image.path, &[], || {
-        sh(&format!("truncate -s {} {}", SIZE / 2, image.path.display()));
+        sh(&format!(
+            "truncate -s {} {}",
+            SIZE / 2,
+            image.path.display()
+        ));
     });
     let sizes = format!("from {SIZE} to {} bytes", SIZE / 2);
     assert_failed_as_changed(&run, &sandbox, &before, &sizes, (&first, &image.bytes));
@@ -232,9 +243,18 @@ fn an_image_that_shrinks_and_grows_back_during_a_backup_fails_it() {
     let before = sandbox.snapshot_ids();
     let run = backup_changed_at_first_chunk(&sandbox, &image.path, &[], || {
         let path = image.path.display();
-        sh(&format!("truncate -s {} {path}; truncate -s {SIZE} {path}", SIZE / 2));
+        sh(&format!(
+            "truncate -s {} {path}; truncate -s {SIZE} {path}",
+            SIZE / 2
+        ));
     });
-    assert_failed_as_changed(&run, &sandbox, &before, "it was written to", (&first, &image.bytes));
+    assert_failed_as_changed(
+        &run,
+        &sandbox,
+        &before,
+        "it was written to",
+        (&first, &image.bytes),
+    );
 }
 
 // Pins: an image file replaced by a rename (or deleted) during a backup fails it (exit 4, replaced): its path must still name the inode that was read.
@@ -250,12 +270,24 @@ fn an_image_replaced_or_removed_during_a_backup_fails_it() {
         fs::copy(&image.path, &other).unwrap();
         fs::rename(&other, &image.path).unwrap();
     });
-    assert_failed_as_changed(&run, &sandbox, &before, "its path names another file now", (&first, &image.bytes));
+    assert_failed_as_changed(
+        &run,
+        &sandbox,
+        &before,
+        "its path names another file now",
+        (&first, &image.bytes),
+    );
 
     let run = backup_changed_at_first_chunk(&sandbox, &image.path, &[], || {
         fs::rename(&image.path, &other).unwrap();
     });
-    assert_failed_as_changed(&run, &sandbox, &before, "no longer exists", (&first, &image.bytes));
+    assert_failed_as_changed(
+        &run,
+        &sandbox,
+        &before,
+        "no longer exists",
+        (&first, &image.bytes),
+    );
     fs::rename(&other, &image.path).unwrap();
     image.check();
 }
@@ -274,15 +306,20 @@ fn an_image_written_during_a_backup_fails_it_unless_allowed() {
     let run = backup_changed_at_first_chunk(&sandbox, &path, &[], || {
         image.write_random(&mut rng, 20 * CHUNK, 100);
     });
-    assert_failed_as_changed(&run, &sandbox, &before, "it was written to", (&first, &original));
+    assert_failed_as_changed(
+        &run,
+        &sandbox,
+        &before,
+        "it was written to",
+        (&first, &original),
+    );
 
     let run = backup_changed_at_first_chunk(&sandbox, &path, &["--allow-mounted"], || {
         image.write_random(&mut rng, 21 * CHUNK, 100);
     });
     run.ok();
     assert!(
-        run.stderr.contains("written to during the backup")
-            && run.stderr.contains("inconsistent"),
+        run.stderr.contains("written to during the backup") && run.stderr.contains("inconsistent"),
         "no warning:\n{}",
         run.stderr
     );
