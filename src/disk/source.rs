@@ -3,7 +3,7 @@
 //! A source must not change while it is read: a file that shrinks reads as
 //! holes past its new end, one replaced by a rename is not the file backed
 //! up, and either way the snapshot would be silently wrong. So `open` notes
-//! what can be seen of the source from outside its bytes (a [`Stamp`]: the
+//! what can be seen of the source from outside its bytes (a `Stamp`: the
 //! inode, the size, for a file its ctime, for a loop device its backing file
 //! and range), and [`Source::changes`] compares that with the source as it
 //! is now, on the open descriptor and on the path. The engine asks just
@@ -401,7 +401,7 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp> {
 fn backing_change(was: Option<LoopStatus>, now: Option<LoopStatus>) -> String {
     match (was, now) {
         (Some(_), None) => "has no backing file any more".to_string(),
-        (None, Some(_)) | (None, None) => "was attached to a file".to_string(),
+        (None, _) => "was attached to a file".to_string(),
         (Some(a), Some(b)) if (a.backing_dev, a.backing_ino) != (b.backing_dev, b.backing_ino) => {
             format!(
                 "shows another file now (inode {} on device {:#x}, was inode {} on device {:#x})",
@@ -418,5 +418,101 @@ fn backing_change(was: Option<LoopStatus>, now: Option<LoopStatus>) -> String {
 impl ReadAt for Source {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         Source::read_at(self, buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A source over a new file of `data` MiB of data then `hole` MiB of
+    /// hole, in its own folder.
+    fn source(data: u64, hole: u64) -> (tempfile::TempDir, PathBuf, Source) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![0x5a; (data * MIB) as usize]).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len((data + hole) * MIB)
+            .unwrap();
+        let source = Source::open(&path).unwrap();
+        (dir, path, source)
+    }
+
+    /// Past a tick of the coarsest timestamp clock, so a change moves ctime
+    /// on any kernel.
+    fn later() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    #[test]
+    fn an_untouched_source_has_no_changes_and_its_trailing_hole_is_a_hole() {
+        let (_dir, _path, source) = source(1, 1);
+        assert!(source.is_hole(MIB, 2 * MIB).unwrap());
+        assert!(!source.is_hole(0, MIB).unwrap());
+        let mut buf = [0u8; 16];
+        source.read_at(&mut buf, 0).unwrap();
+        assert_eq!(source.changes().unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn past_the_end_of_a_file_that_shrank_is_not_a_hole() {
+        let (_dir, path, source) = source(2, 0);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(MIB)
+            .unwrap();
+        let e = source.is_hole(MIB + 4096, 2 * MIB).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.message().contains("from 2097152 to 1048576 bytes"), "{e}");
+        let mut buf = [0u8; 4096];
+        let e = source.read_at(&mut buf, MIB).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            source.changes().unwrap(),
+            vec![SourceChange::Size(2 * MIB, MIB)]
+        );
+    }
+
+    #[test]
+    fn a_write_at_the_same_size_is_a_modification() {
+        let (_dir, path, source) = source(1, 0);
+        later();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(b"changed", 100)
+            .unwrap();
+        assert_eq!(source.changes().unwrap(), vec![SourceChange::Modified]);
+        assert!(source.changes().unwrap()[0].is_write());
+    }
+
+    #[test]
+    fn a_rename_over_the_path_or_its_removal_is_a_replacement() {
+        let (dir, path, source) = source(1, 0);
+        let other = dir.path().join("other.img");
+        std::fs::copy(&path, &other).unwrap();
+        later();
+        std::fs::rename(&other, &path).unwrap();
+        let changes = source.changes().unwrap();
+        assert!(
+            matches!(changes[..], [SourceChange::Replaced(w)] if w.contains("another file")),
+            "{changes:?}"
+        );
+        assert!(!changes[0].is_write());
+        std::fs::remove_file(&path).unwrap();
+        let changes = source.changes().unwrap();
+        assert!(
+            matches!(changes[..], [SourceChange::Replaced(w)] if w.contains("no longer exists")),
+            "{changes:?}"
+        );
     }
 }
