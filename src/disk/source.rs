@@ -4,8 +4,8 @@
 //! holes past its new end, one replaced by a rename is not the file backed
 //! up, and either way the snapshot would be silently wrong. So `open` notes
 //! what can be seen of the source from outside its bytes (a `Stamp`: the
-//! inode, the size, for a file its ctime, for a loop device its backing file
-//! and range), and [`Source::changes`] compares that with the source as it
+//! inode, the size, for a file its ctime, for a loop device its backing file,
+//! its range and the file's size), and [`Source::changes`] compares that with the source as it
 //! is now, on the open descriptor and on the path. The engine asks just
 //! before it commits, and whenever reading fails. A block device's ctime
 //! does not follow writes to it, so writes to a device are not seen here
@@ -58,6 +58,10 @@ struct Stamp {
     ctime: Option<(i64, i64)>,
     /// The backing file and range of a loop device.
     backing: Option<LoopStatus>,
+    /// The size of a loop device's backing file, when sysfs names it: the
+    /// device keeps its size when the file shrinks, and its end then fails
+    /// to read or reads stale cached data.
+    backing_size: Option<u64>,
 }
 
 /// How a source changed while it was being backed up.
@@ -330,6 +334,14 @@ impl Source {
                 was.backing,
                 now.backing,
             )));
+        } else if let (Some(status), Some(from), Some(to)) =
+            (now.backing, was.backing_size, now.backing_size)
+            && to < from
+            && to < status.offset.saturating_add(was.size)
+        {
+            out.push(SourceChange::Backing(format!(
+                "lost the end of its file (the file went from {from} to {to} bytes)"
+            )));
         }
         let replaced = match std::fs::metadata(&self.path) {
             Ok(m) if self.identity.is_device => (!m.file_type().is_block_device()
@@ -384,6 +396,7 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp> {
             size,
             ctime: None,
             backing,
+            backing_size: backing.and_then(|b| backing_file_size(meta.rdev(), &b)),
         })
     } else {
         Ok(Stamp {
@@ -393,8 +406,18 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp> {
             size: meta.len(),
             ctime: Some((meta.ctime(), meta.ctime_nsec())),
             backing: None,
+            backing_size: None,
         })
     }
+}
+
+/// The size of the file behind the loop device `rdev`, when the file its
+/// sysfs folder names is the one `status` says the device shows.
+fn backing_file_size(rdev: u64, status: &LoopStatus) -> Option<u64> {
+    let dir = sysfs::block_dir(rdev)?;
+    let name = std::fs::read_to_string(dir.join("loop/backing_file")).ok()?;
+    let meta = std::fs::metadata(name.trim_end_matches('\n')).ok()?;
+    ((meta.dev(), meta.ino()) == (status.backing_dev, status.backing_ino)).then_some(meta.len())
 }
 
 /// What changed between two views of a loop device's backing file.

@@ -329,10 +329,11 @@ fn an_image_written_during_a_backup_fails_it_unless_allowed() {
     sandbox.assert_restores(&ids[1], &image.bytes);
 }
 
-/// A loop device over a random file whose first snapshot is taken; the
-/// device changes size (`truncate` of its file, then `losetup -c`) while
-/// a second backup is stopped just after opening it.
-fn loop_device_resized_during_a_backup(test: &str, new_size: u64) {
+/// A loop device over a random file whose first snapshot is taken; its
+/// file is cut or grown to `new_size` (and the device resized with it when
+/// `resize`: `losetup -c`) while a second backup is stopped just after
+/// opening the device. The error must mention `what`.
+fn loop_device_changed_during_a_backup(test: &str, new_size: u64, resize: bool, what: &str) {
     if !have(test, &["root", "loop devices", "losetup", "strace"]) {
         return;
     }
@@ -344,31 +345,47 @@ fn loop_device_resized_during_a_backup(test: &str, new_size: u64) {
     let first = sandbox.snapshot_of(&device.path, &[]);
     let before = sandbox.snapshot_ids();
     let paused = Paused::backup(&sandbox, &device.path, &[], "fadvise64", "fadvise64(");
-    sh(&format!(
-        "truncate -s {new_size} {}; losetup -c {}",
-        file.display(),
-        device.path.display()
-    ));
+    sh(&format!("truncate -s {new_size} {}", file.display()));
+    if resize {
+        sh(&format!("losetup -c {}", device.path.display()));
+    }
     let run = paused.resume();
-    let sizes = format!("from {SIZE} to {new_size} bytes");
     let copy = image.bytes.clone();
-    assert_failed_as_changed(&run, &sandbox, &before, &sizes, (&first, &copy));
+    assert_failed_as_changed(&run, &sandbox, &before, what, (&first, &copy));
 }
 
 // Pins: a loop device that grows during a backup (its file grown, `losetup -c`) fails it (exit 4, size a -> b), not a snapshot of the old size.
 #[test]
 fn a_loop_device_that_grows_during_a_backup_fails_it() {
-    loop_device_resized_during_a_backup(
+    let new_size = SIZE + 4 * CHUNK;
+    loop_device_changed_during_a_backup(
         "a_loop_device_that_grows_during_a_backup_fails_it",
-        SIZE + 4 * CHUNK,
+        new_size,
+        true,
+        &format!("its size went from {SIZE} to {new_size} bytes"),
     );
 }
 
 // Pins: a loop device that shrinks during a backup fails it as a changed source (exit 4, size a -> b), not as a short read of bad input.
 #[test]
 fn a_loop_device_that_shrinks_during_a_backup_fails_it() {
-    loop_device_resized_during_a_backup(
+    let new_size = SIZE / 2;
+    loop_device_changed_during_a_backup(
         "a_loop_device_that_shrinks_during_a_backup_fails_it",
-        SIZE / 2,
+        new_size,
+        true,
+        &format!("its size went from {SIZE} to {new_size} bytes"),
+    );
+}
+
+// Pins: a loop device whose file is cut during a backup (the device keeps its size) fails it as a changed source (exit 4), not as a read error or a snapshot of stale cache.
+#[test]
+fn a_loop_device_whose_file_shrinks_during_a_backup_fails_it() {
+    let new_size = SIZE / 2;
+    loop_device_changed_during_a_backup(
+        "a_loop_device_whose_file_shrinks_during_a_backup_fails_it",
+        new_size,
+        false,
+        &format!("lost the end of its file (the file went from {SIZE} to {new_size} bytes)"),
     );
 }
