@@ -28,7 +28,9 @@ const SIZE: u64 = 32 * CHUNK;
 /// A `platter backup` that strace holds stopped at the first `syscall` of
 /// the thread whose trace line for it contains `mark`.
 struct Paused {
-    strace: Child,
+    /// Taken when it is resumed; a Paused dropped before (a failing test)
+    /// kills both processes rather than leave them stopped.
+    strace: Option<Child>,
     /// The platter process (its thread group).
     pid: i32,
     command: String,
@@ -76,6 +78,7 @@ impl Paused {
             .expect("cannot start strace");
         let mut resumed = 0;
         let mut target = None;
+        let mut seen = None;
         let found = wait_until(Duration::from_secs(30), || {
             let text = fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -99,6 +102,7 @@ impl Paused {
                 .copied()
                 .unwrap_or_default();
             let pid = thread_group(tid);
+            seen = Some(pid);
             if call.contains(mark) {
                 target = Some(pid);
                 return true;
@@ -107,25 +111,38 @@ impl Paused {
             resumed += 1;
             false
         });
-        let log_text = fs::read_to_string(&log).unwrap_or_default();
-        match (found, target) {
-            (true, Some(pid)) => Paused {
-                strace,
-                pid,
-                command,
-            },
-            _ => panic!("platter never stopped in {syscall} ({mark}); strace log:\n{log_text}"),
+        let paused = Paused {
+            strace: Some(strace),
+            pid: target.or(seen).unwrap_or(0),
+            command,
+        };
+        if !found {
+            let log_text = fs::read_to_string(&log).unwrap_or_default();
+            drop(paused);
+            panic!("platter never stopped in {syscall} ({mark}); strace log:\n{log_text}");
         }
+        paused
     }
 
     /// Lets platter go on and waits for it.
-    fn resume(self) -> Run {
+    fn resume(mut self) -> Run {
         resume(self.pid);
-        let out = self
-            .strace
-            .wait_with_output()
-            .expect("cannot wait for strace");
-        Run::from_output(self.command, out)
+        let strace = self.strace.take().expect("resumed once");
+        let out = strace.wait_with_output().expect("cannot wait for strace");
+        Run::from_output(self.command.clone(), out)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(mut strace) = self.strace.take() {
+            if self.pid > 0 {
+                // SAFETY: kill only reads its integer arguments.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            }
+            let _ = strace.kill();
+            let _ = strace.wait();
+        }
     }
 }
 
