@@ -1,5 +1,6 @@
 //! A source that changes during a backup: shrinks, shrinks and grows back,
-//! is written to, is replaced by a rename, or (a loop device) changes size.
+//! is written to, is replaced by a rename, or (a loop device) changes size,
+//! loses the end of its file or shows another file.
 //! Each fails the backup with exit 4 and no new snapshot, and the earlier
 //! snapshots still restore; an unchanged source still backs up.
 //!
@@ -13,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -404,5 +406,55 @@ fn a_loop_device_whose_file_shrinks_during_a_backup_fails_it() {
         new_size,
         false,
         &format!("lost the end of its file (the file went from {SIZE} to {new_size} bytes)"),
+    );
+}
+
+/// LOOP_CHANGE_FD (linux/loop.h): swaps the file behind a read-only loop
+/// device while it is open, for a file of the same size.
+const LOOP_CHANGE_FD: libc::c_ulong = 0x4C06;
+
+// Pins: a read-only loop device whose file is swapped for another during a backup (LOOP_CHANGE_FD) fails it (exit 4, shows another file).
+#[test]
+fn a_loop_device_whose_file_is_swapped_during_a_backup_fails_it() {
+    let test = "a_loop_device_whose_file_is_swapped_during_a_backup_fails_it";
+    if !have(test, &["root", "loop devices", "losetup", "strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x50_0008);
+    let image = Image::random(sandbox.path("backing.img"), SIZE, &mut rng);
+    let other = Image::random(sandbox.path("other.img"), SIZE, &mut rng);
+    // `losetup -d` cannot swap the file: the kernel keeps an open device
+    // bound until it is closed, so attaching another file fails (EBUSY).
+    let device = LoopDevice {
+        path: PathBuf::from(sh(&format!(
+            "losetup -r -f --show {}",
+            image.path.display()
+        ))),
+    };
+    let first = sandbox.snapshot_of(&device.path, &[]);
+    let before = sandbox.snapshot_ids();
+    let paused = Paused::backup(&sandbox, &device.path, &[], "fadvise64", "fadvise64(");
+    {
+        let loop_fd = fs::File::open(&device.path).unwrap();
+        let new_fd = fs::File::open(&other.path).unwrap();
+        // SAFETY: LOOP_CHANGE_FD takes a file descriptor by value; both
+        // files are open for the duration of the call.
+        let rc = unsafe {
+            libc::ioctl(
+                loop_fd.as_raw_fd(),
+                LOOP_CHANGE_FD,
+                new_fd.as_raw_fd() as libc::c_ulong,
+            )
+        };
+        assert_eq!(rc, 0, "LOOP_CHANGE_FD: {}", std::io::Error::last_os_error());
+    }
+    let run = paused.resume();
+    assert_failed_as_changed(
+        &run,
+        &sandbox,
+        &before,
+        "its loop device shows another file now",
+        (&first, &image.bytes),
     );
 }
