@@ -180,14 +180,14 @@ enum Verdict {
 
 fn compare_source(source: &Source, options: &BackupOptions) -> Result<Verdict> {
     let changes = source.changes()?;
-    let path = source.path().display();
     if changes.is_empty() {
         return Ok(Verdict::Same);
     }
     if options.allow_mounted && changes.iter().all(|c| c.is_write()) {
         return Ok(Verdict::Written(format!(
-            "{path} was written to during the backup: the snapshot is inconsistent \
-             (accepted because of --allow-mounted)"
+            "{} was written to during the backup: the snapshot is inconsistent \
+             (accepted because of --allow-mounted)",
+            source.path().display()
         )));
     }
     Ok(Verdict::Changed(changed_error(source.path(), &changes)))
