@@ -20,6 +20,7 @@ mod it {
     mod hardening_output;
     mod hardening_repofiles;
     mod hardening_signals;
+    mod hardening_source;
     mod hardening_target;
     mod incremental;
     mod layout;

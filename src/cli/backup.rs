@@ -13,6 +13,12 @@ use super::{Context, output};
 /// and same serial/WWN for devices). Chunks whose fingerprint matches the
 /// parent's are reused without hashing or storing, so later backups cost only
 /// what changed. Holes of sparse image files are not read.
+///
+/// The source must not change during the backup: if its size changes, its
+/// path comes to name another file or device (a rename over it), a loop
+/// device's backing file changes, or an image file is written to, the backup
+/// fails with exit 4 and no snapshot is made. Stop what writes to it, or back
+/// up a snapshot or copy of it.
 #[derive(clap::Args)]
 pub struct Args {
     /// Block device (e.g. /dev/sdb) or image file; opened read-only
@@ -39,7 +45,9 @@ pub struct Args {
     raw: bool,
 
     /// Back up a filesystem that is mounted read-write; the image will be inconsistent
-    /// (files changing during the backup), and its free space is read too
+    /// (files changing during the backup), and its free space is read too. An image
+    /// file written to during the backup is then accepted with a warning (a change of
+    /// its size or identity still fails the backup)
     #[arg(long)]
     allow_mounted: bool,
 }

@@ -3,7 +3,18 @@
 //! The commit order is the repository's safety rule: packs (durable, by the
 //! pipeline) → index → map → manifest. A crash before the manifest leaves
 //! only unreferenced files behind; earlier snapshots are never touched.
+//!
+//! A source that changes while it is read gives no snapshot: its size,
+//! identity (inode, what its path names, a loop device's backing file) and,
+//! for an image file, its ctime are compared with how it was opened at the
+//! last moment before the manifest is written, and whenever reading it
+//! fails (the change is then the error). A write to an image file at the
+//! same size is accepted only with `--allow-mounted`, which knowingly takes
+//! an inconsistent image; a change of size or identity never is. What the
+//! failed backup stored (packs, index, map) stays as an interrupted
+//! backup's leftovers until `prune`.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
@@ -44,7 +55,7 @@ pub fn backup(
     if let Some(n) = options.partition {
         source = source.into_partition(n)?;
     }
-    let mut layout = source.layout()?;
+    let mut layout = source.layout().map_err(|e| explain(&source, options, e))?;
     for w in &layout.warnings {
         progress.warn(&format!("layout of {}: {w}", source_path.display()));
     }
@@ -69,7 +80,7 @@ pub fn backup(
     let free = if options.raw || !mounted.is_empty() || !source.table_warnings().is_empty() {
         fs::Ranges::default()
     } else {
-        fs::source_usage(&mut layout, &source)?
+        fs::source_usage(&mut layout, &source).map_err(|e| explain(&source, options, e))?
     };
     let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());
@@ -118,7 +129,7 @@ pub fn backup(
         progress,
     });
     progress.finish();
-    let out = out?;
+    let out = out.map_err(|e| explain(&source, options, e))?;
 
     if !out.packs.is_empty() {
         repo.write_index(&out.packs)?;
@@ -147,8 +158,63 @@ pub fn backup(
         layout: serde_json::to_value(&layout).ok(),
         protected: false,
     };
+    // The last moment before the commit: the source must be as it was
+    // opened, or the snapshot would not be what it says it is.
+    match compare_source(&source, options)? {
+        Verdict::Same => {}
+        Verdict::Written(warning) => progress.warn(&warning),
+        Verdict::Changed(e) => return Err(e),
+    }
     repo.commit_snapshot(&snapshot)?;
     Ok(snapshot)
+}
+
+/// How the source compares with how it was opened.
+enum Verdict {
+    Same,
+    /// Written to at the same size, which `--allow-mounted` accepts: the
+    /// warning to give.
+    Written(String),
+    /// Changed in a way that fails the backup: the error to give.
+    Changed(Error),
+}
+
+fn compare_source(source: &Source, options: &BackupOptions) -> Result<Verdict> {
+    let changes = source.changes()?;
+    if changes.is_empty() {
+        return Ok(Verdict::Same);
+    }
+    if options.allow_mounted && changes.iter().all(|c| c.is_write()) {
+        return Ok(Verdict::Written(format!(
+            "{} was written to during the backup: the snapshot is inconsistent \
+             (accepted because of --allow-mounted)",
+            source.path().display()
+        )));
+    }
+    Ok(Verdict::Changed(changed_error(source.path(), &changes)))
+}
+
+/// A failure while reading a source that changed is reported as that
+/// change, its root cause.
+fn explain(source: &Source, options: &BackupOptions, e: Error) -> Error {
+    match compare_source(source, options) {
+        Ok(Verdict::Changed(change)) => change,
+        _ => e,
+    }
+}
+
+fn changed_error(path: &Path, changes: &[impl Display]) -> Error {
+    let what: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    Error::corrupt(format!(
+        "{} changed during the backup: {}; nothing was committed, no snapshot was made",
+        path.display(),
+        what.join("; ")
+    ))
+    .hint(
+        "stop whatever writes to it (unmount it, stop the program or VM using it), or back up \
+         a snapshot or copy of it (`cp --reflink`, an LVM or filesystem snapshot); what this \
+         backup stored so far is removed by `platter prune`",
+    )
 }
 
 fn source_info(id: &SourceIdentity) -> SourceInfo {

@@ -198,7 +198,7 @@ fn read_loop(
         };
         let skip = if unused.covers(start, start + len) {
             Skip::Free
-        } else if source.is_hole(start, start + len) {
+        } else if source.is_hole(start, start + len)? {
             Skip::Hole
         } else {
             Skip::No
