@@ -21,10 +21,10 @@ use crate::disk::{FileId, Forbidden, Target, TargetKind};
 use crate::engine::parallel::map_entries;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::repo::footprint::{Footprint, holds_repository};
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapReader};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::footprint::{Footprint, holds_repository};
 use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
 
 #[derive(Debug, Clone, Copy, Default)]

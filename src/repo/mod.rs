@@ -9,9 +9,9 @@
 pub mod backend;
 mod chunk_reader;
 pub mod config;
-pub mod footprint;
 pub(crate) mod envelope;
 mod fields;
+pub mod footprint;
 pub mod index;
 pub mod keys;
 pub mod lock;
