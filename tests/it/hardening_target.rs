@@ -485,3 +485,37 @@ fn a_new_file_target_with_a_trailing_slash_is_refused() {
         .refused(2, "not a folder");
     assert_eq!(fs::read(&file).unwrap(), b"keep me");
 }
+
+// Pins: a read-only block device (losetup -r) is refused before the first write, naming it read-only (not "Operation not permitted" at the first write).
+#[test]
+fn a_read_only_device_is_refused_before_writing() {
+    if !have(
+        "a_read_only_device_is_refused_before_writing",
+        &["root", "loop devices", "losetup"],
+    ) {
+        return;
+    }
+    let (sandbox, image, id) = with_snapshot(4 * CHUNK, 0x7e0);
+    let backing = sandbox.path("ro.img");
+    fs::write(&backing, vec![0x5au8; image.bytes.len()]).unwrap();
+    let dev = system(
+        "losetup",
+        &[
+            "-r".as_ref(),
+            "-f".as_ref(),
+            "--show".as_ref(),
+            backing.as_os_str(),
+        ],
+    );
+    let device = LoopDevice {
+        path: PathBuf::from(dev),
+    };
+    sandbox
+        .run([OsStr::new("restore"), id.as_ref(), device.path.as_os_str()])
+        .refused(2, "read-only");
+    assert_eq!(
+        fs::read(&backing).unwrap(),
+        vec![0x5au8; image.bytes.len()],
+        "the device was written"
+    );
+}
