@@ -37,7 +37,8 @@ const EXIT_DAMAGE_FOUND: u8 = 4;
     about = "Block-level disk imaging and backup: incremental, verified, restorable",
     long_about = "platter images block devices and image files into a repository. The first \
 backup of a source is full; later ones store only the chunks that changed. Every snapshot \
-restores on its own, and every chunk is checked against its BLAKE3 id before it is written.\n\n\
+restores on its own, and every chunk is checked (its BLAKE3 id, or the seal of an encrypted \
+one) before it is written.\n\n\
 Typical use:\n  platter -r /mnt/backup/repo init\n  platter -r /mnt/backup/repo backup /dev/sdb\n  \
 platter -r /mnt/backup/repo snapshots\n  platter -r /mnt/backup/repo restore latest /dev/sdc --verify",
     after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input, 3 not found, \

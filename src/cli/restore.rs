@@ -13,8 +13,10 @@ use super::{Context, output};
 /// repository (by identity: links and bind mounts count), or on a
 /// filesystem without room for the data; nor to a new file in /dev (a
 /// mistyped device name).
-/// Every chunk is checked against its BLAKE3 id before it is written; a
-/// damaged chunk stops the restore (see --continue-on-error).
+/// Every chunk is checked before it is written (its BLAKE3 id; in an
+/// encrypted repository an uncompressed chunk's seal, which proves a key
+/// holder sealed it for this id: `verify --read-data` recomputes every id);
+/// a damaged chunk stops the restore (see --continue-on-error).
 ///
 /// A whole disk may go onto a larger target: a GPT's backup table is moved
 /// to the new end (and --grow-last-partition extends the last partition);

@@ -1,7 +1,9 @@
 //! A restore: check everything that can be checked before the first write
 //! (the map, the index knows every chunk, the target is safe and large
-//! enough for every partition), then write every chunk after checking its
-//! BLAKE3. A whole disk restored onto a target of another size gets its
+//! enough for every partition), then write every chunk after checking it:
+//! its BLAKE3 id, or for a raw chunk of an encrypted repository its seal
+//! (see `ChunkReader`: a key holder sealed these bytes for this id; the
+//! BLAKE3 itself is recomputed by `verify --read-data`). A whole disk restored onto a target of another size gets its
 //! partition table fitted to the target (backup GPT moved to the end,
 //! optionally the last partition grown); a block device is then asked to
 //! re-read its partition table. One partition of a whole-disk snapshot
