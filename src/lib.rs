@@ -1,8 +1,11 @@
 //! platter: block-level disk imaging and backup.
 //!
-//! Layers, top to bottom (see DESIGN.md): `engine` runs backups, restores
-//! and verification by joining `disk` (devices and images) with `repo` (the
-//! repository format); both use `codec` (hashing, compression) only. The
+//! Layers, top to bottom (the README's "How it works", docs/FORMAT.md for
+//! the bytes): `engine` runs every command's work (backup, restore, verify,
+//! copy, forget, prune, repair, rebuild-index) by joining `disk` (devices,
+//! images, layouts, filesystems) with `repo` (the repository format); both
+//! use `codec` (hashing, compression, sealing) only. `error`, `os`,
+//! `interrupt`, `printable`, `progress` and `units` serve every layer. The
 //! command line lives in the binary.
 
 pub mod codec;

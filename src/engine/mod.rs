@@ -1,6 +1,8 @@
-//! The pipelines: backup, restore and verify. The engine joins the disk
-//! layer (sources, targets) with the repository layer; neither of those
-//! knows the other.
+//! The work behind every command: backup (with its pipeline), restore,
+//! verify (and `verify --without-key` in keyless), copy (and re-keying),
+//! forget with its retention rules, prune, repair and rebuild-index. The
+//! engine joins the disk layer (sources, targets) with the repository
+//! layer; neither of those knows the other.
 
 pub mod backup;
 mod backup_pipeline;

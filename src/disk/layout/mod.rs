@@ -1,7 +1,9 @@
 //! A disk's layout: its partition table (MBR or GPT, or none) and what each
-//! partition holds. Read-only: reading a layout never writes. Damaged or
-//! odd tables give warnings and as much of the layout as can be trusted;
-//! hostile bytes never panic.
+//! partition holds, and fitting a table to a target of another size
+//! (`plan_resize`, then `apply_resize`, which rewrites the GPT headers and
+//! tables and the protective MBR on the target). Reading a layout never
+//! writes. Damaged or odd tables give warnings and as much of the layout
+//! as can be trusted; hostile bytes never panic.
 
 mod gpt;
 mod mbr;
