@@ -65,6 +65,9 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// What platter was doing, outermost first; `message` already starts
+    /// with it, this keeps it apart for `--json`.
+    context: Vec<String>,
     /// Next steps for the user, in the order they were added.
     hints: Vec<String>,
     source: Option<io::Error>,
@@ -77,6 +80,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            context: Vec::new(),
             hints: Vec::new(),
             source: None,
         }
@@ -121,6 +125,7 @@ impl Error {
         Error {
             kind,
             message: format!("cannot {what} {}: {err}", path.display()),
+            context: Vec::new(),
             hints: Vec::new(),
             source: Some(err),
         }
@@ -145,9 +150,16 @@ impl Error {
         &self.hints
     }
 
+    /// What platter was doing when it failed, outermost first.
+    pub fn contexts(&self) -> &[String] {
+        &self.context
+    }
+
     /// Prefixes the message with what the caller was doing.
     pub fn context(mut self, what: impl fmt::Display) -> Error {
+        let what = what.to_string();
         self.message = format!("{what}: {}", self.message);
+        self.context.insert(0, what);
         self
     }
 
@@ -155,6 +167,29 @@ impl Error {
     pub fn hint(mut self, next_step: impl fmt::Display) -> Error {
         self.hints.push(next_step.to_string());
         self
+    }
+}
+
+/// An error as `--json` prints it: the kind and its exit code, the whole
+/// message, and apart from it what platter was doing and the hints.
+#[derive(serde::Serialize)]
+pub struct ErrorReport<'a> {
+    pub kind: ErrorKind,
+    pub exit_code: i32,
+    pub message: &'a str,
+    pub context: &'a [String],
+    pub hints: &'a [String],
+}
+
+impl Error {
+    pub fn report(&self) -> ErrorReport<'_> {
+        ErrorReport {
+            kind: self.kind,
+            exit_code: self.kind.exit_code(),
+            message: &self.message,
+            context: &self.context,
+            hints: &self.hints,
+        }
     }
 }
 
@@ -210,6 +245,7 @@ mod tests {
             .context("doing x")
             .hint("second");
         assert_eq!(e.message(), "doing x: no");
+        assert_eq!(e.contexts(), ["doing x"]);
         assert_eq!(e.hints(), ["first", "second"]);
         assert_eq!(e.to_string(), "doing x: no; hint: first; hint: second");
     }

@@ -27,9 +27,6 @@ use clap::{Parser, Subcommand};
 
 use platter::Result;
 
-/// Exit codes, also listed in the README.
-const EXIT_DAMAGE_FOUND: u8 = 4;
-
 #[derive(Parser)]
 #[command(
     name = "platter",
@@ -117,33 +114,55 @@ impl Context {
     }
 }
 
-pub fn run() -> Result<ExitCode> {
+/// Runs the command line; every outcome becomes an exit code here (the
+/// codes are `ErrorKind::exit_code`'s, listed in the README).
+pub fn run() -> ExitCode {
+    if let Err(e) = platter::interrupt::install() {
+        let e = platter::Error::new(
+            platter::ErrorKind::Io,
+            format!("cannot watch for Ctrl-C and SIGTERM: {e}"),
+        );
+        return output::error(&e, false);
+    }
     let cli = Cli::parse();
     let ctx = Context {
         repo: cli.repo,
         json: cli.json,
         password: cli.password,
     };
-    let clean = match cli.command {
-        Command::Init(args) => init::run(&ctx, args),
-        Command::Backup(args) => backup::run(&ctx, args),
-        Command::Snapshots(args) => snapshots::run(&ctx, args),
-        Command::Show(args) => show::run(&ctx, args),
-        Command::Inspect(args) => inspect::run(&ctx, args),
-        Command::Restore(args) => restore::run(&ctx, args),
-        Command::Copy(args) => copy::run(&ctx, args),
-        Command::Forget(args) => forget::run(&ctx, args),
-        Command::Prune(args) => prune::run(&ctx, args),
-        Command::Protect(args) => protect::run(&ctx, args),
-        Command::Repair(args) => repair::run(&ctx, args),
-        Command::Verify(args) => verify::run(&ctx, args),
-        Command::Unlock(args) => unlock::run(&ctx, args),
-        Command::RebuildIndex(args) => rebuild_index::run(&ctx, args),
-        Command::Key(command) => key::run(&ctx, command),
-    }?;
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_DAMAGE_FOUND)
-    })
+    match run_command(&ctx, cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        // Damage found (verify, a restore that went on past damage).
+        Ok(false) => exit_code(platter::ErrorKind::Corrupt),
+        Err(_) if platter::interrupt::exit_is_pending() => loop {
+            // The interrupt watcher is cleaning up and exits with the
+            // signal's code; this error is only a consequence.
+            std::thread::park();
+        },
+        Err(e) => output::error(&e, ctx.json),
+    }
+}
+
+fn exit_code(kind: platter::ErrorKind) -> ExitCode {
+    ExitCode::from(kind.exit_code() as u8)
+}
+
+fn run_command(ctx: &Context, command: Command) -> Result<bool> {
+    match command {
+        Command::Init(args) => init::run(ctx, args),
+        Command::Backup(args) => backup::run(ctx, args),
+        Command::Snapshots(args) => snapshots::run(ctx, args),
+        Command::Show(args) => show::run(ctx, args),
+        Command::Inspect(args) => inspect::run(ctx, args),
+        Command::Restore(args) => restore::run(ctx, args),
+        Command::Copy(args) => copy::run(ctx, args),
+        Command::Forget(args) => forget::run(ctx, args),
+        Command::Prune(args) => prune::run(ctx, args),
+        Command::Protect(args) => protect::run(ctx, args),
+        Command::Repair(args) => repair::run(ctx, args),
+        Command::Verify(args) => verify::run(ctx, args),
+        Command::Unlock(args) => unlock::run(ctx, args),
+        Command::RebuildIndex(args) => rebuild_index::run(ctx, args),
+        Command::Key(command) => key::run(ctx, command),
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,18 +29,45 @@ fn write_stdout(text: &str) {
             std::process::exit(0);
         }
         eprintln!("platter: cannot write to stdout: {e}");
-        std::process::exit(6);
+        std::process::exit(platter::ErrorKind::Io.exit_code());
     }
 }
+
+/// Whether this run printed its JSON document: an error after it (a list
+/// printed, then the command fails) is said on stderr only, so stdout
+/// keeps exactly one document.
+static JSON_WRITTEN: AtomicBool = AtomicBool::new(false);
 
 pub fn json<T: serde::Serialize>(value: &T) -> platter::Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| platter::Error::internal(format!("cannot encode JSON: {e}")))?;
     write_stdout(&text);
+    JSON_WRITTEN.store(true, Ordering::SeqCst);
     Ok(())
 }
 
 pub use platter::units::bytes;
+
+/// Tells the user about `e` on stderr (the message, then each hint on a
+/// line of its own, control characters escaped) and, with `--json`, also
+/// as one JSON document on stdout: `{"error": {kind, exit_code, message,
+/// context, hints}}`, unless the command already printed its document.
+/// Returns the exit code.
+pub fn error(e: &platter::Error, json: bool) -> std::process::ExitCode {
+    eprintln!(
+        "platter: error ({}): {}",
+        e.kind().name(),
+        printable(e.message())
+    );
+    for hint in e.hints() {
+        eprintln!("  hint: {}", printable(hint));
+    }
+    if json && !JSON_WRITTEN.load(Ordering::SeqCst) {
+        // The error is already on stderr if this fails too.
+        let _ = self::json(&serde_json::json!({ "error": e.report() }));
+    }
+    std::process::ExitCode::from(e.kind().exit_code() as u8)
+}
 
 /// A progress bar on a terminal; nothing otherwise.
 pub struct Bar {

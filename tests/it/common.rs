@@ -87,7 +87,8 @@ impl Run {
     }
 
     /// A refusal: exit `code`, an error line on stderr that mentions
-    /// `mentions`, and stdout empty.
+    /// `mentions`, and stdout empty, or with `--json` the error as its one
+    /// JSON document (kind, exit code, message, context, hints).
     pub fn refused(&self, code: i32, mentions: &str) -> &Run {
         self.expect_code(code);
         assert!(
@@ -100,11 +101,26 @@ impl Run {
             "the error does not mention {mentions:?}: {}",
             self.describe()
         );
-        assert!(
-            self.stdout.trim().is_empty(),
-            "a refusal printed on stdout: {}",
-            self.describe()
-        );
+        if self.command.split(' ').any(|a| a == "--json") {
+            let doc = self.json();
+            let error = &doc["error"];
+            assert_eq!(error["exit_code"], code, "{}", self.describe());
+            assert!(
+                error["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(mentions))
+                    || error["hints"].to_string().contains(mentions),
+                "the JSON error does not mention {mentions:?}: {}",
+                self.describe()
+            );
+            assert!(error["context"].is_array() && error["hints"].is_array());
+        } else {
+            assert!(
+                self.stdout.trim().is_empty(),
+                "a refusal printed on stdout: {}",
+                self.describe()
+            );
+        }
         self
     }
 }

@@ -126,3 +126,40 @@ fn chunk_size_errors_say_what_is_wrong() {
         "a refused init created the repository"
     );
 }
+
+// Pins: with --json an error is one JSON document on stdout whose context (what platter was doing) and hints are fields of their own, beside the human lines on stderr.
+#[test]
+fn json_errors_keep_context_and_hints_apart() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x7ab);
+    let image = Image::random(sandbox.path("disk.img"), 3 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    fs::remove_file(sandbox.map_file(&id)).unwrap();
+    let target = sandbox.path("out.img");
+    let run = sandbox.restore(&id, &target, &[]);
+    run.refused(4, "map");
+    let error = &run.json()["error"];
+    assert_eq!(error["kind"], "corrupt", "{error}");
+    let context = error["context"].as_array().expect("a context list");
+    assert!(
+        context
+            .iter()
+            .any(|c| c.as_str().is_some_and(|c| c.contains(&id[..8]))),
+        "the context does not name the snapshot: {error}"
+    );
+    let hints = error["hints"].as_array().expect("a hint list");
+    assert!(!hints.is_empty(), "{error}");
+    for hint in hints {
+        let hint = hint.as_str().unwrap();
+        assert!(
+            !error["message"].as_str().unwrap().contains(hint),
+            "{error}"
+        );
+        assert!(
+            run.stderr.contains(&format!("\n  hint: {hint}")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(!target.exists());
+}
