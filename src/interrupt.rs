@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sys::termios::{self, Termios};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::printable::to_stderr;
 use signal_hook::iterator::Signals;
 
 enum Item {
@@ -150,13 +152,11 @@ fn interrupted(signal: i32) -> ! {
                     removed += 1;
                 }
             }
-            Item::Note(note) => {
-                eprintln!("platter: {}", crate::printable::printable(note))
-            }
+            Item::Note(note) => to_stderr(&format!("platter: {note}")),
             Item::Terminal(tty, mode) => {
                 // Best effort: the terminal may be gone (SIGHUP).
                 let _ = termios::tcsetattr(tty, termios::SetArg::TCSANOW, mode);
-                eprintln!();
+                to_stderr("");
             }
         }
     }
@@ -165,10 +165,10 @@ fn interrupted(signal: i32) -> ! {
         SIGTERM => "SIGTERM",
         _ => "SIGHUP",
     };
-    eprintln!(
+    to_stderr(&format!(
         "platter: interrupted by {name}; removed {removed} file(s) of this run (unfinished \
          writes, locks); nothing committed was changed"
-    );
+    ));
     // The registry stays locked: no thread can register (and so create)
     // another file before the process is gone.
     std::process::exit(128 + signal)

@@ -46,6 +46,14 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Writes `line` for a person on stderr, control characters escaped. A
+/// stderr that cannot be written (a closed pipe, a full disk under a log
+/// file) loses the line, never the work: no panic, no changed exit code.
+pub fn to_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{}", printable(line));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,6 @@ impl Progress for Quiet {
     fn advance(&self, _: u64) {}
     fn finish(&self) {}
     fn warn(&self, message: &str) {
-        eprintln!("warning: {}", crate::printable::printable(message));
+        crate::printable::to_stderr(&format!("warning: {message}"));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use platter::printable::printable;
+use platter::printable::{printable, to_stderr};
 use platter::progress::Progress;
 
 /// Writes a line for a person to stdout, control characters escaped (see
@@ -17,9 +17,14 @@ pub fn line(text: &str) {
     write_stdout(&printable(text));
 }
 
+/// A next step for a person, on stderr.
+pub fn hint(text: &str) {
+    to_stderr(&format!("hint: {text}"));
+}
+
 /// A warning for a person, on stderr (above the progress bar, if any).
 pub fn warn(text: &str) {
-    eprintln!("warning: {}", printable(text));
+    to_stderr(&format!("warning: {text}"));
 }
 
 fn write_stdout(text: &str) {
@@ -28,7 +33,7 @@ fn write_stdout(text: &str) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("platter: cannot write to stdout: {e}");
+        to_stderr(&format!("platter: cannot write to stdout: {e}"));
         std::process::exit(platter::ErrorKind::Io.exit_code());
     }
 }
@@ -54,13 +59,13 @@ pub use platter::units::bytes;
 /// context, hints}}`, unless the command already printed its document.
 /// Returns the exit code.
 pub fn error(e: &platter::Error, json: bool) -> std::process::ExitCode {
-    eprintln!(
+    to_stderr(&format!(
         "platter: error ({}): {}",
         e.kind().name(),
-        printable(e.message())
-    );
+        e.message()
+    ));
     for hint in e.hints() {
-        eprintln!("  hint: {}", printable(hint));
+        to_stderr(&format!("  hint: {hint}"));
     }
     if json && !JSON_WRITTEN.load(Ordering::SeqCst) {
         // The error is already on stderr if this fails too.

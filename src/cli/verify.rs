@@ -94,23 +94,23 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         report.duration_s
     ));
     if !report.is_clean() && args.without_key {
-        eprintln!(
-            "hint: run `platter verify --read-data` with the passphrase to see which snapshots \
-             the damage affects, and `platter repair --from COPY` to bring the data back"
+        output::hint(
+            "run `platter verify --read-data` with the passphrase to see which snapshots \
+             the damage affects, and `platter repair --from COPY` to bring the data back",
         );
     } else if !report.is_clean() {
-        eprintln!(
-            "hint: if an index file is damaged or chunks are in no index, `platter rebuild-index` \
+        output::hint(
+            "if an index file is damaged or chunks are in no index, `platter rebuild-index` \
              rebuilds the index from the packs; for damaged packs, restore the affected snapshots \
              with --continue-on-error to recover the rest, or bring the data back from a copy \
-             of the repository with `platter repair --from COPY`"
+             of the repository with `platter repair --from COPY`",
         );
     }
     if !report.leftovers.is_empty() {
-        eprintln!(
-            "hint: leftovers do no harm: `platter prune` removes unfinished writes and data no \
+        output::hint(
+            "leftovers do no harm: `platter prune` removes unfinished writes and data no \
              snapshot uses, `platter unlock` removes unfinished lock files of dead commands; \
-             files that are not platter's are left for you to move away"
+             files that are not platter's are left for you to move away",
         );
     }
     Ok(report.is_clean())

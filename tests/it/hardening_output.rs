@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 
-use super::common::{CHUNK, Image, Rng, Sandbox};
+use super::common::{CHUNK, Image, Rng, Sandbox, platter};
 
 /// Control characters an attacker would use: a newline (false rows), an
 /// ANSI clear-screen, the C1 CSI, a window-title OSC ended by BEL, and a
@@ -162,4 +162,56 @@ fn json_errors_keep_context_and_hints_apart() {
         );
     }
     assert!(!target.exists());
+}
+
+// Pins: a stderr that cannot be written (/dev/full) loses messages, never the work or the exit code: an error still exits with its kind's code (not a panic's 101), and a backup that warns still commits.
+#[test]
+fn an_unwritable_stderr_changes_no_exit_code() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x7ac);
+    let image = Image::random(sandbox.path("disk.img"), 3 * CHUNK, &mut rng);
+    let full = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let missing = platter()
+        .args(["-r", "/nonexistent/repo", "snapshots"])
+        .stderr(full())
+        .status()
+        .unwrap();
+    assert_eq!(missing.code(), Some(3));
+    // A source whose layout warns: an MBR whose partition runs past the end.
+    let mut sector = vec![0u8; 512];
+    sector[446 + 4] = 0x83;
+    sector[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+    sector[446 + 12..446 + 16].copy_from_slice(&100_000u32.to_le_bytes());
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    let mut disk = image.bytes.clone();
+    disk[..512].copy_from_slice(&sector);
+    fs::write(&image.path, &disk).unwrap();
+    let warned = platter()
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .arg("backup")
+        .arg(&image.path)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&warned.stderr).contains("warning"),
+        "the backup gave no warning, so this test proves nothing"
+    );
+    let backup = platter()
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .arg("backup")
+        .arg(&image.path)
+        .stderr(full())
+        .status()
+        .unwrap();
+    assert_eq!(backup.code(), Some(0));
+    assert_eq!(sandbox.snapshot_ids().len(), 2);
 }
