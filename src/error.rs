@@ -114,13 +114,19 @@ impl Error {
     }
 
     /// An OS error on `path` while doing `what`. The kind follows the errno:
-    /// a missing file is `NotFound`, EBUSY is `Busy`, the rest is `Io`.
+    /// a missing file is `NotFound`; a path the user gave that cannot name
+    /// a file (no permission, a symbolic link loop, a name too long) is
+    /// `BadInput`; a file in use (EBUSY, ETXTBSY: an active swap file or a
+    /// running program) is `Busy`; the rest is `Io`.
     pub fn io(what: &str, path: &Path, err: io::Error) -> Error {
         let kind = match err.kind() {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
             io::ErrorKind::PermissionDenied => ErrorKind::BadInput,
-            _ if err.raw_os_error() == Some(libc::EBUSY) => ErrorKind::Busy,
-            _ => ErrorKind::Io,
+            _ => match err.raw_os_error() {
+                Some(libc::ELOOP | libc::ENAMETOOLONG) => ErrorKind::BadInput,
+                Some(libc::EBUSY | libc::ETXTBSY) => ErrorKind::Busy,
+                _ => ErrorKind::Io,
+            },
         };
         Error {
             kind,

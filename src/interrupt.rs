@@ -1,5 +1,5 @@
-//! Ctrl-C, SIGTERM and SIGHUP: an interrupted platter leaves nothing of its
-//! own behind.
+//! Ctrl-C, SIGTERM, SIGHUP and SIGQUIT: an interrupted platter leaves
+//! nothing unfinished of its own behind.
 //!
 //! Code that creates something that must not outlive an interruption (a
 //! temporary file, a lock file) registers it here *before* creating it and
@@ -7,7 +7,13 @@
 //! signal arrives, a watcher thread removes every registered file, prints
 //! the registered notes (a target left partly written), says that the
 //! command was interrupted, and exits with 128 + the signal's number (130
-//! for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
+//! for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT). What was
+//! committed before the signal (a pack, a key file) stays, as after any
+//! failure.
+//!
+//! SIGXFSZ (a file size limit, `ulimit -f` or systemd's LimitFSIZE) is
+//! ignored, so the write that passes the limit fails with EFBIG and the
+//! command cleans up and reports it like any failed write.
 //!
 //! Only registered files are removed: a pack or an index renamed into place
 //! is no longer registered (its writer's registration names the temporary
@@ -23,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::sys::termios::{self, Termios};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
 use crate::printable::to_stderr;
 use signal_hook::iterator::Signals;
@@ -113,7 +119,10 @@ pub fn exit_is_pending() -> bool {
 /// before it is installed ends the process the default way. A signal this
 /// process was started with ignored (SIGHUP under `nohup`) stays ignored.
 pub fn install() -> std::io::Result<()> {
-    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+    // SAFETY: setting a disposition to SIG_IGN runs no code of ours in a
+    // signal context and touches no memory.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
         .into_iter()
         .filter(|&s| !ignored(s))
         .collect();
@@ -163,11 +172,12 @@ fn interrupted(signal: i32) -> ! {
     let name = match signal {
         SIGINT => "SIGINT (Ctrl-C)",
         SIGTERM => "SIGTERM",
+        SIGQUIT => "SIGQUIT",
         _ => "SIGHUP",
     };
     to_stderr(&format!(
-        "platter: interrupted by {name}; removed {removed} file(s) of this run (unfinished \
-         writes, locks); nothing committed was changed"
+        "platter: interrupted by {name}; removed {removed} unfinished file(s) and lock(s) of \
+         this run; what it had committed before stays as it was"
     ));
     // The registry stays locked: no thread can register (and so create)
     // another file before the process is gone.

@@ -40,7 +40,7 @@ Typical use:\n  platter -r /mnt/backup/repo init\n  platter -r /mnt/backup/repo 
 platter -r /mnt/backup/repo snapshots\n  platter -r /mnt/backup/repo restore latest /dev/sdc --verify",
     after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input, 3 not found, \
 4 damaged data (also: verify found damage), 5 busy, 6 I/O error, 7 unsupported, \
-8 wrong passphrase; 130 / 143 / 129 interrupted by Ctrl-C / SIGTERM / SIGHUP."
+8 wrong passphrase; 130 / 143 / 129 / 131 interrupted by Ctrl-C / SIGTERM / SIGHUP / SIGQUIT."
 )]
 struct Cli {
     /// The repository folder

@@ -215,3 +215,34 @@ fn an_unwritable_stderr_changes_no_exit_code() {
     assert_eq!(backup.code(), Some(0));
     assert_eq!(sandbox.snapshot_ids().len(), 2);
 }
+
+// Pins: a target name too long or a symbolic link loop is bad input (exit 2), and a target that is a running program (ETXTBSY, like an active swap file) is busy (exit 5), not an I/O error (6).
+#[test]
+fn unusable_names_and_files_in_use_get_their_own_exit_codes() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x7ad);
+    let image = Image::random(sandbox.path("disk.img"), 3 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let long = sandbox.path(&"a".repeat(300));
+    sandbox
+        .run([OsStr::new("restore"), id.as_ref(), long.as_os_str()])
+        .refused(2, "too long");
+    std::os::unix::fs::symlink("loop-b", sandbox.path("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", sandbox.path("loop-b")).unwrap();
+    let looped = sandbox.path("loop-a").join("x.img");
+    sandbox
+        .run([OsStr::new("restore"), id.as_ref(), looped.as_os_str()])
+        .refused(2, "symbolic links");
+    let program = sandbox.path("sleeper");
+    fs::copy("/bin/sleep", &program).unwrap();
+    let mut running = std::process::Command::new(&program).arg("30").spawn().unwrap();
+    let busy = sandbox.run([
+        OsStr::new("restore"),
+        id.as_ref(),
+        program.as_os_str(),
+        "--force".as_ref(),
+    ]);
+    running.kill().ok();
+    running.wait().ok();
+    busy.refused(5, "busy");
+}

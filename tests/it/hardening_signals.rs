@@ -102,7 +102,7 @@ fn locks(sandbox: &Sandbox) -> Vec<PathBuf> {
     files_under(&sandbox.repo.join("locks"))
 }
 
-// Pins: Ctrl-C or SIGTERM during a restore to a new file removes the hidden full-size temporary file and the lock, says "interrupted", and exits 130 / 143.
+// Pins: Ctrl-C, SIGTERM or SIGQUIT during a restore to a new file removes the hidden full-size temporary file and the lock, says "interrupted", and exits 130 / 143.
 #[test]
 fn an_interrupted_restore_leaves_no_temporary_target_and_no_lock() {
     if !have("signals during restore", &["strace"]) {
@@ -117,6 +117,7 @@ fn an_interrupted_restore_leaves_no_temporary_target_and_no_lock() {
     for (signal, code, name) in [
         (libc::SIGINT, 130, "SIGINT"),
         (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGQUIT, 131, "SIGQUIT"),
     ] {
         let args: Vec<OsString> = vec![
             "restore".into(),
@@ -303,4 +304,58 @@ fn sighup_stays_ignored_under_nohup() {
         "SIGHUP ended it: {out}"
     );
     assert!(out.contains("EXIT=143"), "{out}");
+}
+
+// Pins: a file size limit (ulimit -f, systemd's LimitFSIZE) makes a restore or a backup fail with a message and no leftovers, instead of SIGXFSZ killing it silently (exit 153) with its temporary files and lock left behind.
+#[test]
+fn a_file_size_limit_is_an_error_not_a_silent_kill() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x51d);
+    let image = Image::random(sandbox.path("disk.img"), 32 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let limited = |args: &str| {
+        // ulimit -f counts 1 KiB blocks: 512 KiB, less than the 2 MiB image.
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -f 512; exec {} -r {} {args}",
+                env!("CARGO_BIN_EXE_platter"),
+                sandbox.repo.display()
+            ))
+            .output()
+            .expect("cannot run bash")
+    };
+    let out_dir = sandbox.path("out");
+    fs::create_dir(&out_dir).unwrap();
+    let restore = limited(&format!(
+        "restore {id} {}",
+        out_dir.join("disk.img").display()
+    ));
+    let stderr = String::from_utf8_lossy(&restore.stderr);
+    assert!(matches!(restore.status.code(), Some(2 | 6)), "{restore:?}");
+    assert!(stderr.contains("too large"), "{stderr}");
+    assert_eq!(
+        fs::read_dir(&out_dir).unwrap().count(),
+        0,
+        "left in the target folder"
+    );
+
+    let mut changed = image.bytes.clone();
+    rng.fill(&mut changed);
+    fs::write(&image.path, &changed).unwrap();
+    let backup = limited(&format!("backup {}", image.path.display()));
+    assert_eq!(backup.status.code(), Some(6), "{backup:?}");
+    let stderr = String::from_utf8_lossy(&backup.stderr);
+    assert!(stderr.contains("File too large"), "{stderr}");
+    let temporary: Vec<_> = files_under(&sandbox.repo)
+        .into_iter()
+        .filter(|p| is_temporary(p))
+        .collect();
+    assert_eq!(
+        temporary,
+        Vec::<PathBuf>::new(),
+        "unfinished files were left"
+    );
+    assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
+    assert_eq!(sandbox.snapshot_ids(), vec![id]);
 }
