@@ -5,6 +5,7 @@
 //! when dropped.
 
 use std::cell::OnceCell;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -183,42 +184,93 @@ fn non_empty(pass: Zeroizing<String>, from: &str) -> Result<Zeroizing<String>> {
     Ok(pass)
 }
 
-/// The first line of `text`, without its line ending.
-fn first_line(text: &str) -> Zeroizing<String> {
-    Zeroizing::new(text.lines().next().unwrap_or("").to_string())
+/// The most a passphrase source may give before its first line ends: a
+/// passphrase is a line, and a source that streams more (`/dev/zero`, a
+/// disk named by mistake, `yes`) must not fill the memory.
+const MAX_SOURCE_BYTES: usize = 4096;
+
+/// Reads `from` up to its first line ending or its end, at most
+/// `MAX_SOURCE_BYTES`. `Ok(None)` when it gives more than that without
+/// ending a line.
+fn first_line(from: impl Read) -> std::io::Result<Option<Zeroizing<String>>> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SOURCE_BYTES + 1));
+    from.take(MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    let line = match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None if bytes.len() > MAX_SOURCE_BYTES => return Ok(None),
+        None => &bytes[..],
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(Some(Zeroizing::new(
+        String::from_utf8_lossy(line).into_owned(),
+    )))
+}
+
+fn too_long(from: &str) -> Error {
+    Error::bad_input(format!(
+        "{from} gives more than {MAX_SOURCE_BYTES} bytes without ending a line: that is no \
+         passphrase"
+    ))
+    .hint("name a file (or a command) whose first line is the passphrase")
 }
 
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
-    let text = std::fs::read_to_string(path)
-        .map(Zeroizing::new)
+    let what = format!("password file {}", path.display());
+    let line = std::fs::File::open(path)
+        .and_then(first_line)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::not_found(format!("password file {} does not exist", path.display()))
+                Error::not_found(format!("{what} does not exist"))
                     .hint("check --password-file / PLATTER_PASSWORD_FILE")
             } else {
                 Error::io("read password file", path, e)
             }
-        })?;
-    non_empty(first_line(&text), &path.display().to_string())
+        })?
+        .ok_or_else(|| too_long(&what))?;
+    non_empty(line, &path.display().to_string())
 }
 
 fn from_command(command: &str) -> Result<Zeroizing<String>> {
-    let mut out = Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| Error::io("run --password-command", Path::new("sh"), e))?;
-    let stdout = Zeroizing::new(std::mem::take(&mut out.stdout));
-    let text = Zeroizing::new(String::from_utf8_lossy(&stdout).into_owned());
-    if !out.status.success() {
+    let read = match child.stdout.take() {
+        Some(out) => first_line(out),
+        None => Ok(Some(Zeroizing::new(String::new()))),
+    };
+    let line = match read {
+        Ok(Some(line)) => line,
+        failed => {
+            // It streams without end, or its output cannot be read: stop it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(match failed {
+                Err(e) => Error::new(
+                    ErrorKind::Io,
+                    format!("cannot read the password command's output: {e}"),
+                ),
+                _ => too_long("the password command"),
+            });
+        }
+    };
+    let status = child.wait().map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot wait for the password command: {e}"),
+        )
+    })?;
+    if !status.success() {
         return Err(Error::bad_input(format!(
-            "the password command failed ({}): no passphrase",
-            out.status
+            "the password command failed ({status}): no passphrase"
         )));
     }
-    non_empty(first_line(&text), "the password command")
+    non_empty(line, "the password command")
 }
 
 fn prompt(text: &str) -> Result<Zeroizing<String>> {

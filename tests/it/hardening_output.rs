@@ -235,7 +235,10 @@ fn unusable_names_and_files_in_use_get_their_own_exit_codes() {
         .refused(2, "symbolic links");
     let program = sandbox.path("sleeper");
     fs::copy("/bin/sleep", &program).unwrap();
-    let mut running = std::process::Command::new(&program).arg("30").spawn().unwrap();
+    let mut running = std::process::Command::new(&program)
+        .arg("30")
+        .spawn()
+        .unwrap();
     let busy = sandbox.run([
         OsStr::new("restore"),
         id.as_ref(),
@@ -245,4 +248,38 @@ fn unusable_names_and_files_in_use_get_their_own_exit_codes() {
     running.kill().ok();
     running.wait().ok();
     busy.refused(5, "busy");
+}
+
+// Pins: a passphrase source that streams without end (/dev/zero as the password file, `yes` as the password command) is refused at once with exit 2, never read into memory whole; CRLF line endings still work.
+#[test]
+fn passphrase_sources_are_read_only_up_to_their_first_line() {
+    let sandbox = Sandbox::encrypted();
+    let repo = sandbox.repo.to_str().unwrap().to_string();
+    let bounded = |extra: &[&str]| {
+        // timeout(1) exits 124 if platter were still reading after 20 s.
+        let out = std::process::Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_platter"))
+            .args(["-r", &repo])
+            .args(extra)
+            .arg("snapshots")
+            .env_remove("PLATTER_PASSWORD")
+            .env_remove("PLATTER_PASSWORD_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = bounded(&["--password-file", "/dev/zero"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("without ending a line"), "{stderr}");
+    let (code, stderr) = bounded(&["--password-command", "yes"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = bounded(&[
+        "--password-command",
+        "printf 'correct horse battery staple\\r\\n'",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
 }
