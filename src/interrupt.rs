@@ -37,6 +37,8 @@ use signal_hook::iterator::Signals;
 enum Item {
     /// A file to remove.
     File(PathBuf),
+    /// A folder this process made, to remove with all it holds.
+    Tree(PathBuf),
     /// A line to print: what the interruption left as it is.
     Note(String),
     /// A terminal whose mode (echo off for a passphrase) must be put back.
@@ -80,6 +82,13 @@ fn register(item: Item) -> Registration {
 /// lives. Register before creating the file.
 pub fn remove_on_interrupt(path: &Path) -> Registration {
     register(Item::File(path.to_path_buf()))
+}
+
+/// Removes folder `path` and everything in it if the process is
+/// interrupted while the registration lives: only for a folder this
+/// process made and nobody else writes in (a repository being created).
+pub fn remove_tree_on_interrupt(path: &Path) -> Registration {
+    register(Item::Tree(path.to_path_buf()))
 }
 
 /// Prints `note` if the process is interrupted while the registration
@@ -158,6 +167,11 @@ fn interrupted(signal: i32) -> ! {
         match item {
             Item::File(path) => {
                 if std::fs::remove_file(path).is_ok() {
+                    removed += 1;
+                }
+            }
+            Item::Tree(path) => {
+                if std::fs::remove_dir_all(path).is_ok() {
                     removed += 1;
                 }
             }

@@ -100,6 +100,40 @@ impl LocalBackend {
         &self.root
     }
 
+    /// Writes a new file `name` whole, like `write_whole`, but fails (with
+    /// AlreadyExists) rather than replace one that exists: for the config
+    /// of a new repository, which two `init`s must not both write.
+    pub fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        let temp = self.path(&format!(
+            "{TEMP_PREFIX}{name}-{}-{}",
+            owner::this_writer(),
+            crate::repo::random_hex(8)
+        ));
+        let _cleanup = interrupt::remove_on_interrupt(&temp);
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .at("create", &temp)?;
+            file.write_all(bytes).at("write", &temp)?;
+            file.sync_all().at("sync", &temp)?;
+            match fs::hard_link(&temp, &path) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::bad_input(
+                    format!("{} exists already: it was not replaced", path.display()),
+                )),
+                other => other.at("put in place", &path),
+            }
+        })();
+        let _ = fs::remove_file(&temp);
+        written?;
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

@@ -63,7 +63,7 @@ pub struct KeySlot {
     pub file: KeyFile,
 }
 
-fn key_name(id: &str) -> String {
+pub(crate) fn key_name(id: &str) -> String {
     format!("{FOLDER}/{id}")
 }
 

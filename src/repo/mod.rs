@@ -13,6 +13,7 @@ pub(crate) mod envelope;
 mod fields;
 pub mod footprint;
 pub mod index;
+mod init;
 pub mod keys;
 pub mod lock;
 pub mod map;
@@ -27,11 +28,11 @@ use std::time::SystemTime;
 use zeroize::Zeroizing;
 
 use crate::codec::kdf::KdfParams;
-use crate::codec::{self, Compression, MasterKey, Sealing};
+use crate::codec::{self, MasterKey, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use backend::{Backend, LocalBackend};
-use config::{Config, Encryption};
+use config::Config;
 use index::Index;
 use keys::PassphraseSource;
 
@@ -150,91 +151,6 @@ pub struct BrokenManifest {
 }
 
 impl Repository {
-    /// Checks that `path` can hold a new repository: an empty directory
-    /// (`true`) or nothing yet (`false`). Callers check before asking for
-    /// a passphrase.
-    pub fn check_new(path: &Path) -> Result<bool> {
-        match std::fs::read_dir(path) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    let what = if path.join(CONFIG).exists() {
-                        "is already a platter repository"
-                    } else {
-                        "is not empty and is not a platter repository"
-                    };
-                    return Err(Error::bad_input(format!("{} {what}", path.display()))
-                        .hint("name a new or empty directory"));
-                }
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::bad_input(
-                format!("{} is a file, not a directory", path.display()),
-            )),
-            Err(e) => Err(Error::io("read", path, e)),
-        }
-    }
-
-    /// Creates a repository in `path`, which must not exist or be empty.
-    pub fn init(
-        path: &Path,
-        chunk_size: u64,
-        compression: Compression,
-        key: NewKey,
-    ) -> Result<Repository> {
-        config::check_chunk_size(chunk_size)?;
-        let exists = Repository::check_new(path)?;
-        let encrypted = matches!(key, NewKey::Encrypted { .. });
-        let config = Config {
-            repo_id: random_hex(32),
-            chunk_size,
-            compression,
-            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            encryption: encrypted.then(Encryption::current),
-        };
-        // The key file is made (Argon2id, the part that can fail on a small
-        // machine) before anything is created.
-        let (sealing, key) = match key {
-            NewKey::Plain => (Sealing::plain(), None),
-            NewKey::Encrypted {
-                master,
-                passphrase,
-                kdf,
-            } => {
-                let file = keys::NewKeyFile::wrap(&config.repo_id, &master, &passphrase, &kdf)?;
-                (Sealing::encrypted(&master), Some((master, file)))
-            }
-        };
-        if !exists {
-            std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                backend::sync_dir(parent)?;
-            }
-        }
-        let backend = LocalBackend::new(path);
-        for folder in FOLDERS.iter().chain(encrypted.then_some(&keys::FOLDER)) {
-            let dir = path.join(folder);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        }
-        backend::sync_dir(path)?;
-        let key = match key {
-            Some((master, file)) => Some((master, file.write(&backend)?)),
-            None => None,
-        };
-        write_reserve(&backend)?;
-        // The config is written last: a directory without one is no repository.
-        backend.write_whole(
-            CONFIG,
-            &envelope::seal(CONFIG_KIND, config.version(), &config)?,
-        )?;
-        Ok(Repository {
-            backend,
-            config,
-            sealing,
-            key,
-        })
-    }
-
     /// Reads and checks a repository's config, and nothing else: no key
     /// is needed (for checking stored bytes without it).
     pub fn read_config(path: &Path) -> Result<(LocalBackend, Config)> {

@@ -846,3 +846,91 @@ pub fn on_a_terminal(dir: &Path, command: &str, steps: &[(&str, &str)]) -> Strin
     sh(&script);
     fs::read_to_string(dir.join("out")).expect("no screen file")
 }
+
+/// Where strace holds platter: every call in `traced` is held for a
+/// second, and the test acts while platter is held in its first call of
+/// number `at` (x86-64 numbers).
+pub struct Hold {
+    pub traced: &'static str,
+    pub at: u32,
+}
+
+/// Runs `platter -r REPO ARGS` under strace held as `hold` says; once
+/// platter is held at `hold.at`, runs `meanwhile` (which must return true)
+/// and sends `signal`, if any, to platter. Returns platter's exit code and
+/// stderr.
+pub fn held(
+    sandbox: &Sandbox,
+    args: &[OsString],
+    hold: &Hold,
+    meanwhile: impl FnOnce() -> bool,
+    signal: Option<libc::c_int>,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new("strace");
+    let traced = hold.traced;
+    cmd.args(["-f", "-o", "/dev/null", "-e", &format!("trace={traced}")])
+        .args(["-e", &format!("inject={traced}:delay_enter=1000000")])
+        .arg(env!("CARGO_BIN_EXE_platter"))
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .args(args)
+        .env_remove("PLATTER_REPO")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("cannot run strace");
+    let strace_pid = child.id();
+    let started = Instant::now();
+    let tracee = loop {
+        if let Some(pid) = traced_child(strace_pid).filter(|&pid| in_call(pid, hold.at)) {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the command was never held in system call {}",
+            hold.at
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        meanwhile(),
+        "held in system call {}, but the state looked for is not there",
+        hold.at
+    );
+    if let Some(signal) = signal {
+        // SAFETY: kill has no memory effects; the pid is platter's, a child
+        // of the strace this test started and still waits for.
+        assert_eq!(unsafe { libc::kill(tracee, signal) }, 0, "cannot signal");
+    }
+    let out = child.wait_with_output().expect("cannot wait for strace");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the signal did not end the command"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The first child of `pid` (strace runs the command as its child).
+fn traced_child(pid: u32) -> Option<libc::pid_t> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether a thread of `pid` is stopped entering system call `nr`, where
+/// strace holds it.
+fn in_call(pid: libc::pid_t, nr: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        fs::read_to_string(task.path().join("syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some(nr.to_string().as_str()))
+    })
+}

@@ -8,85 +8,28 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use super::common::{CHUNK, Image, Rng, Sandbox, files_under, have, is_temporary, on_a_terminal};
+use super::common::{
+    CHUNK, Hold, Image, Rng, Sandbox, files_under, have, held, is_temporary, on_a_terminal,
+};
 
-/// Runs `platter -r REPO ARGS` under strace, which holds every pwrite64 (a
-/// pack or target write) and every sync for a second; once platter is held
-/// in its first write, checks `ready` (the unfinished file exists) and
-/// sends `signal` to platter (not to strace). Returns platter's exit code
-/// and stderr.
+/// At its first data write (a pack or a target), with syncs held too.
+const AT_FIRST_WRITE: Hold = Hold {
+    traced: "pwrite64,fsync,fdatasync",
+    at: 18,
+};
+
+/// Runs `platter -r REPO ARGS` under strace held as `hold` says, and
+/// sends `signal` to platter (not to strace) while it is held in its first
+/// write; `ready` checks first that the unfinished file exists. Returns
+/// platter's exit code and stderr.
 fn interrupted_at_first_write(
     sandbox: &Sandbox,
     args: &[OsString],
-    ready: impl Fn() -> bool,
+    ready: impl FnOnce() -> bool,
     signal: libc::c_int,
 ) -> (Option<i32>, String) {
-    let mut cmd = Command::new("strace");
-    let held = "pwrite64,fsync,fdatasync";
-    cmd.args(["-f", "-o", "/dev/null", "-e", &format!("trace={held}")])
-        .args(["-e", &format!("inject={held}:delay_enter=1000000")])
-        .arg(env!("CARGO_BIN_EXE_platter"))
-        .arg("-r")
-        .arg(&sandbox.repo)
-        .args(args)
-        .env_remove("PLATTER_REPO")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("cannot run strace");
-    let strace_pid = child.id();
-    let started = Instant::now();
-    let tracee = loop {
-        if let Some(pid) = traced_child(strace_pid).filter(|&pid| in_pwrite(pid)) {
-            break pid;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the command never reached its first write"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(
-        ready(),
-        "held at its first write, but the unfinished file is not there"
-    );
-    // SAFETY: kill has no memory effects; the pid is platter's, a child
-    // of the strace this test started and still waits for.
-    assert_eq!(unsafe { libc::kill(tracee, signal) }, 0, "cannot signal");
-    let out = child.wait_with_output().expect("cannot wait for strace");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the signal did not end the command"
-    );
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The first child of `pid` (strace runs the command as its child).
-fn traced_child(pid: u32) -> Option<libc::pid_t> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Whether a thread of `pid` is stopped entering pwrite64 (x86-64 number
-/// 18), where strace holds it.
-fn in_pwrite(pid: libc::pid_t) -> bool {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|task| {
-        fs::read_to_string(task.path().join("syscall"))
-            .is_ok_and(|s| s.split_whitespace().next() == Some("18"))
-    })
+    held(sandbox, args, &AT_FIRST_WRITE, ready, Some(signal))
 }
 
 fn hidden_files(dir: &Path) -> Vec<PathBuf> {

@@ -1,0 +1,248 @@
+//! Creating a repository, all or nothing.
+//!
+//! A new folder is built under a hidden name beside the one asked for
+//! (`.NAME.platter-init-PID-RANDOM`) and renamed into place whole, without
+//! replacing anything that appeared there meanwhile: two `init`s of one
+//! name cannot both succeed, and an interrupted or failed one leaves
+//! nothing but, at worst, its hidden folder (removed on SIGINT/SIGTERM).
+//! An existing empty folder (a mount point, a folder made for it) is
+//! filled in place: the config, written last, must not exist yet, and a
+//! failure removes what this run made. A repository is never made inside
+//! another one, where the outer one's verify and prune would meet it.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::codec::{Compression, Sealing};
+use crate::error::{Error, Result};
+use crate::interrupt::{self, Registration};
+use crate::repo::backend::{self, Backend, LocalBackend};
+use crate::repo::config::{self, Config, Encryption};
+use crate::repo::footprint::holds_repository;
+use crate::repo::{CONFIG, CONFIG_KIND, FOLDERS, NewKey, Repository, envelope, keys};
+
+impl Repository {
+    /// Checks that `path` can hold a new repository: an empty directory
+    /// (`true`) or nothing yet (`false`), and not inside a repository.
+    /// Callers check before asking for a passphrase.
+    pub fn check_new(path: &Path) -> Result<bool> {
+        if let Some(outer) = enclosing_repository(path) {
+            return Err(Error::bad_input(format!(
+                "{} lies inside the platter repository {}",
+                path.display(),
+                outer.display()
+            ))
+            .hint("nothing was created; make the new repository outside any other one"));
+        }
+        match std::fs::read_dir(path) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    let what = if path.join(CONFIG).exists() {
+                        "is already a platter repository"
+                    } else {
+                        "is not empty and is not a platter repository"
+                    };
+                    return Err(Error::bad_input(format!("{} {what}", path.display()))
+                        .hint("name a new or empty directory"));
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::bad_input(
+                format!("{} is a file, not a directory", path.display()),
+            )),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    /// Creates a repository in `path`, which must not exist or be empty.
+    pub fn init(
+        path: &Path,
+        chunk_size: u64,
+        compression: Compression,
+        key: NewKey,
+    ) -> Result<Repository> {
+        config::check_chunk_size(chunk_size)?;
+        let exists = Repository::check_new(path)?;
+        let encrypted = matches!(key, NewKey::Encrypted { .. });
+        let config = Config {
+            repo_id: crate::repo::random_hex(32),
+            chunk_size,
+            compression,
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            encryption: encrypted.then(Encryption::current),
+        };
+        // The key file is made (Argon2id, the part that can fail on a small
+        // machine) before anything is created.
+        let (sealing, key) = match key {
+            NewKey::Plain => (Sealing::plain(), None),
+            NewKey::Encrypted {
+                master,
+                passphrase,
+                kdf,
+            } => {
+                let file = keys::NewKeyFile::wrap(&config.repo_id, &master, &passphrase, &kdf)?;
+                (Sealing::encrypted(&master), Some((master, file)))
+            }
+        };
+        let key_file = key.as_ref().map(|(_, file)| file);
+        let key_id = if exists {
+            fill_in_place(path, &config, key_file)?
+        } else {
+            build_and_rename(path, &config, key_file)?
+        };
+        Ok(Repository {
+            backend: LocalBackend::new(path),
+            config,
+            sealing,
+            key: key.zip(key_id).map(|((master, _), id)| (master, id)),
+        })
+    }
+}
+
+/// The nearest folder above `path` (symbolic links resolved) that holds a
+/// repository.
+fn enclosing_repository(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut dir = absolute.parent();
+    while let Some(d) = dir {
+        let real = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
+        if holds_repository(&real) {
+            return Some(real);
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+/// Builds the repository in a hidden folder beside `path` and renames it
+/// into place, never over anything. Returns the key file's id.
+fn build_and_rename(
+    path: &Path,
+    config: &Config,
+    key: Option<&keys::NewKeyFile>,
+) -> Result<Option<String>> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::bad_input(format!("{} names no folder", path.display())))?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    let staging = parent.join(format!(
+        ".{}.platter-init-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        crate::repo::random_hex(4)
+    ));
+    let _cleanup = interrupt::remove_tree_on_interrupt(&staging);
+    let built = std::fs::create_dir(&staging)
+        .map_err(|e| Error::io("create", &staging, e))
+        .and_then(|()| fill(&staging, config, key))
+        .and_then(|id| {
+            rename_no_replace(&staging, path).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EEXIST)
+                    || e.raw_os_error() == Some(libc::ENOTEMPTY)
+                {
+                    Error::busy(format!(
+                        "{} appeared while this repository was being made (another init?)",
+                        path.display()
+                    ))
+                    .hint("nothing was created; look at what is there now")
+                } else {
+                    Error::io("rename into place", path, e)
+                }
+            })?;
+            Ok(id)
+        });
+    if built.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let id = built?;
+    backend::sync_dir(parent)?;
+    Ok(id)
+}
+
+/// Fills the existing empty folder `path`; a failure removes what this
+/// run made there. Returns the key file's id.
+fn fill_in_place(
+    path: &Path,
+    config: &Config,
+    key: Option<&keys::NewKeyFile>,
+) -> Result<Option<String>> {
+    let mut made: Vec<(PathBuf, Registration)> = Vec::new();
+    for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
+        let dir = path.join(folder);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                let cleanup = interrupt::remove_tree_on_interrupt(&dir);
+                made.push((dir, cleanup));
+            }
+            // Made by another init of the same folder: not ours to remove.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                remove_made(&made);
+                return Err(Error::io("create", &dir, e));
+            }
+        }
+    }
+    let filled = fill(path, config, key);
+    if filled.is_err() {
+        remove_made(&made);
+    }
+    filled
+}
+
+fn remove_made(made: &[(PathBuf, Registration)]) {
+    for (dir, _) in made {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Writes the folders, the key file, the space reserve and, last, the
+/// config (which must not exist yet) into `dir`. Returns the key file's id.
+fn fill(dir: &Path, config: &Config, key: Option<&keys::NewKeyFile>) -> Result<Option<String>> {
+    let backend = LocalBackend::new(dir);
+    for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
+        let sub = dir.join(folder);
+        std::fs::create_dir_all(&sub).map_err(|e| Error::io("create", &sub, e))?;
+    }
+    backend::sync_dir(dir)?;
+    let key_id = key.map(|file| file.write(&backend)).transpose()?;
+    let configured = crate::repo::write_reserve(&backend).and_then(|()| {
+        // The config is written last: a folder without one is no
+        // repository.
+        let bytes = envelope::seal(CONFIG_KIND, config.version(), config)?;
+        backend.write_new(CONFIG, &bytes)
+    });
+    if let Err(e) = configured {
+        // Another init won the race for this folder, or the disk is full:
+        // this run's key file is no one's.
+        if let Some(id) = &key_id {
+            let _ = backend.remove(&keys::key_name(id));
+        }
+        return Err(e);
+    }
+    Ok(key_id)
+}
+
+/// Renames `from` to `to` unless `to` exists (RENAME_NOREPLACE; where the
+/// filesystem lacks it, `to` must not exist just before).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    match nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            std::fs::rename(from, to)
+        }
+        other => other.map_err(std::io::Error::from),
+    }
+}

@@ -1,0 +1,126 @@
+//! Creating a repository is all or nothing: never inside another one, never
+//! twice under one name, and never half made when interrupted.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+
+use super::common::{FAST_KDF, Hold, Sandbox, have, held, run};
+
+/// Held at linkat (x86-64 number 265): the config being put in place, the
+/// last step of an init, with everything else of the repository made.
+const AT_CONFIG: Hold = Hold {
+    traced: "linkat,fsync",
+    at: 265,
+};
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn init_args(password: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["init".into(), "--password-file".into(), password.into()];
+    args.extend(FAST_KDF.iter().map(OsString::from));
+    args
+}
+
+// Pins: init refuses a folder inside an existing repository (beside its folders, or inside one of them), exit 2, creating nothing.
+#[test]
+fn init_inside_a_repository_is_refused() {
+    let sandbox = Sandbox::new();
+    for inner in ["nested", "snapshots/inner", "data/x"] {
+        let path = sandbox.repo.join(inner);
+        run([
+            OsString::from("-r"),
+            path.clone().into(),
+            "init".into(),
+            "--plain".into(),
+        ])
+        .refused(2, "inside the platter repository");
+        assert!(!path.exists(), "{inner} was created");
+    }
+    sandbox.run(["verify"]).ok();
+}
+
+// Pins: an init interrupted at its last step (SIGTERM while the config is put in place) leaves nothing: no repository, no hidden folder; a new init then works.
+#[test]
+fn an_interrupted_init_leaves_nothing() {
+    if !have("an_interrupted_init_leaves_nothing", &["strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::without_repo();
+    let password = sandbox.path("pass");
+    fs::write(&password, "one\n").unwrap();
+    let before = names_in(&sandbox.path(""));
+    let (code, stderr) = held(
+        &sandbox,
+        &init_args(&password),
+        &AT_CONFIG,
+        || names_in(&sandbox.path("")).len() > before.len(),
+        Some(libc::SIGTERM),
+    );
+    assert_eq!(code, Some(143), "{stderr}");
+    assert_eq!(names_in(&sandbox.path("")), before, "init left something");
+    sandbox.run(init_args(&password)).ok();
+    sandbox
+        .run([
+            "--password-file".as_ref(),
+            password.as_os_str(),
+            "snapshots".as_ref(),
+        ])
+        .ok();
+}
+
+// Pins: two inits of one new folder at once never both succeed: the one that finishes second is refused (busy) and leaves nothing; the repository opens with the winner's passphrase only.
+#[test]
+fn two_inits_of_one_folder_never_both_succeed() {
+    if !have("two_inits_of_one_folder_never_both_succeed", &["strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::without_repo();
+    let (first, second) = (sandbox.path("first"), sandbox.path("second"));
+    fs::write(&first, "first\n").unwrap();
+    fs::write(&second, "second\n").unwrap();
+    let (code, stderr) = held(
+        &sandbox,
+        &init_args(&first),
+        &AT_CONFIG,
+        || {
+            sandbox.run(init_args(&second)).ok();
+            true
+        },
+        None,
+    );
+    assert_eq!(code, Some(5), "the held init also succeeded: {stderr}");
+    assert!(stderr.contains("appeared"), "{stderr}");
+    let hidden: Vec<_> = names_in(&sandbox.path(""))
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert_eq!(
+        hidden,
+        Vec::<String>::new(),
+        "the losing init left its folder"
+    );
+    assert_eq!(names_in(&sandbox.repo.join("keys")).len(), 1);
+    sandbox
+        .run([
+            "--password-file".as_ref(),
+            second.as_os_str(),
+            "snapshots".as_ref(),
+        ])
+        .ok();
+    sandbox
+        .run([
+            "--password-file".as_ref(),
+            first.as_os_str(),
+            "snapshots".as_ref(),
+        ])
+        .expect_code(8);
+}
