@@ -92,8 +92,7 @@ impl Policy {
 pub fn unmatched_tags<'a>(snapshots: &[Snapshot], policy: &'a Policy) -> Vec<&'a str> {
     let mut unmatched: Vec<&str> = Vec::new();
     for tag in &policy.tags {
-        if !snapshots.iter().any(|s| s.tags.contains(tag)) && !unmatched.contains(&tag.as_str())
-        {
+        if !snapshots.iter().any(|s| s.tags.contains(tag)) && !unmatched.contains(&tag.as_str()) {
             unmatched.push(tag);
         }
     }

@@ -243,7 +243,10 @@ fn a_tag_no_snapshot_carries_is_named_in_the_refusal() {
         "{:?}",
         e.hints()
     );
-    assert_eq!(unmatched_tags(&s, &tag_policy(&["weekly", "weekyl"])), ["weekyl"]);
+    assert_eq!(
+        unmatched_tags(&s, &tag_policy(&["weekly", "weekyl"])),
+        ["weekyl"]
+    );
 }
 
 #[test]
