@@ -17,6 +17,7 @@ mod it {
     mod filesystems;
     mod format;
     mod hardening_content;
+    mod hardening_forget;
     mod hardening_init;
     mod hardening_output;
     mod hardening_repofiles;

@@ -16,8 +16,11 @@ use super::{Context, output, prune};
 /// that have one; --keep-within 30d keeps those taken within 30 days of the
 /// source's newest snapshot; --keep-tag keeps tagged ones. A snapshot kept
 /// by any rule stays. Protected snapshots (`platter protect`) always stay.
-/// Only manifests and maps are removed; add --prune (or run `platter
-/// prune`) to free the space. Use --dry-run first.
+/// A policy never removes every snapshot of a source: one that would (a
+/// misspelt --keep-tag, say) is refused with exit 2 and changes nothing;
+/// to forget the last snapshots of a source, name them by id. Only
+/// manifests and maps are removed; add --prune (or run `platter prune`) to
+/// free the space. Use --dry-run first.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run\n  \
@@ -48,7 +51,7 @@ pub struct Args {
     /// Keep snapshots taken within this long of the source's newest (e.g. 14d, 36h)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     keep_within: Option<Duration>,
-    /// Keep snapshots with this tag (repeatable)
+    /// Keep snapshots with this tag (repeatable); a tag no snapshot carries is named in a warning
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
 

@@ -1,9 +1,12 @@
 //! Forgetting snapshots by a retention policy or by name, and protecting
 //! snapshots from it. Forgetting removes manifests and maps only; the
 //! chunks go with `prune` (`forget --prune` runs it under the same lock).
+//! A policy that would leave a source with no snapshot is refused before
+//! anything is removed (see `retention`); naming snapshots may remove a
+//! source's last ones, as the user chose them.
 
 use crate::engine::prune::{PruneOptions, PruneReport, prune_locked};
-use crate::engine::retention::{Decision, Policy, decide};
+use crate::engine::retention::{Decision, Policy, decide, unmatched_tags};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -83,7 +86,20 @@ pub fn forget(
                 );
             }
         }
-        decide(&snaps, &options.policy)?
+        let decisions = decide(&snaps, &options.policy)?;
+        // Not refused (other rules kept something in every source), but
+        // the snapshots the tag was meant to keep may be among those going.
+        for tag in unmatched_tags(&snaps, &options.policy) {
+            progress.warn(&format!(
+                "no snapshot{} carries the tag {tag} of --keep-tag: check its spelling; \
+                 the other rules decided alone",
+                match &options.source {
+                    Some(source) => format!(" of source {source}"),
+                    None => String::new(),
+                }
+            ));
+        }
+        decisions
     } else {
         named(repo, &options.snapshots, &mut snaps)?
     };

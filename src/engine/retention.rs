@@ -12,6 +12,14 @@
 //! kept. Calendar buckets are UTC, as snapshot times are. Unlike restic
 //! since 0.17, a bucket rule whose count is not used up does not also keep
 //! the oldest snapshot.
+//!
+//! A policy never removes every snapshot of a group: as restic does since
+//! 0.17, a decision that would leave a group with none is refused as a
+//! whole, naming the groups. Every count is at least 1 and `--keep-within`
+//! always keeps a group's newest, so only a policy of tags alone can empty
+//! a group, and the likely cause is a tag spelt wrong (`--keep-tag weekyl`
+//! once forgot every snapshot of every source). Emptying a source on
+//! purpose is done by naming its snapshots, never by a policy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,6 +57,46 @@ impl Policy {
             && self.within.is_none()
             && self.tags.is_empty()
     }
+
+    /// The policy as the options that give it, e.g. `--keep-last 3
+    /// --keep-tag weekly`.
+    pub fn describe(&self) -> String {
+        let counts = [
+            ("last", self.last),
+            ("hourly", self.hourly),
+            ("daily", self.daily),
+            ("weekly", self.weekly),
+            ("monthly", self.monthly),
+            ("yearly", self.yearly),
+        ];
+        let mut options: Vec<String> = counts
+            .iter()
+            .filter_map(|(name, n)| n.map(|n| format!("--keep-{name} {n}")))
+            .collect();
+        if let Some(d) = self.within {
+            options.push(format!("--keep-within {}", humantime::format_duration(d)));
+        }
+        for tag in &self.tags {
+            options.push(format!("--keep-tag {tag}"));
+        }
+        if options.is_empty() {
+            "an empty policy".into()
+        } else {
+            options.join(" ")
+        }
+    }
+}
+
+/// The policy's tags that none of `snapshots` carries, in the policy's
+/// order: most likely misspelt.
+pub fn unmatched_tags<'a>(snapshots: &[Snapshot], policy: &'a Policy) -> Vec<&'a str> {
+    let mut unmatched: Vec<&str> = Vec::new();
+    for tag in &policy.tags {
+        if !snapshots.iter().any(|s| s.tags.contains(tag)) && !unmatched.contains(&tag.as_str()) {
+            unmatched.push(tag);
+        }
+    }
+    unmatched
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -86,7 +134,8 @@ const BUCKETS: [(&str, Bucket); 5] = [
     ("yearly", |t| t.year().to_string()),
 ];
 
-/// One decision per snapshot, in the order given.
+/// One decision per snapshot, in the order given; refused (BadInput) if
+/// it would remove every snapshot of a group.
 pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> {
     let mut times = Vec::with_capacity(snapshots.len());
     for s in snapshots {
@@ -160,7 +209,7 @@ pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> 
             }
         }
     }
-    Ok(snapshots
+    let decisions: Vec<Decision> = snapshots
         .iter()
         .zip(reasons)
         .map(|(s, reasons)| Decision {
@@ -170,7 +219,67 @@ pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> 
             keep: !reasons.is_empty(),
             reasons,
         })
-        .collect())
+        .collect();
+    refuse_emptied_groups(&decisions, snapshots, policy)?;
+    Ok(decisions)
+}
+
+/// How many emptied groups an error names before it counts the rest.
+const NAMED_GROUPS: usize = 5;
+
+/// Refuses decisions that keep no snapshot of some group.
+fn refuse_emptied_groups(
+    decisions: &[Decision],
+    snapshots: &[Snapshot],
+    policy: &Policy,
+) -> Result<()> {
+    let mut kept_in: BTreeMap<&str, bool> = BTreeMap::new();
+    for d in decisions {
+        *kept_in.entry(d.source.as_str()).or_default() |= d.keep;
+    }
+    let emptied: Vec<&str> = kept_in
+        .iter()
+        .filter(|(_, kept)| !**kept)
+        .map(|(group, _)| *group)
+        .collect();
+    let Some(first) = emptied.first() else {
+        return Ok(());
+    };
+    let groups = match emptied.len() {
+        1 => format!("source {first}"),
+        n if n <= NAMED_GROUPS => format!("{n} sources: {}", emptied.join(", ")),
+        n => format!(
+            "{n} sources: {} and {} more",
+            emptied[..NAMED_GROUPS].join(", "),
+            n - NAMED_GROUPS
+        ),
+    };
+    let mut error = Error::bad_input(format!(
+        "the policy {} would remove every snapshot of {groups}; a policy never empties a source, \
+         so nothing was removed",
+        policy.describe()
+    ));
+    let unmatched = unmatched_tags(snapshots, policy);
+    if !unmatched.is_empty() {
+        let list = unmatched.join(", ");
+        error = error.hint(if unmatched.len() == 1 {
+            format!(
+                "no snapshot carries the tag {list}: check the spelling of --keep-tag \
+                 (`platter snapshots` shows each snapshot's tags)"
+            )
+        } else {
+            format!(
+                "no snapshot carries the tags {list}: check the spelling of --keep-tag \
+                 (`platter snapshots` shows each snapshot's tags)"
+            )
+        });
+    }
+    Err(error
+        .hint("to apply the policy to one source only, add --source PATH")
+        .hint(
+            "to forget the last snapshots of a source on purpose, name them: \
+             `platter forget ID...` (`platter snapshots` lists the ids)",
+        ))
 }
 
 #[cfg(test)]

@@ -182,9 +182,103 @@ fn protected_snapshots_and_sources_are_counted_apart() {
 
 #[test]
 fn an_empty_policy_keeps_only_protected_snapshots() {
-    let s = twice_daily();
+    let mut s = twice_daily();
+    s[3].protected = true;
     assert!(Policy::default().is_empty());
-    assert!(kept(&s, &Policy::default()).is_empty());
+    assert_eq!(idx(&kept(&s, &Policy::default())), [3]);
+}
+
+/// The refusal `decide` gives: it must be BadInput.
+fn refusal(snaps: &[Snapshot], policy: &Policy) -> Error {
+    match decide(snaps, policy) {
+        Ok(d) => panic!("the policy was not refused: {d:?}"),
+        Err(e) => {
+            assert_eq!(e.kind(), crate::error::ErrorKind::BadInput, "{e}");
+            e
+        }
+    }
+}
+
+fn tag_policy(tags: &[&str]) -> Policy {
+    Policy {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..Policy::default()
+    }
+}
+
+// Pins: a policy that would keep no snapshot of a source is refused as a whole, naming that source and the policy, not the sources that keep some.
+#[test]
+fn a_policy_never_empties_a_group() {
+    let mut s = twice_daily();
+    s[5].tags = vec!["weekly".into()];
+    s.push(snap(99, "2026-11-01T00:00:00.000000Z", "/dev/sdb"));
+    let e = refusal(&s, &tag_policy(&["weekly"]));
+    let message = e.message();
+    assert!(message.contains("h:/dev/sdb"), "{message}");
+    assert!(!message.contains("h:/dev/sda"), "{message}");
+    assert!(message.contains("--keep-tag weekly"), "{message}");
+    assert!(
+        !e.hints().iter().any(|h| h.contains("no snapshot carries")),
+        "the tag is carried, so it is no typo: {:?}",
+        e.hints()
+    );
+    assert!(e.hints().iter().any(|h| h.contains("platter forget ID")));
+    // The same snapshots with the other source left out are fine.
+    s.pop();
+    assert_eq!(idx(&kept(&s, &tag_policy(&["weekly"]))), [5]);
+}
+
+// Pins: a --keep-tag that no snapshot carries (a typo) is named in the refusal of the policy it empties every group with.
+#[test]
+fn a_tag_no_snapshot_carries_is_named_in_the_refusal() {
+    let mut s = twice_daily();
+    s[5].tags = vec!["weekly".into()];
+    s.push(snap(99, "2026-11-01T00:00:00.000000Z", "/dev/sdb"));
+    let e = refusal(&s, &tag_policy(&["weekyl"]));
+    assert!(e.message().contains("2 sources"), "{}", e.message());
+    assert!(
+        e.hints()
+            .iter()
+            .any(|h| h.contains("no snapshot carries the tag weekyl")),
+        "{:?}",
+        e.hints()
+    );
+    assert_eq!(
+        unmatched_tags(&s, &tag_policy(&["weekly", "weekyl"])),
+        ["weekyl"]
+    );
+}
+
+#[test]
+fn protected_snapshots_and_keep_within_keep_every_group_alive() {
+    let mut s = twice_daily();
+    let mut other = snap(99, "2026-11-01T00:00:00.000000Z", "/dev/sdb");
+    other.protected = true;
+    s.push(other);
+    s[0].tags = vec!["keep".into()];
+    // sdb's only snapshot is protected, so the tag rule empties nothing.
+    assert_eq!(idx(&kept(&s, &tag_policy(&["keep"]))), [0, 28]);
+    // --keep-within always keeps a group's newest, however short it is.
+    let within = Policy {
+        within: Some(Duration::from_secs(1)),
+        ..Policy::default()
+    };
+    assert_eq!(idx(&kept(&s, &within)), [27, 28]);
+}
+
+#[test]
+fn a_policy_describes_itself_as_its_options() {
+    let policy = Policy {
+        last: Some(3),
+        monthly: Some(12),
+        within: Some(Duration::from_secs(14 * 86400)),
+        tags: vec!["a".into(), "b".into()],
+        ..Policy::default()
+    };
+    assert_eq!(
+        policy.describe(),
+        "--keep-last 3 --keep-monthly 12 --keep-within 14days --keep-tag a --keep-tag b"
+    );
 }
 
 #[test]
