@@ -14,11 +14,16 @@ use super::{Context, output};
 /// parent's are reused without hashing or storing, so later backups cost only
 /// what changed. Holes of sparse image files are not read.
 ///
+/// A source in use by a writer (mounted read-write, held by LVM, dm-crypt or
+/// RAID, or mapped shared and writable by a process) is refused with exit 5,
+/// before the backup and again before its commit. A source whose real path
+/// is not valid UTF-8 is refused with exit 2.
+///
 /// The source must not change during the backup: if its size changes, its
 /// path comes to name another file or device (a rename over it), a loop
-/// device's backing file changes, or an image file is written to, the backup
-/// fails with exit 4 and no snapshot is made. Stop what writes to it, or back
-/// up a snapshot or copy of it.
+/// device's backing file changes, or an image file or a loop device's file is
+/// written to, the backup fails with exit 4 and no snapshot is made. Stop what
+/// writes to it, or back up a snapshot or copy of it.
 #[derive(clap::Args)]
 pub struct Args {
     /// Block device (e.g. /dev/sdb) or image file; opened read-only
@@ -44,10 +49,11 @@ pub struct Args {
     #[arg(long)]
     raw: bool,
 
-    /// Back up a filesystem that is mounted read-write; the image will be inconsistent
-    /// (files changing during the backup), and its free space is read too. An image
-    /// file written to during the backup is then accepted with a warning (a change of
-    /// its size or identity still fails the backup)
+    /// Back up a source in use by a writer (mounted read-write, mapped shared and
+    /// writable); the image will be inconsistent (files changing during the backup),
+    /// and its free space is read too. An image file or loop device written to
+    /// during the backup is then accepted with a warning (a change of its size or
+    /// identity still fails the backup)
     #[arg(long)]
     allow_mounted: bool,
 }

@@ -1,20 +1,30 @@
 //! A source to back up: an image file or a block device, opened read-only.
 //!
+//! A source is known by its canonical path (see `SourceIdentity`), which is
+//! recorded as text: a path that is not UTF-8 is refused, as two such
+//! names could be recorded as the same text and their backups mixed.
+//!
 //! A source must not change while it is read: a file that shrinks reads as
 //! holes past its new end, one replaced by a rename is not the file backed
 //! up, and either way the snapshot would be silently wrong. So `open` notes
 //! what can be seen of the source from outside its bytes (a `Stamp`: the
-//! inode, the size, for a file its ctime, for a loop device its backing file,
-//! its range and the file's size), and [`Source::changes`] compares that with the source as it
-//! is now, on the open descriptor and on the path. The engine asks just
-//! before it commits, and whenever reading fails. A block device's ctime
-//! does not follow writes to it, so writes to a device are not seen here
-//! (a mounted one is refused before the backup starts, see `writers`).
+//! inode, the size, for a file its ctime, for a loop device its backing
+//! file, its range, and that file's size and ctime), and
+//! [`Source::changes`] compares that with the source as it is now, on the
+//! open descriptor and on the path. The engine asks just before it commits,
+//! and whenever reading fails. A block device's ctime does not follow
+//! writes to it, so writes to a device that is not a loop device are not
+//! seen here; and a write through a page of a shared mapping that is
+//! already dirty moves no ctime at all. Both kinds of writer are refused
+//! before the backup starts and again before it commits, see `writers`: a
+//! read-write mount, a stacked device, a process that maps the source
+//! shared and writable.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
@@ -58,10 +68,14 @@ struct Stamp {
     ctime: Option<(i64, i64)>,
     /// The backing file and range of a loop device.
     backing: Option<LoopStatus>,
-    /// The size of a loop device's backing file, when sysfs names it: the
-    /// device keeps its size when the file shrinks, and its end then fails
-    /// to read or reads stale cached data.
+    /// The size of a loop device's backing file, when it could be opened:
+    /// the device keeps its size when the file shrinks, and its end then
+    /// fails to read or reads stale cached data.
     backing_size: Option<u64>,
+    /// The ctime of a loop device's backing file, when it is a regular
+    /// file that could be opened: a write through the device moves it once
+    /// the write reaches the file.
+    backing_ctime: Option<(i64, i64)>,
 }
 
 /// How a source changed while it was being backed up.
@@ -77,13 +91,16 @@ pub enum SourceChange {
     /// A loop device shows another file, or another range of its file, or
     /// none; says what.
     Backing(String),
+    /// A loop device's backing file was written to (through the device or
+    /// not): its ctime moved.
+    BackingModified,
 }
 
 impl SourceChange {
     /// Whether this is only a write to the same file at the same size,
     /// which `--allow-mounted` accepts (an inconsistent image, knowingly).
     pub fn is_write(&self) -> bool {
-        matches!(self, SourceChange::Modified)
+        matches!(self, SourceChange::Modified | SourceChange::BackingModified)
     }
 }
 
@@ -97,6 +114,10 @@ impl std::fmt::Display for SourceChange {
                  attributes)",
             ),
             SourceChange::Backing(what) => write!(f, "its loop device {what}"),
+            SourceChange::BackingModified => f.write_str(
+                "its loop device's backing file was written to (its ctime moved: a write \
+                 through the device or to the file, or a change of its attributes)",
+            ),
         }
     }
 }
@@ -107,6 +128,10 @@ const LOOP_MAJOR: u32 = 7;
 pub struct Source {
     file: File,
     path: PathBuf,
+    /// A loop device's backing file (an O_PATH descriptor, for fstat), when
+    /// it could be opened: it stays the file the device showed when opened,
+    /// whatever happens to its name.
+    backing_file: Option<File>,
     /// The source as it was opened: what [`Source::changes`] compares with.
     opened: Stamp,
     /// Where the source starts in `file`: 0, or a partition's offset.
@@ -140,7 +165,17 @@ impl Source {
             .open(path)
             .at("open source", path)?;
         let canonical = std::fs::canonicalize(path).at("resolve", path)?;
-        let opened = stamp(&file, path)?;
+        let Some(name) = canonical.to_str() else {
+            return Err(not_utf8(path, &canonical));
+        };
+        let name = name.to_string();
+        let mut opened = stamp(&file, path, None)?;
+        let backing_file = opened
+            .backing
+            .and_then(|status| open_backing_file(opened.rdev, &status));
+        if backing_file.is_some() {
+            opened = stamp(&file, path, backing_file.as_ref())?;
+        }
         let is_device = opened.rdev != 0;
         let size = opened.size;
         let sector = if is_device {
@@ -171,12 +206,13 @@ impl Source {
         );
         Ok(Source {
             file,
-            path: canonical.clone(),
+            path: canonical,
+            backing_file,
             opened,
             base: 0,
             table_warnings: Vec::new(),
             identity: SourceIdentity {
-                path: canonical.display().to_string(),
+                path: name,
                 is_device,
                 size,
                 logical_sector_size: sector,
@@ -194,45 +230,39 @@ impl Source {
         &self.table_warnings
     }
 
-    /// Who may be writing the source while it is read: read-write mounts
-    /// of it, of a loop device over it (or over the same file as this loop
-    /// device), and devices stacked on it (LVM, dm-crypt, RAID).
+    /// Who may be writing the source while it is read, each said in a
+    /// few words: read-write mounts and stacked devices (LVM, dm-crypt,
+    /// RAID) of it, of those of its partitions that hold some of its bytes,
+    /// and of other loop devices over an overlapping range of the same
+    /// file; and processes that map those bytes shared and writable (a
+    /// write through a page of such a mapping that is already dirty moves
+    /// no ctime, so [`Source::changes`] cannot see it).
     pub fn writers(&self) -> Vec<String> {
-        let mut devices: Vec<PathBuf> = Vec::new();
-        if self.identity.is_device {
-            devices.push(self.path.clone());
-            if let Some(file) = sysfs::loop_backing_file(&self.path) {
-                devices.extend(sysfs::loops_backed_by(&file).into_iter().map(PathBuf::from));
-            }
-        } else {
-            devices.extend(
-                sysfs::loops_backed_by(&self.path)
-                    .into_iter()
-                    .map(PathBuf::from),
-            );
-        }
-        devices.retain(|d| d.exists());
-        devices.sort();
-        devices.dedup();
+        let span = (self.base, self.base.saturating_add(self.identity.size));
         let mut out = Vec::new();
-        for d in devices {
-            let Some((dir, rdev)) = std::fs::metadata(&d)
-                .ok()
-                .and_then(|m| Some((sysfs::block_dir(m.rdev())?, m.rdev())))
-            else {
-                continue;
-            };
-            out.extend(
-                sysfs::mounts_with_mode(&dir, rdev)
-                    .into_iter()
-                    .filter(|(_, rw)| *rw)
-                    .map(|(point, _)| format!("mounted read-write at {point}")),
-            );
-            out.extend(
-                sysfs::holders(&dir)
-                    .into_iter()
-                    .map(|h| format!("held by {h} (LVM, dm-crypt or RAID)")),
-            );
+        if self.identity.is_device {
+            if let Some(dir) = sysfs::block_dir(self.opened.rdev) {
+                out.extend(device_uses(&dir, self.opened.rdev, span));
+            }
+            out.extend(mappers(self.opened.dev, self.opened.ino, span));
+        }
+        // The file whose bytes these are, and which of them: the image
+        // file, or the file behind a loop device.
+        let file = match self.opened.backing {
+            Some(status) => {
+                let shown = sysfs::loop_span(status.offset, status.size_limit);
+                let at = |n: u64| status.offset.saturating_add(n).min(shown.1);
+                Some((
+                    (status.backing_dev, status.backing_ino),
+                    (at(span.0), at(span.1)),
+                ))
+            }
+            None if !self.identity.is_device => Some(((self.opened.dev, self.opened.ino), span)),
+            None => None,
+        };
+        if let Some(((dev, ino), span)) = file {
+            out.extend(other_loops_over(self.opened.rdev, (dev, ino), span));
+            out.extend(mappers(dev, ino, span));
         }
         out
     }
@@ -322,7 +352,16 @@ impl Source {
     /// file and range) and on its path, which must still name the same
     /// file or device. Empty when nothing changed.
     pub fn changes(&self) -> Result<Vec<SourceChange>> {
-        let (was, now) = (self.opened, stamp(&self.file, &self.path)?);
+        if self.backing_file.is_some() {
+            // Writes through a loop device wait in its page cache until they
+            // are flushed to its file, and only then move the file's ctime.
+            // A flush error belongs to whoever wrote; reading goes on.
+            let _ = self.file.sync_data();
+        }
+        let (was, now) = (
+            self.opened,
+            stamp(&self.file, &self.path, self.backing_file.as_ref())?,
+        );
         let mut out = Vec::new();
         if now.size != was.size {
             out.push(SourceChange::Size(was.size, now.size));
@@ -342,6 +381,8 @@ impl Source {
             out.push(SourceChange::Backing(format!(
                 "lost the end of its file (the file went from {from} to {to} bytes)"
             )));
+        } else if now.backing_ctime != was.backing_ctime {
+            out.push(SourceChange::BackingModified);
         }
         let replaced = match std::fs::metadata(&self.path) {
             Ok(m) if self.identity.is_device => (!m.file_type().is_block_device()
@@ -365,7 +406,7 @@ impl Source {
 
     /// The size of the whole file or device now.
     fn current_size(&self) -> Result<u64> {
-        stamp(&self.file, &self.path).map(|s| s.size)
+        stamp(&self.file, &self.path, None).map(|s| s.size)
     }
 
     /// The error for a change found while reading.
@@ -377,8 +418,9 @@ impl Source {
     }
 }
 
-/// The stamp of the source open as `file` (named `path` in errors).
-fn stamp(file: &File, path: &Path) -> Result<Stamp> {
+/// The stamp of the source open as `file` (named `path` in errors); for a
+/// loop device, `backing_file` is its backing file (see `open_backing_file`).
+fn stamp(file: &File, path: &Path, backing_file: Option<&File>) -> Result<Stamp> {
     let meta = file.metadata().at("inspect", path)?;
     if meta.file_type().is_block_device() {
         let size = ioctl::device_size(file).at("get the size of", path)?;
@@ -389,6 +431,7 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp> {
         } else {
             None
         };
+        let backing_meta = backing_file.and_then(|f| f.metadata().ok());
         Ok(Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -396,7 +439,8 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp> {
             size,
             ctime: None,
             backing,
-            backing_size: backing.and_then(|b| backing_file_size(meta.rdev(), &b)),
+            backing_size: backing_meta.as_ref().map(|m| m.len()),
+            backing_ctime: backing_meta.map(|m| (m.ctime(), m.ctime_nsec())),
         })
     } else {
         Ok(Stamp {
@@ -407,17 +451,121 @@ fn stamp(file: &File, path: &Path) -> Result<Stamp> {
             ctime: Some((meta.ctime(), meta.ctime_nsec())),
             backing: None,
             backing_size: None,
+            backing_ctime: None,
         })
     }
 }
 
-/// The size of the file behind the loop device `rdev`, when the file its
-/// sysfs folder names is the one `status` says the device shows.
-fn backing_file_size(rdev: u64, status: &LoopStatus) -> Option<u64> {
-    let dir = sysfs::block_dir(rdev)?;
-    let name = std::fs::read_to_string(dir.join("loop/backing_file")).ok()?;
-    let meta = std::fs::metadata(name.trim_end_matches('\n')).ok()?;
-    ((meta.dev(), meta.ino()) == (status.backing_dev, status.backing_ino)).then_some(meta.len())
+/// The file behind the loop device `rdev`, opened for fstat only
+/// (O_PATH: no read permission needed, no effect on the file), when the
+/// name its sysfs folder gives still leads to the regular file `status`
+/// says the device shows.
+fn open_backing_file(rdev: u64, status: &LoopStatus) -> Option<File> {
+    let name = sysfs::attached_file(&sysfs::block_dir(rdev)?)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(name)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && (meta.dev(), meta.ino()) == (status.backing_dev, status.backing_ino))
+        .then_some(file)
+}
+
+/// Read-write mounts and stacked devices of the block device `rdev`
+/// (sysfs folder `dir`) and of those of its partitions that show some of
+/// its bytes `span`.
+fn device_uses(dir: &Path, rdev: u64, span: sysfs::Span) -> Vec<String> {
+    let mut out: Vec<String> = sysfs::mounts_with_mode_in(dir, rdev, span)
+        .into_iter()
+        .filter(|(_, rw)| *rw)
+        .map(|(point, _)| format!("mounted read-write at {point}"))
+        .collect();
+    out.extend(
+        sysfs::holders_in(dir, span)
+            .into_iter()
+            .map(|h| format!("held by {h} (LVM, dm-crypt or RAID)")),
+    );
+    out
+}
+
+/// Uses (as `device_uses`) of every loop device but `rdev` that shows some
+/// of the bytes `span` of the file `id` (device, inode).
+fn other_loops_over(rdev: u64, id: (u64, u64), span: sysfs::Span) -> Vec<String> {
+    let mut out = Vec::new();
+    for peer in sysfs::attached_loops() {
+        if peer.rdev == rdev {
+            continue;
+        }
+        let Some(status) = File::open(&peer.node)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.rdev() == peer.rdev))
+            .and_then(|f| ioctl::loop_status(&f).ok())
+        else {
+            continue;
+        };
+        let shown = sysfs::loop_span(status.offset, status.size_limit);
+        if (status.backing_dev, status.backing_ino) != id || !sysfs::overlaps(shown, span) {
+            continue;
+        }
+        // The shared bytes, as offsets in the peer device.
+        let (start, end) = (span.0.max(shown.0), span.1.min(shown.1));
+        let local = (start - shown.0, end - shown.0);
+        out.extend(
+            device_uses(&peer.dir, peer.rdev, local)
+                .into_iter()
+                .map(|usage| {
+                    format!(
+                        "{} (bytes {start}..{end} of the same file) {usage}",
+                        peer.node.display()
+                    )
+                }),
+        );
+    }
+    out
+}
+
+/// Processes that map some of the bytes `span` of the file `dev`, `ino`
+/// shared and writable.
+fn mappers(dev: u64, ino: u64, span: sysfs::Span) -> Vec<String> {
+    sysfs::writable_mappings(dev, ino, span)
+        .into_iter()
+        .map(|m| {
+            format!(
+                "mapped shared and writable by process {} ({})",
+                m.pid,
+                m.command.as_deref().unwrap_or("command unknown")
+            )
+        })
+        .collect()
+}
+
+/// The error for a source whose canonical path is not UTF-8.
+fn not_utf8(given: &Path, canonical: &Path) -> Error {
+    Error::bad_input(format!(
+        "source {}: its real path {} is not valid UTF-8; platter records a source by its path \
+         as text, and two such paths could be recorded alike, mixing their backups and \
+         retention",
+        escaped(given.as_os_str().as_bytes()),
+        escaped(canonical.as_os_str().as_bytes())
+    ))
+    .hint(
+        "nothing was written; give the file a UTF-8 name (`mv`, or a hard link: `ln OLD NEW`), \
+         or attach it to a loop device (`losetup -r -f --show FILE`) and back up the device; a \
+         symbolic link does not help, as platter records where it leads",
+    )
+}
+
+/// `bytes` as text, each byte that is not part of valid UTF-8 as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// What changed between two views of a loop device's backing file.

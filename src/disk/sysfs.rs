@@ -1,10 +1,37 @@
 //! What the kernel says about a block device: its sysfs folder, hardware
-//! identity, mounts, holders and loop devices; and which filesystem type
-//! is mounted where (/proc/self/mountinfo).
+//! identity, mounts, holders and loop devices; which filesystem type is
+//! mounted where (/proc/self/mountinfo); and which processes map a file
+//! shared and writable (/proc/PID/maps).
+//!
+//! A device's mounts and holders can be asked for a byte range of it: a
+//! partition (or a loop device over a range of the same file) that shows
+//! none of those bytes cannot change them.
 
+use std::ffi::OsString;
 use std::fs;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// Bytes [start, end) of a device or file; `end` may be `u64::MAX`.
+pub type Span = (u64, u64);
+
+/// Every byte of a device or file.
+pub const WHOLE: Span = (0, u64::MAX);
+
+/// Whether two byte ranges share a byte.
+pub fn overlaps(a: Span, b: Span) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// The bytes of its file a loop device shows: from `offset`, `size_limit`
+/// bytes, or (limit 0) up to the file's end.
+pub fn loop_span(offset: u64, size_limit: u64) -> Span {
+    match size_limit {
+        0 => (offset, u64::MAX),
+        limit => (offset, offset.saturating_add(limit)),
+    }
+}
 
 /// The sysfs folder of the block device with device number `rdev`.
 pub fn block_dir(rdev: u64) -> Option<PathBuf> {
@@ -33,19 +60,43 @@ pub fn hardware_identity(dir: &Path) -> (Option<String>, Option<String>, Option<
     )
 }
 
-/// Device numbers of the device and of each of its partitions.
-fn device_and_partitions(dir: &Path, rdev: u64) -> Vec<(u32, u32)> {
+/// The bytes of its disk the partition whose sysfs folder is `dir` shows
+/// (sysfs counts in 512-byte units whatever the sector size); the whole
+/// disk when sysfs does not say.
+fn partition_span(dir: &Path) -> Span {
+    let number = |name: &str| read_trimmed(&dir.join(name))?.parse::<u64>().ok();
+    match (number("start"), number("size")) {
+        (Some(start), Some(size)) => {
+            let start = start.saturating_mul(512);
+            (start, start.saturating_add(size.saturating_mul(512)))
+        }
+        _ => WHOLE,
+    }
+}
+
+/// Sysfs folders of the partitions of the device at `dir` that show some
+/// of its bytes `span`.
+fn partitions_in(dir: &Path, span: Span) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|sub| sub.join("partition").exists() && overlaps(partition_span(sub), span))
+        .collect()
+}
+
+/// Device numbers of the device and of those of its partitions that show
+/// some of its bytes `span`.
+fn device_and_partitions(dir: &Path, rdev: u64, span: Span) -> Vec<(u32, u32)> {
     let mut out = vec![(libc::major(rdev), libc::minor(rdev))];
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let sub = entry.path();
-            if sub.join("partition").exists()
-                && let Some(dev) = read_trimmed(&sub.join("dev"))
-                && let Some((a, b)) = dev.split_once(':')
-                && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
-            {
-                out.push((a, b));
-            }
+    for sub in partitions_in(dir, span) {
+        if let Some(dev) = read_trimmed(&sub.join("dev"))
+            && let Some((a, b)) = dev.split_once(':')
+            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+        {
+            out.push((a, b));
         }
     }
     out
@@ -62,7 +113,13 @@ pub fn mounts_of_device(dir: &Path, rdev: u64) -> Vec<String> {
 /// Mount points of the device or any of its partitions, each with whether
 /// it is mounted read-write.
 pub fn mounts_with_mode(dir: &Path, rdev: u64) -> Vec<(String, bool)> {
-    let devices = device_and_partitions(dir, rdev);
+    mounts_with_mode_in(dir, rdev, WHOLE)
+}
+
+/// Mount points of the device or of its partitions that show some of its
+/// bytes `span`, each with whether it is mounted read-write.
+pub fn mounts_with_mode_in(dir: &Path, rdev: u64, span: Span) -> Vec<(String, bool)> {
+    let devices = device_and_partitions(dir, rdev, span);
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -83,16 +140,15 @@ pub fn mounts_with_mode(dir: &Path, rdev: u64) -> Vec<(String, bool)> {
 /// Is the device (or a partition of it) used by another device (LVM, RAID,
 /// dm-crypt)?
 pub fn holders(dir: &Path) -> Vec<String> {
+    holders_in(dir, WHOLE)
+}
+
+/// Devices stacked on the device or on those of its partitions that show
+/// some of its bytes `span`.
+pub fn holders_in(dir: &Path, span: Span) -> Vec<String> {
     let mut out = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
-    if let Ok(entries) = fs::read_dir(dir) {
-        dirs.extend(
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("partition").exists()),
-        );
-    }
+    dirs.extend(partitions_in(dir, span));
     for d in dirs {
         if let Ok(entries) = fs::read_dir(d.join("holders")) {
             out.extend(
@@ -103,13 +159,6 @@ pub fn holders(dir: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-/// The file behind a loop device, if `device` is one.
-pub fn loop_backing_file(device: &Path) -> Option<PathBuf> {
-    let name = device.file_name()?.to_string_lossy().into_owned();
-    let backing = read_trimmed(&Path::new("/sys/block").join(name).join("loop/backing_file"))?;
-    Some(PathBuf::from(backing.trim_end_matches(" (deleted)")))
 }
 
 /// Loop devices whose backing file is `file`.
@@ -123,8 +172,7 @@ pub fn loops_backed_by(file: &Path) -> Vec<String> {
     entries
         .flatten()
         .filter_map(|entry| {
-            let backing = read_trimmed(&entry.path().join("loop/backing_file"))?;
-            let backing = fs::metadata(backing.trim_end_matches(" (deleted)")).ok()?;
+            let backing = fs::metadata(attached_file(&entry.path())?).ok()?;
             (backing.dev() == meta.dev() && backing.ino() == meta.ino())
                 .then(|| format!("/dev/{}", entry.file_name().to_string_lossy()))
         })
@@ -163,8 +211,122 @@ pub fn attached_loops() -> Vec<AttachedLoop> {
 /// The file attached to the loop device whose sysfs folder is `dir`, as
 /// the kernel names it (the name it was attached under).
 pub fn attached_file(dir: &Path) -> Option<PathBuf> {
-    let backing = read_trimmed(&dir.join("loop/backing_file"))?;
-    Some(PathBuf::from(backing.trim_end_matches(" (deleted)")))
+    // Bytes, not text: a file name need not be UTF-8.
+    let mut name = fs::read(dir.join("loop/backing_file")).ok()?;
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    if name.ends_with(b" (deleted)") {
+        name.truncate(name.len() - b" (deleted)".len());
+    }
+    (!name.is_empty()).then(|| PathBuf::from(OsString::from_vec(name)))
+}
+
+/// A shared, writable mapping of a file by some process: through it the
+/// file's pages change without a write call, and a page already dirty
+/// changes without moving the file's ctime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritableMapping {
+    pub pid: u32,
+    /// The process's command name (/proc/PID/comm), if it could be read.
+    pub command: Option<String>,
+    /// The bytes of the file it maps.
+    pub span: Span,
+}
+
+/// Every shared, writable mapping of the file with device `dev` and inode
+/// `ino` (as stat gives them) that covers some of its bytes `span`, by any
+/// process whose maps this process may read. The mapped name is also
+/// checked with stat, for filesystems (btrfs subvolumes) whose stat device
+/// differs from the one the maps show.
+pub fn writable_mappings(dev: u64, ino: u64, span: Span) -> Vec<WritableMapping> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(maps) = fs::read(entry.path().join("maps")) else {
+            continue;
+        };
+        let mapped: Vec<Span> = parse_maps(&maps)
+            .into_iter()
+            .filter(|m| {
+                m.ino == ino
+                    && overlaps(m.span, span)
+                    && (m.dev == (libc::major(dev), libc::minor(dev))
+                        || fs::metadata(&m.name)
+                            .is_ok_and(|meta| (meta.dev(), meta.ino()) == (dev, ino)))
+            })
+            .map(|m| m.span)
+            .collect();
+        let Some(span) = mapped
+            .into_iter()
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+        else {
+            continue;
+        };
+        let command = read_trimmed(&entry.path().join("comm"));
+        out.push(WritableMapping { pid, command, span });
+    }
+    out
+}
+
+/// One line of /proc/PID/maps that maps a file shared and writable.
+#[derive(Debug, PartialEq, Eq)]
+struct MapsLine {
+    dev: (u32, u32),
+    ino: u64,
+    span: Span,
+    name: PathBuf,
+}
+
+/// The shared, writable file mappings of a /proc/PID/maps text:
+/// `START-END PERMS OFFSET MAJ:MIN INODE NAME`, numbers in hex but the inode.
+fn parse_maps(text: &[u8]) -> Vec<MapsLine> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, |&b| b == b' ');
+            let mut next = || std::str::from_utf8(fields.next()?).ok();
+            let (range, perms, offset, dev, ino) = (next()?, next()?, next()?, next()?, next()?);
+            let perms = perms.as_bytes();
+            if perms.len() < 4 || perms[1] != b'w' || perms[3] != b's' {
+                return None;
+            }
+            let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+            let (start, end) = range.split_once('-')?;
+            let len = hex(end)?.checked_sub(hex(start)?)?;
+            let offset = hex(offset)?;
+            let (major, minor) = dev.split_once(':')?;
+            let ino: u64 = ino.parse().ok()?;
+            let name = fields.next().unwrap_or_default();
+            let name = name
+                .iter()
+                .skip_while(|&&b| b == b' ')
+                .copied()
+                .collect::<Vec<u8>>();
+            let name = name
+                .strip_suffix(b" (deleted)")
+                .map(<[u8]>::to_vec)
+                .unwrap_or(name);
+            Some(MapsLine {
+                dev: (
+                    u32::from_str_radix(major, 16).ok()?,
+                    u32::from_str_radix(minor, 16).ok()?,
+                ),
+                ino,
+                span: (offset, offset.saturating_add(len)),
+                name: PathBuf::from(OsString::from_vec(name)),
+            })
+        })
+        .filter(|m| m.ino != 0)
+        .collect()
 }
 
 /// The type of the filesystem whose device number is `dev` (a file's
@@ -220,6 +382,38 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(super::fstype_in(info, libc::makedev(8, 1)), None);
+    }
+
+    #[test]
+    fn only_shared_writable_file_mappings_are_read_from_maps() {
+        let maps = b"7f0000000000-7f0000002000 rw-s 00001000 08:01 1234                       /srv/vm\xff.img\n\
+7f0000002000-7f0000003000 r--s 00000000 08:01 1234                       /srv/vm.img\n\
+7f0000003000-7f0000004000 rw-p 00000000 08:01 1234                       /srv/vm.img\n\
+7f0000004000-7f0000005000 rw-s 00000000 00:01 0                          /dev/zero (deleted)\n\
+7f0000005000-7f0000006000 rw-s 00000000 103:02 99 /a b (deleted)\n\
+garbage line\n";
+        let lines = super::parse_maps(maps);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0].dev, (8, 1));
+        assert_eq!(lines[0].ino, 1234);
+        assert_eq!(lines[0].span, (0x1000, 0x3000));
+        assert_eq!(
+            lines[0].name.as_os_str().as_encoded_bytes(),
+            b"/srv/vm\xff.img"
+        );
+        assert_eq!(lines[1].dev, (0x103, 2));
+        assert_eq!(lines[1].name, std::path::PathBuf::from("/a b"));
+    }
+
+    #[test]
+    fn spans_overlap_only_when_they_share_a_byte() {
+        assert!(super::overlaps((0, 10), (9, 20)));
+        assert!(!super::overlaps((0, 10), (10, 20)));
+        assert!(super::overlaps(
+            super::loop_span(100, 0),
+            (1 << 40, u64::MAX)
+        ));
+        assert!(!super::overlaps(super::loop_span(100, 50), (150, 200)));
     }
 
     #[test]

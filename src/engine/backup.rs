@@ -4,13 +4,19 @@
 //! pipeline) → index → map → manifest. A crash before the manifest leaves
 //! only unreferenced files behind; earlier snapshots are never touched.
 //!
+//! A source in use by a writer (a read-write mount, a stacked device, a
+//! process mapping it shared and writable: see `Source::writers`) is
+//! refused before it is read (exit 5) and again before the commit, unless
+//! `--allow-mounted`.
+//!
 //! A source that changes while it is read gives no snapshot: its size,
-//! identity (inode, what its path names, a loop device's backing file) and,
-//! for an image file, its ctime are compared with how it was opened at the
-//! last moment before the manifest is written, and whenever reading it
-//! fails (the change is then the error). A write to an image file at the
-//! same size is accepted only with `--allow-mounted`, which knowingly takes
-//! an inconsistent image; a change of size or identity never is. What the
+//! identity (inode, what its path names, a loop device's backing file) and
+//! the ctime of an image file or of a loop device's backing file are
+//! compared with how it was opened at the last moment before the manifest
+//! is written, and whenever reading it fails (the change is then the
+//! error). A write at the same size is accepted only with
+//! `--allow-mounted`, which knowingly takes an inconsistent image; a change
+//! of size or identity never is. What the
 //! failed backup stored (packs, index, map) stays as an interrupted
 //! backup's leftovers until `prune`.
 
@@ -66,7 +72,7 @@ pub fn backup(
             source_path.display(),
             mounted.join("; ")
         ))
-        .hint("unmount it or remount it read-only (`mount -o remount,ro`), or add --allow-mounted to take an inconsistent image anyway"));
+        .hint("unmount it or remount it read-only (`mount -o remount,ro`), stop the program that maps it, or add --allow-mounted to take an inconsistent image anyway"));
     }
     // Free space of known filesystems is neither read nor stored; a
     // mounted filesystem's bitmaps are not trusted.
@@ -164,6 +170,18 @@ pub fn backup(
         Verdict::Same => {}
         Verdict::Written(warning) => progress.warn(&warning),
         Verdict::Changed(e) => return Err(e),
+    }
+    // A writer that came during the backup (a mount, or a shared writable
+    // mapping, through whose dirty pages writes move no ctime) may have
+    // changed what was read without leaving a trace.
+    let writers = source.writers();
+    if !writers.is_empty() && !options.allow_mounted {
+        return Err(Error::busy(format!(
+            "{} came into use during the backup ({}); nothing was committed, no snapshot was made",
+            source_path.display(),
+            writers.join("; ")
+        ))
+        .hint("stop whatever uses it and back up again, or add --allow-mounted to take an inconsistent image anyway"));
     }
     repo.commit_snapshot(&snapshot)?;
     Ok(snapshot)

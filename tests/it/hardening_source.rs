@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::common::{
-    CHUNK, Image, LoopDevice, Rng, Run, Sandbox, files_under, have, platter, random_name, sh,
-    verify_clean, wait_until,
+    CHUNK, Image, LoopDevice, Mounted, Rng, Run, Sandbox, files_under, have, platter, random_name,
+    sh, verify_clean, wait_until,
 };
 
 /// Size of the images: 32 chunks, so most are read after the change.
@@ -457,4 +457,242 @@ fn a_loop_device_whose_file_is_swapped_during_a_backup_fails_it() {
         "its loop device shows another file now",
         (&first, &image.bytes),
     );
+}
+
+/// A shared (or private) mapping of a whole file, read-write, held by this
+/// test process until dropped.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+    _file: fs::File,
+}
+
+impl Mapping {
+    fn new(path: &Path, shared: bool) -> Mapping {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        let flags = if shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        // SAFETY: a fresh mapping at an address the kernel picks, of a file
+        // open for reading and writing for the mapping's whole life.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(
+            addr,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        Mapping {
+            addr,
+            len,
+            _file: file,
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, used by no one else.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// What this test process is called in a writer's description.
+fn this_process() -> String {
+    format!("process {}", std::process::id())
+}
+
+// Pins: a source whose real path is not UTF-8 is refused (exit 2, bytes escaped, nothing written), even through a UTF-8 symbolic link, so two such files are never recorded as one source; a UTF-8 hard link backs up.
+#[test]
+fn a_source_whose_real_path_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStringExt;
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x50_0010);
+    let name = |byte: u8| {
+        let mut bytes = sandbox.path("vm").into_os_string().into_vec();
+        bytes.extend([byte, b'.', b'i', b'm', b'g']);
+        PathBuf::from(OsString::from_vec(bytes))
+    };
+    let (a, b) = (name(0xff), name(0xfe));
+    let image = Image::random(a.clone(), 4 * CHUNK, &mut rng);
+    Image::random(b.clone(), 4 * CHUNK, &mut rng);
+    let before = sandbox.repo_tree();
+    for (path, shown) in [(&a, "vm\\xff.img"), (&b, "vm\\xfe.img")] {
+        let run = sandbox.run([OsString::from("backup"), path.into()]);
+        run.refused(2, "not valid UTF-8");
+        assert!(run.stderr.contains(shown), "{}", run.stderr);
+        assert!(run.stderr.contains("hard link"), "{}", run.stderr);
+    }
+    let link = sandbox.path("link.img");
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    sandbox
+        .run([OsString::from("backup"), link.into()])
+        .refused(2, "vm\\xff.img");
+    assert_eq!(sandbox.repo_tree(), before, "a refused backup wrote");
+    let hard = sandbox.path("vm-a.img");
+    fs::hard_link(&a, &hard).unwrap();
+    let id = sandbox.snapshot_of(&hard, &[]);
+    sandbox.assert_restores(&id, &image.bytes);
+}
+
+// Pins: an image file that a process maps shared and writable is refused as in use (exit 5, naming the process), as a write through its dirty pages moves no ctime; --allow-mounted takes it; a private mapping is no writer.
+#[test]
+fn an_image_mapped_shared_and_writable_is_refused_unless_allowed() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x50_0011);
+    let image = Image::random(sandbox.path("disk.img"), 4 * CHUNK, &mut rng);
+    {
+        let _private = Mapping::new(&image.path, false);
+        sandbox.snapshot_of(&image.path, &[]);
+    }
+    let before = sandbox.snapshot_ids();
+    let mapping = Mapping::new(&image.path, true);
+    let run = sandbox.run([OsString::from("backup"), image.path.clone().into()]);
+    run.refused(5, "mapped shared and writable");
+    assert!(run.stderr.contains(&this_process()), "{}", run.stderr);
+    assert_eq!(sandbox.snapshot_ids(), before);
+    sandbox.snapshot_of(&image.path, &["--allow-mounted"]);
+    drop(mapping);
+    sandbox.snapshot_of(&image.path, &[]);
+}
+
+// Pins: a shared writable mapping made while a backup reads (no write, so no ctime moves) fails it before the commit (exit 5, naming the process, no snapshot).
+#[test]
+fn an_image_mapped_during_a_backup_fails_it() {
+    if !needs_strace("an_image_mapped_during_a_backup_fails_it") {
+        return;
+    }
+    let (sandbox, image, _) = with_snapshot(0x50_0012);
+    let before = sandbox.snapshot_ids();
+    let mut mapping = None;
+    let run = backup_changed_at_first_chunk(&sandbox, &image.path, &[], || {
+        mapping = Some(Mapping::new(&image.path, true));
+    });
+    run.refused(5, "came into use during the backup");
+    assert!(run.stderr.contains(&this_process()), "{}", run.stderr);
+    assert_eq!(sandbox.snapshot_ids(), before, "a snapshot was committed");
+    drop(mapping);
+}
+
+// Pins: a loop device whose backing file a process maps shared and writable is refused as in use (exit 5, naming the process).
+#[test]
+fn a_loop_device_whose_file_is_mapped_shared_and_writable_is_refused() {
+    let test = "a_loop_device_whose_file_is_mapped_shared_and_writable_is_refused";
+    if !have(test, &["root", "loop devices", "losetup"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x50_0013);
+    let image = Image::random(sandbox.path("backing.img"), 4 * CHUNK, &mut rng);
+    let device = LoopDevice::attach(&image.path);
+    let _mapping = Mapping::new(&image.path, true);
+    let run = sandbox.run([OsString::from("backup"), device.path.clone().into()]);
+    run.refused(5, "mapped shared and writable");
+    assert!(run.stderr.contains(&this_process()), "{}", run.stderr);
+    assert_eq!(sandbox.snapshot_ids(), Vec::<String>::new());
+}
+
+// Pins: a loop device written through (buffered, not flushed) or whose backing file is written during a backup fails it (exit 4, its backing file's ctime moved); --allow-mounted takes it with a warning.
+#[test]
+fn a_loop_device_written_during_a_backup_fails_it_unless_allowed() {
+    let test = "a_loop_device_written_during_a_backup_fails_it_unless_allowed";
+    if !have(test, &["root", "loop devices", "losetup", "strace", "dd"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x50_0014);
+    let file: PathBuf = sandbox.path("backing.img");
+    let image = Image::random(file.clone(), SIZE, &mut rng);
+    let device = LoopDevice::attach(&file);
+    let first = sandbox.snapshot_of(&device.path, &[]);
+    let before = sandbox.snapshot_ids();
+    let paused = Paused::backup(&sandbox, &device.path, &[], "fadvise64", "fadvise64(");
+    sh(&format!(
+        "dd if=/dev/urandom of={} bs=4096 count=1 seek=100 conv=notrunc status=none",
+        device.path.display()
+    ));
+    let run = paused.resume();
+    assert_failed_as_changed(
+        &run,
+        &sandbox,
+        &before,
+        "backing file was written to",
+        (&first, &image.bytes),
+    );
+
+    let paused = Paused::backup(
+        &sandbox,
+        &device.path,
+        &["--allow-mounted"],
+        "fadvise64",
+        "fadvise64(",
+    );
+    sh(&format!(
+        "dd if=/dev/urandom of={} bs=4096 count=1 seek=200 conv=notrunc status=none",
+        file.display()
+    ));
+    let run = paused.resume();
+    run.ok();
+    assert!(
+        run.stderr.contains("written to during the backup") && run.stderr.contains("inconsistent"),
+        "no warning:\n{}",
+        run.stderr
+    );
+}
+
+// Pins: backing up one partition of an image is not refused because a loop device over another partition's bytes of the same file is mounted; the mounted partition and the whole image still are (exit 5).
+#[test]
+fn a_partition_backs_up_while_another_partition_of_its_image_is_mounted() {
+    let test = "a_partition_backs_up_while_another_partition_of_its_image_is_mounted";
+    if !have(
+        test,
+        &[
+            "root",
+            "loop devices",
+            "losetup",
+            "sgdisk",
+            "mkfs.ext4",
+            "mount",
+        ],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let image = sandbox.path("g.img");
+    sh(&format!(
+        "truncate -s 16M {0}; sgdisk -o -n 1:2048:+6M -n 2:0:0 {0} >/dev/null",
+        image.display()
+    ));
+    let device = LoopDevice {
+        path: PathBuf::from(sh(&format!(
+            "losetup -f --show --offset {} --sizelimit {} {}",
+            2048 * 512,
+            12288 * 512,
+            image.display()
+        ))),
+    };
+    sh(&format!("mkfs.ext4 -q {}", device.path.display()));
+    let _mounted = Mounted::mount(&device.path, &sandbox.path("m"));
+    sandbox.snapshot_of(&image, &["--partition", "2"]);
+    for extra in [&["--partition", "1"][..], &[]] {
+        let mut args = vec![OsString::from("backup"), image.clone().into()];
+        args.extend(extra.iter().map(OsString::from));
+        sandbox.run(args).refused(5, "mounted read-write");
+    }
 }
