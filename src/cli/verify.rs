@@ -106,7 +106,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
              of the repository with `platter repair --from COPY`",
         );
     }
-    if !report.leftovers.is_empty() {
+    if !report.leftovers.is_empty() && report.is_clean() {
         output::hint(
             "leftovers do no harm: `platter prune` removes unfinished writes and data no \
              snapshot uses, `platter unlock` removes unfinished lock files of dead commands; \

@@ -14,6 +14,7 @@
 //! (by device and inode number, see `RepositoryFiles`), which checks the
 //! target, the file behind a loop device, and every folder above them.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -279,28 +280,14 @@ pub fn restore(
         && !options.continue_on_error
     {
         return Err(Error::corrupt(format!(
-            "snapshot {} needs {} chunk(s) the repository does not have; the first, {id}, \
+            "snapshot {} needs {} chunk(s) that no index file names; the first, {id}, \
              holds bytes {}..{}",
             snap.short_id(),
             missing.len(),
             pos * header.chunk_size,
             pos * header.chunk_size + header.chunk_len(pos)
         ))
-        .hint(if damaged_index.is_empty() {
-            "nothing was written; run `platter verify` for the full list, or add \
-             --continue-on-error to restore the rest with zeros there"
-                .to_string()
-        } else {
-            format!(
-                "nothing was written; index file(s) {} are damaged: run `platter rebuild-index`, \
-                 then restore again",
-                damaged_index
-                    .iter()
-                    .map(|(name, _)| name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }));
+        .hint(missing_chunks_hint(repo, &index, &damaged_index)?));
     }
 
     let mut target = Target::open(
@@ -530,6 +517,40 @@ fn with_tail(mut ranges: Vec<(u64, u64)>, size: u64, len: u64) -> Vec<(u64, u64)
     }
     ranges.push((start, size - start));
     ranges
+}
+
+/// What to do about chunks no index names: rebuild the index when an
+/// index file is damaged or a pack is in none (an index file was lost, the
+/// data is likely all there); otherwise look for the damage.
+fn missing_chunks_hint(
+    repo: &Repository,
+    index: &Index,
+    damaged_index: &[(String, Error)],
+) -> Result<String> {
+    if !damaged_index.is_empty() {
+        let names: Vec<&str> = damaged_index.iter().map(|(n, _)| n.as_str()).collect();
+        return Ok(format!(
+            "nothing was written; index file(s) {} are damaged: run `platter rebuild-index`, \
+             then restore again",
+            names.join(", ")
+        ));
+    }
+    let indexed: HashSet<_> = index.packs().iter().collect();
+    let unindexed = repo
+        .packs_on_disk()?
+        .iter()
+        .filter(|p| !indexed.contains(p))
+        .count();
+    Ok(if unindexed > 0 {
+        format!(
+            "nothing was written; {unindexed} pack(s) are in no index file (an index file was \
+             lost?): run `platter rebuild-index`, then restore again"
+        )
+    } else {
+        "nothing was written; run `platter verify` for the full list, or add \
+         --continue-on-error to restore the rest with zeros there"
+            .to_string()
+    })
 }
 
 /// What a restore must not write into: every file and folder of the

@@ -396,7 +396,7 @@ fn check_packs(
     for id in on_disk.keys().filter(|id| !indexed.contains(id)) {
         report.leftovers.push(problem(
             repo.describe(&pack_name(id)),
-            "pack is in no index (written by an interrupted backup)",
+            "pack is in no index (left by an interrupted backup, or its index file was lost)",
         ));
         if let Ok((_, entries)) = repo.read_pack_table(id) {
             in_tables_only.extend(unindexed(repo, index, &entries));

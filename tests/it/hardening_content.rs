@@ -516,3 +516,25 @@ fn a_copy_filter_that_matches_nothing_is_not_found() {
     let report = copy_to(&sandbox, &usb, &["--tag", "b"]).ok().json();
     assert_eq!(report["copied"].as_array().unwrap().len(), 1, "{report:#}");
 }
+
+// Pins: with every index file lost, restore and verify point to rebuild-index (not to zero-filling, nor to calling the packs harmless leftovers), and after it the snapshot restores byte for byte.
+#[test]
+fn a_lost_index_points_to_rebuild_index() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x16_b0);
+    let image = Image::random(sandbox.path("disk.img"), 6 * CHUNK + 11, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    for file in files_under(&sandbox.repo.join("index")) {
+        fs::remove_file(file).unwrap();
+    }
+    let target = sandbox.path("out.img");
+    sandbox
+        .run([OsStr::new("restore"), id.as_ref(), target.as_os_str()])
+        .refused(4, "rebuild-index");
+    let verify = sandbox.run(["verify"]);
+    verify.expect_code(4);
+    assert!(verify.stdout.contains("rebuild-index"), "{}", verify.stdout);
+    assert!(!verify.stderr.contains("do no harm"), "{}", verify.stderr);
+    sandbox.run(["rebuild-index"]).ok();
+    sandbox.assert_restores(&id, &image.bytes);
+}
