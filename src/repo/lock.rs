@@ -53,8 +53,15 @@ pub struct RepoLock<'a> {
 
 impl Drop for RepoLock<'_> {
     fn drop(&mut self) {
-        // Failing to remove is reported on the next run as a stale lock.
-        let _ = self.backend.remove(&self.name);
+        // The command's work is done (or failed on its own): a lock that
+        // stays is only in the way, and the next run on this host clears
+        // it as stale. Say so, so that nobody wonders why.
+        if let Err(e) = self.backend.remove(&self.name) {
+            crate::printable::to_stderr(&format!(
+                "warning: could not release the repository lock: {e}; the next command on \
+                 this host removes it, or run `platter unlock`"
+            ));
+        }
     }
 }
 

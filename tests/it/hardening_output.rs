@@ -283,3 +283,34 @@ fn passphrase_sources_are_read_only_up_to_their_first_line() {
     ]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+// Pins: a backup whose lock cannot be removed at the end (EIO injected into its one unlink) still exits 0 with its snapshot, and warns that the lock stays and how it goes away.
+#[test]
+fn a_lock_that_cannot_be_released_is_warned_about() {
+    if !super::common::have(
+        "a_lock_that_cannot_be_released_is_warned_about",
+        &["strace"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x7ae);
+    let image = Image::random(sandbox.path("disk.img"), 3 * CHUNK, &mut rng);
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=unlink,unlinkat"])
+        .args(["-e", "inject=unlink,unlinkat:error=EIO:when=1"])
+        .arg(env!("CARGO_BIN_EXE_platter"))
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .arg("backup")
+        .arg(&image.path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("could not release the repository lock"),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.snapshot_ids().len(), 1);
+}
