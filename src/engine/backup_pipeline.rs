@@ -27,11 +27,9 @@ use crate::repo::RawId;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
+use crate::repo::pack::PACK_TARGET;
 use crate::repo::pack::{PackEntry, PackWriter};
 use crate::repo::snapshot::BackupStats;
-
-/// A pack is closed once it holds this many bytes.
-pub const PACK_TARGET: u64 = 64 << 20;
 
 pub struct PipelineInput<'a> {
     pub source: &'a Source,

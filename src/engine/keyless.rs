@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::codec::seal::SEAL_OVERHEAD;
-use crate::engine::verify::{VerifyReport, problem};
+use crate::engine::verify_report::{VerifyReport, problem};
 use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::{Backend, LocalBackend};

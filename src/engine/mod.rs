@@ -6,6 +6,7 @@
 
 pub mod backup;
 mod backup_pipeline;
+mod chunk_mover;
 pub mod copy;
 pub mod forget;
 pub mod keyless;
@@ -18,6 +19,7 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod verify;
+mod verify_report;
 
 /// Worker threads for hashing, compressing and checking.
 pub fn worker_count() -> usize {

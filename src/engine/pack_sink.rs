@@ -6,10 +6,10 @@
 //! when an index names it.
 
 use crate::codec::{self, ChunkId, Compression, Encoded, Scratch, Sealing};
-use crate::engine::backup_pipeline::PACK_TARGET;
 use crate::error::Result;
 use crate::repo::RawId;
 use crate::repo::backend::Backend;
+use crate::repo::pack::PACK_TARGET;
 use crate::repo::pack::{PackEntry, PackWriter};
 
 pub struct PackSink<'a> {

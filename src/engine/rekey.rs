@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::codec::ChunkId;
-use crate::engine::copy::{CopiedSnapshot, Fetched, Moving, locate, move_chunks};
+use crate::engine::chunk_mover::{CopiedSnapshot, Fetched, Moving, locate, move_chunks};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;

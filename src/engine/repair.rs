@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::codec::ChunkId;
-use crate::engine::copy::copy_map;
+use crate::engine::chunk_mover::copy_map;
 use crate::engine::pack_sink::PackSink;
 use crate::engine::verify::{Problem, VerifyOptions, verify_locked};
 use crate::error::{Error, Result};

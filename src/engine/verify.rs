@@ -16,6 +16,8 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use crate::codec::ChunkId;
+use crate::engine::verify_report::problem;
+pub use crate::engine::verify_report::{AffectedRange, Problem, VerifyReport};
 use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
@@ -31,43 +33,6 @@ pub struct VerifyOptions {
     pub read_data: bool,
     /// Only these snapshots (ids, prefixes, `latest`); all when empty.
     pub snapshots: Vec<String>,
-}
-
-/// Part of a snapshot's source that a problem makes unrestorable.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AffectedRange {
-    pub snapshot: String,
-    pub offset: u64,
-    pub len: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Problem {
-    /// The repository file at fault.
-    pub file: String,
-    pub what: String,
-    /// Chunks that are unreadable because of it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub chunks: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub affects: Vec<AffectedRange>,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct VerifyReport {
-    pub snapshots: usize,
-    pub packs: usize,
-    pub chunks: usize,
-    pub bytes_read: u64,
-    pub damage: Vec<Problem>,
-    pub leftovers: Vec<Problem>,
-    pub duration_s: f64,
-}
-
-impl VerifyReport {
-    pub fn is_clean(&self) -> bool {
-        self.damage.is_empty()
-    }
 }
 
 pub fn verify(
@@ -257,15 +222,6 @@ fn find_stray_files(
         }
     }
     Ok(())
-}
-
-pub(super) fn problem(file: String, what: &str) -> Problem {
-    Problem {
-        file,
-        what: what.to_string(),
-        chunks: Vec::new(),
-        affects: Vec::new(),
-    }
 }
 
 fn select(repo: &Repository, all: Vec<Snapshot>, specs: &[String]) -> Result<Vec<Snapshot>> {

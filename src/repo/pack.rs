@@ -41,6 +41,9 @@ const MAGIC: &[u8; 8] = b"PLTRPACK";
 const END_MAGIC: &[u8; 8] = b"PLTRPEND";
 const VERSION: u32 = 1;
 const SEALED: u32 = 1;
+/// A pack is closed once it holds this many bytes.
+pub const PACK_TARGET: u64 = 64 << 20;
+
 pub const HEADER_LEN: u64 = 16;
 pub const ENTRY_LEN: usize = 64;
 const FRAME_LEN: usize = 16;

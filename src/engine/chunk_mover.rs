@@ -1,0 +1,136 @@
+//! Moving a snapshot's chunks into another repository, for copy (blobs as
+//! they are stored, between equal keys), re-keyed copies (chunks opened,
+//! named and sealed anew) and repair: workers fetch what the other
+//! repository lacks, one thread stores it in packs, and each pack is
+//! indexed as soon as it is durable, so an interrupted move does not move
+//! it again. A snapshot's map is copied byte for byte and checked there.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use crate::codec::ChunkId;
+use crate::engine::pack_sink::PackSink;
+use crate::engine::parallel::map_entries;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::index::{Index, Location};
+use crate::repo::map::{Kind, MapEntry, map_name};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
+
+/// What moving one snapshot's chunks did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopiedSnapshot {
+    pub snapshot: String,
+    pub chunks_copied: u64,
+    pub bytes_stored: u64,
+}
+
+/// A chunk a worker fetched for the other repository: its id there, and
+/// what to store.
+pub(super) struct Fetched {
+    pub id: ChunkId,
+    pub blob: Moving,
+}
+
+pub(super) enum Moving {
+    /// Its stored bytes, checked, to store as they are (same key).
+    Stored(Vec<u8>, Location),
+    /// Its plain bytes, to compress and seal there.
+    Plain(PlainChunk),
+}
+
+/// Moves the chunks of `snap` that the other repository lacks. For each
+/// data entry, `fetch` runs on a worker, given whether an id is already
+/// there (or on its way); `noted` sees each fetched chunk's entry and new
+/// id on this thread. Each pack is indexed as soon as it is durable, so an
+/// interrupted copy does not move it again.
+pub(super) fn move_chunks<F, N>(
+    (from, to, snap): (&Repository, &Repository, &Snapshot),
+    index: &mut Index,
+    (label, progress): (&str, &dyn Progress),
+    fetch: F,
+    mut noted: N,
+) -> Result<CopiedSnapshot>
+where
+    F: Fn(&mut ChunkReader, &MapEntry, &dyn Fn(&ChunkId) -> bool) -> Result<Option<Fetched>> + Sync,
+    N: FnMut(&MapEntry, &ChunkId),
+{
+    let mut map = from.open_map(snap)?;
+    let header = *map.header();
+    // Chunks this copy is moving now.
+    let have: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let known = |id: &ChunkId| {
+        index.contains(id) || have.lock().map(|set| set.contains(id)).unwrap_or(false)
+    };
+    let mut sink = PackSink::new(to.backend(), to.sealing(), to.config().compression);
+    let mut closed = Vec::new();
+    let mut chunks = 0u64;
+    progress.start(label, header.source_size);
+    let pool = BufPool::new(header.chunk_size as usize, super::worker_count() * 6);
+    let ran = map_entries(
+        &mut map,
+        0..header.entries,
+        super::worker_count(),
+        || from.chunk_reader(pool.clone()),
+        |reader, _, entry| match entry.kind {
+            Kind::Data => fetch(reader, &entry, &known),
+            _ => Ok(None),
+        },
+        |pos, entry, fetched: Result<Option<Fetched>>| {
+            if let Some(f) = fetched? {
+                noted(&entry, &f.id);
+                let first = !index.contains(&f.id)
+                    && have.lock().map(|mut set| set.insert(f.id)).unwrap_or(false);
+                if first {
+                    chunks += 1;
+                    let added = match &f.blob {
+                        Moving::Stored(bytes, loc) => {
+                            sink.add_stored(f.id, loc.encoded, bytes, loc.plain_len)?
+                        }
+                        Moving::Plain(plain) => sink.add(f.id, plain)?,
+                    };
+                    if let Some(pack) = added {
+                        to.write_index(std::slice::from_ref(&pack))?;
+                        closed.push(pack);
+                    }
+                }
+            }
+            progress.advance(header.chunk_len(pos));
+            Ok(())
+        },
+    );
+    progress.finish();
+    ran?;
+    if let Some(pack) = sink.close()? {
+        to.write_index(std::slice::from_ref(&pack))?;
+        closed.push(pack);
+    }
+    for (id, entries) in &closed {
+        index.add_pack(*id, entries);
+    }
+    Ok(CopiedSnapshot {
+        snapshot: snap.id.clone(),
+        chunks_copied: chunks,
+        bytes_stored: sink.stored_bytes,
+    })
+}
+
+/// Where the repository copied from keeps chunk `id`.
+pub(super) fn locate<'i>(index: &'i Index, id: &ChunkId) -> Result<&'i Location> {
+    index.get(id).ok_or_else(|| {
+        Error::corrupt(format!(
+            "chunk {id} is in no index of the repository copied from"
+        ))
+    })
+}
+
+/// A snapshot's map is the same file in every repository that holds the
+/// snapshot: copies its bytes, then opens it there, which checks them
+/// against the manifest's BLAKE3.
+pub(super) fn copy_map(from: &Repository, to: &Repository, snap: &Snapshot) -> Result<()> {
+    let name = map_name(&snap.raw_id()?);
+    let bytes = from.backend().read_whole(&name)?;
+    to.backend().write_whole(&name, &bytes)?;
+    to.open_map(snap).map(|_| ())
+}
