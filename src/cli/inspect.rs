@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use platter::disk::{Source, fs};
+use platter::disk::{Source, free_space};
 
 use super::{Context, layout_text, output};
 
@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let source = Source::open(&args.source)?;
     let mut layout = source.layout()?;
-    let free = fs::source_usage(&mut layout, &source)?;
+    let free = free_space::free_ranges(&mut layout, &source)?;
     if ctx.json {
         let mut doc = serde_json::to_value(&layout)
             .map_err(|e| platter::Error::bad_input(format!("cannot encode JSON: {e}")))?;

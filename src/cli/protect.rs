@@ -1,6 +1,6 @@
 //! `platter protect`: keep snapshots from `forget`.
 
-use platter::engine::forget::protect;
+use platter::engine::protect::protect;
 
 use super::{Context, output};
 

@@ -1,7 +1,7 @@
 //! `platter verify`: check the repository.
 
-use platter::engine::keyless::verify_without_key;
 use platter::engine::verify::{VerifyOptions, verify};
+use platter::engine::verify_without_key::verify_without_key;
 
 use super::{Context, output};
 

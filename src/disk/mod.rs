@@ -2,7 +2,7 @@
 //! sector size, holes, identity, and whether something else is using them.
 //! Nothing here knows about repositories.
 
-pub mod fs;
+pub mod free_space;
 mod ioctl;
 pub mod layout;
 mod place;

@@ -24,7 +24,7 @@ use std::fmt::Display;
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
-use crate::disk::fs;
+use crate::disk::free_space;
 use crate::disk::{Source, SourceIdentity};
 use crate::engine::backup_pipeline::{self, PipelineInput};
 use crate::error::{Error, Result};
@@ -84,9 +84,9 @@ pub fn backup(
         ));
     }
     let free = if options.raw || !mounted.is_empty() || !source.table_warnings().is_empty() {
-        fs::Ranges::default()
+        free_space::Ranges::default()
     } else {
-        fs::source_usage(&mut layout, &source).map_err(|e| explain(&source, options, e))?
+        free_space::free_ranges(&mut layout, &source).map_err(|e| explain(&source, options, e))?
     };
     let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::codec::{self, Blob, ChunkId, Compression, Scratch, Sealing};
 use crate::disk::Source;
-use crate::disk::fs::Ranges;
+use crate::disk::free_space::Ranges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::RawId;

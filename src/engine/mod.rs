@@ -1,5 +1,5 @@
 //! The work behind every command: backup (with its pipeline), restore,
-//! verify (and `verify --without-key` in keyless), copy (and re-keying),
+//! verify (and `verify --without-key`), copy (and re-keying), protect,
 //! forget with its retention rules, prune, repair and rebuild-index. The
 //! engine joins the disk layer (sources, targets) with the repository
 //! layer; neither of those knows the other.
@@ -9,9 +9,9 @@ mod backup_pipeline;
 mod chunk_mover;
 pub mod copy;
 pub mod forget;
-pub mod keyless;
 mod pack_sink;
 mod parallel;
+pub mod protect;
 pub mod prune;
 pub mod rebuild_index;
 mod rekey;
@@ -20,6 +20,7 @@ pub mod restore;
 pub mod retention;
 pub mod verify;
 mod verify_report;
+pub mod verify_without_key;
 
 /// Worker threads for hashing, compressing and checking.
 pub fn worker_count() -> usize {

@@ -143,7 +143,7 @@ pub fn prune_locked(
     // Every copy of every used chunk: the index's first (also in a pack
     // whose table cannot be read), then those the pack tables list.
     let at: HashMap<RawId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-    let mut copies: HashMap<ChunkId, Vec<Copy>> = HashMap::new();
+    let mut copies: HashMap<ChunkId, Vec<StoredCopy>> = HashMap::new();
     for (id, loc) in index.iter().filter(|(id, _)| used.contains(id)) {
         let pack = *index.pack_id(loc.pack);
         let known = at.get(&pack).is_some_and(|&p| {
@@ -153,7 +153,7 @@ pub fn prune_locked(
                 .any(|e| e.id == *id && e.offset == loc.offset)
         });
         if known || unreadable.contains(&pack) {
-            copies.entry(*id).or_default().push(Copy {
+            copies.entry(*id).or_default().push(StoredCopy {
                 pack,
                 at: at.get(&pack).copied(),
                 entry: loc.entry(*id),
@@ -167,7 +167,7 @@ pub fn prune_locked(
                 .iter()
                 .any(|c| c.pack == pack.id && c.entry.offset == e.offset)
             {
-                list.push(Copy {
+                list.push(StoredCopy {
                     pack: pack.id,
                     at: Some(p),
                     entry: *e,
@@ -327,7 +327,7 @@ fn read_packs(
 /// One stored copy of a chunk: its pack, that pack's place in the list
 /// of readable packs (none when its table is unreadable), its entry.
 #[derive(Clone, Copy)]
-struct Copy {
+struct StoredCopy {
     pack: RawId,
     at: Option<usize>,
     entry: PackEntry,
@@ -339,13 +339,13 @@ fn choose_copy(
     repo: &Repository,
     reader: &mut ChunkReader,
     id: &ChunkId,
-    list: &[Copy],
+    list: &[StoredCopy],
     progress: &dyn Progress,
-) -> Copy {
+) -> StoredCopy {
     if list.len() == 1 {
         return list[0];
     }
-    let mut intact = |c: &Copy| reader.read(id, &c.pack, &location(&c.entry)).is_ok();
+    let mut intact = |c: &StoredCopy| reader.read(id, &c.pack, &location(&c.entry)).is_ok();
     if intact(&list[0]) {
         return list[0];
     }

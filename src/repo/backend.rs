@@ -35,7 +35,7 @@ pub trait NewFile: Write + Send {
 }
 
 /// A committed file opened for reading at offsets.
-pub trait ReadAt: Send + Sync {
+pub trait StoredFile: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
@@ -50,7 +50,7 @@ pub trait Backend: Send + Sync {
     fn create_large(&self, name: &str) -> Result<Box<dyn NewFile>> {
         self.create(name)
     }
-    fn open(&self, name: &str) -> Result<Box<dyn ReadAt>>;
+    fn open(&self, name: &str) -> Result<Box<dyn StoredFile>>;
     /// Names of the files in folder `dir` (not recursive), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     fn remove(&self, name: &str) -> Result<()>;
@@ -262,7 +262,7 @@ impl Backend for LocalBackend {
         self.create_file(name, true)
     }
 
-    fn open(&self, name: &str) -> Result<Box<dyn ReadAt>> {
+    fn open(&self, name: &str) -> Result<Box<dyn StoredFile>> {
         let path = self.path(name);
         // Not blocking (a FIFO would wait for a writer) and not following
         // a final symbolic link; what was opened is then checked on the
@@ -551,7 +551,7 @@ struct LocalFile {
     path: PathBuf,
 }
 
-impl ReadAt for LocalFile {
+impl StoredFile for LocalFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = offset.checked_add(buf.len() as u64);
         let truncated = || {

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::codec::{self, ChunkId, Encoded, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::AlignedBuf;
-use crate::repo::backend::{Backend, ReadAt};
+use crate::repo::backend::{Backend, StoredFile};
 use crate::repo::index::Location;
 use crate::repo::{RawId, pack};
 
@@ -16,7 +16,7 @@ pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
     sealing: Sealing,
     pool: BufPool,
-    open: Vec<(RawId, Box<dyn ReadAt>)>,
+    open: Vec<(RawId, Box<dyn StoredFile>)>,
     stored: Vec<u8>,
     thorough: bool,
 }
@@ -252,7 +252,7 @@ impl<'a> ChunkReader<'a> {
         })
     }
 
-    fn pack_file(&mut self, pack: &RawId, name: &str) -> Result<&dyn ReadAt> {
+    fn pack_file(&mut self, pack: &RawId, name: &str) -> Result<&dyn StoredFile> {
         if let Some(pos) = self.open.iter().position(|(id, _)| id == pack) {
             let entry = self.open.remove(pos);
             self.open.push(entry);

@@ -27,7 +27,7 @@
 
 use crate::codec::{ChunkId, Sealing, crc32};
 use crate::error::{Error, Result};
-use crate::repo::backend::{Backend, NewFile, ReadAt};
+use crate::repo::backend::{Backend, NewFile, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
 use crate::repo::{RawId, sealed};
 
@@ -313,7 +313,7 @@ impl MapWriter {
 pub struct MapReader {
     header: MapHeader,
     sealing: Sealing,
-    file: Box<dyn ReadAt>,
+    file: Box<dyn StoredFile>,
     what: String,
     block_start: u64,
     block: Vec<MapEntry>,

@@ -33,7 +33,7 @@ use crate::codec::seal::SEAL_OVERHEAD;
 use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::os::DIRECT_ALIGN;
-use crate::repo::backend::{Backend, NewFile, ReadAt};
+use crate::repo::backend::{Backend, NewFile, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
 use crate::repo::{RawId, hex_id, sealed};
 
@@ -302,7 +302,7 @@ struct RawTable {
 }
 
 impl RawTable {
-    fn read(file: &dyn ReadAt, what: &str) -> Result<RawTable> {
+    fn read(file: &dyn StoredFile, what: &str) -> Result<RawTable> {
         let len = file.len();
         if len < HEADER_LEN + FOOTER_LEN {
             return Err(Error::corrupt(format!(
@@ -414,7 +414,7 @@ impl RawTable {
 /// encrypted repository. Every entry must lie between the header and the
 /// table.
 pub fn read_table(
-    file: &dyn ReadAt,
+    file: &dyn StoredFile,
     sealing: &Sealing,
     id: &RawId,
     what: &str,
@@ -453,7 +453,7 @@ pub fn read_table(
 /// Reads and checks a pack's frames without the key (for checking stored
 /// bytes where the passphrase is not known); also says whether the pack is
 /// sealed.
-pub fn read_frames(file: &dyn ReadAt, what: &str) -> Result<(bool, Vec<Frame>)> {
+pub fn read_frames(file: &dyn StoredFile, what: &str) -> Result<(bool, Vec<Frame>)> {
     let raw = RawTable::read(file, what)?;
     Ok((raw.sealed, raw.frames(what)?))
 }

@@ -25,7 +25,7 @@ pub struct Content {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Bytes its allocation structures say are used (of its partition),
-    /// when they were read (see `disk::fs`).
+    /// when they were read (see `disk::free_space`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used: Option<u64>,
     /// Why its free space was not read and it is copied whole.

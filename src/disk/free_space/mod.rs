@@ -1,8 +1,9 @@
-//! Used maps: which bytes of a filesystem hold data, read from its own
-//! allocation structures (one file per filesystem). Everything else of a
-//! source is used: the gaps between partitions, unknown filesystems, and
-//! any filesystem whose structures look wrong, which is then copied raw
-//! with a note saying why. Nothing that is not understood is skipped.
+//! Free space: which bytes of a source no filesystem uses, read from each
+//! filesystem's own allocation structures (one file per filesystem), so a
+//! backup neither reads nor stores them. Everything else of a source is
+//! used: the gaps between partitions, unknown filesystems, and any
+//! filesystem whose structures look wrong, which is then copied raw with a
+//! note saying why. Nothing that is not understood is skipped.
 
 mod ext;
 mod fat;
@@ -161,7 +162,7 @@ pub fn usage(content: &Content, io: &dyn ReadAt, offset: u64, len: u64) -> Resul
 /// layout: absolute byte ranges that no filesystem uses. Each content in
 /// the layout gets its used bytes, or why it is copied whole. A table with
 /// problems (overlaps, partitions past the end) is copied whole.
-pub fn source_usage(layout: &mut Layout, io: &dyn ReadAt) -> Result<Ranges> {
+pub fn free_ranges(layout: &mut Layout, io: &dyn ReadAt) -> Result<Ranges> {
     let mut free = Vec::new();
     if layout.table != Table::None && !layout.warnings.is_empty() {
         for c in layout
