@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::codec::{self, ChunkId, Sealing};
-use crate::disk::layout::{Layout, Resize, Table, apply_resize, grow_next_step, plan_resize};
+use crate::disk::layout::{Layout, Table, TableFit, apply_fit, grow_next_step, plan_fit};
 use crate::disk::{FileId, Forbidden, Target, TargetKind};
 use crate::engine::parallel::map_entries;
 use crate::error::{Error, Result};
@@ -205,13 +205,13 @@ fn choose_window(
 
 /// How much to write and what to change in the table, for this target;
 /// refuses a target that cannot hold the snapshot.
-fn fit(
+fn choose_fit(
     snap: &Snapshot,
     layout: Option<&Layout>,
     window: Window,
     target: &Target,
     options: &RestoreOptions,
-) -> Result<(Window, Option<Resize>)> {
+) -> Result<(Window, Option<TableFit>)> {
     if let Some(n) = options.partition {
         if options.grow_last_partition {
             return Err(Error::bad_input(
@@ -252,9 +252,9 @@ fn fit(
         ))
         .hint("nothing was written; restore onto a target at least as large as the source"));
     }
-    let resize = plan_resize(layout, target.size(), options.grow_last_partition)?;
+    let table_fit = plan_fit(layout, target.size(), options.grow_last_partition)?;
     let len = window.len.min(target.size());
-    Ok((Window { start: 0, len }, resize))
+    Ok((Window { start: 0, len }, table_fit))
 }
 
 pub fn restore(
@@ -304,9 +304,9 @@ pub fn restore(
         ))
         .hint("nothing was written; leave out --size"));
     }
-    let (window, resize) = fit(&snap, layout.as_ref(), window, &target, options)?;
+    let (window, table_fit) = choose_fit(&snap, layout.as_ref(), window, &target, options)?;
     let mut writes = in_window(&data, window);
-    if resize.is_some() {
+    if table_fit.is_some() {
         // Fitting the table rewrites the target's end (the backup GPT:
         // at most 1 MiB, see layout_problem), after the data.
         writes = with_tail(writes, target.size(), 1 << 20);
@@ -358,10 +358,10 @@ pub fn restore(
     };
     let mut table_changes = Vec::new();
     let mut next_step = None;
-    if let (Some(plan), Some(layout)) = (&resize, &layout) {
-        apply_resize(&target, plan)?;
+    if let (Some(plan), Some(layout)) = (&table_fit, &layout) {
+        apply_fit(&target, plan)?;
         target.sync()?;
-        table_changes = describe_resize(layout, plan, target.size());
+        table_changes = describe_fit(layout, plan, target.size());
         let after = Layout::read(&target, target.size(), layout.sector_size, true)?;
         let clean = after
             .gpt
@@ -418,7 +418,7 @@ pub fn restore(
 }
 
 /// What a planned table change did, in words.
-fn describe_resize(layout: &Layout, plan: &Resize, target_size: u64) -> Vec<String> {
+fn describe_fit(layout: &Layout, plan: &TableFit, target_size: u64) -> Vec<String> {
     let sector = u64::from(layout.sector_size);
     let mut out = Vec::new();
     if layout.table == Table::Gpt && target_size != layout.disk_size {

@@ -1,20 +1,20 @@
 //! A disk's layout: its partition table (MBR or GPT, or none) and what each
 //! partition holds, and fitting a table to a target of another size
-//! (`plan_resize`, then `apply_resize`, which rewrites the GPT headers and
+//! (`plan_fit`, then `apply_fit`, which rewrites the GPT headers and
 //! tables and the protective MBR on the target). Reading a layout never
 //! writes. Damaged or odd tables give warnings and as much of the layout
 //! as can be trusted; hostile bytes never panic.
 
+mod fit;
 mod gpt;
 mod mbr;
 mod names;
 mod probe;
-mod resize;
 
 use crate::error::{Error, Result};
 
+pub use fit::{TableFit, WriteAt, apply_fit, grow_next_step, plan_fit};
 pub use probe::{Content, swap_page};
-pub use resize::{Resize, WriteAt, apply_resize, grow_next_step, plan_resize};
 
 /// More warnings than this about one table say nothing new.
 const MAX_WARNINGS: usize = 32;

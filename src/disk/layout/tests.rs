@@ -118,7 +118,7 @@ fn overlapping_and_oversized_partitions_are_named() {
             .any(|w| w.contains("partition 3 ends at sector 103600, past the end"))
     );
     assert_eq!(
-        plan_resize(&l, 4096 * 512, false).unwrap_err().kind(),
+        plan_fit(&l, 4096 * 512, false).unwrap_err().kind(),
         crate::ErrorKind::BadInput
     );
 }
@@ -176,7 +176,7 @@ proptest! {
         }
         let l = read(d);
         let _ = l.gaps();
-        let _ = plan_resize(&l, 32 * 512, true);
+        let _ = plan_fit(&l, 32 * 512, true);
     }
 }
 
@@ -312,13 +312,13 @@ fn partitions_past_the_end_of_a_cut_disk_do_not_break_gaps() {
 fn hostile_recorded_layouts_are_refused_not_panics() {
     let mut l = read(gpt_disk(4096, &[(2048, 3000)]));
     l.partitions[0].number = 0;
-    assert!(plan_resize(&l, 8192 * 512, true).is_err());
+    assert!(plan_fit(&l, 8192 * 512, true).is_err());
     l.partitions[0].number = 1;
     l.sector_size = 0;
-    assert!(plan_resize(&l, 8192 * 512, true).is_err());
+    assert!(plan_fit(&l, 8192 * 512, true).is_err());
     l.sector_size = 512;
     l.partitions[0].sectors = u64::MAX;
-    assert!(plan_resize(&l, 8192 * 512, false).is_err());
+    assert!(plan_fit(&l, 8192 * 512, false).is_err());
 }
 
 #[test]
@@ -332,10 +332,10 @@ fn a_gpt_fitted_to_a_larger_disk_reads_back_clean() {
         true,
     )
     .unwrap();
-    let plan = plan_resize(&l, 8192 * 512, true).unwrap().unwrap();
+    let plan = plan_fit(&l, 8192 * 512, true).unwrap().unwrap();
     assert_eq!(plan.grown, Some((1, 953, 8158 - 2048 + 1)));
     let mem = Mem(RefCell::new(d));
-    apply_resize(&mem, &plan).unwrap();
+    apply_fit(&mem, &plan).unwrap();
     let after = Layout::read(&mem, 8192 * 512, 512, true).unwrap();
     let g = after.gpt.as_ref().unwrap();
     assert!(
@@ -355,5 +355,5 @@ fn a_gpt_fitted_to_a_larger_disk_reads_back_clean() {
 #[test]
 fn a_target_too_small_for_the_gpt_itself_is_refused_by_the_plan() {
     let l = read(gpt_disk(4096, &[]));
-    assert!(plan_resize(&l, 40 * 512, false).is_err());
+    assert!(plan_fit(&l, 40 * 512, false).is_err());
 }

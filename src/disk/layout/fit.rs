@@ -16,7 +16,7 @@ pub trait WriteAt: ReadAt {
 
 /// What to change on the target after its bytes are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resize {
+pub struct TableFit {
     change: Change,
     sector: u32,
     /// The partition grown to the end: (number, old sectors, new sectors).
@@ -59,7 +59,7 @@ fn not_fit(p: &Partition, sector: u64, target_size: u64, end_sector: u64) -> Err
 /// Plans the table changes for restoring `layout` onto `target_size`
 /// bytes. `Ok(None)`: nothing to change. Errors when a partition does
 /// not fit.
-pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Option<Resize>> {
+pub fn plan_fit(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Option<TableFit>> {
     if !matches!(layout.sector_size, 512 | 1024 | 2048 | 4096) {
         return Err(Error::corrupt(format!(
             "the snapshot's layout has an impossible sector size ({})",
@@ -111,7 +111,7 @@ pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result
                 ))
                 .hint("restore onto a target at least as large as the source"));
             }
-            Ok(Some(Resize {
+            Ok(Some(TableFit {
                 change: Change::Gpt {
                     from_lba,
                     old_backup_lba: g.backup_lba,
@@ -169,7 +169,7 @@ pub fn plan_resize(layout: &Layout, target_size: u64, grow_last: bool) -> Result
             if end <= p.end() {
                 return Ok(None);
             }
-            Ok(Some(Resize {
+            Ok(Some(TableFit {
                 change: Change::Mbr {
                     slot: p.number as usize - 1,
                     sectors: (end - p.start) as u32,
@@ -227,7 +227,7 @@ fn header_bytes(
 /// Applies a planned change to the target, which already holds the
 /// snapshot's bytes. The backup table is written before the primary, so
 /// an interruption leaves at least one valid table.
-pub fn apply_resize(io: &dyn WriteAt, plan: &Resize) -> Result<()> {
+pub fn apply_fit(io: &dyn WriteAt, plan: &TableFit) -> Result<()> {
     let sector = u64::from(plan.sector);
     let ss = plan.sector as usize;
     match plan.change {
