@@ -239,7 +239,12 @@ fn from_command(command: &str) -> Result<Zeroizing<String>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| Error::io("run --password-command", Path::new("sh"), e))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot run the --password-command (with sh): {e}"),
+            )
+        })?;
     let read = match child.stdout.take() {
         Some(out) => first_line(out),
         None => Ok(Some(Zeroizing::new(String::new()))),

@@ -2,8 +2,6 @@
 //! encrypted), decode, and check the id before anyone uses a byte. Used by
 //! restore, verify, copy, prune and repair.
 
-use std::path::Path;
-
 use crate::codec::{self, ChunkId, Encoded, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::AlignedBuf;
@@ -51,8 +49,12 @@ impl BufPool {
     fn get(&self) -> Result<PooledBuf> {
         let buf = match self.take.try_recv() {
             Ok(buf) => buf,
-            Err(_) => AlignedBuf::new(self.size)
-                .map_err(|e| Error::io("allocate", Path::new("a chunk buffer"), e))?,
+            Err(_) => AlignedBuf::new(self.size).map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Io,
+                    format!("cannot allocate a {}-byte chunk buffer: {e}", self.size),
+                )
+            })?,
         };
         Ok(PooledBuf {
             buf: Some(buf),
