@@ -74,11 +74,11 @@ pub fn print(r: &PruneReport) {
         ));
     }
     for d in &r.damaged_packs {
-        output::line(&format!("warning: left as it is, unreadable: {d}"));
+        output::warn(&format!("left as it is, unreadable: {d}"));
     }
     if r.chunks_missing > 0 {
-        output::line(&format!(
-            "warning: {} chunk(s) that snapshots use are in no pack: run `platter verify`",
+        output::warn(&format!(
+            "{} chunk(s) that snapshots use are in no pack: run `platter verify`",
             r.chunks_missing
         ));
     }

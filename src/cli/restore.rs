@@ -73,6 +73,10 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     };
     let bar = output::Bar::new(ctx.json);
     let report = restore(&repo, &args.snapshot, &args.target, &options, &bar)?;
+    // Warnings go to stderr, as every command's do; --json also lists them.
+    for w in &report.warnings {
+        output::warn(w);
+    }
     if ctx.json {
         output::json(&report)?;
     } else {
@@ -97,9 +101,6 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         }
         if let Some(step) = &report.next_step {
             output::line(&format!("next: grow the filesystem: {step}"));
-        }
-        for w in &report.warnings {
-            output::line(&format!("warning: {w}"));
         }
         if !report.damaged.is_empty() {
             output::line(&format!(
