@@ -39,6 +39,10 @@ enum Item {
     File(PathBuf),
     /// A folder this process made, to remove with all it holds.
     Tree(PathBuf),
+    /// A file (or an empty folder) to remove unless `unless` exists by
+    /// then: a part of a repository being made in place, which another
+    /// process may have completed meanwhile.
+    Unless { path: PathBuf, unless: PathBuf },
     /// A line to print: what the interruption left as it is.
     Note(String),
     /// A terminal whose mode (echo off for a passphrase) must be put back.
@@ -89,6 +93,15 @@ pub fn remove_on_interrupt(path: &Path) -> Registration {
 /// process made and nobody else writes in (a repository being created).
 pub fn remove_tree_on_interrupt(path: &Path) -> Registration {
     register(Item::Tree(path.to_path_buf()))
+}
+
+/// Removes file or empty folder `path` if the process is interrupted
+/// while the registration lives, unless `unless` exists by then.
+pub fn remove_unless_on_interrupt(path: &Path, unless: &Path) -> Registration {
+    register(Item::Unless {
+        path: path.to_path_buf(),
+        unless: unless.to_path_buf(),
+    })
 }
 
 /// Prints `note` if the process is interrupted while the registration
@@ -163,7 +176,8 @@ fn ignored(signal: i32) -> bool {
 fn interrupted(signal: i32) -> ! {
     let reg = registry();
     let mut removed = 0;
-    for (_, item) in &reg.items {
+    // Last made, first undone: a file goes before the folder it is in.
+    for (_, item) in reg.items.iter().rev() {
         match item {
             Item::File(path) => {
                 if std::fs::remove_file(path).is_ok() {
@@ -172,6 +186,13 @@ fn interrupted(signal: i32) -> ! {
             }
             Item::Tree(path) => {
                 if std::fs::remove_dir_all(path).is_ok() {
+                    removed += 1;
+                }
+            }
+            Item::Unless { path, unless } => {
+                if unless.symlink_metadata().is_err()
+                    && (std::fs::remove_file(path).is_ok() || std::fs::remove_dir(path).is_ok())
+                {
                     removed += 1;
                 }
             }

@@ -19,7 +19,7 @@ use crate::interrupt::{self, Registration};
 use crate::repo::backend::{self, Backend, LocalBackend};
 use crate::repo::config::{self, Config, Encryption};
 use crate::repo::footprint::holds_repository;
-use crate::repo::{CONFIG, CONFIG_KIND, FOLDERS, NewKey, Repository, envelope, keys};
+use crate::repo::{CONFIG, CONFIG_KIND, FOLDERS, NewKey, RESERVE, Repository, envelope, keys};
 
 impl Repository {
     /// Checks that `path` can hold a new repository: an empty directory
@@ -100,10 +100,12 @@ impl Repository {
     }
 }
 
-/// The nearest folder above `path` (symbolic links resolved) that holds a
-/// repository.
+/// The nearest folder above `path` (symbolic links resolved, `path`'s own
+/// too when it exists) that holds a repository.
 fn enclosing_repository(path: &Path) -> Option<PathBuf> {
-    let absolute = std::path::absolute(path).ok()?;
+    let absolute = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .ok()?;
     let mut dir = absolute.parent();
     while let Some(d) = dir {
         let real = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
@@ -130,16 +132,17 @@ fn build_and_rename(
         .file_name()
         .ok_or_else(|| Error::bad_input(format!("{} names no folder", path.display())))?;
     std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    let prefix = format!(".{}.platter-init-", name.to_string_lossy());
+    remove_dead_staging(parent, &prefix);
     let staging = parent.join(format!(
-        ".{}.platter-init-{}-{}",
-        name.to_string_lossy(),
+        "{prefix}{}-{}",
         std::process::id(),
         crate::repo::random_hex(4)
     ));
     let _cleanup = interrupt::remove_tree_on_interrupt(&staging);
     let built = std::fs::create_dir(&staging)
         .map_err(|e| Error::io("create", &staging, e))
-        .and_then(|()| fill(&staging, config, key))
+        .and_then(|()| fill(&staging, config, key, None))
         .and_then(|id| {
             rename_no_replace(&staging, path).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EEXIST)
@@ -164,52 +167,98 @@ fn build_and_rename(
     Ok(id)
 }
 
-/// Fills the existing empty folder `path`; a failure removes what this
-/// run made there. Returns the key file's id.
+/// Removes the staging folders (`PREFIX<pid>-<random>`) of inits that were
+/// killed (SIGKILL, a power cut): those whose pid is gone from this host.
+fn remove_dead_staging(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Fills the existing empty folder `path`. Another init may fill it at the
+/// same time: whatever this run made is removed on a failure or a signal
+/// only while no config exists (once one does, the folders, and the
+/// reserve, belong to that repository), and a folder only when empty.
+/// Returns the key file's id.
 fn fill_in_place(
     path: &Path,
     config: &Config,
     key: Option<&keys::NewKeyFile>,
 ) -> Result<Option<String>> {
+    let config_path = path.join(CONFIG);
     let mut made: Vec<(PathBuf, Registration)> = Vec::new();
     for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
         let dir = path.join(folder);
         match std::fs::create_dir(&dir) {
             Ok(()) => {
-                let cleanup = interrupt::remove_tree_on_interrupt(&dir);
+                let cleanup = interrupt::remove_unless_on_interrupt(&dir, &config_path);
                 made.push((dir, cleanup));
             }
             // Made by another init of the same folder: not ours to remove.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                remove_made(&made);
+                undo_unless_configured(path, &made);
                 return Err(Error::io("create", &dir, e));
             }
         }
     }
-    let filled = fill(path, config, key);
+    let filled = fill(path, config, key, Some(&config_path));
     if filled.is_err() {
-        remove_made(&made);
+        undo_unless_configured(path, &made);
     }
     filled
 }
 
-fn remove_made(made: &[(PathBuf, Registration)]) {
-    for (dir, _) in made {
-        let _ = std::fs::remove_dir_all(dir);
+/// Removes the empty folders this run made, unless a config exists.
+fn undo_unless_configured(path: &Path, made: &[(PathBuf, Registration)]) {
+    if path.join(CONFIG).symlink_metadata().is_ok() {
+        return;
+    }
+    for (dir, _) in made.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
 /// Writes the folders, the key file, the space reserve and, last, the
 /// config (which must not exist yet) into `dir`. Returns the key file's id.
-fn fill(dir: &Path, config: &Config, key: Option<&keys::NewKeyFile>) -> Result<Option<String>> {
+/// In place (`in_place` is the config's path), the key file and the
+/// reserve are undone on a failure or a signal while no config exists; in
+/// a staging folder, removing the folder undoes everything.
+fn fill(
+    dir: &Path,
+    config: &Config,
+    key: Option<&keys::NewKeyFile>,
+    in_place: Option<&Path>,
+) -> Result<Option<String>> {
     let backend = LocalBackend::new(dir);
     for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
         let sub = dir.join(folder);
         std::fs::create_dir_all(&sub).map_err(|e| Error::io("create", &sub, e))?;
     }
     backend::sync_dir(dir)?;
+    let mut undo = Vec::new();
+    let undo_on_signal =
+        |path: PathBuf| in_place.map(|c| interrupt::remove_unless_on_interrupt(&path, c));
     let key_id = key.map(|file| file.write(&backend)).transpose()?;
+    if let Some(id) = &key_id {
+        undo.extend(undo_on_signal(dir.join(keys::key_name(id))));
+    }
+    undo.extend(undo_on_signal(dir.join(RESERVE)));
     let configured = crate::repo::write_reserve(&backend).and_then(|()| {
         // The config is written last: a folder without one is no
         // repository.
@@ -217,10 +266,13 @@ fn fill(dir: &Path, config: &Config, key: Option<&keys::NewKeyFile>) -> Result<O
         backend.write_new(CONFIG, &bytes)
     });
     if let Err(e) = configured {
-        // Another init won the race for this folder, or the disk is full:
-        // this run's key file is no one's.
+        // This run's key file is no one's; the reserve is another
+        // repository's once a config exists (another init won the race).
         if let Some(id) = &key_id {
             let _ = backend.remove(&keys::key_name(id));
+        }
+        if dir.join(CONFIG).symlink_metadata().is_err() {
+            let _ = backend.remove(RESERVE);
         }
         return Err(e);
     }

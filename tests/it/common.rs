@@ -847,12 +847,13 @@ pub fn on_a_terminal(dir: &Path, command: &str, steps: &[(&str, &str)]) -> Strin
     fs::read_to_string(dir.join("out")).expect("no screen file")
 }
 
-/// Where strace holds platter: every call in `traced` is held for a
-/// second, and the test acts while platter is held in its first call of
-/// number `at` (x86-64 numbers).
+/// Where strace holds platter: every call in `traced` (only the first,
+/// with `once`) is held for a second, and the test acts while platter is
+/// held in its first call of number `at` (x86-64 numbers).
 pub struct Hold {
     pub traced: &'static str,
     pub at: u32,
+    pub once: bool,
 }
 
 /// Runs `platter -r REPO ARGS` under strace held as `hold` says; once
@@ -869,7 +870,13 @@ pub fn held(
     let mut cmd = Command::new("strace");
     let traced = hold.traced;
     cmd.args(["-f", "-o", "/dev/null", "-e", &format!("trace={traced}")])
-        .args(["-e", &format!("inject={traced}:delay_enter=1000000")])
+        .args([
+            "-e",
+            &format!(
+                "inject={traced}:delay_enter=1000000{}",
+                if hold.once { ":when=1" } else { "" }
+            ),
+        ])
         .arg(env!("CARGO_BIN_EXE_platter"))
         .arg("-r")
         .arg(&sandbox.repo)
@@ -914,7 +921,7 @@ pub fn held(
 }
 
 /// The first child of `pid` (strace runs the command as its child).
-fn traced_child(pid: u32) -> Option<libc::pid_t> {
+pub fn traced_child(pid: u32) -> Option<libc::pid_t> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .ok()?
         .split_whitespace()
@@ -925,7 +932,7 @@ fn traced_child(pid: u32) -> Option<libc::pid_t> {
 
 /// Whether a thread of `pid` is stopped entering system call `nr`, where
 /// strace holds it.
-fn in_call(pid: libc::pid_t, nr: u32) -> bool {
+pub fn in_call(pid: libc::pid_t, nr: u32) -> bool {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };

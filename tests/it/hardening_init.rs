@@ -5,13 +5,17 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::Path;
 
-use super::common::{FAST_KDF, Hold, Sandbox, have, held, run};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::{FAST_KDF, Hold, Sandbox, have, held, in_call, run, traced_child};
 
 /// Held at linkat (x86-64 number 265): the config being put in place, the
 /// last step of an init, with everything else of the repository made.
 const AT_CONFIG: Hold = Hold {
     traced: "linkat,fsync",
     at: 265,
+    once: false,
 };
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -123,4 +127,85 @@ fn two_inits_of_one_folder_never_both_succeed() {
             "snapshots".as_ref(),
         ])
         .expect_code(8);
+}
+
+// Pins: two inits of one existing empty folder, where the loser made the folders and the winner wrote the config first: the loser removes only its own key file, never the folders or key of the repository that won, which then opens and backs up.
+#[test]
+fn the_loser_of_an_init_race_in_place_leaves_the_winner_whole() {
+    if !have(
+        "the_loser_of_an_init_race_in_place_leaves_the_winner_whole",
+        &["strace"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::without_repo();
+    fs::create_dir(&sandbox.repo).unwrap();
+    let (loser, winner) = (sandbox.path("loser"), sandbox.path("winner"));
+    fs::write(&loser, "loser\n").unwrap();
+    fs::write(&winner, "winner\n").unwrap();
+    // The winner is held at its first mkdir, after it found the folder
+    // empty. Meanwhile the loser finds it empty too, makes every folder,
+    // its key file and the reserve, and is held 10 s at its config; the
+    // winner, let go, writes its config within those 10 s.
+    let at_mkdir = Hold {
+        traced: "mkdir",
+        at: 83,
+        once: true,
+    };
+    let mut loser_run = None;
+    let (code, stderr) = held(
+        &sandbox,
+        &init_args(&winner),
+        &at_mkdir,
+        || {
+            let child = Command::new("strace")
+                .args(["-f", "-o", "/dev/null", "-e", "trace=linkat"])
+                .args(["-e", "inject=linkat:delay_enter=10000000"])
+                .arg(env!("CARGO_BIN_EXE_platter"))
+                .arg("-r")
+                .arg(&sandbox.repo)
+                .args(init_args(&loser))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot run strace");
+            let started = Instant::now();
+            while !traced_child(child.id()).is_some_and(|pid| in_call(pid, 265)) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "the loser never got held"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            loser_run = Some(child);
+            true
+        },
+        None,
+    );
+    assert_eq!(code, Some(0), "the winner failed: {stderr}");
+    let lost = loser_run
+        .expect("the loser ran")
+        .wait_with_output()
+        .unwrap();
+    assert_ne!(lost.status.code(), Some(0), "both inits succeeded");
+    assert_eq!(names_in(&sandbox.repo.join("keys")).len(), 1);
+    let open = |pass: &Path| {
+        sandbox.run([
+            "--password-file".as_ref(),
+            pass.as_os_str(),
+            "snapshots".as_ref(),
+        ])
+    };
+    open(&winner).ok();
+    open(&loser).expect_code(8);
+    let image = sandbox.path("disk.img");
+    fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+    sandbox
+        .run([
+            "--password-file".as_ref(),
+            winner.as_os_str(),
+            "backup".as_ref(),
+            image.as_os_str(),
+        ])
+        .ok();
 }

@@ -17,6 +17,7 @@ use super::common::{
 const AT_FIRST_WRITE: Hold = Hold {
     traced: "pwrite64,fsync,fdatasync",
     at: 18,
+    once: false,
 };
 
 /// Runs `platter -r REPO ARGS` under strace held as `hold` says, and
