@@ -3,20 +3,23 @@
 //! enough for every partition), then write every chunk after checking it:
 //! its BLAKE3 id, or for a raw chunk of an encrypted repository its seal
 //! (see `ChunkReader`: a key holder sealed these bytes for this id; the
-//! BLAKE3 itself is recomputed by `verify --read-data`). A whole disk restored onto a target of another size gets its
-//! partition table fitted to the target (backup GPT moved to the end,
-//! optionally the last partition grown); a block device is then asked to
-//! re-read its partition table. One partition of a whole-disk snapshot
-//! can be restored on its own.
+//! BLAKE3 itself is recomputed by `verify --read-data`). A whole disk
+//! restored onto a target of another size gets its partition table fitted
+//! to the target (backup GPT moved to the end, optionally the last
+//! partition grown); a block device is then asked to re-read its partition
+//! table. One partition of a whole-disk snapshot can be restored on its
+//! own.
 //!
 //! A restore is planned, then executed (`plan.rs`, `execute.rs`): a
 //! [`RestorePlan`] holds everything checked and the target already opened,
-//! and only [`RestorePlan::execute`], which consumes it, writes. So
-//! "nothing was written" is what every error before a plan exists means.
+//! and only [`RestorePlan::execute`], which consumes it, writes. So every
+//! refusal comes before the first write by construction: an error while
+//! planning leaves the target as it was (a new file, created under a
+//! temporary name, is removed with the plan).
 //!
 //! The target must not lie in the repository being read, nor in any other
-//! platter repository: the engine names those places to the disk layer
-//! (by device and inode number, see `RepositoryFiles`), which checks the
+//! platter repository: the engine names those places to the disk layer (by
+//! device and inode number, see `plan::RepositoryFiles`), which checks the
 //! target, the file behind a loop device, and every folder above them.
 
 mod execute;
