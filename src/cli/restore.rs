@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use platter::engine::restore::{RestoreOptions, restore};
+use platter::engine::restore::{RestoreOptions, RestoreReport, restore};
 
 use super::{Context, output};
 
@@ -80,43 +80,48 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     if ctx.json {
         output::json(&report)?;
     } else {
-        output::line(&format!(
-            "restored snapshot {}{} to {} ({}): {} of data written, {} zero chunks, {:.1}s{}",
-            &report.snapshot[..8],
-            report
-                .partition
-                .map_or(String::new(), |n| format!(" (partition {n})")),
-            report.target,
-            report.target_kind,
-            output::bytes(report.bytes_written),
-            report.chunks_zero,
-            report.duration_s,
-            match report.verified {
-                Some(true) => ", read back and verified",
-                _ => "",
-            }
-        ));
-        for change in &report.table_changes {
-            output::line(&format!("partition table: {change}"));
-        }
-        if let Some(step) = &report.next_step {
-            output::line(&format!("next: grow the filesystem: {step}"));
-        }
-        if !report.damaged.is_empty() {
-            output::line(&format!(
-                "{} damaged range(s) were filled with zeros:",
-                report.damaged.len()
-            ));
-            for d in &report.damaged {
-                output::line(&format!(
-                    "  bytes {}..{} (chunk {}): {}",
-                    d.offset,
-                    d.offset + d.len,
-                    &d.chunk[..16],
-                    d.reason
-                ));
-            }
-        }
+        print_report(&report);
     }
     Ok(report.damaged.is_empty())
+}
+
+/// The report in words, for a person.
+fn print_report(report: &RestoreReport) {
+    output::line(&format!(
+        "restored snapshot {}{} to {} ({}): {} of data written, {} zero chunks, {:.1}s{}",
+        &report.snapshot[..8],
+        report
+            .partition
+            .map_or(String::new(), |n| format!(" (partition {n})")),
+        report.target,
+        report.target_kind,
+        output::bytes(report.bytes_written),
+        report.chunks_zero,
+        report.duration_s,
+        match report.verified {
+            Some(true) => ", read back and verified",
+            _ => "",
+        }
+    ));
+    for change in &report.table_changes {
+        output::line(&format!("partition table: {change}"));
+    }
+    if let Some(step) = &report.next_step {
+        output::line(&format!("next: grow the filesystem: {step}"));
+    }
+    if !report.damaged.is_empty() {
+        output::line(&format!(
+            "{} damaged range(s) were filled with zeros:",
+            report.damaged.len()
+        ));
+        for d in &report.damaged {
+            output::line(&format!(
+                "  bytes {}..{} (chunk {}): {}",
+                d.offset,
+                d.offset + d.len,
+                &d.chunk[..16],
+                d.reason
+            ));
+        }
+    }
 }

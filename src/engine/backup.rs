@@ -25,12 +25,14 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use crate::disk::free_space;
+use crate::disk::layout::Layout;
 use crate::disk::{Source, SourceIdentity};
 use crate::engine::backup_pipeline::{self, PipelineInput};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
-use crate::repo::map::MapHeader;
+use crate::repo::map::{MapHeader, MapReader};
 use crate::repo::snapshot::{MapRef, Snapshot, SourceInfo};
 use crate::repo::{Repository, hex_id, random_id};
 
@@ -57,68 +59,13 @@ pub fn backup(
 ) -> Result<Snapshot> {
     check_tags(&options.tags)?;
     let started = Instant::now();
-    let mut source = Source::open(source_path)?;
-    if let Some(n) = options.partition {
-        source = source.into_partition(n)?;
-    }
-    let mut layout = source.layout().map_err(|e| explain(&source, options, e))?;
-    for w in &layout.warnings {
-        progress.warn(&format!("layout of {}: {w}", source_path.display()));
-    }
-    let mounted = source.writers();
-    if !mounted.is_empty() && !options.allow_mounted {
-        return Err(Error::busy(format!(
-            "{} is in use ({}): a backup of it would be inconsistent",
-            source_path.display(),
-            mounted.join("; ")
-        ))
-        .hint("unmount it or remount it read-only (`mount -o remount,ro`), stop the program that maps it, or add --allow-mounted to take an inconsistent image anyway"));
-    }
-    // Free space of known filesystems is neither read nor stored; a
-    // mounted filesystem's bitmaps are not trusted.
-    if !source.table_warnings().is_empty() && !options.raw {
-        progress.warn(&format!(
-            "the partition table of {} has problems ({}): every byte of the partition is copied",
-            source_path.display(),
-            source.table_warnings().join("; ")
-        ));
-    }
-    let free = if options.raw || !mounted.is_empty() || !source.table_warnings().is_empty() {
-        free_space::Ranges::default()
-    } else {
-        free_space::free_ranges(&mut layout, &source).map_err(|e| explain(&source, options, e))?
-    };
+    let (source, layout, free) = open_source(source_path, options, progress)?;
     let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());
     let chunk_size = repo.config().chunk_size;
-
     let parent = find_parent(repo, &info, options)?;
-    let parent_map = match &parent {
-        Some(p) if !options.full => match repo.open_map(p) {
-            Ok(map) => Some(map),
-            Err(e) => {
-                progress.warn(&format!(
-                    "cannot use parent {} for change tracking ({e}); reading and hashing everything",
-                    p.short_id()
-                ));
-                None
-            }
-        },
-        _ => None,
-    };
-
-    let (mut index, damaged) = repo.load_index()?;
-    for (name, e) in &damaged {
-        progress.warn(&format!("ignoring damaged index {name}: {e}"));
-    }
-    // Chunks whose pack is gone are stored again if the source has them.
-    let lost = index.keep_packs(&repo.packs_on_disk()?);
-    if lost > 0 {
-        progress.warn(&format!(
-            "{lost} indexed chunk(s) are in packs that are missing; they are stored again \
-             where the source still holds them (run `platter verify`)"
-        ));
-    }
+    let parent_map = parent_map(repo, parent.as_ref(), options, progress);
+    let index = load_index(repo, progress)?;
 
     let id = random_id();
     let header = MapHeader::new(chunk_size, info.size, id);
@@ -164,9 +111,101 @@ pub fn backup(
         layout: serde_json::to_value(&layout).ok(),
         protected: false,
     };
-    // The last moment before the commit: the source must be as it was
-    // opened, or the snapshot would not be what it says it is.
-    match compare_source(&source, options)? {
+    check_before_commit(&source, source_path, options, progress)?;
+    repo.commit_snapshot(&snapshot)?;
+    Ok(snapshot)
+}
+
+/// Opens the source (or its partition), reads its layout and, unless
+/// every byte is to be read, its filesystems' free space; refuses a source
+/// in use by a writer (unless --allow-mounted).
+fn open_source(
+    source_path: &Path,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<(Source, Layout, free_space::Ranges)> {
+    let mut source = Source::open(source_path)?;
+    if let Some(n) = options.partition {
+        source = source.into_partition(n)?;
+    }
+    let mut layout = source.layout().map_err(|e| explain(&source, options, e))?;
+    for w in &layout.warnings {
+        progress.warn(&format!("layout of {}: {w}", source_path.display()));
+    }
+    let mounted = source.writers();
+    if !mounted.is_empty() && !options.allow_mounted {
+        return Err(Error::busy(format!(
+            "{} is in use ({}): a backup of it would be inconsistent",
+            source_path.display(),
+            mounted.join("; ")
+        ))
+        .hint("unmount it or remount it read-only (`mount -o remount,ro`), stop the program that maps it, or add --allow-mounted to take an inconsistent image anyway"));
+    }
+    // Free space of known filesystems is neither read nor stored; a
+    // mounted filesystem's bitmaps are not trusted.
+    if !source.table_warnings().is_empty() && !options.raw {
+        progress.warn(&format!(
+            "the partition table of {} has problems ({}): every byte of the partition is copied",
+            source_path.display(),
+            source.table_warnings().join("; ")
+        ));
+    }
+    let free = if options.raw || !mounted.is_empty() || !source.table_warnings().is_empty() {
+        free_space::Ranges::default()
+    } else {
+        free_space::free_ranges(&mut layout, &source).map_err(|e| explain(&source, options, e))?
+    };
+    Ok((source, layout, free))
+}
+
+/// The parent's map, for change tracking: none with --full, or (with a
+/// warning) when it cannot be opened.
+fn parent_map(
+    repo: &Repository,
+    parent: Option<&Snapshot>,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Option<MapReader> {
+    let parent = parent.filter(|_| !options.full)?;
+    match repo.open_map(parent) {
+        Ok(map) => Some(map),
+        Err(e) => {
+            progress.warn(&format!(
+                "cannot use parent {} for change tracking ({e}); reading and hashing everything",
+                parent.short_id()
+            ));
+            None
+        }
+    }
+}
+
+/// The repository's index, without damaged index files and chunks whose
+/// pack is gone (both with a warning): such chunks are stored again if the
+/// source has them.
+fn load_index(repo: &Repository, progress: &dyn Progress) -> Result<Index> {
+    let (mut index, damaged) = repo.load_index()?;
+    for (name, e) in &damaged {
+        progress.warn(&format!("ignoring damaged index {name}: {e}"));
+    }
+    let lost = index.keep_packs(&repo.packs_on_disk()?);
+    if lost > 0 {
+        progress.warn(&format!(
+            "{lost} indexed chunk(s) are in packs that are missing; they are stored again \
+             where the source still holds them (run `platter verify`)"
+        ));
+    }
+    Ok(index)
+}
+
+/// The last moment before the commit: the source must be as it was
+/// opened, or the snapshot would not be what it says it is.
+fn check_before_commit(
+    source: &Source,
+    source_path: &Path,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
+    match compare_source(source, options)? {
         Verdict::Same => {}
         Verdict::Written(warning) => progress.warn(&warning),
         Verdict::Changed(e) => return Err(e),
@@ -183,8 +222,7 @@ pub fn backup(
         ))
         .hint("stop whatever uses it and back up again, or add --allow-mounted to take an inconsistent image anyway"));
     }
-    repo.commit_snapshot(&snapshot)?;
-    Ok(snapshot)
+    Ok(())
 }
 
 /// How the source compares with how it was opened.
