@@ -1,6 +1,6 @@
 //! `platter verify`: check the repository.
 
-use platter::engine::verify::{VerifyOptions, verify};
+use platter::engine::verify::{VerifyOptions, VerifyReport, verify};
 use platter::engine::verify_without_key::verify_without_key;
 
 use super::{Context, output};
@@ -53,8 +53,14 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     };
     if ctx.json {
         output::json(&report)?;
-        return Ok(report.is_clean());
+    } else {
+        print(&report, read_data, args.without_key);
     }
+    Ok(report.is_clean())
+}
+
+/// The report for a person: each problem, a summary line, and what to do.
+fn print(report: &VerifyReport, read_data: bool, without_key: bool) {
     for p in &report.damage {
         output::line(&format!("DAMAGE   {}: {}", p.file, p.what));
         for c in p.chunks.iter().take(5) {
@@ -93,7 +99,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         report.leftovers.len(),
         report.duration_s
     ));
-    if !report.is_clean() && args.without_key {
+    if !report.is_clean() && without_key {
         output::hint(
             "run `platter verify --read-data` with the passphrase to see which snapshots \
              the damage affects, and `platter repair --from COPY` to bring the data back",
@@ -113,5 +119,4 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
              files that are not platter's are left for you to move away",
         );
     }
-    Ok(report.is_clean())
 }

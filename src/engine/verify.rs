@@ -54,6 +54,53 @@ pub fn verify_locked(
     let mut report = VerifyReport::default();
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
 
+    let (snaps, all_ids) = check_snapshots(repo, &options.snapshots, &mut report)?;
+    let (index, damaged_index) = repo.load_index()?;
+    for (name, e) in damaged_index {
+        report
+            .damage
+            .push(problem(repo.describe(&name), e.message()));
+    }
+    report.chunks = index.len();
+    let in_tables_only = check_packs(repo, &index, &mut report, &mut bad_chunks)?;
+    let referenced = check_maps(repo, &snaps, &index, &mut report)?;
+    report_unindexed(
+        repo,
+        referenced.missing,
+        &in_tables_only,
+        &mut report,
+        &mut bad_chunks,
+    );
+    if options.read_data {
+        read_data(
+            repo,
+            &index,
+            &referenced.used,
+            options,
+            progress,
+            &mut report,
+            &mut bad_chunks,
+        )?;
+    }
+    if options.snapshots.is_empty() {
+        report_unused(repo, &index, &referenced.used, &mut report);
+    }
+    find_stray_files(repo, &all_ids, &mut report)?;
+    if !bad_chunks.is_empty() {
+        attribute(repo, &snaps, &bad_chunks, &mut report)?;
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Every manifest: an unreadable one is damage, a readable one has its
+/// layout checked. Returns the selected snapshots (`specs`; all when
+/// empty) and the ids of every manifest, readable or not.
+fn check_snapshots(
+    repo: &Repository,
+    specs: &[String],
+    report: &mut VerifyReport,
+) -> Result<(Vec<Snapshot>, HashSet<String>)> {
     let (all, broken) = repo.snapshots()?;
     let all_ids: HashSet<String> = all
         .iter()
@@ -69,34 +116,43 @@ pub fn verify_locked(
             .damage
             .push(problem(repo.describe(&b.name), b.error.message()));
     }
-    let snaps = select(repo, all, &options.snapshots)?;
+    let snaps = select(repo, all, specs)?;
     report.snapshots = snaps.len();
     for snap in &snaps {
-        check_layout(repo, snap, &mut report);
+        check_layout(repo, snap, report);
     }
+    Ok((snaps, all_ids))
+}
 
-    let (index, damaged_index) = repo.load_index()?;
-    for (name, e) in damaged_index {
-        report
-            .damage
-            .push(problem(repo.describe(&name), e.message()));
-    }
-    report.chunks = index.len();
+/// The data chunks the selected snapshots' maps use.
+struct Referenced {
+    used: HashSet<ChunkId>,
+    /// Those no index names.
+    missing: HashSet<ChunkId>,
+}
 
-    let in_tables_only = check_packs(repo, &index, &mut report, &mut bad_chunks)?;
-
-    let mut referenced: HashSet<ChunkId> = HashSet::new();
-    let mut missing: HashSet<ChunkId> = HashSet::new();
-    for snap in &snaps {
+/// Reads each selected snapshot's map; one that cannot be read is damage
+/// to the whole snapshot.
+fn check_maps(
+    repo: &Repository,
+    snaps: &[Snapshot],
+    index: &Index,
+    report: &mut VerifyReport,
+) -> Result<Referenced> {
+    let mut referenced = Referenced {
+        used: HashSet::new(),
+        missing: HashSet::new(),
+    };
+    for snap in snaps {
         match repo.open_map(snap) {
             Ok(mut map) => {
                 for pos in 0..map.header().entries {
                     let e = map.entry(pos)?;
                     if e.kind == Kind::Data {
                         if !index.contains(&e.id) {
-                            missing.insert(e.id);
+                            referenced.missing.insert(e.id);
                         }
-                        referenced.insert(e.id);
+                        referenced.used.insert(e.id);
                     }
                 }
             }
@@ -113,65 +169,64 @@ pub fn verify_locked(
             }),
         }
     }
-    if !missing.is_empty() {
-        let mut ids: Vec<ChunkId> = missing.into_iter().collect();
-        ids.sort();
-        let at = report.damage.len();
-        let tabled = ids.iter().filter(|id| in_tables_only.contains(id)).count();
-        let what = if tabled == 0 {
-            format!(
-                "{} chunk(s) used by snapshots are in no index (lost pack or index)",
-                ids.len()
-            )
-        } else {
-            format!(
-                "{} chunk(s) used by snapshots are in no index (lost pack or index); pack \
-                 tables list {tabled} of them: run `platter rebuild-index`",
-                ids.len()
-            )
-        };
-        report.damage.push(Problem {
-            chunks: ids.iter().map(ChunkId::to_hex).collect(),
-            ..problem(repo.describe("index"), &what)
-        });
-        for id in ids {
-            bad_chunks.insert(id, at);
-        }
-    }
+    Ok(referenced)
+}
 
-    if options.read_data {
-        read_data(
-            repo,
-            &index,
-            &referenced,
-            options,
-            progress,
-            &mut report,
-            &mut bad_chunks,
-        )?;
+/// Chunks that snapshots use and no index names are one problem, which
+/// says how many of them pack tables list (`rebuild-index` finds those).
+fn report_unindexed(
+    repo: &Repository,
+    missing: HashSet<ChunkId>,
+    in_tables_only: &HashSet<ChunkId>,
+    report: &mut VerifyReport,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+) {
+    if missing.is_empty() {
+        return;
     }
+    let mut ids: Vec<ChunkId> = missing.into_iter().collect();
+    ids.sort();
+    let at = report.damage.len();
+    let tabled = ids.iter().filter(|id| in_tables_only.contains(id)).count();
+    let what = if tabled == 0 {
+        format!(
+            "{} chunk(s) used by snapshots are in no index (lost pack or index)",
+            ids.len()
+        )
+    } else {
+        format!(
+            "{} chunk(s) used by snapshots are in no index (lost pack or index); pack \
+             tables list {tabled} of them: run `platter rebuild-index`",
+            ids.len()
+        )
+    };
+    report.damage.push(Problem {
+        chunks: ids.iter().map(ChunkId::to_hex).collect(),
+        ..problem(repo.describe("index"), &what)
+    });
+    for id in ids {
+        bad_chunks.insert(id, at);
+    }
+}
 
-    if options.snapshots.is_empty() {
-        let unused = index
-            .iter()
-            .filter(|(id, _)| !referenced.contains(id))
-            .count();
-        if unused > 0 {
-            report.leftovers.push(problem(
-                repo.describe("index"),
-                &format!(
-                    "{unused} stored chunk(s) are used by no snapshot (an interrupted backup?)"
-                ),
-            ));
-        }
+/// Indexed chunks no snapshot uses: leftovers (only said when every
+/// snapshot was checked).
+fn report_unused(
+    repo: &Repository,
+    index: &Index,
+    referenced: &HashSet<ChunkId>,
+    report: &mut VerifyReport,
+) {
+    let unused = index
+        .iter()
+        .filter(|(id, _)| !referenced.contains(id))
+        .count();
+    if unused > 0 {
+        report.leftovers.push(problem(
+            repo.describe("index"),
+            &format!("{unused} stored chunk(s) are used by no snapshot (an interrupted backup?)"),
+        ));
     }
-
-    find_stray_files(repo, &all_ids, &mut report)?;
-    if !bad_chunks.is_empty() {
-        attribute(repo, &snaps, &bad_chunks, &mut report)?;
-    }
-    report.duration_s = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// The one manifest field the repository layer cannot read: the source's
@@ -248,54 +303,7 @@ fn check_packs(
     report: &mut VerifyReport,
     bad_chunks: &mut HashMap<ChunkId, usize>,
 ) -> Result<HashSet<ChunkId>> {
-    let backend = repo.backend();
-    let mut on_disk: HashMap<RawId, u64> = HashMap::new();
-    for dir in backend.list("data")? {
-        if !pack::is_pack_folder(&dir) {
-            report.leftovers.push(problem(
-                repo.describe(&format!("data/{dir}")),
-                "not a platter file",
-            ));
-            continue;
-        }
-        for file in backend.list(&format!("data/{dir}"))? {
-            let name = format!("data/{dir}/{file}");
-            if file.starts_with(TEMP_PREFIX) {
-                report.leftovers.push(problem(
-                    repo.describe(&name),
-                    "unfinished pack of an interrupted backup",
-                ));
-                continue;
-            }
-            let id = match classify(&format!("data/{dir}"), &file) {
-                FileName::Id(id) => id,
-                FileName::Misplaced => {
-                    report.damage.push(problem(
-                        repo.describe(&name),
-                        &format!(
-                            "misplaced pack: it belongs in data/{}/ (move it there)",
-                            &file[..2]
-                        ),
-                    ));
-                    continue;
-                }
-                _ => {
-                    report
-                        .leftovers
-                        .push(problem(repo.describe(&name), "not a platter file"));
-                    continue;
-                }
-            };
-            match backend.open(&name) {
-                Ok(file) => {
-                    on_disk.insert(id, file.len());
-                }
-                Err(e) => report
-                    .damage
-                    .push(problem(repo.describe(&name), e.message())),
-            }
-        }
-    }
+    let on_disk = packs_on_disk(repo, report)?;
     report.packs = on_disk.len();
     let mut in_tables_only = HashSet::new();
 
@@ -359,6 +367,61 @@ fn check_packs(
         }
     }
     Ok(in_tables_only)
+}
+
+/// The committed packs and their lengths. Unfinished packs and names that
+/// are not platter's are leftovers; a misplaced pack or one that cannot be
+/// opened is damage.
+fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap<RawId, u64>> {
+    let backend = repo.backend();
+    let mut on_disk: HashMap<RawId, u64> = HashMap::new();
+    for dir in backend.list("data")? {
+        if !pack::is_pack_folder(&dir) {
+            report.leftovers.push(problem(
+                repo.describe(&format!("data/{dir}")),
+                "not a platter file",
+            ));
+            continue;
+        }
+        for file in backend.list(&format!("data/{dir}"))? {
+            let name = format!("data/{dir}/{file}");
+            if file.starts_with(TEMP_PREFIX) {
+                report.leftovers.push(problem(
+                    repo.describe(&name),
+                    "unfinished pack of an interrupted backup",
+                ));
+                continue;
+            }
+            let id = match classify(&format!("data/{dir}"), &file) {
+                FileName::Id(id) => id,
+                FileName::Misplaced => {
+                    report.damage.push(problem(
+                        repo.describe(&name),
+                        &format!(
+                            "misplaced pack: it belongs in data/{}/ (move it there)",
+                            &file[..2]
+                        ),
+                    ));
+                    continue;
+                }
+                _ => {
+                    report
+                        .leftovers
+                        .push(problem(repo.describe(&name), "not a platter file"));
+                    continue;
+                }
+            };
+            match backend.open(&name) {
+                Ok(file) => {
+                    on_disk.insert(id, file.len());
+                }
+                Err(e) => report
+                    .damage
+                    .push(problem(repo.describe(&name), e.message())),
+            }
+        }
+    }
+    Ok(on_disk)
 }
 
 /// One pack's table against the index, both ways: an index entry the table
