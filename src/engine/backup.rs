@@ -60,7 +60,7 @@ pub fn backup(
     check_tags(&options.tags)?;
     let started = Instant::now();
     let (source, layout, free) = open_source(source_path, options, progress)?;
-    let _lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
+    let lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());
     let chunk_size = repo.config().chunk_size;
     let parent = find_parent(repo, &info, options)?;
@@ -85,6 +85,7 @@ pub fn backup(
     let out = out.map_err(|e| explain(&source, options, e))?;
 
     if !out.packs.is_empty() {
+        lock.check_held()?;
         repo.write_index(&out.packs)?;
     }
     let map_blake3 = out.map.finish()?;
@@ -112,6 +113,7 @@ pub fn backup(
         protected: false,
     };
     check_before_commit(&source, source_path, options, progress)?;
+    lock.check_held()?;
     repo.commit_snapshot(&snapshot)?;
     Ok(snapshot)
 }

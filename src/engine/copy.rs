@@ -163,7 +163,7 @@ pub fn copy(
         .hint("copy into an encrypted repository (`platter init`, optionally --copy-key-from this one), or give --decrypt if the clear copy is what you want"));
     }
     let _from_lock = super::lock_for_reading(from, "copy", progress)?;
-    let _to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
+    let to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
     let listed = from.snapshots()?;
     let all_here = listed.0.clone();
     let (chosen, broken) = select(from, listed, options)?;
@@ -213,7 +213,14 @@ pub fn copy(
             Some(rekey) => rekey.learn_from_common(from, to, &snap).and_then(|()| {
                 rekey.copy_one(from, to, &snap, &source_index, &mut index, progress)
             }),
-        };
+        }
+        .and_then(|(copied, manifest)| {
+            // Its chunks are in no snapshot there until the manifest is:
+            // if our lock went, a prune may have taken them.
+            to_lock.check_held()?;
+            to.commit_snapshot(&manifest)?;
+            Ok(copied)
+        });
         let copied = match copied {
             Ok(c) => c,
             // Damage here spoils this snapshot only: go on with the rest.
@@ -235,8 +242,8 @@ pub fn copy(
     Ok(report)
 }
 
-/// Copies one snapshot between repositories with the same key: its
-/// missing blobs as they are stored, its map, then its manifest.
+/// Copies one snapshot's missing blobs between repositories with the same
+/// key, as they are stored, then its map; returns the manifest to commit.
 fn copy_one(
     from: &Repository,
     to: &Repository,
@@ -244,7 +251,7 @@ fn copy_one(
     source_index: &Index,
     index: &mut Index,
     progress: &dyn Progress,
-) -> Result<CopiedSnapshot> {
+) -> Result<(CopiedSnapshot, Snapshot)> {
     let label = format!("copy {}", snap.short_id());
     let copied = move_chunks(
         (from, to, snap),
@@ -264,6 +271,5 @@ fn copy_one(
         |_, _| {},
     )?;
     copy_map(from, to, snap)?;
-    to.commit_snapshot(snap)?;
-    Ok(copied)
+    Ok((copied, snap.clone()))
 }

@@ -81,7 +81,8 @@ impl Rekey {
     }
 
     /// Copies one snapshot: its chunks the other repository lacks, then
-    /// its map with the new ids, then its manifest naming that map.
+    /// its map with the new ids; returns the manifest naming that map, to
+    /// commit.
     pub fn copy_one(
         &mut self,
         from: &Repository,
@@ -90,7 +91,7 @@ impl Rekey {
         source_index: &Index,
         index: &mut Index,
         progress: &dyn Progress,
-    ) -> Result<CopiedSnapshot> {
+    ) -> Result<(CopiedSnapshot, Snapshot)> {
         let ids = Mutex::new(std::mem::take(&mut self.ids));
         let translated = |id: &ChunkId| ids.lock().ok().and_then(|m| m.get(id).copied());
         let label = format!("copy {} (re-keying)", snap.short_id());
@@ -123,8 +124,7 @@ impl Rekey {
             entries: snap.map.entries,
             blake3,
         };
-        to.commit_snapshot(&there)?;
-        Ok(copied)
+        Ok((copied, there))
     }
 
     /// Writes `snap`'s map into `to` with translated ids; returns its

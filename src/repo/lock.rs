@@ -65,6 +65,26 @@ impl Drop for RepoLock<'_> {
     }
 }
 
+impl RepoLock<'_> {
+    /// Fails if this lock's file is gone: someone removed it (`unlock
+    /// --all` while this command ran), so a prune may since have deleted
+    /// what this command wrote and not yet named in an index. A writer
+    /// checks this before each step that makes its data part of the
+    /// repository.
+    pub fn check_held(&self) -> Result<()> {
+        match self.backend.open(&self.name) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::busy(format!(
+                "this command's repository lock {} was removed while it ran (by `platter unlock \
+                 --all`?): a prune may have deleted what it stored",
+                self.name
+            ))
+            .hint("nothing was committed; run the command again (and `platter verify` if a prune ran meanwhile)")),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// What was found in `locks/`.
 pub struct FoundLock {
     pub name: String,

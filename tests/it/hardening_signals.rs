@@ -303,3 +303,36 @@ fn a_file_size_limit_is_an_error_not_a_silent_kill() {
     assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
     assert_eq!(sandbox.snapshot_ids(), vec![id]);
 }
+
+// Pins: a backup whose lock is removed while it runs (`unlock --all`, after which a prune could delete what it stored) commits nothing: it fails with exit 5 saying its lock was removed, before its index and manifest.
+#[test]
+fn a_backup_whose_lock_was_removed_commits_nothing() {
+    if !have(
+        "a_backup_whose_lock_was_removed_commits_nothing",
+        &["strace"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x51e);
+    let image = Image::random(sandbox.path("disk.img"), 16 * CHUNK, &mut rng);
+    let args: Vec<OsString> = vec!["backup".into(), image.path.clone().into()];
+    let (code, stderr) = held(
+        &sandbox,
+        &args,
+        &AT_FIRST_WRITE,
+        || {
+            let had_lock = !locks(&sandbox).is_empty();
+            sandbox.run(["unlock", "--all"]).ok();
+            had_lock && locks(&sandbox).is_empty()
+        },
+        None,
+    );
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("was removed while it ran"), "{stderr}");
+    assert_eq!(sandbox.snapshot_ids(), Vec::<String>::new());
+    assert!(
+        files_under(&sandbox.repo.join("index")).is_empty(),
+        "an index was written"
+    );
+}
