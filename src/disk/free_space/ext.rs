@@ -120,7 +120,7 @@ fn crc16_of(parts: &[&[u8]]) -> u16 {
 impl Checksum {
     /// Whether group `g`'s descriptor `d` carries the right checksum.
     fn holds(&self, g: u64, d: &[u8]) -> bool {
-        let stored = u16::from_le_bytes([d[0x1E], d[0x1F]]);
+        let stored = le16(d, 0x1E) as u16;
         let group = (g as u32).to_le_bytes();
         let (head, tail) = (&d[..0x1E], &d[0x20..]);
         match self {

@@ -6,6 +6,7 @@
 //! the last cluster, and anything after the filesystem's end, stay used.
 
 use super::{Ranges, Region, le16, le32};
+use crate::disk::layout::is_sector_size;
 use crate::error::{Error, Result};
 
 /// The FAT entry of `cluster` in one table; an entry past the table's end
@@ -45,7 +46,7 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
     } else {
         le16(&bs, 0x16)
     };
-    if !matches!(sector, 512 | 1024 | 2048 | 4096)
+    if !is_sector_size(sector)
         || !per_cluster.is_power_of_two()
         || reserved == 0
         || !(1..=2).contains(&fats)

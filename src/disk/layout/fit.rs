@@ -6,7 +6,7 @@
 //! refused up front, naming the partition and by how much.
 
 use super::gpt::{self, Header};
-use super::{Layout, Partition, ReadAt, Table};
+use super::{Layout, Partition, ReadAt, Table, is_sector_size};
 use crate::error::{Error, Result};
 
 /// Writes bytes of a disk or image.
@@ -60,7 +60,7 @@ fn not_fit(p: &Partition, sector: u64, target_size: u64, end_sector: u64) -> Err
 /// bytes. `Ok(None)`: nothing to change. Errors when a partition does
 /// not fit.
 pub fn plan_fit(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Option<TableFit>> {
-    if !matches!(layout.sector_size, 512 | 1024 | 2048 | 4096) {
+    if !is_sector_size(u64::from(layout.sector_size)) {
         return Err(Error::corrupt(format!(
             "the snapshot's layout has an impossible sector size ({})",
             layout.sector_size

@@ -8,7 +8,7 @@
 //! a damaged primary cannot be read), and does not fall back to the backup
 //! array when the primary array is damaged. All of these are needed here.
 
-use super::{Disk, GptInfo, Layout, Partition, Table, mbr, names};
+use super::{Disk, GptInfo, Layout, Partition, Table, le, mbr, names};
 use crate::error::Result;
 
 pub const HEADER_SIGNATURE: &[u8; 8] = b"EFI PART";
@@ -29,14 +29,6 @@ pub struct Header {
     pub entries: u32,
     pub entry_size: u32,
     pub entries_crc: u32,
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
 }
 
 /// The CRC32 of a header of `size` bytes, with its CRC field as zeros.
@@ -64,24 +56,24 @@ impl Header {
         if &sector[..8] != HEADER_SIGNATURE {
             return Err("no GPT signature".into());
         }
-        let size = le32(sector, 12);
+        let size = le::u32(sector, 12);
         if size < MIN_HEADER_SIZE || size as usize > sector.len() {
             return Err(format!("header size {size} is impossible"));
         }
-        if header_crc(sector, size as usize) != le32(sector, 16) {
+        if header_crc(sector, size as usize) != le::u32(sector, 16) {
             return Err("header CRC mismatch".into());
         }
         let h = Header {
             size,
-            my_lba: le64(sector, 24),
-            alternate_lba: le64(sector, 32),
-            first_usable: le64(sector, 40),
-            last_usable: le64(sector, 48),
+            my_lba: le::u64(sector, 24),
+            alternate_lba: le::u64(sector, 32),
+            first_usable: le::u64(sector, 40),
+            last_usable: le::u64(sector, 48),
             disk_guid: sector[56..72].try_into().unwrap_or([0; 16]),
-            entries_lba: le64(sector, 72),
-            entries: le32(sector, 80),
-            entry_size: le32(sector, 84),
-            entries_crc: le32(sector, 88),
+            entries_lba: le::u64(sector, 72),
+            entries: le::u32(sector, 80),
+            entry_size: le::u32(sector, 84),
+            entries_crc: le::u32(sector, 88),
         };
         if h.my_lba != lba {
             return Err(format!(
@@ -253,7 +245,7 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
         if e[..16].iter().all(|&b| b == 0) {
             continue;
         }
-        let (first, last_lba) = (le64(e, 32), le64(e, 40));
+        let (first, last_lba) = (le::u64(e, 32), le::u64(e, 40));
         let number = i as u32 + 1;
         if last_lba < first || first < h.first_usable || last_lba > h.last_usable {
             warnings.push(format!(
@@ -263,10 +255,10 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             ));
         }
         let type_id = guid_text(&e[..16]);
-        let attributes = le64(e, 48);
+        let attributes = le::u64(e, 48);
         let name: Vec<u16> = e[56..128]
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .map(|c| le::u16(c, 0))
             .take_while(|&c| c != 0)
             .collect();
         let name = String::from_utf16_lossy(&name);
