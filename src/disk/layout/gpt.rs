@@ -156,14 +156,15 @@ fn read_table(disk: &Disk, lba: u64) -> Result<std::result::Result<Checked, Stri
     Ok(Ok(Checked { header, array }))
 }
 
-/// The GPT of `disk`, if it has one with at least one valid header.
-/// Damage is named in the layout's warnings, or in `notes` when no
-/// header is usable.
-pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
-    let last = disk.sectors().saturating_sub(1);
-    let Some(sector1) = disk.read_sector(1)? else {
-        return Ok(None);
-    };
+/// The primary table and the backup, each checked, and the LBA the
+/// backup was read from.
+struct Tables {
+    primary: std::result::Result<Checked, String>,
+    backup: std::result::Result<Checked, String>,
+    backup_at: u64,
+}
+
+fn read_tables(disk: &Disk, last: u64) -> Result<Tables> {
     let primary = read_table(disk, 1)?;
     // The backup lives where the primary says; on a disk that was grown
     // (or a damaged primary) it may also be found at the last sector.
@@ -178,6 +179,26 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             backup = Ok(b);
         }
     }
+    Ok(Tables {
+        primary,
+        backup,
+        backup_at,
+    })
+}
+
+/// The GPT of `disk`, if it has one with at least one valid header.
+/// Damage is named in the layout's warnings, or in `notes` when no
+/// header is usable.
+pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
+    let last = disk.sectors().saturating_sub(1);
+    let Some(sector1) = disk.read_sector(1)? else {
+        return Ok(None);
+    };
+    let Tables {
+        primary,
+        backup,
+        backup_at,
+    } = read_tables(disk, last)?;
     if primary.is_err() && backup.is_err() && &sector1[..8] != HEADER_SIGNATURE {
         return Ok(None);
     }
@@ -210,18 +231,65 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             return Ok(None);
         }
     };
-    if let (Ok(_), Err(why)) = (&primary, &backup) {
+    let notes = compare(&primary, &backup, backup_at, last, &mut warnings);
+    let mut table_sectors = vec![(0, chosen.header.first_usable)];
+    if let Ok(b) = &backup {
+        table_sectors.push((b.header.entries_lba, backup_at.saturating_add(1)));
+    }
+    let h = &chosen.header;
+    let partitions = partitions(h, &chosen.array, &mut warnings);
+    if !mbr::is_protective(&sector0) {
+        warnings.push("the GPT has no protective MBR in sector 0".into());
+    }
+    Ok(Some(Layout {
+        table: Table::Gpt,
+        sector_size: disk.sector,
+        disk_size: disk.size,
+        disk_id: Some(guid_text(&h.disk_guid)),
+        gpt: Some(GptInfo {
+            first_usable_lba: h.first_usable,
+            last_usable_lba: h.last_usable,
+            backup_lba: if backup.is_ok() {
+                backup_at
+            } else {
+                h.alternate_lba
+            },
+            entries: h.entries,
+            entry_size: h.entry_size,
+            primary_ok: primary.is_ok(),
+            backup_ok: backup.is_ok(),
+        }),
+        partitions,
+        content: None,
+        boot_code: sector0.len() >= 440 && sector0[..440].iter().any(|&b| b != 0),
+        warnings,
+        notes,
+        table_sectors,
+    }))
+}
+
+/// Warns about a damaged backup, arrays that differ, and a disk whose size
+/// is not the one the primary header says; returns the notes (a grown
+/// disk is harmless).
+fn compare(
+    primary: &std::result::Result<Checked, String>,
+    backup: &std::result::Result<Checked, String>,
+    backup_at: u64,
+    last: u64,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
+    if let (Ok(_), Err(why)) = (primary, backup) {
         warnings.push(format!(
             "the backup GPT at LBA {backup_at} is damaged or missing ({why})"
         ));
     }
-    if let (Ok(p), Ok(b)) = (&primary, &backup)
+    if let (Ok(p), Ok(b)) = (primary, backup)
         && p.array != b.array
     {
         warnings.push("the primary and backup GPT entry arrays differ; showing the primary".into());
     }
     let mut notes = Vec::new();
-    if let Ok(p) = &primary
+    if let Ok(p) = primary
         && p.header.alternate_lba != last
     {
         let text = format!(
@@ -235,13 +303,14 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             warnings.push(format!("{text} (the image was cut short)"));
         }
     }
-    let mut table_sectors = vec![(0, chosen.header.first_usable)];
-    if let Ok(b) = &backup {
-        table_sectors.push((b.header.entries_lba, backup_at.saturating_add(1)));
-    }
-    let h = &chosen.header;
+    notes
+}
+
+/// The partitions of a checked entry array: every entry whose type GUID is
+/// not zero. One outside the usable area is kept, with a warning.
+fn partitions(h: &Header, array: &[u8], warnings: &mut Vec<String>) -> Vec<Partition> {
     let mut partitions = Vec::new();
-    for (i, e) in chosen.array.chunks_exact(h.entry_size as usize).enumerate() {
+    for (i, e) in array.chunks_exact(h.entry_size as usize).enumerate() {
         if e[..16].iter().all(|&b| b == 0) {
             continue;
         }
@@ -276,32 +345,5 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             content: None,
         });
     }
-    if !mbr::is_protective(&sector0) {
-        warnings.push("the GPT has no protective MBR in sector 0".into());
-    }
-    Ok(Some(Layout {
-        table: Table::Gpt,
-        sector_size: disk.sector,
-        disk_size: disk.size,
-        disk_id: Some(guid_text(&h.disk_guid)),
-        gpt: Some(GptInfo {
-            first_usable_lba: h.first_usable,
-            last_usable_lba: h.last_usable,
-            backup_lba: if backup.is_ok() {
-                backup_at
-            } else {
-                h.alternate_lba
-            },
-            entries: h.entries,
-            entry_size: h.entry_size,
-            primary_ok: primary.is_ok(),
-            backup_ok: backup.is_ok(),
-        }),
-        partitions,
-        content: None,
-        boot_code: sector0.len() >= 440 && sector0[..440].iter().any(|&b| b != 0),
-        warnings,
-        notes,
-        table_sectors,
-    }))
+    partitions
 }

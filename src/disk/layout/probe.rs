@@ -69,7 +69,6 @@ fn bytes(b: &[u8], at: usize, len: usize) -> Option<&[u8]> {
     b.get(at..at.checked_add(len)?)
 }
 
-
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(bytes(b, at, 4)?.try_into().ok()?))
 }
