@@ -28,9 +28,24 @@ fn content_text(c: &Content) -> String {
     s
 }
 
+/// The whole layout, a line per item, indented under the disk line.
 pub fn lines(layout: &Layout) -> Vec<String> {
     // max(1): a layout read back from a damaged manifest must not divide by zero.
     let sector = u64::from(layout.sector_size.max(1));
+    let mut out = disk_lines(layout, sector);
+    out.extend(partition_lines(layout, sector));
+    out.extend(gaps_line(layout, sector));
+    for w in &layout.warnings {
+        out.push(format!("  warning: {w}"));
+    }
+    for n in &layout.notes {
+        out.push(format!("  note: {n}"));
+    }
+    out
+}
+
+/// The disk, its table, and what a disk without a table holds.
+fn disk_lines(layout: &Layout, sector: u64) -> Vec<String> {
     let mut out = Vec::new();
     let table = match layout.table {
         Table::None => "no partition table".to_string(),
@@ -73,6 +88,12 @@ pub fn lines(layout: &Layout) -> Vec<String> {
     if let Some(c) = &layout.content {
         out.push(format!("  holds: {}", content_text(c)));
     }
+    out
+}
+
+/// A heading and a line per partition (two for GPT: its GUIDs and name).
+fn partition_lines(layout: &Layout, sector: u64) -> Vec<String> {
+    let mut out = Vec::new();
     if !layout.partitions.is_empty() {
         out.push(format!(
             "  {:<3} {:>11} {:>11} {:>10}  {:<24} {}",
@@ -121,29 +142,28 @@ pub fn lines(layout: &Layout) -> Vec<String> {
             ));
         }
     }
-    let gaps = layout.gaps();
-    if !gaps.is_empty() {
-        let text: Vec<String> = gaps
-            .iter()
-            .map(|&(start, n)| {
-                format!(
-                    "{}..{} ({})",
-                    start,
-                    start.saturating_add(n - 1),
-                    bytes(n.saturating_mul(sector))
-                )
-            })
-            .collect();
-        out.push(format!(
-            "  outside partitions (kept byte for byte): sectors {}",
-            text.join(", ")
-        ));
-    }
-    for w in &layout.warnings {
-        out.push(format!("  warning: {w}"));
-    }
-    for n in &layout.notes {
-        out.push(format!("  note: {n}"));
-    }
     out
+}
+
+/// The sectors outside every partition, if any.
+fn gaps_line(layout: &Layout, sector: u64) -> Option<String> {
+    let gaps = layout.gaps();
+    if gaps.is_empty() {
+        return None;
+    }
+    let text: Vec<String> = gaps
+        .iter()
+        .map(|&(start, n)| {
+            format!(
+                "{}..{} ({})",
+                start,
+                start.saturating_add(n - 1),
+                bytes(n.saturating_mul(sector))
+            )
+        })
+        .collect();
+    Some(format!(
+        "  outside partitions (kept byte for byte): sectors {}",
+        text.join(", ")
+    ))
 }

@@ -20,40 +20,18 @@ const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
 /// Every incompatible feature whose on-disk allocation is understood.
-const INCOMPAT_KNOWN: u32 = 0x1
-    | 0x2
-    | 0x4
-    | 0x10
-    | 0x40
-    | 0x80
-    | 0x100
-    | 0x200
-    | 0x400
-    | 0x1000
-    | 0x2000
-    | 0x4000
-    | 0x8000
-    | 0x10000
-    | 0x20000;
+const INCOMPAT_KNOWN: u32 = bits(&[
+    0x1, 0x2, 0x4, 0x10, 0x40, 0x80, 0x100, 0x200, 0x400, 0x1000, 0x2000, 0x4000, 0x8000, 0x10000,
+    0x20000,
+]);
 /// Read-only features whose allocation is understood: sparse_super,
 /// large_file, btree_dir, huge_file, gdt_csum, dir_nlink, extra_isize,
 /// quota, bigalloc, metadata_csum, readonly, project, shared_blocks,
 /// verity, orphan_present. Not: has_snapshot, replica, and unknown ones.
-const RO_KNOWN: u32 = 0x1
-    | 0x2
-    | 0x4
-    | 0x8
-    | 0x10
-    | 0x20
-    | 0x40
-    | 0x100
-    | 0x200
-    | 0x400
-    | 0x1000
-    | 0x2000
-    | 0x4000
-    | 0x8000
-    | 0x10000;
+const RO_KNOWN: u32 = bits(&[
+    0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x100, 0x200, 0x400, 0x1000, 0x2000, 0x4000, 0x8000,
+    0x10000,
+]);
 /// Snapshot exclude bitmaps change what is allocated.
 const COMPAT_EXCLUDE_BITMAP: u32 = 0x100;
 const INCOMPAT_CSUM_SEED: u32 = 0x2000;
@@ -64,6 +42,17 @@ const RO_METADATA_CSUM: u32 = 0x400;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const BG_BLOCK_UNINIT: u16 = 0x2;
 const MAX_GROUPS: u64 = 1 << 22;
+
+/// The feature flags in `list`, or-ed together.
+const fn bits(list: &[u32]) -> u32 {
+    let mut all = 0;
+    let mut i = 0;
+    while i < list.len() {
+        all |= list[i];
+        i += 1;
+    }
+    all
+}
 
 fn bad(why: impl Into<String>) -> Error {
     Error::corrupt(why.into())
@@ -118,9 +107,28 @@ fn crc16_of(parts: &[&[u8]]) -> u16 {
 }
 
 impl Checksum {
+    /// The descriptor checksum the superblock `sb` says is in use.
+    fn read(sb: &[u8], incompat: u32, ro_compat: u32) -> Checksum {
+        if ro_compat & RO_METADATA_CSUM != 0 {
+            Checksum::Crc32c {
+                seed: if incompat & INCOMPAT_CSUM_SEED != 0 {
+                    le32(sb, 0x270) as u32
+                } else {
+                    crc32c_raw(!0, &sb[0x68..0x78])
+                },
+            }
+        } else if ro_compat & RO_GDT_CSUM != 0 {
+            let mut uuid = [0u8; 16];
+            uuid.copy_from_slice(&sb[0x68..0x78]);
+            Checksum::Crc16 { uuid }
+        } else {
+            Checksum::None
+        }
+    }
+
     /// Whether group `g`'s descriptor `d` carries the right checksum.
     fn holds(&self, g: u64, d: &[u8]) -> bool {
-        let stored = u16::from_le_bytes([d[0x1E], d[0x1F]]);
+        let stored = le16(d, 0x1E) as u16;
         let group = (g as u32).to_le_bytes();
         let (head, tail) = (&d[..0x1E], &d[0x20..]);
         match self {
@@ -137,8 +145,16 @@ impl Checksum {
     }
 }
 
-impl Geometry {
-    fn read(sb: &[u8], len: u64) -> Result<Geometry> {
+/// The superblock's feature flags, once the state and the features are
+/// ones whose allocation is understood.
+struct Features {
+    compat: u32,
+    incompat: u32,
+    ro_compat: u32,
+}
+
+impl Features {
+    fn read(sb: &[u8]) -> Result<Features> {
         if le16(sb, 0x38) != 0xEF53 {
             return Err(bad("no ext superblock"));
         }
@@ -175,6 +191,21 @@ impl Geometry {
                 compat & COMPAT_EXCLUDE_BITMAP
             )));
         }
+        Ok(Features {
+            compat,
+            incompat,
+            ro_compat,
+        })
+    }
+}
+
+impl Geometry {
+    fn read(sb: &[u8], len: u64) -> Result<Geometry> {
+        let Features {
+            compat,
+            incompat,
+            ro_compat,
+        } = Features::read(sb)?;
         let log_block = le32(sb, 0x18);
         if log_block > 6 {
             return Err(bad(format!("block size 2^(10+{log_block}) is impossible")));
@@ -253,21 +284,7 @@ impl Geometry {
                 .then(|| [le32(sb, 0x24C), le32(sb, 0x250)]),
             uninit_valid: ro_compat & (RO_GDT_CSUM | RO_METADATA_CSUM) != 0,
             inode_table_blocks: (inodes_per_group * inode_size).div_ceil(block),
-            checksum: if ro_compat & RO_METADATA_CSUM != 0 {
-                Checksum::Crc32c {
-                    seed: if incompat & INCOMPAT_CSUM_SEED != 0 {
-                        le32(sb, 0x270) as u32
-                    } else {
-                        crc32c_raw(!0, &sb[0x68..0x78])
-                    },
-                }
-            } else if ro_compat & RO_GDT_CSUM != 0 {
-                let mut uuid = [0u8; 16];
-                uuid.copy_from_slice(&sb[0x68..0x78]);
-                Checksum::Crc16 { uuid }
-            } else {
-                Checksum::None
-            },
+            checksum: Checksum::read(sb, incompat, ro_compat),
         })
     }
 
@@ -339,35 +356,98 @@ impl Geometry {
 pub fn free_ranges(r: &Region) -> Result<Ranges> {
     let sb = r.read(SB, 1024)?;
     let geo = Geometry::read(&sb, r.len)?;
-    let dpb = geo.descs_per_block();
-    let desc_blocks = geo.groups.div_ceil(dpb);
-    let mut descs = Vec::with_capacity((desc_blocks * geo.block) as usize);
-    for n in 0..desc_blocks {
-        let at = geo.descriptor_block(n);
-        if at >= geo.blocks {
-            return Err(bad(format!(
-                "descriptor block {n} lies at block {at}, past the end"
-            )));
-        }
-        descs.extend(r.read(at * geo.block, geo.block as usize)?);
+    let descs = Descriptors::read(r, &geo)?;
+    let meta = metadata(&geo, &descs)?;
+    let mut free = Vec::new();
+    for g in 0..geo.groups {
+        free.extend(group_free(r, &geo, g, descs.get(g))?);
     }
-    let desc = |g: u64| &descs[(g * geo.desc_size) as usize..((g + 1) * geo.desc_size) as usize];
-    let wide = geo.desc_size >= 64;
-    let field32 =
-        |d: &[u8], lo: usize, hi: usize| le32(d, lo) | if wide { le32(d, hi) << 32 } else { 0 };
+    // Free space inside the filesystem's blocks, minus every piece of
+    // metadata; the rest of the partition stays used.
+    let fs_end = geo.blocks * geo.block;
+    let free = Ranges::new(free.into_iter().map(|(a, b)| (a, b.min(fs_end))).collect());
+    Ok(free.without(&meta))
+}
 
-    // Metadata, in blocks: used whatever the bitmaps say.
+/// Every group descriptor, read from the descriptor blocks.
+struct Descriptors {
+    bytes: Vec<u8>,
+    size: u64,
+    /// 64-byte descriptors: fields have high halves.
+    wide: bool,
+}
+
+impl Descriptors {
+    fn read(r: &Region, geo: &Geometry) -> Result<Descriptors> {
+        let desc_blocks = geo.groups.div_ceil(geo.descs_per_block());
+        let mut bytes = Vec::with_capacity((desc_blocks * geo.block) as usize);
+        for n in 0..desc_blocks {
+            let at = geo.descriptor_block(n);
+            if at >= geo.blocks {
+                return Err(bad(format!(
+                    "descriptor block {n} lies at block {at}, past the end"
+                )));
+            }
+            bytes.extend(r.read(at * geo.block, geo.block as usize)?);
+        }
+        Ok(Descriptors {
+            bytes,
+            size: geo.desc_size,
+            wide: geo.desc_size >= 64,
+        })
+    }
+
+    fn get(&self, g: u64) -> Descriptor<'_> {
+        Descriptor {
+            d: &self.bytes[(g * self.size) as usize..((g + 1) * self.size) as usize],
+            wide: self.wide,
+        }
+    }
+}
+
+/// One group descriptor.
+struct Descriptor<'a> {
+    d: &'a [u8],
+    wide: bool,
+}
+
+impl Descriptor<'_> {
+    /// A block number split into a low half at `lo` and a high half at `hi`.
+    fn field32(&self, lo: usize, hi: usize) -> u64 {
+        le32(self.d, lo) | if self.wide { le32(self.d, hi) << 32 } else { 0 }
+    }
+
+    fn block_bitmap(&self) -> u64 {
+        self.field32(0x0, 0x20)
+    }
+
+    fn free_count(&self) -> u64 {
+        le16(self.d, 0xC)
+            | if self.wide {
+                le16(self.d, 0x2C) << 16
+            } else {
+                0
+            }
+    }
+
+    fn flags(&self) -> u16 {
+        le16(self.d, 0x12) as u16
+    }
+}
+
+/// Metadata, as byte ranges: used whatever the bitmaps say. Checks each
+/// descriptor's checksum on the way.
+fn metadata(geo: &Geometry, descs: &Descriptors) -> Result<Ranges> {
     let mut meta: Vec<(u64, u64)> = vec![(0, geo.first_data_block.max(geo.sb_block()) + 1)];
     for g in 0..geo.groups {
-        let d = desc(g);
-        if !geo.checksum.holds(g, d) {
+        let d = descs.get(g);
+        if !geo.checksum.holds(g, d.d) {
             return Err(bad(format!("group {g}'s descriptor fails its checksum")));
         }
-        let bitmap = field32(d, 0x0, 0x20);
-        let inode_bitmap = field32(d, 0x4, 0x24);
-        let table = field32(d, 0x8, 0x28);
+        let inode_bitmap = d.field32(0x4, 0x24);
+        let table = d.field32(0x8, 0x28);
         for (start, n) in [
-            (bitmap, 1),
+            (d.block_bitmap(), 1),
             (inode_bitmap, 1),
             (table, geo.inode_table_blocks),
         ] {
@@ -385,7 +465,8 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
         }
     }
     if geo.meta_bg {
-        for n in geo.first_meta_bg..desc_blocks {
+        let dpb = geo.descs_per_block();
+        for n in geo.first_meta_bg..geo.groups.div_ceil(dpb) {
             let first = n * dpb;
             // The metagroup's descriptor block and its two backups.
             for g in [first, first + 1, first + dpb - 1] {
@@ -396,57 +477,52 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
             }
         }
     }
-    let meta = Ranges::new(
+    Ok(Ranges::new(
         meta.into_iter()
             .map(|(a, b)| (a * geo.block, b * geo.block))
             .collect(),
-    );
+    ))
+}
 
+/// Free byte ranges of group `g` by its block bitmap (all of it without
+/// one), checked against the descriptor's free count.
+fn group_free(r: &Region, geo: &Geometry, g: u64, d: Descriptor) -> Result<Vec<(u64, u64)>> {
+    let start = geo.group_start(g);
+    let clusters = geo
+        .clusters_per_group
+        .min((geo.blocks - start).div_ceil(geo.cluster / geo.block));
+    let free_count = d.free_count();
+    if geo.uninit_valid && d.flags() & BG_BLOCK_UNINIT != 0 {
+        if g == 0 {
+            return Err(bad("group 0 claims to have no block bitmap"));
+        }
+        // No bitmap on disk: all but the metadata is free.
+        return Ok(vec![(
+            start * geo.block,
+            start * geo.block + clusters * geo.cluster,
+        )]);
+    }
+    let bitmap = r.read(d.block_bitmap() * geo.block, geo.block as usize)?;
     let mut free = Vec::new();
-    for g in 0..geo.groups {
-        let d = desc(g);
-        let start = geo.group_start(g);
-        let clusters = geo
-            .clusters_per_group
-            .min((geo.blocks - start).div_ceil(geo.cluster / geo.block));
-        let flags = le16(d, 0x12) as u16;
-        let free_count = le16(d, 0xC) | if wide { le16(d, 0x2C) << 16 } else { 0 };
-        if geo.uninit_valid && flags & BG_BLOCK_UNINIT != 0 {
-            if g == 0 {
-                return Err(bad("group 0 claims to have no block bitmap"));
+    let mut zeros = 0;
+    let mut run: Option<u64> = None;
+    for i in 0..=clusters {
+        let used = i == clusters || bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0;
+        match (used, run) {
+            (false, None) => run = Some(i),
+            (true, Some(a)) => {
+                zeros += i - a;
+                let base = start * geo.block;
+                free.push((base + a * geo.cluster, base + i * geo.cluster));
+                run = None;
             }
-            // No bitmap on disk: all but the metadata is free.
-            free.push((
-                start * geo.block,
-                start * geo.block + clusters * geo.cluster,
-            ));
-            continue;
-        }
-        let bitmap = r.read(field32(d, 0x0, 0x20) * geo.block, geo.block as usize)?;
-        let mut zeros = 0;
-        let mut run: Option<u64> = None;
-        for i in 0..=clusters {
-            let used = i == clusters || bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0;
-            match (used, run) {
-                (false, None) => run = Some(i),
-                (true, Some(a)) => {
-                    zeros += i - a;
-                    let base = start * geo.block;
-                    free.push((base + a * geo.cluster, base + i * geo.cluster));
-                    run = None;
-                }
-                _ => {}
-            }
-        }
-        if zeros != free_count {
-            return Err(bad(format!(
-                "group {g}'s bitmap has {zeros} free clusters, its descriptor says {free_count}"
-            )));
+            _ => {}
         }
     }
-    // Free space inside the filesystem's blocks, minus every piece of
-    // metadata; the rest of the partition stays used.
-    let fs_end = geo.blocks * geo.block;
-    let free = Ranges::new(free.into_iter().map(|(a, b)| (a, b.min(fs_end))).collect());
-    Ok(free.without(&meta))
+    if zeros != free_count {
+        return Err(bad(format!(
+            "group {g}'s bitmap has {zeros} free clusters, its descriptor says {free_count}"
+        )));
+    }
+    Ok(free)
 }

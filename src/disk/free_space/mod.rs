@@ -9,7 +9,7 @@ mod ext;
 mod fat;
 mod swap;
 
-use crate::disk::layout::{Content, Layout, ReadAt, Table};
+use crate::disk::layout::{Content, Layout, ReadAt, Table, le};
 use crate::error::{Error, Result};
 
 /// Byte ranges `(start, end)`, sorted and merged.
@@ -91,13 +91,14 @@ impl Ranges {
     }
 }
 
-/// Little-endian fields of structures read whole (fixed-size buffers).
+/// Little-endian fields of structures read whole (fixed-size buffers),
+/// widened for the byte arithmetic of the free-space readers.
 fn le16(b: &[u8], at: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+    u64::from(le::u16(b, at))
 }
 
 fn le32(b: &[u8], at: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+    u64::from(le::u32(b, at))
 }
 
 /// A window of a disk: reads at `offset + at`, never past `len`.

@@ -6,7 +6,7 @@
 //! refused up front, naming the partition and by how much.
 
 use super::gpt::{self, Header};
-use super::{Layout, Partition, ReadAt, Table};
+use super::{GptInfo, Layout, Partition, ReadAt, Table, is_sector_size};
 use crate::error::{Error, Result};
 
 /// Writes bytes of a disk or image.
@@ -60,124 +60,15 @@ fn not_fit(p: &Partition, sector: u64, target_size: u64, end_sector: u64) -> Err
 /// bytes. `Ok(None)`: nothing to change. Errors when a partition does
 /// not fit.
 pub fn plan_fit(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Option<TableFit>> {
-    if !matches!(layout.sector_size, 512 | 1024 | 2048 | 4096) {
+    if !is_sector_size(u64::from(layout.sector_size)) {
         return Err(Error::corrupt(format!(
             "the snapshot's layout has an impossible sector size ({})",
             layout.sector_size
         )));
     }
-    let sector = u64::from(layout.sector_size);
-    let target_sectors = target_size / sector;
-    let last = layout.partitions.iter().max_by_key(|p| p.end());
     match (&layout.table, &layout.gpt) {
-        (Table::Gpt, Some(g)) => {
-            let array_sectors = gpt::array_sectors(g.entries, g.entry_size, layout.sector_size);
-            let new_last_lba = target_sectors.saturating_sub(1);
-            let last_usable = new_last_lba
-                .checked_sub(array_sectors + 1)
-                .filter(|&l| l + 1 >= g.first_usable_lba && g.first_usable_lba >= array_sectors + 2)
-                .ok_or_else(|| {
-                    Error::bad_input(format!(
-                        "the {target_size} byte target is too small for the snapshot's GPT"
-                    ))
-                    .hint("nothing was written; restore onto a larger target")
-                })?;
-            for p in &layout.partitions {
-                if p.end() > last_usable + 1 {
-                    return Err(not_fit(p, sector, target_size, last_usable + 1));
-                }
-            }
-            let grown = last
-                .filter(|p| grow_last && p.end() < last_usable + 1)
-                .map(|p| (p.number, p.sectors, last_usable + 1 - p.start));
-            let grow = match grown {
-                Some((n, _, _)) if n >= 1 && n <= g.entries => Some(n as usize - 1),
-                Some((n, _, _)) => {
-                    return Err(Error::corrupt(format!(
-                        "the snapshot's layout numbers a partition {n}, outside its GPT's {} entries",
-                        g.entries
-                    )));
-                }
-                None => None,
-            };
-            if target_size == layout.disk_size && grown.is_none() && g.primary_ok && g.backup_ok {
-                return Ok(None);
-            }
-            let from_lba = if g.primary_ok { 1 } else { g.backup_lba };
-            if from_lba >= target_sectors {
-                return Err(Error::unsupported(format!(
-                    "the snapshot's primary GPT is damaged and its backup (LBA {from_lba}) lies \
-                     past the end of the target"
-                ))
-                .hint("restore onto a target at least as large as the source"));
-            }
-            Ok(Some(TableFit {
-                change: Change::Gpt {
-                    from_lba,
-                    old_backup_lba: g.backup_lba,
-                    partitions_end: layout
-                        .partitions
-                        .iter()
-                        .map(Partition::end)
-                        .max()
-                        .unwrap_or(0),
-                    new_last_lba,
-                    array_sectors,
-                    grow,
-                },
-                sector: layout.sector_size,
-                grown,
-            }))
-        }
-        (Table::Mbr, _) => {
-            for p in &layout.partitions {
-                if p.end() > target_sectors {
-                    return Err(not_fit(p, sector, target_size, target_sectors));
-                }
-            }
-            if !grow_last {
-                return Ok(None);
-            }
-            let Some(p) = last else {
-                return Err(Error::bad_input(
-                    "the snapshot's MBR has no partition to grow",
-                ));
-            };
-            if p.mbr_kind.as_deref() != Some("primary") {
-                return Err(Error::unsupported(format!(
-                    "the last partition ({}) is {} partition; growing it means growing \
-                     the extended partition and its logical partitions together",
-                    p.number,
-                    if p.is_extended() {
-                        "an extended"
-                    } else {
-                        "a logical"
-                    }
-                ))
-                .hint(
-                    "restore without --grow-last-partition, then grow them with fdisk or parted",
-                ));
-            }
-            if !(1..=4).contains(&p.number) {
-                return Err(Error::corrupt(format!(
-                    "the snapshot's layout numbers a primary MBR partition {}",
-                    p.number
-                )));
-            }
-            // MBR entries count sectors in 32 bits.
-            let end = target_sectors.min(u64::from(u32::MAX));
-            if end <= p.end() {
-                return Ok(None);
-            }
-            Ok(Some(TableFit {
-                change: Change::Mbr {
-                    slot: p.number as usize - 1,
-                    sectors: (end - p.start) as u32,
-                },
-                sector: layout.sector_size,
-                grown: Some((p.number, p.sectors, end - p.start)),
-            }))
-        }
+        (Table::Gpt, Some(g)) => plan_gpt(layout, g, target_size, grow_last),
+        (Table::Mbr, _) => plan_mbr(layout, target_size, grow_last),
         _ => {
             if grow_last {
                 return Err(Error::bad_input(
@@ -187,6 +78,131 @@ pub fn plan_fit(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Op
             Ok(None)
         }
     }
+}
+
+/// The partition that ends last, the one `--grow-last-partition` grows.
+fn last_partition(layout: &Layout) -> Option<&Partition> {
+    layout.partitions.iter().max_by_key(|p| p.end())
+}
+
+/// The GPT's backup moves to the target's end; the last partition may grow
+/// to the new last usable sector.
+fn plan_gpt(
+    layout: &Layout,
+    g: &GptInfo,
+    target_size: u64,
+    grow_last: bool,
+) -> Result<Option<TableFit>> {
+    let sector = u64::from(layout.sector_size);
+    let target_sectors = target_size / sector;
+    let array_sectors = gpt::array_sectors(g.entries, g.entry_size, layout.sector_size);
+    let new_last_lba = target_sectors.saturating_sub(1);
+    let last_usable = new_last_lba
+        .checked_sub(array_sectors + 1)
+        .filter(|&l| l + 1 >= g.first_usable_lba && g.first_usable_lba >= array_sectors + 2)
+        .ok_or_else(|| {
+            Error::bad_input(format!(
+                "the {target_size} byte target is too small for the snapshot's GPT"
+            ))
+            .hint("nothing was written; restore onto a larger target")
+        })?;
+    for p in &layout.partitions {
+        if p.end() > last_usable + 1 {
+            return Err(not_fit(p, sector, target_size, last_usable + 1));
+        }
+    }
+    let grown = last_partition(layout)
+        .filter(|p| grow_last && p.end() < last_usable + 1)
+        .map(|p| (p.number, p.sectors, last_usable + 1 - p.start));
+    let grow = match grown {
+        Some((n, _, _)) if n >= 1 && n <= g.entries => Some(n as usize - 1),
+        Some((n, _, _)) => {
+            return Err(Error::corrupt(format!(
+                "the snapshot's layout numbers a partition {n}, outside its GPT's {} entries",
+                g.entries
+            )));
+        }
+        None => None,
+    };
+    if target_size == layout.disk_size && grown.is_none() && g.primary_ok && g.backup_ok {
+        return Ok(None);
+    }
+    let from_lba = if g.primary_ok { 1 } else { g.backup_lba };
+    if from_lba >= target_sectors {
+        return Err(Error::unsupported(format!(
+            "the snapshot's primary GPT is damaged and its backup (LBA {from_lba}) lies \
+             past the end of the target"
+        ))
+        .hint("restore onto a target at least as large as the source"));
+    }
+    Ok(Some(TableFit {
+        change: Change::Gpt {
+            from_lba,
+            old_backup_lba: g.backup_lba,
+            partitions_end: layout
+                .partitions
+                .iter()
+                .map(Partition::end)
+                .max()
+                .unwrap_or(0),
+            new_last_lba,
+            array_sectors,
+            grow,
+        },
+        sector: layout.sector_size,
+        grown,
+    }))
+}
+
+/// An MBR needs no change unless the last partition, a primary one, grows.
+fn plan_mbr(layout: &Layout, target_size: u64, grow_last: bool) -> Result<Option<TableFit>> {
+    let sector = u64::from(layout.sector_size);
+    let target_sectors = target_size / sector;
+    for p in &layout.partitions {
+        if p.end() > target_sectors {
+            return Err(not_fit(p, sector, target_size, target_sectors));
+        }
+    }
+    if !grow_last {
+        return Ok(None);
+    }
+    let Some(p) = last_partition(layout) else {
+        return Err(Error::bad_input(
+            "the snapshot's MBR has no partition to grow",
+        ));
+    };
+    if p.mbr_kind.as_deref() != Some("primary") {
+        return Err(Error::unsupported(format!(
+            "the last partition ({}) is {} partition; growing it means growing \
+             the extended partition and its logical partitions together",
+            p.number,
+            if p.is_extended() {
+                "an extended"
+            } else {
+                "a logical"
+            }
+        ))
+        .hint("restore without --grow-last-partition, then grow them with fdisk or parted"));
+    }
+    if !(1..=4).contains(&p.number) {
+        return Err(Error::corrupt(format!(
+            "the snapshot's layout numbers a primary MBR partition {}",
+            p.number
+        )));
+    }
+    // MBR entries count sectors in 32 bits.
+    let end = target_sectors.min(u64::from(u32::MAX));
+    if end <= p.end() {
+        return Ok(None);
+    }
+    Ok(Some(TableFit {
+        change: Change::Mbr {
+            slot: p.number as usize - 1,
+            sectors: (end - p.start) as u32,
+        },
+        sector: layout.sector_size,
+        grown: Some((p.number, p.sectors, end - p.start)),
+    }))
 }
 
 fn read(io: &dyn WriteAt, offset: u64, len: usize) -> Result<Vec<u8>> {

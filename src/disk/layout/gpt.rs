@@ -8,7 +8,7 @@
 //! a damaged primary cannot be read), and does not fall back to the backup
 //! array when the primary array is damaged. All of these are needed here.
 
-use super::{Disk, GptInfo, Layout, Partition, Table, mbr, names};
+use super::{Disk, GptInfo, Layout, Partition, Table, le, mbr, names};
 use crate::error::Result;
 
 pub const HEADER_SIGNATURE: &[u8; 8] = b"EFI PART";
@@ -29,14 +29,6 @@ pub struct Header {
     pub entries: u32,
     pub entry_size: u32,
     pub entries_crc: u32,
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
 }
 
 /// The CRC32 of a header of `size` bytes, with its CRC field as zeros.
@@ -64,24 +56,24 @@ impl Header {
         if &sector[..8] != HEADER_SIGNATURE {
             return Err("no GPT signature".into());
         }
-        let size = le32(sector, 12);
+        let size = le::u32(sector, 12);
         if size < MIN_HEADER_SIZE || size as usize > sector.len() {
             return Err(format!("header size {size} is impossible"));
         }
-        if header_crc(sector, size as usize) != le32(sector, 16) {
+        if header_crc(sector, size as usize) != le::u32(sector, 16) {
             return Err("header CRC mismatch".into());
         }
         let h = Header {
             size,
-            my_lba: le64(sector, 24),
-            alternate_lba: le64(sector, 32),
-            first_usable: le64(sector, 40),
-            last_usable: le64(sector, 48),
+            my_lba: le::u64(sector, 24),
+            alternate_lba: le::u64(sector, 32),
+            first_usable: le::u64(sector, 40),
+            last_usable: le::u64(sector, 48),
             disk_guid: sector[56..72].try_into().unwrap_or([0; 16]),
-            entries_lba: le64(sector, 72),
-            entries: le32(sector, 80),
-            entry_size: le32(sector, 84),
-            entries_crc: le32(sector, 88),
+            entries_lba: le::u64(sector, 72),
+            entries: le::u32(sector, 80),
+            entry_size: le::u32(sector, 84),
+            entries_crc: le::u32(sector, 88),
         };
         if h.my_lba != lba {
             return Err(format!(
@@ -164,14 +156,15 @@ fn read_table(disk: &Disk, lba: u64) -> Result<std::result::Result<Checked, Stri
     Ok(Ok(Checked { header, array }))
 }
 
-/// The GPT of `disk`, if it has one with at least one valid header.
-/// Damage is named in the layout's warnings, or in `notes` when no
-/// header is usable.
-pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
-    let last = disk.sectors().saturating_sub(1);
-    let Some(sector1) = disk.read_sector(1)? else {
-        return Ok(None);
-    };
+/// The primary table and the backup, each checked, and the LBA the
+/// backup was read from.
+struct Tables {
+    primary: std::result::Result<Checked, String>,
+    backup: std::result::Result<Checked, String>,
+    backup_at: u64,
+}
+
+fn read_tables(disk: &Disk, last: u64) -> Result<Tables> {
     let primary = read_table(disk, 1)?;
     // The backup lives where the primary says; on a disk that was grown
     // (or a damaged primary) it may also be found at the last sector.
@@ -186,6 +179,26 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             backup = Ok(b);
         }
     }
+    Ok(Tables {
+        primary,
+        backup,
+        backup_at,
+    })
+}
+
+/// The GPT of `disk`, if it has one with at least one valid header.
+/// Damage is named in the layout's warnings, or in `notes` when no
+/// header is usable.
+pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
+    let last = disk.sectors().saturating_sub(1);
+    let Some(sector1) = disk.read_sector(1)? else {
+        return Ok(None);
+    };
+    let Tables {
+        primary,
+        backup,
+        backup_at,
+    } = read_tables(disk, last)?;
     if primary.is_err() && backup.is_err() && &sector1[..8] != HEADER_SIGNATURE {
         return Ok(None);
     }
@@ -218,72 +231,13 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
             return Ok(None);
         }
     };
-    if let (Ok(_), Err(why)) = (&primary, &backup) {
-        warnings.push(format!(
-            "the backup GPT at LBA {backup_at} is damaged or missing ({why})"
-        ));
-    }
-    if let (Ok(p), Ok(b)) = (&primary, &backup)
-        && p.array != b.array
-    {
-        warnings.push("the primary and backup GPT entry arrays differ; showing the primary".into());
-    }
-    let mut notes = Vec::new();
-    if let Ok(p) = &primary
-        && p.header.alternate_lba != last
-    {
-        let text = format!(
-            "the GPT says the disk ends at LBA {}, but it ends at LBA {last}",
-            p.header.alternate_lba
-        );
-        // A grown disk is common and harmless; a cut one is not.
-        if p.header.alternate_lba < last {
-            notes.push(format!("{text} (the disk was grown)"));
-        } else {
-            warnings.push(format!("{text} (the image was cut short)"));
-        }
-    }
+    let notes = compare(&primary, &backup, backup_at, last, &mut warnings);
     let mut table_sectors = vec![(0, chosen.header.first_usable)];
     if let Ok(b) = &backup {
         table_sectors.push((b.header.entries_lba, backup_at.saturating_add(1)));
     }
     let h = &chosen.header;
-    let mut partitions = Vec::new();
-    for (i, e) in chosen.array.chunks_exact(h.entry_size as usize).enumerate() {
-        if e[..16].iter().all(|&b| b == 0) {
-            continue;
-        }
-        let (first, last_lba) = (le64(e, 32), le64(e, 40));
-        let number = i as u32 + 1;
-        if last_lba < first || first < h.first_usable || last_lba > h.last_usable {
-            warnings.push(format!(
-                "partition {number} (sectors {first}..={last_lba}) lies outside the usable area \
-                 {}..={} or ends before it starts",
-                h.first_usable, h.last_usable
-            ));
-        }
-        let type_id = guid_text(&e[..16]);
-        let attributes = le64(e, 48);
-        let name: Vec<u16> = e[56..128]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&c| c != 0)
-            .collect();
-        let name = String::from_utf16_lossy(&name);
-        partitions.push(Partition {
-            number,
-            start: first,
-            sectors: last_lba.saturating_sub(first).saturating_add(1),
-            type_name: names::gpt_type(&type_id).to_string(),
-            type_id,
-            guid: Some(guid_text(&e[16..32])),
-            name: (!name.is_empty()).then_some(name),
-            bootable: attributes & 0x4 != 0,
-            attributes,
-            mbr_kind: None,
-            content: None,
-        });
-    }
+    let partitions = partitions(h, &chosen.array, &mut warnings);
     if !mbr::is_protective(&sector0) {
         warnings.push("the GPT has no protective MBR in sector 0".into());
     }
@@ -312,4 +266,84 @@ pub fn read(disk: &Disk, notes: &mut Vec<String>) -> Result<Option<Layout>> {
         notes,
         table_sectors,
     }))
+}
+
+/// Warns about a damaged backup, arrays that differ, and a disk whose size
+/// is not the one the primary header says; returns the notes (a grown
+/// disk is harmless).
+fn compare(
+    primary: &std::result::Result<Checked, String>,
+    backup: &std::result::Result<Checked, String>,
+    backup_at: u64,
+    last: u64,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
+    if let (Ok(_), Err(why)) = (primary, backup) {
+        warnings.push(format!(
+            "the backup GPT at LBA {backup_at} is damaged or missing ({why})"
+        ));
+    }
+    if let (Ok(p), Ok(b)) = (primary, backup)
+        && p.array != b.array
+    {
+        warnings.push("the primary and backup GPT entry arrays differ; showing the primary".into());
+    }
+    let mut notes = Vec::new();
+    if let Ok(p) = primary
+        && p.header.alternate_lba != last
+    {
+        let text = format!(
+            "the GPT says the disk ends at LBA {}, but it ends at LBA {last}",
+            p.header.alternate_lba
+        );
+        // A grown disk is common and harmless; a cut one is not.
+        if p.header.alternate_lba < last {
+            notes.push(format!("{text} (the disk was grown)"));
+        } else {
+            warnings.push(format!("{text} (the image was cut short)"));
+        }
+    }
+    notes
+}
+
+/// The partitions of a checked entry array: every entry whose type GUID is
+/// not zero. One outside the usable area is kept, with a warning.
+fn partitions(h: &Header, array: &[u8], warnings: &mut Vec<String>) -> Vec<Partition> {
+    let mut partitions = Vec::new();
+    for (i, e) in array.chunks_exact(h.entry_size as usize).enumerate() {
+        if e[..16].iter().all(|&b| b == 0) {
+            continue;
+        }
+        let (first, last_lba) = (le::u64(e, 32), le::u64(e, 40));
+        let number = i as u32 + 1;
+        if last_lba < first || first < h.first_usable || last_lba > h.last_usable {
+            warnings.push(format!(
+                "partition {number} (sectors {first}..={last_lba}) lies outside the usable area \
+                 {}..={} or ends before it starts",
+                h.first_usable, h.last_usable
+            ));
+        }
+        let type_id = guid_text(&e[..16]);
+        let attributes = le::u64(e, 48);
+        let name: Vec<u16> = e[56..128]
+            .chunks_exact(2)
+            .map(|c| le::u16(c, 0))
+            .take_while(|&c| c != 0)
+            .collect();
+        let name = String::from_utf16_lossy(&name);
+        partitions.push(Partition {
+            number,
+            start: first,
+            sectors: last_lba.saturating_sub(first).saturating_add(1),
+            type_name: names::gpt_type(&type_id).to_string(),
+            type_id,
+            guid: Some(guid_text(&e[16..32])),
+            name: (!name.is_empty()).then_some(name),
+            bootable: attributes & 0x4 != 0,
+            attributes,
+            mbr_kind: None,
+            content: None,
+        });
+    }
+    partitions
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::{Disk, Partition, names};
+use super::{Disk, Partition, le, names};
 use crate::error::Result;
 
 /// Linux numbers logical partitions from 5 whatever the primaries are.
@@ -31,13 +31,11 @@ const EMPTY: Entry = Entry {
 fn entries(sector: &[u8]) -> [Entry; 4] {
     std::array::from_fn(|i| {
         let e = &sector[446 + 16 * i..446 + 16 * (i + 1)];
-        let le32 =
-            |at: usize| u64::from(u32::from_le_bytes([e[at], e[at + 1], e[at + 2], e[at + 3]]));
         Entry {
             status: e[0],
             code: e[4],
-            start: le32(8),
-            sectors: le32(12),
+            start: u64::from(le::u32(e, 8)),
+            sectors: u64::from(le::u32(e, 12)),
         }
     })
 }
@@ -67,7 +65,7 @@ pub fn has_entries(sector0: &[u8]) -> bool {
 
 /// The disk signature (bytes 440..444), as fdisk prints it.
 pub fn disk_id(sector0: &[u8]) -> String {
-    let id = u32::from_le_bytes([sector0[440], sector0[441], sector0[442], sector0[443]]);
+    let id = le::u32(sector0, 440);
     format!("0x{id:08x}")
 }
 

@@ -7,6 +7,7 @@
 
 mod fit;
 mod gpt;
+pub(crate) mod le;
 mod mbr;
 mod names;
 mod probe;
@@ -18,6 +19,15 @@ pub use probe::{Content, swap_page};
 
 /// More warnings than this about one table say nothing new.
 const MAX_WARNINGS: usize = 32;
+
+/// The logical sector sizes a disk can have. Any other size in a boot
+/// sector or a snapshot's layout is damage.
+pub const SECTOR_SIZES: [u32; 4] = [512, 1024, 2048, 4096];
+
+/// Whether `n` bytes is one of the [`SECTOR_SIZES`].
+pub fn is_sector_size(n: u64) -> bool {
+    SECTOR_SIZES.iter().any(|&s| u64::from(s) == n)
+}
 
 /// Reads bytes of a disk or image; `offset + buf.len()` is inside it.
 pub trait ReadAt {

@@ -5,6 +5,8 @@
 //! Names follow blkid (`lsblk -f`): ext2/3/4, vfat, exfat, ntfs, xfs,
 //! btrfs, swap, crypto_LUKS, LVM2_member, iso9660.
 
+use super::{is_sector_size, le};
+
 /// How many bytes from the start of a region the probes look at (btrfs
 /// keeps its superblock at 64 KiB).
 pub const PROBE_LEN: usize = 0x11000;
@@ -67,18 +69,6 @@ fn bytes(b: &[u8], at: usize, len: usize) -> Option<&[u8]> {
     b.get(at..at.checked_add(len)?)
 }
 
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes(b, at, 2)?.try_into().ok()?))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes(b, at, 4)?.try_into().ok()?))
-}
-
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes(b, at, 8)?.try_into().ok()?))
-}
-
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(bytes(b, at, 4)?.try_into().ok()?))
 }
@@ -118,12 +108,12 @@ fn uuid(b: &[u8], at: usize) -> Option<String> {
 
 fn ext(b: &[u8]) -> Option<Content> {
     const SB: usize = 1024;
-    if le16(b, SB + 0x38)? != 0xEF53 {
+    if le::u16_at(b, SB + 0x38)? != 0xEF53 {
         return None;
     }
-    let compat = le32(b, SB + 0x5C)?;
-    let incompat = le32(b, SB + 0x60)?;
-    let ro_compat = le32(b, SB + 0x64)?;
+    let compat = le::u32_at(b, SB + 0x5C)?;
+    let incompat = le::u32_at(b, SB + 0x60)?;
+    let ro_compat = le::u32_at(b, SB + 0x64)?;
     // extents, 64bit, flex_bg; huge_file, gdt_csum, dir_nlink,
     // extra_isize, metadata_csum: features ext3 does not have.
     let ext4 = incompat & (0x40 | 0x80 | 0x200) != 0
@@ -136,11 +126,11 @@ fn ext(b: &[u8]) -> Option<Content> {
         "ext2"
     };
     let mut c = Content::new(fstype);
-    let log_block = le32(b, SB + 0x18)?;
+    let log_block = le::u32_at(b, SB + 0x18)?;
     if log_block <= 6 {
-        let mut blocks = u64::from(le32(b, SB + 0x04)?);
+        let mut blocks = u64::from(le::u32_at(b, SB + 0x04)?);
         if incompat & 0x80 != 0 {
-            blocks |= u64::from(le32(b, SB + 0x150)?) << 32;
+            blocks |= u64::from(le::u32_at(b, SB + 0x150)?) << 32;
         }
         c.size = blocks.checked_mul(1024 << log_block);
     }
@@ -153,29 +143,29 @@ fn fat(b: &[u8]) -> Option<Content> {
     if !matches!(b.first()?, 0xEB | 0xE9) || !has(b, 510, &[0x55, 0xAA]) {
         return None;
     }
-    let sector = u64::from(le16(b, 0x0B)?);
+    let sector = u64::from(le::u16_at(b, 0x0B)?);
     let per_cluster = u64::from(*b.get(0x0D)?);
-    let reserved = u64::from(le16(b, 0x0E)?);
+    let reserved = u64::from(le::u16_at(b, 0x0E)?);
     let fats = u64::from(*b.get(0x10)?);
-    let root_entries = u64::from(le16(b, 0x11)?);
-    if !matches!(sector, 512 | 1024 | 2048 | 4096)
+    let root_entries = u64::from(le::u16_at(b, 0x11)?);
+    if !is_sector_size(sector)
         || !per_cluster.is_power_of_two()
         || reserved == 0
         || !(1..=2).contains(&fats)
     {
         return None;
     }
-    let total = match le16(b, 0x13)? {
-        0 => u64::from(le32(b, 0x20)?),
+    let total = match le::u16_at(b, 0x13)? {
+        0 => u64::from(le::u32_at(b, 0x20)?),
         n => u64::from(n),
     };
     // A FAT32 boot sector has no 16-bit FAT size (blkid's rule too);
     // FAT12 and FAT16 differ by cluster count alone (the spec's rule).
-    let fat32 = le16(b, 0x16)? == 0;
+    let fat32 = le::u16_at(b, 0x16)? == 0;
     let fat_size = if fat32 {
-        u64::from(le32(b, 0x24)?)
+        u64::from(le::u32_at(b, 0x24)?)
     } else {
-        u64::from(le16(b, 0x16)?)
+        u64::from(le::u16_at(b, 0x16)?)
     };
     if total == 0 || fat_size == 0 {
         return None;
@@ -191,7 +181,7 @@ fn fat(b: &[u8]) -> Option<Content> {
     c.version = Some(version.to_string());
     c.size = Some(total * sector);
     if *b.get(ext_at + 2)? == 0x29 {
-        let serial = le32(b, ext_at + 3)?;
+        let serial = le::u32_at(b, ext_at + 3)?;
         c.uuid = Some(format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF));
         c.label = text(b, ext_at + 7, 11).filter(|l| l != "NO NAME");
     }
@@ -202,10 +192,10 @@ fn ntfs(b: &[u8]) -> Option<Content> {
     if !has(b, 3, b"NTFS    ") {
         return None;
     }
-    let sector = u64::from(le16(b, 0x0B)?);
+    let sector = u64::from(le::u16_at(b, 0x0B)?);
     let mut c = Content::new("ntfs");
-    c.size = le64(b, 0x28)?.checked_mul(sector);
-    c.uuid = Some(format!("{:016X}", le64(b, 0x48)?));
+    c.size = le::u64_at(b, 0x28)?.checked_mul(sector);
+    c.uuid = Some(format!("{:016X}", le::u64_at(b, 0x48)?));
     Some(c)
 }
 
@@ -216,9 +206,9 @@ fn exfat(b: &[u8]) -> Option<Content> {
     let mut c = Content::new("exfat");
     let shift = u32::from(*b.get(0x6C)?);
     if (9..=12).contains(&shift) {
-        c.size = le64(b, 0x48)?.checked_mul(1 << shift);
+        c.size = le::u64_at(b, 0x48)?.checked_mul(1 << shift);
     }
-    let serial = le32(b, 0x64)?;
+    let serial = le::u32_at(b, 0x64)?;
     c.uuid = Some(format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF));
     Some(c)
 }
@@ -241,7 +231,7 @@ fn btrfs(b: &[u8]) -> Option<Content> {
     }
     let mut c = Content::new("btrfs");
     c.uuid = uuid(b, SB + 0x20);
-    c.size = le64(b, SB + 0x70);
+    c.size = le::u64_at(b, SB + 0x70);
     c.label = text(b, SB + 0x12B, 256);
     Some(c)
 }
@@ -265,14 +255,14 @@ pub fn swap_page(b: &[u8]) -> Option<(u64, bool)> {
         .into_iter()
         .find(|&p| SWAP_SIGNATURES.iter().any(|s| has(b, p - 10, s)))?;
     let plain = has(b, page - 10, b"SWAPSPACE2");
-    (le32(b, 1024)? == 1 || !plain).then_some((page as u64, plain))
+    (le::u32_at(b, 1024)? == 1 || !plain).then_some((page as u64, plain))
 }
 
 fn swap(b: &[u8]) -> Option<Content> {
     let (page, plain) = swap_page(b)?;
     let mut c = Content::new("swap");
     if plain {
-        let last_page = u64::from(le32(b, 1024 + 4)?);
+        let last_page = u64::from(le::u32_at(b, 1024 + 4)?);
         c.size = (last_page + 1).checked_mul(page);
         c.uuid = uuid(b, 1024 + 12);
         c.label = text(b, 1024 + 28, 16);
