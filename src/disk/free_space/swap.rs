@@ -15,9 +15,7 @@ pub fn free_ranges(r: &Region) -> Result<Ranges> {
             "it holds a hibernation image or an unknown swap header",
         ));
     };
-    let last_page = u64::from(u32::from_le_bytes([
-        head[1028], head[1029], head[1030], head[1031],
-    ]));
+    let last_page = u64::from(crate::disk::layout::le::u32(&head, 1028));
     let end = (last_page + 1).saturating_mul(page).min(r.len);
     if last_page == 0 || end <= page {
         return Err(Error::corrupt("its header gives no size"));

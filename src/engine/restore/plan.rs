@@ -126,7 +126,7 @@ fn snapshot_layout(snap: &Snapshot, warnings: &mut Vec<String>) -> Option<Layout
 
 /// What makes a recorded layout unusable for fitting a target, if anything.
 fn layout_problem(l: &Layout, source_size: u64) -> Option<String> {
-    if !matches!(l.sector_size, 512 | 1024 | 2048 | 4096) {
+    if !crate::disk::layout::is_sector_size(u64::from(l.sector_size)) {
         return Some(format!("sector size {}", l.sector_size));
     }
     if l.disk_size != source_size {
