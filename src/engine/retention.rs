@@ -43,7 +43,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn is_empty(&self) -> bool {
+    /// Whether the policy keeps by tag and by nothing else.
+    pub fn is_tags_only(&self) -> bool {
+        !self.tags.is_empty() && self.within.is_none() && self.counts_are_empty()
+    }
+
+    fn counts_are_empty(&self) -> bool {
         [
             self.last,
             self.hourly,
@@ -54,8 +59,10 @@ impl Policy {
         ]
         .iter()
         .all(Option::is_none)
-            && self.within.is_none()
-            && self.tags.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts_are_empty() && self.within.is_none() && self.tags.is_empty()
     }
 
     /// The policy as the options that give it, e.g. `--keep-last 3
@@ -135,7 +142,9 @@ const BUCKETS: [(&str, Bucket); 5] = [
 ];
 
 /// One decision per snapshot, in the order given; refused (BadInput) if
-/// it would remove every snapshot of a group.
+/// it would remove every snapshot of a group, or if the policy is tags
+/// alone and one of them is carried by no snapshot (a misspelt tag, even
+/// where a protected snapshot keeps every group alive).
 pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> {
     let mut times = Vec::with_capacity(snapshots.len());
     for s in snapshots {
@@ -221,6 +230,18 @@ pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> 
         })
         .collect();
     refuse_emptied_groups(&decisions, snapshots, policy)?;
+    if policy.is_tags_only() {
+        let unmatched = unmatched_tags(snapshots, policy);
+        if !unmatched.is_empty() {
+            return Err(Error::bad_input(format!(
+                "the policy is --keep-tag alone, and no snapshot carries the tag{} {}: nothing \
+                 would be kept by it",
+                if unmatched.len() > 1 { "s" } else { "" },
+                unmatched.join(", ")
+            ))
+            .hint("nothing was removed; check the spelling of --keep-tag (`platter snapshots` shows the tags)"));
+        }
+    }
     Ok(decisions)
 }
 

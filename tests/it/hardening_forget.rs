@@ -106,3 +106,25 @@ fn a_misspelt_keep_tag_beside_other_rules_is_warned_about() {
         run.stderr
     );
 }
+
+// Pins: a policy of --keep-tag alone whose tag no snapshot carries is refused even when a protected snapshot keeps its source alive (the misspelt tag would otherwise remove the snapshots it was meant to keep).
+#[test]
+fn a_misspelt_keep_tag_is_refused_even_beside_a_protected_snapshot() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xf0_07);
+    let image = Image::random(sandbox.path("a.img"), 2 * CHUNK, &mut rng);
+    sandbox.snapshot_of(&image.path, &[]);
+    sandbox.snapshot_of(&image.path, &["--tag", "keep"]);
+    let newest = sandbox.snapshot_of(&image.path, &[]);
+    sandbox.run(["protect", &newest]).ok();
+    let before = sandbox.repo_tree();
+    sandbox
+        .run(["forget", "--keep-tag", "kep"])
+        .refused(2, "kep");
+    assert_eq!(
+        sandbox.repo_tree(),
+        before,
+        "a refused forget changed the repository"
+    );
+    assert_eq!(sandbox.snapshot_ids().len(), 3);
+}
