@@ -5,7 +5,7 @@
 //! when dropped.
 
 use std::cell::OnceCell;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -189,22 +189,44 @@ fn non_empty(pass: Zeroizing<String>, from: &str) -> Result<Zeroizing<String>> {
 /// disk named by mistake, `yes`) must not fill the memory.
 const MAX_SOURCE_BYTES: usize = 4096;
 
-/// Reads `from` up to its first line ending or its end, at most
-/// `MAX_SOURCE_BYTES`. `Ok(None)` when it gives more than that without
-/// ending a line.
-fn first_line(from: impl Read) -> std::io::Result<Option<Zeroizing<String>>> {
+/// What a passphrase source gave before its first line ended.
+enum FirstLine {
+    Line(Zeroizing<String>),
+    /// More than `MAX_SOURCE_BYTES` without a line ending.
+    TooLong,
+    /// Bytes that are not UTF-8 text: taken lossily, two different
+    /// passphrases could open the same key.
+    NotText,
+}
+
+/// Reads `from` up to its first line ending (not waiting for its end: a
+/// writer may keep it open) or its end, at most `MAX_SOURCE_BYTES`.
+fn first_line(from: impl Read) -> std::io::Result<FirstLine> {
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SOURCE_BYTES + 1));
-    from.take(MAX_SOURCE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    let line = match bytes.iter().position(|&b| b == b'\n') {
-        Some(end) => &bytes[..end],
-        None if bytes.len() > MAX_SOURCE_BYTES => return Ok(None),
+    std::io::BufReader::new(from.take(MAX_SOURCE_BYTES as u64 + 1))
+        .read_until(b'\n', &mut bytes)?;
+    let line = match bytes.strip_suffix(b"\n") {
+        Some(line) => line,
+        None if bytes.len() > MAX_SOURCE_BYTES => return Ok(FirstLine::TooLong),
         None => &bytes[..],
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Ok(Some(Zeroizing::new(
-        String::from_utf8_lossy(line).into_owned(),
-    )))
+    Ok(match std::str::from_utf8(line) {
+        Ok(text) => FirstLine::Line(Zeroizing::new(text.to_string())),
+        Err(_) => FirstLine::NotText,
+    })
+}
+
+/// The passphrase in `first`, or why `from` gave none.
+fn line_or_refusal(first: FirstLine, from: &str) -> Result<Zeroizing<String>> {
+    match first {
+        FirstLine::Line(line) => Ok(line),
+        FirstLine::TooLong => Err(too_long(from)),
+        FirstLine::NotText => Err(Error::bad_input(format!(
+            "the passphrase from {from} is not UTF-8 text"
+        ))
+        .hint("use a passphrase of text: other bytes would be changed on the way")),
+    }
 }
 
 fn too_long(from: &str) -> Error {
@@ -217,7 +239,7 @@ fn too_long(from: &str) -> Error {
 
 fn from_file(path: &Path) -> Result<Zeroizing<String>> {
     let what = format!("password file {}", path.display());
-    let line = std::fs::File::open(path)
+    let first = std::fs::File::open(path)
         .and_then(first_line)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -226,9 +248,8 @@ fn from_file(path: &Path) -> Result<Zeroizing<String>> {
             } else {
                 Error::io("read password file", path, e)
             }
-        })?
-        .ok_or_else(|| too_long(&what))?;
-    non_empty(line, &path.display().to_string())
+        })?;
+    non_empty(line_or_refusal(first, &what)?, &path.display().to_string())
 }
 
 fn from_command(command: &str) -> Result<Zeroizing<String>> {
@@ -245,22 +266,27 @@ fn from_command(command: &str) -> Result<Zeroizing<String>> {
                 format!("cannot run the --password-command (with sh): {e}"),
             )
         })?;
+    // Only the first line is read; the pipe is closed after it, so a
+    // command that prints more (`yes`) ends by SIGPIPE, and a process it
+    // left holding its output open is not waited for.
     let read = match child.stdout.take() {
         Some(out) => first_line(out),
-        None => Ok(Some(Zeroizing::new(String::new()))),
+        None => Ok(FirstLine::Line(Zeroizing::new(String::new()))),
     };
     let line = match read {
-        Ok(Some(line)) => line,
-        failed => {
-            // It streams without end, or its output cannot be read: stop it.
+        Ok(FirstLine::Line(line)) => line,
+        refused => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(match failed {
+            return Err(match refused {
                 Err(e) => Error::new(
                     ErrorKind::Io,
                     format!("cannot read the password command's output: {e}"),
                 ),
-                _ => too_long("the password command"),
+                Ok(first) => match line_or_refusal(first, "the password command") {
+                    Err(e) => e,
+                    Ok(_) => too_long("the password command"),
+                },
             });
         }
     };
@@ -270,7 +296,13 @@ fn from_command(command: &str) -> Result<Zeroizing<String>> {
             format!("cannot wait for the password command: {e}"),
         )
     })?;
-    if !status.success() {
+    // Ended by SIGPIPE (or so says the shell that ran it, 128 + 13) after
+    // its line was read: the pipe closed on it, which is no failure.
+    let line_given_then_pipe_closed = {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(libc::SIGPIPE) || status.code() == Some(128 + libc::SIGPIPE)
+    };
+    if !status.success() && !line_given_then_pipe_closed {
         return Err(Error::bad_input(format!(
             "the password command failed ({status}): no passphrase"
         )));

@@ -250,7 +250,7 @@ fn unusable_names_and_files_in_use_get_their_own_exit_codes() {
     busy.refused(5, "busy");
 }
 
-// Pins: a passphrase source that streams without end (/dev/zero as the password file, `yes` as the password command) is refused at once with exit 2, never read into memory whole; CRLF line endings still work.
+// Pins: a passphrase source is read up to its first line only: /dev/zero is refused at once (exit 2), a command that goes on printing (`yes`) or leaves a child holding its output open gives its first line without waiting, bytes that are not UTF-8 are refused, and CRLF endings still work.
 #[test]
 fn passphrase_sources_are_read_only_up_to_their_first_line() {
     let sandbox = Sandbox::encrypted();
@@ -275,8 +275,21 @@ fn passphrase_sources_are_read_only_up_to_their_first_line() {
     let (code, stderr) = bounded(&["--password-file", "/dev/zero"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("without ending a line"), "{stderr}");
-    let (code, stderr) = bounded(&["--password-command", "yes"]);
+    // Only the first line counts: a command that goes on printing is cut
+    // off by SIGPIPE, and one whose child keeps its output open is not
+    // waited for.
+    let (code, stderr) = bounded(&["--password-command", "yes 'correct horse battery staple'"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = bounded(&[
+        "--password-command",
+        "echo 'correct horse battery staple'; sleep 60 2>/dev/null &",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // Bytes that are not text are refused, not changed into another
+    // passphrase that someone else's bytes could also become.
+    let (code, stderr) = bounded(&["--password-command", "printf 'k\\377\\n'"]);
     assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
     let (code, stderr) = bounded(&[
         "--password-command",
         "printf 'correct horse battery staple\\r\\n'",
