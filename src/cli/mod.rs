@@ -124,7 +124,10 @@ pub fn run() -> ExitCode {
         );
         return output::error(&e, false);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return output::usage_error(e),
+    };
     let ctx = Context {
         repo: cli.repo,
         json: cli.json,

@@ -1,6 +1,8 @@
-//! Printing: plain lines and JSON on stdout (a closed pipe ends the program
-//! quietly, so `platter snapshots | head` works), progress bars on stderr
-//! when it is a terminal, and human-readable sizes.
+//! Printing: plain lines and JSON on stdout (once the reader closed the
+//! pipe, later lines are dropped and the command ends with its own exit
+//! code, so `platter snapshots | head` works and `verify | head` still
+//! reports damage), progress bars on stderr when it is a terminal, and
+//! human-readable sizes.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -12,7 +14,7 @@ use platter::printable::{printable, to_stderr};
 use platter::progress::Progress;
 
 /// Writes a line for a person to stdout, control characters escaped (see
-/// `platter::printable`); exits quietly if the reader went away.
+/// `platter::printable`); nothing if the reader went away.
 pub fn line(text: &str) {
     write_stdout(&printable(text));
 }
@@ -27,11 +29,20 @@ pub fn warn(text: &str) {
     to_stderr(&format!("warning: {text}"));
 }
 
+/// Set once the reader of stdout went away (`platter snapshots | head`):
+/// later lines are dropped, and the command finishes its work and exits
+/// with its own code (a damaged `verify | head -1` still exits 4).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
 fn write_stdout(text: &str) {
+    if STDOUT_CLOSED.load(Ordering::SeqCst) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{text}") {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            STDOUT_CLOSED.store(true, Ordering::SeqCst);
+            return;
         }
         to_stderr(&format!("platter: cannot write to stdout: {e}"));
         std::process::exit(platter::ErrorKind::Io.exit_code());
@@ -52,6 +63,32 @@ pub fn json<T: serde::Serialize>(value: &T) -> platter::Result<()> {
 }
 
 pub use platter::units::bytes;
+
+/// A command line clap refused (or `--help`, `--version`): clap prints
+/// it; with `--json` anywhere on the line, the refusal is also one JSON
+/// error document on stdout, as every other error is.
+pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind as Clap;
+    if matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+        e.exit();
+    }
+    let _ = e.print();
+    let wants_json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let error = platter::Error::bad_input(
+        e.render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("the command line is not valid")
+            .trim_start_matches("error: ")
+            .to_string(),
+    )
+    .hint("see `platter --help` or `platter COMMAND --help`");
+    if wants_json {
+        let _ = json(&serde_json::json!({ "error": error.report() }));
+    }
+    std::process::ExitCode::from(error.kind().exit_code() as u8)
+}
 
 /// Tells the user about `e` on stderr (the message, then each hint on a
 /// line of its own, control characters escaped) and, with `--json`, also

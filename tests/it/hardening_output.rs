@@ -327,3 +327,40 @@ fn a_lock_that_cannot_be_released_is_warned_about() {
     );
     assert_eq!(sandbox.snapshot_ids().len(), 1);
 }
+
+// Pins: with --json, a command line clap refuses is also one JSON error document on stdout (exit 2); and a reader that goes away (`| true`) no longer turns an error's exit code into 0.
+#[test]
+fn json_usage_errors_and_closed_pipes_keep_their_exit_codes() {
+    let usage = super::common::run(["--json", "forget", "--keep-last", "x"]);
+    usage.expect_code(2);
+    let doc = usage.json();
+    assert_eq!(doc["error"]["kind"], "bad_input", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--keep-last"),
+        "{doc}"
+    );
+    // stdout is a pipe whose reader is already gone: every write fails
+    // with EPIPE, with no race.
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array, which lives.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just made by pipe and are owned here
+    // alone; the read end is closed at once.
+    let (reader, writer) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(reader);
+    let closed = platter()
+        .args(["-r", "/nonexistent/repo", "--json", "snapshots"])
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(closed.code(), Some(3));
+}
