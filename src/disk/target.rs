@@ -566,7 +566,8 @@ fn check_file_size(path: &Path, size: u64) -> Result<()> {
 fn size_error(path: &Path, size: u64, e: io::Error) -> Error {
     if e.raw_os_error() == Some(libc::EFBIG) || e.kind() == io::ErrorKind::InvalidInput {
         return Error::bad_input(format!(
-            "target {} would be {size} bytes ({}), too large for a file on its filesystem",
+            "target {} would be {size} bytes ({}), too large for a file on its filesystem \
+             (or above this process's file size limit, `ulimit -f`)",
             path.display(),
             crate::units::bytes(size)
         ))
