@@ -16,6 +16,7 @@ mod it {
     mod encryption;
     mod filesystems;
     mod format;
+    mod hardening_cli_engine;
     mod hardening_content;
     mod hardening_forget;
     mod hardening_init;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use platter::disk::layout::Layout;
 use platter::engine::backup::{BackupOptions, backup};
+use platter::repo::snapshot::Snapshot;
 
 use super::{Context, output};
 
@@ -72,27 +73,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let snap = backup(&repo, &args.source, &options, &bar)?;
     let s = &snap.stats;
     if ctx.json {
-        output::json(&serde_json::json!({
-            "snapshot": snap.id,
-            "parent": snap.parent,
-            "source": snap.source.path,
-            "size": snap.source.size,
-            "tags": snap.tags,
-            "time": snap.time,
-            "bytes_read": s.bytes_read,
-            "bytes_new": s.bytes_new,
-            "bytes_new_plain": s.bytes_new_plain,
-            "chunks": s.chunks,
-            "chunks_new": s.chunks_new,
-            "chunks_unchanged": s.chunks_unchanged,
-            "chunks_dedup": s.chunks_dedup,
-            "chunks_zero": s.chunks_zero,
-            "chunks_hole": s.chunks_hole,
-            "chunks_free": s.chunks_free,
-            "bytes_free": s.bytes_free,
-            "filesystems": filesystems(&snap),
-            "duration_s": s.duration_s,
-        }))?;
+        output::json(&BackupReport::new(&snap))?;
     } else {
         let parent = snap
             .parent
@@ -124,9 +105,61 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     Ok(true)
 }
 
+/// What `backup --json` prints. The fields are in alphabetical order, as
+/// the JSON has always had them.
+#[derive(serde::Serialize)]
+struct BackupReport<'a> {
+    bytes_free: u64,
+    bytes_new: u64,
+    bytes_new_plain: u64,
+    bytes_read: u64,
+    chunks: u64,
+    chunks_dedup: u64,
+    chunks_free: u64,
+    chunks_hole: u64,
+    chunks_new: u64,
+    chunks_unchanged: u64,
+    chunks_zero: u64,
+    duration_s: f64,
+    filesystems: Vec<String>,
+    parent: Option<&'a str>,
+    size: u64,
+    snapshot: &'a str,
+    source: &'a str,
+    tags: &'a [String],
+    time: &'a str,
+}
+
+impl<'a> BackupReport<'a> {
+    fn new(snap: &'a Snapshot) -> BackupReport<'a> {
+        let s = &snap.stats;
+        BackupReport {
+            bytes_free: s.bytes_free,
+            bytes_new: s.bytes_new,
+            bytes_new_plain: s.bytes_new_plain,
+            bytes_read: s.bytes_read,
+            chunks: s.chunks,
+            chunks_dedup: s.chunks_dedup,
+            chunks_free: s.chunks_free,
+            chunks_hole: s.chunks_hole,
+            chunks_new: s.chunks_new,
+            chunks_unchanged: s.chunks_unchanged,
+            chunks_zero: s.chunks_zero,
+            duration_s: s.duration_s,
+            filesystems: filesystems(snap),
+            parent: snap.parent.as_deref(),
+            size: snap.source.size,
+            snapshot: &snap.id,
+            source: &snap.source.path,
+            tags: &snap.tags,
+            time: &snap.time,
+        }
+    }
+}
+
 /// One line per filesystem: how much of it is used, or why it was copied
 /// whole.
-fn filesystems(snap: &platter::repo::snapshot::Snapshot) -> Vec<String> {
+fn filesystems(snap: &Snapshot) -> Vec<String> {
     let Some(layout) = snap
         .layout
         .clone()

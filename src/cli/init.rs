@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use platter::codec::{Compression, MasterKey};
+use platter::engine::keys;
 use platter::repo::{NewKey, Repository};
 
 use super::key::KdfArgs;
@@ -79,14 +80,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
                     .other
                     .open(other, &passphrases)
                     .map_err(|e| e.context("the repository given with --copy-key-from"))?;
-                let (master, _) = other_repo.key().ok_or_else(|| {
-                    platter::Error::bad_input(format!(
-                        "{} is not encrypted: it has no key to share",
-                        other.display()
-                    ))
-                })?;
-                MasterKey::from_bytes(master.bytes())
-                    .ok_or_else(|| platter::Error::internal("key length"))?
+                keys::shared_master(&other_repo)?
             }
         };
         NewKey::Encrypted {

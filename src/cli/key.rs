@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use platter::codec::kdf::{DEFAULT_KDF, KdfParams};
+use platter::Result;
+use platter::engine::keys::{self, KeyList};
 use platter::repo::Repository;
-use platter::repo::keys::{self, KeySlot};
-use platter::{Error, Result};
 
 use super::passphrase::Passphrases;
 use super::{Context, output};
@@ -14,7 +14,9 @@ use super::{Context, output};
 ///
 /// Each passphrase is a key file in keys/ holding the master key wrapped
 /// under it; any one opens the repository. Every command here needs a
-/// passphrase that opens it now.
+/// passphrase that opens it now. `remove` and `passwd` take the
+/// repository's exclusive lock: while a backup or another command uses the
+/// repository they fail with exit 5.
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// List the key files: id, when made, Argon2id parameters
@@ -86,19 +88,15 @@ pub fn describe_kdf(kdf: &KdfParams) -> String {
 
 pub fn run(ctx: &Context, command: Command) -> Result<bool> {
     let repo = ctx.open_repo()?;
-    let Some((master, current)) = repo.key() else {
-        return Err(Error::bad_input(format!(
-            "{} is not encrypted: it has no keys",
-            repo.root().display()
-        ))
-        .hint("an encrypted repository is made with `platter init` (without --plain)"));
-    };
-    let current = current.to_string();
-    let backend = repo.backend();
-    let repo_id = &repo.config().repo_id;
+    keys::opened_key(&repo)?;
+    let bar = output::Bar::new(ctx.json);
     match command {
         Command::List => {
-            let (slots, damaged) = keys::list(backend)?;
+            let KeyList {
+                slots,
+                current,
+                damaged,
+            } = keys::list(&repo, &bar)?;
             if ctx.json {
                 let list: Vec<_> = slots
                     .iter()
@@ -135,44 +133,26 @@ pub fn run(ctx: &Context, command: Command) -> Result<bool> {
         }
         Command::Add(args) => {
             let (pass, kdf) = new_passphrase(&repo, &args)?;
-            let id = keys::add(backend, repo_id, master, &pass, &kdf)?;
+            let id = keys::add(&repo, &pass, &kdf, &bar)?;
             report(ctx, "added", &id, &format!("added key {}", &id[..12]))
         }
         Command::Passwd(args) => {
             let (pass, kdf) = new_passphrase(&repo, &args)?;
-            // The new key file is durable before the old one goes.
-            let id = keys::add(backend, repo_id, master, &pass, &kdf)?;
-            keys::remove(backend, &current)?;
+            let changed = keys::passwd(&repo, &pass, &kdf, &bar)?;
             report(
                 ctx,
                 "changed",
-                &id,
+                &changed.added,
                 &format!(
                     "added key {} and removed key {} (the passphrase you used)",
-                    &id[..12],
-                    &current[..12]
+                    &changed.added[..12],
+                    &changed.removed[..12]
                 ),
             )
         }
         Command::Remove(args) => {
-            let (slots, _) = keys::list(backend)?;
-            let slot = pick(&slots, &args.id)?;
-            if slot.id == current {
-                return Err(Error::bad_input(format!(
-                    "key {} is the one this passphrase opened: removing it could lock you out",
-                    &slot.id[..12]
-                ))
-                .hint(
-                    "open with another passphrase to remove this one, or use `platter key passwd`",
-                ));
-            }
-            keys::remove(backend, &slot.id)?;
-            report(
-                ctx,
-                "removed",
-                &slot.id,
-                &format!("removed key {}", &slot.id[..12]),
-            )
+            let id = keys::remove(&repo, &args.id, &bar)?;
+            report(ctx, "removed", &id, &format!("removed key {}", &id[..12]))
         }
     }
 }
@@ -188,20 +168,6 @@ fn new_passphrase(
         format!("repository {}", repo.root().display()),
     );
     Ok((source.new_passphrase()?, kdf))
-}
-
-fn pick<'a>(slots: &'a [KeySlot], spec: &str) -> Result<&'a KeySlot> {
-    let spec = spec.to_ascii_lowercase();
-    let matches: Vec<&KeySlot> = slots.iter().filter(|s| s.id.starts_with(&spec)).collect();
-    match matches.as_slice() {
-        [one] if !spec.is_empty() => Ok(one),
-        [] => Err(Error::not_found(format!("no key file matches {spec:?}"))
-            .hint("`platter key list` shows them")),
-        _ => Err(Error::bad_input(format!(
-            "{spec:?} matches {} key files: give more digits",
-            matches.len()
-        ))),
-    }
 }
 
 fn report(ctx: &Context, what: &str, id: &str, text: &str) -> Result<bool> {

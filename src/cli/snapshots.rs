@@ -1,5 +1,6 @@
 //! `platter snapshots`: list snapshots.
 
+use platter::engine::snapshots::{self, SnapshotFilter};
 use platter::repo::BrokenManifest;
 use platter::{Error, ErrorKind};
 
@@ -19,17 +20,11 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
-    let (snaps, broken) = repo.snapshots()?;
-    let source = args.source.map(|s| {
-        platter::repo::absolute(std::path::Path::new(&s))
-            .display()
-            .to_string()
-    });
-    let snaps: Vec<_> = snaps
-        .into_iter()
-        .filter(|s| source.as_ref().is_none_or(|p| &s.source.path == p))
-        .filter(|s| args.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
-        .collect();
+    let filter = SnapshotFilter {
+        source: args.source,
+        tag: args.tag,
+    };
+    let (snaps, broken) = snapshots::list(&repo, &filter)?;
     for b in &broken {
         output::warn(&format!("{}: {}", b.name, b.error));
     }

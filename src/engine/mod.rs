@@ -1,5 +1,6 @@
 //! The work behind every command: backup (with its pipeline), restore,
 //! verify (and `verify --without-key`), copy (and re-keying), protect,
+//! the key files of encrypted repositories, listing snapshots,
 //! forget with its retention rules, prune, repair and rebuild-index. The
 //! engine joins the disk layer (sources, targets) with the repository
 //! layer; neither of those knows the other.
@@ -9,6 +10,7 @@ mod backup_pipeline;
 mod chunk_mover;
 pub mod copy;
 pub mod forget;
+pub mod keys;
 mod pack_sink;
 mod parallel;
 pub mod protect;
@@ -18,6 +20,7 @@ mod rekey;
 pub mod repair;
 pub mod restore;
 pub mod retention;
+pub mod snapshots;
 pub mod verify;
 mod verify_report;
 pub mod verify_without_key;
