@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use platter::codec::kdf::{DEFAULT_KDF, KdfParams};
 use platter::Result;
+use platter::codec::kdf::{DEFAULT_KDF, KdfParams};
 use platter::engine::keys::{self, KeyList};
 use platter::repo::Repository;
 

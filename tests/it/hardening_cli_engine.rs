@@ -9,9 +9,17 @@ use super::common::*;
 fn keys_with(sandbox: &Sandbox, password: &std::path::Path) -> Vec<(String, bool)> {
     let repo = sandbox.repo.display().to_string();
     let password = password.display().to_string();
-    run(["-r", &repo, "--password-file", &password, "--json", "key", "list"])
-        .ok()
-        .json()["keys"]
+    run([
+        "-r",
+        &repo,
+        "--password-file",
+        &password,
+        "--json",
+        "key",
+        "list",
+    ])
+    .ok()
+    .json()["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -33,7 +41,12 @@ fn overlapping_key_removes_keep_a_key() {
     let keys = keys_with(&sandbox, &second);
     assert_eq!(keys.len(), 2, "{keys:?}");
     let second_id = keys.iter().find(|(_, current)| *current).unwrap().0.clone();
-    let first_id = keys.iter().find(|(_, current)| !*current).unwrap().0.clone();
+    let first_id = keys
+        .iter()
+        .find(|(_, current)| !*current)
+        .unwrap()
+        .0
+        .clone();
 
     // The passphrase command of the second `key remove` runs after it has
     // read the key files and before it locks the repository: there the
