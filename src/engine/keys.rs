@@ -89,14 +89,17 @@ pub fn passwd(
     let file = wrap(repo, passphrase, kdf)?;
     let lock = super::lock_repo(repo, LockKind::Exclusive, "key passwd", progress)?;
     // The new key file is durable before the old one goes.
-    let added = file.write(repo.backend())?;
-    keys::remove(repo.backend(), current)?;
+    let changed = file.write(repo.backend()).and_then(|added| {
+        keys::remove(repo.backend(), current)?;
+        Ok(Changed {
+            added,
+            removed: current.to_string(),
+        })
+    });
     drop(lock);
+    // The lock may have been taken with the space reserve's room.
     super::remake_reserve(repo, progress);
-    Ok(Changed {
-        added,
-        removed: current.to_string(),
-    })
+    changed
 }
 
 /// Removes the key file `spec` names (its id or a unique prefix); returns
@@ -104,6 +107,15 @@ pub fn passwd(
 pub fn remove(repo: &Repository, spec: &str, progress: &dyn Progress) -> Result<String> {
     let (_, current) = opened_key(repo)?;
     let lock = super::lock_repo(repo, LockKind::Exclusive, "key remove", progress)?;
+    let removed = remove_locked(repo, current, spec);
+    drop(lock);
+    // The lock may have been taken with the space reserve's room.
+    super::remake_reserve(repo, progress);
+    removed
+}
+
+/// `remove`'s work, under the exclusive lock.
+fn remove_locked(repo: &Repository, current: &str, spec: &str) -> Result<String> {
     let (slots, _) = keys::list(repo.backend())?;
     if !slots.iter().any(|s| s.id == current) {
         return Err(Error::busy(format!(
@@ -122,8 +134,6 @@ pub fn remove(repo: &Repository, spec: &str, progress: &dyn Progress) -> Result<
         .hint("open with another passphrase to remove this one, or use `platter key passwd`"));
     }
     keys::remove(repo.backend(), &slot.id)?;
-    drop(lock);
-    super::remake_reserve(repo, progress);
     Ok(slot.id.clone())
 }
 

@@ -105,17 +105,6 @@ impl NewKeyFile {
     }
 }
 
-/// Wraps `master` under `passphrase` into a new key file; returns its id.
-pub fn add(
-    backend: &dyn Backend,
-    repo_id: &str,
-    master: &MasterKey,
-    passphrase: &str,
-    params: &KdfParams,
-) -> Result<String> {
-    NewKeyFile::wrap(repo_id, master, passphrase, params)?.write(backend)
-}
-
 /// Key files that cannot be read: name and why.
 pub type Unreadable = Vec<(String, Error)>;
 
@@ -237,14 +226,18 @@ mod tests {
         parallelism: 1,
     };
 
+    fn add(backend: &dyn Backend, repo_id: &str, master: &MasterKey, pass: &str) -> Result<String> {
+        NewKeyFile::wrap(repo_id, master, pass, &FAST)?.write(backend)
+    }
+
     #[test]
     fn any_slot_opens_and_wrong_passphrases_are_named() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(FOLDER)).unwrap();
         let backend = LocalBackend::new(dir.path());
         let master = MasterKey::generate().unwrap();
-        let first = add(&backend, "r1", &master, "one", &FAST).unwrap();
-        let second = add(&backend, "r1", &master, "two", &FAST).unwrap();
+        let first = add(&backend, "r1", &master, "one").unwrap();
+        let second = add(&backend, "r1", &master, "two").unwrap();
         let unlock = |repo: &str, pass: &str| unlock(&backend, repo, list(&backend)?, pass);
         for (pass, slot) in [("one", &first), ("two", &second)] {
             let (key, opened) = unlock("r1", pass).unwrap();
