@@ -88,6 +88,7 @@ pub fn describe_kdf(kdf: &KdfParams) -> String {
 
 pub fn run(ctx: &Context, command: Command) -> Result<bool> {
     let repo = ctx.open_repo()?;
+    // A plain repository is refused before a new passphrase is asked.
     keys::opened_key(&repo)?;
     let bar = output::Bar::new(ctx.json);
     match command {
