@@ -234,10 +234,7 @@ fn report_unused(
 /// (the whole disk still restores, but cannot be fitted to another size
 /// or cut to one partition), so it is damage here.
 fn check_layout(repo: &Repository, snap: &Snapshot, report: &mut VerifyReport) {
-    let Some(layout) = snap.layout.clone() else {
-        return;
-    };
-    if let Err(e) = serde_json::from_value::<crate::disk::layout::Layout>(layout) {
+    if let Some(Err(e)) = snap.parsed_layout::<crate::disk::layout::Layout>() {
         report.damage.push(problem(
             repo.describe(&crate::repo::snapshot::manifest_name(&snap.id)),
             &format!(
