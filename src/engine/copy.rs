@@ -78,13 +78,7 @@ pub fn select(
     let (mut chosen, broken) = if options.snapshots.is_empty() {
         (all, broken)
     } else {
-        let mut picked = Vec::new();
-        for spec in &options.snapshots {
-            let s = repo.resolve(spec)?;
-            if !picked.iter().any(|p: &Snapshot| p.id == s.id) {
-                picked.push(s);
-            }
-        }
+        let mut picked = repo.resolve_each(&options.snapshots)?;
         sort_by_time(&mut picked);
         (picked, Vec::new())
     };

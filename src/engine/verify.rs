@@ -280,14 +280,7 @@ fn select(repo: &Repository, all: Vec<Snapshot>, specs: &[String]) -> Result<Vec
     if specs.is_empty() {
         return Ok(all);
     }
-    let mut out: Vec<Snapshot> = Vec::new();
-    for spec in specs {
-        let snap = repo.resolve(spec)?;
-        if !out.iter().any(|s| s.id == snap.id) {
-            out.push(snap);
-        }
-    }
-    Ok(out)
+    repo.resolve_each(specs)
 }
 
 /// Every pack's table must be intact and agree with the index; every index
