@@ -9,6 +9,17 @@ use crate::repo::backend::{Backend, StoredFile};
 use crate::repo::index::{Index, Location};
 use crate::repo::{RawId, pack};
 
+/// The pack and place `index` gives chunk `id`, or the error `missing`
+/// makes.
+fn locate<'i>(
+    index: &'i Index,
+    id: &ChunkId,
+    missing: impl FnOnce() -> Error,
+) -> Result<(&'i RawId, &'i Location)> {
+    let loc = index.get(id).ok_or_else(missing)?;
+    Ok((index.pack_id(loc.pack), loc))
+}
+
 /// Reads chunks out of packs, keeping recently used packs open.
 pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
@@ -157,8 +168,8 @@ impl<'a> ChunkReader<'a> {
         id: &ChunkId,
         missing: impl FnOnce() -> Error,
     ) -> Result<PlainChunk> {
-        let loc = index.get(id).ok_or_else(missing)?;
-        self.read(id, index.pack_id(loc.pack), loc)
+        let (pack, loc) = locate(index, id, missing)?;
+        self.read(id, pack, loc)
     }
 
     /// Like `read_indexed`, but as `read_stored`; also hands back where the
@@ -169,9 +180,8 @@ impl<'a> ChunkReader<'a> {
         id: &ChunkId,
         missing: impl FnOnce() -> Error,
     ) -> Result<(Vec<u8>, Location)> {
-        let loc = index.get(id).ok_or_else(missing)?;
-        let stored = self.read_stored(id, index.pack_id(loc.pack), loc)?;
-        Ok((stored, *loc))
+        let (pack, loc) = locate(index, id, missing)?;
+        Ok((self.read_stored(id, pack, loc)?, *loc))
     }
 
     fn read_into(
