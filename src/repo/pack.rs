@@ -639,4 +639,43 @@ mod tests {
         assert!(err.message().contains("does not authenticate"), "{err}");
         assert!(read_frames(&*file, "p").unwrap().0, "frames need no key");
     }
+
+    #[test]
+    fn the_data_walk_classifies_every_name_in_listing_order() {
+        use crate::repo::FileName;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let (id, _) = write_pack(&backend);
+        let hex = hex_id(&id);
+        let folder = format!("data/{}", &hex[..2]);
+        let other = if &hex[..2] == "00" { "01" } else { "00" };
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(format!("data/{other}"))).unwrap();
+        std::fs::write(root.join(format!("data/{other}/{hex}")), b"x").unwrap();
+        std::fs::write(root.join(format!("{folder}/.tmp-1")), b"x").unwrap();
+        std::fs::write(root.join(format!("{folder}/notes")), b"x").unwrap();
+        std::fs::create_dir_all(root.join("data/zz")).unwrap();
+        let file = |dir: &str, file: &str, kind| {
+            DataEntry::File(DataFile {
+                dir: dir.to_string(),
+                file: file.to_string(),
+                kind,
+            })
+        };
+        let mut want = vec![
+            file(&folder, ".tmp-1", FileName::Unfinished),
+            file(&folder, &hex, FileName::Id(id)),
+            file(&folder, "notes", FileName::Foreign),
+        ];
+        want.insert(
+            if other == "00" { 0 } else { 3 },
+            file(&format!("data/{other}"), &hex, FileName::Misplaced),
+        );
+        want.push(DataEntry::Foreign("data/zz".into()));
+        assert_eq!(walk_data(&backend).unwrap(), want);
+        let mut folders = vec![folder.clone(), format!("data/{other}")];
+        folders.sort();
+        assert_eq!(pack_folders(&backend).unwrap(), folders);
+        assert_eq!(packs_on_disk(&backend).unwrap(), [id].into_iter().collect());
+    }
 }
