@@ -116,13 +116,12 @@ where
     })
 }
 
-/// Where the repository copied from keeps chunk `id`.
-pub(super) fn locate<'i>(index: &'i Index, id: &ChunkId) -> Result<&'i Location> {
-    index.get(id).ok_or_else(|| {
-        Error::corrupt(format!(
-            "chunk {id} is in no index of the repository copied from"
-        ))
-    })
+/// The error for chunk `id` missing from the index of the repository
+/// copied from.
+pub(super) fn not_in_source(id: &ChunkId) -> Error {
+    Error::corrupt(format!(
+        "chunk {id} is in no index of the repository copied from"
+    ))
 }
 
 /// A snapshot's map is the same file in every repository that holds the

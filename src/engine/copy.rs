@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 pub use crate::engine::chunk_mover::CopiedSnapshot;
-use crate::engine::chunk_mover::{Fetched, Moving, copy_map, locate, move_chunks};
+use crate::engine::chunk_mover::{Fetched, Moving, copy_map, move_chunks, not_in_source};
 use crate::engine::rekey::Rekey;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -78,13 +78,7 @@ pub fn select(
     let (mut chosen, broken) = if options.snapshots.is_empty() {
         (all, broken)
     } else {
-        let mut picked = Vec::new();
-        for spec in &options.snapshots {
-            let s = repo.resolve(spec)?;
-            if !picked.iter().any(|p: &Snapshot| p.id == s.id) {
-                picked.push(s);
-            }
-        }
+        let mut picked = repo.resolve_each(&options.snapshots)?;
         sort_by_time(&mut picked);
         (picked, Vec::new())
     };
@@ -261,11 +255,11 @@ fn copy_one(
             if known(&entry.id) {
                 return Ok(None);
             }
-            let loc = locate(source_index, &entry.id)?;
-            let stored = reader.read_stored(&entry.id, source_index.pack_id(loc.pack), loc)?;
+            let (stored, loc) =
+                reader.read_stored_indexed(source_index, &entry.id, || not_in_source(&entry.id))?;
             Ok(Some(Fetched {
                 id: entry.id,
-                blob: Moving::Stored(stored, *loc),
+                blob: Moving::Stored(stored, loc),
             }))
         },
         |_, _| {},

@@ -10,10 +10,9 @@
 
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::lock::LockKind;
-use crate::repo::pack::{PackEntry, is_pack_folder};
-use crate::repo::{RawId, Repository, parse_id};
+use crate::repo::pack::{DataEntry, PackEntry, walk_data};
+use crate::repo::{FileName, RawId, Repository, parse_id};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RebuildReport {
@@ -32,37 +31,37 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     let old = repo.index_files()?;
     let mut report = RebuildReport::default();
     let mut packs: Vec<(RawId, Vec<PackEntry>)> = Vec::new();
-    for dir in backend.list("data")? {
-        if !is_pack_folder(&dir) {
+    for entry in walk_data(backend)? {
+        // Any id-shaped name outside a temporary file is tried, as its
+        // pack's canonical place (`read_pack_table`).
+        let DataEntry::File(found) = entry else {
             continue;
-        }
-        for file in backend.list(&format!("data/{dir}"))? {
-            let Some(id) = parse_id(&file).filter(|_| !file.starts_with(TEMP_PREFIX)) else {
-                continue;
-            };
-            let name = format!("data/{dir}/{file}");
-            let what = repo.describe(&name);
-            match repo.read_pack_table(&id) {
-                Ok((_, table)) => {
-                    let mut entries = Vec::with_capacity(table.len());
-                    for (i, e) in table.into_iter().enumerate() {
-                        match e.check_lengths(repo.config().chunk_size, repo.sealing()) {
-                            Ok(()) => entries.push(e),
-                            Err(why) => {
-                                let entry =
-                                    format!("pack {what}: table entry {i} (chunk {}) {why}", e.id);
-                                progress.warn(&format!("not indexing {entry}"));
-                                report.rejected.push(entry);
-                            }
+        };
+        let Some(id) = parse_id(&found.file).filter(|_| found.kind != FileName::Unfinished) else {
+            continue;
+        };
+        let name = found.path();
+        let what = repo.describe(&name);
+        match repo.read_pack_table(&id) {
+            Ok((_, table)) => {
+                let mut entries = Vec::with_capacity(table.len());
+                for (i, e) in table.into_iter().enumerate() {
+                    match e.check_lengths(repo.config().chunk_size, repo.sealing()) {
+                        Ok(()) => entries.push(e),
+                        Err(why) => {
+                            let entry =
+                                format!("pack {what}: table entry {i} (chunk {}) {why}", e.id);
+                            progress.warn(&format!("not indexing {entry}"));
+                            report.rejected.push(entry);
                         }
                     }
-                    report.chunks += entries.len();
-                    packs.push((id, entries));
                 }
-                Err(e) => {
-                    progress.warn(&format!("skipping pack {what}: {e}"));
-                    report.unreadable.push(what);
-                }
+                report.chunks += entries.len();
+                packs.push((id, entries));
+            }
+            Err(e) => {
+                progress.warn(&format!("skipping pack {what}: {e}"));
+                report.unreadable.push(what);
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::codec::ChunkId;
-use crate::engine::chunk_mover::{CopiedSnapshot, Fetched, Moving, locate, move_chunks};
+use crate::engine::chunk_mover::{CopiedSnapshot, Fetched, Moving, move_chunks, not_in_source};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -103,8 +103,8 @@ impl Rekey {
                 if translated(&entry.id).is_some_and(|new| known(&new)) {
                     return Ok(None);
                 }
-                let loc = locate(source_index, &entry.id)?;
-                let plain = reader.read(&entry.id, source_index.pack_id(loc.pack), loc)?;
+                let plain =
+                    reader.read_indexed(source_index, &entry.id, || not_in_source(&entry.id))?;
                 Ok(Some(Fetched {
                     id: to.sealing().chunk_id(&plain),
                     blob: Moving::Plain(plain),

@@ -102,15 +102,11 @@ pub fn repair(
     for id in ids {
         // An intact copy here (a chunk whose pack table is damaged) is as
         // good as the other repository's.
-        let here = index
-            .get(&id)
-            .ok_or_else(|| Error::not_found("not indexed here"))
-            .and_then(|loc| local.read(&id, index.pack_id(loc.pack), loc));
+        let here = local.read_indexed(&index, &id, || Error::not_found("not indexed here"));
         let fetched = here.or_else(|_| {
-            from_index
-                .get(&id)
-                .ok_or_else(|| Error::not_found("not in the other repository"))
-                .and_then(|loc| reader.read(&id, from_index.pack_id(loc.pack), loc))
+            reader.read_indexed(&from_index, &id, || {
+                Error::not_found("not in the other repository")
+            })
         });
         match fetched {
             Ok(plain) => {

@@ -23,7 +23,7 @@ use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::index::{Index, Location};
 use crate::repo::map::Kind;
-use crate::repo::pack::{self, FOOTER_LEN, pack_name};
+use crate::repo::pack::{self, DataEntry, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, FileName, RawId, Repository, classify};
 
@@ -234,10 +234,7 @@ fn report_unused(
 /// (the whole disk still restores, but cannot be fitted to another size
 /// or cut to one partition), so it is damage here.
 fn check_layout(repo: &Repository, snap: &Snapshot, report: &mut VerifyReport) {
-    let Some(layout) = snap.layout.clone() else {
-        return;
-    };
-    if let Err(e) = serde_json::from_value::<crate::disk::layout::Layout>(layout) {
+    if let Some(Err(e)) = snap.parsed_layout::<crate::disk::layout::Layout>() {
         report.damage.push(problem(
             repo.describe(&crate::repo::snapshot::manifest_name(&snap.id)),
             &format!(
@@ -283,14 +280,7 @@ fn select(repo: &Repository, all: Vec<Snapshot>, specs: &[String]) -> Result<Vec
     if specs.is_empty() {
         return Ok(all);
     }
-    let mut out: Vec<Snapshot> = Vec::new();
-    for spec in specs {
-        let snap = repo.resolve(spec)?;
-        if !out.iter().any(|s| s.id == snap.id) {
-            out.push(snap);
-        }
-    }
-    Ok(out)
+    repo.resolve_each(specs)
 }
 
 /// Every pack's table must be intact and agree with the index; every index
@@ -375,50 +365,50 @@ fn check_packs(
 fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap<RawId, u64>> {
     let backend = repo.backend();
     let mut on_disk: HashMap<RawId, u64> = HashMap::new();
-    for dir in backend.list("data")? {
-        if !pack::is_pack_folder(&dir) {
-            report.leftovers.push(problem(
-                repo.describe(&format!("data/{dir}")),
-                "not a platter file",
-            ));
-            continue;
-        }
-        for file in backend.list(&format!("data/{dir}"))? {
-            let name = format!("data/{dir}/{file}");
-            if file.starts_with(TEMP_PREFIX) {
+    for entry in pack::walk_data(backend)? {
+        let found = match entry {
+            DataEntry::Foreign(dir) => {
+                report
+                    .leftovers
+                    .push(problem(repo.describe(&dir), "not a platter file"));
+                continue;
+            }
+            DataEntry::File(found) => found,
+        };
+        let name = found.path();
+        let id = match found.kind {
+            FileName::Id(id) => id,
+            FileName::Unfinished => {
                 report.leftovers.push(problem(
                     repo.describe(&name),
                     "unfinished pack of an interrupted backup",
                 ));
                 continue;
             }
-            let id = match classify(&format!("data/{dir}"), &file) {
-                FileName::Id(id) => id,
-                FileName::Misplaced => {
-                    report.damage.push(problem(
-                        repo.describe(&name),
-                        &format!(
-                            "misplaced pack: it belongs in data/{}/ (move it there)",
-                            &file[..2]
-                        ),
-                    ));
-                    continue;
-                }
-                _ => {
-                    report
-                        .leftovers
-                        .push(problem(repo.describe(&name), "not a platter file"));
-                    continue;
-                }
-            };
-            match backend.open(&name) {
-                Ok(file) => {
-                    on_disk.insert(id, file.len());
-                }
-                Err(e) => report
-                    .damage
-                    .push(problem(repo.describe(&name), e.message())),
+            FileName::Misplaced => {
+                report.damage.push(problem(
+                    repo.describe(&name),
+                    &format!(
+                        "misplaced pack: it belongs in data/{}/ (move it there)",
+                        &found.file[..2]
+                    ),
+                ));
+                continue;
             }
+            FileName::Foreign => {
+                report
+                    .leftovers
+                    .push(problem(repo.describe(&name), "not a platter file"));
+                continue;
+            }
+        };
+        match backend.open(&name) {
+            Ok(file) => {
+                on_disk.insert(id, file.len());
+            }
+            Err(e) => report
+                .damage
+                .push(problem(repo.describe(&name), e.message())),
         }
     }
     Ok(on_disk)

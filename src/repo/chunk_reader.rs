@@ -6,8 +6,19 @@ use crate::codec::{self, ChunkId, Encoded, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::AlignedBuf;
 use crate::repo::backend::{Backend, StoredFile};
-use crate::repo::index::Location;
+use crate::repo::index::{Index, Location};
 use crate::repo::{RawId, pack};
+
+/// The pack and place `index` gives chunk `id`, or the error `missing`
+/// makes.
+fn locate<'i>(
+    index: &'i Index,
+    id: &ChunkId,
+    missing: impl FnOnce() -> Error,
+) -> Result<(&'i RawId, &'i Location)> {
+    let loc = index.get(id).ok_or_else(missing)?;
+    Ok((index.pack_id(loc.pack), loc))
+}
 
 /// Reads chunks out of packs, keeping recently used packs open.
 pub struct ChunkReader<'a> {
@@ -146,6 +157,31 @@ impl<'a> ChunkReader<'a> {
             stored.extend_from_slice(&plain);
         }
         Ok(stored)
+    }
+
+    /// Reads chunk `id` where `index` places it (see `read`). A chunk the
+    /// index lacks is the error `missing` makes: what that means depends on
+    /// whose index it is, which only the caller knows.
+    pub fn read_indexed(
+        &mut self,
+        index: &Index,
+        id: &ChunkId,
+        missing: impl FnOnce() -> Error,
+    ) -> Result<PlainChunk> {
+        let (pack, loc) = locate(index, id, missing)?;
+        self.read(id, pack, loc)
+    }
+
+    /// Like `read_indexed`, but as `read_stored`; also hands back where the
+    /// index places the chunk.
+    pub fn read_stored_indexed(
+        &mut self,
+        index: &Index,
+        id: &ChunkId,
+        missing: impl FnOnce() -> Error,
+    ) -> Result<(Vec<u8>, Location)> {
+        let (pack, loc) = locate(index, id, missing)?;
+        Ok((self.read_stored(id, pack, loc)?, *loc))
     }
 
     fn read_into(

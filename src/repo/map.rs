@@ -162,7 +162,7 @@ impl MapHeader {
         if &r.bytes::<8>() != MAGIC {
             return Err(damaged("bad magic"));
         }
-        if crc32(&buf[..76]) != u32::from_le_bytes([buf[76], buf[77], buf[78], buf[79]]) {
+        if crc32(&buf[..76]) != FieldReader::new(&buf[76..]).u32() {
             return Err(damaged("header checksum mismatch"));
         }
         let version = r.u32();
@@ -418,7 +418,7 @@ impl MapReader {
         }
         let mut tail = [0u8; 8];
         self.file.read_exact_at(&mut tail, entries_end)?;
-        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let stored = FieldReader::new(&tail).u32();
         if &tail[4..] != END_MAGIC || stored != crc.finalize() {
             return Err(Error::corrupt(format!(
                 "map {} is damaged: entry checksum mismatch",

@@ -334,6 +334,20 @@ impl Repository {
         }
     }
 
+    /// The snapshots `specs` name (see `resolve`), in the order first
+    /// named, each once however often it is named. The first spec that
+    /// does not resolve is the error.
+    pub fn resolve_each(&self, specs: &[String]) -> Result<Vec<Snapshot>> {
+        let mut out: Vec<Snapshot> = Vec::new();
+        for spec in specs {
+            let snap = self.resolve(spec)?;
+            if !out.iter().any(|s| s.id == snap.id) {
+                out.push(snap);
+            }
+        }
+        Ok(out)
+    }
+
     /// Loads every index file. Damaged index files are returned separately;
     /// the chunks they described then look missing, which verify reports.
     /// Where a chunk is stored twice, a copy in a pack that exists wins over

@@ -150,21 +150,80 @@ pub fn is_sealed(head: &[u8]) -> bool {
         && FieldReader::new(&head[12..]).u32() == SEALED
 }
 
-/// Ids of the committed packs in `data/`.
-pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<RawId>> {
-    let mut ids = std::collections::HashSet::new();
+/// One thing found in `data/` by `walk_data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataEntry {
+    /// A name in `data/` that is not a pack folder: not platter's
+    /// (its path, `data/<name>`).
+    Foreign(String),
+    /// A file in a pack folder.
+    File(DataFile),
+}
+
+/// A file in one of the pack folders `data/xx/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Its folder, `data/xx`.
+    pub dir: String,
+    /// Its name within `dir`.
+    pub file: String,
+    /// What its name says (see `repo::classify`).
+    pub kind: crate::repo::FileName,
+}
+
+impl DataFile {
+    /// Its path in the repository, `data/xx/<file>`.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.dir, self.file)
+    }
+}
+
+/// The pack folders of `data/` (as paths `data/xx`), in listing order.
+pub fn pack_folders(backend: &dyn Backend) -> Result<Vec<String>> {
+    Ok(backend
+        .list("data")?
+        .into_iter()
+        .filter(|d| is_pack_folder(d))
+        .map(|d| format!("data/{d}"))
+        .collect())
+}
+
+/// The one walk of `data/`: every folder that is not a pack folder, and
+/// every file in the pack folders with its name classified, in listing
+/// order (a foreign folder where it is listed, each pack folder's files
+/// where the folder is).
+pub fn walk_data(backend: &dyn Backend) -> Result<Vec<DataEntry>> {
+    let mut entries = Vec::new();
     for dir in backend.list("data")? {
         if !is_pack_folder(&dir) {
+            entries.push(DataEntry::Foreign(format!("data/{dir}")));
             continue;
         }
         let dir = format!("data/{dir}");
         for file in backend.list(&dir)? {
-            if let crate::repo::FileName::Id(id) = crate::repo::classify(&dir, &file) {
-                ids.insert(id);
-            }
+            let kind = crate::repo::classify(&dir, &file);
+            entries.push(DataEntry::File(DataFile {
+                dir: dir.clone(),
+                file,
+                kind,
+            }));
         }
     }
-    Ok(ids)
+    Ok(entries)
+}
+
+/// Ids of the committed packs in `data/`.
+pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<RawId>> {
+    Ok(walk_data(backend)?
+        .into_iter()
+        .filter_map(|entry| match entry {
+            DataEntry::File(DataFile {
+                kind: crate::repo::FileName::Id(id),
+                ..
+            }) => Some(id),
+            _ => None,
+        })
+        .collect())
 }
 
 pub fn pack_name(id: &RawId) -> String {
@@ -579,5 +638,44 @@ mod tests {
         let err = read_table(&*file, &sealing, &id, "p").unwrap_err();
         assert!(err.message().contains("does not authenticate"), "{err}");
         assert!(read_frames(&*file, "p").unwrap().0, "frames need no key");
+    }
+
+    #[test]
+    fn the_data_walk_classifies_every_name_in_listing_order() {
+        use crate::repo::FileName;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let (id, _) = write_pack(&backend);
+        let hex = hex_id(&id);
+        let folder = format!("data/{}", &hex[..2]);
+        let other = if &hex[..2] == "00" { "01" } else { "00" };
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(format!("data/{other}"))).unwrap();
+        std::fs::write(root.join(format!("data/{other}/{hex}")), b"x").unwrap();
+        std::fs::write(root.join(format!("{folder}/.tmp-1")), b"x").unwrap();
+        std::fs::write(root.join(format!("{folder}/notes")), b"x").unwrap();
+        std::fs::create_dir_all(root.join("data/zz")).unwrap();
+        let file = |dir: &str, file: &str, kind| {
+            DataEntry::File(DataFile {
+                dir: dir.to_string(),
+                file: file.to_string(),
+                kind,
+            })
+        };
+        let mut want = vec![
+            file(&folder, ".tmp-1", FileName::Unfinished),
+            file(&folder, &hex, FileName::Id(id)),
+            file(&folder, "notes", FileName::Foreign),
+        ];
+        want.insert(
+            if other == "00" { 0 } else { 3 },
+            file(&format!("data/{other}"), &hex, FileName::Misplaced),
+        );
+        want.push(DataEntry::Foreign("data/zz".into()));
+        assert_eq!(walk_data(&backend).unwrap(), want);
+        let mut folders = vec![folder.clone(), format!("data/{other}")];
+        folders.sort();
+        assert_eq!(pack_folders(&backend).unwrap(), folders);
+        assert_eq!(packs_on_disk(&backend).unwrap(), [id].into_iter().collect());
     }
 }

@@ -130,6 +130,15 @@ pub fn manifest_name(id: &str) -> String {
 }
 
 impl Snapshot {
+    /// The recorded layout, read as `T`: the one place it is parsed. The
+    /// type is the disk layer's (`disk::layout::Layout`), which this layer
+    /// does not know, so the caller names it. `None` when none was recorded
+    /// (snapshots made before layouts were), `Some(Err)` when it does not
+    /// read as `T`.
+    pub fn parsed_layout<T: serde::de::DeserializeOwned>(&self) -> Option<serde_json::Result<T>> {
+        self.layout.clone().map(serde_json::from_value)
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         envelope::seal(KIND, VERSION, self)
     }

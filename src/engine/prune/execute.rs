@@ -221,13 +221,7 @@ fn remove_leftovers(
         report.maps_removed += 1;
     }
     let mut dirs: Vec<String> = ["snapshots", "maps", "index"].map(String::from).to_vec();
-    dirs.extend(
-        backend
-            .list("data")?
-            .into_iter()
-            .filter(|d| pack::is_pack_folder(d))
-            .map(|d| format!("data/{d}")),
-    );
+    dirs.extend(pack::pack_folders(backend)?);
     for dir in dirs {
         report.unfinished_removed += backend.remove_unfinished(&dir, true)?.len();
     }

@@ -87,11 +87,8 @@ impl RestorePlan<'_> {
         let pool = BufPool::new(self.header.chunk_size as usize, 2);
         let (repo, index) = (self.repo, &self.index);
         let fetch = |id: &ChunkId| -> Result<PlainChunk> {
-            let loc = index
-                .get(id)
-                .ok_or_else(|| Error::corrupt(format!("chunk {id} is not in the index")))?;
             repo.chunk_reader(pool.clone())
-                .read(id, index.pack_id(loc.pack), loc)
+                .read_indexed(index, id, || not_indexed(id))
         };
         read_back(
             &mut self.map,
@@ -321,12 +318,14 @@ fn fetch_chunk(
     if entry.kind != Kind::Data {
         return Ok(None);
     }
-    let loc = index
-        .get(&entry.id)
-        .ok_or_else(|| Error::corrupt(format!("chunk {} is not in the index", entry.id)))?;
     reader
-        .read(&entry.id, index.pack_id(loc.pack), loc)
+        .read_indexed(index, &entry.id, || not_indexed(&entry.id))
         .map(Some)
+}
+
+/// The error for a chunk of the snapshot that the index lacks.
+fn not_indexed(id: &ChunkId) -> Error {
+    Error::corrupt(format!("chunk {id} is not in the index"))
 }
 
 /// Reads the target back: every data chunk must hash to its id (a chunk

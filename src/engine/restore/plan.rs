@@ -104,7 +104,7 @@ impl<'a> RestorePlan<'a> {
 /// The snapshot's layout, if it recorded one that this version can read
 /// and that is consistent; otherwise none, with a warning.
 fn snapshot_layout(snap: &Snapshot, warnings: &mut Vec<String>) -> Option<Layout> {
-    let layout: Layout = match serde_json::from_value(snap.layout.clone()?) {
+    let layout: Layout = match snap.parsed_layout()? {
         Ok(l) => l,
         Err(e) => {
             warnings.push(format!(
