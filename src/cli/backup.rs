@@ -160,11 +160,7 @@ impl<'a> BackupReport<'a> {
 /// One line per filesystem: how much of it is used, or why it was copied
 /// whole.
 fn filesystems(snap: &Snapshot) -> Vec<String> {
-    let Some(layout) = snap
-        .layout
-        .clone()
-        .and_then(|v| serde_json::from_value::<Layout>(v).ok())
-    else {
+    let Some(Ok(layout)) = snap.parsed_layout::<Layout>() else {
         return Vec::new();
     };
     let sector = u64::from(layout.sector_size);

@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         format!("map blake3    {}", s.map.blake3),
         format!("written by    platter {}", s.platter_version),
     ]);
-    match s.layout.clone().map(serde_json::from_value::<Layout>) {
+    match s.parsed_layout::<Layout>() {
         Some(Ok(layout)) => {
             for (i, l) in layout_text::lines(&layout).into_iter().enumerate() {
                 lines.push(if i == 0 {
