@@ -293,6 +293,49 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Out
 
 type Written = (MapWriter, Vec<(RawId, Vec<PackEntry>)>, BackupStats);
 
+/// Where new chunks go: the pack being filled, opened on first use, and
+/// the committer that finishes full ones in the background.
+struct Packs<'a, 'p> {
+    backend: &'a dyn Backend,
+    sealing: &'a Sealing,
+    open: &'p mut Option<PackWriter>,
+    commit: &'p Sender<PackWriter>,
+}
+
+impl Packs<'_, '_> {
+    /// Appends a new chunk to the open pack (handing it to the committer
+    /// once full) and counts it; returns its map entry.
+    fn store(
+        self,
+        entry: MapEntry,
+        stored: &Blob,
+        slot: &Slot,
+        stats: &mut BackupStats,
+    ) -> Result<MapEntry> {
+        let writer = match self.open.as_mut() {
+            Some(w) => w,
+            None => self
+                .open
+                .insert(PackWriter::create(self.backend, self.sealing)?),
+        };
+        let plain_len = slot.plain.len() as u32;
+        let bytes = stored.bytes(&slot.plain, &slot.stored);
+        writer.add(entry.id, stored.how, bytes, plain_len)?;
+        stats.chunks_new += 1;
+        stats.bytes_read += u64::from(plain_len);
+        stats.bytes_new += stored.len as u64;
+        stats.bytes_new_plain += u64::from(plain_len);
+        if writer.len() >= PACK_TARGET
+            && let Some(full) = self.open.take()
+        {
+            self.commit
+                .send(full)
+                .map_err(|_| Error::internal("pack committer stopped"))?;
+        }
+        Ok(entry)
+    }
+}
+
 fn write_loop(
     backend: &dyn Backend,
     sealing: &Sealing,
@@ -346,25 +389,13 @@ fn write_loop(
                 }
                 Outcome::Failed(e) => return Err(e),
                 Outcome::New { entry, stored } => {
-                    let writer = match pack.as_mut() {
-                        Some(w) => w,
-                        None => pack.insert(PackWriter::create(backend, sealing)?),
+                    let packs = Packs {
+                        backend,
+                        sealing,
+                        open: &mut pack,
+                        commit: &commit_tx,
                     };
-                    let plain_len = item.slot.plain.len() as u32;
-                    let bytes = stored.bytes(&item.slot.plain, &item.slot.stored);
-                    writer.add(entry.id, stored.how, bytes, plain_len)?;
-                    stats.chunks_new += 1;
-                    stats.bytes_read += u64::from(plain_len);
-                    stats.bytes_new += stored.len as u64;
-                    stats.bytes_new_plain += u64::from(plain_len);
-                    if writer.len() >= PACK_TARGET
-                        && let Some(full) = pack.take()
-                    {
-                        commit_tx
-                            .send(full)
-                            .map_err(|_| Error::internal("pack committer stopped"))?;
-                    }
-                    entry
+                    packs.store(entry, &stored, &item.slot, &mut stats)?
                 }
             };
             stats.chunks += 1;

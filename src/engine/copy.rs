@@ -123,13 +123,10 @@ fn filter_text(options: &CopyOptions) -> String {
     parts.join(" and ")
 }
 
-pub fn copy(
-    from: &Repository,
-    to: &Repository,
-    options: &CopyOptions,
-    progress: &dyn Progress,
-) -> Result<CopyReport> {
-    let started = Instant::now();
+/// Refuses a pair of repositories a copy cannot go between: the same one,
+/// different chunk sizes, or an encrypted one into a plain one without
+/// --decrypt.
+fn check_pair(from: &Repository, to: &Repository, options: &CopyOptions) -> Result<()> {
     if from.config().repo_id == to.config().repo_id {
         return Err(Error::bad_input(
             "the repository to copy to is the repository being copied from",
@@ -156,6 +153,17 @@ pub fn copy(
         ))
         .hint("copy into an encrypted repository (`platter init`, optionally --copy-key-from this one), or give --decrypt if the clear copy is what you want"));
     }
+    Ok(())
+}
+
+pub fn copy(
+    from: &Repository,
+    to: &Repository,
+    options: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let started = Instant::now();
+    check_pair(from, to, options)?;
     let _from_lock = super::lock_for_reading(from, "copy", progress)?;
     let to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
     let listed = from.snapshots()?;
