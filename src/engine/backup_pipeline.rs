@@ -418,11 +418,22 @@ fn write_loop(
         Ok(())
     })();
     drop(commit_tx);
+    let packs = committed_packs(result, committer, &committed_rx)?;
+    Ok((map, packs, stats))
+}
+
+/// Waits for the committer to finish every pack handed to it; the first
+/// error (the loop's, a pack's, or the committer's panic) wins.
+fn committed_packs(
+    result: Result<()>,
+    committer: std::thread::JoinHandle<()>,
+    committed: &Receiver<Result<(RawId, Vec<PackEntry>)>>,
+) -> Result<Vec<(RawId, Vec<PackEntry>)>> {
     let joined = committer.join();
     let mut packs = Vec::new();
     let mut first_error = result.err();
-    for committed in committed_rx.iter() {
-        match committed {
+    for pack in committed.iter() {
+        match pack {
             Ok(p) => packs.push(p),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -434,6 +445,6 @@ fn write_loop(
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok((map, packs, stats)),
+        None => Ok(packs),
     }
 }
