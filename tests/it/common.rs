@@ -722,6 +722,25 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// A tmpfs of `size` (e.g. "6M") mounted at `point`.
+    pub fn tmpfs(point: &Path, size: &str) -> Mounted {
+        fs::create_dir_all(point).expect("cannot create mount point");
+        system(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                format!("size={size}").as_ref(),
+                "tmpfs".as_ref(),
+                point.as_os_str(),
+            ],
+        );
+        Mounted {
+            point: point.to_path_buf(),
+        }
+    }
+
     pub fn mount(device: &Path, point: &Path) -> Mounted {
         fs::create_dir_all(point).expect("cannot create mount point");
         system("mount", &[device.as_os_str(), point.as_os_str()]);

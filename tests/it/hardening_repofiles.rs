@@ -386,25 +386,6 @@ fn busy_hint_names_the_command_that_helps() {
     fs::remove_file(&mine).unwrap();
 }
 
-/// A tmpfs of `size` at `point`; unmounted on drop.
-fn mount_tmpfs(point: &Path, size: &str) -> Mounted {
-    fs::create_dir_all(point).unwrap();
-    system(
-        "mount",
-        &[
-            "-t".as_ref(),
-            "tmpfs".as_ref(),
-            "-o".as_ref(),
-            format!("size={size}").as_ref(),
-            "tmpfs".as_ref(),
-            point.as_os_str(),
-        ],
-    );
-    Mounted {
-        point: point.to_path_buf(),
-    }
-}
-
 /// Fills the filesystem of `dir` to the last byte with a file there.
 fn fill_up(dir: &Path) {
     use std::io::Write;
@@ -425,7 +406,7 @@ fn full_repository_filesystem_still_restores_and_frees_space() {
         return;
     }
     let mut sandbox = Sandbox::without_repo();
-    let mount = mount_tmpfs(&sandbox.path("small"), "24m");
+    let mount = Mounted::tmpfs(&sandbox.path("small"), "24m");
     sandbox.repo = mount.point.join("repo");
     sandbox.run(["init", "--plain", "--chunk-size", "64K"]).ok();
     let mut snapshots: Vec<(String, Vec<u8>)> = Vec::new();

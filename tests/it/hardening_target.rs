@@ -41,25 +41,6 @@ fn attach_range(file: &Path, offset: u64, len: u64) -> LoopDevice {
     }
 }
 
-/// A tmpfs of `size` (e.g. "6M") mounted at `point`; unmounted on drop.
-fn small_tmpfs(point: &Path, size: &str) -> Mounted {
-    fs::create_dir_all(point).unwrap();
-    system(
-        "mount",
-        &[
-            "-t".as_ref(),
-            "tmpfs".as_ref(),
-            "-o".as_ref(),
-            format!("size={size}").as_ref(),
-            "tmpfs".as_ref(),
-            point.as_os_str(),
-        ],
-    );
-    Mounted {
-        point: point.to_path_buf(),
-    }
-}
-
 fn leftovers(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
@@ -287,7 +268,7 @@ fn forced_restore_onto_a_file_without_room_keeps_the_file() {
     }
     let (sandbox, _, id) = with_snapshot(8 << 20, 0x7a_0007);
     let mut rng = Rng::new(0x7a_0107);
-    let small = small_tmpfs(&sandbox.path("small"), "6M");
+    let small = Mounted::tmpfs(&sandbox.path("small"), "6M");
     let old = Image::random(small.point.join("old.img"), 2 << 20, &mut rng);
     sandbox
         .restore(&id, &old.path, &["--force"])
@@ -388,7 +369,7 @@ fn restore_to_a_new_file_without_room_is_refused_up_front() {
         return;
     }
     let (sandbox, _, id) = with_snapshot(4 << 20, 0x7a_0008);
-    let small = small_tmpfs(&sandbox.path("small"), "2M");
+    let small = Mounted::tmpfs(&sandbox.path("small"), "2M");
     let target = small.point.join("new.img");
     sandbox.restore(&id, &target, &[]).refused(2, "space");
     assert_eq!(leftovers(&small.point), Vec::<PathBuf>::new());
