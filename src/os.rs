@@ -1,6 +1,7 @@
-//! Small operating-system helpers shared by the repository (packs) and the
-//! disk layer (targets): writeback hints and direct I/O. A leaf module: it
-//! knows neither layer.
+//! Small operating-system helpers shared by the repository (packs, a new
+//! repository's config) and the disk layer (targets): writeback hints,
+//! direct I/O, and renaming without replacing. A leaf module: it knows
+//! neither layer.
 
 use std::fs::File;
 use std::io;
@@ -99,5 +100,53 @@ impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.map[..self.len]
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (then EEXIST and nothing
+/// changes). RENAME_NOREPLACE where the filesystem has it; else a hard
+/// link, which fails just the same if the name is taken; else (FAT and
+/// exFAT have no hard links) a look before an ordinary rename, the only
+/// way left, racy only against another writer of the same new name.
+pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    match nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Err(Errno::EINVAL | Errno::ENOSYS) => {}
+        other => return other.map_err(std::io::Error::from),
+    }
+    match std::fs::hard_link(from, to) {
+        Ok(()) => return std::fs::remove_file(from),
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+            return Err(e);
+        }
+        Err(_) => {}
+    }
+    if to.symlink_metadata().is_ok() {
+        return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    std::fs::rename(from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rename_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"new").unwrap();
+        std::fs::write(&b, b"old").unwrap();
+        let refused = super::rename_no_replace(&a, &b).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"old");
+        std::fs::remove_file(&b).unwrap();
+        super::rename_no_replace(&a, &b).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"new");
+        assert!(!a.exists());
     }
 }

@@ -469,23 +469,8 @@ impl Target {
         if self.named {
             return Ok(());
         }
-        let renamed = nix::fcntl::renameat2(
-            None,
-            &self.path,
-            None,
-            &self.final_path,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        );
-        let renamed = match renamed {
-            // Filesystems without RENAME_NOREPLACE: a hard link fails just
-            // the same if the name was taken meanwhile.
-            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-                fs::hard_link(&self.path, &self.final_path)
-                    .and_then(|()| fs::remove_file(&self.path))
-            }
-            other => other.map_err(io::Error::from),
-        };
-        renamed.map_err(|e| Error::io("rename into place", &self.final_path, e))?;
+        os::rename_no_replace(&self.path, &self.final_path)
+            .map_err(|e| Error::io("rename into place", &self.final_path, e))?;
         self.named = true;
         self.on_interrupt = None;
         let dir = self

@@ -119,7 +119,7 @@ impl LocalBackend {
                 .at("create", &temp)?;
             file.write_all(bytes).at("write", &temp)?;
             file.sync_all().at("sync", &temp)?;
-            match fs::hard_link(&temp, &path) {
+            match os::rename_no_replace(&temp, &path) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::bad_input(
                     format!("{} exists already: it was not replaced", path.display()),
                 )),

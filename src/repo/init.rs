@@ -144,7 +144,7 @@ fn build_and_rename(
         .map_err(|e| Error::io("create", &staging, e))
         .and_then(|()| fill(&staging, config, key, None))
         .and_then(|id| {
-            rename_no_replace(&staging, path).map_err(|e| {
+            crate::os::rename_no_replace(&staging, path).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EEXIST)
                     || e.raw_os_error() == Some(libc::ENOTEMPTY)
                 {
@@ -277,24 +277,4 @@ fn fill(
         return Err(e);
     }
     Ok(key_id)
-}
-
-/// Renames `from` to `to` unless `to` exists (RENAME_NOREPLACE; where the
-/// filesystem lacks it, `to` must not exist just before).
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    match nix::fcntl::renameat2(
-        None,
-        from,
-        None,
-        to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-            if to.symlink_metadata().is_ok() {
-                return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
-            }
-            std::fs::rename(from, to)
-        }
-        other => other.map_err(std::io::Error::from),
-    }
 }

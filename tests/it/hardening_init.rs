@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::common::{FAST_KDF, Hold, Sandbox, have, held, in_call, run, traced_child};
 
-/// Held at linkat (x86-64 number 265): the config being put in place, the
-/// last step of an init, with everything else of the repository made.
+/// Held at renameat2 (x86-64 number 316): the config being put in place
+/// without replacing one, the last step of an init, with everything else
+/// of the repository made.
 const AT_CONFIG: Hold = Hold {
-    traced: "linkat,fsync",
-    at: 265,
+    traced: "renameat2,fsync",
+    at: 316,
     once: false,
 };
 
@@ -159,8 +160,8 @@ fn the_loser_of_an_init_race_in_place_leaves_the_winner_whole() {
         &at_mkdir,
         || {
             let child = Command::new("strace")
-                .args(["-f", "-o", "/dev/null", "-e", "trace=linkat"])
-                .args(["-e", "inject=linkat:delay_enter=10000000"])
+                .args(["-f", "-o", "/dev/null", "-e", "trace=renameat2"])
+                .args(["-e", "inject=renameat2:delay_enter=10000000"])
                 .arg(env!("CARGO_BIN_EXE_platter"))
                 .arg("-r")
                 .arg(&sandbox.repo)
@@ -170,7 +171,7 @@ fn the_loser_of_an_init_race_in_place_leaves_the_winner_whole() {
                 .spawn()
                 .expect("cannot run strace");
             let started = Instant::now();
-            while !traced_child(child.id()).is_some_and(|pid| in_call(pid, 265)) {
+            while !traced_child(child.id()).is_some_and(|pid| in_call(pid, 316)) {
                 assert!(
                     started.elapsed() < Duration::from_secs(15),
                     "the loser never got held"
