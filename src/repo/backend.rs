@@ -273,7 +273,12 @@ impl Backend for LocalBackend {
             .open(&path);
         let file = match opened {
             Ok(file) => file,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            // O_NOFOLLOW's ELOOP: the file itself is a link; a loop of
+            // links higher up (the repository path) is the user's input.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ELOOP)
+                    && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
                 return Err(not_a_file(&path, "a symbolic link"));
             }
             Err(e) => return Err(Error::io("open", &path, e)),

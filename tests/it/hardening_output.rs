@@ -216,7 +216,7 @@ fn an_unwritable_stderr_changes_no_exit_code() {
     assert_eq!(sandbox.snapshot_ids().len(), 2);
 }
 
-// Pins: a target name too long or a symbolic link loop is bad input (exit 2), and a target that is a running program (ETXTBSY, like an active swap file) is busy (exit 5), not an I/O error (6).
+// Pins: a target name too long, or a symbolic link loop as target or repository path, is bad input (exit 2), and a target that is a running program (ETXTBSY, like an active swap file) is busy (exit 5), not an I/O error (6).
 #[test]
 fn unusable_names_and_files_in_use_get_their_own_exit_codes() {
     let sandbox = Sandbox::new();
@@ -233,6 +233,14 @@ fn unusable_names_and_files_in_use_get_their_own_exit_codes() {
     sandbox
         .run([OsStr::new("restore"), id.as_ref(), looped.as_os_str()])
         .refused(2, "symbolic links");
+    // A repository path that is a loop of links is the user's input too,
+    // not a repository file that is a link (damage).
+    super::common::run([
+        OsStr::new("-r"),
+        sandbox.path("loop-a").as_os_str(),
+        "snapshots".as_ref(),
+    ])
+    .refused(2, "symbolic links");
     let program = sandbox.path("sleeper");
     fs::copy("/bin/sleep", &program).unwrap();
     let mut running = std::process::Command::new(&program)
