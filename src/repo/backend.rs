@@ -147,6 +147,18 @@ impl LocalBackend {
             .ok_or_else(|| Error::bad_input(format!("bad repository file name {name}")))?
             .to_path_buf();
         if !dir.is_dir() {
+            if let Ok(meta) = fs::symlink_metadata(&dir) {
+                let what = if meta.is_file() {
+                    "a file"
+                } else {
+                    file_type_name(meta.file_type())
+                };
+                return Err(Error::corrupt(format!(
+                    "{} is {what}, where the repository keeps a folder",
+                    dir.display()
+                ))
+                .hint("move it away (platter makes the folder again); then run `platter verify`"));
+            }
             fs::create_dir_all(&dir).at("create directory", &dir)?;
             // Make every new level durable, up to the repository root.
             let mut level = dir.as_path();

@@ -576,3 +576,17 @@ fn every_repository_keeps_a_space_reserve() {
     sandbox.backup(&image.path);
     assert_eq!(fs::metadata(&reserve).unwrap().len(), 4 << 20);
 }
+
+// Pins: a file where the repository keeps a folder (`locks`) is named as damage (exit 4) with what to do, not "cannot create directory: File exists" (exit 6).
+#[test]
+fn a_file_in_place_of_a_repository_folder_is_named() {
+    let (sandbox, image, _) = with_snapshot(0x5f_0c);
+    let locks = sandbox.repo.join("locks");
+    fs::remove_dir(&locks).unwrap();
+    fs::write(&locks, b"not a folder").unwrap();
+    sandbox
+        .run([OsStr::new("backup"), image.path.as_os_str()])
+        .refused(4, "is a file, where the repository keeps a folder");
+    fs::remove_file(&locks).unwrap();
+    sandbox.backup(&image.path);
+}
