@@ -19,7 +19,10 @@
 //! is no longer registered (its writer's registration names the temporary
 //! name, which the rename took away), so nothing committed is ever undone.
 //! The watcher holds the registry until the process exits, so nothing can
-//! register, and so create, a new file after the clean-up ran.
+//! register, and so create, a new file after the clean-up ran; the one
+//! thing a signal can leave is a file registered just before the clean-up
+//! and created just after it, which carries its writer's pid in its name
+//! like a SIGKILL leftover.
 //!
 //! SIGKILL cannot be caught: what it leaves carries the dead process's pid
 //! in its name, and later runs remove it (see the backend and the target).

@@ -133,6 +133,47 @@ pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> std::i
     std::fs::rename(from, to)
 }
 
+/// What a leftover of a killed writer is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    /// A file (a restore's hidden target).
+    File,
+    /// A folder, removed with all it holds (an init's staging folder).
+    Folder,
+}
+
+/// Removes the leftovers of writers that were killed (SIGKILL, a crash, a
+/// power cut): entries of `dir` named `PREFIX<pid>-<rest>` of the kind
+/// given, whose pid is gone from this host. A live writer's entry, or one
+/// whose pid now belongs to another process, is left alone; one that
+/// cannot be removed stays, hidden, for the next try.
+pub fn remove_leftovers_of_dead(dir: &std::path::Path, prefix: &str, kind: Leftover) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let of_kind = entry.file_type().is_ok_and(|t| match kind {
+            Leftover::File => t.is_file(),
+            Leftover::Folder => t.is_dir(),
+        });
+        if of_kind && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = match kind {
+                Leftover::File => std::fs::remove_file(entry.path()),
+                Leftover::Folder => std::fs::remove_dir_all(entry.path()),
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

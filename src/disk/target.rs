@@ -193,7 +193,12 @@ impl Target {
         let name = path
             .file_name()
             .ok_or_else(|| Error::bad_input(format!("target {} names no file", path.display())))?;
-        remove_dead_leftovers(path, &name.to_string_lossy());
+        // What killed restores to this name left (their pid is gone).
+        os::remove_leftovers_of_dead(
+            dir,
+            &temp_prefix(&name.to_string_lossy()),
+            os::Leftover::File,
+        );
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -488,39 +493,6 @@ impl Target {
 /// the writer's pid and a stamp follow.
 fn temp_prefix(name: &str) -> String {
     format!(".{name}.platter-")
-}
-
-/// Removes the temporary files that earlier restores to `path` left when
-/// they were killed (SIGKILL, a crash, a power cut): those whose writer's
-/// pid is gone. A live writer's file, or one whose pid now belongs to
-/// another process, is left alone.
-fn remove_dead_leftovers(path: &Path, name: &str) {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let prefix = temp_prefix(name);
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(pid) = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, stamp)| stamp.bytes().all(|b| b.is_ascii_digit()).then_some(pid))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if is_file && !Path::new(&format!("/proc/{pid}")).exists() {
-            // A leftover that stays (no permission) is harmless: hidden,
-            // and tried again by the next restore.
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// Whether `path` can only name a folder: it ends with `/`, `/.` or `/..`.

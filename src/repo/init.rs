@@ -133,7 +133,7 @@ fn build_and_rename(
         .ok_or_else(|| Error::bad_input(format!("{} names no folder", path.display())))?;
     std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
     let prefix = format!(".{}.platter-init-", name.to_string_lossy());
-    remove_dead_staging(parent, &prefix);
+    crate::os::remove_leftovers_of_dead(parent, &prefix, crate::os::Leftover::Folder);
     let staging = parent.join(format!(
         "{prefix}{}-{}",
         std::process::id(),
@@ -165,29 +165,6 @@ fn build_and_rename(
     let id = built?;
     backend::sync_dir(parent)?;
     Ok(id)
-}
-
-/// Removes the staging folders (`PREFIX<pid>-<random>`) of inits that were
-/// killed (SIGKILL, a power cut): those whose pid is gone from this host.
-fn remove_dead_staging(parent: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// Fills the existing empty folder `path`. Another init may fill it at the
