@@ -42,6 +42,20 @@ fn hidden_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// No unfinished file and no lock of a run is left in the repository.
+fn assert_nothing_left(sandbox: &Sandbox) {
+    let temporary: Vec<_> = files_under(&sandbox.repo)
+        .into_iter()
+        .filter(|p| is_temporary(p))
+        .collect();
+    assert_eq!(
+        temporary,
+        Vec::<PathBuf>::new(),
+        "unfinished files were left"
+    );
+    assert_eq!(locks(sandbox), Vec::<PathBuf>::new(), "a lock was left");
+}
+
 fn locks(sandbox: &Sandbox) -> Vec<PathBuf> {
     files_under(&sandbox.repo.join("locks"))
 }
@@ -112,16 +126,7 @@ fn an_interrupted_backup_leaves_no_unfinished_files() {
     );
     assert_eq!(exit, Some(143), "{stderr}");
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
-    let temporary: Vec<_> = files_under(&sandbox.repo)
-        .into_iter()
-        .filter(|p| is_temporary(p))
-        .collect();
-    assert_eq!(
-        temporary,
-        Vec::<PathBuf>::new(),
-        "unfinished files were left"
-    );
-    assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
+    assert_nothing_left(&sandbox);
     let verify = sandbox.run(["verify", "--read-data"]);
     verify.ok();
     assert!(!verify.stdout.contains("LEFTOVER"), "{}", verify.stdout);
@@ -291,16 +296,7 @@ fn a_file_size_limit_is_an_error_not_a_silent_kill() {
     assert_eq!(backup.status.code(), Some(6), "{backup:?}");
     let stderr = String::from_utf8_lossy(&backup.stderr);
     assert!(stderr.contains("File too large"), "{stderr}");
-    let temporary: Vec<_> = files_under(&sandbox.repo)
-        .into_iter()
-        .filter(|p| is_temporary(p))
-        .collect();
-    assert_eq!(
-        temporary,
-        Vec::<PathBuf>::new(),
-        "unfinished files were left"
-    );
-    assert_eq!(locks(&sandbox), Vec::<PathBuf>::new(), "a lock was left");
+    assert_nothing_left(&sandbox);
     assert_eq!(sandbox.snapshot_ids(), vec![id]);
 }
 
