@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod interrupt;
 pub mod os;
+pub mod owner;
 pub mod printable;
 pub mod progress;
 pub mod repo;

@@ -143,29 +143,28 @@ pub enum Leftover {
 }
 
 /// Removes the leftovers of writers that were killed (SIGKILL, a crash, a
-/// power cut): entries of `dir` named `PREFIX<pid>-<rest>` of the kind
-/// given, whose pid is gone from this host. A live writer's entry, or one
-/// whose pid now belongs to another process, is left alone; one that
-/// cannot be removed stays, hidden, for the next try.
+/// power cut): entries of `dir` of the kind given named
+/// `PREFIX<writer record>-<rest>` (see `owner::this_writer`) whose writer
+/// is gone from this host, or, when that cannot be told (another host on a
+/// shared folder, an older name), that have not changed for an hour. A
+/// live writer's entry is left alone; one that cannot be removed stays,
+/// hidden, for the next try.
 pub fn remove_leftovers_of_dead(dir: &std::path::Path, prefix: &str, kind: Leftover) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
             continue;
         };
+        // host-pid-ticks, then what makes the name unique.
+        let record = rest.rsplit_once('-').map(|(record, _)| record);
         let of_kind = entry.file_type().is_ok_and(|t| match kind {
             Leftover::File => t.is_file(),
             Leftover::Folder => t.is_dir(),
         });
-        if of_kind && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if of_kind && crate::owner::left_behind(record, &entry.path()) {
             let _ = match kind {
                 Leftover::File => std::fs::remove_file(entry.path()),
                 Leftover::Folder => std::fs::remove_dir_all(entry.path()),

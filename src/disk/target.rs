@@ -205,7 +205,7 @@ impl Target {
         let temp = path.with_file_name(format!(
             "{}{}-{stamp}",
             temp_prefix(&name.to_string_lossy()),
-            std::process::id()
+            crate::owner::this_writer()
         ));
         let on_interrupt = interrupt::remove_on_interrupt(&temp);
         let file = OpenOptions::new()
@@ -490,7 +490,8 @@ impl Target {
 }
 
 /// The start of the temporary names of restores to a file named `name`;
-/// the writer's pid and a stamp follow.
+/// the writer (`owner::this_writer`: host, pid, start time) and a stamp
+/// follow.
 fn temp_prefix(name: &str) -> String {
     format!(".{name}.platter-")
 }

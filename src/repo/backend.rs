@@ -21,12 +21,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use crate::error::{Error, IoContext, Result};
 use crate::interrupt::{self, Registration};
 use crate::os::{self, AlignedBuf};
-use crate::repo::owner;
+use crate::owner;
 
 /// A file being written; it exists under its name only after `commit`.
 pub trait NewFile: Write + Send {
@@ -218,19 +217,12 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 /// finished: its writer is gone, or, when that cannot be told, it has not
 /// changed for `owner::ABANDONED_AFTER`.
 fn abandoned(file: &str, path: &Path) -> bool {
-    let writer = file
+    let record = file
         .strip_prefix(TEMP_PREFIX)
         .and_then(|rest| rest.split_once('-'))
         .and_then(|(_, rest)| rest.rsplit_once('-'))
-        .and_then(|(record, _)| owner::writer_gone(record));
-    if let Some(gone) = writer {
-        return gone;
-    }
-    fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|changed| SystemTime::now().duration_since(changed).ok())
-        .is_some_and(|age| age >= owner::ABANDONED_AFTER)
+        .map(|(record, _)| record);
+    owner::left_behind(record, path)
 }
 
 /// What a file that is not a regular file is, for messages.

@@ -1,7 +1,7 @@
 //! Creating a repository, all or nothing.
 //!
 //! A new folder is built under a hidden name beside the one asked for
-//! (`.NAME.platter-init-PID-RANDOM`) and renamed into place whole, without
+//! (`.NAME.platter-init-HOST-PID-START-RANDOM`) and renamed into place whole, without
 //! replacing anything that appeared there meanwhile: two `init`s of one
 //! name cannot both succeed, and an interrupted or failed one leaves
 //! nothing but, at worst, its hidden folder (removed on SIGINT/SIGTERM).
@@ -136,7 +136,7 @@ fn build_and_rename(
     crate::os::remove_leftovers_of_dead(parent, &prefix, crate::os::Leftover::Folder);
     let staging = parent.join(format!(
         "{prefix}{}-{}",
-        std::process::id(),
+        crate::owner::this_writer(),
         crate::repo::random_hex(4)
     ));
     let _cleanup = interrupt::remove_tree_on_interrupt(&staging);

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::Registration;
+use crate::owner::{hostname, process_alive, process_start_ticks};
 use crate::repo::backend::Backend;
-use crate::repo::owner::{hostname, process_alive, process_start_ticks};
 use crate::repo::{Repository, ids_in, sealed};
 use crate::repo::{envelope, hex_id, random_id};
 

@@ -17,7 +17,6 @@ mod init;
 pub mod keys;
 pub mod lock;
 pub mod map;
-pub mod owner;
 pub mod pack;
 pub mod sealed;
 pub mod snapshot;

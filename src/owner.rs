@@ -1,4 +1,6 @@
-//! Who wrote a file, and whether that writer still runs: a host, a pid and
+//! Who wrote a file, and whether that writer still runs (for the
+//! repository's locks and unfinished writes, a restore's hidden target and
+//! an init's staging folder alike): a host, a pid and
 //! the process's start time (so a reused pid is not mistaken for the
 //! owner). Locks record it in full; unfinished writes carry it in their
 //! temporary name, so that a leftover of a killed command can be told from
@@ -24,12 +26,37 @@ pub fn host_tag() -> String {
 }
 
 /// Whether process `pid`, started at `start_ticks` (0: unknown), runs on
-/// this host.
+/// this host. When /proc does not show it (hidepid, another user's
+/// process), `kill(pid, 0)` decides: a process we may not signal exists,
+/// and is taken to be the writer rather than risk its files.
 pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
     match process_start_ticks(pid) {
-        None => false,
         Some(now) => start_ticks == 0 || now == start_ticks,
+        None => {
+            let Ok(pid) = i32::try_from(pid) else {
+                return false;
+            };
+            matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Ok(()) | Err(nix::errno::Errno::EPERM)
+            )
+        }
     }
+}
+
+/// Whether the unfinished file at `path`, whose name carries the writer
+/// record `record` (see [`this_writer`]), is left behind for good: its
+/// writer is gone from this host, or, when that cannot be told (another
+/// host, an older name), it has not changed for [`ABANDONED_AFTER`].
+pub fn left_behind(record: Option<&str>, path: &std::path::Path) -> bool {
+    if let Some(gone) = record.and_then(writer_gone) {
+        return gone;
+    }
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|changed| std::time::SystemTime::now().duration_since(changed).ok())
+        .is_some_and(|age| age >= ABANDONED_AFTER)
 }
 
 /// Field 22 of /proc/PID/stat: when the process started.
