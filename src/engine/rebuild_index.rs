@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::lock::LockKind;
 use crate::repo::pack::{DataEntry, PackEntry, walk_data};
-use crate::repo::{FileName, RawId, Repository, parse_id};
+use crate::repo::{FileName, RawId, Repository};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RebuildReport {
@@ -32,12 +32,21 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     let mut report = RebuildReport::default();
     let mut packs: Vec<(RawId, Vec<PackEntry>)> = Vec::new();
     for entry in walk_data(backend)? {
-        // Any id-shaped name outside a temporary file is tried, as its
-        // pack's canonical place (`read_pack_table`).
+        // Only packs in their own folder (the name rule readers follow);
+        // verify names misplaced ones. A misplaced copy read at its
+        // canonical place would be indexed twice, or blamed on the wrong
+        // file and keep the old index files for good.
         let DataEntry::File(found) = entry else {
             continue;
         };
-        let Some(id) = parse_id(&found.file).filter(|_| found.kind != FileName::Unfinished) else {
+        let FileName::Id(id) = found.kind else {
+            if found.kind == FileName::Misplaced {
+                progress.warn(&format!(
+                    "not indexing {}: a pack in the wrong data/ folder (move it to data/{}/)",
+                    repo.describe(&found.path()),
+                    found.file.get(..2).unwrap_or("")
+                ));
+            }
             continue;
         };
         let name = found.path();
