@@ -15,10 +15,11 @@
 //! and whenever reading fails. A block device's ctime does not follow
 //! writes to it, so writes to a device that is not a loop device are not
 //! seen here; and a write through a page of a shared mapping that is
-//! already dirty moves no ctime at all. Both kinds of writer are refused
-//! before the backup starts and again before it commits, see `writers`: a
-//! read-write mount, a stacked device, a process that maps the source
-//! shared and writable.
+//! already dirty moves no ctime at all. Of those writers, the ones that can
+//! be seen are refused before the backup starts and again before it
+//! commits, see `writers`: a read-write mount, a stacked device, a process
+//! that maps the source shared and writable. A program writing a block
+//! device with plain writes (`dd`, a VM on a raw disk) is not seen.
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -253,10 +253,13 @@ fn compare_source(source: &Source, options: &BackupOptions) -> Result<Verdict> {
 }
 
 /// A failure while reading a source that changed is reported as that
-/// change, its root cause.
+/// change, its likely root cause; the failure itself stays in the
+/// message, since it may have another cause (a full repository disk).
 fn explain(source: &Source, options: &BackupOptions, e: Error) -> Error {
     match compare_source(source, options) {
-        Ok(Verdict::Changed(change)) => change,
+        Ok(Verdict::Changed(change)) => {
+            change.hint(format!("the backup stopped on: {}", e.message()))
+        }
         _ => e,
     }
 }
