@@ -164,7 +164,9 @@ fn repack(repo: &Repository, packs: &[RepackPack], progress: &dyn Progress) -> R
 }
 
 /// Reads the live chunks of each pack and writes them into new packs,
-/// which it adds to `done`, marking the packs it moved.
+/// which it adds to `done`, marking the packs it moved. Chunks move as they
+/// are stored (checked on the way, not compressed or sealed again): a
+/// pack's worth of them is held at its stored size, not its plain size.
 fn move_live_chunks(
     repo: &Repository,
     packs: &[RepackPack],
@@ -176,9 +178,10 @@ fn move_live_chunks(
     for (p, pack) in packs.iter().enumerate() {
         let read: Result<Vec<_>> = (pack.live.iter())
             .map(|e| {
+                let loc = location(e);
                 reader
-                    .read(&e.id, &pack.id, &location(e))
-                    .map(|plain| (e.id, plain))
+                    .read_stored(&e.id, &pack.id, &loc)
+                    .map(|stored| (e.id, loc, stored))
             })
             .collect();
         let chunks = match read {
@@ -191,9 +194,9 @@ fn move_live_chunks(
                 continue;
             }
         };
-        for (id, plain) in chunks {
-            progress.advance(plain.len() as u64);
-            if let Some(closed) = sink.add(id, &plain)? {
+        for (id, loc, stored) in chunks {
+            progress.advance(u64::from(loc.plain_len));
+            if let Some(closed) = sink.add_stored(id, loc.encoded, &stored, loc.plain_len)? {
                 done.written.push(closed);
             }
         }
