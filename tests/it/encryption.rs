@@ -731,7 +731,7 @@ fn storage_damage_is_found_without_the_key() {
     verify_without_key(&plain.repo).expect_code(4);
 }
 
-// Pins: the commands that rewrite a repository work on an encrypted one: forget --prune deletes a dead pack and repacks a half-dead one (re-sealing what it moves), protect keeps a snapshot, rebuild-index reads the sealed pack tables, unlock reads the sealed locks; afterwards verify --read-data and --without-key are clean and every kept snapshot restores.
+// Pins: the commands that rewrite a repository work on an encrypted one: forget --prune deletes a dead pack and repacks a half-dead one (moving its sealed blobs as they are), protect keeps a snapshot, rebuild-index reads the sealed pack tables, unlock reads the sealed locks; afterwards verify --read-data and --without-key are clean and every kept snapshot restores.
 #[test]
 fn every_command_works_on_an_encrypted_repository() {
     let mut rng = Rng::new(67);
