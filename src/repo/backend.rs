@@ -335,7 +335,13 @@ impl Backend for LocalBackend {
             if !file.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let name = format!("{dir}/{file}");
+            // "" is the repository's own folder (a reserve or a config
+            // being written).
+            let name = if dir.is_empty() {
+                file.clone()
+            } else {
+                format!("{dir}/{file}")
+            };
             if no_writers || abandoned(&file, &self.path(&name)) {
                 self.remove(&name)?;
                 removed.push(name);

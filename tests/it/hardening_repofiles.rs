@@ -590,3 +590,23 @@ fn a_file_in_place_of_a_repository_folder_is_named() {
     fs::remove_file(&locks).unwrap();
     sandbox.backup(&image.path);
 }
+
+// Pins: prune removes the unfinished writes a killed command left in the repository's own folder (a reserve or config being written: 4 MiB on a disk that may be full) and in keys/ (an encrypted repository's), not only in the data folders.
+#[test]
+fn prune_removes_unfinished_writes_in_the_root_and_keys() {
+    let plain = Sandbox::new();
+    let encrypted = Sandbox::encrypted();
+    let left = [
+        plain.repo.join(".tmp-reserve-00000000-1-1-dead"),
+        encrypted.repo.join("keys/.tmp-key-00000000-1-1-dead"),
+    ];
+    for file in &left {
+        fs::write(file, vec![0u8; 4096]).unwrap();
+    }
+    plain.run(["prune"]).ok();
+    encrypted.run(["prune"]).ok();
+    for file in &left {
+        assert!(!file.exists(), "prune left {}", file.display());
+    }
+    assert!(plain.repo.join("config").exists());
+}

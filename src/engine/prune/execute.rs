@@ -223,7 +223,11 @@ fn remove_leftovers(
         backend.remove(&name)?;
         report.maps_removed += 1;
     }
-    let mut dirs: Vec<String> = ["snapshots", "maps", "index"].map(String::from).to_vec();
+    // "" is the repository's own folder: a killed command's reserve or
+    // config being written is 4 MiB on the very disk that filled up.
+    let mut dirs: Vec<String> = ["", "snapshots", "maps", "index", "keys"]
+        .map(String::from)
+        .to_vec();
     dirs.extend(pack::pack_folders(backend)?);
     for dir in dirs {
         report.unfinished_removed += backend.remove_unfinished(&dir, true)?.len();
