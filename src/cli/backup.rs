@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use platter::disk::layout::Layout;
 use platter::engine::backup::{BackupOptions, backup};
+use platter::repo::SnapshotId;
 use platter::repo::snapshot::Snapshot;
 
 use super::{Context, output};
@@ -77,10 +78,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     } else {
         let parent = snap
             .parent
-            .as_deref()
-            .map_or("none (full backup)".to_string(), |p| {
-                p[..8.min(p.len())].to_string()
-            });
+            .map_or("none (full backup)".to_string(), |p| p.prefix(8));
         output::line(&format!(
             "snapshot {} of {} ({}): read {}, skipped {} free, added {} in {} new of {} chunks \
              ({} unchanged, {} deduplicated, {} zero), parent {}, {:.1}s",
@@ -122,9 +120,9 @@ struct BackupReport<'a> {
     chunks_zero: u64,
     duration_s: f64,
     filesystems: Vec<String>,
-    parent: Option<&'a str>,
+    parent: Option<SnapshotId>,
     size: u64,
-    snapshot: &'a str,
+    snapshot: SnapshotId,
     source: &'a str,
     tags: &'a [String],
     time: &'a str,
@@ -147,9 +145,9 @@ impl<'a> BackupReport<'a> {
             chunks_zero: s.chunks_zero,
             duration_s: s.duration_s,
             filesystems: filesystems(snap),
-            parent: snap.parent.as_deref(),
+            parent: snap.parent,
             size: snap.source.size,
-            snapshot: &snap.id,
+            snapshot: snap.id,
             source: &snap.source.path,
             tags: &snap.tags,
             time: &snap.time,

@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     for c in &report.copied {
         output::line(&format!(
             "copied snapshot {}: {} new chunk(s), {} stored",
-            &c.snapshot[..8],
+            &c.snapshot.prefix(8),
             c.chunks_copied,
             output::bytes(c.bytes_stored)
         ));
@@ -102,7 +102,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     for f in &report.failed {
         output::line(&format!(
             "NOT copied: snapshot {} ({}); run `platter verify` here",
-            f.snapshot.get(..8).unwrap_or(&f.snapshot),
+            &f.snapshot.prefix(8),
             f.error
         ));
     }

@@ -111,7 +111,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         };
         output::line(&format!(
             "  {}  {}  {:<12}  {}",
-            &d.snapshot[..8],
+            &d.snapshot.prefix(8),
             &d.time[..19.min(d.time.len())],
             verdict,
             d.reasons.join(", ")

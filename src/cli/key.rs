@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use platter::Result;
 use platter::codec::kdf::{DEFAULT_KDF, KdfParams};
 use platter::engine::keys::{self, KeyList};
-use platter::repo::Repository;
+use platter::repo::{KeyId, Repository};
 
 use super::passphrase::Passphrases;
 use super::{Context, output};
@@ -120,7 +120,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<bool> {
                     output::line(&format!(
                         "{} {}  {}  {}",
                         if s.id == current { "*" } else { " " },
-                        &s.id[..12],
+                        s.id.prefix(12),
                         s.file.created,
                         describe_kdf(&s.file.kdf)
                     ));
@@ -135,7 +135,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<bool> {
         Command::Add(args) => {
             let (pass, kdf) = new_passphrase(&repo, &args)?;
             let id = keys::add(&repo, &pass, &kdf, &bar)?;
-            report(ctx, "added", &id, &format!("added key {}", &id[..12]))
+            report(ctx, "added", &id, &format!("added key {}", id.prefix(12)))
         }
         Command::Passwd(args) => {
             let (pass, kdf) = new_passphrase(&repo, &args)?;
@@ -146,14 +146,19 @@ pub fn run(ctx: &Context, command: Command) -> Result<bool> {
                 &changed.added,
                 &format!(
                     "added key {} and removed key {} (the passphrase you used)",
-                    &changed.added[..12],
-                    &changed.removed[..12]
+                    changed.added.prefix(12),
+                    changed.removed.prefix(12)
                 ),
             )
         }
         Command::Remove(args) => {
             let id = keys::remove(&repo, &args.id, &bar)?;
-            report(ctx, "removed", &id, &format!("removed key {}", &id[..12]))
+            report(
+                ctx,
+                "removed",
+                &id,
+                &format!("removed key {}", id.prefix(12)),
+            )
         }
     }
 }
@@ -171,7 +176,7 @@ fn new_passphrase(
     Ok((source.new_passphrase()?, kdf))
 }
 
-fn report(ctx: &Context, what: &str, id: &str, text: &str) -> Result<bool> {
+fn report(ctx: &Context, what: &str, id: &KeyId, text: &str) -> Result<bool> {
     if ctx.json {
         output::json(&serde_json::json!({ what: id }))?;
     } else {

@@ -89,7 +89,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
 fn print_report(report: &RestoreReport) {
     output::line(&format!(
         "restored snapshot {}{} to {} ({}): {} of data written, {} zero chunks, {:.1}s{}",
-        &report.snapshot[..8],
+        &report.snapshot.prefix(8),
         report
             .partition
             .map_or(String::new(), |n| format!(" (partition {n})")),
@@ -119,7 +119,7 @@ fn print_report(report: &RestoreReport) {
                 "  bytes {}..{} (chunk {}): {}",
                 d.offset,
                 d.offset + d.len,
-                &d.chunk[..16],
+                &d.chunk.to_hex()[..16],
                 d.reason
             ));
         }

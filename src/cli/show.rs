@@ -24,7 +24,10 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         format!("snapshot      {}", s.id),
         format!("time          {}", s.time),
         format!("host          {}", s.hostname),
-        format!("parent        {}", s.parent.as_deref().unwrap_or("none")),
+        format!(
+            "parent        {}",
+            s.parent.map_or("none".to_string(), |p| p.to_hex())
+        ),
         format!(
             "tags          {}",
             if s.tags.is_empty() {

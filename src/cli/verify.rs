@@ -75,7 +75,7 @@ fn print(report: &VerifyReport, read_data: bool, without_key: bool) {
         for a in &p.affects {
             output::line(&format!(
                 "         affects snapshot {} bytes {}..{}",
-                &a.snapshot[..8],
+                &a.snapshot.prefix(8),
                 a.offset,
                 a.offset + a.len
             ));

@@ -34,7 +34,7 @@ use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
 use crate::repo::map::{MapHeader, MapReader};
 use crate::repo::snapshot::{MapRef, Snapshot, SourceInfo};
-use crate::repo::{Repository, hex_id, random_id};
+use crate::repo::{Repository, SnapshotId};
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -67,7 +67,7 @@ pub fn backup(
     let parent_map = parent_map(repo, parent.as_ref(), options, progress);
     let index = load_index(repo, progress)?;
 
-    let id = random_id();
+    let id = SnapshotId::random();
     let header = MapHeader::new(chunk_size, info.size, id);
     progress.start("backup", info.size);
     let out = backup_pipeline::run(PipelineInput {
@@ -92,7 +92,7 @@ pub fn backup(
     let mut stats = out.stats;
     stats.duration_s = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
-        id: hex_id(&id),
+        id,
         time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
         parent: parent.map(|p| p.id),
         hostname: nix::unistd::gethostname()

@@ -23,7 +23,7 @@ use crate::disk::Source;
 use crate::disk::free_space::Ranges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::RawId;
+use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
@@ -46,7 +46,7 @@ pub struct PipelineInput<'a> {
 
 pub struct PipelineOutput {
     pub map: MapWriter,
-    pub packs: Vec<(RawId, Vec<PackEntry>)>,
+    pub packs: Vec<(PackId, Vec<PackEntry>)>,
     pub stats: BackupStats,
 }
 
@@ -291,7 +291,7 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Out
     }
 }
 
-type Written = (MapWriter, Vec<(RawId, Vec<PackEntry>)>, BackupStats);
+type Written = (MapWriter, Vec<(PackId, Vec<PackEntry>)>, BackupStats);
 
 /// Where new chunks go: the pack being filled, opened on first use, and
 /// the committer that finishes full ones in the background.
@@ -349,7 +349,7 @@ fn write_loop(
     let mut next = 0u64;
     let mut pack: Option<PackWriter> = None;
     let (commit_tx, commit_rx) = unbounded::<PackWriter>();
-    let (committed_tx, committed_rx) = unbounded::<Result<(RawId, Vec<PackEntry>)>>();
+    let (committed_tx, committed_rx) = unbounded::<Result<(PackId, Vec<PackEntry>)>>();
     let committer = std::thread::spawn(move || {
         for writer in commit_rx.iter() {
             if committed_tx.send(writer.finish()).is_err() {
@@ -427,8 +427,8 @@ fn write_loop(
 fn committed_packs(
     result: Result<()>,
     committer: std::thread::JoinHandle<()>,
-    committed: &Receiver<Result<(RawId, Vec<PackEntry>)>>,
-) -> Result<Vec<(RawId, Vec<PackEntry>)>> {
+    committed: &Receiver<Result<(PackId, Vec<PackEntry>)>>,
+) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
     let joined = committer.join();
     let mut packs = Vec::new();
     let mut first_error = result.err();

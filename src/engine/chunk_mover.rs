@@ -16,12 +16,12 @@ use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
 use crate::repo::map::{Kind, MapEntry, map_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository};
+use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository, SnapshotId};
 
 /// What moving one snapshot's chunks did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CopiedSnapshot {
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     pub chunks_copied: u64,
     pub bytes_stored: u64,
 }
@@ -110,7 +110,7 @@ where
         index.add_pack(*id, entries);
     }
     Ok(CopiedSnapshot {
-        snapshot: snap.id.clone(),
+        snapshot: snap.id,
         chunks_copied: chunks,
         bytes_stored: sink.stored_bytes,
     })
@@ -128,7 +128,7 @@ pub(super) fn not_in_source(id: &ChunkId) -> Error {
 /// snapshot: copies its bytes, then opens it there, which checks them
 /// against the manifest's BLAKE3.
 pub(super) fn copy_map(from: &Repository, to: &Repository, snap: &Snapshot) -> Result<()> {
-    let name = map_name(&snap.raw_id()?);
+    let name = map_name(&snap.id);
     let bytes = from.backend().read_whole(&name)?;
     to.backend().write_whole(&name, &bytes)?;
     to.open_map(snap).map(|_| ())

@@ -25,7 +25,7 @@ use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
 use crate::repo::snapshot::{Snapshot, sort_by_time};
-use crate::repo::{BrokenManifest, Repository};
+use crate::repo::{BrokenManifest, Repository, SnapshotId};
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -49,7 +49,7 @@ pub struct CopyReport {
     pub rekeyed: bool,
     pub copied: Vec<CopiedSnapshot>,
     /// Selected snapshots the other repository already has.
-    pub already_there: Vec<String>,
+    pub already_there: Vec<SnapshotId>,
     pub chunks_copied: u64,
     /// Bytes stored in the other repository (after its compression).
     pub bytes_stored: u64,
@@ -61,7 +61,7 @@ pub struct CopyReport {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FailedCopy {
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     pub error: String,
 }
 
@@ -170,7 +170,7 @@ pub fn copy(
     let all_here = listed.0.clone();
     let (chosen, broken) = select(from, listed, options)?;
     let (there_list, _) = to.snapshots()?;
-    let there: HashSet<String> = there_list.iter().map(|s| s.id.clone()).collect();
+    let there: HashSet<SnapshotId> = there_list.iter().map(|s| s.id).collect();
     let (source_index, damaged) = from.load_index()?;
     // The chunks a damaged index described look missing: the snapshots
     // that need them fail one by one below, the others are copied.
@@ -201,7 +201,7 @@ pub fn copy(
             from.describe(&b.name)
         ));
         report.failed.push(FailedCopy {
-            snapshot: b.name.trim_start_matches("snapshots/").to_string(),
+            snapshot: b.id,
             error,
         });
     }
@@ -229,7 +229,7 @@ pub fn copy(
             Err(e) if e.kind() == crate::ErrorKind::Corrupt => {
                 progress.warn(&format!("snapshot {} was not copied: {e}", snap.short_id()));
                 report.failed.push(FailedCopy {
-                    snapshot: snap.id.clone(),
+                    snapshot: snap.id,
                     error: e.to_string(),
                 });
                 continue;

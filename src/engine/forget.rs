@@ -9,9 +9,9 @@ use crate::engine::prune::{PruneOptions, PruneReport, prune_locked};
 use crate::engine::retention::{Decision, Policy, decide, unmatched_tags};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::repo::lock::LockKind;
 use crate::repo::snapshot::Snapshot;
+use crate::repo::{Repository, SnapshotId};
 
 #[derive(Debug, Clone, Default)]
 pub struct ForgetOptions {
@@ -29,7 +29,7 @@ pub struct ForgetOptions {
 pub struct ForgetReport {
     pub dry_run: bool,
     pub decisions: Vec<Decision>,
-    pub removed: Vec<String>,
+    pub removed: Vec<SnapshotId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneReport>,
 }
@@ -108,7 +108,7 @@ pub fn forget(
         for d in decisions.iter().filter(|d| !d.keep) {
             if let Some(s) = snaps.iter().find(|s| s.id == d.snapshot) {
                 repo.remove_snapshot(s)?;
-                removed.push(s.id.clone());
+                removed.push(s.id);
             }
         }
     }
@@ -151,7 +151,7 @@ fn named(repo: &Repository, specs: &[String], snaps: &mut Vec<Snapshot>) -> Resu
     let decisions = chosen
         .iter()
         .map(|s| Decision {
-            snapshot: s.id.clone(),
+            snapshot: s.id,
             time: s.time.clone(),
             source: crate::engine::retention::group_of(s),
             keep: false,

@@ -22,13 +22,13 @@ use crate::codec::kdf::KdfParams;
 use crate::codec::seal::MasterKey;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::repo::keys::{self, KeySlot, NewKeyFile, Unreadable};
 use crate::repo::lock::LockKind;
+use crate::repo::{KeyId, Repository};
 
 /// The master key and the id of the key file that opened `repo`; an
 /// error for a repository that is not encrypted.
-pub fn opened_key(repo: &Repository) -> Result<(&MasterKey, &str)> {
+pub fn opened_key(repo: &Repository) -> Result<(&MasterKey, &KeyId)> {
     repo.key().ok_or_else(|| {
         Error::bad_input(format!(
             "{} is not encrypted: it has no keys",
@@ -43,7 +43,7 @@ pub struct KeyList {
     /// Oldest first.
     pub slots: Vec<KeySlot>,
     /// The id of the key file that opened the repository this time.
-    pub current: String,
+    pub current: KeyId,
     /// Key files that cannot be read.
     pub damaged: Unreadable,
 }
@@ -55,7 +55,7 @@ pub fn list(repo: &Repository, progress: &dyn Progress) -> Result<KeyList> {
     let (slots, damaged) = keys::list(repo.backend())?;
     Ok(KeyList {
         slots,
-        current: current.to_string(),
+        current: *current,
         damaged,
     })
 }
@@ -66,7 +66,7 @@ pub fn add(
     passphrase: &str,
     kdf: &KdfParams,
     progress: &dyn Progress,
-) -> Result<String> {
+) -> Result<KeyId> {
     let file = wrap(repo, passphrase, kdf)?;
     let _lock = super::lock_repo(repo, LockKind::Shared, "key add", progress)?;
     file.write(repo.backend())
@@ -74,8 +74,8 @@ pub fn add(
 
 /// A key file that replaced another.
 pub struct Changed {
-    pub added: String,
-    pub removed: String,
+    pub added: KeyId,
+    pub removed: KeyId,
 }
 
 /// Replaces the key file that opened `repo` with one for `passphrase`.
@@ -93,7 +93,7 @@ pub fn passwd(
         keys::remove(repo.backend(), current)?;
         Ok(Changed {
             added,
-            removed: current.to_string(),
+            removed: *current,
         })
     });
     drop(lock);
@@ -104,7 +104,7 @@ pub fn passwd(
 
 /// Removes the key file `spec` names (its id or a unique prefix); returns
 /// its id. The key file that opened the repository is not removed.
-pub fn remove(repo: &Repository, spec: &str, progress: &dyn Progress) -> Result<String> {
+pub fn remove(repo: &Repository, spec: &str, progress: &dyn Progress) -> Result<KeyId> {
     let (_, current) = opened_key(repo)?;
     let lock = super::lock_repo(repo, LockKind::Exclusive, "key remove", progress)?;
     let removed = remove_locked(repo, current, spec);
@@ -115,26 +115,26 @@ pub fn remove(repo: &Repository, spec: &str, progress: &dyn Progress) -> Result<
 }
 
 /// `remove`'s work, under the exclusive lock.
-fn remove_locked(repo: &Repository, current: &str, spec: &str) -> Result<String> {
+fn remove_locked(repo: &Repository, current: &KeyId, spec: &str) -> Result<KeyId> {
     let (slots, _) = keys::list(repo.backend())?;
-    if !slots.iter().any(|s| s.id == current) {
+    if !slots.iter().any(|s| s.id == *current) {
         return Err(Error::busy(format!(
             "key {} (the one this passphrase opened) was removed while this command ran: \
              removing another one could lock everyone out",
-            &current[..12.min(current.len())]
+            current.prefix(12)
         ))
         .hint("`platter key list` with a passphrase that still opens the repository shows what is left"));
     }
     let slot = pick(&slots, spec)?;
-    if slot.id == current {
+    if slot.id == *current {
         return Err(Error::bad_input(format!(
             "key {} is the one this passphrase opened: removing it could lock you out",
-            &slot.id[..12]
+            slot.id.prefix(12)
         ))
         .hint("open with another passphrase to remove this one, or use `platter key passwd`"));
     }
     keys::remove(repo.backend(), &slot.id)?;
-    Ok(slot.id.clone())
+    Ok(slot.id)
 }
 
 /// The master key of `other` (opened with its passphrase), for a new
@@ -157,7 +157,10 @@ fn wrap(repo: &Repository, passphrase: &str, kdf: &KdfParams) -> Result<NewKeyFi
 /// The one slot whose id starts with `spec` (any case).
 fn pick<'a>(slots: &'a [KeySlot], spec: &str) -> Result<&'a KeySlot> {
     let spec = spec.to_ascii_lowercase();
-    let matches: Vec<&KeySlot> = slots.iter().filter(|s| s.id.starts_with(&spec)).collect();
+    let matches: Vec<&KeySlot> = slots
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(&spec))
+        .collect();
     match matches.as_slice() {
         [one] if !spec.is_empty() => Ok(one),
         [] => Err(Error::not_found(format!("no key file matches {spec:?}"))

@@ -7,7 +7,7 @@
 
 use crate::codec::{self, ChunkId, Compression, Encoded, Scratch, Sealing};
 use crate::error::Result;
-use crate::repo::RawId;
+use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::pack::PACK_TARGET;
 use crate::repo::pack::{PackEntry, PackWriter};
@@ -23,7 +23,7 @@ pub struct PackSink<'a> {
 }
 
 /// A pack that is durable under its final name, and what it holds.
-pub type ClosedPack = (RawId, Vec<PackEntry>);
+pub type ClosedPack = (PackId, Vec<PackEntry>);
 
 impl<'a> PackSink<'a> {
     /// A sink into the repository of `backend`, which `sealing` and

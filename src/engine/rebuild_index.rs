@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::lock::LockKind;
 use crate::repo::pack::{DataEntry, PackEntry, walk_data};
-use crate::repo::{FileName, RawId, Repository};
+use crate::repo::{FileName, PackId, Repository};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RebuildReport {
@@ -30,7 +30,7 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     let backend = repo.backend();
     let old = repo.index_files()?;
     let mut report = RebuildReport::default();
-    let mut packs: Vec<(RawId, Vec<PackEntry>)> = Vec::new();
+    let mut packs: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     for entry in walk_data(backend)? {
         // Only packs in their own folder (the name rule readers follow);
         // verify names misplaced ones. A misplaced copy read at its
@@ -49,6 +49,7 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
             }
             continue;
         };
+        let id = PackId::from_bytes(id);
         let name = found.path();
         let what = repo.describe(&name);
         match repo.read_pack_table(&id) {

@@ -15,10 +15,10 @@ use crate::codec::ChunkId;
 use crate::engine::chunk_mover::{CopiedSnapshot, Fetched, Moving, move_chunks, not_in_source};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapWriter};
 use crate::repo::snapshot::{MapRef, Snapshot};
+use crate::repo::{Repository, SnapshotId};
 
 pub struct Rekey {
     /// Chunk ids in the repository copied from -> ids in the other one.
@@ -27,16 +27,16 @@ pub struct Rekey {
     /// first: here, and there by id.
     common: Vec<(Snapshot, Snapshot)>,
     /// Snapshots whose maps were already learned from.
-    learned: HashSet<String>,
+    learned: HashSet<SnapshotId>,
 }
 
 impl Rekey {
     /// `here` and `there` list the snapshots of the two repositories.
     pub fn new(here: &[Snapshot], there: &[Snapshot]) -> Rekey {
-        let there: HashMap<&str, &Snapshot> = there.iter().map(|s| (s.id.as_str(), s)).collect();
+        let there: HashMap<SnapshotId, &Snapshot> = there.iter().map(|s| (s.id, s)).collect();
         let common = here
             .iter()
-            .filter_map(|s| Some((s.clone(), (*there.get(s.id.as_str())?).clone())))
+            .filter_map(|s| Some((s.clone(), (*there.get(&s.id)?).clone())))
             .collect();
         Rekey {
             ids: HashMap::new(),
@@ -61,7 +61,7 @@ impl Rekey {
         let Some((here, there)) = common else {
             return Ok(());
         };
-        if !self.learned.insert(here.id.clone()) {
+        if !self.learned.insert(here.id) {
             return Ok(());
         }
         // A map that cannot be read only means more chunks are read.
@@ -132,7 +132,7 @@ impl Rekey {
     fn write_map(&self, from: &Repository, to: &Repository, snap: &Snapshot) -> Result<String> {
         let mut map = from.open_map(snap)?;
         let h = *map.header();
-        let header = MapHeader::new(h.chunk_size, h.source_size, snap.raw_id()?);
+        let header = MapHeader::new(h.chunk_size, h.source_size, snap.id);
         let mut out = MapWriter::create(to.backend(), to.sealing(), header)?;
         for pos in 0..h.entries {
             let entry = map.entry(pos)?;

@@ -17,17 +17,17 @@ use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
 use crate::repo::pack::PackEntry;
-use crate::repo::{BufPool, RawId, Repository};
+use crate::repo::{BufPool, PackId, Repository, SnapshotId};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairReport {
     /// What verify found before the repair.
     pub damage: Vec<Problem>,
-    pub chunks_repaired: Vec<String>,
-    pub maps_repaired: Vec<String>,
-    pub manifests_repaired: Vec<String>,
+    pub chunks_repaired: Vec<ChunkId>,
+    pub maps_repaired: Vec<SnapshotId>,
+    pub manifests_repaired: Vec<SnapshotId>,
     /// Damaged chunks the other repository does not have intact either.
-    pub chunks_unrepairable: Vec<String>,
+    pub chunks_unrepairable: Vec<ChunkId>,
     pub bytes_stored: u64,
     pub duration_s: f64,
 }
@@ -83,7 +83,7 @@ pub fn repair(
         .damage
         .iter()
         .flat_map(|p| p.chunks.iter())
-        .filter_map(|hex| crate::repo::parse_id(hex).map(ChunkId))
+        .copied()
         .collect();
     bad.extend(chunks_in_unreadable_packs(repo, &index)?);
     bad.retain(|id| used.contains(id));
@@ -113,11 +113,11 @@ pub fn repair(
                 if let Some(pack) = sink.add(id, &plain)? {
                     written.push(pack);
                 }
-                report.chunks_repaired.push(id.to_hex());
+                report.chunks_repaired.push(id);
             }
             Err(e) => {
                 progress.warn(&format!("chunk {id} cannot be repaired: {e}"));
-                report.chunks_unrepairable.push(id.to_hex());
+                report.chunks_unrepairable.push(id);
             }
         }
     }
@@ -134,7 +134,7 @@ pub fn repair(
 
 /// One new index: every chunk where the index had it, except the repaired
 /// ones, which are where `written` put them. Then the old index files go.
-fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()> {
+fn reindex(repo: &Repository, written: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
     let (index, _) = repo.load_index()?;
     let repaired: HashSet<ChunkId> = written
         .iter()
@@ -149,9 +149,9 @@ fn reindex(repo: &Repository, written: &[(RawId, Vec<PackEntry>)]) -> Result<()>
 /// `except`.
 fn kept_groups(
     index: &Index,
-    present: &HashSet<RawId>,
+    present: &HashSet<PackId>,
     except: &HashSet<ChunkId>,
-) -> Vec<(RawId, Vec<PackEntry>)> {
+) -> Vec<(PackId, Vec<PackEntry>)> {
     let mut groups: Vec<Vec<PackEntry>> = vec![Vec::new(); index.packs().len()];
     for (id, loc) in index.iter().filter(|(id, _)| !except.contains(id)) {
         groups[loc.pack as usize].push(loc.entry(*id));
@@ -196,9 +196,8 @@ fn chunks_in_unreadable_packs(repo: &Repository, index: &Index) -> Result<Vec<Ch
 fn repair_manifests(repo: &Repository, from: &Repository, report: &mut RepairReport) -> Result<()> {
     let (_, broken) = repo.snapshots()?;
     for b in broken {
-        let id = b.name.trim_start_matches("snapshots/");
-        if let Ok(snap) = from.resolve(id)
-            && snap.id == id
+        if let Ok(snap) = from.resolve(&b.id.to_hex())
+            && snap.id == b.id
         {
             repo.commit_snapshot(&snap)?;
             report.manifests_repaired.push(snap.id);
@@ -214,7 +213,7 @@ fn repair_maps(repo: &Repository, from: &Repository, report: &mut RepairReport) 
     for snap in snaps.iter().filter(|s| repo.open_map(s).is_err()) {
         if from.open_map(snap).is_ok() {
             copy_map(from, repo, snap)?;
-            report.maps_repaired.push(snap.id.clone());
+            report.maps_repaired.push(snap.id);
         }
     }
     Ok(())

@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
+use crate::repo::SnapshotId;
 use crate::repo::snapshot::Snapshot;
 
 #[derive(Debug, Clone, Default)]
@@ -108,7 +109,7 @@ pub fn unmatched_tags<'a>(snapshots: &[Snapshot], policy: &'a Policy) -> Vec<&'a
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     pub time: String,
     /// The group: source path, and partition when one was backed up.
     pub source: String,
@@ -222,7 +223,7 @@ pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> 
         .iter()
         .zip(reasons)
         .map(|(s, reasons)| Decision {
-            snapshot: s.id.clone(),
+            snapshot: s.id,
             time: s.time.clone(),
             source: group_of(s),
             keep: !reasons.is_empty(),

@@ -25,7 +25,7 @@ use crate::repo::index::{Index, Location};
 use crate::repo::map::Kind;
 use crate::repo::pack::{self, DataEntry, FOOTER_LEN, pack_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, FileName, RawId, Repository, classify};
+use crate::repo::{BufPool, FileName, PackId, Repository, SnapshotId, classify};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -100,16 +100,12 @@ fn check_snapshots(
     repo: &Repository,
     specs: &[String],
     report: &mut VerifyReport,
-) -> Result<(Vec<Snapshot>, HashSet<String>)> {
+) -> Result<(Vec<Snapshot>, HashSet<SnapshotId>)> {
     let (all, broken) = repo.snapshots()?;
-    let all_ids: HashSet<String> = all
+    let all_ids: HashSet<SnapshotId> = all
         .iter()
-        .map(|s| s.id.clone())
-        .chain(
-            broken
-                .iter()
-                .map(|b| b.name.trim_start_matches("snapshots/").to_string()),
-        )
+        .map(|s| s.id)
+        .chain(broken.iter().map(|b| b.id))
         .collect();
     for b in broken {
         report
@@ -158,12 +154,12 @@ fn check_maps(
             }
             Err(e) => report.damage.push(Problem {
                 affects: vec![AffectedRange {
-                    snapshot: snap.id.clone(),
+                    snapshot: snap.id,
                     offset: 0,
                     len: snap.source.size,
                 }],
                 ..problem(
-                    repo.describe(&crate::repo::map::map_name(&snap.raw_id()?)),
+                    repo.describe(&crate::repo::map::map_name(&snap.id)),
                     e.message(),
                 )
             }),
@@ -201,7 +197,7 @@ fn report_unindexed(
         )
     };
     report.damage.push(Problem {
-        chunks: ids.iter().map(ChunkId::to_hex).collect(),
+        chunks: ids.clone(),
         ..problem(repo.describe("index"), &what)
     });
     for id in ids {
@@ -250,7 +246,7 @@ fn check_layout(repo: &Repository, snap: &Snapshot, report: &mut VerifyReport) {
 /// manifest: what an interrupted backup leaves behind.
 fn find_stray_files(
     repo: &Repository,
-    snapshot_ids: &HashSet<String>,
+    snapshot_ids: &HashSet<SnapshotId>,
     report: &mut VerifyReport,
 ) -> Result<()> {
     for dir in ["snapshots", "maps", "index", "locks"] {
@@ -265,7 +261,9 @@ fn find_stray_files(
                 report
                     .leftovers
                     .push(problem(repo.describe(&name), "not a platter file"));
-            } else if dir == "maps" && !snapshot_ids.contains(&file) {
+            } else if dir == "maps"
+                && SnapshotId::parse(&file).is_some_and(|id| !snapshot_ids.contains(&id))
+            {
                 report.leftovers.push(problem(
                     repo.describe(&name),
                     "map of a snapshot that was never committed (an interrupted backup)",
@@ -346,7 +344,7 @@ fn check_packs(
             }
         }
     }
-    let indexed: HashSet<&RawId> = index.packs().iter().collect();
+    let indexed: HashSet<&PackId> = index.packs().iter().collect();
     for id in on_disk.keys().filter(|id| !indexed.contains(id)) {
         report.leftovers.push(problem(
             repo.describe(&pack_name(id)),
@@ -362,9 +360,9 @@ fn check_packs(
 /// The committed packs and their lengths. Unfinished packs and names that
 /// are not platter's are leftovers; a misplaced pack or one that cannot be
 /// opened is damage.
-fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap<RawId, u64>> {
+fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap<PackId, u64>> {
     let backend = repo.backend();
-    let mut on_disk: HashMap<RawId, u64> = HashMap::new();
+    let mut on_disk: HashMap<PackId, u64> = HashMap::new();
     for entry in pack::walk_data(backend)? {
         let found = match entry {
             DataEntry::Foreign(dir) => {
@@ -404,7 +402,7 @@ fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap
         };
         match backend.open(&name) {
             Ok(file) => {
-                on_disk.insert(id, file.len());
+                on_disk.insert(PackId::from_bytes(id), file.len());
             }
             Err(e) => report
                 .damage
@@ -525,7 +523,7 @@ fn record(
         bad_chunks.insert(*id, at);
     }
     report.damage.push(Problem {
-        chunks: ids.iter().map(ChunkId::to_hex).collect(),
+        chunks: ids.clone(),
         ..problem(file, &format!("{what} ({} chunk(s) unreadable)", ids.len()))
     });
 }
@@ -588,7 +586,7 @@ fn read_data(
     for (id, pack, why) in found {
         bad_chunks.insert(id, report.damage.len());
         report.damage.push(Problem {
-            chunks: vec![id.to_hex()],
+            chunks: vec![id],
             ..problem(repo.describe(&pack_name(index.pack_id(pack))), &why)
         });
     }
@@ -624,7 +622,7 @@ fn attribute(
                     last.len += len;
                 }
                 _ => affects.push(AffectedRange {
-                    snapshot: snap.id.clone(),
+                    snapshot: snap.id,
                     offset,
                     len,
                 }),

@@ -2,10 +2,13 @@
 //! --without-key` alike: damage (a file at fault, the chunks it makes
 //! unreadable, the snapshot ranges those hold) and leftovers.
 
+use crate::codec::ChunkId;
+use crate::repo::SnapshotId;
+
 /// Part of a snapshot's source that a problem makes unrestorable.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AffectedRange {
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     pub offset: u64,
     pub len: u64,
 }
@@ -17,7 +20,7 @@ pub struct Problem {
     pub what: String,
     /// Chunks that are unreadable because of it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub chunks: Vec<String>,
+    pub chunks: Vec<ChunkId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub affects: Vec<AffectedRange>,
 }

@@ -17,7 +17,7 @@ use crate::repo::backend::{Backend, LocalBackend};
 use crate::repo::config::Config;
 use crate::repo::map::MapReader;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{Repository, envelope, index, keys, pack, parse_id, sealed};
+use crate::repo::{Repository, SnapshotId, envelope, index, keys, pack, sealed};
 
 pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
     let started = Instant::now();
@@ -52,7 +52,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
         }
     }
     for name in files(&backend, "maps")? {
-        let Some(id) = name.strip_prefix("maps/").and_then(parse_id) else {
+        let Some(id) = name.strip_prefix("maps/").and_then(SnapshotId::parse) else {
             continue;
         };
         match MapReader::check_without_key(&backend, &id, encrypted) {

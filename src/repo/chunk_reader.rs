@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::os::AlignedBuf;
 use crate::repo::backend::{Backend, StoredFile};
 use crate::repo::index::{Index, Location};
-use crate::repo::{RawId, pack};
+use crate::repo::{PackId, pack};
 
 /// The pack and place `index` gives chunk `id`, or the error `missing`
 /// makes.
@@ -15,7 +15,7 @@ fn locate<'i>(
     index: &'i Index,
     id: &ChunkId,
     missing: impl FnOnce() -> Error,
-) -> Result<(&'i RawId, &'i Location)> {
+) -> Result<(&'i PackId, &'i Location)> {
     let loc = index.get(id).ok_or_else(missing)?;
     Ok((index.pack_id(loc.pack), loc))
 }
@@ -25,7 +25,7 @@ pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
     sealing: Sealing,
     pool: BufPool,
-    open: Vec<(RawId, Box<dyn StoredFile>)>,
+    open: Vec<(PackId, Box<dyn StoredFile>)>,
     stored: Vec<u8>,
     thorough: bool,
 }
@@ -140,7 +140,7 @@ impl<'a> ChunkReader<'a> {
     /// crc32 is only computed when they fail (or when `thorough`), to tell
     /// storage damage
     /// (crc32 fails too) from a wrong index or a tampered blob.
-    pub fn read(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<PlainChunk> {
+    pub fn read(&mut self, id: &ChunkId, pack: &PackId, loc: &Location) -> Result<PlainChunk> {
         let mut stored = std::mem::take(&mut self.stored);
         let result = self.read_into(id, pack, loc, &mut stored, false);
         self.stored = stored;
@@ -149,7 +149,7 @@ impl<'a> ChunkReader<'a> {
 
     /// Like `read`, but also hands back the chunk's stored bytes, checked,
     /// for storing them elsewhere as they are.
-    pub fn read_stored(&mut self, id: &ChunkId, pack: &RawId, loc: &Location) -> Result<Vec<u8>> {
+    pub fn read_stored(&mut self, id: &ChunkId, pack: &PackId, loc: &Location) -> Result<Vec<u8>> {
         let mut stored = Vec::new();
         let plain = self.read_into(id, pack, loc, &mut stored, true)?;
         if stored.is_empty() {
@@ -187,7 +187,7 @@ impl<'a> ChunkReader<'a> {
     fn read_into(
         &mut self,
         id: &ChunkId,
-        pack: &RawId,
+        pack: &PackId,
         loc: &Location,
         stored: &mut Vec<u8>,
         keep: bool,
@@ -268,7 +268,7 @@ impl<'a> ChunkReader<'a> {
     /// be read makes the chunk damaged (so a restore can go on without it).
     fn read_stored_bytes(
         &mut self,
-        pack: &RawId,
+        pack: &PackId,
         name: &str,
         loc: &Location,
         out: &mut [u8],
@@ -290,7 +290,7 @@ impl<'a> ChunkReader<'a> {
         })
     }
 
-    fn pack_file(&mut self, pack: &RawId, name: &str) -> Result<&dyn StoredFile> {
+    fn pack_file(&mut self, pack: &PackId, name: &str) -> Result<&dyn StoredFile> {
         if let Some(pos) = self.open.iter().position(|(id, _)| id == pack) {
             let entry = self.open.remove(pos);
             self.open.push(entry);

@@ -23,10 +23,10 @@ use std::collections::HashMap;
 
 use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
-use crate::repo::RawId;
 use crate::repo::backend::Backend;
 use crate::repo::fields::{FieldReader, FieldWriter};
 use crate::repo::pack::PackEntry;
+use crate::repo::{IndexId, PackId};
 
 const MAGIC: &[u8; 8] = b"PLTRIDX\0";
 const END_MAGIC: &[u8; 4] = b"IEND";
@@ -62,8 +62,8 @@ impl Location {
 /// All known chunks. Packs are numbered in `packs` so a location is small.
 #[derive(Default)]
 pub struct Index {
-    packs: Vec<RawId>,
-    pack_numbers: HashMap<RawId, u32>,
+    packs: Vec<PackId>,
+    pack_numbers: HashMap<PackId, u32>,
     chunks: HashMap<ChunkId, Location>,
 }
 
@@ -76,11 +76,11 @@ impl Index {
         self.chunks.contains_key(id)
     }
 
-    pub fn pack_id(&self, number: u32) -> &RawId {
+    pub fn pack_id(&self, number: u32) -> &PackId {
         &self.packs[number as usize]
     }
 
-    pub fn packs(&self) -> &[RawId] {
+    pub fn packs(&self) -> &[PackId] {
         &self.packs
     }
 
@@ -97,7 +97,7 @@ impl Index {
     }
 
     /// Forgets the chunks of packs not in `present`; returns how many.
-    pub fn keep_packs(&mut self, present: &std::collections::HashSet<RawId>) -> usize {
+    pub fn keep_packs(&mut self, present: &std::collections::HashSet<PackId>) -> usize {
         let before = self.chunks.len();
         let packs = &self.packs;
         self.chunks
@@ -105,7 +105,7 @@ impl Index {
         before - self.chunks.len()
     }
 
-    pub fn add_pack(&mut self, pack: RawId, entries: &[PackEntry]) {
+    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
         let number = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             (self.packs.len() - 1) as u32
@@ -126,16 +126,16 @@ impl Index {
     }
 }
 
-pub fn index_name(id: &RawId) -> String {
-    format!("index/{}", crate::repo::hex_id(id))
+pub fn index_name(id: &IndexId) -> String {
+    format!("index/{id}")
 }
 
 /// Writes one index file covering `packs`; returns its id.
 pub fn write_index(
     backend: &dyn Backend,
     sealing: &Sealing,
-    packs: &[(RawId, Vec<PackEntry>)],
-) -> Result<RawId> {
+    packs: &[(PackId, Vec<PackEntry>)],
+) -> Result<IndexId> {
     let count: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let mut out = Vec::with_capacity(HEADER_LEN + packs.len() * 32 + count * ENTRY_LEN + 8);
     out.put(MAGIC);
@@ -143,7 +143,7 @@ pub fn write_index(
     out.put_u32(packs.len() as u32);
     out.put_u64(count as u64);
     for (id, _) in packs {
-        out.put(id);
+        out.put(id.as_bytes());
     }
     for (number, (_, entries)) in packs.iter().enumerate() {
         for e in entries {
@@ -160,13 +160,13 @@ pub fn write_index(
     let crc = crc32(&out);
     out.put_u32(crc);
     out.put(END_MAGIC);
-    let id = crate::repo::random_id();
+    let id = IndexId::random();
     crate::repo::sealed::write(backend, sealing, &index_name(&id), &out)?;
     Ok(id)
 }
 
 /// Parses one index file into (pack, entries) groups.
-pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(RawId, Vec<PackEntry>)>> {
+pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
     let damaged = |why: &str| Error::corrupt(format!("index {what} is damaged: {why}"));
     if bytes.len() < HEADER_LEN + 8 {
         return Err(damaged("too short (truncated)"));
@@ -196,8 +196,8 @@ pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(RawId, Vec<PackEntry>
     if &tail.bytes::<4>() != END_MAGIC || crc32(&bytes[..body_end]) != crc {
         return Err(damaged("checksum mismatch"));
     }
-    let mut groups: Vec<(RawId, Vec<PackEntry>)> = (0..pack_count)
-        .map(|_| (r.bytes::<32>(), Vec::new()))
+    let mut groups: Vec<(PackId, Vec<PackEntry>)> = (0..pack_count)
+        .map(|_| (PackId::from_bytes(r.bytes::<32>()), Vec::new()))
         .collect();
     for i in 0..count {
         let id = ChunkId(r.bytes());
@@ -246,8 +246,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         let packs = vec![
-            ([1u8; 32], vec![entry(b"a", 16), entry(b"b", 26)]),
-            ([2u8; 32], vec![entry(b"c", 16)]),
+            (
+                PackId::from_bytes([1; 32]),
+                vec![entry(b"a", 16), entry(b"b", 26)],
+            ),
+            (PackId::from_bytes([2; 32]), vec![entry(b"c", 16)]),
         ];
         let id = write_index(&backend, &Sealing::plain(), &packs).unwrap();
         let bytes = backend.read_whole(&index_name(&id)).unwrap();
@@ -268,7 +271,7 @@ mod tests {
             index.add_pack(*pack, entries);
         }
         let loc = index.get(&ChunkId::of(b"c")).unwrap();
-        assert_eq!(index.pack_id(loc.pack), &[2u8; 32]);
+        assert_eq!(index.pack_id(loc.pack), &PackId::from_bytes([2; 32]));
         assert_eq!(index.len(), 3);
     }
 }

@@ -19,7 +19,9 @@ use crate::interrupt::{self, Registration};
 use crate::repo::backend::{self, Backend, LocalBackend};
 use crate::repo::config::{self, Config, Encryption};
 use crate::repo::footprint::holds_repository;
-use crate::repo::{CONFIG, CONFIG_KIND, FOLDERS, NewKey, RESERVE, Repository, envelope, keys};
+use crate::repo::{
+    CONFIG, CONFIG_KIND, FOLDERS, KeyId, NewKey, RESERVE, Repository, envelope, keys,
+};
 
 impl Repository {
     /// Checks that `path` can hold a new repository: an empty directory
@@ -123,7 +125,7 @@ fn build_and_rename(
     path: &Path,
     config: &Config,
     key: Option<&keys::NewKeyFile>,
-) -> Result<Option<String>> {
+) -> Result<Option<KeyId>> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -176,7 +178,7 @@ fn fill_in_place(
     path: &Path,
     config: &Config,
     key: Option<&keys::NewKeyFile>,
-) -> Result<Option<String>> {
+) -> Result<Option<KeyId>> {
     let config_path = path.join(CONFIG);
     let mut made: Vec<(PathBuf, Registration)> = Vec::new();
     for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
@@ -221,7 +223,7 @@ fn fill(
     config: &Config,
     key: Option<&keys::NewKeyFile>,
     in_place: Option<&Path>,
-) -> Result<Option<String>> {
+) -> Result<Option<KeyId>> {
     let backend = LocalBackend::new(dir);
     for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
         let sub = dir.join(folder);

@@ -16,7 +16,7 @@ use crate::codec::seal::{self, MasterKey};
 use crate::codec::{hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::backend::Backend;
-use crate::repo::envelope;
+use crate::repo::{KeyId, envelope};
 
 pub const FOLDER: &str = "keys";
 const KIND: &str = "key";
@@ -58,12 +58,12 @@ pub struct KeyFile {
 /// One key file.
 #[derive(Debug, Clone)]
 pub struct KeySlot {
-    /// The file's name in `keys/` (64 hex digits).
-    pub id: String,
+    /// Its file's name in `keys/`.
+    pub id: KeyId,
     pub file: KeyFile,
 }
 
-pub(crate) fn key_name(id: &str) -> String {
+pub(crate) fn key_name(id: &KeyId) -> String {
     format!("{FOLDER}/{id}")
 }
 
@@ -98,8 +98,8 @@ impl NewKeyFile {
     }
 
     /// Writes it into `keys/`; returns its id.
-    pub fn write(&self, backend: &dyn Backend) -> Result<String> {
-        let id = crate::repo::random_hex(32);
+    pub fn write(&self, backend: &dyn Backend) -> Result<KeyId> {
+        let id = KeyId::random();
         backend.write_whole(&key_name(&id), &self.0)?;
         Ok(id)
     }
@@ -116,10 +116,10 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 pub fn list(backend: &dyn Backend) -> Result<(Vec<KeySlot>, Unreadable)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for id in backend.list(FOLDER)? {
-        if crate::repo::parse_id(&id).is_none() {
+    for file in backend.list(FOLDER)? {
+        let Some(id) = KeyId::parse(&file) else {
             continue;
-        }
+        };
         let name = key_name(&id);
         let what = backend.describe(&name);
         let read = backend.open(&name).and_then(|file| {
@@ -211,7 +211,7 @@ fn slot_key(slot: &KeySlot) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Removes key file `id`.
-pub fn remove(backend: &dyn Backend, id: &str) -> Result<()> {
+pub fn remove(backend: &dyn Backend, id: &KeyId) -> Result<()> {
     backend.remove(&key_name(id))
 }
 
@@ -226,7 +226,7 @@ mod tests {
         parallelism: 1,
     };
 
-    fn add(backend: &dyn Backend, repo_id: &str, master: &MasterKey, pass: &str) -> Result<String> {
+    fn add(backend: &dyn Backend, repo_id: &str, master: &MasterKey, pass: &str) -> Result<KeyId> {
         NewKeyFile::wrap(repo_id, master, pass, &FAST)?.write(backend)
     }
 
@@ -260,20 +260,19 @@ mod tests {
             wrapped: "00".into(),
         };
         let planted = envelope::seal(KIND, VERSION, &planted).unwrap();
+        let (a, b) = (KeyId::from_bytes([0xaa; 32]), KeyId::from_bytes([0xbb; 32]));
+        backend.write_whole(&key_name(&a), &planted).unwrap();
+        backend.write_whole("keys/abc", b"junk").unwrap();
         backend
-            .write_whole(&key_name(&"a".repeat(64)), &planted)
-            .unwrap();
-        backend.write_whole(&key_name("abc"), b"junk").unwrap();
-        backend
-            .write_whole(&key_name(&"b".repeat(64)), &vec![b' '; 100_000])
+            .write_whole(&key_name(&b), &vec![b' '; 100_000])
             .unwrap();
         let (slots, bad) = list(&backend).unwrap();
         assert_eq!((slots.len(), bad.len()), (3, 1));
         assert!(unlock("r1", "two").is_ok());
         let err = unlock("r1", "three").unwrap_err();
         assert!(err.message().contains("2 unreadable"), "{err}");
-        remove(&backend, &"a".repeat(64)).unwrap();
-        remove(&backend, &"b".repeat(64)).unwrap();
+        remove(&backend, &a).unwrap();
+        remove(&backend, &b).unwrap();
 
         remove(&backend, &first).unwrap();
         assert!(unlock("r1", "one").is_err());

@@ -18,8 +18,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::Registration;
 use crate::owner::{hostname, process_alive, process_start_ticks};
 use crate::repo::backend::Backend;
+use crate::repo::{LockId, envelope};
 use crate::repo::{Repository, ids_in, sealed};
-use crate::repo::{envelope, hex_id, random_id};
 
 const KIND: &str = "lock";
 const VERSION: u32 = 1;
@@ -138,7 +138,7 @@ fn try_acquire<'a>(
         command: command.to_string(),
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
-    let name = format!("locks/{}", hex_id(&random_id()));
+    let name = format!("locks/{}", LockId::random());
     let backend = repo.backend();
     let sealed = sealed::encode(
         repo.sealing(),

@@ -29,7 +29,7 @@ use crate::codec::{ChunkId, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::backend::{Backend, NewFile, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
-use crate::repo::{RawId, sealed};
+use crate::repo::{SnapshotId, sealed};
 
 const MAGIC: &[u8; 8] = b"PLTRMAP\0";
 const END_MAGIC: &[u8; 4] = b"MEND";
@@ -78,8 +78,8 @@ impl MapEntry {
     }
 }
 
-pub fn map_name(snapshot: &RawId) -> String {
-    format!("maps/{}", crate::repo::hex_id(snapshot))
+pub fn map_name(snapshot: &SnapshotId) -> String {
+    format!("maps/{snapshot}")
 }
 
 /// Whether `head` (a file's first bytes) starts a sealed map.
@@ -88,7 +88,7 @@ pub fn is_sealed(head: &[u8]) -> bool {
 }
 
 /// The place block `k` of a sealed map is sealed for.
-fn block_place(snapshot: &RawId, k: u64) -> String {
+fn block_place(snapshot: &SnapshotId, k: u64) -> String {
     format!("{}#{k}", map_name(snapshot))
 }
 
@@ -98,13 +98,13 @@ pub struct MapHeader {
     pub chunk_size: u64,
     pub source_size: u64,
     pub entries: u64,
-    pub snapshot: RawId,
+    pub snapshot: SnapshotId,
     /// Entries sealed in blocks (set by `MapWriter::create`).
     pub sealed: bool,
 }
 
 impl MapHeader {
-    pub fn new(chunk_size: u64, source_size: u64, snapshot: RawId) -> MapHeader {
+    pub fn new(chunk_size: u64, source_size: u64, snapshot: SnapshotId) -> MapHeader {
         MapHeader {
             chunk_size,
             source_size,
@@ -149,7 +149,7 @@ impl MapHeader {
         out.put_u64(self.chunk_size);
         out.put_u64(self.source_size);
         out.put_u64(self.entries);
-        out.put(&self.snapshot);
+        out.put(self.snapshot.as_bytes());
         out.put_u32(if self.sealed { SEALED } else { 0 });
         let crc = crc32(&out);
         out.put_u32(crc);
@@ -185,7 +185,7 @@ impl MapHeader {
             chunk_size,
             source_size,
             entries,
-            snapshot,
+            snapshot: SnapshotId::from_bytes(snapshot),
             sealed: r.u32() == SEALED,
         })
     }
@@ -323,7 +323,7 @@ impl MapReader {
     pub fn open(
         backend: &dyn Backend,
         sealing: &Sealing,
-        snapshot: &RawId,
+        snapshot: &SnapshotId,
         expected_blake3: &str,
     ) -> Result<MapReader> {
         let reader = MapReader::open_stored(backend, sealing, snapshot)?;
@@ -347,7 +347,11 @@ impl MapReader {
     /// Checks a map's stored bytes (header, length, crc32s) without the
     /// key and without its manifest; `sealed` says whether the repository
     /// is encrypted.
-    pub fn check_without_key(backend: &dyn Backend, snapshot: &RawId, sealed: bool) -> Result<()> {
+    pub fn check_without_key(
+        backend: &dyn Backend,
+        snapshot: &SnapshotId,
+        sealed: bool,
+    ) -> Result<()> {
         let reader = MapReader::open_stored(backend, &Sealing::plain(), snapshot)?;
         if reader.header.sealed != sealed {
             let what = format!("map {}", reader.what);
@@ -360,7 +364,7 @@ impl MapReader {
     fn open_stored(
         backend: &dyn Backend,
         sealing: &Sealing,
-        snapshot: &RawId,
+        snapshot: &SnapshotId,
     ) -> Result<MapReader> {
         let name = map_name(snapshot);
         let file = backend.open(&name)?;
@@ -502,7 +506,7 @@ mod tests {
     fn round_trip(sealing: &Sealing) {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
-        let snap = [9u8; 32];
+        let snap = SnapshotId::from_bytes([9; 32]);
         let header = MapHeader::new(65536, 65536 * 5000 + 17, snap);
         let entries: Vec<MapEntry> = (0..header.entries)
             .map(|i| match i % 3 {
@@ -547,6 +551,8 @@ mod tests {
             .unwrap();
         assert!(MapReader::open(&backend, sealing, &snap, &blake).is_err());
         backend.write_whole(&name, &good).unwrap();
-        assert!(MapReader::open(&backend, sealing, &[8u8; 32], &blake).is_err());
+        assert!(
+            MapReader::open(&backend, sealing, &SnapshotId::from_bytes([8; 32]), &blake).is_err()
+        );
     }
 }

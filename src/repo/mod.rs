@@ -12,6 +12,7 @@ pub mod config;
 pub(crate) mod envelope;
 mod fields;
 pub mod footprint;
+mod id;
 pub mod index;
 mod init;
 pub mod keys;
@@ -22,12 +23,11 @@ pub mod sealed;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
 use crate::codec::kdf::KdfParams;
-use crate::codec::{self, MasterKey, Sealing};
+use crate::codec::{MasterKey, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use backend::{Backend, LocalBackend};
@@ -36,49 +36,15 @@ use index::Index;
 use keys::PassphraseSource;
 
 pub use chunk_reader::{BufPool, ChunkReader, PlainChunk};
+pub use id::{IdBytes, IndexId, KeyId, LockId, PackId, SnapshotId, random_hex};
 use snapshot::{Snapshot, manifest_name};
-
-/// Random 256-bit ids name snapshots, packs, index files and locks, so that
-/// writers never collide.
-pub type RawId = [u8; 32];
-
-pub fn random_id() -> RawId {
-    let mut id = [0u8; 32];
-    fill_random(&mut id);
-    id
-}
-
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    fill_random(&mut buf);
-    codec::hex(&buf)
-}
-
-fn fill_random(buf: &mut [u8]) {
-    if getrandom::fill(buf).is_err() {
-        // The kernel's generator does not fail on Linux once booted; fall
-        // back to time and pid so ids still differ rather than aborting.
-        let seed =
-            blake3::hash(format!("{:?}{}", SystemTime::now(), std::process::id()).as_bytes());
-        let mut reader = blake3::Hasher::new_keyed(seed.as_bytes()).finalize_xof();
-        reader.fill(buf);
-    }
-}
-
-pub fn hex_id(id: &RawId) -> String {
-    codec::hex(id)
-}
-
-pub fn parse_id(text: &str) -> Option<RawId> {
-    codec::unhex(text)?.try_into().ok()
-}
 
 /// What a name found in one of the repository's folders is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileName {
     /// A repository file: 64 lower-case hex digits, as platter writes ids
     /// (in `data/xx/`, starting with that folder's two digits).
-    Id(RawId),
+    Id(IdBytes),
     /// An unfinished write (`.tmp-...`), see `backend`.
     Unfinished,
     /// A pack id in the wrong `data/` folder: nothing finds it there.
@@ -96,9 +62,7 @@ pub fn classify(dir: &str, file: &str) -> FileName {
     if file.starts_with(backend::TEMP_PREFIX) {
         return FileName::Unfinished;
     }
-    let canonical =
-        file.len() == 64 && file.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let Some(id) = parse_id(file).filter(|_| canonical) else {
+    let Some(id) = id::parse_hex_id(file) else {
         return FileName::Foreign;
     };
     match dir.strip_prefix("data/") {
@@ -128,7 +92,7 @@ pub struct Repository {
     config: Config,
     sealing: Sealing,
     /// The master key and the key file it was opened with (encrypted only).
-    key: Option<(MasterKey, String)>,
+    key: Option<(MasterKey, KeyId)>,
 }
 
 /// The key a new repository gets.
@@ -145,6 +109,7 @@ pub enum NewKey {
 
 /// A snapshot manifest that could not be read.
 pub struct BrokenManifest {
+    pub id: SnapshotId,
     pub name: String,
     pub error: Error,
 }
@@ -226,8 +191,8 @@ impl Repository {
     }
 
     /// The master key and the key file that opened it (encrypted only).
-    pub fn key(&self) -> Option<(&MasterKey, &str)> {
-        self.key.as_ref().map(|(k, slot)| (k, slot.as_str()))
+    pub fn key(&self) -> Option<(&MasterKey, &KeyId)> {
+        self.key.as_ref().map(|(k, slot)| (k, slot))
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -243,11 +208,12 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();
-        for file in ids_in(&self.backend, "snapshots")? {
-            let name = manifest_name(&file);
+        let listed = ids_in(&self.backend, "snapshots")?;
+        for id in listed.iter().filter_map(|file| SnapshotId::parse(file)) {
+            let name = manifest_name(&id);
             let loaded = self.read_sealed(&name).and_then(|bytes| {
                 let snap = Snapshot::decode(&bytes, &self.backend.describe(&name))?;
-                if snap.id != file {
+                if snap.id != id {
                     return Err(Error::corrupt(format!(
                         "{} holds the manifest of snapshot {}",
                         self.backend.describe(&name),
@@ -259,7 +225,7 @@ impl Repository {
             match loaded {
                 Ok(snap) => good.push(snap),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(error) => broken.push(BrokenManifest { name, error }),
+                Err(error) => broken.push(BrokenManifest { id, name, error }),
             }
         }
         snapshot::sort_by_time(&mut good);
@@ -308,14 +274,12 @@ impl Repository {
         let spec = spec.to_ascii_lowercase();
         let mut matches: Vec<Snapshot> = snaps
             .into_iter()
-            .filter(|s| s.id.starts_with(&spec))
+            .filter(|s| s.id.to_hex().starts_with(&spec))
             .collect();
         match matches.len() {
             1 => Ok(matches.remove(0)),
             0 => {
-                let damaged = broken
-                    .iter()
-                    .find(|b| b.name.trim_start_matches("snapshots/").starts_with(&spec));
+                let damaged = broken.iter().find(|b| b.id.to_hex().starts_with(&spec));
                 match damaged {
                     Some(b) => Err(Error::new(b.error.kind(), b.error.message())),
                     None => Err(Error::not_found(format!("no snapshot matches {spec:?}"))
@@ -326,7 +290,7 @@ impl Repository {
                 "{spec:?} matches {n} snapshots ({}): give more digits",
                 matches
                     .iter()
-                    .map(|s| &s.id[..s.id.len().min(12)])
+                    .map(|s| s.id.prefix(12))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),
@@ -385,7 +349,7 @@ impl Repository {
     /// Replaces every index file by one naming `groups` (for prune and
     /// repair, under an exclusive lock). The new file is durable before
     /// any old one goes: a crash leaves both, never neither.
-    pub fn replace_index(&self, groups: &[(RawId, Vec<pack::PackEntry>)]) -> Result<()> {
+    pub fn replace_index(&self, groups: &[(PackId, Vec<pack::PackEntry>)]) -> Result<()> {
         let old = self.index_files()?;
         let new = index::index_name(&self.write_index(groups)?);
         for name in old.iter().filter(|n| **n != new) {
@@ -397,7 +361,7 @@ impl Repository {
     /// Opens a snapshot's map, checked whole and against its manifest and
     /// the config (chunk size, source size, entry count).
     pub fn open_map(&self, snap: &Snapshot) -> Result<map::MapReader> {
-        let id = snap.raw_id()?;
+        let id = snap.id;
         let map = map::MapReader::open(&self.backend, &self.sealing, &id, &snap.map.blake3)
             .map_err(|e| match e.kind() {
                 // Its manifest names it: a missing map is damage, as a
@@ -429,7 +393,7 @@ impl Repository {
     }
 
     /// Ids of the committed packs in `data/`.
-    pub fn packs_on_disk(&self) -> Result<std::collections::HashSet<RawId>> {
+    pub fn packs_on_disk(&self) -> Result<std::collections::HashSet<PackId>> {
         pack::packs_on_disk(&self.backend)
     }
 
@@ -450,13 +414,13 @@ impl Repository {
     }
 
     /// Writes an index file naming `packs` (durable before it returns).
-    pub fn write_index(&self, packs: &[(RawId, Vec<pack::PackEntry>)]) -> Result<RawId> {
+    pub fn write_index(&self, packs: &[(PackId, Vec<pack::PackEntry>)]) -> Result<IndexId> {
         index::write_index(&self.backend, &self.sealing, packs)
     }
 
     /// Reads and checks the table of pack `id`; returns the pack's length
     /// and its entries.
-    pub fn read_pack_table(&self, id: &RawId) -> Result<(u64, Vec<pack::PackEntry>)> {
+    pub fn read_pack_table(&self, id: &PackId) -> Result<(u64, Vec<pack::PackEntry>)> {
         let name = pack::pack_name(id);
         let file = self.backend.open(&name)?;
         let entries = pack::read_table(&*file, &self.sealing, id, &self.describe(&name))?;
@@ -472,7 +436,7 @@ impl Repository {
     /// exist), then its map. Its chunks stay until `prune`.
     pub fn remove_snapshot(&self, snap: &Snapshot) -> Result<()> {
         self.backend.remove(&manifest_name(&snap.id))?;
-        self.backend.remove(&map::map_name(&snap.raw_id()?))
+        self.backend.remove(&map::map_name(&snap.id))
     }
 
     pub fn describe(&self, name: &str) -> String {

@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::os::DIRECT_ALIGN;
 use crate::repo::backend::{Backend, NewFile, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
-use crate::repo::{RawId, hex_id, sealed};
+use crate::repo::{PackId, sealed};
 
 const MAGIC: &[u8; 8] = b"PLTRPACK";
 const END_MAGIC: &[u8; 8] = b"PLTRPEND";
@@ -213,28 +213,28 @@ pub fn walk_data(backend: &dyn Backend) -> Result<Vec<DataEntry>> {
 }
 
 /// Ids of the committed packs in `data/`.
-pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<RawId>> {
+pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<PackId>> {
     Ok(walk_data(backend)?
         .into_iter()
         .filter_map(|entry| match entry {
             DataEntry::File(DataFile {
                 kind: crate::repo::FileName::Id(id),
                 ..
-            }) => Some(id),
+            }) => Some(PackId::from_bytes(id)),
             _ => None,
         })
         .collect())
 }
 
-pub fn pack_name(id: &RawId) -> String {
-    let hex = hex_id(id);
+pub fn pack_name(id: &PackId) -> String {
+    let hex = id.to_hex();
     format!("data/{}/{hex}", &hex[..2])
 }
 
 /// Writes one pack. Blobs are streamed to a temporary file; `finish` appends
 /// the table and makes the pack durable under its final name.
 pub struct PackWriter {
-    id: RawId,
+    id: PackId,
     sealing: Sealing,
     file: Box<dyn NewFile>,
     entries: Vec<PackEntry>,
@@ -245,7 +245,7 @@ impl PackWriter {
     /// A new pack; its blobs must be sealed by `sealing` (see
     /// `codec::store`), and its table will be.
     pub fn create(backend: &dyn Backend, sealing: &Sealing) -> Result<PackWriter> {
-        let id = crate::repo::random_id();
+        let id = PackId::random();
         let mut file = backend.create_large(&pack_name(&id))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.put(MAGIC);
@@ -298,7 +298,7 @@ impl PackWriter {
     }
 
     /// Writes the table and commits the pack. Returns its id and entries.
-    pub fn finish(mut self) -> Result<(RawId, Vec<PackEntry>)> {
+    pub fn finish(mut self) -> Result<(PackId, Vec<PackEntry>)> {
         let mut table = Vec::with_capacity(self.entries.len() * ENTRY_LEN + 16);
         for entry in &self.entries {
             entry.write_to(&mut table);
@@ -327,7 +327,7 @@ impl PackWriter {
     }
 }
 
-fn write_all(file: &mut dyn NewFile, bytes: &[u8], id: &RawId) -> Result<()> {
+fn write_all(file: &mut dyn NewFile, bytes: &[u8], id: &PackId) -> Result<()> {
     file.write_all(bytes)
         .map_err(|e| Error::io("write pack", Path::new(&pack_name(id)), e))
 }
@@ -475,7 +475,7 @@ impl RawTable {
 pub fn read_table(
     file: &dyn StoredFile,
     sealing: &Sealing,
-    id: &RawId,
+    id: &PackId,
     what: &str,
 ) -> Result<Vec<PackEntry>> {
     let mut raw = RawTable::read(file, what)?;
@@ -522,7 +522,7 @@ mod tests {
     use super::*;
     use crate::repo::backend::LocalBackend;
 
-    fn write_pack(backend: &LocalBackend) -> (RawId, Vec<PackEntry>) {
+    fn write_pack(backend: &LocalBackend) -> (PackId, Vec<PackEntry>) {
         let mut w = PackWriter::create(backend, &Sealing::plain()).unwrap();
         w.add(ChunkId::of(b"one"), Encoded::Raw, b"one", 3).unwrap();
         w.add(ChunkId::of(b"two"), Encoded::Raw, b"two!", 4)
@@ -621,7 +621,7 @@ mod tests {
         assert!(sealed);
         assert_eq!(frames[0], Frame::from(&one));
         assert!(read_table(&*file, &Sealing::plain(), &id, "p").is_err());
-        assert!(read_table(&*file, &sealing, &[9; 32], "p").is_err());
+        assert!(read_table(&*file, &sealing, &PackId::from_bytes([9; 32]), "p").is_err());
 
         // The ids are sealed; changing a sealed byte, even with the table's
         // crc32 fixed, does not open.
@@ -646,7 +646,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         let (id, _) = write_pack(&backend);
-        let hex = hex_id(&id);
+        let hex = id.to_hex();
         let folder = format!("data/{}", &hex[..2]);
         let other = if &hex[..2] == "00" { "01" } else { "00" };
         let root = dir.path();
@@ -664,7 +664,7 @@ mod tests {
         };
         let mut want = vec![
             file(&folder, ".tmp-1", FileName::Unfinished),
-            file(&folder, &hex, FileName::Id(id)),
+            file(&folder, &hex, FileName::Id(*id.as_bytes())),
             file(&folder, "notes", FileName::Foreign),
         ];
         want.insert(

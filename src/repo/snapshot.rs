@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::repo::{config, envelope};
+use crate::repo::{SnapshotId, config, envelope};
 
 const KIND: &str = "snapshot";
 const VERSION: u32 = 1;
@@ -90,11 +90,12 @@ pub struct MapRef {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
-    pub id: String,
+    #[serde(deserialize_with = "own_id")]
+    pub id: SnapshotId,
     /// RFC 3339, UTC, microseconds: sorts as text.
     pub time: String,
-    #[serde(default)]
-    pub parent: Option<String>,
+    #[serde(default, deserialize_with = "parent_id")]
+    pub parent: Option<SnapshotId>,
     pub hostname: String,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -113,19 +114,41 @@ pub struct Snapshot {
     pub layout: Option<serde_json::Value>,
 }
 
-/// 64 lower-case hex digits: how ids and BLAKE3 digests are written.
-fn is_hex_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// The manifest's `id`; an error names the field.
+fn own_id<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<SnapshotId, D::Error> {
+    named_id(d, "id").and_then(|id| id.ok_or_else(|| serde::de::Error::custom("its id is null")))
+}
+
+/// The manifest's `parent`; an error names the field.
+fn parent_id<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<SnapshotId>, D::Error> {
+    named_id(d, "parent")
+}
+
+fn named_id<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<Option<SnapshotId>, D::Error> {
+    let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    text.map(|t| {
+        SnapshotId::parse(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "its {field} {t:?} is not a snapshot id (64 lower-case hex digits)"
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// Sorts snapshots oldest first by the time they were taken (not by its
 /// text: an offset or a missing fraction must not reorder them), equal
 /// times by id.
 pub fn sort_by_time(snaps: &mut [Snapshot]) {
-    snaps.sort_by_cached_key(|s| (s.parsed_time(), s.id.clone()));
+    snaps.sort_by_cached_key(|s| (s.parsed_time(), s.id));
 }
 
-pub fn manifest_name(id: &str) -> String {
+pub fn manifest_name(id: &SnapshotId) -> String {
     format!("snapshots/{id}")
 }
 
@@ -155,14 +178,8 @@ impl Snapshot {
     /// Why the manifest's fields cannot be those of a snapshot, if they
     /// cannot.
     fn check(&self) -> std::result::Result<(), String> {
-        if !is_hex_id(&self.id) {
-            return Err(format!("its id {:?} is not 64 hex digits", self.id));
-        }
         if self.parsed_time().is_none() {
             return Err(format!("its time {:?} is not an RFC 3339 time", self.time));
-        }
-        if let Some(parent) = self.parent.as_ref().filter(|p| !is_hex_id(p)) {
-            return Err(format!("its parent {parent:?} is not 64 hex digits"));
         }
         if config::check_chunk_size(self.chunk_size).is_err() {
             return Err(format!(
@@ -179,7 +196,7 @@ impl Snapshot {
                 self.source.size.div_ceil(self.chunk_size)
             ));
         }
-        if !is_hex_id(&self.map.blake3) {
+        if super::id::parse_hex_id(&self.map.blake3).is_none() {
             return Err(format!(
                 "its map's BLAKE3 {:?} is not 64 hex digits",
                 self.map.blake3
@@ -207,12 +224,8 @@ impl Snapshot {
         OffsetDateTime::parse(&self.time, &Rfc3339).ok()
     }
 
-    pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(8)]
-    }
-
-    pub fn raw_id(&self) -> Result<crate::repo::RawId> {
-        crate::repo::parse_id(&self.id)
-            .ok_or_else(|| Error::corrupt(format!("snapshot {} has a malformed id", self.id)))
+    /// The first 8 hex digits of its id, as lists show it.
+    pub fn short_id(&self) -> String {
+        self.id.prefix(8)
     }
 }

@@ -11,7 +11,7 @@ use crate::engine::{out_of_space, remake_reserve};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::pack::{self, PackEntry, pack_name};
-use crate::repo::{BufPool, ChunkReader, RawId, Repository};
+use crate::repo::{BufPool, ChunkReader, PackId, Repository};
 
 /// What repacking did.
 struct Repacked {
@@ -57,7 +57,7 @@ impl PrunePlan {
             .iter()
             .zip(&repacked.moved)
             .partition(|(_, moved)| **moved);
-        let mut retired: Vec<RawId> = (self.delete.iter().map(|p| p.id))
+        let mut retired: Vec<PackId> = (self.delete.iter().map(|p| p.id))
             .chain(done.iter().map(|(p, _)| p.id))
             .collect();
         retired.sort_unstable();
@@ -91,7 +91,7 @@ impl PrunePlan {
         stale_maps: &mut Vec<String>,
         report: &mut PruneReport,
         progress: &dyn Progress,
-    ) -> Result<HashSet<RawId>> {
+    ) -> Result<HashSet<PackId>> {
         progress.warn(
             "the repository's filesystem is full: making room for the new index with files no \
              index names",
@@ -111,10 +111,10 @@ impl PrunePlan {
 /// the live chunks of the packs to repack where they are now: in their
 /// pack if it could not be repacked, else in the new packs.
 fn new_index(
-    mut kept: HashMap<RawId, Vec<PackEntry>>,
+    mut kept: HashMap<PackId, Vec<PackEntry>>,
     packs: &[RepackPack],
     repacked: &Repacked,
-) -> Vec<(RawId, Vec<PackEntry>)> {
+) -> Vec<(PackId, Vec<PackEntry>)> {
     for (pack, _) in packs.iter().zip(&repacked.moved).filter(|(_, m)| !**m) {
         kept.entry(pack.id)
             .or_default()

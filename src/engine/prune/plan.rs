@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
 use crate::repo::pack::{PackEntry, pack_name};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, ChunkReader, RawId, Repository, ids_in};
+use crate::repo::{BufPool, ChunkReader, PackId, Repository, SnapshotId, ids_in};
 
 /// Everything prune decided, before it changes anything.
 pub(super) struct PrunePlan {
@@ -37,14 +37,14 @@ pub(super) struct PrunePlan {
     /// Mostly unused packs whose live chunks move to new packs.
     pub(super) repack: Vec<RepackPack>,
     /// The new index for the live chunks that stay where they are.
-    pub(super) index: HashMap<RawId, Vec<PackEntry>>,
+    pub(super) index: HashMap<PackId, Vec<PackEntry>>,
     /// Maps without a manifest (names in the repository).
     pub(super) stale_maps: Vec<String>,
 }
 
 /// A pack with no live copy.
 pub(super) struct DeadPack {
-    pub(super) id: RawId,
+    pub(super) id: PackId,
     /// Whether an index file lists it: then it must stay until the new
     /// index is durable, even to make room for that index.
     pub(super) indexed: bool,
@@ -52,7 +52,7 @@ pub(super) struct DeadPack {
 
 /// A pack to repack: its live entries, in offset order.
 pub(super) struct RepackPack {
-    pub(super) id: RawId,
+    pub(super) id: PackId,
     pub(super) len: u64,
     pub(super) live: Vec<PackEntry>,
 }
@@ -66,7 +66,7 @@ impl RepackPack {
 
 /// A readable pack and its table.
 struct PackInfo {
-    id: RawId,
+    id: PackId,
     len: u64,
     entries: Vec<PackEntry>,
 }
@@ -75,7 +75,7 @@ struct PackInfo {
 /// of readable packs (none when its table is unreadable), its entry.
 #[derive(Clone, Copy)]
 struct StoredCopy {
-    pack: RawId,
+    pack: PackId,
     at: Option<usize>,
     entry: PackEntry,
 }
@@ -86,7 +86,7 @@ struct LiveCopies {
     live: HashMap<ChunkId, (usize, PackEntry)>,
     /// In a pack whose table is unreadable: that pack stays, and the
     /// index keeps naming the chunk there.
-    carried: Vec<(RawId, PackEntry)>,
+    carried: Vec<(PackId, PackEntry)>,
 }
 
 impl PrunePlan {
@@ -139,7 +139,7 @@ impl PrunePlan {
         for (pack, e) in copies.carried {
             self.index.entry(pack).or_default().push(e);
         }
-        let indexed: HashSet<&RawId> = index.packs().iter().collect();
+        let indexed: HashSet<&PackId> = index.packs().iter().collect();
         for (pack, mut live) in packs.iter().zip(live_at) {
             // Dead bytes are those of entries no snapshot uses here; the
             // header and table do not count.
@@ -234,22 +234,22 @@ fn used_chunks(repo: &Repository, snaps: &[Snapshot]) -> Result<HashSet<ChunkId>
 
 /// Maps whose snapshot has no manifest.
 fn stale_maps(repo: &Repository, snaps: &[Snapshot]) -> Result<Vec<String>> {
-    let keep: HashSet<&str> = snaps.iter().map(|s| s.id.as_str()).collect();
+    let keep: HashSet<SnapshotId> = snaps.iter().map(|s| s.id).collect();
     Ok(ids_in(repo.backend(), "maps")?
         .into_iter()
-        .filter(|file| !keep.contains(file.as_str()))
+        .filter(|file| SnapshotId::parse(file).is_some_and(|id| !keep.contains(&id)))
         .map(|file| format!("maps/{file}"))
         .collect())
 }
 
 /// Every committed pack with its table, the packs whose table cannot be
 /// read (those are left alone), and those described for the report.
-fn read_packs(repo: &Repository) -> Result<(Vec<PackInfo>, HashSet<RawId>, Vec<String>)> {
+fn read_packs(repo: &Repository) -> Result<(Vec<PackInfo>, HashSet<PackId>, Vec<String>)> {
     let backend = repo.backend();
     let mut packs = Vec::new();
     let mut unreadable = HashSet::new();
     let mut damaged = Vec::new();
-    let mut ids: Vec<RawId> = repo.packs_on_disk()?.into_iter().collect();
+    let mut ids: Vec<PackId> = repo.packs_on_disk()?.into_iter().collect();
     ids.sort_unstable();
     for id in ids {
         let name = pack_name(&id);
@@ -279,9 +279,9 @@ fn stored_copies(
     index: &Index,
     used: &HashSet<ChunkId>,
     packs: &[PackInfo],
-    unreadable: &HashSet<RawId>,
+    unreadable: &HashSet<PackId>,
 ) -> HashMap<ChunkId, Vec<StoredCopy>> {
-    let at: HashMap<RawId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
+    let at: HashMap<PackId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
     let mut copies: HashMap<ChunkId, Vec<StoredCopy>> = HashMap::new();
     for (id, loc) in index.iter().filter(|(id, _)| used.contains(id)) {
         let pack = *index.pack_id(loc.pack);

@@ -297,7 +297,7 @@ impl ChunkWriter<'_> {
                 self.written.damaged.push(DamagedRange {
                     offset,
                     len,
-                    chunk: entry.id.to_hex(),
+                    chunk: entry.id,
                     reason: e.message().to_string(),
                 });
             }

@@ -29,9 +29,10 @@ use std::path::Path;
 
 pub use plan::RestorePlan;
 
+use crate::codec::ChunkId;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Repository, SnapshotId};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RestoreOptions {
@@ -55,13 +56,13 @@ pub struct RestoreOptions {
 pub struct DamagedRange {
     pub offset: u64,
     pub len: u64,
-    pub chunk: String,
+    pub chunk: ChunkId,
     pub reason: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RestoreReport {
-    pub snapshot: String,
+    pub snapshot: SnapshotId,
     pub target: String,
     pub target_kind: String,
     pub size: u64,

@@ -2,11 +2,12 @@
 //! checked against what restic documents for the same rules.
 
 use super::*;
+use crate::repo::SnapshotId;
 use crate::repo::snapshot::{BackupStats, MapRef, SourceInfo};
 
 fn snap(n: usize, time: &str, source: &str) -> Snapshot {
     Snapshot {
-        id: format!("{n:064x}"),
+        id: SnapshotId::parse(&format!("{n:064x}")).unwrap_or_else(SnapshotId::random),
         time: time.to_string(),
         parent: None,
         hostname: "h".into(),
