@@ -30,4 +30,5 @@ mod it {
     mod output;
     mod retention;
     mod roundtrip;
+    mod selection;
 }

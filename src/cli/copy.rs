@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use platter::engine::copy::{CopyOptions, copy};
+use platter::engine::snapshots::Selection;
 use platter::repo::Repository;
 
 use super::passphrase::OtherPasswordArgs;
+use super::selection::SourceArgs;
 use super::{Context, output};
 
 /// Copy snapshots into another repository (a second disk, a USB drive, a network mount)
@@ -43,9 +45,8 @@ pub struct Args {
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
 
-    /// Only snapshots of this source (device or image path)
-    #[arg(long, value_name = "PATH")]
-    source: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
 
     /// Allow copying from an encrypted repository into a plain one (the
     /// copy is then readable by whoever holds it)
@@ -64,10 +65,16 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         .open(&args.to, &passphrases)
         .map_err(|e| e.context("the repository given with --to"))?;
     let options = CopyOptions {
-        snapshots: args.snapshots,
-        last: args.last,
-        tags: args.tags,
-        source: args.source,
+        selection: {
+            let (source, host) = args.source.split();
+            Selection {
+                ids: args.snapshots,
+                tags: args.tags,
+                source,
+                host,
+                last: args.last,
+            }
+        },
         decrypt: args.decrypt,
     };
     let bar = output::Bar::new(ctx.json);

@@ -6,6 +6,7 @@ use platter::engine::forget::{ForgetOptions, forget};
 use platter::engine::prune::PruneOptions;
 use platter::engine::retention::Policy;
 
+use super::selection::SourceArgs;
 use super::{Context, output, prune};
 
 /// Remove snapshots by a retention policy (per source), or by name
@@ -20,7 +21,10 @@ use super::{Context, output, prune};
 /// misspelt --keep-tag, say) is refused with exit 2 and changes nothing;
 /// to forget the last snapshots of a source, name them by id. Only
 /// manifests and maps are removed; add --prune (or run `platter prune`) to
-/// free the space. Use --dry-run first.
+/// free the space. Use --dry-run first. In a repository several machines
+/// back up to, a --source whose snapshots come from several hosts is
+/// refused unless --host names one: the same path on two hosts is two
+/// disks.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run\n  \
@@ -55,9 +59,8 @@ pub struct Args {
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
 
-    /// Apply the policy to this source only (device or image path)
-    #[arg(long, value_name = "PATH")]
-    source: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
 
     /// Show what would be kept and removed, and why; change nothing
     #[arg(long)]
@@ -73,6 +76,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
+    let (source, host) = args.source.split();
     let options = ForgetOptions {
         policy: Policy {
             last: args.keep_last.map(|n| n as usize),
@@ -85,7 +89,8 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             tags: args.keep_tags,
         },
         snapshots: args.snapshots,
-        source: args.source,
+        source,
+        host,
         dry_run: args.dry_run,
         prune: args.prune.then_some(PruneOptions {
             dry_run: false,

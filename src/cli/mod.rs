@@ -15,6 +15,7 @@ mod prune;
 mod rebuild_index;
 mod repair;
 mod restore;
+mod selection;
 mod show;
 mod snapshots;
 mod unlock;

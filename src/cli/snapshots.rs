@@ -1,6 +1,8 @@
 //! `platter snapshots`: list snapshots.
 
-use platter::engine::snapshots::{self, SnapshotFilter};
+use platter::engine::snapshots::{self, Selected, Selection};
+
+use super::selection::SourceArgs;
 use platter::repo::BrokenManifest;
 use platter::{Error, ErrorKind};
 
@@ -9,22 +11,27 @@ use super::{Context, output};
 /// List snapshots, oldest first
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only snapshots of this source path
-    #[arg(long, value_name = "PATH")]
-    source: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
 
-    /// Only snapshots with this tag
-    #[arg(long, value_name = "TAG")]
-    tag: Option<String>,
+    /// Only snapshots with this tag (repeatable: any of them)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
-    let filter = SnapshotFilter {
-        source: args.source,
-        tag: args.tag,
+    let (source, host) = args.source.split();
+    let selection = Selection {
+        tags: args.tags,
+        source,
+        host,
+        ..Selection::default()
     };
-    let (snaps, broken) = snapshots::list(&repo, &filter)?;
+    let Selected {
+        snapshots: snaps,
+        broken,
+    } = snapshots::select(&repo, &selection)?;
     for b in &broken {
         output::warn(&format!("{}: {}", b.name, b.error));
     }

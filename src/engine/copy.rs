@@ -20,23 +20,18 @@ use std::time::Instant;
 pub use crate::engine::chunk_mover::CopiedSnapshot;
 use crate::engine::chunk_mover::{Fetched, Moving, copy_map, move_chunks, not_in_source};
 use crate::engine::rekey::Rekey;
+use crate::engine::snapshots::{Selected, Selection, select_from};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
-use crate::repo::snapshot::{Snapshot, sort_by_time};
-use crate::repo::{BrokenManifest, Repository, SnapshotId};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{Repository, SnapshotId};
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
-    /// Snapshots by id, prefix or `latest`; all when empty.
-    pub snapshots: Vec<String>,
-    /// Only the newest N of the selection.
-    pub last: Option<usize>,
-    /// Only snapshots with any of these tags.
-    pub tags: Vec<String>,
-    /// Only snapshots of this source path.
-    pub source: Option<String>,
+    /// The snapshots to copy (every one by default).
+    pub selection: Selection,
     /// Allow copying out of an encrypted repository into a plain one.
     pub decrypt: bool,
 }
@@ -63,64 +58,6 @@ pub struct CopyReport {
 pub struct FailedCopy {
     pub snapshot: SnapshotId,
     pub error: String,
-}
-
-/// The snapshots the options select out of `repo.snapshots()`, oldest
-/// first, and (when none are named) the manifests that cannot be read:
-/// those are not copied and are named, the others are. A filter that
-/// selects nothing is `NotFound` (most likely a typo), unless unreadable
-/// manifests might have matched it.
-pub fn select(
-    repo: &Repository,
-    (all, broken): (Vec<Snapshot>, Vec<BrokenManifest>),
-    options: &CopyOptions,
-) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
-    let (mut chosen, broken) = if options.snapshots.is_empty() {
-        (all, broken)
-    } else {
-        let mut picked = repo.resolve_each(&options.snapshots)?;
-        sort_by_time(&mut picked);
-        (picked, Vec::new())
-    };
-    let had = chosen.len();
-    if !options.tags.is_empty() {
-        chosen.retain(|s| s.tags.iter().any(|t| options.tags.contains(t)));
-    }
-    if let Some(source) = &options.source {
-        let wanted = crate::repo::absolute(std::path::Path::new(source))
-            .display()
-            .to_string();
-        chosen.retain(|s| s.source.path == *source || s.source.path == wanted);
-    }
-    // Nothing selected out of snapshots that exist: a mistyped filter is
-    // more likely than a wish to copy nothing.
-    if chosen.is_empty() && had > 0 && broken.is_empty() {
-        return Err(Error::not_found(format!(
-            "no snapshot matches {}; nothing was copied",
-            filter_text(options)
-        ))
-        .hint("`platter snapshots` lists the snapshots with their tags and sources"));
-    }
-    if let Some(n) = options.last {
-        let skip = chosen.len().saturating_sub(n);
-        chosen.drain(..skip);
-    }
-    Ok((chosen, broken))
-}
-
-/// The tag and source filters, as given on the command line.
-fn filter_text(options: &CopyOptions) -> String {
-    let tags: Vec<String> = options.tags.iter().map(|t| format!("--tag {t}")).collect();
-    let mut parts = Vec::new();
-    match tags.len() {
-        0 => {}
-        1 => parts.push(tags.join("")),
-        _ => parts.push(format!("any of {}", tags.join(", "))),
-    }
-    if let Some(source) = &options.source {
-        parts.push(format!("--source {source}"));
-    }
-    parts.join(" and ")
 }
 
 /// Refuses a pair of repositories a copy cannot go between: the same one,
@@ -166,9 +103,14 @@ pub fn copy(
     check_pair(from, to, options)?;
     let _from_lock = super::lock_for_reading(from, "copy", progress)?;
     let to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
-    let listed = from.snapshots()?;
-    let all_here = listed.0.clone();
-    let (chosen, broken) = select(from, listed, options)?;
+    let (all_here, broken) = from.snapshots()?;
+    let existed = !all_here.is_empty();
+    let selected = select_from(from, all_here.clone(), broken, &options.selection)?;
+    selected.require_some(&options.selection, existed, "nothing was copied")?;
+    let Selected {
+        snapshots: chosen,
+        broken,
+    } = selected;
     let (there_list, _) = to.snapshots()?;
     let there: HashSet<SnapshotId> = there_list.iter().map(|s| s.id).collect();
     let (source_index, damaged) = from.load_index()?;

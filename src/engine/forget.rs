@@ -7,6 +7,7 @@
 
 use crate::engine::prune::{PruneOptions, PruneReport, prune_locked};
 use crate::engine::retention::{Decision, Policy, decide, unmatched_tags};
+use crate::engine::snapshots::{Selection, SourceFilter, select_from};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::lock::LockKind;
@@ -19,7 +20,9 @@ pub struct ForgetOptions {
     /// Snapshots to forget by name, instead of a policy.
     pub snapshots: Vec<String>,
     /// Apply the policy to this source only.
-    pub source: Option<String>,
+    pub source: Option<SourceFilter>,
+    /// Apply the policy to snapshots of this host only.
+    pub host: Option<String>,
     pub dry_run: bool,
     /// Prune afterwards (not with `dry_run`).
     pub prune: Option<PruneOptions>,
@@ -53,6 +56,13 @@ pub fn forget(
         }
         _ => {}
     }
+    if !options.snapshots.is_empty() && (options.source.is_some() || options.host.is_some()) {
+        return Err(Error::bad_input(
+            "--source and --host choose the snapshots a policy applies to; they do not narrow \
+             snapshots named by id",
+        )
+        .hint("name the snapshots alone, or give a policy with --source/--host"));
+    }
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "forget", progress)?;
     let (mut snaps, broken) = repo.snapshots()?;
     if options.prune.is_some()
@@ -74,17 +84,17 @@ pub fn forget(
         ));
     }
     let decisions = if options.snapshots.is_empty() {
-        if let Some(source) = &options.source {
-            let wanted = crate::repo::absolute(std::path::Path::new(source))
-                .display()
-                .to_string();
-            snaps.retain(|s| s.source.path == *source || s.source.path == wanted);
-            if snaps.is_empty() {
-                return Err(
-                    Error::not_found(format!("no snapshot is of source {source}"))
-                        .hint("`platter snapshots` lists the sources"),
-                );
-            }
+        if options.source.is_some() || options.host.is_some() {
+            let selection = Selection {
+                source: options.source.clone(),
+                host: options.host.clone(),
+                ..Selection::default()
+            };
+            let existed = !snaps.is_empty();
+            let selected = select_from(repo, snaps, Vec::new(), &selection)?;
+            selected.require_some(&selection, existed, "nothing was forgotten")?;
+            selected.require_one_host(&selection)?;
+            snaps = selected.snapshots;
         }
         let decisions = decide(&snaps, &options.policy)?;
         // Not refused (other rules kept something in every source), but
@@ -94,7 +104,7 @@ pub fn forget(
                 "no snapshot{} carries the tag {tag} of --keep-tag: check its spelling; \
                  the other rules decided alone",
                 match &options.source {
-                    Some(source) => format!(" of source {source}"),
+                    Some(source) => format!(" of source {}", source.path),
                     None => String::new(),
                 }
             ));
@@ -131,22 +141,20 @@ pub fn forget(
 /// Decisions for snapshots named by the user: each goes, unless protected
 /// (then the whole command is refused).
 fn named(repo: &Repository, specs: &[String], snaps: &mut Vec<Snapshot>) -> Result<Vec<Decision>> {
-    let mut chosen: Vec<Snapshot> = Vec::new();
-    for spec in specs {
-        let s = repo.resolve(spec)?;
-        if s.protected {
-            return Err(Error::bad_input(format!(
-                "snapshot {} is protected; nothing was forgotten",
-                s.short_id()
-            ))
-            .hint(format!(
-                "unprotect it first: `platter protect --remove {}`",
-                s.short_id()
-            )));
-        }
-        if !chosen.iter().any(|c| c.id == s.id) {
-            chosen.push(s);
-        }
+    let selection = Selection {
+        ids: specs.to_vec(),
+        ..Selection::default()
+    };
+    let chosen = select_from(repo, Vec::new(), Vec::new(), &selection)?.snapshots;
+    if let Some(s) = chosen.iter().find(|s| s.protected) {
+        return Err(Error::bad_input(format!(
+            "snapshot {} is protected; nothing was forgotten",
+            s.short_id()
+        ))
+        .hint(format!(
+            "unprotect it first: `platter protect --remove {}`",
+            s.short_id()
+        )));
     }
     let decisions = chosen
         .iter()

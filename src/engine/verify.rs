@@ -16,6 +16,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use crate::codec::ChunkId;
+use crate::engine::snapshots::{Selection, select_from};
 use crate::engine::verify_report::problem;
 pub use crate::engine::verify_report::{AffectedRange, Problem, VerifyReport};
 use crate::error::{ErrorKind, Result};
@@ -112,7 +113,11 @@ fn check_snapshots(
             .damage
             .push(problem(repo.describe(&b.name), b.error.message()));
     }
-    let snaps = select(repo, all, specs)?;
+    let selection = Selection {
+        ids: specs.to_vec(),
+        ..Selection::default()
+    };
+    let snaps = select_from(repo, all, Vec::new(), &selection)?.snapshots;
     report.snapshots = snaps.len();
     for snap in &snaps {
         check_layout(repo, snap, report);
@@ -272,13 +277,6 @@ fn find_stray_files(
         }
     }
     Ok(())
-}
-
-fn select(repo: &Repository, all: Vec<Snapshot>, specs: &[String]) -> Result<Vec<Snapshot>> {
-    if specs.is_empty() {
-        return Ok(all);
-    }
-    repo.resolve_each(specs)
 }
 
 /// Every pack's table must be intact and agree with the index; every index

@@ -55,7 +55,7 @@ impl Run {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "`platter {}` exited {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
             self.command, self.code, self.stdout, self.stderr
