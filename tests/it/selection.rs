@@ -27,7 +27,7 @@ fn a_source_is_found_by_its_recorded_path_after_it_became_a_link() {
     symlink(sandbox.path("moved.img"), &recorded).unwrap();
     let source = recorded.to_str().unwrap();
     let listed = sandbox.run(["--json", "snapshots", "--source", source]);
-    assert_eq!(ids(listed.ok()), [id.clone()]);
+    assert_eq!(ids(listed.ok()), [id.as_str()]);
     let copy = sandbox.path("copy");
     run([
         "-r",
@@ -77,7 +77,7 @@ fn partition_narrows_a_source() {
         "--partition",
         "2",
     ]);
-    assert_eq!(ids(second.ok()), [part2.clone()]);
+    assert_eq!(ids(second.ok()), [part2.as_str()]);
     sandbox
         .run([
             "forget",
@@ -135,7 +135,7 @@ fn forget_by_source_names_the_host_when_several_have_it() {
         .refused(2, "alpha, beta");
     assert_eq!(sandbox.repo_tree(), before, "a refused forget wrote");
     let beta = sandbox.run(["--json", "snapshots", "--host", "beta"]);
-    assert_eq!(ids(beta.ok()), [b1.clone()]);
+    assert_eq!(ids(beta.ok()), [b1.as_str()]);
     let forgot = sandbox
         .run([
             "--json",
