@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use crate::codec::ChunkId;
 use crate::engine::chunk_mover::copy_map;
+use crate::engine::in_use::in_use;
 use crate::engine::pack_sink::PackSink;
 use crate::engine::verify::{Problem, VerifyOptions, verify_locked};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
@@ -74,11 +75,23 @@ pub fn repair(
         progress,
     )?;
     report.damage = found.damage.clone();
-    let used = used_chunks(repo)?;
+    // What is used decides what is worth mending; where that is unknown
+    // (a manifest or map neither here nor in the copy is readable), every
+    // damaged chunk is mended rather than one a snapshot needs skipped.
+    let used = match in_use(repo) {
+        Ok(in_use) => Some(in_use.chunks),
+        Err(e) if e.kind() == ErrorKind::Corrupt => {
+            progress.warn(&format!(
+                "{e}: repairing every damaged chunk, whether or not a snapshot uses it"
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let (index, _) = repo.load_index()?;
     // Damaged or lost chunks, and every chunk of a pack whose table is
     // unreadable (its data may be fine, but nothing can rebuild its index
-    // entries): only those some snapshot uses.
+    // entries): only those some snapshot uses, when that is known.
     let mut bad: HashSet<ChunkId> = found
         .damage
         .iter()
@@ -86,7 +99,9 @@ pub fn repair(
         .copied()
         .collect();
     bad.extend(chunks_in_unreadable_packs(repo, &index)?);
-    bad.retain(|id| used.contains(id));
+    if let Some(used) = used {
+        bad.retain(|id| used.contains(id));
+    }
     if bad.is_empty() {
         report.duration_s = started.elapsed().as_secs_f64();
         return Ok(report);
@@ -163,18 +178,6 @@ fn kept_groups(
         .zip(groups)
         .filter(|(pack, entries)| !entries.is_empty() && present.contains(pack))
         .collect()
-}
-
-/// Chunks that some snapshot's map names.
-fn used_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
-    let (snaps, _) = repo.snapshots()?;
-    let mut used = HashSet::new();
-    for snap in &snaps {
-        if let Ok(mut map) = repo.open_map(snap) {
-            map.add_data_ids(&mut used)?;
-        }
-    }
-    Ok(used)
 }
 
 /// Indexed chunks of packs whose table cannot be read.

@@ -331,6 +331,62 @@ fn repair_brings_back_packs_maps_and_manifests() {
     }
 }
 
+// Pins: repair mends a damaged chunk that only a snapshot with an unreadable map uses (its map is damaged in the copy too): what that snapshot uses is unknown, so every damaged chunk the copy has is mended, with a warning, instead of its chunks' being taken for unused.
+#[test]
+fn repair_mends_chunks_of_a_snapshot_whose_map_is_unreadable() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc0_4e07);
+    let taken = three_snapshots(&sandbox, &mut rng);
+    let usb = other_repo(&sandbox, "usb", &["--chunk-size", "64K"]);
+    copy_to(&sandbox, &usb, &[]).ok();
+    let later: Vec<String> = taken[1..]
+        .iter()
+        .flat_map(|(id, _)| map_ids(&sandbox.map_file(id)))
+        .flatten()
+        .collect();
+    let only_first: Vec<String> = map_ids(&sandbox.map_file(&taken[0].0))
+        .into_iter()
+        .flatten()
+        .filter(|c| !later.contains(c))
+        .collect();
+    let (pack, blob) = sandbox
+        .packs()
+        .into_iter()
+        .find_map(|p| {
+            let blob = pack_table(&p)
+                .into_iter()
+                .find(|b| only_first.contains(&b.id))?;
+            Some((p, blob))
+        })
+        .expect("a chunk only the first snapshot uses");
+    flip_byte(&pack, blob.offset + 10);
+    flip_byte(&sandbox.map_file(&taken[0].0), 100);
+    flip_byte(&usb.join("maps").join(&taken[0].0), 100);
+
+    let args = [
+        OsStr::new("--json"),
+        "repair".as_ref(),
+        "--from".as_ref(),
+        usb.as_os_str(),
+    ];
+    let run = sandbox.run(args);
+    let report = run.ok().json();
+    assert!(
+        report["chunks_repaired"]
+            .as_array()
+            .is_some_and(|c| c.contains(&Value::String(blob.id.clone()))),
+        "{report:#}"
+    );
+    assert!(
+        run.stderr.contains("repairing every damaged chunk"),
+        "{}",
+        run.stderr
+    );
+    for (id, bytes) in &taken[1..] {
+        sandbox.assert_restores(id, bytes);
+    }
+}
+
 // Pins: a chunk damaged in the repository copied from spoils only the snapshot that needs it: copy names it (exit 4), copies the others, and the copied ones restore byte for byte.
 #[test]
 fn copy_skips_only_snapshots_with_damaged_data() {

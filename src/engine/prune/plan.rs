@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::PruneReport;
 use crate::codec::ChunkId;
+use crate::engine::in_use::{InUse, in_use};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
@@ -96,8 +97,12 @@ impl PrunePlan {
         repack_percent: u8,
         progress: &dyn Progress,
     ) -> Result<PrunePlan> {
-        let snaps = readable_snapshots(repo)?;
-        let used = used_chunks(repo, &snaps)?;
+        let InUse {
+            snapshots: snaps,
+            chunks: used,
+        } = in_use(repo).map_err(|e| {
+            e.hint("nothing was removed; run `platter verify`, and repair (`platter repair --from COPY`) or forget that snapshot")
+        })?;
         let (index, damaged) = repo.load_index()?;
         if let Some((name, e)) = damaged.first() {
             return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
@@ -201,35 +206,6 @@ impl PrunePlan {
     pub(super) fn bytes_after(&self, stayed: &[&RepackPack], new_packs: u64) -> u64 {
         self.kept_bytes + stayed.iter().map(|p| p.len).sum::<u64>() + new_packs
     }
-}
-
-/// The committed snapshots; refuses when a manifest cannot be read, since
-/// prune could not tell what that snapshot needs.
-fn readable_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
-    let (snaps, broken) = repo.snapshots()?;
-    if let Some(b) = broken.first() {
-        return Err(Error::corrupt(format!(
-            "snapshot manifest {} is unreadable ({}): prune cannot tell what it needs",
-            repo.describe(&b.name),
-            b.error
-        ))
-        .hint("nothing was removed; run `platter verify`, and remove or restore that manifest"));
-    }
-    Ok(snaps)
-}
-
-/// Every chunk some snapshot's map uses; refuses when a map cannot be read.
-fn used_chunks(repo: &Repository, snaps: &[Snapshot]) -> Result<HashSet<ChunkId>> {
-    let mut used = HashSet::new();
-    for snap in snaps {
-        let mut map = repo.open_map(snap).map_err(|e| {
-            e.context(format!("snapshot {}", snap.short_id())).hint(
-                "nothing was removed; prune needs every snapshot's map (see `platter verify`)",
-            )
-        })?;
-        map.add_data_ids(&mut used)?;
-    }
-    Ok(used)
 }
 
 /// Maps whose snapshot has no manifest.
