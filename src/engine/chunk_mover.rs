@@ -18,6 +18,73 @@ use crate::repo::map::{Kind, MapEntry, map_name};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository, SnapshotId};
 
+/// Why chunks move between two repositories.
+#[derive(Debug, Clone, Copy)]
+pub enum Pair {
+    /// `copy`, out of an encrypted repository into a plain one only with
+    /// `decrypt`.
+    Copy { decrypt: bool },
+    /// `repair` of the second repository from the first, its copy.
+    Repair,
+}
+
+/// Refuses two repositories chunks cannot move between: the same one,
+/// different chunk sizes (a map fits only its own), and keys the move
+/// cannot bridge (repair takes stored chunks as they are, so it needs the
+/// same key; copy into a plain repository needs `decrypt`).
+pub fn check_pair(from: &Repository, to: &Repository, pair: Pair) -> Result<()> {
+    if from.config().repo_id == to.config().repo_id {
+        return Err(match pair {
+            Pair::Copy { .. } => {
+                Error::bad_input("the repository to copy to is the repository being copied from")
+                    .hint("name another repository with --to")
+            }
+            Pair::Repair => Error::bad_input("--from names the repository being repaired")
+                .hint("name a copy of it (made by `platter copy`)"),
+        });
+    }
+    if from.config().chunk_size != to.config().chunk_size {
+        return Err(Error::unsupported(format!(
+            "the repositories cut disks into chunks of different sizes ({} and {}): a \
+             snapshot's map only fits a repository with its chunk size, so neither holds \
+             the other's snapshots",
+            crate::units::bytes(from.config().chunk_size),
+            crate::units::bytes(to.config().chunk_size)
+        ))
+        .hint(match pair {
+            Pair::Copy { .. } => format!(
+                "create the other repository with `platter init --chunk-size {}`",
+                from.config().chunk_size
+            ),
+            Pair::Repair => "repair from a copy made by `platter copy` from this repository".into(),
+        }));
+    }
+    match pair {
+        Pair::Copy { decrypt } => {
+            if from.sealing().is_encrypted() && !to.sealing().is_encrypted() && !decrypt {
+                return Err(Error::bad_input(format!(
+                    "{} is not encrypted: a copy there would hold the disks of this encrypted \
+                     repository in the clear",
+                    to.root().display()
+                ))
+                .hint("copy into an encrypted repository (`platter init`, optionally --copy-key-from this one), or give --decrypt if the clear copy is what you want"));
+            }
+        }
+        Pair::Repair if !from.sealing().same_key(to.sealing()) => {
+            return Err(Error::unsupported(
+                "the repositories have different keys (or only one is encrypted), so chunks and \
+                 maps cannot be taken from one into the other as they are",
+            )
+            .hint(
+                "repair from a copy that shares this repository's key (made with \
+                 `platter init --copy-key-from`), or copy the snapshots back with `platter copy`",
+            ));
+        }
+        Pair::Repair => {}
+    }
+    Ok(())
+}
+
 /// What moving one snapshot's chunks did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CopiedSnapshot {

@@ -18,10 +18,12 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 pub use crate::engine::chunk_mover::CopiedSnapshot;
-use crate::engine::chunk_mover::{Fetched, Moving, copy_map, move_chunks, not_in_source};
+use crate::engine::chunk_mover::{
+    Fetched, Moving, Pair, check_pair, copy_map, move_chunks, not_in_source,
+};
 use crate::engine::rekey::Rekey;
 use crate::engine::snapshots::{Selected, Selection, select_from};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
@@ -60,39 +62,6 @@ pub struct FailedCopy {
     pub error: String,
 }
 
-/// Refuses a pair of repositories a copy cannot go between: the same one,
-/// different chunk sizes, or an encrypted one into a plain one without
-/// --decrypt.
-fn check_pair(from: &Repository, to: &Repository, options: &CopyOptions) -> Result<()> {
-    if from.config().repo_id == to.config().repo_id {
-        return Err(Error::bad_input(
-            "the repository to copy to is the repository being copied from",
-        )
-        .hint("name another repository with --to"));
-    }
-    if from.config().chunk_size != to.config().chunk_size {
-        return Err(Error::unsupported(format!(
-            "the repositories cut disks into chunks of different sizes ({} here, {} there): \
-             a snapshot's map only fits a repository with its chunk size",
-            crate::units::bytes(from.config().chunk_size),
-            crate::units::bytes(to.config().chunk_size)
-        ))
-        .hint(format!(
-            "create the other repository with `platter init --chunk-size {}`",
-            from.config().chunk_size
-        )));
-    }
-    if from.sealing().is_encrypted() && !to.sealing().is_encrypted() && !options.decrypt {
-        return Err(Error::bad_input(format!(
-            "{} is not encrypted: a copy there would hold the disks of this encrypted \
-             repository in the clear",
-            to.root().display()
-        ))
-        .hint("copy into an encrypted repository (`platter init`, optionally --copy-key-from this one), or give --decrypt if the clear copy is what you want"));
-    }
-    Ok(())
-}
-
 pub fn copy(
     from: &Repository,
     to: &Repository,
@@ -100,7 +69,13 @@ pub fn copy(
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
     let started = Instant::now();
-    check_pair(from, to, options)?;
+    check_pair(
+        from,
+        to,
+        Pair::Copy {
+            decrypt: options.decrypt,
+        },
+    )?;
     let _from_lock = super::lock_for_reading(from, "copy", progress)?;
     let to_lock = super::lock_repo(to, LockKind::Shared, "copy", progress)?;
     let (all_here, broken) = from.snapshots()?;

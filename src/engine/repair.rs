@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::codec::ChunkId;
-use crate::engine::chunk_mover::copy_map;
+use crate::engine::chunk_mover::{Pair, check_pair, copy_map};
 use crate::engine::in_use::in_use;
 use crate::engine::pack_sink::PackSink;
 use crate::engine::verify::{Problem, VerifyOptions, verify_locked};
@@ -39,27 +39,7 @@ pub fn repair(
     progress: &dyn Progress,
 ) -> Result<RepairReport> {
     let started = Instant::now();
-    if repo.config().repo_id == from.config().repo_id {
-        return Err(
-            Error::bad_input("--from names the repository being repaired")
-                .hint("name a copy of it (made by `platter copy`)"),
-        );
-    }
-    if repo.config().chunk_size != from.config().chunk_size {
-        return Err(Error::unsupported(
-            "the repositories have different chunk sizes, so neither is a copy of the other",
-        ));
-    }
-    if !repo.sealing().same_key(from.sealing()) {
-        return Err(Error::unsupported(
-            "the repositories have different keys (or only one is encrypted), so chunks and \
-             maps cannot be taken from one into the other as they are",
-        )
-        .hint(
-            "repair from a copy that shares this repository's key (made with \
-             `platter init --copy-key-from`), or copy the snapshots back with `platter copy`",
-        ));
-    }
+    check_pair(from, repo, Pair::Repair)?;
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "repair", progress)?;
     let _from_lock = super::lock_for_reading(from, "repair (source)", progress)?;
     let mut report = RepairReport::default();
