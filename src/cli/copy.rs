@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use platter::engine::copy::{CopyOptions, copy};
 use platter::engine::snapshots::Selection;
-use platter::repo::Repository;
 
 use super::passphrase::OtherPasswordArgs;
 use super::selection::SourceArgs;
@@ -58,12 +57,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let passphrases = ctx.passphrases()?;
-    let from = Repository::open(ctx.repo_path()?, &passphrases)?;
-    let to = args
-        .other
-        .open(&args.to, &passphrases)
-        .map_err(|e| e.context("the repository given with --to"))?;
+    let (from, to) = ctx.open_pair(&args.other, &args.to, "--to")?;
     let options = CopyOptions {
         selection: {
             let (source, host) = args.source.split();

@@ -76,10 +76,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         let master = match &args.copy_key_from {
             None => MasterKey::generate()?,
             Some(other) => {
-                let other_repo = args
-                    .other
-                    .open(other, &passphrases)
-                    .map_err(|e| e.context("the repository given with --copy-key-from"))?;
+                let other_repo = args.other.open(other, &passphrases, "--copy-key-from")?;
                 keys::shared_master(&other_repo)?
             }
         };

@@ -113,6 +113,19 @@ impl Context {
     fn open_repo(&self) -> Result<platter::repo::Repository> {
         platter::repo::Repository::open(self.repo_path()?, &self.passphrases()?)
     }
+
+    /// The repository given with --repo and another one, `path`, given
+    /// with `option` (with its own passphrase options `other`).
+    fn open_pair(
+        &self,
+        other: &passphrase::OtherPasswordArgs,
+        path: &std::path::Path,
+        option: &str,
+    ) -> Result<(platter::repo::Repository, platter::repo::Repository)> {
+        let passphrases = self.passphrases()?;
+        let this = platter::repo::Repository::open(self.repo_path()?, &passphrases)?;
+        Ok((this, other.open(path, &passphrases, option)?))
+    }
 }
 
 /// Runs the command line; every outcome becomes an exit code here (the

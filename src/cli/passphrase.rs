@@ -54,9 +54,15 @@ pub struct OtherPasswordArgs {
 }
 
 impl OtherPasswordArgs {
-    /// Opens the other repository `path`, with its own passphrase if one
-    /// was given, else with `first`'s.
-    pub fn open(&self, path: &Path, first: &Passphrases) -> Result<platter::repo::Repository> {
+    /// Opens the other repository `path` (given with `option`, which its
+    /// errors name), with its own passphrase if one was given, else with
+    /// `first`'s.
+    pub fn open(
+        &self,
+        path: &Path,
+        first: &Passphrases,
+        option: &str,
+    ) -> Result<platter::repo::Repository> {
         let own = Passphrases::explicit(
             self.other_password_command.clone(),
             self.other_password_file.clone(),
@@ -70,6 +76,7 @@ impl OtherPasswordArgs {
             } else {
                 e
             }
+            .context(format!("the repository given with {option}"))
         })
     }
 }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use platter::engine::repair::repair;
-use platter::repo::Repository;
 
 use super::passphrase::OtherPasswordArgs;
 use super::{Context, output};
@@ -27,12 +26,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
-    let passphrases = ctx.passphrases()?;
-    let repo = Repository::open(ctx.repo_path()?, &passphrases)?;
-    let from = args
-        .other
-        .open(&args.from, &passphrases)
-        .map_err(|e| e.context("the repository given with --from"))?;
+    let (repo, from) = ctx.open_pair(&args.other, &args.from, "--from")?;
     let bar = output::Bar::new(ctx.json);
     let report = repair(&repo, &from, &bar)?;
     let clean = report.chunks_unrepairable.is_empty();

@@ -112,7 +112,7 @@ pub fn backup(
         layout: serde_json::to_value(&layout).ok(),
         protected: false,
     };
-    check_before_commit(&source, source_path, options, progress)?;
+    check_before_commit(&source, options, progress)?;
     lock.check_held()?;
     repo.commit_snapshot(&snapshot)?;
     Ok(snapshot)
@@ -134,15 +134,7 @@ fn open_source(
     for w in &layout.warnings {
         progress.warn(&format!("layout of {}: {w}", source_path.display()));
     }
-    let mounted = source.writers();
-    if !mounted.is_empty() && !options.allow_mounted {
-        return Err(Error::busy(format!(
-            "{} is in use ({}): a backup of it would be inconsistent",
-            source_path.display(),
-            mounted.join("; ")
-        ))
-        .hint("unmount it or remount it read-only (`mount -o remount,ro`), stop the program that maps it, or add --allow-mounted to take an inconsistent image anyway"));
-    }
+    let mounted = refuse_writers(&source, options, Writers::Before)?;
     // Free space of known filesystems is neither read nor stored; a
     // mounted filesystem's bitmaps are not trusted.
     if !source.table_warnings().is_empty() && !options.raw {
@@ -203,7 +195,6 @@ fn load_index(repo: &Repository, progress: &dyn Progress) -> Result<Index> {
 /// opened, or the snapshot would not be what it says it is.
 fn check_before_commit(
     source: &Source,
-    source_path: &Path,
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -215,16 +206,7 @@ fn check_before_commit(
     // A writer that came during the backup (a mount, or a shared writable
     // mapping, through whose dirty pages writes move no ctime) may have
     // changed what was read without leaving a trace.
-    let writers = source.writers();
-    if !writers.is_empty() && !options.allow_mounted {
-        return Err(Error::busy(format!(
-            "{} came into use during the backup ({}); nothing was committed, no snapshot was made",
-            source_path.display(),
-            writers.join("; ")
-        ))
-        .hint("stop whatever uses it and back up again, or add --allow-mounted to take an inconsistent image anyway"));
-    }
-    Ok(())
+    refuse_writers(source, options, Writers::During).map(drop)
 }
 
 /// How the source compares with how it was opened.
@@ -331,4 +313,33 @@ fn check_tags(tags: &[String]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// When writers of the source are looked for.
+enum Writers {
+    Before,
+    /// Just before the commit: one that came meanwhile.
+    During,
+}
+
+/// Refuses a source in use by a writer (mounted read-write, held, mapped
+/// shared and writable), unless `--allow-mounted`; returns the writers.
+fn refuse_writers(source: &Source, options: &BackupOptions, when: Writers) -> Result<Vec<String>> {
+    let writers = source.writers();
+    if writers.is_empty() || options.allow_mounted {
+        return Ok(writers);
+    }
+    let (what, next) = match when {
+        Writers::Before => ("is in use", "a backup of it would be inconsistent"),
+        Writers::During => (
+            "came into use during the backup",
+            "nothing was committed, no snapshot was made",
+        ),
+    };
+    Err(Error::busy(format!(
+        "{} {what} ({}): {next}",
+        source.path().display(),
+        writers.join("; ")
+    ))
+    .hint("unmount it or remount it read-only (`mount -o remount,ro`), stop the program that maps it, or add --allow-mounted to take an inconsistent image anyway"))
 }

@@ -107,15 +107,24 @@ pub(super) enum Moving {
     Plain(PlainChunk),
 }
 
+/// Two repositories snapshots move between: the one they come from with
+/// its index, the one they go to, and where progress is shown.
+pub struct Between<'a> {
+    pub from: &'a Repository,
+    pub to: &'a Repository,
+    pub source_index: &'a Index,
+    pub progress: &'a dyn Progress,
+}
+
 /// Moves the chunks of `snap` that the other repository lacks. For each
 /// data entry, `fetch` runs on a worker, given whether an id is already
 /// there (or on its way); `noted` sees each fetched chunk's entry and new
 /// id on this thread. Each pack is indexed as soon as it is durable, so an
 /// interrupted copy does not move it again.
 pub(super) fn move_chunks<F, N>(
-    (from, to, snap): (&Repository, &Repository, &Snapshot),
+    between: &Between,
+    (snap, label): (&Snapshot, &str),
     index: &mut Index,
-    (label, progress): (&str, &dyn Progress),
     fetch: F,
     mut noted: N,
 ) -> Result<CopiedSnapshot>
@@ -123,6 +132,9 @@ where
     F: Fn(&mut ChunkReader, &MapEntry, &dyn Fn(&ChunkId) -> bool) -> Result<Option<Fetched>> + Sync,
     N: FnMut(&MapEntry, &ChunkId),
 {
+    let Between {
+        from, to, progress, ..
+    } = *between;
     let mut map = from.open_map(snap)?;
     let header = *map.header();
     // Chunks this copy is moving now.

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 pub use crate::engine::chunk_mover::CopiedSnapshot;
 use crate::engine::chunk_mover::{
-    Fetched, Moving, Pair, check_pair, copy_map, move_chunks, not_in_source,
+    Between, Fetched, Moving, Pair, check_pair, copy_map, move_chunks, not_in_source,
 };
 use crate::engine::rekey::Rekey;
 use crate::engine::snapshots::{Selected, Selection, select_from};
@@ -127,11 +127,17 @@ pub fn copy(
             report.already_there.push(snap.id);
             continue;
         }
+        let between = Between {
+            from,
+            to,
+            source_index: &source_index,
+            progress,
+        };
         let copied = match &mut rekey {
-            None => copy_one(from, to, &snap, &source_index, &mut index, progress),
-            Some(rekey) => rekey.learn_from_common(from, to, &snap).and_then(|()| {
-                rekey.copy_one(from, to, &snap, &source_index, &mut index, progress)
-            }),
+            None => copy_one(&between, &snap, &mut index),
+            Some(rekey) => rekey
+                .learn_from_common(from, to, &snap)
+                .and_then(|()| rekey.copy_one(&between, &snap, &mut index)),
         }
         .and_then(|(copied, manifest)| {
             // Its chunks are in no snapshot there until the manifest is:
@@ -164,24 +170,23 @@ pub fn copy(
 /// Copies one snapshot's missing blobs between repositories with the same
 /// key, as they are stored, then its map; returns the manifest to commit.
 fn copy_one(
-    from: &Repository,
-    to: &Repository,
+    between: &Between,
     snap: &Snapshot,
-    source_index: &Index,
     index: &mut Index,
-    progress: &dyn Progress,
 ) -> Result<(CopiedSnapshot, Snapshot)> {
     let label = format!("copy {}", snap.short_id());
     let copied = move_chunks(
-        (from, to, snap),
+        between,
+        (snap, &label),
         index,
-        (&label, progress),
         |reader, entry, known| {
             if known(&entry.id) {
                 return Ok(None);
             }
             let (stored, loc) =
-                reader.read_stored_indexed(source_index, &entry.id, || not_in_source(&entry.id))?;
+                reader.read_stored_indexed(between.source_index, &entry.id, || {
+                    not_in_source(&entry.id)
+                })?;
             Ok(Some(Fetched {
                 id: entry.id,
                 blob: Moving::Stored(stored, loc),
@@ -189,6 +194,6 @@ fn copy_one(
         },
         |_, _| {},
     )?;
-    copy_map(from, to, snap)?;
+    copy_map(between.from, between.to, snap)?;
     Ok((copied, snap.clone()))
 }

@@ -12,9 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::codec::ChunkId;
-use crate::engine::chunk_mover::{CopiedSnapshot, Fetched, Moving, move_chunks, not_in_source};
+use crate::engine::chunk_mover::{
+    Between, CopiedSnapshot, Fetched, Moving, move_chunks, not_in_source,
+};
 use crate::error::{Error, Result};
-use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapWriter};
 use crate::repo::snapshot::{MapRef, Snapshot};
@@ -85,20 +86,23 @@ impl Rekey {
     /// commit.
     pub fn copy_one(
         &mut self,
-        from: &Repository,
-        to: &Repository,
+        between: &Between,
         snap: &Snapshot,
-        source_index: &Index,
         index: &mut Index,
-        progress: &dyn Progress,
     ) -> Result<(CopiedSnapshot, Snapshot)> {
+        let Between {
+            from,
+            to,
+            source_index,
+            ..
+        } = *between;
         let ids = Mutex::new(std::mem::take(&mut self.ids));
         let translated = |id: &ChunkId| ids.lock().ok().and_then(|m| m.get(id).copied());
         let label = format!("copy {} (re-keying)", snap.short_id());
         let copied = move_chunks(
-            (from, to, snap),
+            between,
+            (snap, &label),
             index,
-            (&label, progress),
             |reader, entry, known| {
                 if translated(&entry.id).is_some_and(|new| known(&new)) {
                     return Ok(None);

@@ -31,6 +31,15 @@ fn entry(d: &mut [u8], at: usize, status: u8, code: u8, start: u32, sectors: u32
     d[at + 12..at + 16].copy_from_slice(&sectors.to_le_bytes());
 }
 
+/// Marks sector `lba` of `d` as a boot record (an EBR); returns its byte
+/// offset.
+fn ebr_at(d: &mut [u8], lba: usize) -> usize {
+    let at = lba * 512;
+    d[at + 510] = 0x55;
+    d[at + 511] = 0xAA;
+    at
+}
+
 fn mbr_disk(sectors: usize) -> Vec<u8> {
     let mut d = vec![0u8; sectors * 512];
     d[510] = 0x55;
@@ -49,9 +58,7 @@ fn mbr_with_logical_partitions() {
     entry(&mut d, 446, 0x80, 0x83, 2048, 1024);
     entry(&mut d, 462, 0, 0x05, 3072, 1024);
     // EBR at 3072: logical at +64, next EBR at ext+512.
-    let ebr = 3072 * 512;
-    d[ebr + 510] = 0x55;
-    d[ebr + 511] = 0xAA;
+    let ebr = ebr_at(&mut d, 3072);
     entry(&mut d, ebr + 446, 0, 0x83, 64, 400);
     entry(&mut d, ebr + 462, 0, 0x05, 512, 512);
     let ebr2 = (3072 + 512) * 512;
@@ -84,18 +91,12 @@ fn mbr_with_logical_partitions() {
 fn looping_logical_chain_ends_with_a_warning() {
     let mut d = mbr_disk(4096);
     entry(&mut d, 446, 0, 0x0f, 2048, 2048);
-    let ebr = 2048 * 512;
-    d[ebr + 510] = 0x55;
-    d[ebr + 511] = 0xAA;
+    let ebr = ebr_at(&mut d, 2048);
     entry(&mut d, ebr + 446, 0, 0x83, 64, 100);
     entry(&mut d, ebr + 462, 0, 0x05, 0, 2048); // points back at itself
     let l = read(d);
     assert_eq!(l.partitions.len(), 2);
-    assert!(
-        l.warnings.iter().any(|w| w.contains("loops")),
-        "{:?}",
-        l.warnings
-    );
+    assert_warns(&l, "loops");
 }
 
 #[test]
@@ -246,11 +247,7 @@ fn a_gpt_behind_an_mbr_with_partitions_of_its_own_is_a_leftover() {
     entry(&mut d, 446, 0x80, 0x83, 2048, 1000);
     let l = read(d);
     assert_eq!(l.table, Table::Mbr);
-    assert!(
-        l.warnings.iter().any(|w| w.contains("leftover")),
-        "{:?}",
-        l.warnings
-    );
+    assert_warns(&l, "leftover");
 }
 
 #[test]
@@ -267,9 +264,7 @@ fn a_boot_sector_without_partitions_in_front_of_a_filesystem_is_not_a_table() {
 fn ebr_slots_may_come_in_any_order() {
     let mut d = mbr_disk(4096);
     entry(&mut d, 446, 0, 0x05, 2048, 2048);
-    let ebr = 2048 * 512;
-    d[ebr + 510] = 0x55;
-    d[ebr + 511] = 0xAA;
+    let ebr = ebr_at(&mut d, 2048);
     entry(&mut d, ebr + 446, 0, 0x05, 1024, 1024); // the link first
     entry(&mut d, ebr + 462, 0, 0x83, 64, 500);
     let ebr2 = (2048 + 1024) * 512;
@@ -356,4 +351,13 @@ fn a_gpt_fitted_to_a_larger_disk_reads_back_clean() {
 fn a_target_too_small_for_the_gpt_itself_is_refused_by_the_plan() {
     let l = read(gpt_disk(4096, &[]));
     assert!(plan_fit(&l, 40 * 512, false).is_err());
+}
+
+/// `layout` carries a warning that mentions `what`.
+fn assert_warns(layout: &Layout, what: &str) {
+    assert!(
+        layout.warnings.iter().any(|w| w.contains(what)),
+        "no warning mentions {what:?}: {:?}",
+        layout.warnings
+    );
 }

@@ -55,6 +55,13 @@ fn kept(snaps: &[Snapshot], policy: &Policy) -> Vec<(usize, Vec<String>)> {
         .collect()
 }
 
+/// A policy of the defaults with `set` applied.
+fn policy(set: impl Fn(&mut Policy)) -> Policy {
+    let mut policy = Policy::default();
+    set(&mut policy);
+    policy
+}
+
 fn idx(kept: &[(usize, Vec<String>)]) -> Vec<usize> {
     kept.iter().map(|(i, _)| *i).collect()
 }
@@ -73,13 +80,7 @@ fn twice_daily() -> Vec<Snapshot> {
 #[test]
 fn keep_last_keeps_the_newest_n() {
     let s = twice_daily();
-    let k = kept(
-        &s,
-        &Policy {
-            last: Some(3),
-            ..Policy::default()
-        },
-    );
+    let k = kept(&s, &policy(|p| p.last = Some(3)));
     assert_eq!(idx(&k), [25, 26, 27]);
     assert!(k.iter().all(|(_, r)| r == &["last 3".to_string()]));
 }
@@ -87,13 +88,7 @@ fn keep_last_keeps_the_newest_n() {
 #[test]
 fn keep_daily_keeps_the_newest_of_each_of_the_last_n_days() {
     let s = twice_daily();
-    let k = kept(
-        &s,
-        &Policy {
-            daily: Some(3),
-            ..Policy::default()
-        },
-    );
+    let k = kept(&s, &policy(|p| p.daily = Some(3)));
     // The 13:00 snapshots of Nov 13, 14 and 15.
     assert_eq!(idx(&k), [23, 25, 27]);
     assert_eq!(k[2].1, ["daily 2026-11-15"]);
@@ -103,13 +98,7 @@ fn keep_daily_keeps_the_newest_of_each_of_the_last_n_days() {
 fn keep_weekly_uses_iso_weeks() {
     let s = twice_daily();
     // Nov 2-8 is ISO week 45, Nov 9-15 week 46.
-    let k = kept(
-        &s,
-        &Policy {
-            weekly: Some(5),
-            ..Policy::default()
-        },
-    );
+    let k = kept(&s, &policy(|p| p.weekly = Some(5)));
     assert_eq!(idx(&k), [13, 27]);
     assert_eq!(k[0].1, ["weekly 2026-W45"]);
     assert_eq!(k[1].1, ["weekly 2026-W46"]);
@@ -126,11 +115,10 @@ fn keep_monthly_and_yearly_count_buckets_that_have_snapshots() {
     ]);
     let k = kept(
         &s,
-        &Policy {
-            monthly: Some(3),
-            yearly: Some(2),
-            ..Policy::default()
-        },
+        &policy(|p| {
+            p.monthly = Some(3);
+            p.yearly = Some(2)
+        }),
     );
     assert_eq!(idx(&k), [2, 3, 4]);
     assert_eq!(k[0].1, ["monthly 2025-03"]);
@@ -165,13 +153,7 @@ fn protected_snapshots_and_sources_are_counted_apart() {
     let mut s = twice_daily();
     s[0].protected = true;
     s.push(snap(99, "2026-11-01T00:00:00.000000Z", "/dev/sdb"));
-    let k = kept(
-        &s,
-        &Policy {
-            last: Some(1),
-            ..Policy::default()
-        },
-    );
+    let k = kept(&s, &policy(|p| p.last = Some(1)));
     assert_eq!(idx(&k), [0, 27, 28]);
     assert_eq!(k[0].1, ["protected"]);
     assert_eq!(
@@ -286,12 +268,6 @@ fn a_policy_describes_itself_as_its_options() {
 fn the_same_path_on_two_hosts_is_two_groups() {
     let mut s = series(&["2026-11-01T00:00:00.000000Z", "2026-11-02T00:00:00.000000Z"]);
     s[0].hostname = "other".into();
-    let k = kept(
-        &s,
-        &Policy {
-            last: Some(1),
-            ..Policy::default()
-        },
-    );
+    let k = kept(&s, &policy(|p| p.last = Some(1)));
     assert_eq!(idx(&k), [0, 1]);
 }
