@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 /// The options that name a repository's passphrase.
 #[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Passphrase")]
 pub struct PasswordArgs {
     /// Read the passphrase of an encrypted repository from the first line
     /// of FILE
@@ -22,8 +23,7 @@ pub struct PasswordArgs {
         long,
         global = true,
         env = "PLATTER_PASSWORD_FILE",
-        value_name = "FILE",
-        help_heading = "Passphrase"
+        value_name = "FILE"
     )]
     password_file: Option<PathBuf>,
 
@@ -33,8 +33,7 @@ pub struct PasswordArgs {
         long,
         global = true,
         env = "PLATTER_PASSWORD_COMMAND",
-        value_name = "COMMAND",
-        help_heading = "Passphrase"
+        value_name = "COMMAND"
     )]
     password_command: Option<String>,
 }
