@@ -23,12 +23,12 @@ use crate::engine::chunk_mover::{
 };
 use crate::engine::rekey::Rekey;
 use crate::engine::snapshots::{Selected, Selection, select_from};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{Repository, SnapshotId};
+use crate::repo::{BrokenManifest, Repository, SnapshotId};
 
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
@@ -89,15 +89,6 @@ pub fn copy(
     let (there_list, _) = to.snapshots()?;
     let there: HashSet<SnapshotId> = there_list.iter().map(|s| s.id).collect();
     let (source_index, damaged) = from.load_index()?;
-    // The chunks a damaged index described look missing: the snapshots
-    // that need them fail one by one below, the others are copied.
-    for (name, e) in &damaged {
-        progress.warn(&format!(
-            "index {} is damaged ({e}): snapshots that need the chunks it described will not \
-             be copied; run `platter rebuild-index` here first",
-            from.describe(name)
-        ));
-    }
     let (mut index, _) = to.load_index()?;
     index.keep_packs(&to.packs_on_disk()?);
 
@@ -111,28 +102,18 @@ pub fn copy(
         rekeyed: rekey.is_some(),
         ..CopyReport::default()
     };
-    for b in broken {
-        let error = b.error.to_string();
-        progress.warn(&format!(
-            "manifest {} was not copied: {error}",
-            from.describe(&b.name)
-        ));
-        report.failed.push(FailedCopy {
-            snapshot: b.id,
-            error,
-        });
-    }
+    warn_unreadable(from, (broken, &damaged), &mut report, progress);
+    let between = Between {
+        from,
+        to,
+        source_index: &source_index,
+        progress,
+    };
     for snap in chosen {
         if there.contains(&snap.id) {
             report.already_there.push(snap.id);
             continue;
         }
-        let between = Between {
-            from,
-            to,
-            source_index: &source_index,
-            progress,
-        };
         let copied = match &mut rekey {
             None => copy_one(&between, &snap, &mut index),
             Some(rekey) => rekey
@@ -165,6 +146,35 @@ pub fn copy(
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Names what cannot be read here: manifests (those snapshots fail) and
+/// index files (the chunks they described look missing: the snapshots
+/// that need them fail one by one, the others are copied).
+fn warn_unreadable(
+    from: &Repository,
+    (broken, damaged_index): (Vec<BrokenManifest>, &[(String, Error)]),
+    report: &mut CopyReport,
+    progress: &dyn Progress,
+) {
+    for (name, e) in damaged_index {
+        progress.warn(&format!(
+            "index {} is damaged ({e}): snapshots that need the chunks it described will not \
+             be copied; run `platter rebuild-index` here first",
+            from.describe(name)
+        ));
+    }
+    for b in broken {
+        let error = b.error.to_string();
+        progress.warn(&format!(
+            "manifest {} was not copied: {error}",
+            from.describe(&b.name)
+        ));
+        report.failed.push(FailedCopy {
+            snapshot: b.id,
+            error,
+        });
+    }
 }
 
 /// Copies one snapshot's missing blobs between repositories with the same

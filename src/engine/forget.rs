@@ -42,27 +42,7 @@ pub fn forget(
     options: &ForgetOptions,
     progress: &dyn Progress,
 ) -> Result<ForgetReport> {
-    match (options.policy.is_empty(), options.snapshots.is_empty()) {
-        (true, true) => {
-            return Err(Error::bad_input(
-                "say what to keep (--keep-last, --keep-daily, ...) or name snapshots to forget",
-            )
-            .hint("see `platter forget --help`; add --dry-run to see what a policy would do"));
-        }
-        (false, false) => {
-            return Err(Error::bad_input(
-                "give either a retention policy or snapshot names, not both",
-            ));
-        }
-        _ => {}
-    }
-    if !options.snapshots.is_empty() && (options.source.is_some() || options.host.is_some()) {
-        return Err(Error::bad_input(
-            "--source and --host choose the snapshots a policy applies to; they do not narrow \
-             snapshots named by id",
-        )
-        .hint("name the snapshots alone, or give a policy with --source/--host"));
-    }
+    check_options(options)?;
     let _lock = super::lock_repo(repo, LockKind::Exclusive, "forget", progress)?;
     let (mut snaps, broken) = repo.snapshots()?;
     if options.prune.is_some()
@@ -84,32 +64,7 @@ pub fn forget(
         ));
     }
     let decisions = if options.snapshots.is_empty() {
-        if options.source.is_some() || options.host.is_some() {
-            let selection = Selection {
-                source: options.source.clone(),
-                host: options.host.clone(),
-                ..Selection::default()
-            };
-            let existed = !snaps.is_empty();
-            let selected = select_from(repo, snaps, Vec::new(), &selection)?;
-            selected.require_some(&selection, existed, "nothing was forgotten")?;
-            selected.require_one_host(&selection)?;
-            snaps = selected.snapshots;
-        }
-        let decisions = decide(&snaps, &options.policy)?;
-        // Not refused (other rules kept something in every source), but
-        // the snapshots the tag was meant to keep may be among those going.
-        for tag in unmatched_tags(&snaps, &options.policy) {
-            progress.warn(&format!(
-                "no snapshot{} carries the tag {tag} of --keep-tag: check its spelling; \
-                 the other rules decided alone",
-                match &options.source {
-                    Some(source) => format!(" of source {}", source.path),
-                    None => String::new(),
-                }
-            ));
-        }
-        decisions
+        by_policy(repo, options, &mut snaps, progress)?
     } else {
         named(repo, &options.snapshots, &mut snaps)?
     };
@@ -136,6 +91,68 @@ pub fn forget(
         removed,
         prune,
     })
+}
+
+/// Refuses options that say nothing, or two things at once.
+fn check_options(options: &ForgetOptions) -> Result<()> {
+    match (options.policy.is_empty(), options.snapshots.is_empty()) {
+        (true, true) => {
+            return Err(Error::bad_input(
+                "say what to keep (--keep-last, --keep-daily, ...) or name snapshots to forget",
+            )
+            .hint("see `platter forget --help`; add --dry-run to see what a policy would do"));
+        }
+        (false, false) => {
+            return Err(Error::bad_input(
+                "give either a retention policy or snapshot names, not both",
+            ));
+        }
+        _ => {}
+    }
+    if !options.snapshots.is_empty() && (options.source.is_some() || options.host.is_some()) {
+        return Err(Error::bad_input(
+            "--source and --host choose the snapshots a policy applies to; they do not narrow \
+             snapshots named by id",
+        )
+        .hint("name the snapshots alone, or give a policy with --source/--host"));
+    }
+    Ok(())
+}
+
+/// Decisions of the policy, over the snapshots of the source and host
+/// asked for (`snaps` becomes those).
+fn by_policy(
+    repo: &Repository,
+    options: &ForgetOptions,
+    snaps: &mut Vec<Snapshot>,
+    progress: &dyn Progress,
+) -> Result<Vec<Decision>> {
+    if options.source.is_some() || options.host.is_some() {
+        let selection = Selection {
+            source: options.source.clone(),
+            host: options.host.clone(),
+            ..Selection::default()
+        };
+        let existed = !snaps.is_empty();
+        let selected = select_from(repo, std::mem::take(snaps), Vec::new(), &selection)?;
+        selected.require_some(&selection, existed, "nothing was forgotten")?;
+        selected.require_one_host(&selection)?;
+        *snaps = selected.snapshots;
+    }
+    let decisions = decide(snaps, &options.policy)?;
+    // Not refused (other rules kept something in every source), but
+    // the snapshots the tag was meant to keep may be among those going.
+    for tag in unmatched_tags(snaps, &options.policy) {
+        progress.warn(&format!(
+            "no snapshot{} carries the tag {tag} of --keep-tag: check its spelling; \
+             the other rules decided alone",
+            match &options.source {
+                Some(source) => format!(" of source {}", source.path),
+                None => String::new(),
+            }
+        ));
+    }
+    Ok(decisions)
 }
 
 /// Decisions for snapshots named by the user: each goes, unless protected
