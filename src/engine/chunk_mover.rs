@@ -14,7 +14,8 @@ use crate::engine::parallel::map_entries;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
-use crate::repo::map::{Kind, MapEntry, map_name};
+use crate::repo::map::{Kind, MapEntry};
+use crate::repo::names::map_name;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, ChunkReader, PlainChunk, Repository, SnapshotId};
 

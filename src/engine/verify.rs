@@ -24,7 +24,8 @@ use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
 use crate::repo::index::{Index, Location};
 use crate::repo::map::Kind;
-use crate::repo::pack::{self, DataEntry, FOOTER_LEN, pack_name};
+use crate::repo::names::{Folder, pack_name};
+use crate::repo::pack::{self, DataEntry, FOOTER_LEN};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, FileName, PackId, Repository, SnapshotId, classify};
 
@@ -164,7 +165,7 @@ fn check_maps(
                     len: snap.source.size,
                 }],
                 ..problem(
-                    repo.describe(&crate::repo::map::map_name(&snap.id)),
+                    repo.describe(&crate::repo::names::map_name(&snap.id)),
                     e.message(),
                 )
             }),
@@ -203,7 +204,7 @@ fn report_unindexed(
     };
     report.damage.push(Problem {
         chunks: ids.clone(),
-        ..problem(repo.describe("index"), &what)
+        ..problem(repo.describe(Folder::Index.as_str()), &what)
     });
     for id in ids {
         bad_chunks.insert(id, at);
@@ -224,7 +225,7 @@ fn report_unused(
         .count();
     if unused > 0 {
         report.leftovers.push(problem(
-            repo.describe("index"),
+            repo.describe(Folder::Index.as_str()),
             &format!("{unused} stored chunk(s) are used by no snapshot (an interrupted backup?)"),
         ));
     }
@@ -237,7 +238,7 @@ fn report_unused(
 fn check_layout(repo: &Repository, snap: &Snapshot, report: &mut VerifyReport) {
     if let Some(Err(e)) = snap.parsed_layout::<crate::disk::layout::Layout>() {
         report.damage.push(problem(
-            repo.describe(&crate::repo::snapshot::manifest_name(&snap.id)),
+            repo.describe(&crate::repo::names::manifest_name(&snap.id)),
             &format!(
                 "its recorded layout is unreadable ({e}): a restore of snapshot {} ignores \
                  it, so it cannot fit the disk to another size or restore one partition",
@@ -254,9 +255,15 @@ fn find_stray_files(
     snapshot_ids: &HashSet<SnapshotId>,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    for dir in ["snapshots", "maps", "index", "locks"] {
+    for folder in [
+        Folder::Snapshots,
+        Folder::Maps,
+        Folder::Index,
+        Folder::Locks,
+    ] {
+        let dir = folder.as_str();
         for file in repo.backend().list(dir)? {
-            let name = format!("{dir}/{file}");
+            let name = folder.file(&file);
             if file.starts_with(TEMP_PREFIX) {
                 report.leftovers.push(problem(
                     repo.describe(&name),
@@ -266,7 +273,7 @@ fn find_stray_files(
                 report
                     .leftovers
                     .push(problem(repo.describe(&name), "not a platter file"));
-            } else if dir == "maps"
+            } else if folder == Folder::Maps
                 && SnapshotId::parse(&file).is_some_and(|id| !snapshot_ids.contains(&id))
             {
                 report.leftovers.push(problem(

@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::repo::backend::{Backend, LocalBackend};
 use crate::repo::config::Config;
 use crate::repo::map::MapReader;
+use crate::repo::names::Folder;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{Repository, SnapshotId, envelope, index, keys, pack, sealed};
 
@@ -34,25 +35,25 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
     if encrypted && slots.is_empty() {
         damage(
             &mut report,
-            keys::FOLDER,
+            Folder::Keys.as_str(),
             "no readable key file: nothing in this encrypted repository can be read without one",
         );
     }
-    for folder in ["snapshots", "index", "locks"] {
+    for folder in [Folder::Snapshots, Folder::Index, Folder::Locks] {
         for name in files(&backend, folder)? {
             let checked = backend
                 .read_whole(&name)
                 .and_then(|bytes| check_document(&config, folder, &bytes, &name));
             match checked {
-                Ok(()) if folder == "snapshots" => report.snapshots += 1,
+                Ok(()) if folder == Folder::Snapshots => report.snapshots += 1,
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => damage(&mut report, &name, e.message()),
             }
         }
     }
-    for name in files(&backend, "maps")? {
-        let Some(id) = name.strip_prefix("maps/").and_then(SnapshotId::parse) else {
+    for name in files(&backend, Folder::Maps)? {
+        let Some(id) = name.rsplit('/').next().and_then(SnapshotId::parse) else {
             continue;
         };
         match MapReader::check_without_key(&backend, &id, encrypted) {
@@ -63,7 +64,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
     }
     let mut packs: Vec<_> = pack::packs_on_disk(&backend)?.into_iter().collect();
     packs.sort_unstable();
-    let names: Vec<String> = packs.iter().map(pack::pack_name).collect();
+    let names: Vec<String> = packs.iter().map(crate::repo::names::pack_name).collect();
     let total = names
         .iter()
         .filter_map(|n| backend.open(n).ok().map(|f| f.len()))
@@ -82,22 +83,22 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
 }
 
 /// Committed files of `folder` (not unfinished writes), as repository names.
-fn files(backend: &LocalBackend, folder: &str) -> Result<Vec<String>> {
+fn files(backend: &LocalBackend, folder: Folder) -> Result<Vec<String>> {
     let mut names: Vec<String> = crate::repo::ids_in(backend, folder)?
         .into_iter()
-        .map(|f| format!("{folder}/{f}"))
+        .map(|f| folder.file(&f))
         .collect();
     names.sort();
     Ok(names)
 }
 
-fn check_document(config: &Config, folder: &str, bytes: &[u8], what: &str) -> Result<()> {
+fn check_document(config: &Config, folder: Folder, bytes: &[u8], what: &str) -> Result<()> {
     if config.encryption.is_some() {
         return sealed::check_without_key(bytes, what);
     }
     match folder {
-        "index" => index::read_index(bytes, what).map(|_| ()),
-        "snapshots" => Snapshot::decode(bytes, what).map(|_| ()),
+        Folder::Index => index::read_index(bytes, what).map(|_| ()),
+        Folder::Snapshots => Snapshot::decode(bytes, what).map(|_| ()),
         _ => envelope::open::<serde::de::IgnoredAny>("lock", 1, bytes, what).map(|_| ()),
     }
 }

@@ -5,9 +5,9 @@
 use crate::codec::{self, ChunkId, Encoded, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::os::AlignedBuf;
+use crate::repo::PackId;
 use crate::repo::backend::{Backend, StoredFile};
 use crate::repo::index::{Index, Location};
-use crate::repo::{PackId, pack};
 
 /// The pack and place `index` gives chunk `id`, or the error `missing`
 /// makes.
@@ -192,7 +192,7 @@ impl<'a> ChunkReader<'a> {
         stored: &mut Vec<u8>,
         keep: bool,
     ) -> Result<PlainChunk> {
-        let name = pack::pack_name(pack);
+        let name = crate::repo::names::pack_name(pack);
         let what = format!(
             "chunk {id} in pack {} at offset {}",
             self.backend.describe(&name),

@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::repo::{CONFIG, Repository};
+use crate::repo::Repository;
+use crate::repo::names::{CONFIG, Folder};
 
 /// Every file and folder of a local repository, as (device, inode).
 pub struct Footprint {
@@ -16,9 +17,6 @@ pub struct Footprint {
     pub files: HashSet<(u64, u64)>,
     pub folders: HashSet<(u64, u64)>,
 }
-
-/// The folders every repository has beside its config (docs/FORMAT.md).
-const REQUIRED_FOLDERS: [&str; 4] = ["data", "index", "maps", "snapshots"];
 
 impl Repository {
     /// Walks the repository's folder (a few thousand files at most),
@@ -64,5 +62,7 @@ pub fn holds_repository(dir: &Path) -> bool {
     dir.join(CONFIG)
         .symlink_metadata()
         .is_ok_and(|m| m.is_file())
-        && REQUIRED_FOLDERS.iter().all(|f| dir.join(f).is_dir())
+        && [Folder::Data, Folder::Index, Folder::Maps, Folder::Snapshots]
+            .iter()
+            .all(|f| dir.join(f.as_str()).is_dir())
 }

@@ -126,10 +126,6 @@ impl Index {
     }
 }
 
-pub fn index_name(id: &IndexId) -> String {
-    format!("index/{id}")
-}
-
 /// Writes one index file covering `packs`; returns its id.
 pub fn write_index(
     backend: &dyn Backend,
@@ -161,7 +157,7 @@ pub fn write_index(
     out.put_u32(crc);
     out.put(END_MAGIC);
     let id = IndexId::random();
-    crate::repo::sealed::write(backend, sealing, &index_name(&id), &out)?;
+    crate::repo::sealed::write(backend, sealing, &crate::repo::names::index_name(&id), &out)?;
     Ok(id)
 }
 
@@ -253,7 +249,9 @@ mod tests {
             (PackId::from_bytes([2; 32]), vec![entry(b"c", 16)]),
         ];
         let id = write_index(&backend, &Sealing::plain(), &packs).unwrap();
-        let bytes = backend.read_whole(&index_name(&id)).unwrap();
+        let bytes = backend
+            .read_whole(&crate::repo::names::index_name(&id))
+            .unwrap();
         assert_eq!(read_index(&bytes, "i").unwrap(), packs);
         for cut in 0..bytes.len() {
             assert!(

@@ -19,9 +19,8 @@ use crate::interrupt::{self, Registration};
 use crate::repo::backend::{self, Backend, LocalBackend};
 use crate::repo::config::{self, Config, Encryption};
 use crate::repo::footprint::holds_repository;
-use crate::repo::{
-    CONFIG, CONFIG_KIND, FOLDERS, KeyId, NewKey, RESERVE, Repository, envelope, keys,
-};
+use crate::repo::names::{CONFIG, Folder, RESERVE};
+use crate::repo::{CONFIG_KIND, KeyId, NewKey, Repository, envelope, keys};
 
 impl Repository {
     /// Checks that `path` can hold a new repository: an empty directory
@@ -181,8 +180,8 @@ fn fill_in_place(
 ) -> Result<Option<KeyId>> {
     let config_path = path.join(CONFIG);
     let mut made: Vec<(PathBuf, Registration)> = Vec::new();
-    for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
-        let dir = path.join(folder);
+    for folder in Folder::REQUIRED.iter().chain(key.map(|_| &Folder::Keys)) {
+        let dir = path.join(folder.as_str());
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 let cleanup = interrupt::remove_unless_on_interrupt(&dir, &config_path);
@@ -225,8 +224,8 @@ fn fill(
     in_place: Option<&Path>,
 ) -> Result<Option<KeyId>> {
     let backend = LocalBackend::new(dir);
-    for folder in FOLDERS.iter().chain(key.map(|_| &keys::FOLDER)) {
-        let sub = dir.join(folder);
+    for folder in Folder::REQUIRED.iter().chain(key.map(|_| &Folder::Keys)) {
+        let sub = dir.join(folder.as_str());
         std::fs::create_dir_all(&sub).map_err(|e| Error::io("create", &sub, e))?;
     }
     backend::sync_dir(dir)?;
@@ -235,7 +234,7 @@ fn fill(
         |path: PathBuf| in_place.map(|c| interrupt::remove_unless_on_interrupt(&path, c));
     let key_id = key.map(|file| file.write(&backend)).transpose()?;
     if let Some(id) = &key_id {
-        undo.extend(undo_on_signal(dir.join(keys::key_name(id))));
+        undo.extend(undo_on_signal(dir.join(crate::repo::names::key_name(id))));
     }
     undo.extend(undo_on_signal(dir.join(RESERVE)));
     let configured = crate::repo::write_reserve(&backend).and_then(|()| {
@@ -248,7 +247,7 @@ fn fill(
         // This run's key file is no one's; the reserve is another
         // repository's once a config exists (another init won the race).
         if let Some(id) = &key_id {
-            let _ = backend.remove(&keys::key_name(id));
+            let _ = backend.remove(&crate::repo::names::key_name(id));
         }
         if dir.join(CONFIG).symlink_metadata().is_err() {
             let _ = backend.remove(RESERVE);

@@ -16,9 +16,9 @@ use crate::codec::seal::{self, MasterKey};
 use crate::codec::{hex, unhex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::backend::Backend;
+use crate::repo::names::Folder;
 use crate::repo::{KeyId, envelope};
 
-pub const FOLDER: &str = "keys";
 const KIND: &str = "key";
 const VERSION: u32 = 1;
 const SALT_LEN: usize = 32;
@@ -63,10 +63,6 @@ pub struct KeySlot {
     pub file: KeyFile,
 }
 
-pub(crate) fn key_name(id: &KeyId) -> String {
-    format!("{FOLDER}/{id}")
-}
-
 fn wrap_aad(repo_id: &str) -> Vec<u8> {
     format!("platter master key of repository {repo_id}").into_bytes()
 }
@@ -100,7 +96,7 @@ impl NewKeyFile {
     /// Writes it into `keys/`; returns its id.
     pub fn write(&self, backend: &dyn Backend) -> Result<KeyId> {
         let id = KeyId::random();
-        backend.write_whole(&key_name(&id), &self.0)?;
+        backend.write_whole(&crate::repo::names::key_name(&id), &self.0)?;
         Ok(id)
     }
 }
@@ -116,11 +112,11 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 pub fn list(backend: &dyn Backend) -> Result<(Vec<KeySlot>, Unreadable)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for file in backend.list(FOLDER)? {
+    for file in backend.list(Folder::Keys.as_str())? {
         let Some(id) = KeyId::parse(&file) else {
             continue;
         };
-        let name = key_name(&id);
+        let name = crate::repo::names::key_name(&id);
         let what = backend.describe(&name);
         let read = backend.open(&name).and_then(|file| {
             if file.len() > MAX_KEY_FILE {
@@ -159,7 +155,10 @@ pub fn unlock(
     if slots.is_empty() {
         let why = match bad.first() {
             Some((name, e)) => format!("its only key files are damaged ({name}: {e})"),
-            None => format!("it has no key files in {}", backend.describe(FOLDER)),
+            None => format!(
+                "it has no key files in {}",
+                backend.describe(Folder::Keys.as_str())
+            ),
         };
         return Err(Error::corrupt(format!(
             "the repository is encrypted, but {why}: without a key its data cannot be read"
@@ -178,7 +177,10 @@ pub fn unlock(
         match opened {
             Ok(Some(master)) => return Ok((master, slot)),
             Ok(None) => {}
-            Err(e) => skipped.push(format!("{}: {e}", backend.describe(&key_name(&slot.id)))),
+            Err(e) => skipped.push(format!(
+                "{}: {e}",
+                backend.describe(&crate::repo::names::key_name(&slot.id))
+            )),
         }
     }
     let skipped = bad
@@ -212,7 +214,7 @@ fn slot_key(slot: &KeySlot) -> Result<(Vec<u8>, Vec<u8>)> {
 
 /// Removes key file `id`.
 pub fn remove(backend: &dyn Backend, id: &KeyId) -> Result<()> {
-    backend.remove(&key_name(id))
+    backend.remove(&crate::repo::names::key_name(id))
 }
 
 #[cfg(test)]
@@ -233,7 +235,7 @@ mod tests {
     #[test]
     fn any_slot_opens_and_wrong_passphrases_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(FOLDER)).unwrap();
+        std::fs::create_dir(dir.path().join(Folder::Keys.as_str())).unwrap();
         let backend = LocalBackend::new(dir.path());
         let master = MasterKey::generate().unwrap();
         let first = add(&backend, "r1", &master, "one").unwrap();
@@ -261,10 +263,12 @@ mod tests {
         };
         let planted = envelope::seal(KIND, VERSION, &planted).unwrap();
         let (a, b) = (KeyId::from_bytes([0xaa; 32]), KeyId::from_bytes([0xbb; 32]));
-        backend.write_whole(&key_name(&a), &planted).unwrap();
+        backend
+            .write_whole(&crate::repo::names::key_name(&a), &planted)
+            .unwrap();
         backend.write_whole("keys/abc", b"junk").unwrap();
         backend
-            .write_whole(&key_name(&b), &vec![b' '; 100_000])
+            .write_whole(&crate::repo::names::key_name(&b), &vec![b' '; 100_000])
             .unwrap();
         let (slots, bad) = list(&backend).unwrap();
         assert_eq!((slots.len(), bad.len()), (3, 1));

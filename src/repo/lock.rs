@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::Registration;
 use crate::owner::{hostname, process_alive, process_start_ticks};
 use crate::repo::backend::Backend;
+use crate::repo::names::{Folder, lock_name};
 use crate::repo::{LockId, envelope};
 use crate::repo::{Repository, ids_in, sealed};
 
@@ -138,7 +139,7 @@ fn try_acquire<'a>(
         command: command.to_string(),
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
-    let name = format!("locks/{}", LockId::random());
+    let name = lock_name(&LockId::random());
     let backend = repo.backend();
     let sealed = sealed::encode(
         repo.sealing(),
@@ -212,8 +213,8 @@ pub fn list(repo: &Repository) -> Result<Vec<FoundLock>> {
     let backend = repo.backend();
     let me = hostname();
     let mut out = Vec::new();
-    for file in ids_in(backend, "locks")? {
-        let name = format!("locks/{file}");
+    for file in ids_in(backend, Folder::Locks)? {
+        let name = Folder::Locks.file(&file);
         let info = match repo.read_sealed(&name) {
             Ok(bytes) => envelope::open::<LockInfo>(KIND, VERSION, &bytes, &name).ok(),
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -247,6 +248,8 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<Removed> {
             locks.push(found);
         }
     }
-    let unfinished = repo.backend().remove_unfinished("locks", false)?;
+    let unfinished = repo
+        .backend()
+        .remove_unfinished(Folder::Locks.as_str(), false)?;
     Ok(Removed { locks, unfinished })
 }

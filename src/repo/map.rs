@@ -78,10 +78,6 @@ impl MapEntry {
     }
 }
 
-pub fn map_name(snapshot: &SnapshotId) -> String {
-    format!("maps/{snapshot}")
-}
-
 /// Whether `head` (a file's first bytes) starts a sealed map.
 pub fn is_sealed(head: &[u8]) -> bool {
     head.len() >= 76 && head.starts_with(MAGIC) && FieldReader::new(&head[72..]).u32() == SEALED
@@ -89,7 +85,7 @@ pub fn is_sealed(head: &[u8]) -> bool {
 
 /// The place block `k` of a sealed map is sealed for.
 fn block_place(snapshot: &SnapshotId, k: u64) -> String {
-    format!("{}#{k}", map_name(snapshot))
+    format!("{}#{k}", crate::repo::names::map_name(snapshot))
 }
 
 /// Geometry of a map, from its header.
@@ -238,7 +234,7 @@ impl MapWriter {
             sealed: sealing.is_encrypted(),
             ..header
         };
-        let file = backend.create(&map_name(&header.snapshot))?;
+        let file = backend.create(&crate::repo::names::map_name(&header.snapshot))?;
         let mut writer = MapWriter {
             header,
             sealing: sealing.clone(),
@@ -284,7 +280,7 @@ impl MapWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.hash.update(bytes);
-        let name = map_name(&self.header.snapshot);
+        let name = crate::repo::names::map_name(&self.header.snapshot);
         self.file
             .write_all(bytes)
             .map_err(|e| Error::io("write map", std::path::Path::new(&name), e))
@@ -366,7 +362,7 @@ impl MapReader {
         sealing: &Sealing,
         snapshot: &SnapshotId,
     ) -> Result<MapReader> {
-        let name = map_name(snapshot);
+        let name = crate::repo::names::map_name(snapshot);
         let file = backend.open(&name)?;
         let what = backend.describe(&name);
         let mut head = [0u8; HEADER_LEN as usize];
@@ -529,7 +525,7 @@ mod tests {
         }
         assert!(r.entry(header.entries).is_err());
 
-        let name = map_name(&snap);
+        let name = crate::repo::names::map_name(&snap);
         let good = backend.read_whole(&name).unwrap();
         if sealing.is_encrypted() {
             let id = ChunkId::of(&1u64.to_le_bytes());

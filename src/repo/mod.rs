@@ -18,6 +18,7 @@ mod init;
 pub mod keys;
 pub mod lock;
 pub mod map;
+pub mod names;
 pub mod pack;
 pub mod sealed;
 pub mod snapshot;
@@ -37,7 +38,8 @@ use keys::PassphraseSource;
 
 pub use chunk_reader::{BufPool, ChunkReader, PlainChunk};
 pub use id::{IdBytes, IndexId, KeyId, LockId, PackId, SnapshotId, random_hex};
-use snapshot::{Snapshot, manifest_name};
+use names::{CONFIG, Folder, RESERVE, manifest_name};
+use snapshot::Snapshot;
 
 /// What a name found in one of the repository's folders is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,27 +67,25 @@ pub fn classify(dir: &str, file: &str) -> FileName {
     let Some(id) = id::parse_hex_id(file) else {
         return FileName::Foreign;
     };
-    match dir.strip_prefix("data/") {
+    match dir
+        .strip_prefix(Folder::Data.as_str())
+        .and_then(|d| d.strip_prefix('/'))
+    {
         Some(folder) if !file.starts_with(folder) => FileName::Misplaced,
         _ => FileName::Id(id),
     }
 }
 
-/// The names in folder `dir` that are repository files (see `classify`),
-/// sorted, as file names within `dir`.
-pub fn ids_in(backend: &dyn Backend, dir: &str) -> Result<Vec<String>> {
-    let mut names = backend.list(dir)?;
-    names.retain(|file| matches!(classify(dir, file), FileName::Id(_)));
+/// The names in `folder` that are repository files (see `classify`),
+/// sorted, as file names within it.
+pub fn ids_in(backend: &dyn Backend, folder: Folder) -> Result<Vec<String>> {
+    let mut names = backend.list(folder.as_str())?;
+    names.retain(|file| matches!(classify(folder.as_str(), file), FileName::Id(_)));
     Ok(names)
 }
 
-const CONFIG: &str = "config";
 const CONFIG_KIND: &str = "config";
-/// Space kept for freeing space: on a full filesystem, forget and prune
-/// delete this file to make room for their lock and the new index.
-const RESERVE: &str = "reserve";
 pub const RESERVE_LEN: usize = 4 << 20;
-const FOLDERS: [&str; 5] = ["snapshots", "maps", "index", "data", "locks"];
 
 pub struct Repository {
     backend: LocalBackend,
@@ -208,7 +208,7 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();
-        let listed = ids_in(&self.backend, "snapshots")?;
+        let listed = ids_in(&self.backend, Folder::Snapshots)?;
         for id in listed.iter().filter_map(|file| SnapshotId::parse(file)) {
             let name = manifest_name(&id);
             let loaded = self.read_sealed(&name).and_then(|bytes| {
@@ -340,9 +340,9 @@ impl Repository {
 
     /// Names of the committed index files.
     pub fn index_files(&self) -> Result<Vec<String>> {
-        Ok(ids_in(&self.backend, "index")?
+        Ok(ids_in(&self.backend, Folder::Index)?
             .into_iter()
-            .map(|f| format!("index/{f}"))
+            .map(|f| Folder::Index.file(&f))
             .collect())
     }
 
@@ -351,7 +351,7 @@ impl Repository {
     /// any old one goes: a crash leaves both, never neither.
     pub fn replace_index(&self, groups: &[(PackId, Vec<pack::PackEntry>)]) -> Result<()> {
         let old = self.index_files()?;
-        let new = index::index_name(&self.write_index(groups)?);
+        let new = names::index_name(&self.write_index(groups)?);
         for name in old.iter().filter(|n| **n != new) {
             self.backend.remove(name)?;
         }
@@ -369,7 +369,7 @@ impl Repository {
                 ErrorKind::NotFound => Error::corrupt(format!(
                     "the map of snapshot {} is missing ({})",
                     snap.short_id(),
-                    self.describe(&map::map_name(&id))
+                    self.describe(&names::map_name(&id))
                 ))
                 .hint(format!(
                     "bring it back with `platter repair --from COPY`, or `platter forget {}` \
@@ -421,7 +421,7 @@ impl Repository {
     /// Reads and checks the table of pack `id`; returns the pack's length
     /// and its entries.
     pub fn read_pack_table(&self, id: &PackId) -> Result<(u64, Vec<pack::PackEntry>)> {
-        let name = pack::pack_name(id);
+        let name = names::pack_name(id);
         let file = self.backend.open(&name)?;
         let entries = pack::read_table(&*file, &self.sealing, id, &self.describe(&name))?;
         Ok((file.len(), entries))
@@ -436,7 +436,7 @@ impl Repository {
     /// exist), then its map. Its chunks stay until `prune`.
     pub fn remove_snapshot(&self, snap: &Snapshot) -> Result<()> {
         self.backend.remove(&manifest_name(&snap.id))?;
-        self.backend.remove(&map::map_name(&snap.id))
+        self.backend.remove(&names::map_name(&snap.id))
     }
 
     pub fn describe(&self, name: &str) -> String {
@@ -477,14 +477,19 @@ fn sealed_evidence(backend: &LocalBackend) -> Result<Option<String>> {
         let names = backend.list(folder)?;
         Ok(names.into_iter().map(|n| format!("{folder}/{n}")).collect())
     };
-    if let Some(key) = names(keys::FOLDER)?.into_iter().next() {
+    if let Some(key) = names(Folder::Keys.as_str())?.into_iter().next() {
         return Ok(Some(key));
     }
     let mut files = Vec::new();
-    for folder in ["snapshots", "index", "locks", "maps"] {
-        files.extend(names(folder)?);
+    for folder in [
+        Folder::Snapshots,
+        Folder::Index,
+        Folder::Locks,
+        Folder::Maps,
+    ] {
+        files.extend(names(folder.as_str())?);
     }
-    for dir in names("data")? {
+    for dir in names(Folder::Data.as_str())? {
         files.extend(names(&dir)?.into_iter().min());
     }
     for name in files {

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::os::DIRECT_ALIGN;
 use crate::repo::backend::{Backend, NewFile, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::names::{Folder, pack_folder};
 use crate::repo::{PackId, sealed};
 
 const MAGIC: &[u8; 8] = b"PLTRPACK";
@@ -181,10 +182,10 @@ impl DataFile {
 /// The pack folders of `data/` (as paths `data/xx`), in listing order.
 pub fn pack_folders(backend: &dyn Backend) -> Result<Vec<String>> {
     Ok(backend
-        .list("data")?
+        .list(Folder::Data.as_str())?
         .into_iter()
         .filter(|d| is_pack_folder(d))
-        .map(|d| format!("data/{d}"))
+        .map(|d| pack_folder(&d))
         .collect())
 }
 
@@ -194,12 +195,12 @@ pub fn pack_folders(backend: &dyn Backend) -> Result<Vec<String>> {
 /// where the folder is).
 pub fn walk_data(backend: &dyn Backend) -> Result<Vec<DataEntry>> {
     let mut entries = Vec::new();
-    for dir in backend.list("data")? {
-        if !is_pack_folder(&dir) {
-            entries.push(DataEntry::Foreign(format!("data/{dir}")));
+    for dir in backend.list(Folder::Data.as_str())? {
+        let dir = pack_folder(&dir);
+        if !is_pack_folder(&dir[Folder::Data.as_str().len() + 1..]) {
+            entries.push(DataEntry::Foreign(dir));
             continue;
         }
-        let dir = format!("data/{dir}");
         for file in backend.list(&dir)? {
             let kind = crate::repo::classify(&dir, &file);
             entries.push(DataEntry::File(DataFile {
@@ -226,11 +227,6 @@ pub fn packs_on_disk(backend: &dyn Backend) -> Result<std::collections::HashSet<
         .collect())
 }
 
-pub fn pack_name(id: &PackId) -> String {
-    let hex = id.to_hex();
-    format!("data/{}/{hex}", &hex[..2])
-}
-
 /// Writes one pack. Blobs are streamed to a temporary file; `finish` appends
 /// the table and makes the pack durable under its final name.
 pub struct PackWriter {
@@ -246,7 +242,7 @@ impl PackWriter {
     /// `codec::store`), and its table will be.
     pub fn create(backend: &dyn Backend, sealing: &Sealing) -> Result<PackWriter> {
         let id = PackId::random();
-        let mut file = backend.create_large(&pack_name(&id))?;
+        let mut file = backend.create_large(&crate::repo::names::pack_name(&id))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.put(MAGIC);
         header.put_u32(VERSION);
@@ -313,7 +309,7 @@ impl PackWriter {
                 table.put_u32(entry.crc);
             }
             let mut sealed = Vec::new();
-            let place = pack_name(&self.id);
+            let place = crate::repo::names::pack_name(&self.id);
             self.sealing.seal(place.as_bytes(), &entries, &mut sealed)?;
             table.put(&sealed);
         }
@@ -328,8 +324,13 @@ impl PackWriter {
 }
 
 fn write_all(file: &mut dyn NewFile, bytes: &[u8], id: &PackId) -> Result<()> {
-    file.write_all(bytes)
-        .map_err(|e| Error::io("write pack", Path::new(&pack_name(id)), e))
+    file.write_all(bytes).map_err(|e| {
+        Error::io(
+            "write pack",
+            Path::new(&crate::repo::names::pack_name(id)),
+            e,
+        )
+    })
 }
 
 /// Where a blob lies in a pack and the crc32 of its stored bytes: what can
@@ -487,7 +488,10 @@ pub fn read_table(
     let entries_at = if raw.sealed { raw.count * FRAME_LEN } else { 0 };
     let table = if raw.sealed {
         sealing
-            .open_in_place(pack_name(id).as_bytes(), &mut raw.bytes[entries_at..])
+            .open_in_place(
+                crate::repo::names::pack_name(id).as_bytes(),
+                &mut raw.bytes[entries_at..],
+            )
             .map_err(|e| Error::corrupt(format!("pack {what}: its table {}", e.message())))?
     } else {
         &raw.bytes[..]
@@ -535,7 +539,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         let (id, entries) = write_pack(&backend);
-        let file = backend.open(&pack_name(&id)).unwrap();
+        let file = backend.open(&crate::repo::names::pack_name(&id)).unwrap();
         assert_eq!(
             read_table(file.as_ref(), &Sealing::plain(), &id, "p").unwrap(),
             entries
@@ -548,7 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         let (id, _) = write_pack(&backend);
-        let name = pack_name(&id);
+        let name = crate::repo::names::pack_name(&id);
         let good = backend.read_whole(&name).unwrap();
         let table_start = good.len() - FOOTER_LEN as usize - 2 * ENTRY_LEN;
         for cut in 0..good.len() {
@@ -614,7 +618,7 @@ mod tests {
         w.add(ChunkId([2; 32]), Encoded::Lz4, b"sealed two!", 5)
             .unwrap();
         let (id, entries) = w.finish().unwrap();
-        let name = pack_name(&id);
+        let name = crate::repo::names::pack_name(&id);
         let file = backend.open(&name).unwrap();
         assert_eq!(read_table(&*file, &sealing, &id, "p").unwrap(), entries);
         let (sealed, frames) = read_frames(&*file, "p").unwrap();

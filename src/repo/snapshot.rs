@@ -148,10 +148,6 @@ pub fn sort_by_time(snaps: &mut [Snapshot]) {
     snaps.sort_by_cached_key(|s| (s.parsed_time(), s.id));
 }
 
-pub fn manifest_name(id: &SnapshotId) -> String {
-    format!("snapshots/{id}")
-}
-
 impl Snapshot {
     /// The recorded layout, read as `T`: the one place it is parsed. The
     /// type is the disk layer's (`disk::layout::Layout`), which this layer

@@ -10,7 +10,8 @@ use crate::engine::pack_sink::{ClosedPack, PackSink};
 use crate::engine::{out_of_space, remake_reserve};
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::repo::pack::{self, PackEntry, pack_name};
+use crate::repo::names::{Folder, pack_name};
+use crate::repo::pack::{self, PackEntry};
 use crate::repo::{BufPool, ChunkReader, PackId, Repository};
 
 /// What repacking did.
@@ -225,13 +226,16 @@ fn remove_leftovers(
     }
     // "" is the repository's own folder: a killed command's reserve or
     // config being written is 4 MiB on the very disk that filled up.
-    let mut dirs: Vec<String> = ["", "snapshots", "maps", "index", "keys"]
-        .map(String::from)
-        .to_vec();
+    let mut dirs: Vec<String> = vec![String::new()];
+    dirs.extend(
+        [Folder::Snapshots, Folder::Maps, Folder::Index, Folder::Keys].map(|f| f.as_str().into()),
+    );
     dirs.extend(pack::pack_folders(backend)?);
     for dir in dirs {
         report.unfinished_removed += backend.remove_unfinished(&dir, true)?.len();
     }
-    report.unfinished_removed += backend.remove_unfinished("locks", false)?.len();
+    report.unfinished_removed += backend
+        .remove_unfinished(Folder::Locks.as_str(), false)?
+        .len();
     Ok(())
 }

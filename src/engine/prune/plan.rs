@@ -15,7 +15,8 @@ use crate::engine::in_use::{InUse, in_use};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
-use crate::repo::pack::{PackEntry, pack_name};
+use crate::repo::names::{Folder, pack_name};
+use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, ChunkReader, PackId, Repository, SnapshotId, ids_in};
 
@@ -211,10 +212,10 @@ impl PrunePlan {
 /// Maps whose snapshot has no manifest.
 fn stale_maps(repo: &Repository, snaps: &[Snapshot]) -> Result<Vec<String>> {
     let keep: HashSet<SnapshotId> = snaps.iter().map(|s| s.id).collect();
-    Ok(ids_in(repo.backend(), "maps")?
+    Ok(ids_in(repo.backend(), Folder::Maps)?
         .into_iter()
         .filter(|file| SnapshotId::parse(file).is_some_and(|id| !keep.contains(&id)))
-        .map(|file| format!("maps/{file}"))
+        .map(|file| Folder::Maps.file(&file))
         .collect())
 }
 
