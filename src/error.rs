@@ -119,6 +119,12 @@ impl Error {
     /// `BadInput`; a file in use (EBUSY, ETXTBSY: an active swap file or a
     /// running program) is `Busy`; the rest is `Io`.
     pub fn io(what: &str, path: &Path, err: io::Error) -> Error {
+        Error::storage(what, &path.display().to_string(), err)
+    }
+
+    /// An I/O error on `object`, a file of a repository as its backend
+    /// describes it (a path, or a name in a store).
+    pub fn storage(what: &str, object: &str, err: io::Error) -> Error {
         let kind = match err.kind() {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
             io::ErrorKind::PermissionDenied => ErrorKind::BadInput,
@@ -130,7 +136,7 @@ impl Error {
         };
         Error {
             kind,
-            message: format!("cannot {what} {}: {err}", path.display()),
+            message: format!("cannot {what} {object}: {err}"),
             context: Vec::new(),
             hints: Vec::new(),
             source: Some(err),

@@ -14,6 +14,7 @@ mod it {
     mod damage;
     mod devices;
     mod encryption;
+    mod faults;
     mod filesystems;
     mod format;
     mod hardening_cli_engine;

@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let kdf = args.kdf.params()?;
     if ctx.json {
         output::json(&serde_json::json!({
-            "repository": repo.root().display().to_string(),
+            "repository": repo.location(),
             "repo_id": config.repo_id,
             "chunk_size": config.chunk_size,
             "compression": config.compression,
@@ -111,7 +111,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         };
         output::line(&format!(
             "created repository {} (id {}, chunks of {}, {} compression, {how})",
-            repo.root().display(),
+            repo.location(),
             &config.repo_id[..8],
             output::bytes(config.chunk_size),
             config.compression

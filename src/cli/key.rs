@@ -171,7 +171,7 @@ fn new_passphrase(
     let source = Passphrases::explicit(
         args.new_password_command.clone(),
         args.new_password_file.clone(),
-        format!("repository {}", repo.root().display()),
+        format!("repository {}", repo.location()),
     );
     Ok((source.new_passphrase()?, kdf))
 }

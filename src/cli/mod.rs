@@ -110,8 +110,15 @@ impl Context {
         Ok(passphrase::Passphrases::new(&self.password, what))
     }
 
+    /// Where the repository given with --repo is stored.
+    fn backend(&self) -> Result<platter::repo::backend::SharedBackend> {
+        Ok(std::sync::Arc::new(
+            platter::repo::backend::LocalBackend::new(self.repo_path()?),
+        ))
+    }
+
     fn open_repo(&self) -> Result<platter::repo::Repository> {
-        platter::repo::Repository::open(self.repo_path()?, &self.passphrases()?)
+        platter::repo::Repository::open_in(self.backend()?, &self.passphrases()?)
     }
 
     /// The repository given with --repo and another one, `path`, given
@@ -123,7 +130,7 @@ impl Context {
         option: &str,
     ) -> Result<(platter::repo::Repository, platter::repo::Repository)> {
         let passphrases = self.passphrases()?;
-        let this = platter::repo::Repository::open(self.repo_path()?, &passphrases)?;
+        let this = platter::repo::Repository::open_in(self.backend()?, &passphrases)?;
         Ok((this, other.open(path, &passphrases, option)?))
     }
 }

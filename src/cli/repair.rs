@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         report.chunks_repaired.len(),
         report.maps_repaired.len(),
         report.manifests_repaired.len(),
-        from.root().display(),
+        from.location(),
         report.chunks_unrepairable.len(),
         report.duration_s
     ));

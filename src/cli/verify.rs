@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let bar = output::Bar::new(ctx.json);
     let read_data = args.read_data || args.without_key;
     let report = if args.without_key {
-        verify_without_key(ctx.repo_path()?, &bar)?
+        verify_without_key(&*ctx.backend()?, &bar)?
     } else {
         let repo = ctx.open_repo()?;
         let options = VerifyOptions {

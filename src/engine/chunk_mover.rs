@@ -66,7 +66,7 @@ pub fn check_pair(from: &Repository, to: &Repository, pair: Pair) -> Result<()> 
                 return Err(Error::bad_input(format!(
                     "{} is not encrypted: a copy there would hold the disks of this encrypted \
                      repository in the clear",
-                    to.root().display()
+                    to.location()
                 ))
                 .hint("copy into an encrypted repository (`platter init`, optionally --copy-key-from this one), or give --decrypt if the clear copy is what you want"));
             }

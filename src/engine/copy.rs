@@ -98,7 +98,7 @@ pub fn copy(
         Some(Rekey::new(&all_here, &there_list))
     };
     let mut report = CopyReport {
-        to: to.root().display().to_string(),
+        to: to.location(),
         rekeyed: rekey.is_some(),
         ..CopyReport::default()
     };

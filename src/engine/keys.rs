@@ -32,7 +32,7 @@ pub fn opened_key(repo: &Repository) -> Result<(&MasterKey, &KeyId)> {
     repo.key().ok_or_else(|| {
         Error::bad_input(format!(
             "{} is not encrypted: it has no keys",
-            repo.root().display()
+            repo.location()
         ))
         .hint("an encrypted repository is made with `platter init` (without --plain)")
     })
@@ -143,7 +143,7 @@ pub fn shared_master(other: &Repository) -> Result<MasterKey> {
     let (master, _) = other.key().ok_or_else(|| {
         Error::bad_input(format!(
             "{} is not encrypted: it has no key to share",
-            other.root().display()
+            other.location()
         ))
     })?;
     MasterKey::from_bytes(master.bytes()).ok_or_else(|| Error::internal("key length"))

@@ -6,29 +6,28 @@
 //! It proves the bytes are as written, not that they are authentic: that
 //! needs the key (`verify --read-data`).
 
-use std::path::Path;
 use std::time::Instant;
 
 use crate::codec::seal::SEAL_OVERHEAD;
 use crate::engine::verify_report::{VerifyReport, problem};
 use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
-use crate::repo::backend::{Backend, LocalBackend};
+use crate::repo::backend::Backend;
 use crate::repo::config::Config;
 use crate::repo::map::MapReader;
 use crate::repo::names::Folder;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{Repository, SnapshotId, envelope, index, keys, pack, sealed};
 
-pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
+pub fn verify_without_key(backend: &dyn Backend, progress: &dyn Progress) -> Result<VerifyReport> {
     let started = Instant::now();
-    let (backend, config) = Repository::read_config(path)?;
+    let config = Repository::read_config(backend)?;
     let mut report = VerifyReport::default();
     let damage = |report: &mut VerifyReport, name: &str, what: &str| {
         report.damage.push(problem(backend.describe(name), what));
     };
     let encrypted = config.encryption.is_some();
-    let (slots, unreadable) = keys::list(&backend)?;
+    let (slots, unreadable) = keys::list(backend)?;
     for (name, e) in &unreadable {
         damage(&mut report, name, e.message());
     }
@@ -40,7 +39,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
         );
     }
     for folder in [Folder::Snapshots, Folder::Index, Folder::Locks] {
-        for name in files(&backend, folder)? {
+        for name in files(backend, folder)? {
             let checked = backend
                 .read_whole(&name)
                 .and_then(|bytes| check_document(&config, folder, &bytes, &name));
@@ -52,17 +51,17 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
             }
         }
     }
-    for name in files(&backend, Folder::Maps)? {
+    for name in files(backend, Folder::Maps)? {
         let Some(id) = name.rsplit('/').next().and_then(SnapshotId::parse) else {
             continue;
         };
-        match MapReader::check_without_key(&backend, &id, encrypted) {
+        match MapReader::check_without_key(backend, &id, encrypted) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => damage(&mut report, &name, e.message()),
         }
     }
-    let mut packs: Vec<_> = pack::packs_on_disk(&backend)?.into_iter().collect();
+    let mut packs: Vec<_> = pack::packs_on_disk(backend)?.into_iter().collect();
     packs.sort_unstable();
     let names: Vec<String> = packs.iter().map(crate::repo::names::pack_name).collect();
     let total = names
@@ -71,7 +70,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
         .sum();
     progress.start("check", total);
     for name in names {
-        match check_pack(&backend, &config, &name, &mut report, progress) {
+        match check_pack(backend, &config, &name, &mut report, progress) {
             Ok(()) => report.packs += 1,
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => damage(&mut report, &name, e.message()),
@@ -83,7 +82,7 @@ pub fn verify_without_key(path: &Path, progress: &dyn Progress) -> Result<Verify
 }
 
 /// Committed files of `folder` (not unfinished writes), as repository names.
-fn files(backend: &LocalBackend, folder: Folder) -> Result<Vec<String>> {
+fn files(backend: &dyn Backend, folder: Folder) -> Result<Vec<String>> {
     let mut names: Vec<String> = crate::repo::ids_in(backend, folder)?
         .into_iter()
         .map(|f| folder.file(&f))
@@ -106,7 +105,7 @@ fn check_document(config: &Config, folder: Folder, bytes: &[u8], what: &str) -> 
 /// Checks a pack's table and every blob's crc32; a damaged blob is one
 /// problem naming its offset, and the rest of the pack is still checked.
 fn check_pack(
-    backend: &LocalBackend,
+    backend: &dyn Backend,
     config: &Config,
     name: &str,
     report: &mut VerifyReport,

@@ -22,7 +22,15 @@ impl Repository {
     /// Walks the repository's folder (a few thousand files at most),
     /// following no symbolic link: they lead out of it.
     pub fn footprint(&self) -> Result<Footprint> {
-        let root = crate::repo::absolute(self.root());
+        let Some(root) = self.backend().local_root() else {
+            // Stored elsewhere: nothing a restore could write into.
+            return Ok(Footprint {
+                root: PathBuf::from(self.location()),
+                files: HashSet::new(),
+                folders: HashSet::new(),
+            });
+        };
+        let root = crate::repo::absolute(root);
         let meta = std::fs::metadata(&root).map_err(|e| Error::io("inspect", &root, e))?;
         let mut folders = HashSet::from([(meta.dev(), meta.ino())]);
         let mut files = HashSet::new();

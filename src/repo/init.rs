@@ -11,12 +11,14 @@
 //! another one, where the outer one's verify and prune would meet it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::codec::MasterKey;
 use crate::codec::{Compression, Sealing};
 use crate::error::{Error, Result};
 use crate::interrupt::{self, Registration};
-use crate::repo::backend::{self, Backend, LocalBackend};
+use crate::repo::backend::{self, Backend, LocalBackend, SharedBackend};
 use crate::repo::config::{self, Config, Encryption};
 use crate::repo::footprint::holds_repository;
 use crate::repo::names::{CONFIG, Folder, RESERVE};
@@ -65,27 +67,7 @@ impl Repository {
     ) -> Result<Repository> {
         config::check_chunk_size(chunk_size)?;
         let exists = Repository::check_new(path)?;
-        let encrypted = matches!(key, NewKey::Encrypted { .. });
-        let config = Config {
-            repo_id: crate::repo::random_hex(32),
-            chunk_size,
-            compression,
-            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            encryption: encrypted.then(Encryption::current),
-        };
-        // The key file is made (Argon2id, the part that can fail on a small
-        // machine) before anything is created.
-        let (sealing, key) = match key {
-            NewKey::Plain => (Sealing::plain(), None),
-            NewKey::Encrypted {
-                master,
-                passphrase,
-                kdf,
-            } => {
-                let file = keys::NewKeyFile::wrap(&config.repo_id, &master, &passphrase, &kdf)?;
-                (Sealing::encrypted(&master), Some((master, file)))
-            }
-        };
+        let (config, sealing, key) = prepare(chunk_size, compression, key)?;
         let key_file = key.as_ref().map(|(_, file)| file);
         let key_id = if exists {
             fill_in_place(path, &config, key_file)?
@@ -93,12 +75,82 @@ impl Repository {
             build_and_rename(path, &config, key_file)?
         };
         Ok(Repository {
-            backend: LocalBackend::new(path),
+            backend: Arc::new(LocalBackend::new(path)),
             config,
             sealing,
             key: key.zip(key_id).map(|((master, _), id)| (master, id)),
         })
     }
+
+    /// Creates a repository in a store that is not a local folder (see
+    /// `init` for one that is), which must hold nothing yet. The config is
+    /// written last and never over another one: of two `init`s, one wins.
+    pub fn init_in(
+        backend: SharedBackend,
+        chunk_size: u64,
+        compression: Compression,
+        key: NewKey,
+    ) -> Result<Repository> {
+        config::check_chunk_size(chunk_size)?;
+        if !backend.list("")?.is_empty() {
+            return Err(Error::bad_input(format!(
+                "{} is not empty: a new repository needs a place of its own",
+                backend.location()
+            ))
+            .hint("nothing was created; name a new place"));
+        }
+        let (config, sealing, key) = prepare(chunk_size, compression, key)?;
+        let key_id = key
+            .as_ref()
+            .map(|(_, file)| file.write(&*backend))
+            .transpose()?;
+        let bytes = envelope::seal(CONFIG_KIND, config.version(), &config)?;
+        if let Err(e) = backend.write_new(CONFIG, &bytes) {
+            if let Some(id) = &key_id {
+                let _ = backend.remove(&crate::repo::names::key_name(id));
+            }
+            return Err(e);
+        }
+        Ok(Repository {
+            backend,
+            config,
+            sealing,
+            key: key.zip(key_id).map(|((master, _), id)| (master, id)),
+        })
+    }
+}
+
+/// A new repository's master key and its first key file.
+type NewMaster = (MasterKey, keys::NewKeyFile);
+
+/// A new repository's config, how it seals, and its key with the key file
+/// for the passphrase (made first: Argon2id is the part that can fail on a
+/// small machine, and nothing is created yet).
+fn prepare(
+    chunk_size: u64,
+    compression: Compression,
+    key: NewKey,
+) -> Result<(Config, Sealing, Option<NewMaster>)> {
+    let encrypted = matches!(key, NewKey::Encrypted { .. });
+    let config = Config {
+        repo_id: crate::repo::random_hex(32),
+        chunk_size,
+        compression,
+        created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        encryption: encrypted.then(Encryption::current),
+    };
+    let (sealing, key) = match key {
+        NewKey::Plain => (Sealing::plain(), None),
+        NewKey::Encrypted {
+            master,
+            passphrase,
+            kdf,
+        } => {
+            let file = keys::NewKeyFile::wrap(&config.repo_id, &master, &passphrase, &kdf)?;
+            (Sealing::encrypted(&master), Some((master, file)))
+        }
+    };
+    Ok((config, sealing, key))
 }
 
 /// The nearest folder above `path` (symbolic links resolved, `path`'s own

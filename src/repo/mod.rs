@@ -24,6 +24,7 @@ pub mod sealed;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
@@ -31,7 +32,7 @@ use crate::codec::kdf::KdfParams;
 use crate::codec::{MasterKey, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
-use backend::{Backend, LocalBackend};
+use backend::{Backend, LocalBackend, SharedBackend};
 use config::Config;
 use index::Index;
 use keys::PassphraseSource;
@@ -88,7 +89,7 @@ const CONFIG_KIND: &str = "config";
 pub const RESERVE_LEN: usize = 4 << 20;
 
 pub struct Repository {
-    backend: LocalBackend,
+    backend: SharedBackend,
     config: Config,
     sealing: Sealing,
     /// The master key and the key file it was opened with (encrypted only).
@@ -117,19 +118,19 @@ pub struct BrokenManifest {
 impl Repository {
     /// Reads and checks a repository's config, and nothing else: no key
     /// is needed (for checking stored bytes without it).
-    pub fn read_config(path: &Path) -> Result<(LocalBackend, Config)> {
-        let backend = LocalBackend::new(path);
+    pub fn read_config(backend: &dyn Backend) -> Result<Config> {
         let bytes = match backend.read_whole(CONFIG) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound || e.os_code() == Some(libc::ENOTDIR) => {
-                let why = if path.is_dir() {
-                    "is not a platter repository (it has no config file)"
-                } else if path.exists() {
-                    "is a file, not a platter repository"
-                } else {
-                    "does not exist"
+                let why = match backend.local_root() {
+                    Some(path) if path.is_dir() => {
+                        "is not a platter repository (it has no config file)"
+                    }
+                    Some(path) if path.exists() => "is a file, not a platter repository",
+                    Some(_) => "does not exist",
+                    None => "is not a platter repository (it has no config file)",
                 };
-                return Err(Error::not_found(format!("{} {why}", path.display()))
+                return Err(Error::not_found(format!("{} {why}", backend.location()))
                     .hint("check --repo / PLATTER_REPO, or create one with `platter init`"));
             }
             Err(e) => return Err(e),
@@ -142,19 +143,28 @@ impl Repository {
             &what,
         )?;
         config.validate(version)?;
-        Ok((backend, config))
+        Ok(config)
     }
 
-    /// Opens a repository; `passphrase` is asked only if it is encrypted.
+    /// Opens the repository in folder `path`; `passphrase` is asked only
+    /// if it is encrypted.
     pub fn open(path: &Path, passphrase: &dyn PassphraseSource) -> Result<Repository> {
-        let (backend, config) = Repository::read_config(path)?;
+        Repository::open_in(Arc::new(LocalBackend::new(path)), passphrase)
+    }
+
+    /// Opens the repository `backend` holds.
+    pub fn open_in(
+        backend: SharedBackend,
+        passphrase: &dyn PassphraseSource,
+    ) -> Result<Repository> {
+        let config = Repository::read_config(&*backend)?;
         let what = backend.describe(CONFIG);
-        let (slots, damaged) = keys::list(&backend)?;
+        let (slots, damaged) = keys::list(&*backend)?;
         let (sealing, key) = if config.encryption.is_some() {
             let pass = passphrase.passphrase()?;
-            let (master, slot) = keys::unlock(&backend, &config.repo_id, (slots, damaged), &pass)?;
+            let (master, slot) = keys::unlock(&*backend, &config.repo_id, (slots, damaged), &pass)?;
             (Sealing::encrypted(&master), Some((master, slot.id)))
-        } else if let Some(sealed) = sealed_evidence(&backend)? {
+        } else if let Some(sealed) = sealed_evidence(&*backend)? {
             // Someone may have replaced the config to make new backups
             // go in unencrypted.
             return Err(Error::corrupt(format!(
@@ -167,7 +177,7 @@ impl Repository {
             return Err(Error::bad_input(format!(
                 "{} is not encrypted, but a passphrase was given for it: if it was encrypted, \
                  someone replaced it to make your backups go in unencrypted",
-                path.display()
+                backend.location()
             ))
             .hint("if it was made with `init --plain`, give no passphrase for it (unset PLATTER_PASSWORD, PLATTER_PASSWORD_FILE)"));
         } else {
@@ -196,11 +206,12 @@ impl Repository {
     }
 
     pub fn backend(&self) -> &dyn Backend {
-        &self.backend
+        &*self.backend
     }
 
-    pub fn root(&self) -> &Path {
-        self.backend.root()
+    /// The repository as its user names it (a path), for messages.
+    pub fn location(&self) -> String {
+        self.backend.location()
     }
 
     /// All readable snapshots, oldest first (by the time taken, equal times
@@ -208,7 +219,7 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();
-        let listed = ids_in(&self.backend, Folder::Snapshots)?;
+        let listed = ids_in(self.backend(), Folder::Snapshots)?;
         for id in listed.iter().filter_map(|file| SnapshotId::parse(file)) {
             let name = manifest_name(&id);
             let loaded = self.read_sealed(&name).and_then(|bytes| {
@@ -340,7 +351,7 @@ impl Repository {
 
     /// Names of the committed index files.
     pub fn index_files(&self) -> Result<Vec<String>> {
-        Ok(ids_in(&self.backend, Folder::Index)?
+        Ok(ids_in(self.backend(), Folder::Index)?
             .into_iter()
             .map(|f| Folder::Index.file(&f))
             .collect())
@@ -362,7 +373,7 @@ impl Repository {
     /// the config (chunk size, source size, entry count).
     pub fn open_map(&self, snap: &Snapshot) -> Result<map::MapReader> {
         let id = snap.id;
-        let map = map::MapReader::open(&self.backend, &self.sealing, &id, &snap.map.blake3)
+        let map = map::MapReader::open(self.backend(), &self.sealing, &id, &snap.map.blake3)
             .map_err(|e| match e.kind() {
                 // Its manifest names it: a missing map is damage, as a
                 // cut one is (exit 3 is for what the user named).
@@ -394,13 +405,13 @@ impl Repository {
 
     /// Ids of the committed packs in `data/`.
     pub fn packs_on_disk(&self) -> Result<std::collections::HashSet<PackId>> {
-        pack::packs_on_disk(&self.backend)
+        pack::packs_on_disk(self.backend())
     }
 
     /// Writes a manifest: the commit point of a backup.
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<()> {
         sealed::write(
-            &self.backend,
+            self.backend(),
             &self.sealing,
             &manifest_name(&snap.id),
             &snap.encode()?,
@@ -410,12 +421,12 @@ impl Repository {
     /// Reads a whole manifest, index or lock file, opening its seal when
     /// the repository is encrypted.
     pub fn read_sealed(&self, name: &str) -> Result<Vec<u8>> {
-        sealed::read(&self.backend, &self.sealing, name)
+        sealed::read(self.backend(), &self.sealing, name)
     }
 
     /// Writes an index file naming `packs` (durable before it returns).
     pub fn write_index(&self, packs: &[(PackId, Vec<pack::PackEntry>)]) -> Result<IndexId> {
-        index::write_index(&self.backend, &self.sealing, packs)
+        index::write_index(self.backend(), &self.sealing, packs)
     }
 
     /// Reads and checks the table of pack `id`; returns the pack's length
@@ -429,7 +440,7 @@ impl Repository {
 
     /// A reader of this repository's chunks.
     pub fn chunk_reader(&self, pool: BufPool) -> ChunkReader<'_> {
-        ChunkReader::new(&self.backend, self.sealing.clone(), pool)
+        ChunkReader::new(self.backend(), self.sealing.clone(), pool)
     }
 
     /// Removes a snapshot: its manifest first (from then on it does not
@@ -446,9 +457,12 @@ impl Repository {
     /// Makes the space reserve if it is missing or short; returns whether
     /// it made one. Fails (out of space) where there is no room for it.
     pub fn make_reserve(&self) -> Result<bool> {
+        if !self.backend.keeps_reserve() {
+            return Ok(false);
+        }
         match self.backend.open(RESERVE) {
             Ok(file) if file.len() == RESERVE_LEN as u64 => Ok(false),
-            _ => write_reserve(&self.backend).map(|()| true),
+            _ => write_reserve(self.backend()).map(|()| true),
         }
     }
 
@@ -472,7 +486,7 @@ fn write_reserve(backend: &dyn Backend) -> Result<()> {
 /// sealed map, or a sealed pack (the first of each `data/` folder).
 /// Everything is looked at, so that planting a plain file in front of the
 /// sealed ones hides nothing.
-fn sealed_evidence(backend: &LocalBackend) -> Result<Option<String>> {
+fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
     let names = |folder: &str| -> Result<Vec<String>> {
         let names = backend.list(folder)?;
         Ok(names.into_iter().map(|n| format!("{folder}/{n}")).collect())

@@ -1,16 +1,12 @@
-//! The storage seam: the only code that touches repository files.
+//! A repository in a folder of a local filesystem.
 //!
-//! A backend stores whole files under relative names ("data/ab/ab12...").
-//! Committed files are never modified in place: a new file is written under
-//! a temporary name, made durable, and renamed into place, so a reader sees a
-//! file whole or not at all. This shape also fits object stores, where a
-//! later backend will live beside `LocalBackend`.
-//!
-//! Opening never blocks and never follows a link: a FIFO, a device, a
-//! directory or a symbolic link where a repository file should be is
-//! reported as damage naming what it is (a symlink to /dev/zero would read
-//! forever, a FIFO would wait forever for a writer), and no read goes past
-//! the size the open file had.
+//! A new file is written under a temporary name, made durable, and renamed
+//! into place, so a reader sees a file whole or not at all. Opening never
+//! blocks and never follows a link: a FIFO, a device, a directory or a
+//! symbolic link where a repository file should be is reported as damage
+//! naming what it is (a symlink to /dev/zero would read forever, a FIFO
+//! would wait forever for a writer), and no read goes past the size the
+//! open file had.
 //!
 //! A temporary name carries its writer (host, pid, start time; see
 //! `owner`), so that an unfinished write left by a killed command can be
@@ -22,66 +18,11 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::{Backend, NewFile, StoredFile, TEMP_PREFIX};
 use crate::error::{Error, IoContext, Result};
 use crate::interrupt::{self, Registration};
 use crate::os::{self, AlignedBuf};
 use crate::owner;
-
-/// A file being written; it exists under its name only after `commit`.
-pub trait NewFile: Write + Send {
-    /// Makes the file durable and visible under its final name.
-    fn commit(self: Box<Self>) -> Result<()>;
-}
-
-/// A committed file opened for reading at offsets.
-pub trait StoredFile: Send + Sync {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
-    fn len(&self) -> u64;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-pub trait Backend: Send + Sync {
-    fn create(&self, name: &str) -> Result<Box<dyn NewFile>>;
-    /// Like `create`, for large files written once and rarely read soon
-    /// (packs): the backend may bypass caches.
-    fn create_large(&self, name: &str) -> Result<Box<dyn NewFile>> {
-        self.create(name)
-    }
-    fn open(&self, name: &str) -> Result<Box<dyn StoredFile>>;
-    /// Names of the files in folder `dir` (not recursive), sorted.
-    fn list(&self, dir: &str) -> Result<Vec<String>>;
-    fn remove(&self, name: &str) -> Result<()>;
-    /// Removes the unfinished writes in folder `dir` that nobody will
-    /// finish: those whose writer is gone from this host, or that have not
-    /// changed for `owner::ABANDONED_AFTER` when their writer cannot be
-    /// judged. With `no_writers` (the caller holds an exclusive lock, so
-    /// nothing writes in `dir`), all of them. Returns their names.
-    fn remove_unfinished(&self, dir: &str, no_writers: bool) -> Result<Vec<String>>;
-    /// Where a name lives, for messages.
-    fn describe(&self, name: &str) -> String;
-    /// Removes committed file `name` if the process is interrupted while
-    /// the registration lives (a lock file); `None` where the backend
-    /// cannot do that from a signal watcher.
-    fn remove_on_interrupt(&self, name: &str) -> Option<Registration>;
-
-    fn write_whole(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let mut file = self.create(name)?;
-        file.write_all(bytes)
-            .map_err(|e| Error::io("write", Path::new(&self.describe(name)), e))?;
-        file.commit()
-    }
-
-    fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
-        let file = self.open(name)?;
-        let len = usize::try_from(file.len())
-            .map_err(|_| Error::corrupt(format!("{} is too large", self.describe(name))))?;
-        let mut buf = vec![0; len];
-        file.read_exact_at(&mut buf, 0)?;
-        Ok(buf)
-    }
-}
 
 /// A repository in a local directory.
 pub struct LocalBackend {
@@ -97,40 +38,6 @@ impl LocalBackend {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Writes a new file `name` whole, like `write_whole`, but fails (with
-    /// AlreadyExists) rather than replace one that exists: for the config
-    /// of a new repository, which two `init`s must not both write.
-    pub fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.path(name);
-        let temp = self.path(&format!(
-            "{TEMP_PREFIX}{name}-{}-{}",
-            owner::this_writer(),
-            crate::repo::random_hex(8)
-        ));
-        let _cleanup = interrupt::remove_on_interrupt(&temp);
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .at("create", &temp)?;
-            file.write_all(bytes).at("write", &temp)?;
-            file.sync_all().at("sync", &temp)?;
-            match os::rename_no_replace(&temp, &path) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::bad_input(
-                    format!("{} exists already: it was not replaced", path.display()),
-                )),
-                other => other.at("put in place", &path),
-            }
-        })();
-        let _ = fs::remove_file(&temp);
-        written?;
-        match path.parent() {
-            Some(dir) => sync_dir(dir),
-            None => Ok(()),
-        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -208,10 +115,6 @@ impl LocalBackend {
         }))
     }
 }
-
-/// Prefix of temporary files; anything named so is an unfinished write.
-/// The full name is `.tmp-<final name>-<host tag>-<pid>-<start ticks>-<random>`.
-pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// Whether an unfinished write named `file` (in `dir`) will never be
 /// finished: its writer is gone, or, when that cannot be told, it has not
@@ -352,6 +255,49 @@ impl Backend for LocalBackend {
 
     fn describe(&self, name: &str) -> String {
         self.path(name).display().to_string()
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn keeps_reserve(&self) -> bool {
+        true
+    }
+
+    fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        let temp = self.path(&format!(
+            "{TEMP_PREFIX}{name}-{}-{}",
+            owner::this_writer(),
+            crate::repo::random_hex(8)
+        ));
+        let _cleanup = interrupt::remove_on_interrupt(&temp);
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .at("create", &temp)?;
+            file.write_all(bytes).at("write", &temp)?;
+            file.sync_all().at("sync", &temp)?;
+            match os::rename_no_replace(&temp, &path) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::bad_input(
+                    format!("{} exists already: it was not replaced", path.display()),
+                )),
+                other => other.at("put in place", &path),
+            }
+        })();
+        let _ = fs::remove_file(&temp);
+        written?;
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     fn remove_on_interrupt(&self, name: &str) -> Option<Registration> {

@@ -1,0 +1,111 @@
+//! The storage seam: the only code that touches repository files.
+//!
+//! A backend stores whole files under relative names ("data/ab/ab12...",
+//! built by `names`). What every command relies on, and so what a backend
+//! must guarantee (docs/FORMAT.md, "Storage"):
+//! - a new file appears whole under its name when `commit` returns, or not
+//!   at all; committed files are never modified in place;
+//! - new names never collide (they are random ids); the few files that are
+//!   replaced whole (a manifest rewritten by protect) are replaced
+//!   atomically;
+//! - `write_new` creates a file only if none has its name (the config);
+//! - what this process committed reads back at once, and a listing shows
+//!   every file whose commit returned before the listing began.
+//!
+//! `LocalBackend` keeps a repository in a folder; `MemoryBackend` keeps one
+//! in memory and `FaultyBackend` wraps any backend to fail at a chosen
+//! step, for tests that must not depend on timing.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::interrupt::Registration;
+
+mod faults;
+mod local;
+mod memory;
+
+pub use faults::{Fault, FaultPlan, FaultyBackend, Step};
+pub use local::{LocalBackend, sync_dir};
+pub use memory::MemoryBackend;
+
+/// A file being written; it exists under its name only after `commit`.
+pub trait NewFile: Write + Send {
+    /// Makes the file durable and visible under its final name.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A committed file opened for reading at offsets.
+pub trait StoredFile: Send + Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub trait Backend: Send + Sync {
+    fn create(&self, name: &str) -> Result<Box<dyn NewFile>>;
+    /// Like `create`, for large files written once and rarely read soon
+    /// (packs): the backend may bypass caches.
+    fn create_large(&self, name: &str) -> Result<Box<dyn NewFile>> {
+        self.create(name)
+    }
+    fn open(&self, name: &str) -> Result<Box<dyn StoredFile>>;
+    /// Names of the files in folder `dir` (not recursive), sorted.
+    fn list(&self, dir: &str) -> Result<Vec<String>>;
+    fn remove(&self, name: &str) -> Result<()>;
+    /// Removes the unfinished writes in folder `dir` that nobody will
+    /// finish: those whose writer is gone from this host, or that have not
+    /// changed for `owner::ABANDONED_AFTER` when their writer cannot be
+    /// judged. With `no_writers` (the caller holds an exclusive lock, so
+    /// nothing writes in `dir`), all of them. Returns their names.
+    fn remove_unfinished(&self, dir: &str, no_writers: bool) -> Result<Vec<String>>;
+    /// Where a name lives, for messages.
+    fn describe(&self, name: &str) -> String;
+    /// The repository as its user names it (a path), for messages.
+    fn location(&self) -> String;
+    /// The folder of a repository on a local filesystem; `None` for one
+    /// stored elsewhere.
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+    /// Writes a new file `name` whole, like `write_whole`, but fails (with
+    /// `BadInput`) rather than replace one that exists: for the config of
+    /// a new repository, which two `init`s must not both write.
+    fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Whether this store can fill up, so that a repository on it keeps a
+    /// space reserve (see `names::RESERVE`).
+    fn keeps_reserve(&self) -> bool {
+        false
+    }
+    /// Removes committed file `name` if the process is interrupted while
+    /// the registration lives (a lock file); `None` where the backend
+    /// cannot do that from a signal watcher.
+    fn remove_on_interrupt(&self, name: &str) -> Option<Registration>;
+
+    fn write_whole(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut file = self.create(name)?;
+        file.write_all(bytes)
+            .map_err(|e| Error::storage("write", &self.describe(name), e))?;
+        file.commit()
+    }
+
+    fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
+        let file = self.open(name)?;
+        let len = usize::try_from(file.len())
+            .map_err(|_| Error::corrupt(format!("{} is too large", self.describe(name))))?;
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// Prefix of temporary files; anything named so is an unfinished write.
+/// The full name is `.tmp-<final name>-<host tag>-<pid>-<start ticks>-<random>`.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A backend shared by a repository and what it hands out.
+pub type SharedBackend = Arc<dyn Backend>;
