@@ -37,8 +37,8 @@ pub struct Args {
     snapshots: Vec<String>,
 
     /// Only the newest N of the selected snapshots
-    #[arg(long, value_name = "N")]
-    last: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    last: Option<u64>,
 
     /// Only snapshots with this tag (repeatable: any of them)
     #[arg(long = "tag", value_name = "TAG")]
@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
                 tags: args.tags,
                 source,
                 host,
-                last: args.last,
+                last: args.last.map(|n| n as usize),
             }
         },
         decrypt: args.decrypt,

@@ -29,24 +29,34 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let (repo, from) = ctx.open_pair(&args.other, &args.from, "--from")?;
     let bar = output::Bar::new(ctx.json);
     let report = repair(&repo, &from, &bar)?;
-    let clean = report.chunks_unrepairable.is_empty();
+    let clean = report.chunks_unrepairable.is_empty()
+        && report.maps_unrepairable.is_empty()
+        && report.manifests_unrepairable.is_empty();
     if ctx.json {
         output::json(&report)?;
         return Ok(clean);
     }
     output::line(&format!(
         "found {} problem(s); repaired {} chunk(s), {} map(s), {} manifest(s) from {}; \
-         {} chunk(s) could not be repaired; {:.1}s",
+         {} chunk(s), {} map(s), {} manifest(s) could not be repaired; {:.1}s",
         report.damage.len(),
         report.chunks_repaired.len(),
         report.maps_repaired.len(),
         report.manifests_repaired.len(),
         from.location(),
         report.chunks_unrepairable.len(),
+        report.maps_unrepairable.len(),
+        report.manifests_unrepairable.len(),
         report.duration_s
     ));
     for id in &report.chunks_unrepairable {
         output::line(&format!("  not repairable: chunk {id}"));
+    }
+    for id in &report.maps_unrepairable {
+        output::line(&format!("  not repairable: the map of snapshot {id}"));
+    }
+    for id in &report.manifests_unrepairable {
+        output::line(&format!("  not repairable: the manifest of snapshot {id}"));
     }
     Ok(clean)
 }

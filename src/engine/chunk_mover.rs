@@ -36,12 +36,16 @@ pub enum Pair {
 pub fn check_pair(from: &Repository, to: &Repository, pair: Pair) -> Result<()> {
     if from.config().repo_id == to.config().repo_id {
         return Err(match pair {
-            Pair::Copy { .. } => {
-                Error::bad_input("the repository to copy to is the repository being copied from")
-                    .hint("name another repository with --to")
-            }
-            Pair::Repair => Error::bad_input("--from names the repository being repaired")
-                .hint("name a copy of it (made by `platter copy`)"),
+            Pair::Copy { .. } => Error::bad_input(
+                "the repository to copy to has the id of the one being copied from: it is the \
+                 same repository, or a file copy of it (cp, rsync)",
+            )
+            .hint("name another repository with --to (a new one: `platter init`)"),
+            Pair::Repair => Error::bad_input(
+                "--from has the id of the repository being repaired: it is this repository, \
+                 or a file copy of it (cp, rsync), which cannot be told apart from it",
+            )
+            .hint("name a copy made by `platter copy`; from a file copy, first `platter copy` its snapshots into a new repository and repair from that"),
         });
     }
     if from.config().chunk_size != to.config().chunk_size {
@@ -78,7 +82,9 @@ pub fn check_pair(from: &Repository, to: &Repository, pair: Pair) -> Result<()> 
             )
             .hint(
                 "repair from a copy that shares this repository's key (made with \
-                 `platter init --copy-key-from`), or copy the snapshots back with `platter copy`",
+                 `platter init --copy-key-from`); with only this copy, make one that does: \
+                 `platter init --copy-key-from` this repository into a new folder, \
+                 `platter copy` the snapshots from this copy into it, and repair from that",
             ));
         }
         Pair::Repair => {}

@@ -29,6 +29,10 @@ pub struct RepairReport {
     pub manifests_repaired: Vec<SnapshotId>,
     /// Damaged chunks the other repository does not have intact either.
     pub chunks_unrepairable: Vec<ChunkId>,
+    /// Snapshots whose damaged map the other repository lacks intact too.
+    pub maps_unrepairable: Vec<SnapshotId>,
+    /// Snapshots whose unreadable manifest the other repository lacks.
+    pub manifests_unrepairable: Vec<SnapshotId>,
     pub bytes_stored: u64,
     pub duration_s: f64,
 }
@@ -184,6 +188,8 @@ fn repair_manifests(repo: &Repository, from: &Repository, report: &mut RepairRep
         {
             repo.commit_snapshot(&snap)?;
             report.manifests_repaired.push(snap.id);
+        } else {
+            report.manifests_unrepairable.push(b.id);
         }
     }
     Ok(())
@@ -197,6 +203,8 @@ fn repair_maps(repo: &Repository, from: &Repository, report: &mut RepairReport) 
         if from.open_map(snap).is_ok() {
             copy_map(from, repo, snap)?;
             report.maps_repaired.push(snap.id);
+        } else {
+            report.maps_unrepairable.push(snap.id);
         }
     }
     Ok(())

@@ -118,8 +118,14 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// The group a snapshot's retention is counted in: the host and the
-/// source (the same path on two hosts is two disks).
+/// The group a snapshot's retention is counted in: the host, the source
+/// path and the partition (the same path on two hosts is two disks), as
+/// fields: two groups whose labels read alike are still two.
+fn group_key(s: &Snapshot) -> (&str, &str, Option<u32>) {
+    (&s.hostname, &s.source.path, s.source.partition)
+}
+
+/// A snapshot's group as people read it (see `group_key`).
 pub fn group_of(s: &Snapshot) -> String {
     match s.source.partition {
         Some(n) => format!("{}:{} partition {n}", s.hostname, s.source.path),
@@ -160,9 +166,9 @@ pub fn decide(snapshots: &[Snapshot], policy: &Policy) -> Result<Vec<Decision>> 
             })?;
         times.push(t);
     }
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str, Option<u32>), Vec<usize>> = BTreeMap::new();
     for (i, s) in snapshots.iter().enumerate() {
-        groups.entry(group_of(s)).or_default().push(i);
+        groups.entry(group_key(s)).or_default().push(i);
     }
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snapshots.len()];
     for members in groups.values_mut() {
@@ -255,14 +261,14 @@ fn refuse_emptied_groups(
     snapshots: &[Snapshot],
     policy: &Policy,
 ) -> Result<()> {
-    let mut kept_in: BTreeMap<&str, bool> = BTreeMap::new();
-    for d in decisions {
-        *kept_in.entry(d.source.as_str()).or_default() |= d.keep;
+    let mut kept_in: BTreeMap<(&str, &str, Option<u32>), (bool, &str)> = BTreeMap::new();
+    for (d, s) in decisions.iter().zip(snapshots) {
+        kept_in.entry(group_key(s)).or_insert((false, &d.source)).0 |= d.keep;
     }
     let emptied: Vec<&str> = kept_in
-        .iter()
-        .filter(|(_, kept)| !**kept)
-        .map(|(group, _)| *group)
+        .values()
+        .filter(|(kept, _)| !*kept)
+        .map(|(_, label)| *label)
         .collect();
     let Some(first) = emptied.first() else {
         return Ok(());

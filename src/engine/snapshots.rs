@@ -3,8 +3,8 @@
 //! `snapshots`, `copy`, `verify` and `forget`.
 //!
 //! A source filter matches a snapshot whose recorded source path is the
-//! path as given or its canonical absolute form now (`repo::absolute`:
-//! symbolic links followed), so a path that became a link still finds its
+//! path as given, made absolute, or its real path now (symbolic links
+//! followed), so a path that became a link or is gone still finds its
 //! snapshots, and so does the path a backup recorded. It may also name a
 //! partition; `--host` selects by the host a snapshot was taken on. Commands that remove snapshots (`forget`) are
 //! stricter: a source whose snapshots come from several hosts must name
@@ -24,10 +24,33 @@ pub struct SourceFilter {
 }
 
 impl SourceFilter {
-    pub fn matches(&self, s: &Snapshot) -> bool {
-        let canonical = crate::repo::absolute(std::path::Path::new(&self.path));
-        (s.source.path == self.path || s.source.path == canonical.display().to_string())
-            && self.partition.is_none_or(|n| s.source.partition == Some(n))
+    /// Whether a snapshot is of this source (its paths are looked up
+    /// once, here).
+    pub fn matcher(&self) -> impl Fn(&Snapshot) -> bool + '_ {
+        let paths = self.paths();
+        move |s| {
+            paths.contains(&s.source.path)
+                && self.partition.is_none_or(|n| s.source.partition == Some(n))
+        }
+    }
+
+    /// The recorded paths this source can be: as given, made absolute as
+    /// text (a file that is gone has no real path), and its real path now
+    /// (links followed). A form that is not UTF-8 matches nothing: no
+    /// backup records one.
+    fn paths(&self) -> Vec<String> {
+        let given = std::path::Path::new(&self.path);
+        let mut paths = vec![self.path.clone()];
+        let forms = [
+            std::path::absolute(given).ok(),
+            std::fs::canonicalize(given).ok(),
+        ];
+        for form in forms.into_iter().flatten() {
+            if let Some(text) = form.to_str() {
+                paths.push(text.to_string());
+            }
+        }
+        paths
     }
 
     /// As a command line gives it.
@@ -107,7 +130,7 @@ pub fn select_from(
         snapshots.retain(|s| s.tags.iter().any(|t| selection.tags.contains(t)));
     }
     if let Some(source) = &selection.source {
-        snapshots.retain(|s| source.matches(s));
+        snapshots.retain(source.matcher());
     }
     if let Some(host) = &selection.host {
         snapshots.retain(|s| s.hostname == *host);

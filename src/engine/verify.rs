@@ -260,6 +260,7 @@ fn find_stray_files(
         Folder::Maps,
         Folder::Index,
         Folder::Locks,
+        Folder::Keys,
     ] {
         let dir = folder.as_str();
         for file in repo.backend().list(dir)? {

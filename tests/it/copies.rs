@@ -369,8 +369,9 @@ fn repair_mends_chunks_of_a_snapshot_whose_map_is_unreadable() {
         "--from".as_ref(),
         usb.as_os_str(),
     ];
+    // The map itself cannot be mended (the copy's is damaged too): exit 4.
     let run = sandbox.run(args);
-    let report = run.ok().json();
+    let report = run.expect_code(4).json();
     assert!(
         report["chunks_repaired"]
             .as_array()
@@ -385,6 +386,35 @@ fn repair_mends_chunks_of_a_snapshot_whose_map_is_unreadable() {
     for (id, bytes) in &taken[1..] {
         sandbox.assert_restores(id, bytes);
     }
+}
+
+// Pins: repair exits 4 and names the snapshot when a manifest or a map cannot be repaired because the copy lacks it too (it used to exit 0 with the repository still damaged).
+#[test]
+fn repair_that_cannot_mend_a_map_or_manifest_fails() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc0_4e08);
+    let taken = three_snapshots(&sandbox, &mut rng);
+    let usb = other_repo(&sandbox, "usb", &["--chunk-size", "64K"]);
+    copy_to(&sandbox, &usb, &["--last", "1"]).ok();
+    flip_byte(&sandbox.map_file(&taken[0].0), 100);
+    flip_byte(&sandbox.manifest_file(&taken[1].0), 30);
+    let args = [
+        OsStr::new("--json"),
+        "repair".as_ref(),
+        "--from".as_ref(),
+        usb.as_os_str(),
+    ];
+    let report = sandbox.run(args).expect_code(4).json();
+    assert_eq!(
+        report["maps_unrepairable"],
+        serde_json::json!([taken[0].0]),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["manifests_unrepairable"],
+        serde_json::json!([taken[1].0]),
+        "{report:#}"
+    );
 }
 
 // Pins: a chunk damaged in the repository copied from spoils only the snapshot that needs it: copy names it (exit 4), copies the others, and the copied ones restore byte for byte.

@@ -809,3 +809,20 @@ fn the_terminal_prompt_asks_twice_and_echoes_nothing() {
     assert!(out.contains("the two passphrases differ"), "{out}");
     assert!(!other.exists(), "a refused init created {other:?}");
 }
+
+// Pins: a name in keys/ that is not a key file's (an upper-case id, a README) is listed by verify as a leftover, as in every other folder, and is not read as a key.
+#[test]
+fn a_foreign_name_in_keys_is_a_leftover() {
+    let sandbox = Sandbox::encrypted();
+    let keys = sandbox.repo.join("keys");
+    let key = fs::read_dir(&keys).unwrap().next().unwrap().unwrap().path();
+    let upper = keys.join(key.file_name().unwrap().to_str().unwrap().to_uppercase());
+    fs::copy(&key, &upper).unwrap();
+    let report = sandbox.run(["--json", "verify"]).ok().json();
+    assert!(
+        report["leftovers"]
+            .to_string()
+            .contains(upper.file_name().unwrap().to_str().unwrap()),
+        "{report:#}"
+    );
+}

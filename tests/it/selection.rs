@@ -166,3 +166,28 @@ fn forget_refuses_a_source_filter_beside_named_snapshots() {
         .refused(2, "--source");
     assert_eq!(sandbox.snapshot_ids(), [id]);
 }
+
+// Pins: a relative --source finds the snapshots of a file that is gone (it is made absolute as text, not only through the file), in snapshots, copy and forget alike; copy --last 0 is refused (exit 2) instead of copying nothing or blaming the other filters.
+#[test]
+fn a_relative_source_that_is_gone_is_still_found() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x5e_1eca);
+    let disk = Image::random(sandbox.path("g.img"), 2 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&disk.path, &[]);
+    fs::remove_file(&disk.path).unwrap();
+    let listed = sh(&format!(
+        "cd {} && {} -r {} --json snapshots --source g.img",
+        sandbox.path("").display(),
+        env!("CARGO_BIN_EXE_platter"),
+        sandbox.repo.display()
+    ));
+    let listed = json_document(&listed).expect("snapshots --json");
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    let copy = sandbox.path("copy");
+    let last = sandbox.run(["copy", "--to", copy.to_str().unwrap(), "--last", "0"]);
+    assert!(
+        last.expect_code(2).stderr.contains("--last"),
+        "{}",
+        last.describe()
+    );
+}

@@ -163,6 +163,22 @@ fn protected_snapshots_and_sources_are_counted_apart() {
     );
 }
 
+// Pins: groups are (host, path, partition) as fields: a file named "d.img partition 1" and partition 1 of d.img read alike as labels but are two sources, each keeping its last snapshot.
+#[test]
+fn sources_whose_labels_read_alike_are_counted_apart() {
+    let mut s = series(&["2026-11-26T08:00:00.000000Z", "2026-11-26T09:00:00.000000Z"]);
+    s[0].source.path = "/t/d.img partition 1".into();
+    s[1].source.path = "/t/d.img".into();
+    s[1].source.partition = Some(1);
+    assert_eq!(
+        group_of(&s[0]),
+        group_of(&s[1]),
+        "the labels should collide"
+    );
+    let k = kept(&s, &policy(|p| p.last = Some(1)));
+    assert_eq!(idx(&k), [0, 1]);
+}
+
 #[test]
 fn an_empty_policy_keeps_only_protected_snapshots() {
     let mut s = twice_daily();
