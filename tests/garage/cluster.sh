@@ -2,7 +2,7 @@
 # A local 3-node Garage cluster on 127.0.0.1 for platter's S3 tests and bench.
 #
 #   cluster.sh start DIR              start 3 nodes, layout, key, bucket; write DIR/env
-#   cluster.sh stop DIR               stop every node (SIGTERM, then SIGKILL after 10 s), wait
+#   cluster.sh stop DIR               stop every node (SIGTERM, then SIGKILL after 2 s), wait
 #   cluster.sh stop-node DIR N [--kill]   stop node N (1..3); --kill sends SIGKILL (a crash)
 #   cluster.sh start-node DIR N       start node N again and wait until the cluster sees it
 #   cluster.sh key DIR NAME [--read-only]  create (or show) key NAME with access to the bucket;
@@ -123,7 +123,7 @@ spawn_node() {
     done
     # setsid: the node does not share the caller's terminal or process group (Garage stops on
     # SIGHUP and SIGINT); GARAGE_WATCH_PID covers a caller that dies.
-    RUST_LOG=${RUST_LOG:-garage=warn,netapp=warn} setsid "$GARAGE" \
+    NO_COLOR=1 RUST_LOG=${RUST_LOG:-garage=warn,netapp=warn} setsid "$GARAGE" \
         -c "$DIR/node$n/garage.toml" server </dev/null >>"$DIR/node$n/log" 2>&1 &
     echo $! >"$DIR/node$n/pid"
 }
@@ -146,7 +146,16 @@ $(tail -n 15 "$DIR/node$n/log" 2>/dev/null)"
 }
 
 healthy() { g health 2>/dev/null | grep -q 'Cluster health:.*HEALTHY'; }
-all_up() { g health 2>/dev/null | grep -Eq 'Storage nodes up:[[:space:]]+3'; }
+# Every running node counts every running node up (a restarted node is seen by the others
+# only once they have connected back to it: until then they answer "Not connected").
+all_up() {
+    local n running=()
+    for n in "${NODES[@]}"; do node_pid "$n" >/dev/null && running+=("$n"); done
+    for n in "${running[@]}"; do
+        G_NODE=$n g health 2>/dev/null |
+            grep -Eq "Storage nodes up:[[:space:]]+${#running[@]}\$" || return 1
+    done
+}
 
 rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 
@@ -224,6 +233,7 @@ cmd_start() {
         touch "$DIR/layout.done"
     fi
     wait_for healthy 60
+    wait_for all_up 30
     ensure_key main
     local bucket
     bucket=$(cat "$DIR/bucket")
@@ -242,7 +252,10 @@ stop_pid() {
     local n=$1 sig=$2 pid i
     pid=$(node_pid "$n") || { rm -f "$DIR/node$n/pid"; return 0; }
     kill "-$sig" "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
+    # Garage's own shutdown often waits 5-10 s for lost peers: give it 2 s, then SIGKILL.
+    # Nothing is lost by that (lmdb and the data blocks live in the page cache; only a
+    # machine crash could lose them, and fsync is off anyway).
+    for i in $(seq 1 20); do
         node_pid "$n" >/dev/null || break
         sleep 0.1
     done
@@ -291,7 +304,14 @@ cmd_start_node() {
     WAIT_NODES=("$n")
     spawn_node "$n"
     wait_for "tcp_open $(s3_port "$n")" 30
-    # Back when the others count it up again (needs one other node running).
+    # The others retry a lost peer with a growing delay (30 s and more after a few minutes):
+    # tell each running node to connect to the restarted one now.
+    local id m
+    id=$("$GARAGE" -c "$DIR/node$n/garage.toml" node id -q 2>/dev/null)
+    for m in "${NODES[@]}"; do
+        [ "$m" != "$n" ] && node_pid "$m" >/dev/null || continue
+        G_NODE=$m g node connect "$id" >/dev/null 2>&1 || true
+    done
     wait_for all_up 30
 }
 
