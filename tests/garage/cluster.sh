@@ -117,6 +117,8 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 spawn_node() {
     local n=$1 pid
     if pid=$(node_pid "$n"); then return 0; fi
+    # A start that fails stops what it started (a test run must not leave nodes behind).
+    trap 'rc=$?; [ $rc = 0 ] || { echo "cluster.sh: stopping the nodes this start spawned" >&2; cmd_stop; }' EXIT
     local p
     for p in $(s3_port "$n") $(rpc_port "$n") $(admin_port "$n"); do
         tcp_open "$p" && die "port $p (node $n) is already in use: choose another GARAGE_PORT_BASE"
@@ -319,6 +321,7 @@ cmd_key() {
     local name=$1 ro=${2:-} bucket
     [ -f "$DIR/layout.done" ] || die "no cluster in $DIR (run: cluster.sh start $DIR)"
     case "$name" in */* | "" | .*) die "bad key name '$name'" ;; esac
+    [ "$name" = main ] && [ -n "$ro" ] && die "the main key stays read/write (pick another name)"
     bucket=$(cat "$DIR/bucket")
     ensure_key "$name"
     if [ "$ro" = "--read-only" ]; then

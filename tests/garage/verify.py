@@ -300,6 +300,32 @@ def checks(d, cenv):
     r = s3.list_objects_v2(Bucket=bucket, Prefix="many/", MaxKeys=7)
     report(r["KeyCount"] == 7 and r["IsTruncated"], "ListObjectsV2 MaxKeys=7", f"{r['KeyCount']} keys, truncated")
 
+    # List-after-write across nodes: a PUT through node 1, then at once a LIST through each node
+    # (prune decides by listing: a listing that missed a new object would delete live data).
+    # And list-after-delete: a DELETE through node 2, then LIST through each node.
+    base = int(env["PLATTER_S3_ENDPOINT"].rsplit(":", 1)[1])
+    nodes = [s3] + [client(env, endpoint=f"http://127.0.0.1:{base + 10 * i}") for i in (1, 2)]
+    missed, stale, head_stale, rounds = 0, 0, 0, 100
+    for i in range(rounds):
+        k = f"raw/{i:04d}"
+        s3.put_object(Bucket=bucket, Key=k, Body=b"r")
+        for c in nodes:
+            missed += k not in [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="raw/").get("Contents", [])]
+        nodes[1].delete_object(Bucket=bucket, Key=k)
+        for c in nodes:
+            stale += k in [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix="raw/").get("Contents", [])]
+        try:
+            s3.head_object(Bucket=bucket, Key=k)
+            head_stale += 1
+        except ClientError:
+            pass
+    report(missed == 0, "list-after-write: a PUT is listed at once by every node",
+           f"{missed} of {3 * rounds} listings missed it")
+    report(head_stale == 0, "read-after-delete: HEAD after DELETE (through another node) is 404",
+           f"{head_stale} of {rounds} still found it")
+    note("list-after-delete: a DELETE through node 2, then LIST through each node",
+         f"{stale} of {3 * rounds} listings still showed the deleted object (for up to ~100 ms)")
+
     # Checksums on PUT.
     md5 = base64.b64encode(hashlib.md5(b"hello").digest()).decode()
     r = s3.put_object(Bucket=bucket, Key="sum/md5", Body=b"hello", ContentMD5=md5)
