@@ -5,8 +5,11 @@
 #   cluster.sh stop DIR               stop every node (SIGTERM, then SIGKILL after 2 s), wait
 #   cluster.sh stop-node DIR N [--kill]   stop node N (1..3); --kill sends SIGKILL (a crash)
 #   cluster.sh start-node DIR N       start node N again and wait until the cluster sees it
-#   cluster.sh key DIR NAME [--read-only]  create (or show) key NAME with access to the bucket;
-#                                     prints AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=...
+#   cluster.sh key DIR NAME [--read-only|--create-bucket]
+#                                     create (or show) key NAME with access to the bucket
+#                                     (read-only, or read/write and the right to create buckets
+#                                     with S3 CreateBucket, which the main key lacks); prints
+#                                     AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=...
 #   cluster.sh bucket DIR NAME        create bucket NAME, read/write/owner for the main key
 #   cluster.sh status DIR             garage's own view of the cluster
 #
@@ -327,10 +330,11 @@ cmd_key() {
     if [ "$ro" = "--read-only" ]; then
         g bucket deny --write --owner --key "$(key_id "$name")" "$bucket" >/dev/null
         g bucket allow --read --key "$(key_id "$name")" "$bucket" >/dev/null
-    elif [ -z "$ro" ]; then
+    elif [ -z "$ro" ] || [ "$ro" = "--create-bucket" ]; then
         g bucket allow --read --write --owner --key "$(key_id "$name")" "$bucket" >/dev/null
+        [ -z "$ro" ] || g key allow --create-bucket "$(key_id "$name")" >/dev/null
     else
-        die "unknown option '$ro' (only --read-only)"
+        die "unknown option '$ro' (--read-only or --create-bucket)"
     fi
     echo "AWS_ACCESS_KEY_ID=$(key_id "$name")"
     echo "AWS_SECRET_ACCESS_KEY=$(key_secret "$name")"
@@ -344,7 +348,7 @@ cmd_bucket() {
     echo "$name"
 }
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 cmd=$1

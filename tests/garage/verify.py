@@ -233,6 +233,22 @@ def checks(d, cenv):
         report(True, "wrong region with boto3", err(e))
     expect_error("CreateBucket with the main key (no create-bucket right)",
                  lambda: s3.create_bucket(Bucket="made-by-client"))
+    out = cluster("key", d, "maker", "--create-bucket", env=cenv)
+    kv = dict(line.split("=", 1) for line in out.split())
+    mk = client(env, key=kv["AWS_ACCESS_KEY_ID"], secret=kv["AWS_SECRET_ACCESS_KEY"])
+    r = mk.create_bucket(Bucket="made-by-client")
+    mk.put_object(Bucket="made-by-client", Key="k", Body=b"made")
+    report(mk.get_object(Bucket="made-by-client", Key="k")["Body"].read() == b"made",
+           "CreateBucket with a --create-bucket key, then PUT/GET in it",
+           f"HTTP {r['ResponseMetadata']['HTTPStatusCode']}")
+    # S3 CreateBucket makes the name a local alias of the creating key: other keys do not see it.
+    expect_error("the main key on a bucket another key created with S3 CreateBucket (a local alias)",
+                 lambda: s3.get_object(Bucket="made-by-client", Key="k"), 404, "NoSuchBucket")
+    try:
+        mk.create_bucket(Bucket="made-by-client")
+        report(True, "CreateBucket again on an existing bucket it owns", "HTTP 200 (no error)")
+    except ClientError as e:
+        report(True, "CreateBucket again on an existing bucket it owns", err(e))
     out = cluster("key", d, "reader", "--read-only", env=cenv)
     kv = dict(line.split("=", 1) for line in out.split())
     ro = client(env, key=kv["AWS_ACCESS_KEY_ID"], secret=kv["AWS_SECRET_ACCESS_KEY"])
