@@ -26,7 +26,7 @@
 #   replication_factor = 3, consistency_mode = consistent (read and write quorum 2 of 3)
 #   db_engine = lmdb (Garage's default and recommended engine, so the tests run what users run;
 #     it is also the faster one: sqlite serialises writes behind one lock), lmdb_map_size = 1G
-#     (address space, not disk: the default reserves most of the address space per node)
+#     (address space, not disk: the default maps 1 TiB per node, which fails under ulimit -v)
 #   metadata_fsync = false, data_fsync = false (tests and bench measure platter, not the disk;
 #     a test cluster lives in a temp dir and dies with the test)
 #   compression_level = none (platter's packs are compressed or encrypted already: zstd in

@@ -5,8 +5,9 @@
     tests/garage/verify.py --keep     leave the cluster's folder (its logs) behind
 
 Needs python3 with boto3 (pip install boto3, or apt install python3-boto3) and garage
-(see cluster.sh). Prints one line per check: "ok" or "FAIL", and what Garage answered.
-Exits 1 when a check fails. GARAGE_PORT_BASE picks the ports (default 39800 here, so it
+(see cluster.sh). Prints one line per check: "ok" or "FAIL", and what Garage answered, and
+"note" lines for behaviour worth knowing that is not required (Garage 2.5.0 ignores
+conditional writes; a deleted object can stay listed for ~100 ms). Exits 1 when a check fails. GARAGE_PORT_BASE picks the ports (default 39800 here, so it
 does not collide with a cluster on cluster.sh's default).
 """
 
