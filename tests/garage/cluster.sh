@@ -52,6 +52,7 @@ Install it with:  cargo install --locked garage --version 2.5.0
 }
 
 NODES=(1 2 3)
+SPAWNED=()
 PORT_BASE=${GARAGE_PORT_BASE:-39900}
 REGION=garage
 
@@ -120,8 +121,11 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 spawn_node() {
     local n=$1 pid
     if pid=$(node_pid "$n"); then return 0; fi
-    # A start that fails stops what it started (a test run must not leave nodes behind).
-    trap 'rc=$?; [ $rc = 0 ] || { echo "cluster.sh: stopping the nodes this start spawned" >&2; cmd_stop; }' EXIT
+    # A start that fails stops the nodes it spawned, and only those (a test run must not leave
+    # nodes behind; a failed start-node must not take the others down).
+    trap 'rc=$?; [ $rc = 0 ] || [ ${#SPAWNED[@]} = 0 ] || {
+        echo "cluster.sh: stopping the node(s) this command started: ${SPAWNED[*]}" >&2
+        for s in "${SPAWNED[@]}"; do stop_pid "$s" TERM; done; }' EXIT
     local p
     for p in $(s3_port "$n") $(rpc_port "$n") $(admin_port "$n"); do
         tcp_open "$p" && die "port $p (node $n) is already in use: choose another GARAGE_PORT_BASE"
@@ -131,6 +135,7 @@ spawn_node() {
     NO_COLOR=1 RUST_LOG=${RUST_LOG:-garage=warn,netapp=warn} setsid "$GARAGE" \
         -c "$DIR/node$n/garage.toml" server </dev/null >>"$DIR/node$n/log" 2>&1 &
     echo $! >"$DIR/node$n/pid"
+    SPAWNED+=("$n")
 }
 
 # Wait until `what` (a command) succeeds, checking that the nodes we started still live.
