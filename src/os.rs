@@ -29,9 +29,9 @@ pub const DIRECT_ALIGN: usize = 4096;
 
 /// Whether a write of `buf` at `offset` can bypass the page cache.
 pub fn direct_aligned(buf: &[u8], offset: u64) -> bool {
-    (buf.as_ptr() as usize) % DIRECT_ALIGN == 0
-        && offset % DIRECT_ALIGN as u64 == 0
-        && buf.len() % DIRECT_ALIGN == 0
+    (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+        && offset.is_multiple_of(DIRECT_ALIGN as u64)
+        && buf.len().is_multiple_of(DIRECT_ALIGN)
         && !buf.is_empty()
 }
 

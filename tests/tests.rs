@@ -31,5 +31,6 @@ mod it {
     mod output;
     mod retention;
     mod roundtrip;
+    mod s3;
     mod selection;
 }

@@ -67,7 +67,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let compression = Compression::parse(&args.compression)?;
     let path = ctx.repo_path()?;
     platter::repo::config::check_chunk_size(args.chunk_size)?;
-    Repository::check_new(path)?;
+    let backend = ctx.backend()?;
+    let local = backend.local_root().is_some();
+    if local {
+        Repository::check_new(path)?;
+    }
     let passphrases = ctx.passphrases()?;
     let key = if args.plain {
         NewKey::Plain
@@ -86,7 +90,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             kdf,
         }
     };
-    let repo = Repository::init(path, args.chunk_size, compression, key)?;
+    let repo = if local {
+        Repository::init(path, args.chunk_size, compression, key)?
+    } else {
+        Repository::init_in(backend, args.chunk_size, compression, key)?
+    };
     let config = repo.config();
     let kdf = args.kdf.params()?;
     if ctx.json {

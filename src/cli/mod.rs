@@ -44,8 +44,16 @@ platter -r /mnt/backup/repo snapshots\n  platter -r /mnt/backup/repo restore lat
 8 wrong passphrase; 130 / 143 / 129 / 131 interrupted by Ctrl-C / SIGTERM / SIGHUP / SIGQUIT."
 )]
 struct Cli {
-    /// The repository folder
-    #[arg(short, long, global = true, env = "PLATTER_REPO", value_name = "PATH")]
+    /// The repository: a folder, or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
+    /// for object storage (credentials from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION)
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "PLATTER_REPO",
+        value_name = "PATH|URL"
+    )]
     repo: Option<PathBuf>,
 
     /// Print one JSON document on stdout and nothing else there
@@ -112,9 +120,7 @@ impl Context {
 
     /// Where the repository given with --repo is stored.
     fn backend(&self) -> Result<platter::repo::backend::SharedBackend> {
-        Ok(std::sync::Arc::new(
-            platter::repo::backend::LocalBackend::new(self.repo_path()?),
-        ))
+        platter::repo::backend::open_location(self.repo_path()?.as_os_str())
     }
 
     fn open_repo(&self) -> Result<platter::repo::Repository> {

@@ -69,7 +69,9 @@ impl OtherPasswordArgs {
         );
         let lenient = Lenient(first);
         let source: &dyn PassphraseSource = if own.is_given() { &own } else { &lenient };
-        platter::repo::Repository::open(path, source).map_err(|e| {
+        platter::repo::backend::open_location(path.as_os_str())
+            .and_then(|backend| platter::repo::Repository::open_in(backend, source))
+            .map_err(|e| {
             if e.kind() == ErrorKind::WrongPassphrase && !own.is_given() {
                 e.hint("the other repository has another passphrase: give it with --other-password-file or --other-password-command")
             } else {

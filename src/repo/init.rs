@@ -105,7 +105,20 @@ impl Repository {
             .map(|(_, file)| file.write(&*backend))
             .transpose()?;
         let bytes = envelope::seal(CONFIG_KIND, config.version(), &config)?;
-        if let Err(e) = backend.write_new(CONFIG, &bytes) {
+        // Stores without conditional writes let two inits both write: the
+        // config read back says which one won.
+        let written = backend.write_new(CONFIG, &bytes).and_then(|()| {
+            let there = Repository::read_config(&*backend)?;
+            if there.repo_id != config.repo_id {
+                return Err(Error::busy(format!(
+                    "another repository was created at {} at the same moment",
+                    backend.location()
+                ))
+                .hint("nothing of this init is left; use the repository that is there"));
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
             if let Some(id) = &key_id {
                 let _ = backend.remove(&crate::repo::names::key_name(id));
             }

@@ -252,7 +252,7 @@ impl MapWriter {
     pub fn push(&mut self, entry: &MapEntry) -> Result<()> {
         encode_entry(entry, &mut self.buf);
         self.written += 1;
-        if self.written % BLOCK_ENTRIES == 0 {
+        if self.written.is_multiple_of(BLOCK_ENTRIES) {
             self.flush_block()?;
         }
         Ok(())

@@ -309,7 +309,7 @@ impl Geometry {
         }
         let power_of = |base: u64| {
             let mut n = g;
-            while n % base == 0 {
+            while n.is_multiple_of(base) {
                 n /= base;
             }
             n == 1

@@ -21,7 +21,7 @@ fn entry(fat: &[u8], bits: u32, cluster: u64) -> u64 {
         return u64::MAX;
     };
     match bits {
-        12 if cluster % 2 == 0 => le16(raw, 0) & 0xFFF,
+        12 if cluster.is_multiple_of(2) => le16(raw, 0) & 0xFFF,
         12 => le16(raw, 0) >> 4,
         16 => le16(raw, 0),
         _ => le32(raw, 0) & 0x0FFF_FFFF,

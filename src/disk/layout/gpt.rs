@@ -173,11 +173,12 @@ fn read_tables(disk: &Disk, last: u64) -> Result<Tables> {
         _ => last,
     };
     let mut backup = read_table(disk, backup_at)?;
-    if backup.is_err() && backup_at != last {
-        if let Ok(b) = read_table(disk, last)? {
-            backup_at = last;
-            backup = Ok(b);
-        }
+    if backup.is_err()
+        && backup_at != last
+        && let Ok(b) = read_table(disk, last)?
+    {
+        backup_at = last;
+        backup = Ok(b);
     }
     Ok(Tables {
         primary,

@@ -26,10 +26,12 @@ use crate::interrupt::Registration;
 mod faults;
 mod local;
 mod memory;
+mod s3;
 
 pub use faults::{Fault, FaultPlan, FaultyBackend, Step};
 pub use local::{LocalBackend, sync_dir};
 pub use memory::MemoryBackend;
+pub use s3::{S3Backend, S3Location};
 
 /// A file being written; it exists under its name only after `commit`.
 pub trait NewFile: Write + Send {
@@ -109,3 +111,14 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// A backend shared by a repository and what it hands out.
 pub type SharedBackend = Arc<dyn Backend>;
+
+/// The backend of a repository as its user names it: `s3:...` for object
+/// storage (see `S3Location`), anything else a local folder.
+pub fn open_location(text: &std::ffi::OsStr) -> Result<SharedBackend> {
+    match text.to_str() {
+        Some(url) if url.starts_with(s3::SCHEME) => {
+            Ok(Arc::new(S3Backend::open(&S3Location::parse(url)?)?))
+        }
+        _ => Ok(Arc::new(LocalBackend::new(Path::new(text)))),
+    }
+}

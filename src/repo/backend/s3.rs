@@ -1,0 +1,420 @@
+//! A repository in S3-compatible object storage (Garage, MinIO, Ceph, a
+//! cloud), named `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+//!
+//! Requests go through opendal's S3 service (SigV4 signing, retries with
+//! backoff and jitter, a crc32c checksum the store checks on every PUT)
+//! and its blocking API over a private tokio runtime: the rest of platter
+//! stays synchronous. Addressing is path-style, as custom endpoints need.
+//! Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+//! (and the region from `AWS_REGION` or `AWS_DEFAULT_REGION`, default
+//! `us-east-1`); nothing is read from ~/.aws and nothing is ever printed.
+//!
+//! How the guarantees of `Backend` are kept: a file is one object, written
+//! by one PUT at `commit` (an object store never shows a partial one, and
+//! a writer that is dropped sends nothing); listings always end the prefix
+//! with `/`, so a repository never sees another whose prefix begins like
+//! its own. `write_new` looks before it writes: S3 stores such as Garage
+//! 2.5 ignore conditional writes (If-None-Match), so two `init`s of one
+//! place at the same moment could both write a config; `init` reads the
+//! config back and fails if another one won.
+
+use std::io::{self, Write};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opendal::blocking::Operator;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, ReadOptions};
+
+use super::{Backend, NewFile, StoredFile};
+use crate::error::{Error, Result};
+use crate::interrupt::Registration;
+
+/// Where a repository lies in object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http(s)://host[:port]`.
+    pub endpoint: String,
+    pub bucket: String,
+    /// The repository's folder in the bucket, without slashes at either
+    /// end; empty for the whole bucket.
+    pub prefix: String,
+}
+
+/// The scheme that names an S3 repository.
+pub const SCHEME: &str = "s3:";
+
+impl S3Location {
+    /// Reads `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+    pub fn parse(text: &str) -> Result<S3Location> {
+        let bad = |why: &str| {
+            Error::bad_input(format!("{text:?} is not an S3 repository: {why}")).hint(
+                "write it as s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX], e.g. \
+                 s3:https://s3.example.com/backups/laptop",
+            )
+        };
+        let url = text
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| bad("it does not begin with s3:"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
+            .ok_or_else(|| bad("the endpoint must begin with http:// or https://"))?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() || host.contains(['@', '?', '#']) {
+            return Err(bad("it names no host"));
+        }
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let bucket = parts.next().ok_or_else(|| bad("it names no bucket"))?;
+        let prefix: Vec<&str> = parts.collect();
+        let printable = |p: &&str| p.chars().all(|c| !c.is_control() && c != '\\');
+        if !printable(&bucket) || !prefix.iter().all(printable) {
+            return Err(bad("it holds control characters or backslashes"));
+        }
+        if prefix.iter().any(|p| *p == "." || *p == "..") {
+            return Err(bad("its path holds . or .."));
+        }
+        Ok(S3Location {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix: prefix.join("/"),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{SCHEME}{}/{}", self.endpoint, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// The runtime opendal's requests run on; platter's threads block on it.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::internal(format!("cannot start the S3 client's runtime: {e}")))
+}
+
+/// Attempts per request: transient errors (503, timeouts, a reset
+/// connection) are retried with backoff (0.5 s, doubling to 8 s) and
+/// jitter, so a request gives up after about `RETRY_SPAN` of failures.
+const ATTEMPTS: usize = 5;
+const RETRY_SPAN: Duration = Duration::from_millis(500 + 1000 + 2000 + 4000 + 8000);
+/// One attempt of one request.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct S3Backend {
+    op: Operator,
+    location: S3Location,
+}
+
+impl S3Backend {
+    /// A client for `location` with the credentials of the environment.
+    pub fn open(location: &S3Location) -> Result<S3Backend> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(Error::bad_input(format!(
+                "no credentials for {location}: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 are not set"
+            ))
+            .hint("export them (and AWS_REGION if the store's region is not us-east-1)"));
+        };
+        let region = var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        opendal::install_default();
+        let root = format!("/{}/", location.prefix);
+        let builder = opendal::services::S3::default()
+            .endpoint(&location.endpoint)
+            .bucket(&location.bucket)
+            .region(&region)
+            .root(if location.prefix.is_empty() {
+                "/"
+            } else {
+                &root
+            })
+            .access_key_id(&key)
+            .secret_access_key(&secret)
+            .disable_config_load()
+            .disable_ec2_metadata()
+            .checksum_algorithm("crc32c");
+        let failed = |e: opendal::Error| {
+            Error::bad_input(format!("cannot set up the S3 client for {location}: {e}"))
+        };
+        // Timeout inside, retries outside: each attempt has its own limit.
+        let op = opendal::Operator::new(builder)
+            .map_err(failed)?
+            .layer(TimeoutLayer::new().with_timeout(ATTEMPT_TIMEOUT))
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(ATTEMPTS)
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(8))
+                    .with_jitter(),
+            );
+        let _guard = runtime()?.enter();
+        let op = Operator::new(op).map_err(failed)?;
+        Ok(S3Backend {
+            op,
+            location: location.clone(),
+        })
+    }
+
+    fn error(&self, what: &str, name: &str, e: opendal::Error) -> Error {
+        s3_error(&self.location, what, name, e)
+    }
+}
+
+/// What went wrong with `what` on object `name` of `location`, as
+/// platter's errors say it: a missing object is NotFound; a missing
+/// bucket, refused credentials or a wrong region say so and what to check;
+/// a store that cannot be reached, or anything else, is an I/O error
+/// (exit 6) once the retries are spent.
+fn s3_error(location: &S3Location, what: &str, name: &str, e: opendal::Error) -> Error {
+    let object = format!("{location}/{name}");
+    let text = e.to_string();
+    match e.kind() {
+        opendal::ErrorKind::NotFound => Error::storage(what, &object, io::ErrorKind::NotFound.into()),
+        _ if text.contains("NoSuchBucket") => Error::not_found(format!(
+            "the bucket {} does not exist at {}",
+            location.bucket, location.endpoint
+        ))
+        .hint("check the repository's URL, or create the bucket"),
+        _ if text.contains("AuthorizationHeaderMalformed") => Error::bad_input(format!(
+            "{} refused the request's region: {}",
+            location.endpoint,
+            region_hint(&text)
+        ))
+        .hint("set AWS_REGION to the store's region"),
+        opendal::ErrorKind::PermissionDenied => Error::bad_input(format!(
+            "{} refused the credentials for {what} {object}",
+            location.endpoint
+        ))
+        .hint("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that the key may use this bucket (and write, for commands that write)"),
+        _ if text.contains("error sending request") => Error::new(
+            crate::error::ErrorKind::Io,
+            format!(
+                "cannot reach the object store at {} to {what} {name} ({ATTEMPTS} attempts over \
+                 about {} s)",
+                location.endpoint,
+                RETRY_SPAN.as_secs()
+            ),
+        )
+        .hint("check that the store is up and reachable from here, then run the command again"),
+        _ => Error::new(
+            crate::error::ErrorKind::Io,
+            format!("cannot {what} {object}: {}", short(&text)),
+        ),
+    }
+}
+
+/// An opendal error's text without its context dump.
+fn short(text: &str) -> &str {
+    text.split(", context:").next().unwrap_or(text)
+}
+
+/// The region a store said it expects, out of its error text.
+fn region_hint(text: &str) -> String {
+    text.split("expected: ")
+        .nth(1)
+        .and_then(|scope| scope.split('/').nth(1))
+        .map_or("the region is wrong".into(), |region| {
+            format!("it expects the region {region}")
+        })
+}
+
+impl Backend for S3Backend {
+    fn create(&self, name: &str) -> Result<Box<dyn NewFile>> {
+        Ok(Box::new(S3NewFile {
+            op: self.op.clone(),
+            location: self.location.clone(),
+            name: name.to_string(),
+            bytes: Vec::new(),
+        }))
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn StoredFile>> {
+        let meta = self
+            .op
+            .stat(name)
+            .map_err(|e| self.error("open", name, e))?;
+        Ok(Box::new(S3File {
+            op: self.op.clone(),
+            location: self.location.clone(),
+            name: name.to_string(),
+            what: self.describe(name),
+            len: meta.content_length(),
+        }))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        // Always end with `/`: "a" would also list "ab/...".
+        let path = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let options = ListOptions {
+            recursive: false,
+            ..ListOptions::default()
+        };
+        let entries = match self.op.list_options(&path, options) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("list", dir, e)),
+        };
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter_map(|entry| {
+                let rest = entry.path().strip_prefix(&path)?;
+                let name = rest.trim_end_matches('/');
+                (!name.is_empty()).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        match self.op.delete(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("remove", name, e)),
+        }
+    }
+
+    fn remove_unfinished(&self, _dir: &str, _no_writers: bool) -> Result<Vec<String>> {
+        // A file is one PUT: an unfinished one never becomes an object.
+        Ok(Vec::new())
+    }
+
+    fn describe(&self, name: &str) -> String {
+        format!("{}/{name}", self.location)
+    }
+
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+
+    fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        match self.op.stat(name) {
+            Ok(_) => {
+                return Err(Error::bad_input(format!(
+                    "{} exists already: it was not replaced",
+                    self.describe(name)
+                )));
+            }
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.error("look for", name, e)),
+        }
+        self.op
+            .write(name, bytes.to_vec())
+            .map(drop)
+            .map_err(|e| self.error("write", name, e))
+    }
+
+    fn remove_on_interrupt(&self, _name: &str) -> Option<Registration> {
+        None
+    }
+}
+
+/// A file being written: its bytes are sent in one PUT at `commit`.
+struct S3NewFile {
+    op: Operator,
+    location: S3Location,
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl Write for S3NewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl NewFile for S3NewFile {
+    fn commit(self: Box<Self>) -> Result<()> {
+        let this = *self;
+        this.op
+            .write(&this.name, this.bytes)
+            .map(drop)
+            .map_err(|e| s3_error(&this.location, "write", &this.name, e))
+    }
+}
+
+/// An object opened for reading: each read is one ranged GET, whose length
+/// is checked (a store that answered with the whole object would give
+/// wrong bytes).
+struct S3File {
+    op: Operator,
+    location: S3Location,
+    name: String,
+    what: String,
+    len: u64,
+}
+
+impl StoredFile for S3File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.len) {
+            return Err(Error::corrupt(format!(
+                "{} ends before offset {} (it is {} bytes): the object was cut short",
+                self.what,
+                end.map_or_else(|| "beyond 2^64".into(), |n| n.to_string()),
+                self.len
+            )));
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let options = ReadOptions {
+            range: (offset..offset + buf.len() as u64).into(),
+            ..ReadOptions::default()
+        };
+        let got = self
+            .op
+            .read_options(&self.name, options)
+            .map_err(|e| s3_error(&self.location, "read", &self.name, e))?;
+        if got.len() != buf.len() {
+            return Err(Error::storage(
+                "read",
+                &self.what,
+                io::Error::other(format!(
+                    "asked for {} bytes at {offset}, got {}",
+                    buf.len(),
+                    got.len()
+                )),
+            ));
+        }
+        let mut at = 0;
+        for chunk in got {
+            buf[at..at + chunk.len()].copy_from_slice(&chunk);
+            at += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}

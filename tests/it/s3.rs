@@ -1,0 +1,454 @@
+//! Repositories on S3 object storage, against a real 3-node Garage cluster
+//! on 127.0.0.1 (replication 3) that `tests/garage/cluster.sh` starts once
+//! per test run. Every test works under its own prefix of one bucket; the
+//! test that stops nodes has a cluster of its own.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::Value;
+
+use super::common::*;
+
+/// A running cluster: its folder and the environment its clients need.
+struct Cluster {
+    dir: PathBuf,
+    port_base: u32,
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    fn start(name: &str, port_offset: u32) -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("platter-garage-{}-{name}", std::process::id()));
+        let base = 20000 + (std::process::id() % 600) * 60 + port_offset;
+        let cluster = Cluster {
+            dir,
+            port_base: base,
+            env: Vec::new(),
+        };
+        cluster.script(&["start"]);
+        let dir = cluster.dir;
+        let text = std::fs::read_to_string(dir.join("env")).expect("cluster.sh wrote no env");
+        let env = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .flat_map(|l| l.split(' '))
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Cluster {
+            dir,
+            port_base: base,
+            env,
+        }
+    }
+
+    /// `cluster.sh VERB DIR ARGS...`, which must succeed.
+    fn script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(garage_script())
+            .arg(args[0])
+            .arg(&self.dir)
+            .args(&args[1..])
+            .env("GARAGE_PORT_BASE", self.port_base.to_string())
+            .env("GARAGE_WATCH_PID", std::process::id().to_string())
+            .output()
+            .expect("cannot run cluster.sh");
+        assert!(
+            out.status.success(),
+            "cluster.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("cluster env lacks {name}"))
+    }
+
+    /// `s3:` URL of `prefix` in the test bucket.
+    fn url(&self, prefix: &str) -> String {
+        format!(
+            "s3:{}/{}/{prefix}",
+            self.var("PLATTER_S3_ENDPOINT"),
+            self.var("PLATTER_S3_BUCKET")
+        )
+    }
+
+    /// `platter ARGS...` with this cluster's credentials.
+    fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_with(args, &[])
+    }
+
+    /// Like `run`, with some variables changed (`""` removes one).
+    fn run_with<I, S>(&self, args: I, changed: &[(&str, &str)]) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut cmd = platter();
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in changed {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let command = args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Run::from_output(command, cmd.args(&args).output().expect("run platter"))
+    }
+
+    fn node(&self, verb: &str, n: u32) {
+        self.script(&[verb, &n.to_string()]);
+    }
+
+    fn stop(&self) {
+        self.script(&["stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn garage_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/garage/cluster.sh")
+}
+
+/// Whether the garage binary is here (on PATH or in ~/.cargo/bin, where
+/// `.ci/run` installs it); fails under CI, skips otherwise.
+fn have_garage(test: &str) -> bool {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    if home.join(".cargo/bin/garage").is_file() {
+        return true;
+    }
+    have(test, &["garage"])
+}
+
+/// The cluster the tests share (started on first use; its watcher stops
+/// it when the test process ends).
+fn shared() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start("shared", 0))
+}
+
+/// A new prefix for one test.
+fn prefix(test: &str) -> String {
+    format!("{test}-{}", random_name())
+}
+
+fn ids(run: &Run) -> Vec<String> {
+    run.json()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| s["id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+/// Restores `id` from `repo` into `scratch` and checks the bytes.
+fn restores(cluster: &Cluster, repo: &str, id: &str, bytes: &[u8], scratch: &Path) {
+    let target = scratch.join(format!("restored-{}", random_name()));
+    cluster
+        .run([
+            "-r",
+            repo,
+            "restore",
+            id,
+            target.to_str().unwrap(),
+            "--verify",
+        ])
+        .ok();
+    assert_file_is(&target, bytes, &format!("snapshot {id} from {repo}"));
+    std::fs::remove_file(&target).unwrap();
+}
+
+// Pins: every command works on an S3 repository on a real Garage cluster: init, backup (full and incremental), snapshots, show, restore (byte for byte, read back), verify --read-data, verify --without-key, copy S3 -> local and local -> S3, forget, protect, prune, repair --from, rebuild-index, key add/list/passwd/remove, unlock.
+#[test]
+fn every_command_works_on_s3() {
+    if !have_garage("every_command_works_on_s3") {
+        return;
+    }
+    let cluster = shared();
+    let sandbox = Sandbox::without_repo();
+    let repo = cluster.url(&prefix("every"));
+    let pass = sandbox.path("pass");
+    std::fs::write(&pass, "s3 passphrase\n").unwrap();
+    let p = pass.to_str().unwrap();
+    let mut init = vec![
+        "-r",
+        &repo,
+        "--password-file",
+        p,
+        "init",
+        "--chunk-size",
+        "64K",
+    ];
+    init.extend(FAST_KDF);
+    cluster.run(&init).ok();
+    let on = |args: &[&str]| {
+        let mut all = vec!["-r", repo.as_str(), "--password-file", p];
+        all.extend_from_slice(args);
+        cluster.run(all)
+    };
+    let mut rng = Rng::new(0x53_0001);
+    let mut image = Image::random(sandbox.path("disk.img"), 24 * CHUNK + 99, &mut rng);
+    image.write_zeros(2 * CHUNK, 3 * CHUNK);
+    let img = image.path.to_str().unwrap().to_string();
+    let first = on(&["--json", "backup", &img]).ok().json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_bytes = image.bytes.clone();
+    image.write_random(&mut rng, 10 * CHUNK, 2 * CHUNK);
+    let second = on(&["--json", "backup", &img, "--tag", "two"]).ok().json();
+    assert_eq!(second["parent"], first.as_str(), "{second}");
+    assert!(
+        second["chunks_unchanged"].as_u64().unwrap() > 10,
+        "{second}"
+    );
+    let second = second["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(
+        ids(on(&["--json", "snapshots"]).ok()),
+        [first.as_str(), second.as_str()]
+    );
+    on(&["show", &second]).ok();
+    let scratch = sandbox.path("");
+    // The restore reads with the passphrase file too.
+    for (id, bytes) in [(&first, &first_bytes), (&second, &image.bytes)] {
+        let target = scratch.join(format!("r-{id}"));
+        on(&["restore", id, target.to_str().unwrap(), "--verify"]).ok();
+        assert_file_is(&target, bytes, id);
+    }
+    on(&["verify", "--read-data"]).ok();
+    on(&["verify", "--without-key"]).ok();
+    // Copies both ways, sharing the key.
+    let local = sandbox.path("local");
+    let mut init_local = vec!["-r", local.to_str().unwrap(), "--password-file", p, "init"];
+    init_local.extend(["--chunk-size", "64K", "--copy-key-from", &repo]);
+    init_local.extend(FAST_KDF);
+    cluster.run(&init_local).ok();
+    on(&["copy", "--to", local.to_str().unwrap()]).ok();
+    let back = cluster.url(&prefix("back"));
+    let mut init_back = vec!["-r", back.as_str(), "--password-file", p, "init"];
+    init_back.extend([
+        "--chunk-size",
+        "64K",
+        "--copy-key-from",
+        local.to_str().unwrap(),
+    ]);
+    init_back.extend(FAST_KDF);
+    cluster.run(&init_back).ok();
+    let local_s = local.to_str().unwrap();
+    cluster
+        .run(["-r", local_s, "--password-file", p, "copy", "--to", &back])
+        .ok();
+    let listed = cluster.run(["-r", &back, "--password-file", p, "--json", "snapshots"]);
+    assert_eq!(ids(listed.ok()), [first.as_str(), second.as_str()]);
+    // Keys.
+    let pass2 = sandbox.path("pass2");
+    std::fs::write(&pass2, "second passphrase\n").unwrap();
+    let p2 = pass2.to_str().unwrap();
+    let mut add = vec!["key", "add", "--new-password-file", p2];
+    add.extend(FAST_KDF);
+    on(&add).ok();
+    let keys = on(&["--json", "key", "list"]).ok().json();
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(2), "{keys}");
+    let mut passwd = vec!["key", "passwd", "--new-password-file", p];
+    passwd.extend(FAST_KDF);
+    cluster
+        .run([&["-r", repo.as_str(), "--password-file", p2][..], &passwd].concat())
+        .ok();
+    // Damage one chunk here: repair brings it back from the local copy.
+    protect_forget_prune_repair(cluster, &repo, p, &local, (&first, &second));
+    restores_with(cluster, &repo, p, &second, &image.bytes, &scratch);
+    on(&["unlock"]).ok();
+}
+
+/// protect, forget, prune, rebuild-index and repair on an S3 repository.
+fn protect_forget_prune_repair(
+    cluster: &Cluster,
+    repo: &str,
+    p: &str,
+    local: &Path,
+    (first, second): (&str, &str),
+) {
+    let on = |args: &[&str]| {
+        let mut all = vec!["-r", repo, "--password-file", p];
+        all.extend_from_slice(args);
+        cluster.run(all)
+    };
+    on(&["protect", second]).ok();
+    on(&["forget", second]).refused(2, "protected");
+    on(&["protect", "--remove", second]).ok();
+    let forgot = on(&["--json", "forget", "--keep-last", "1", "--prune"])
+        .ok()
+        .json();
+    assert_eq!(forgot["removed"], serde_json::json!([first]), "{forgot}");
+    on(&["rebuild-index"]).ok();
+    on(&["verify", "--read-data"]).ok();
+    let repaired = on(&["--json", "repair", "--from", local.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(
+        repaired["chunks_unrepairable"],
+        Value::Array(vec![]),
+        "{repaired}"
+    );
+}
+
+fn restores_with(cluster: &Cluster, repo: &str, p: &str, id: &str, bytes: &[u8], scratch: &Path) {
+    let target = scratch.join(format!("restored-{}", random_name()));
+    cluster
+        .run([
+            "-r",
+            repo,
+            "--password-file",
+            p,
+            "restore",
+            id,
+            target.to_str().unwrap(),
+        ])
+        .ok();
+    assert_file_is(&target, bytes, id);
+}
+
+// Pins: the offsite copy: copy a local repository to S3, delete the local one, and every snapshot restores byte for byte from S3 alone; verify --read-data there is clean.
+#[test]
+fn a_copy_on_s3_restores_everything_after_the_local_repository_is_gone() {
+    if !have_garage("a_copy_on_s3_restores_everything_after_the_local_repository_is_gone") {
+        return;
+    }
+    let cluster = shared();
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x53_0002);
+    let mut image = Image::random(sandbox.path("disk.img"), 16 * CHUNK, &mut rng);
+    let mut taken = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            image.write_random(&mut rng, (round * 4) * CHUNK, 3 * CHUNK);
+        }
+        taken.push((sandbox.snapshot_of(&image.path, &[]), image.bytes.clone()));
+    }
+    let offsite = cluster.url(&prefix("offsite"));
+    cluster
+        .run(["-r", &offsite, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let local = sandbox.repo.to_str().unwrap();
+    cluster.run(["-r", local, "copy", "--to", &offsite]).ok();
+    std::fs::remove_dir_all(&sandbox.repo).unwrap();
+    cluster.run(["-r", &offsite, "verify", "--read-data"]).ok();
+    for (id, bytes) in &taken {
+        restores(cluster, &offsite, id, bytes, &sandbox.path(""));
+    }
+}
+
+// Pins: wrong credentials, a wrong region, a missing bucket and missing credentials are clear errors naming what to check (bad input 2 or not found 3), and nothing is written; a prefix is a folder: a repository at PREFIX never sees one at PREFIX-longer.
+#[test]
+fn bad_credentials_regions_and_buckets_are_named() {
+    if !have_garage("bad_credentials_regions_and_buckets_are_named") {
+        return;
+    }
+    let cluster = shared();
+    let repo = cluster.url(&prefix("creds"));
+    cluster
+        .run_with(
+            ["-r", &repo, "init", "--plain"],
+            &[("AWS_SECRET_ACCESS_KEY", "0000")],
+        )
+        .refused(2, "refused the credentials");
+    cluster
+        .run_with(
+            ["-r", &repo, "init", "--plain"],
+            &[("AWS_REGION", "us-east-1")],
+        )
+        .refused(2, "expects the region garage");
+    cluster
+        .run_with(
+            ["-r", &repo, "init", "--plain"],
+            &[("AWS_ACCESS_KEY_ID", "")],
+        )
+        .refused(2, "AWS_ACCESS_KEY_ID");
+    let missing = format!("s3:{}/no-such-bucket/x", cluster.var("PLATTER_S3_ENDPOINT"));
+    cluster
+        .run(["-r", &missing, "init", "--plain"])
+        .refused(3, "no-such-bucket does not exist");
+    cluster
+        .run(["-r", &repo, "snapshots"])
+        .refused(3, "not a platter repository");
+    // Nothing was written by the refusals: init works now.
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let longer = format!("{repo}-longer");
+    cluster
+        .run(["-r", &longer, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let report = cluster.run(["-r", &repo, "--json", "verify"]).ok().json();
+    assert_eq!(report["leftovers"], Value::Array(vec![]), "{report:#}");
+    cluster
+        .run(["-r", "s3:ftp://host/bucket", "snapshots"])
+        .refused(2, "http:// or https://");
+}
+
+/// Serialises the tests that stop nodes of their own cluster.
+static NODES: Mutex<()> = Mutex::new(());
+
+// Pins: with one Garage node stopped during a backup, the backup succeeds and restores; with every node stopped, a backup fails with an I/O error (exit 6) naming the store, commits nothing, and once the nodes are back the next backup completes and verify is clean.
+#[test]
+fn a_stopped_node_is_survived_and_a_stopped_cluster_is_named() {
+    if !have_garage("a_stopped_node_is_survived_and_a_stopped_cluster_is_named") {
+        return;
+    }
+    let _one_at_a_time = NODES.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start("nodes", 30);
+    let sandbox = Sandbox::without_repo();
+    let repo = cluster.url("nodes");
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let mut rng = Rng::new(0x53_0003);
+    let mut image = Image::random(sandbox.path("disk.img"), 32 * CHUNK, &mut rng);
+    let img = image.path.to_str().unwrap().to_string();
+    cluster.node("stop-node", 3);
+    let one_down = cluster
+        .run(["-r", &repo, "--json", "backup", &img])
+        .ok()
+        .json();
+    cluster.node("start-node", 3);
+    let id = one_down["snapshot"].as_str().unwrap().to_string();
+    restores(&cluster, &repo, &id, &image.bytes, &sandbox.path(""));
+    let before = ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok());
+    image.write_random(&mut rng, 0, 4 * CHUNK);
+    for n in [3, 2, 1] {
+        cluster.node("stop-node", n);
+    }
+    let failed = cluster.run(["-r", &repo, "backup", &img]);
+    failed.refused(6, "127.0.0.1");
+    // Every node back (start on the cluster's folder keeps its data).
+    cluster.script(&["start"]);
+    assert_eq!(
+        ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok()),
+        before
+    );
+    cluster.run(["-r", &repo, "backup", &img]).ok();
+    cluster.run(["-r", &repo, "verify", "--read-data"]).ok();
+    cluster.stop();
+}
