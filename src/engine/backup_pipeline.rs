@@ -27,7 +27,6 @@ use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
-use crate::repo::pack::PACK_TARGET;
 use crate::repo::pack::{PackEntry, PackWriter};
 use crate::repo::snapshot::BackupStats;
 
@@ -293,6 +292,9 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Out
 
 type Written = (MapWriter, Vec<(PackId, Vec<PackEntry>)>, BackupStats);
 
+/// Packs committed at once, at most.
+const UPLOADS: usize = 4;
+
 /// Where new chunks go: the pack being filled, opened on first use, and
 /// the committer that finishes full ones in the background.
 struct Packs<'a, 'p> {
@@ -325,7 +327,7 @@ impl Packs<'_, '_> {
         stats.bytes_read += u64::from(plain_len);
         stats.bytes_new += stored.len as u64;
         stats.bytes_new_plain += u64::from(plain_len);
-        if writer.len() >= PACK_TARGET
+        if writer.len() >= crate::repo::pack::target_for(self.backend)
             && let Some(full) = self.open.take()
         {
             self.commit
@@ -348,15 +350,28 @@ fn write_loop(
     let mut waiting: BTreeMap<u64, MapEntry> = BTreeMap::new();
     let mut next = 0u64;
     let mut pack: Option<PackWriter> = None;
-    let (commit_tx, commit_rx) = unbounded::<PackWriter>();
+    // Full packs are committed in the background, up to UPLOADS at once
+    // where the backend takes that many. At most UPLOADS packs are closed
+    // and not yet committed (being committed, or waiting): the loop waits
+    // beyond that, so memory stays bounded when the store is slower than
+    // the disk being read (a store that holds packs in memory holds at
+    // most UPLOADS + 1).
+    let committers = backend.concurrency().clamp(1, UPLOADS);
+    let (commit_tx, commit_rx) = bounded::<PackWriter>(UPLOADS - committers);
     let (committed_tx, committed_rx) = unbounded::<Result<(PackId, Vec<PackEntry>)>>();
-    let committer = std::thread::spawn(move || {
-        for writer in commit_rx.iter() {
-            if committed_tx.send(writer.finish()).is_err() {
-                return;
-            }
-        }
-    });
+    let committer: Vec<std::thread::JoinHandle<()>> = (0..committers)
+        .map(|_| {
+            let (commit_rx, committed_tx) = (commit_rx.clone(), committed_tx.clone());
+            std::thread::spawn(move || {
+                for writer in commit_rx.iter() {
+                    if committed_tx.send(writer.finish()).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(committed_tx);
     let result = (|| -> Result<()> {
         while next < entries {
             let Ok(item) = done.recv() else {
@@ -426,10 +441,10 @@ fn write_loop(
 /// error (the loop's, a pack's, or the committer's panic) wins.
 fn committed_packs(
     result: Result<()>,
-    committer: std::thread::JoinHandle<()>,
+    committers: Vec<std::thread::JoinHandle<()>>,
     committed: &Receiver<Result<(PackId, Vec<PackEntry>)>>,
 ) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
-    let joined = committer.join();
+    let joined: std::thread::Result<Vec<()>> = committers.into_iter().map(|c| c.join()).collect();
     let mut packs = Vec::new();
     let mut first_error = result.err();
     for pack in committed.iter() {

@@ -153,11 +153,12 @@ where
     let mut closed = Vec::new();
     let mut chunks = 0u64;
     progress.start(label, header.source_size);
-    let pool = BufPool::new(header.chunk_size as usize, super::worker_count() * 6);
+    let readers = super::reader_count(from);
+    let pool = BufPool::new(header.chunk_size as usize, readers * 6);
     let ran = map_entries(
         &mut map,
         0..header.entries,
-        super::worker_count(),
+        readers,
         || from.chunk_reader(pool.clone()),
         |reader, _, entry| match entry.kind {
             Kind::Data => fetch(reader, &entry, &known),

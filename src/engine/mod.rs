@@ -26,6 +26,12 @@ pub mod verify;
 mod verify_report;
 pub mod verify_without_key;
 
+/// Threads that read chunks from `repo`: the CPU's workers, or more where
+/// each read waits on the network.
+pub fn reader_count(repo: &crate::repo::Repository) -> usize {
+    worker_count().max(repo.backend().concurrency())
+}
+
 /// Worker threads for hashing, compressing and checking.
 pub fn worker_count() -> usize {
     std::thread::available_parallelism()

@@ -9,7 +9,6 @@ use crate::codec::{self, ChunkId, Compression, Encoded, Scratch, Sealing};
 use crate::error::Result;
 use crate::repo::PackId;
 use crate::repo::backend::Backend;
-use crate::repo::pack::PACK_TARGET;
 use crate::repo::pack::{PackEntry, PackWriter};
 
 pub struct PackSink<'a> {
@@ -77,7 +76,7 @@ impl<'a> PackSink<'a> {
 
     fn close_if_full(&mut self) -> Result<Option<ClosedPack>> {
         match &self.open {
-            Some(w) if w.len() >= PACK_TARGET => self.close(),
+            Some(w) if w.len() >= crate::repo::pack::target_for(self.backend) => self.close(),
             _ => Ok(None),
         }
     }

@@ -556,9 +556,10 @@ fn read_data(
     progress.start("verify", total);
     let found: Mutex<Vec<(ChunkId, u32, String)>> = Mutex::new(Vec::new());
     let (tx, rx) = bounded::<(ChunkId, crate::repo::index::Location)>(64);
-    let pool = BufPool::new(repo.config().chunk_size as usize, super::worker_count() * 2);
+    let readers = super::reader_count(repo);
+    let pool = BufPool::new(repo.config().chunk_size as usize, readers * 2);
     std::thread::scope(|scope| {
-        for _ in 0..super::worker_count() {
+        for _ in 0..readers {
             let (rx, found, pool) = (rx.clone(), &found, pool.clone());
             scope.spawn(move || {
                 let mut reader = repo.chunk_reader(pool).thorough();

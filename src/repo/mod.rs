@@ -219,12 +219,15 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<Snapshot>, Vec<BrokenManifest>)> {
         let mut good = Vec::new();
         let mut broken = Vec::new();
-        let listed = ids_in(self.backend(), Folder::Snapshots)?;
-        for id in listed.iter().filter_map(|file| SnapshotId::parse(file)) {
-            let name = manifest_name(&id);
-            let loaded = self.read_sealed(&name).and_then(|bytes| {
+        let ids: Vec<SnapshotId> = ids_in(self.backend(), Folder::Snapshots)?
+            .iter()
+            .filter_map(|file| SnapshotId::parse(file))
+            .collect();
+        let read = backend::each_at_once(self.backend(), &ids, |id| {
+            let name = manifest_name(id);
+            self.read_sealed(&name).and_then(|bytes| {
                 let snap = Snapshot::decode(&bytes, &self.backend.describe(&name))?;
-                if snap.id != id {
+                if snap.id != *id {
                     return Err(Error::corrupt(format!(
                         "{} holds the manifest of snapshot {}",
                         self.backend.describe(&name),
@@ -232,11 +235,17 @@ impl Repository {
                     )));
                 }
                 Ok(snap)
-            });
+            })
+        });
+        for (id, loaded) in ids.into_iter().zip(read) {
             match loaded {
                 Ok(snap) => good.push(snap),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(error) => broken.push(BrokenManifest { id, name, error }),
+                Err(error) => broken.push(BrokenManifest {
+                    id,
+                    name: manifest_name(&id),
+                    error,
+                }),
             }
         }
         snapshot::sort_by_time(&mut good);
@@ -329,12 +338,14 @@ impl Repository {
     pub fn load_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
         let mut groups = Vec::new();
         let mut damaged = Vec::new();
-        for name in self.index_files()? {
-            let what = self.backend.describe(&name);
-            match self
-                .read_sealed(&name)
+        let names = self.index_files()?;
+        let read = backend::each_at_once(self.backend(), &names, |name| {
+            let what = self.backend.describe(name);
+            self.read_sealed(name)
                 .and_then(|bytes| index::read_index(&bytes, &what))
-            {
+        });
+        for (name, found) in names.into_iter().zip(read) {
+            match found {
                 Ok(found) => groups.extend(found),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => damaged.push((name, e)),
@@ -503,24 +514,23 @@ fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
     ] {
         files.extend(names(folder.as_str())?);
     }
-    for dir in names(Folder::Data.as_str())? {
-        files.extend(names(&dir)?.into_iter().min());
+    let dirs = names(Folder::Data.as_str())?;
+    for first in backend::each_at_once(backend, &dirs, |dir| names(dir)) {
+        files.extend(first?.into_iter().min());
     }
-    for name in files {
-        let Ok(file) = backend.open(&name) else {
-            continue;
+    let sealed = backend::each_at_once(backend, &files, |name| {
+        let Ok(file) = backend.open(name) else {
+            return false;
         };
         let mut head = [0u8; map::HEADER_LEN as usize];
         let n = (file.len() as usize).min(head.len());
-        if file.read_exact_at(&mut head[..n], 0).is_err() {
-            continue;
-        }
-        if sealed::is_sealed(&head[..n])
-            || pack::is_sealed(&head[..n])
-            || map::is_sealed(&head[..n])
-        {
-            return Ok(Some(name));
-        }
+        file.read_exact_at(&mut head[..n], 0).is_ok()
+            && (sealed::is_sealed(&head[..n])
+                || pack::is_sealed(&head[..n])
+                || map::is_sealed(&head[..n]))
+    });
+    if let Some((name, _)) = files.iter().zip(sealed).find(|(_, sealed)| *sealed) {
+        return Ok(Some(name.clone()));
     }
     Ok(None)
 }

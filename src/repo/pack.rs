@@ -42,8 +42,14 @@ const MAGIC: &[u8; 8] = b"PLTRPACK";
 const END_MAGIC: &[u8; 8] = b"PLTRPEND";
 const VERSION: u32 = 1;
 const SEALED: u32 = 1;
-/// A pack is closed once it holds this many bytes.
+/// A pack is closed once it holds this many bytes (unless its backend
+/// asks for another size: see `target_for`).
 pub const PACK_TARGET: u64 = 64 << 20;
+
+/// The size at which packs written to `backend` are closed.
+pub fn target_for(backend: &dyn Backend) -> u64 {
+    backend.pack_target().unwrap_or(PACK_TARGET)
+}
 
 pub const HEADER_LEN: u64 = 16;
 pub const ENTRY_LEN: usize = 64;
@@ -194,14 +200,24 @@ pub fn pack_folders(backend: &dyn Backend) -> Result<Vec<String>> {
 /// order (a foreign folder where it is listed, each pack folder's files
 /// where the folder is).
 pub fn walk_data(backend: &dyn Backend) -> Result<Vec<DataEntry>> {
-    let mut entries = Vec::new();
-    for dir in backend.list(Folder::Data.as_str())? {
-        let dir = pack_folder(&dir);
+    let dirs: Vec<String> = backend
+        .list(Folder::Data.as_str())?
+        .iter()
+        .map(|dir| pack_folder(dir))
+        .collect();
+    let listed = super::backend::each_at_once(backend, &dirs, |dir| {
         if !is_pack_folder(&dir[Folder::Data.as_str().len() + 1..]) {
+            return Ok(None);
+        }
+        backend.list(dir).map(Some)
+    });
+    let mut entries = Vec::new();
+    for (dir, files) in dirs.into_iter().zip(listed) {
+        let Some(files) = files? else {
             entries.push(DataEntry::Foreign(dir));
             continue;
-        }
-        for file in backend.list(&dir)? {
+        };
+        for file in files {
             let kind = crate::repo::classify(&dir, &file);
             entries.push(DataEntry::File(DataFile {
                 dir: dir.clone(),

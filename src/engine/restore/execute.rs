@@ -228,7 +228,7 @@ fn write_all(
         written: Written::default(),
     };
     progress.start("restore", window.len);
-    let workers = crate::engine::worker_count();
+    let workers = crate::engine::reader_count(repo);
     let pool = BufPool::new(header.chunk_size as usize, workers * 6);
     let ran = map_entries(
         map,

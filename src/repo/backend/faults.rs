@@ -192,6 +192,14 @@ impl Backend for FaultyBackend {
         self.inner.keeps_reserve()
     }
 
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+
+    fn pack_target(&self) -> Option<u64> {
+        self.inner.pack_target()
+    }
+
     fn remove_on_interrupt(&self, name: &str) -> Option<Registration> {
         self.inner.remove_on_interrupt(name)
     }

@@ -83,6 +83,17 @@ pub trait Backend: Send + Sync {
     fn keeps_reserve(&self) -> bool {
         false
     }
+    /// Requests worth having in flight at once: 1 for a local disk, more
+    /// for a store far away (each request waits on the network).
+    fn concurrency(&self) -> usize {
+        1
+    }
+    /// The size at which packs are closed here, when not the default
+    /// (`pack::PACK_TARGET`): a store that holds a pack in memory until its
+    /// upload wants smaller ones.
+    fn pack_target(&self) -> Option<u64> {
+        None
+    }
     /// Removes committed file `name` if the process is interrupted while
     /// the registration lives (a lock file); `None` where the backend
     /// cannot do that from a signal watcher.
@@ -121,4 +132,46 @@ pub fn open_location(text: &std::ffi::OsStr) -> Result<SharedBackend> {
         }
         _ => Ok(Arc::new(LocalBackend::new(Path::new(text)))),
     }
+}
+
+/// `f` over every item, up to `backend.concurrency()` at once (on this
+/// thread alone for a local disk); the results in the items' order. For
+/// the many small requests of opening a repository, which on a store far
+/// away cost a round trip each.
+pub fn each_at_once<T, R, F>(backend: &dyn Backend, items: &[T], f: F) -> Vec<R>
+where
+    T: Sync,
+    R: Send,
+    F: Fn(&T) -> R + Sync,
+{
+    let width = backend.concurrency().min(items.len());
+    if width <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..width)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }

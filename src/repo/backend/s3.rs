@@ -258,6 +258,7 @@ impl Backend for S3Backend {
             name: name.to_string(),
             what: self.describe(name),
             len: meta.content_length(),
+            window: std::sync::Mutex::new(None),
         }))
     }
 
@@ -331,7 +332,22 @@ impl Backend for S3Backend {
     fn remove_on_interrupt(&self, _name: &str) -> Option<Registration> {
         None
     }
+
+    fn concurrency(&self) -> usize {
+        CONCURRENCY
+    }
+
+    fn pack_target(&self) -> Option<u64> {
+        Some(PACK_TARGET)
+    }
 }
+
+/// Requests in flight at once (packs uploading, chunks being read).
+const CONCURRENCY: usize = 8;
+
+/// Packs are held in memory until their PUT: 16 MiB each keeps a backup
+/// with several uploads in flight well under 200 MiB.
+const PACK_TARGET: u64 = 16 << 20;
 
 /// A file being written: its bytes are sent in one PUT at `commit`.
 struct S3NewFile {
@@ -371,7 +387,12 @@ struct S3File {
     name: String,
     what: String,
     len: u64,
+    /// The last window fetched around a small read, and where it starts.
+    window: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
 }
+
+/// Reads smaller than this fetch this much (or up to the end).
+const READ_AHEAD: usize = 256 << 10;
 
 impl StoredFile for S3File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
@@ -387,29 +408,45 @@ impl StoredFile for S3File {
         if buf.is_empty() {
             return Ok(());
         }
+        if let Ok(window) = self.window.lock()
+            && let Some((start, bytes)) = window.as_ref()
+            && let Some(from) = offset.checked_sub(*start)
+            && let Some(hit) = bytes.get(from as usize..from as usize + buf.len())
+        {
+            buf.copy_from_slice(hit);
+            return Ok(());
+        }
+        // A small read fetches a window around it (a map's header and its
+        // first blocks, a pack's head): one request instead of several.
+        let want = if buf.len() < READ_AHEAD {
+            (self.len - offset).min(READ_AHEAD as u64) as usize
+        } else {
+            buf.len()
+        };
         let options = ReadOptions {
-            range: (offset..offset + buf.len() as u64).into(),
+            range: (offset..offset + want as u64).into(),
             ..ReadOptions::default()
         };
         let got = self
             .op
             .read_options(&self.name, options)
             .map_err(|e| s3_error(&self.location, "read", &self.name, e))?;
-        if got.len() != buf.len() {
+        if got.len() != want {
             return Err(Error::storage(
                 "read",
                 &self.what,
                 io::Error::other(format!(
-                    "asked for {} bytes at {offset}, got {}",
-                    buf.len(),
+                    "asked for {want} bytes at {offset}, got {}",
                     got.len()
                 )),
             ));
         }
-        let mut at = 0;
-        for chunk in got {
-            buf[at..at + chunk.len()].copy_from_slice(&chunk);
-            at += chunk.len();
+        let got = got.to_vec();
+        buf.copy_from_slice(&got[..buf.len()]);
+        if want > buf.len()
+            && let Ok(mut window) = self.window.lock()
+        {
+            *window = Some((offset, got));
         }
         Ok(())
     }
