@@ -148,6 +148,11 @@ impl Error {
         self.source.as_ref().and_then(|e| e.raw_os_error())
     }
 
+    /// What kind of I/O error is behind this one, if any.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        self.source.as_ref().map(|e| e.kind())
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -28,6 +28,7 @@ mod it {
     mod hardening_target;
     mod incremental;
     mod layout;
+    mod locks;
     mod output;
     mod retention;
     mod roundtrip;

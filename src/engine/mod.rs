@@ -121,8 +121,14 @@ pub fn lock_for_reading<'a>(
             report_cleared(cleared, progress);
             Ok(Some(held))
         }
-        Err(e) if matches!(e.os_code(), Some(libc::EROFS) | Some(libc::EACCES)) => {
-            progress.warn("the repository is read-only: reading it without a lock");
+        Err(e)
+            if e.os_code() == Some(libc::EROFS)
+                || e.io_kind() == Some(std::io::ErrorKind::PermissionDenied) =>
+        {
+            progress.warn(
+                "the repository is read-only here (a read-only mount or read-only credentials): \
+                 reading it without a lock",
+            );
             Ok(None)
         }
         Err(e) if out_of_space(&e) => {
@@ -143,7 +149,8 @@ fn report_cleared(cleared: Vec<lock::FoundLock>, progress: &dyn Progress) {
             .map(|i| format!("`{}` (pid {})", i.command, i.pid))
             .unwrap_or_default();
         progress.warn(&format!(
-            "removed a stale lock left by a process that is gone: {who} {}",
+            "removed a stale lock (its process is gone, or it went unrefreshed for 30 \
+             minutes): {who} {}",
             stale.name
         ));
     }

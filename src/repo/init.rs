@@ -92,6 +92,13 @@ impl Repository {
         key: NewKey,
     ) -> Result<Repository> {
         config::check_chunk_size(chunk_size)?;
+        if let Some(outer) = backend.enclosing_repository()? {
+            return Err(Error::bad_input(format!(
+                "{} lies inside the platter repository {outer}",
+                backend.location()
+            ))
+            .hint("nothing was created; make the new repository outside any other one"));
+        }
         if !backend.list("")?.is_empty() {
             return Err(Error::bad_input(format!(
                 "{} is not empty: a new repository needs a place of its own",

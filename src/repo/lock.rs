@@ -3,27 +3,48 @@
 //! A lock is a small file in `locks/`, written atomically, naming the host,
 //! the pid and the process start time. Shared locks (backup, restore,
 //! verify) coexist; an exclusive lock (prune, unlock of live locks) excludes
-//! everything. A lock whose process is gone from this host (or whose pid now
-//! belongs to a younger process) is stale and is removed by the next run.
-//! In an encrypted repository lock files are sealed like manifests.
+//! everything. In an encrypted repository lock files are sealed like
+//! manifests.
 //!
-//! A lock that cannot be judged (unreadable, or another host's) is never
-//! removed by itself: `platter unlock --all` does that, once the user knows
-//! nothing else uses the repository. Unfinished lock writes of killed
-//! commands are removed by `unlock` and `prune` (see `backend`).
+//! A held lock is written again every `REFRESH_EVERY`, so its time in the
+//! store (a file's mtime, an object's Last-Modified) stays fresh. A lock is
+//! stale, and removed by the next command that takes a lock, when:
+//! - its time in the store is more than `STALE_AFTER` older than the lock
+//!   this command just wrote, whatever host wrote it: judged by the
+//!   store's clock alone, so hosts sharing a bucket need not agree on the
+//!   time (`unlock`, which writes no lock, compares with this machine's
+//!   clock);
+//! - or its process is gone from this host (or its pid now belongs to a
+//!   younger process).
+//!
+//! A command whose own lock went that long without a refresh (a suspended
+//! laptop, a long outage) may have been judged stale by another host, and
+//! a prune there may have deleted what it stored: `check_held`, which a
+//! writer calls before each step that commits its data, then fails.
+//! Another lock is never removed by itself otherwise: `platter unlock
+//! --all` does that. Unfinished lock writes of killed commands are removed
+//! by `unlock` and `prune` (see `backend`).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::Registration;
 use crate::owner::{hostname, process_alive, process_start_ticks};
-use crate::repo::backend::Backend;
+use crate::repo::backend::{Backend, SharedBackend};
 use crate::repo::names::{Folder, lock_name};
 use crate::repo::{LockId, envelope};
 use crate::repo::{Repository, ids_in, sealed};
 
 const KIND: &str = "lock";
 const VERSION: u32 = 1;
+
+/// A held lock is written again this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// A lock whose time in the store is this much older than a fresh write is
+/// stale, whatever host wrote it: six refreshes missed.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,16 +65,83 @@ pub struct LockInfo {
     pub time: String,
 }
 
-/// A held lock; released on drop.
+/// A held lock; refreshed in the background while held, released on drop.
 pub struct RepoLock<'a> {
     backend: &'a dyn Backend,
     name: String,
+    fresh: Arc<Freshness>,
+    /// Stops the refresher when dropped.
+    _refresher: Option<Refresher>,
     /// Removes the lock file if the process is interrupted.
     _cleanup: Option<Registration>,
 }
 
+/// What the refresher and `check_held` share: the lock's bytes, and the
+/// longest time the lock went without a refresh, by the store's clock.
+struct Freshness {
+    bytes: Vec<u8>,
+    longest_gap: Mutex<Duration>,
+}
+
+impl Freshness {
+    /// Writes the lock again; notes how long it had gone unrefreshed, by
+    /// the store's times of the old and the new file.
+    fn refresh(&self, backend: &dyn Backend, name: &str) -> Result<()> {
+        let before = backend.open(name)?.modified();
+        backend.write_whole(name, &self.bytes)?;
+        let after = backend.open(name)?.modified();
+        if let (Some(before), Some(after)) = (before, after)
+            && let Ok(gap) = after.duration_since(before)
+            && let Ok(mut longest) = self.longest_gap.lock()
+        {
+            *longest = (*longest).max(gap);
+        }
+        Ok(())
+    }
+}
+
+/// The thread that refreshes a lock; stops when dropped.
+struct Refresher {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Refresher {
+    fn start(backend: SharedBackend, name: String, fresh: Arc<Freshness>) -> Option<Refresher> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("lock refresh".into())
+            .spawn(move || {
+                // A failed refresh is tried again next time; a lock that
+                // goes stale meanwhile is caught by `check_held`.
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(REFRESH_EVERY)
+                {
+                    let _ = fresh.refresh(&*backend, &name);
+                }
+            })
+            .ok()?;
+        Some(Refresher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for RepoLock<'_> {
     fn drop(&mut self) {
+        // Stop refreshing before removing, or a refresh could bring the
+        // file back.
+        drop(self._refresher.take());
         // The command's work is done (or failed on its own): a lock that
         // stays is only in the way, and the next run on this host clears
         // it as stale. Say so, so that nobody wonders why.
@@ -67,22 +155,43 @@ impl Drop for RepoLock<'_> {
 }
 
 impl RepoLock<'_> {
-    /// Fails if this lock's file is gone: someone removed it (`unlock
-    /// --all` while this command ran), so a prune may since have deleted
-    /// what this command wrote and not yet named in an index. A writer
-    /// checks this before each step that makes its data part of the
-    /// repository.
+    /// Fails if this lock's file is gone (someone removed it: `unlock
+    /// --all` while this command ran), or if it went `STALE_AFTER` without
+    /// a refresh (another host may have judged it stale): a prune may since
+    /// have deleted what this command wrote and not yet named in an index.
+    /// Refreshes the lock. A writer calls this before each step that makes
+    /// its data part of the repository.
     pub fn check_held(&self) -> Result<()> {
-        match self.backend.open(&self.name) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::busy(format!(
-                "this command's repository lock {} was removed while it ran (by `platter unlock \
-                 --all`?): a prune may have deleted what it stored",
-                self.name
-            ))
-            .hint("nothing was committed; run the command again (and `platter verify` if a prune ran meanwhile)")),
-            Err(e) => Err(e),
+        match self.fresh.refresh(self.backend, &self.name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::busy(format!(
+                    "this command's repository lock {} was removed while it ran (by `platter \
+                     unlock --all`, or by another host that found it stale): a prune may have \
+                     deleted what it stored",
+                    self.name
+                ))
+                .hint("nothing was committed; run the command again (and `platter verify` if a prune ran meanwhile)"));
+            }
+            Err(e) => return Err(e),
         }
+        let gap = self
+            .fresh
+            .longest_gap
+            .lock()
+            .map(|g| *g)
+            .unwrap_or_default();
+        if gap > STALE_AFTER {
+            return Err(Error::busy(format!(
+                "this command's repository lock {} went {} without a refresh (the machine \
+                 slept, or the store was out of reach): another host may have found it stale \
+                 and pruned what this command stored",
+                self.name,
+                humantime::format_duration(Duration::from_secs(gap.as_secs()))
+            ))
+            .hint("nothing was committed; run the command again"));
+        }
+        Ok(())
     }
 }
 
@@ -148,12 +257,20 @@ fn try_acquire<'a>(
     )?;
     let cleanup = backend.remove_on_interrupt(&name);
     backend.write_whole(&name, &sealed)?;
+    let fresh = Arc::new(Freshness {
+        bytes: sealed,
+        longest_gap: Mutex::new(Duration::ZERO),
+    });
     let lock = RepoLock {
         backend,
+        _refresher: Refresher::start(repo.shared_backend(), name.clone(), Arc::clone(&fresh)),
+        fresh,
         name,
         _cleanup: cleanup,
     };
-    for found in list(repo)? {
+    // The store's "now": the time of the lock just written.
+    let now = backend.open(&lock.name)?.modified();
+    for found in list(repo, now)? {
         if found.name == lock.name {
             continue;
         }
@@ -208,13 +325,20 @@ fn busy(found: &FoundLock) -> Error {
     }
 }
 
-/// Every lock file, with whether it is stale.
-pub fn list(repo: &Repository) -> Result<Vec<FoundLock>> {
+/// Every lock file, with whether it is stale: `now` is the store's time
+/// to judge age by (that of a lock just written), else this machine's.
+pub fn list(repo: &Repository, now: Option<SystemTime>) -> Result<Vec<FoundLock>> {
     let backend = repo.backend();
+    let now = now.unwrap_or_else(SystemTime::now);
     let me = hostname();
     let mut out = Vec::new();
     for file in ids_in(backend, Folder::Locks)? {
         let name = Folder::Locks.file(&file);
+        let written = match backend.open(&name) {
+            Ok(file) => file.modified(),
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(_) => None,
+        };
         let info = match repo.read_sealed(&name) {
             Ok(bytes) => envelope::open::<LockInfo>(KIND, VERSION, &bytes, &name).ok(),
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -222,10 +346,17 @@ pub fn list(repo: &Repository) -> Result<Vec<FoundLock>> {
             // `unlock --all`).
             Err(_) => None,
         };
-        let stale = info
+        let dead_here = info
             .as_ref()
             .is_some_and(|i| i.hostname == me && !process_alive(i.pid, i.start_ticks));
-        out.push(FoundLock { name, info, stale });
+        let unrefreshed = written
+            .and_then(|w| now.duration_since(w).ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        out.push(FoundLock {
+            name,
+            info,
+            stale: dead_here || unrefreshed,
+        });
     }
     Ok(out)
 }
@@ -242,7 +373,7 @@ pub struct Removed {
 /// rename, not even with `all`). Returns what it removed.
 pub fn remove_locks(repo: &Repository, all: bool) -> Result<Removed> {
     let mut locks = Vec::new();
-    for found in list(repo)? {
+    for found in list(repo, None)? {
         if found.stale || all {
             repo.backend().remove(&found.name)?;
             locks.push(found);

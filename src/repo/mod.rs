@@ -209,6 +209,12 @@ impl Repository {
         &*self.backend
     }
 
+    /// The backend, for a thread that outlives a borrow (a lock's
+    /// refresher).
+    pub fn shared_backend(&self) -> SharedBackend {
+        Arc::clone(&self.backend)
+    }
+
     /// The repository as its user names it (a path), for messages.
     pub fn location(&self) -> String {
         self.backend.location()

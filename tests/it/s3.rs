@@ -23,14 +23,27 @@ impl Cluster {
     fn start(name: &str, port_offset: u32) -> Cluster {
         let dir =
             std::env::temp_dir().join(format!("platter-garage-{}-{name}", std::process::id()));
-        let base = 20000 + (std::process::id() % 600) * 60 + port_offset;
-        let cluster = Cluster {
-            dir,
-            port_base: base,
-            env: Vec::new(),
-        };
-        cluster.script(&["start"]);
-        let dir = cluster.dir;
+        // Ports from the pid; another cluster (another test run, a bench)
+        // may hold them: then the next candidates.
+        let mut started = None;
+        for attempt in 0..8u32 {
+            let slot = (std::process::id() + attempt * 211) % 600;
+            let cluster = Cluster {
+                dir: dir.clone(),
+                port_base: 20000 + slot * 60 + port_offset,
+                env: Vec::new(),
+            };
+            match cluster.try_script(&["start"]) {
+                Ok(()) => {
+                    started = Some(cluster);
+                    break;
+                }
+                Err(why) if why.contains("already in use") => continue,
+                Err(why) => panic!("the Garage cluster did not start: {why}"),
+            }
+        }
+        let cluster = started.expect("no free ports for a Garage cluster after 8 tries");
+        let (dir, base) = (cluster.dir, cluster.port_base);
         let text = std::fs::read_to_string(dir.join("env")).expect("cluster.sh wrote no env");
         let env = text
             .lines()
@@ -48,6 +61,13 @@ impl Cluster {
 
     /// `cluster.sh VERB DIR ARGS...`, which must succeed.
     fn script(&self, args: &[&str]) {
+        if let Err(why) = self.try_script(args) {
+            panic!("cluster.sh {args:?}: {why}");
+        }
+    }
+
+    /// `cluster.sh VERB DIR ARGS...`; its stderr if it fails.
+    fn try_script(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new("bash")
             .arg(garage_script())
             .arg(args[0])
@@ -57,11 +77,11 @@ impl Cluster {
             .env("GARAGE_WATCH_PID", std::process::id().to_string())
             .output()
             .expect("cannot run cluster.sh");
-        assert!(
-            out.status.success(),
-            "cluster.sh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     fn var(&self, name: &str) -> &str {
@@ -360,7 +380,7 @@ fn a_copy_on_s3_restores_everything_after_the_local_repository_is_gone() {
     }
 }
 
-// Pins: wrong credentials, a wrong region, a missing bucket and missing credentials are clear errors naming what to check (bad input 2 or not found 3), and nothing is written; a prefix is a folder: a repository at PREFIX never sees one at PREFIX-longer.
+// Pins: wrong credentials, a wrong region, a missing bucket and missing credentials are clear errors naming what to check (bad input 2 or not found 3), and nothing is written; a prefix is a folder: a repository at PREFIX never sees one at PREFIX-longer, and one inside another's prefix is refused.
 #[test]
 fn bad_credentials_regions_and_buckets_are_named() {
     if !have_garage("bad_credentials_regions_and_buckets_are_named") {
@@ -403,6 +423,9 @@ fn bad_credentials_regions_and_buckets_are_named() {
         .ok();
     let report = cluster.run(["-r", &repo, "--json", "verify"]).ok().json();
     assert_eq!(report["leftovers"], Value::Array(vec![]), "{report:#}");
+    cluster
+        .run(["-r", &format!("{repo}/inner/x"), "init", "--plain"])
+        .refused(2, "lies inside the platter repository");
     cluster
         .run(["-r", "s3:ftp://host/bucket", "snapshots"])
         .refused(2, "http:// or https://");

@@ -197,6 +197,7 @@ impl Backend for LocalBackend {
         Ok(Box::new(LocalFile {
             file,
             len: meta.len(),
+            modified: meta.modified().ok(),
             path,
         }))
     }
@@ -509,6 +510,7 @@ impl Drop for LocalNewFile {
 struct LocalFile {
     file: File,
     len: u64,
+    modified: Option<std::time::SystemTime>,
     path: PathBuf,
 }
 
@@ -538,6 +540,10 @@ impl StoredFile for LocalFile {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
     }
 }
 

@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use super::{Backend, NewFile, StoredFile};
 use crate::error::{Error, Result};
 use crate::interrupt::Registration;
 
-type Files = BTreeMap<String, Arc<Vec<u8>>>;
+/// Each file's bytes and when it was last written.
+type Files = BTreeMap<String, (Arc<Vec<u8>>, SystemTime)>;
 
 /// A repository in memory; clones share the same files.
 #[derive(Clone, Default)]
@@ -46,7 +48,7 @@ impl MemoryBackend {
         Ok(self
             .files()?
             .iter()
-            .map(|(name, bytes)| (name.clone(), bytes.to_vec()))
+            .map(|(name, (bytes, _))| (name.clone(), bytes.to_vec()))
             .collect())
     }
 
@@ -54,9 +56,18 @@ impl MemoryBackend {
     pub fn put(&self, name: &str, bytes: Option<Vec<u8>>) -> Result<()> {
         let mut files = self.files()?;
         match bytes {
-            Some(bytes) => files.insert(name.to_string(), Arc::new(bytes)),
+            Some(bytes) => files.insert(name.to_string(), (Arc::new(bytes), SystemTime::now())),
             None => files.remove(name),
         };
+        Ok(())
+    }
+
+    /// Makes a file look as if it was last written `by` earlier (a lock
+    /// whose writer stopped refreshing it).
+    pub fn age(&self, name: &str, by: Duration) -> Result<()> {
+        if let Some((_, written)) = self.files()?.get_mut(name) {
+            *written = written.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH);
+        }
         Ok(())
     }
 }
@@ -79,10 +90,11 @@ impl Backend for MemoryBackend {
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn StoredFile>> {
-        let bytes = self.files()?.get(name).cloned();
-        match bytes {
-            Some(bytes) => Ok(Box::new(MemoryFile {
+        let file = self.files()?.get(name).cloned();
+        match file {
+            Some((bytes, written)) => Ok(Box::new(MemoryFile {
                 bytes,
+                written,
                 name: name.to_string(),
             })),
             None => Err(missing("open", name)),
@@ -132,7 +144,10 @@ impl Backend for MemoryBackend {
                 "memory:{name} exists already: it was not replaced"
             )));
         }
-        files.insert(name.to_string(), Arc::new(bytes.to_vec()));
+        files.insert(
+            name.to_string(),
+            (Arc::new(bytes.to_vec()), SystemTime::now()),
+        );
         Ok(())
     }
 
@@ -162,13 +177,16 @@ impl Write for MemoryNewFile {
 impl NewFile for MemoryNewFile {
     fn commit(self: Box<Self>) -> Result<()> {
         let this = *self;
-        this.store.files()?.insert(this.name, Arc::new(this.bytes));
+        this.store
+            .files()?
+            .insert(this.name, (Arc::new(this.bytes), SystemTime::now()));
         Ok(())
     }
 }
 
 struct MemoryFile {
     bytes: Arc<Vec<u8>>,
+    written: SystemTime,
     name: String,
 }
 
@@ -194,5 +212,9 @@ impl StoredFile for MemoryFile {
 
     fn len(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        Some(self.written)
     }
 }

@@ -43,6 +43,11 @@ pub trait NewFile: Write + Send {
 pub trait StoredFile: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
     fn len(&self) -> u64;
+    /// When it was last written, by the store's clock (a file's mtime, an
+    /// object's Last-Modified), where the store says.
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        None
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -82,6 +87,13 @@ pub trait Backend: Send + Sync {
     /// space reserve (see `names::RESERVE`).
     fn keeps_reserve(&self) -> bool {
         false
+    }
+    /// The repository this one would lie inside (a config in a folder
+    /// above it), named as its user would; such nesting is refused, since
+    /// the outer one's verify and prune would meet the inner one's files.
+    /// Local folders are checked by `init` itself.
+    fn enclosing_repository(&self) -> Result<Option<String>> {
+        Ok(None)
     }
     /// Requests worth having in flight at once: 1 for a local disk, more
     /// for a store far away (each request waits on the network).

@@ -117,7 +117,10 @@ const RETRY_SPAN: Duration = Duration::from_millis(500 + 1000 + 2000 + 4000 + 80
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct S3Backend {
+    /// Rooted at the repository's prefix.
     op: Operator,
+    /// Rooted at the bucket: for what lies above the prefix.
+    bucket: Operator,
     location: S3Location,
 }
 
@@ -137,45 +140,68 @@ impl S3Backend {
             .or_else(|| var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
         opendal::install_default();
-        let root = format!("/{}/", location.prefix);
-        let builder = opendal::services::S3::default()
-            .endpoint(&location.endpoint)
-            .bucket(&location.bucket)
-            .region(&region)
-            .root(if location.prefix.is_empty() {
-                "/"
-            } else {
-                &root
-            })
-            .access_key_id(&key)
-            .secret_access_key(&secret)
-            .disable_config_load()
-            .disable_ec2_metadata()
-            .checksum_algorithm("crc32c");
         let failed = |e: opendal::Error| {
             Error::bad_input(format!("cannot set up the S3 client for {location}: {e}"))
         };
-        // Timeout inside, retries outside: each attempt has its own limit.
-        let op = opendal::Operator::new(builder)
-            .map_err(failed)?
-            .layer(TimeoutLayer::new().with_timeout(ATTEMPT_TIMEOUT))
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(ATTEMPTS)
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_delay(Duration::from_secs(8))
-                    .with_jitter(),
-            );
-        let _guard = runtime()?.enter();
-        let op = Operator::new(op).map_err(failed)?;
+        let operator = |root: &str| -> Result<Operator> {
+            let builder = opendal::services::S3::default()
+                .endpoint(&location.endpoint)
+                .bucket(&location.bucket)
+                .region(&region)
+                .root(root)
+                .access_key_id(&key)
+                .secret_access_key(&secret)
+                .disable_config_load()
+                .disable_ec2_metadata()
+                .checksum_algorithm("crc32c");
+            // Timeout inside, retries outside: each attempt has its own limit.
+            let op = opendal::Operator::new(builder)
+                .map_err(failed)?
+                .layer(TimeoutLayer::new().with_timeout(ATTEMPT_TIMEOUT))
+                .layer(
+                    RetryLayer::new()
+                        .with_max_times(ATTEMPTS)
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_delay(Duration::from_secs(8))
+                        .with_jitter(),
+                );
+            let _guard = runtime()?.enter();
+            Operator::new(op).map_err(failed)
+        };
+        let op = if location.prefix.is_empty() {
+            operator("/")?
+        } else {
+            operator(&format!("/{}/", location.prefix))?
+        };
+        let bucket = operator("/")?;
         Ok(S3Backend {
             op,
+            bucket,
             location: location.clone(),
         })
     }
 
     fn error(&self, what: &str, name: &str, e: opendal::Error) -> Error {
-        s3_error(&self.location, what, name, e)
+        self.error_on(what, &self.describe(name), e)
+    }
+
+    /// `error` for an object named in full.
+    fn error_on(&self, what: &str, object: &str, e: opendal::Error) -> Error {
+        // A HEAD answer has no body to name the S3 error code (a wrong
+        // region, refused credentials): a listing, which has one, asks.
+        let text = e.to_string();
+        if text.contains("HeadObject")
+            && (text.contains("status: 400") || text.contains("status: 403"))
+        {
+            let options = ListOptions {
+                limit: Some(1),
+                ..ListOptions::default()
+            };
+            if let Err(listed) = self.op.list_options("", options) {
+                return s3_error(&self.location, what, object, listed);
+            }
+        }
+        s3_error(&self.location, what, object, e)
     }
 }
 
@@ -184,11 +210,10 @@ impl S3Backend {
 /// bucket, refused credentials or a wrong region say so and what to check;
 /// a store that cannot be reached, or anything else, is an I/O error
 /// (exit 6) once the retries are spent.
-fn s3_error(location: &S3Location, what: &str, name: &str, e: opendal::Error) -> Error {
-    let object = format!("{location}/{name}");
+fn s3_error(location: &S3Location, what: &str, object: &str, e: opendal::Error) -> Error {
     let text = e.to_string();
     match e.kind() {
-        opendal::ErrorKind::NotFound => Error::storage(what, &object, io::ErrorKind::NotFound.into()),
+        opendal::ErrorKind::NotFound => Error::storage(what, object, io::ErrorKind::NotFound.into()),
         _ if text.contains("NoSuchBucket") => Error::not_found(format!(
             "the bucket {} does not exist at {}",
             location.bucket, location.endpoint
@@ -200,15 +225,19 @@ fn s3_error(location: &S3Location, what: &str, name: &str, e: opendal::Error) ->
             region_hint(&text)
         ))
         .hint("set AWS_REGION to the store's region"),
-        opendal::ErrorKind::PermissionDenied => Error::bad_input(format!(
-            "{} refused the credentials for {what} {object}",
-            location.endpoint
-        ))
+        opendal::ErrorKind::PermissionDenied => Error::storage(
+            what,
+            object,
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} refused the credentials", location.endpoint),
+            ),
+        )
         .hint("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that the key may use this bucket (and write, for commands that write)"),
         _ if text.contains("error sending request") => Error::new(
             crate::error::ErrorKind::Io,
             format!(
-                "cannot reach the object store at {} to {what} {name} ({ATTEMPTS} attempts over \
+                "cannot reach the object store at {} to {what} {object} ({ATTEMPTS} attempts over \
                  about {} s)",
                 location.endpoint,
                 RETRY_SPAN.as_secs()
@@ -258,6 +287,7 @@ impl Backend for S3Backend {
             name: name.to_string(),
             what: self.describe(name),
             len: meta.content_length(),
+            modified: meta.last_modified().map(std::time::SystemTime::from),
             window: std::sync::Mutex::new(None),
         }))
     }
@@ -337,6 +367,41 @@ impl Backend for S3Backend {
         CONCURRENCY
     }
 
+    fn enclosing_repository(&self) -> Result<Option<String>> {
+        let parts: Vec<&str> = self
+            .location
+            .prefix
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        for depth in 0..parts.len() {
+            let above = parts[..depth].join("/");
+            let config = if above.is_empty() {
+                "config".to_string()
+            } else {
+                format!("{above}/config")
+            };
+            match self.bucket.stat(&config) {
+                Ok(_) => {
+                    let outer = S3Location {
+                        prefix: above,
+                        ..self.location.clone()
+                    };
+                    return Ok(Some(outer.to_string()));
+                }
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let object = format!(
+                        "{SCHEME}{}/{}/{config}",
+                        self.location.endpoint, self.location.bucket
+                    );
+                    return Err(self.error_on("look for", &object, e));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn pack_target(&self) -> Option<u64> {
         Some(PACK_TARGET)
     }
@@ -374,7 +439,14 @@ impl NewFile for S3NewFile {
         this.op
             .write(&this.name, this.bytes)
             .map(drop)
-            .map_err(|e| s3_error(&this.location, "write", &this.name, e))
+            .map_err(|e| {
+                s3_error(
+                    &this.location,
+                    "write",
+                    &format!("{}/{}", this.location, this.name),
+                    e,
+                )
+            })
     }
 }
 
@@ -387,6 +459,8 @@ struct S3File {
     name: String,
     what: String,
     len: u64,
+    /// Last-Modified, by the store's clock.
+    modified: Option<std::time::SystemTime>,
     /// The last window fetched around a small read, and where it starts.
     window: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
 }
@@ -430,7 +504,7 @@ impl StoredFile for S3File {
         let got = self
             .op
             .read_options(&self.name, options)
-            .map_err(|e| s3_error(&self.location, "read", &self.name, e))?;
+            .map_err(|e| s3_error(&self.location, "read", &self.what, e))?;
         if got.len() != want {
             return Err(Error::storage(
                 "read",
@@ -453,5 +527,9 @@ impl StoredFile for S3File {
 
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
     }
 }
