@@ -136,6 +136,30 @@ impl Cluster {
         Run::from_output(command, cmd.args(&args).output().expect("run platter"))
     }
 
+    /// A second key (`cluster.sh key`): its id and secret.
+    fn key(&self, name: &str, extra: &[&str]) -> (String, String) {
+        let out = Command::new("bash")
+            .arg(garage_script())
+            .args(["key".as_ref(), self.dir.as_os_str(), name.as_ref()])
+            .args(extra)
+            .env("GARAGE_PORT_BASE", self.port_base.to_string())
+            .output()
+            .expect("cannot run cluster.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_else(|| panic!("cluster.sh key printed no {k}: {text}"))
+                .to_string()
+        };
+        (value("AWS_ACCESS_KEY_ID="), value("AWS_SECRET_ACCESS_KEY="))
+    }
+
     fn node(&self, verb: &str, n: u32) {
         self.script(&[verb, &n.to_string()]);
     }
@@ -474,4 +498,109 @@ fn a_stopped_node_is_survived_and_a_stopped_cluster_is_named() {
     cluster.run(["-r", &repo, "backup", &img]).ok();
     cluster.run(["-r", &repo, "verify", "--read-data"]).ok();
     cluster.stop();
+}
+
+// Pins: with read-only credentials (the offsite copy read back), snapshots, verify and restore work without a lock and say so, and a backup is refused naming the refused credentials (exit 2), leaving nothing.
+#[test]
+fn read_only_credentials_read_but_do_not_write() {
+    if !have_garage("read_only_credentials_read_but_do_not_write") {
+        return;
+    }
+    let cluster = shared();
+    let sandbox = Sandbox::without_repo();
+    let repo = cluster.url(&prefix("readonly"));
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let mut rng = Rng::new(0x53_0004);
+    let image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let img = image.path.to_str().unwrap().to_string();
+    let id = cluster
+        .run(["-r", &repo, "--json", "backup", &img])
+        .ok()
+        .json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (key, secret) = cluster.key("reader", &["--read-only"]);
+    let ro = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let target = sandbox.path("restored.img");
+    let restored = cluster.run_with(["-r", &repo, "restore", &id, target.to_str().unwrap()], &ro);
+    assert!(
+        restored.ok().stderr.contains("without a lock"),
+        "{}",
+        restored.describe()
+    );
+    assert_file_is(
+        &target,
+        &image.bytes,
+        "a restore with read-only credentials",
+    );
+    cluster
+        .run_with(["-r", &repo, "verify", "--read-data"], &ro)
+        .ok();
+    let before = ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok());
+    cluster
+        .run_with(["-r", &repo, "backup", &img], &ro)
+        .refused(2, "refused the credentials");
+    assert_eq!(
+        ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok()),
+        before
+    );
+    cluster.run(["-r", &repo, "verify"]).ok();
+}
+
+// Pins: a backup to S3 killed with SIGKILL mid-upload leaves a repository whose verify --read-data finds no damage, whose earlier snapshot restores byte for byte, and where the rerun completes (the kill -9 test beside the fault-injection ones of faults.rs).
+#[test]
+fn a_backup_killed_mid_upload_harms_nothing() {
+    if !have_garage("a_backup_killed_mid_upload_harms_nothing") {
+        return;
+    }
+    let cluster = shared();
+    let sandbox = Sandbox::without_repo();
+    let repo = cluster.url(&prefix("killed"));
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let mut rng = Rng::new(0x53_0005);
+    let mut image = Image::random(sandbox.path("disk.img"), 16 * CHUNK, &mut rng);
+    let img = image.path.to_str().unwrap().to_string();
+    let first = cluster
+        .run(["-r", &repo, "--json", "backup", &img])
+        .ok()
+        .json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_bytes = image.bytes.clone();
+    let big = Image::random(sandbox.path("big.img"), 1200 * CHUNK, &mut rng);
+    let mut cmd = platter();
+    for (k, v) in &cluster.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(["-r", &repo, "backup", big.path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a backup");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // Its lock is stale (its pid is gone); the next command removes it.
+    let report = cluster
+        .run(["-r", &repo, "--json", "verify", "--read-data"])
+        .ok()
+        .json();
+    assert_eq!(report["damage"], Value::Array(vec![]), "{report:#}");
+    restores(cluster, &repo, &first, &first_bytes, &sandbox.path(""));
+    image.write_random(&mut rng, 0, 2 * CHUNK);
+    cluster
+        .run(["-r", &repo, "backup", big.path.to_str().unwrap()])
+        .ok();
+    cluster.run(["-r", &repo, "backup", &img]).ok();
+    cluster.run(["-r", &repo, "verify", "--read-data"]).ok();
 }
