@@ -80,7 +80,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         let master = match &args.copy_key_from {
             None => MasterKey::generate()?,
             Some(other) => {
-                let other_repo = args.other.open(other, &passphrases, "--copy-key-from")?;
+                let other_repo =
+                    args.other
+                        .open(other, &passphrases, ("--copy-key-from", ctx.connections))?;
                 keys::shared_master(&other_repo)?
             }
         };

@@ -56,6 +56,17 @@ struct Cli {
     )]
     repo: Option<PathBuf>,
 
+    /// Requests in flight at once to object storage (reads; packs upload up
+    /// to 4 at once, each held in memory until sent); local folders ignore it
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    connections: u16,
+
     /// Print one JSON document on stdout and nothing else there
     #[arg(long, global = true)]
     json: bool,
@@ -99,6 +110,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 /// What every command gets besides its own arguments.
 pub struct Context {
     repo: Option<PathBuf>,
+    /// Requests in flight at once to object storage (--connections).
+    connections: usize,
     json: bool,
     password: passphrase::PasswordArgs,
 }
@@ -120,7 +133,7 @@ impl Context {
 
     /// Where the repository given with --repo is stored.
     fn backend(&self) -> Result<platter::repo::backend::SharedBackend> {
-        platter::repo::backend::open_location(self.repo_path()?.as_os_str())
+        platter::repo::backend::open_location(self.repo_path()?.as_os_str(), self.connections)
     }
 
     fn open_repo(&self) -> Result<platter::repo::Repository> {
@@ -137,7 +150,10 @@ impl Context {
     ) -> Result<(platter::repo::Repository, platter::repo::Repository)> {
         let passphrases = self.passphrases()?;
         let this = platter::repo::Repository::open_in(self.backend()?, &passphrases)?;
-        Ok((this, other.open(path, &passphrases, option)?))
+        Ok((
+            this,
+            other.open(path, &passphrases, (option, self.connections))?,
+        ))
     }
 }
 
@@ -157,6 +173,7 @@ pub fn run() -> ExitCode {
     };
     let ctx = Context {
         repo: cli.repo,
+        connections: usize::from(cli.connections),
         json: cli.json,
         password: cli.password,
     };

@@ -55,12 +55,12 @@ pub struct OtherPasswordArgs {
 impl OtherPasswordArgs {
     /// Opens the other repository `path` (given with `option`, which its
     /// errors name), with its own passphrase if one was given, else with
-    /// `first`'s.
+    /// `first`'s; `connections` as --connections says.
     pub fn open(
         &self,
         path: &Path,
         first: &Passphrases,
-        option: &str,
+        (option, connections): (&str, usize),
     ) -> Result<platter::repo::Repository> {
         let own = Passphrases::explicit(
             self.other_password_command.clone(),
@@ -69,7 +69,7 @@ impl OtherPasswordArgs {
         );
         let lenient = Lenient(first);
         let source: &dyn PassphraseSource = if own.is_given() { &own } else { &lenient };
-        platter::repo::backend::open_location(path.as_os_str())
+        platter::repo::backend::open_location(path.as_os_str(), connections)
             .and_then(|backend| platter::repo::Repository::open_in(backend, source))
             .map_err(|e| {
             if e.kind() == ErrorKind::WrongPassphrase && !own.is_given() {

@@ -136,12 +136,14 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 pub type SharedBackend = Arc<dyn Backend>;
 
 /// The backend of a repository as its user names it: `s3:...` for object
-/// storage (see `S3Location`), anything else a local folder.
-pub fn open_location(text: &std::ffi::OsStr) -> Result<SharedBackend> {
+/// storage (see `S3Location`), with up to `connections` requests in flight
+/// at once; anything else a local folder.
+pub fn open_location(text: &std::ffi::OsStr, connections: usize) -> Result<SharedBackend> {
     match text.to_str() {
-        Some(url) if url.starts_with(s3::SCHEME) => {
-            Ok(Arc::new(S3Backend::open(&S3Location::parse(url)?)?))
-        }
+        Some(url) if url.starts_with(s3::SCHEME) => Ok(Arc::new(S3Backend::open(
+            &S3Location::parse(url)?,
+            connections,
+        )?)),
         _ => Ok(Arc::new(LocalBackend::new(Path::new(text)))),
     }
 }

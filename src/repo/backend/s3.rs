@@ -119,14 +119,17 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct S3Backend {
     /// Rooted at the repository's prefix.
     op: Operator,
+    /// Requests in flight at once.
+    connections: usize,
     /// Rooted at the bucket: for what lies above the prefix.
     bucket: Operator,
     location: S3Location,
 }
 
 impl S3Backend {
-    /// A client for `location` with the credentials of the environment.
-    pub fn open(location: &S3Location) -> Result<S3Backend> {
+    /// A client for `location` with the credentials of the environment,
+    /// for up to `connections` requests at once.
+    pub fn open(location: &S3Location, connections: usize) -> Result<S3Backend> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
         else {
@@ -176,6 +179,7 @@ impl S3Backend {
         let bucket = operator("/")?;
         Ok(S3Backend {
             op,
+            connections: connections.max(1),
             bucket,
             location: location.clone(),
         })
@@ -364,7 +368,7 @@ impl Backend for S3Backend {
     }
 
     fn concurrency(&self) -> usize {
-        CONCURRENCY
+        self.connections
     }
 
     fn enclosing_repository(&self) -> Result<Option<String>> {
@@ -406,9 +410,6 @@ impl Backend for S3Backend {
         Some(PACK_TARGET)
     }
 }
-
-/// Requests in flight at once (packs uploading, chunks being read).
-const CONCURRENCY: usize = 8;
 
 /// Packs are held in memory until their PUT: 16 MiB each keeps a backup
 /// with several uploads in flight well under 200 MiB.
