@@ -133,7 +133,11 @@ impl Context {
 
     /// Where the repository given with --repo is stored.
     fn backend(&self) -> Result<platter::repo::backend::SharedBackend> {
-        platter::repo::backend::open_location(self.repo_path()?.as_os_str(), self.connections)
+        let access = platter::repo::backend::Access {
+            connections: self.connections,
+            credentials: None,
+        };
+        platter::repo::backend::open_location(self.repo_path()?.as_os_str(), &access)
     }
 
     fn open_repo(&self) -> Result<platter::repo::Repository> {

@@ -50,6 +50,13 @@ pub struct OtherPasswordArgs {
     /// The other repository's passphrase, printed by COMMAND
     #[arg(long, value_name = "COMMAND", help_heading = "Passphrase")]
     other_password_command: Option<String>,
+
+    /// Credentials for the other repository when it is in object storage
+    /// and wants other ones than AWS_* of the environment: a file (mode
+    /// 600) of NAME=value lines naming AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_REGION
+    #[arg(long, value_name = "FILE", help_heading = "Passphrase")]
+    other_credentials: Option<PathBuf>,
 }
 
 impl OtherPasswordArgs {
@@ -69,7 +76,11 @@ impl OtherPasswordArgs {
         );
         let lenient = Lenient(first);
         let source: &dyn PassphraseSource = if own.is_given() { &own } else { &lenient };
-        platter::repo::backend::open_location(path.as_os_str(), connections)
+        let access = platter::repo::backend::Access {
+            connections,
+            credentials: self.other_credentials.clone(),
+        };
+        platter::repo::backend::open_location(path.as_os_str(), &access)
             .and_then(|backend| platter::repo::Repository::open_in(backend, source))
             .map_err(|e| {
             if e.kind() == ErrorKind::WrongPassphrase && !own.is_given() {

@@ -604,3 +604,53 @@ fn a_backup_killed_mid_upload_harms_nothing() {
     cluster.run(["-r", &repo, "backup", &img]).ok();
     cluster.run(["-r", &repo, "verify", "--read-data"]).ok();
 }
+
+// Pins: copy --to an S3 repository whose store wants other credentials than the environment's takes them from --other-credentials FILE (mode 600): a read-only key there is refused naming the credentials, a writing key copies; a file others may read is refused.
+#[test]
+fn the_other_repository_takes_its_own_credentials() {
+    if !have_garage("the_other_repository_takes_its_own_credentials") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = shared();
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0x53_0006);
+    let image = Image::random(sandbox.path("disk.img"), 6 * CHUNK, &mut rng);
+    let id = sandbox.snapshot_of(&image.path, &[]);
+    let offsite = cluster.url(&prefix("othercreds"));
+    cluster
+        .run(["-r", &offsite, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let file = |name: &str, key: (String, String), mode: u32| {
+        let path = sandbox.path(name);
+        let text = format!(
+            "# {name}\nexport AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_REGION=garage\n",
+            key.0, key.1
+        );
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let reader = file("reader.env", cluster.key("reader", &["--read-only"]), 0o600);
+    let writer = file("writer.env", cluster.key("writer", &[]), 0o600);
+    let open = file("open.env", cluster.key("writer", &[]), 0o644);
+    let local = sandbox.repo.to_str().unwrap();
+    // No AWS_* in the environment: only the file can open the other one.
+    let none = [("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")];
+    let copy = |creds: &Path| {
+        let args = [
+            "-r",
+            local,
+            "copy",
+            "--to",
+            &offsite,
+            "--other-credentials",
+            creds.to_str().unwrap(),
+        ];
+        cluster.run_with(args, &none)
+    };
+    copy(&reader).refused(2, "refused the credentials");
+    copy(&open).refused(2, "chmod 600");
+    copy(&writer).ok();
+    restores(cluster, &offsite, &id, &image.bytes, &sandbox.path(""));
+}

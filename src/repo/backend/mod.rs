@@ -135,14 +135,24 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 /// A backend shared by a repository and what it hands out.
 pub type SharedBackend = Arc<dyn Backend>;
 
+/// How to reach a repository in object storage.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Requests in flight at once.
+    pub connections: usize,
+    /// A file naming the credentials; the environment's when `None`.
+    pub credentials: Option<std::path::PathBuf>,
+}
+
 /// The backend of a repository as its user names it: `s3:...` for object
-/// storage (see `S3Location`), with up to `connections` requests in flight
-/// at once; anything else a local folder.
-pub fn open_location(text: &std::ffi::OsStr, connections: usize) -> Result<SharedBackend> {
+/// storage (see `S3Location`), reached as `access` says; anything else a
+/// local folder.
+pub fn open_location(text: &std::ffi::OsStr, access: &Access) -> Result<SharedBackend> {
     match text.to_str() {
         Some(url) if url.starts_with(s3::SCHEME) => Ok(Arc::new(S3Backend::open(
             &S3Location::parse(url)?,
-            connections,
+            access.connections,
+            access.credentials.as_deref(),
         )?)),
         _ => Ok(Arc::new(LocalBackend::new(Path::new(text)))),
     }

@@ -19,6 +19,7 @@
 //! config back and fails if another one won.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -92,6 +93,84 @@ impl std::fmt::Display for S3Location {
     }
 }
 
+/// An access key, its secret and the region to sign for.
+struct Credentials {
+    key: String,
+    secret: zeroize::Zeroizing<String>,
+    region: String,
+}
+
+const DEFAULT_REGION: &str = "us-east-1";
+
+impl Credentials {
+    fn from_env(location: &S3Location) -> Result<Credentials> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(Error::bad_input(format!(
+                "no credentials for {location}: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 are not set"
+            ))
+            .hint("export them (and AWS_REGION if the store's region is not us-east-1)"));
+        };
+        Ok(Credentials {
+            key,
+            secret: secret.into(),
+            region: var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| DEFAULT_REGION.into()),
+        })
+    }
+
+    /// Reads `NAME=value` lines (`export ` and `#` comments allowed) naming
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_REGION:
+    /// for a second repository whose store wants other credentials. A file
+    /// others may read is refused: it holds a secret.
+    fn from_file(file: &Path) -> Result<Credentials> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(file).map_err(|e| Error::io("read", file, e))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(Error::bad_input(format!(
+                "{} may be read by others, and it holds a secret key",
+                file.display()
+            ))
+            .hint(format!("chmod 600 {}", file.display())));
+        }
+        if meta.len() > 64 * 1024 {
+            return Err(Error::bad_input(format!(
+                "{} is too large to be a credentials file",
+                file.display()
+            )));
+        }
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(file).map_err(|e| Error::io("read", file, e))?,
+        );
+        let value = |name: &str| {
+            text.lines()
+                .map(|l| l.trim())
+                .map(|l| l.strip_prefix("export ").unwrap_or(l))
+                .filter(|l| !l.starts_with('#'))
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let (Some(key), Some(secret)) =
+            (value("AWS_ACCESS_KEY_ID"), value("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(Error::bad_input(format!(
+                "{} does not name AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                file.display()
+            ))
+            .hint("write one NAME=value per line: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, and AWS_REGION if needed"));
+        };
+        Ok(Credentials {
+            key,
+            secret: secret.into(),
+            region: value("AWS_REGION").unwrap_or_else(|| DEFAULT_REGION.into()),
+        })
+    }
+}
+
 /// The runtime opendal's requests run on; platter's threads block on it.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
@@ -127,21 +206,21 @@ pub struct S3Backend {
 }
 
 impl S3Backend {
-    /// A client for `location` with the credentials of the environment,
-    /// for up to `connections` requests at once.
-    pub fn open(location: &S3Location, connections: usize) -> Result<S3Backend> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
-        else {
-            return Err(Error::bad_input(format!(
-                "no credentials for {location}: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                 are not set"
-            ))
-            .hint("export them (and AWS_REGION if the store's region is not us-east-1)"));
+    /// A client for `location` with `credentials` (the environment's
+    /// when `None`), for up to `connections` requests at once.
+    pub fn open(
+        location: &S3Location,
+        connections: usize,
+        credentials: Option<&Path>,
+    ) -> Result<S3Backend> {
+        let Credentials {
+            key,
+            secret,
+            region,
+        } = match credentials {
+            Some(file) => Credentials::from_file(file)?,
+            None => Credentials::from_env(location)?,
         };
-        let region = var("AWS_REGION")
-            .or_else(|| var("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".into());
         opendal::install_default();
         let failed = |e: opendal::Error| {
             Error::bad_input(format!("cannot set up the S3 client for {location}: {e}"))
