@@ -71,6 +71,9 @@ pub struct Error {
     /// Next steps for the user, in the order they were added.
     hints: Vec<String>,
     source: Option<io::Error>,
+    /// The store could not be reached or answered "try later": nothing is
+    /// known about the data, so it must not be called damaged.
+    transient: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,7 +86,20 @@ impl Error {
             context: Vec::new(),
             hints: Vec::new(),
             source: None,
+            transient: false,
         }
+    }
+
+    /// Marks a failure of the store itself (unreachable, overloaded), which
+    /// says nothing about the data: commands stop on it (exit 6) instead of
+    /// counting the file as damaged.
+    pub fn transient(mut self) -> Error {
+        self.transient = true;
+        self
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 
     pub fn bad_input(message: impl Into<String>) -> Error {
@@ -140,6 +156,7 @@ impl Error {
             context: Vec::new(),
             hints: Vec::new(),
             source: Some(err),
+            transient: false,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
+use crate::repo::names::Folder;
 use crate::repo::pack::PackEntry;
 use crate::repo::{BufPool, PackId, Repository, SnapshotId};
 
@@ -179,9 +180,29 @@ fn chunks_in_unreadable_packs(repo: &Repository, index: &Index) -> Result<Vec<Ch
         .collect())
 }
 
-/// Unreadable manifests whose snapshot the other repository has.
+/// Unreadable or lost manifests whose snapshot the other repository has.
 fn repair_manifests(repo: &Repository, from: &Repository, report: &mut RepairReport) -> Result<()> {
-    let (_, broken) = repo.snapshots()?;
+    let (snaps, broken) = repo.snapshots()?;
+    // A map whose manifest is gone: an interrupted backup, or a lost
+    // manifest, which the other repository may have (then it was committed).
+    let known: std::collections::HashSet<SnapshotId> = snaps
+        .iter()
+        .map(|s| s.id)
+        .chain(broken.iter().map(|b| b.id))
+        .collect();
+    let lost: Vec<SnapshotId> = crate::repo::ids_in(repo.backend(), Folder::Maps)?
+        .iter()
+        .filter_map(|file| SnapshotId::parse(file))
+        .filter(|id| !known.contains(id))
+        .collect();
+    for id in lost {
+        if let Ok(snap) = from.resolve(&id.to_hex())
+            && snap.id == id
+        {
+            repo.commit_snapshot(&snap)?;
+            report.manifests_repaired.push(snap.id);
+        }
+    }
     for b in broken {
         if let Ok(snap) = from.resolve(&b.id.to_hex())
             && snap.id == b.id

@@ -325,6 +325,8 @@ fn check_packs(
                 compare_table(repo, (&name, &entries), &chunks, report, bad_chunks);
                 in_tables_only.extend(unindexed(repo, index, &entries));
             }
+            // The store is out of reach: nothing is known about the pack.
+            Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 let beyond: Vec<_> = chunks
                     .iter()
@@ -558,13 +560,24 @@ fn read_data(
     let (tx, rx) = bounded::<(ChunkId, crate::repo::index::Location)>(64);
     let readers = super::reader_count(repo);
     let pool = BufPool::new(repo.config().chunk_size as usize, readers * 2);
+    // The first failure of the store itself, which stops the check.
+    let outage: Mutex<Option<crate::Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..readers {
-            let (rx, found, pool) = (rx.clone(), &found, pool.clone());
+            let (rx, found, pool, outage) = (rx.clone(), &found, pool.clone(), &outage);
             scope.spawn(move || {
                 let mut reader = repo.chunk_reader(pool).thorough();
                 for (id, loc) in rx.iter() {
+                    if outage.lock().is_ok_and(|o| o.is_some()) {
+                        break;
+                    }
                     if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc) {
+                        if e.is_transient() {
+                            if let Ok(mut o) = outage.lock() {
+                                o.get_or_insert(e);
+                            }
+                            break;
+                        }
                         let why = if e.kind() == ErrorKind::Corrupt {
                             e.message().to_string()
                         } else {
@@ -587,6 +600,9 @@ fn read_data(
         drop(tx);
     });
     progress.finish();
+    if let Some(e) = outage.into_inner().ok().flatten() {
+        return Err(e);
+    }
     report.bytes_read = total;
     let mut found = found.into_inner().unwrap_or_default();
     found.sort_by_key(|f| f.0);

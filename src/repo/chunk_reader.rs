@@ -282,7 +282,8 @@ impl<'a> ChunkReader<'a> {
             )));
         }
         file.read_exact_at(out, loc.offset).map_err(|e| {
-            if e.kind() == ErrorKind::Corrupt {
+            // An unreachable store says nothing about the chunk.
+            if e.kind() == ErrorKind::Corrupt || e.is_transient() {
                 e
             } else {
                 Error::corrupt(format!("it cannot be read: {e}"))
@@ -296,7 +297,7 @@ impl<'a> ChunkReader<'a> {
             self.open.push(entry);
         } else {
             let file = self.backend.open(name).map_err(|e| {
-                if e.kind() == ErrorKind::NotFound {
+                if e.kind() == ErrorKind::NotFound && !e.is_transient() {
                     Error::corrupt(format!("pack {} is missing", self.backend.describe(name)))
                 } else {
                     e

@@ -122,6 +122,13 @@ impl Repository {
         let bytes = match backend.read_whole(CONFIG) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound || e.os_code() == Some(libc::ENOTDIR) => {
+                // In object storage, a missing bucket looks like a missing
+                // config: a listing tells them apart.
+                if backend.local_root().is_none()
+                    && let Err(listed) = backend.list("")
+                {
+                    return Err(listed);
+                }
                 let why = match backend.local_root() {
                     Some(path) if path.is_dir() => {
                         "is not a platter repository (it has no config file)"
@@ -246,6 +253,8 @@ impl Repository {
         for (id, loaded) in ids.into_iter().zip(read) {
             match loaded {
                 Ok(snap) => good.push(snap),
+                // The store is out of reach: nothing is known of it.
+                Err(e) if e.is_transient() => return Err(e),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(error) => broken.push(BrokenManifest {
                     id,
@@ -353,6 +362,7 @@ impl Repository {
         for (name, found) in names.into_iter().zip(read) {
             match found {
                 Ok(found) => groups.extend(found),
+                Err(e) if e.is_transient() => return Err(e),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => damaged.push((name, e)),
             }

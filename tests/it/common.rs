@@ -262,12 +262,7 @@ impl Sandbox {
 
     /// Ids of the snapshots, oldest first.
     pub fn snapshot_ids(&self) -> Vec<String> {
-        let list = self.run(["--json", "snapshots"]).ok().json();
-        list.as_array()
-            .expect("snapshots --json is not a list")
-            .iter()
-            .map(|s| s["id"].as_str().expect("a snapshot without id").to_string())
-            .collect()
+        listed_ids(self.run(["--json", "snapshots"]).ok())
     }
 
     /// Every file and folder of the repository with a digest of its content,
@@ -959,4 +954,14 @@ pub fn in_call(pid: libc::pid_t, nr: u32) -> bool {
         fs::read_to_string(task.path().join("syscall"))
             .is_ok_and(|s| s.split_whitespace().next() == Some(nr.to_string().as_str()))
     })
+}
+
+/// The ids in the list `snapshots --json` printed, oldest first.
+pub fn listed_ids(run: &Run) -> Vec<String> {
+    run.json()
+        .as_array()
+        .expect("snapshots --json is not a list")
+        .iter()
+        .map(|s| s["id"].as_str().expect("a snapshot without id").to_string())
+        .collect()
 }

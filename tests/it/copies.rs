@@ -417,6 +417,28 @@ fn repair_that_cannot_mend_a_map_or_manifest_fails() {
     );
 }
 
+// Pins: repair brings back a manifest that was deleted (its map is still here) when the copy has that snapshot; before, verify called the map a leftover, repair did nothing and the next prune deleted the snapshot's data.
+#[test]
+fn repair_brings_back_a_lost_manifest() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc0_4e09);
+    let taken = three_snapshots(&sandbox, &mut rng);
+    let usb = other_repo(&sandbox, "usb", &["--chunk-size", "64K"]);
+    copy_to(&sandbox, &usb, &[]).ok();
+    fs::remove_file(sandbox.manifest_file(&taken[1].0)).unwrap();
+    let report = repair_from(&sandbox, &usb);
+    assert_eq!(
+        report["manifests_repaired"],
+        serde_json::json!([taken[1].0]),
+        "{report:#}"
+    );
+    sandbox.run(["prune"]).ok();
+    verify_clean(&sandbox.repo);
+    for (id, bytes) in &taken {
+        sandbox.assert_restores(id, bytes);
+    }
+}
+
 // Pins: a chunk damaged in the repository copied from spoils only the snapshot that needs it: copy names it (exit 4), copies the others, and the copied ones restore byte for byte.
 #[test]
 fn copy_skips_only_snapshots_with_damaged_data() {

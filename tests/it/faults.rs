@@ -324,3 +324,70 @@ fn a_repair_faulted_at_any_write_harms_nothing() {
         },
     );
 }
+
+// Pins: a store that goes out of reach at any step of verify --read-data or of a restore stops the command with a transient I/O error (exit 6), never a report of damage (the data is fine, only unreachable; a hostile session saw an outage reported as 40 damaged packs).
+#[test]
+fn an_outage_is_never_reported_as_damage() {
+    let mut bench = Bench::new(0xfa_0005);
+    let base = bench.repository();
+    let mut image = bench.image("disk.img", 24);
+    let repo = open(shared(&base)).expect("open");
+    backup_of(&repo, &image).expect("backup");
+    image.write_random(&mut bench.rng, 3 * CHUNK, 9 * CHUNK);
+    let id = backup_of(&repo, &image).expect("backup");
+    let verify_all = VerifyOptions {
+        read_data: true,
+        snapshots: Vec::new(),
+    };
+    let opens = |run: &dyn Fn(&Repository)| {
+        let counting = FaultyBackend::new(shared(&base), None);
+        run(&open(counting.clone() as SharedBackend).expect("open"));
+        counting
+            .steps()
+            .iter()
+            .filter(|(s, _)| *s == Step::Open)
+            .count()
+    };
+    let target = bench.path("restored.img");
+    let verify_run = |repo: &Repository| drop(verify(repo, &verify_all, &Quiet));
+    let restore_run = |repo: &Repository| {
+        let _ = std::fs::remove_file(&target);
+        drop(restore(
+            repo,
+            &id,
+            &target,
+            &RestoreOptions::default(),
+            &Quiet,
+        ));
+    };
+    for (what, run) in [
+        ("verify", &verify_run as &dyn Fn(&Repository)),
+        ("restore", &restore_run),
+    ] {
+        let steps = opens(run);
+        for at in 0..steps {
+            let plan = FaultPlan {
+                at,
+                counts: |s| s == Step::Open,
+                fault: Fault::Outage,
+            };
+            let faulty = FaultyBackend::new(shared(&base), Some(plan));
+            let Ok(repo) = open(faulty.clone() as SharedBackend) else {
+                continue;
+            };
+            let _ = std::fs::remove_file(&target);
+            let outcome = match what {
+                "verify" => verify(&repo, &verify_all, &Quiet).map(|r| r.damage.len()),
+                _ => restore(&repo, &id, &target, &RestoreOptions::default(), &Quiet)
+                    .map(|r| r.damaged.len()),
+            };
+            match outcome {
+                Err(e) => assert!(e.is_transient(), "{what}, outage at open {at}: {e}"),
+                Ok(damage) => assert!(
+                    !faulty.struck() || damage == 0,
+                    "{what}, outage at open {at}: reported {damage} damage"
+                ),
+            }
+        }
+    }
+}

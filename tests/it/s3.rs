@@ -453,6 +453,12 @@ fn bad_credentials_regions_and_buckets_are_named() {
     cluster
         .run(["-r", "s3:ftp://host/bucket", "snapshots"])
         .refused(2, "http:// or https://");
+    cluster
+        .run(["-r", "s3:http://127.0.0.1:99999/bucket", "snapshots"])
+        .refused(2, "port");
+    cluster
+        .run(["-r", &missing, "snapshots"])
+        .refused(3, "no-such-bucket does not exist");
 }
 
 /// Serialises the tests that stop nodes of their own cluster.

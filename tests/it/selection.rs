@@ -6,15 +6,6 @@ use std::os::unix::fs::symlink;
 
 use super::common::*;
 
-fn ids(run: &Run) -> Vec<String> {
-    run.json()
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|s| s["id"].as_str().expect("an id").to_string())
-        .collect()
-}
-
 // Pins: `snapshots --source` finds a snapshot by the path its backup recorded even when that path now leads elsewhere (it became a symbolic link), as copy and forget do: one matching rule.
 #[test]
 fn a_source_is_found_by_its_recorded_path_after_it_became_a_link() {
@@ -27,7 +18,7 @@ fn a_source_is_found_by_its_recorded_path_after_it_became_a_link() {
     symlink(sandbox.path("moved.img"), &recorded).unwrap();
     let source = recorded.to_str().unwrap();
     let listed = sandbox.run(["--json", "snapshots", "--source", source]);
-    assert_eq!(ids(listed.ok()), [id.as_str()]);
+    assert_eq!(listed_ids(listed.ok()), [id.as_str()]);
     let copy = sandbox.path("copy");
     run([
         "-r",
@@ -68,7 +59,7 @@ fn partition_narrows_a_source() {
     let part2 = sandbox.snapshot_of(&disk, &["--partition", "2"]);
     let source = disk.to_str().unwrap();
     let all = sandbox.run(["--json", "snapshots", "--source", source]);
-    assert_eq!(ids(all.ok()), [whole.clone(), part2.clone()]);
+    assert_eq!(listed_ids(all.ok()), [whole.clone(), part2.clone()]);
     let second = sandbox.run([
         "--json",
         "snapshots",
@@ -77,7 +68,7 @@ fn partition_narrows_a_source() {
         "--partition",
         "2",
     ]);
-    assert_eq!(ids(second.ok()), [part2.as_str()]);
+    assert_eq!(listed_ids(second.ok()), [part2.as_str()]);
     sandbox
         .run([
             "forget",
@@ -135,7 +126,7 @@ fn forget_by_source_names_the_host_when_several_have_it() {
         .refused(2, "alpha, beta");
     assert_eq!(sandbox.repo_tree(), before, "a refused forget wrote");
     let beta = sandbox.run(["--json", "snapshots", "--host", "beta"]);
-    assert_eq!(ids(beta.ok()), [b1.as_str()]);
+    assert_eq!(listed_ids(beta.ok()), [b1.as_str()]);
     let forgot = sandbox
         .run([
             "--json",

@@ -241,6 +241,8 @@ fn read_packs(repo: &Repository) -> Result<(Vec<PackInfo>, HashSet<PackId>, Vec<
         });
         match read {
             Ok((len, entries)) => packs.push(PackInfo { id, len, entries }),
+            // The store is out of reach: stop before deciding anything.
+            Err(e) if e.is_transient() => return Err(e.hint("nothing was removed")),
             Err(e) => {
                 damaged.push(format!("{}: {e}", backend.describe(&name)));
                 unreadable.insert(id);

@@ -5,7 +5,9 @@
 //! A step is one call that reaches the store: a create, a commit, an open,
 //! a listing, a removal, a `write_new`. `Fault::Fail` makes one step fail
 //! with an I/O error (a full disk, a lost connection) and lets the command
-//! go on; `Fault::Die` makes that step and every later one fail, as if the
+//! go on; `Fault::Outage` makes that step and every later one fail as an
+//! unreachable store does (transient errors, which say nothing about the
+//! data); `Fault::Die` makes that step and every later one fail, as if the
 //! process had died there: what it had not committed never reaches the
 //! store.
 
@@ -42,6 +44,9 @@ pub enum Fault {
     Fail,
     /// This step and every later one fail: the process died here.
     Die,
+    /// This step and every later one fail as a store out of reach fails
+    /// (transient errors): the data is fine, only unreachable.
+    Outage,
 }
 
 /// Where to fault: the `at`-th (from 0) step that `counts` takes.
@@ -63,6 +68,8 @@ struct State {
     plan: Option<FaultPlan>,
     counted: AtomicUsize,
     dead: AtomicBool,
+    /// Whether later steps fail as an outage (transient).
+    outage: AtomicBool,
     log: Mutex<Vec<(Step, String)>>,
 }
 
@@ -74,6 +81,7 @@ impl FaultyBackend {
                 plan,
                 counted: AtomicUsize::new(0),
                 dead: AtomicBool::new(false),
+                outage: AtomicBool::new(false),
                 log: Mutex::new(Vec::new()),
             }),
         })
@@ -116,6 +124,9 @@ impl State {
         if let Ok(mut log) = self.log.lock() {
             log.push((step, name.to_string()));
         }
+        if self.outage.load(Ordering::SeqCst) {
+            return Err(injected(step, name, "while the store is out of reach").transient());
+        }
         if self.dead.load(Ordering::SeqCst) {
             return Err(injected(step, name, "after the process died"));
         }
@@ -125,10 +136,17 @@ impl State {
         if self.counted.fetch_add(1, Ordering::SeqCst) != plan.at {
             return Ok(());
         }
-        if plan.fault == Fault::Die {
-            self.dead.store(true, Ordering::SeqCst);
+        match plan.fault {
+            Fault::Fail => Err(injected(step, name, "as planned")),
+            Fault::Die => {
+                self.dead.store(true, Ordering::SeqCst);
+                Err(injected(step, name, "as planned"))
+            }
+            Fault::Outage => {
+                self.outage.store(true, Ordering::SeqCst);
+                Err(injected(step, name, "as the store went out of reach").transient())
+            }
         }
-        Err(injected(step, name, "as planned"))
     }
 }
 

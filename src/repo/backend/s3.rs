@@ -65,6 +65,11 @@ impl S3Location {
         if host.is_empty() || host.contains(['@', '?', '#']) {
             return Err(bad("it names no host"));
         }
+        if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
+            && port.parse::<u16>().is_err()
+        {
+            return Err(bad("its port is not a number from 0 to 65535"));
+        }
         let mut parts = path.split('/').filter(|p| !p.is_empty());
         let bucket = parts.next().ok_or_else(|| bad("it names no bucket"))?;
         let prefix: Vec<&str> = parts.collect();
@@ -326,11 +331,19 @@ fn s3_error(location: &S3Location, what: &str, object: &str, e: opendal::Error) 
                 RETRY_SPAN.as_secs()
             ),
         )
-        .hint("check that the store is up and reachable from here, then run the command again"),
-        _ => Error::new(
-            crate::error::ErrorKind::Io,
-            format!("cannot {what} {object}: {}", short(&text)),
-        ),
+        .hint("check that the store is up and reachable from here, then run the command again")
+        .transient(),
+        _ => {
+            let error = Error::new(
+                crate::error::ErrorKind::Io,
+                format!("cannot {what} {object}: {}", short(&text)),
+            );
+            if e.is_temporary() || text.contains("ServiceUnavailable") || text.contains("status: 5") {
+                error.transient()
+            } else {
+                error
+            }
+        }
     }
 }
 
