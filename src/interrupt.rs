@@ -50,6 +50,9 @@ enum Item {
     Note(String),
     /// A terminal whose mode (echo off for a passphrase) must be put back.
     Terminal(std::fs::File, Termios),
+    /// Something to undo elsewhere (a lock object in object storage);
+    /// says whether it did.
+    Call(Box<dyn Fn() -> bool + Send>),
 }
 
 struct Registry {
@@ -105,6 +108,13 @@ pub fn remove_unless_on_interrupt(path: &Path, unless: &Path) -> Registration {
         path: path.to_path_buf(),
         unless: unless.to_path_buf(),
     })
+}
+
+/// Runs `undo` if the process is interrupted while the registration
+/// lives: for what is not a local file (a lock object in a store). It
+/// should give up quickly: the process waits for it before it exits.
+pub fn call_on_interrupt(undo: impl Fn() -> bool + Send + 'static) -> Registration {
+    register(Item::Call(Box::new(undo)))
 }
 
 /// Prints `note` if the process is interrupted while the registration
@@ -196,6 +206,11 @@ fn interrupted(signal: i32) -> ! {
                 if unless.symlink_metadata().is_err()
                     && (std::fs::remove_file(path).is_ok() || std::fs::remove_dir(path).is_ok())
                 {
+                    removed += 1;
+                }
+            }
+            Item::Call(undo) => {
+                if undo() {
                     removed += 1;
                 }
             }

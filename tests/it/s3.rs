@@ -198,15 +198,6 @@ fn prefix(test: &str) -> String {
     format!("{test}-{}", random_name())
 }
 
-fn ids(run: &Run) -> Vec<String> {
-    run.json()
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|s| s["id"].as_str().expect("an id").to_string())
-        .collect()
-}
-
 /// Restores `id` from `repo` into `scratch` and checks the bytes.
 fn restores(cluster: &Cluster, repo: &str, id: &str, bytes: &[u8], scratch: &Path) {
     let target = scratch.join(format!("restored-{}", random_name()));
@@ -270,7 +261,7 @@ fn every_command_works_on_s3() {
     );
     let second = second["snapshot"].as_str().unwrap().to_string();
     assert_eq!(
-        ids(on(&["--json", "snapshots"]).ok()),
+        listed_ids(on(&["--json", "snapshots"]).ok()),
         [first.as_str(), second.as_str()]
     );
     on(&["show", &second]).ok();
@@ -305,7 +296,7 @@ fn every_command_works_on_s3() {
         .run(["-r", local_s, "--password-file", p, "copy", "--to", &back])
         .ok();
     let listed = cluster.run(["-r", &back, "--password-file", p, "--json", "snapshots"]);
-    assert_eq!(ids(listed.ok()), [first.as_str(), second.as_str()]);
+    assert_eq!(listed_ids(listed.ok()), [first.as_str(), second.as_str()]);
     // Keys.
     let pass2 = sandbox.path("pass2");
     std::fs::write(&pass2, "second passphrase\n").unwrap();
@@ -461,6 +452,38 @@ fn bad_credentials_regions_and_buckets_are_named() {
         .refused(3, "no-such-bucket does not exist");
 }
 
+/// A new plain S3 repository under a prefix named for `test`, holding one
+/// snapshot of a random image of `chunks` chunks: the sandbox (which holds
+/// the image), the repository, the image and the snapshot's id.
+fn one_snapshot(
+    cluster: &Cluster,
+    test: &str,
+    seed: u64,
+    chunks: u64,
+) -> (Sandbox, String, Image, String) {
+    let sandbox = Sandbox::without_repo();
+    let repo = cluster.url(&prefix(test));
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let mut rng = Rng::new(seed);
+    let image = Image::random(sandbox.path("disk.img"), chunks * CHUNK, &mut rng);
+    let id = cluster
+        .run([
+            "-r",
+            &repo,
+            "--json",
+            "backup",
+            image.path.to_str().unwrap(),
+        ])
+        .ok()
+        .json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (sandbox, repo, image, id)
+}
+
 /// Serialises the tests that stop nodes of their own cluster.
 static NODES: Mutex<()> = Mutex::new(());
 
@@ -488,7 +511,7 @@ fn a_stopped_node_is_survived_and_a_stopped_cluster_is_named() {
     cluster.node("start-node", 3);
     let id = one_down["snapshot"].as_str().unwrap().to_string();
     restores(&cluster, &repo, &id, &image.bytes, &sandbox.path(""));
-    let before = ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok());
+    let before = listed_ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok());
     image.write_random(&mut rng, 0, 4 * CHUNK);
     for n in [3, 2, 1] {
         cluster.node("stop-node", n);
@@ -498,7 +521,7 @@ fn a_stopped_node_is_survived_and_a_stopped_cluster_is_named() {
     // Every node back (start on the cluster's folder keeps its data).
     cluster.script(&["start"]);
     assert_eq!(
-        ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok()),
+        listed_ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok()),
         before
     );
     cluster.run(["-r", &repo, "backup", &img]).ok();
@@ -513,21 +536,8 @@ fn read_only_credentials_read_but_do_not_write() {
         return;
     }
     let cluster = shared();
-    let sandbox = Sandbox::without_repo();
-    let repo = cluster.url(&prefix("readonly"));
-    cluster
-        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
-        .ok();
-    let mut rng = Rng::new(0x53_0004);
-    let image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let (sandbox, repo, image, id) = one_snapshot(cluster, "readonly", 0x53_0004, 8);
     let img = image.path.to_str().unwrap().to_string();
-    let id = cluster
-        .run(["-r", &repo, "--json", "backup", &img])
-        .ok()
-        .json()["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let (key, secret) = cluster.key("reader", &["--read-only"]);
     let ro = [
         ("AWS_ACCESS_KEY_ID", key.as_str()),
@@ -548,12 +558,12 @@ fn read_only_credentials_read_but_do_not_write() {
     cluster
         .run_with(["-r", &repo, "verify", "--read-data"], &ro)
         .ok();
-    let before = ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok());
+    let before = listed_ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok());
     cluster
         .run_with(["-r", &repo, "backup", &img], &ro)
         .refused(2, "refused the credentials");
     assert_eq!(
-        ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok()),
+        listed_ids(cluster.run(["-r", &repo, "--json", "snapshots"]).ok()),
         before
     );
     cluster.run(["-r", &repo, "verify"]).ok();
@@ -566,21 +576,9 @@ fn a_backup_killed_mid_upload_harms_nothing() {
         return;
     }
     let cluster = shared();
-    let sandbox = Sandbox::without_repo();
-    let repo = cluster.url(&prefix("killed"));
-    cluster
-        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
-        .ok();
-    let mut rng = Rng::new(0x53_0005);
-    let mut image = Image::random(sandbox.path("disk.img"), 16 * CHUNK, &mut rng);
+    let (sandbox, repo, mut image, first) = one_snapshot(cluster, "killed", 0x53_0005, 16);
     let img = image.path.to_str().unwrap().to_string();
-    let first = cluster
-        .run(["-r", &repo, "--json", "backup", &img])
-        .ok()
-        .json()["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let mut rng = Rng::new(0x53_0006);
     let first_bytes = image.bytes.clone();
     let big = Image::random(sandbox.path("big.img"), 1200 * CHUNK, &mut rng);
     let mut cmd = platter();
@@ -659,4 +657,39 @@ fn the_other_repository_takes_its_own_credentials() {
     copy(&open).refused(2, "chmod 600");
     copy(&writer).ok();
     restores(cluster, &offsite, &id, &image.bytes, &sandbox.path(""));
+}
+
+// Pins: Ctrl-C during a backup to S3 removes the run's lock object before the process exits (a lock left in a shared bucket would hold other hosts' prune off for 30 minutes), and says so.
+#[test]
+fn an_interrupted_backup_removes_its_lock_from_the_store() {
+    if !have_garage("an_interrupted_backup_removes_its_lock_from_the_store") {
+        return;
+    }
+    let cluster = shared();
+    let (sandbox, repo, _, _) = one_snapshot(cluster, "interrupted", 0x53_0007, 4);
+    let mut rng = Rng::new(0x53_0008);
+    let big = Image::random(sandbox.path("big.img"), 3000 * CHUNK, &mut rng);
+    let mut cmd = platter();
+    for (k, v) in &cluster.env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .args(["-r", &repo, "backup", big.path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a backup");
+    // Well inside the backup: its lock is taken after about 0.2 s.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("removed 1"), "{stderr}");
+    let left = cluster
+        .run(["-r", &repo, "--json", "unlock", "--all"])
+        .ok()
+        .json();
+    assert_eq!(left["removed"], Value::Array(vec![]), "{left}");
 }

@@ -455,8 +455,18 @@ impl Backend for S3Backend {
             .map_err(|e| self.error("write", name, e))
     }
 
-    fn remove_on_interrupt(&self, _name: &str) -> Option<Registration> {
-        None
+    fn remove_on_interrupt(&self, name: &str) -> Option<Registration> {
+        // One delete, given up after a few seconds: the interrupted
+        // process waits for it before it exits.
+        let (op, name) = (self.op.clone(), name.to_string());
+        Some(crate::interrupt::call_on_interrupt(move || {
+            let (done, wait) = crossbeam_channel::bounded(1);
+            let (op, name) = (op.clone(), name.clone());
+            std::thread::spawn(move || {
+                let _ = done.send(op.delete(&name).is_ok());
+            });
+            wait.recv_timeout(INTERRUPT_PATIENCE).unwrap_or(false)
+        }))
     }
 
     fn concurrency(&self) -> usize {
@@ -557,6 +567,9 @@ struct S3File {
     /// The last window fetched around a small read, and where it starts.
     window: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
 }
+
+/// How long an interrupted command waits to remove its lock object.
+const INTERRUPT_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Reads smaller than this fetch this much (or up to the end).
 const READ_AHEAD: usize = 256 << 10;
