@@ -228,17 +228,21 @@ fn read_packs(repo: &Repository) -> Result<(Vec<PackInfo>, HashSet<PackId>, Vec<
     let mut damaged = Vec::new();
     let mut ids: Vec<PackId> = repo.packs_on_disk()?.into_iter().collect();
     ids.sort_unstable();
-    for id in ids {
-        let name = pack_name(&id);
+    // Each table is a request of its own: on a store far away, several at
+    // once.
+    let tables = crate::repo::backend::each_at_once(backend, &ids, |id| {
         // A table entry the chunk reader would refuse makes the table
         // damaged: the pack stays as it is, as one that cannot be read.
-        let read = repo.read_pack_table(&id).and_then(|(len, entries)| {
+        repo.read_pack_table(id).and_then(|(len, entries)| {
             for (i, e) in entries.iter().enumerate() {
                 e.check_lengths(repo.config().chunk_size, repo.sealing())
                     .map_err(|why| Error::corrupt(format!("table entry {i} {why}")))?;
             }
             Ok((len, entries))
-        });
+        })
+    });
+    for (id, read) in ids.into_iter().zip(tables) {
+        let name = pack_name(&id);
         match read {
             Ok((len, entries)) => packs.push(PackInfo { id, len, entries }),
             // The store is out of reach: stop before deciding anything.
