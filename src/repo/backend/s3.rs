@@ -20,7 +20,8 @@
 
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opendal::blocking::Operator;
@@ -203,6 +204,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct S3Backend {
     /// Rooted at the repository's prefix.
     op: Operator,
+    /// Set once a request failed for want of the store (its retries
+    /// spent): later requests of this command fail at once, so a command
+    /// gives up after one request's retries, not after each one's.
+    down: Arc<AtomicBool>,
     /// Requests in flight at once.
     connections: usize,
     /// Rooted at the bucket: for what lies above the prefix.
@@ -263,6 +268,7 @@ impl S3Backend {
         let bucket = operator("/")?;
         Ok(S3Backend {
             op,
+            down: Arc::default(),
             connections: connections.max(1),
             bucket,
             location: location.clone(),
@@ -286,10 +292,10 @@ impl S3Backend {
                 ..ListOptions::default()
             };
             if let Err(listed) = self.op.list_options("", options) {
-                return s3_error(&self.location, what, object, listed);
+                return s3_error((&self.location, &self.down), what, object, listed);
             }
         }
-        s3_error(&self.location, what, object, e)
+        s3_error((&self.location, &self.down), what, object, e)
     }
 }
 
@@ -298,7 +304,37 @@ impl S3Backend {
 /// bucket, refused credentials or a wrong region say so and what to check;
 /// a store that cannot be reached, or anything else, is an I/O error
 /// (exit 6) once the retries are spent.
-fn s3_error(location: &S3Location, what: &str, object: &str, e: opendal::Error) -> Error {
+fn s3_error(
+    (location, down): (&S3Location, &AtomicBool),
+    what: &str,
+    object: &str,
+    e: opendal::Error,
+) -> Error {
+    let error = classify(location, what, object, e);
+    if error.is_transient() {
+        down.store(true, Ordering::SeqCst);
+    }
+    error
+}
+
+/// Fails at once when an earlier request of this command found the store
+/// out of reach.
+fn check_up(location: &S3Location, down: &AtomicBool) -> Result<()> {
+    if down.load(Ordering::SeqCst) {
+        return Err(Error::new(
+            crate::error::ErrorKind::Io,
+            format!(
+                "the object store at {} stopped answering earlier in this command",
+                location.endpoint
+            ),
+        )
+        .hint("check that the store is up and reachable from here, then run the command again")
+        .transient());
+    }
+    Ok(())
+}
+
+fn classify(location: &S3Location, what: &str, object: &str, e: opendal::Error) -> Error {
     let text = e.to_string();
     match e.kind() {
         opendal::ErrorKind::NotFound => Error::storage(what, object, io::ErrorKind::NotFound.into()),
@@ -366,6 +402,7 @@ impl Backend for S3Backend {
     fn create(&self, name: &str) -> Result<Box<dyn NewFile>> {
         Ok(Box::new(S3NewFile {
             op: self.op.clone(),
+            down: Arc::clone(&self.down),
             location: self.location.clone(),
             name: name.to_string(),
             bytes: Vec::new(),
@@ -373,12 +410,14 @@ impl Backend for S3Backend {
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn StoredFile>> {
+        check_up(&self.location, &self.down)?;
         let meta = self
             .op
             .stat(name)
             .map_err(|e| self.error("open", name, e))?;
         Ok(Box::new(S3File {
             op: self.op.clone(),
+            down: Arc::clone(&self.down),
             location: self.location.clone(),
             name: name.to_string(),
             what: self.describe(name),
@@ -389,6 +428,7 @@ impl Backend for S3Backend {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
+        check_up(&self.location, &self.down)?;
         // Always end with `/`: "a" would also list "ab/...".
         let path = if dir.is_empty() {
             String::new()
@@ -418,6 +458,7 @@ impl Backend for S3Backend {
     }
 
     fn remove(&self, name: &str) -> Result<()> {
+        check_up(&self.location, &self.down)?;
         match self.op.delete(name) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
@@ -439,6 +480,7 @@ impl Backend for S3Backend {
     }
 
     fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        check_up(&self.location, &self.down)?;
         match self.op.stat(name) {
             Ok(_) => {
                 return Err(Error::bad_input(format!(
@@ -520,6 +562,7 @@ const PACK_TARGET: u64 = 16 << 20;
 /// A file being written: its bytes are sent in one PUT at `commit`.
 struct S3NewFile {
     op: Operator,
+    down: Arc<AtomicBool>,
     location: S3Location,
     name: String,
     bytes: Vec<u8>,
@@ -539,12 +582,13 @@ impl Write for S3NewFile {
 impl NewFile for S3NewFile {
     fn commit(self: Box<Self>) -> Result<()> {
         let this = *self;
+        check_up(&this.location, &this.down)?;
         this.op
             .write(&this.name, this.bytes)
             .map(drop)
             .map_err(|e| {
                 s3_error(
-                    &this.location,
+                    (&this.location, &this.down),
                     "write",
                     &format!("{}/{}", this.location, this.name),
                     e,
@@ -558,6 +602,7 @@ impl NewFile for S3NewFile {
 /// wrong bytes).
 struct S3File {
     op: Operator,
+    down: Arc<AtomicBool>,
     location: S3Location,
     name: String,
     what: String,
@@ -588,6 +633,7 @@ impl StoredFile for S3File {
         if buf.is_empty() {
             return Ok(());
         }
+        check_up(&self.location, &self.down)?;
         if let Ok(window) = self.window.lock()
             && let Some((start, bytes)) = window.as_ref()
             && let Some(from) = offset.checked_sub(*start)
@@ -610,7 +656,7 @@ impl StoredFile for S3File {
         let got = self
             .op
             .read_options(&self.name, options)
-            .map_err(|e| s3_error(&self.location, "read", &self.what, e))?;
+            .map_err(|e| s3_error((&self.location, &self.down), "read", &self.what, e))?;
         if got.len() != want {
             return Err(Error::storage(
                 "read",
