@@ -21,6 +21,8 @@
 #   GARAGE_BUCKET     the first bucket (default platter-test)
 #   GARAGE_WATCH_PID  if set, a watcher stops the cluster when that process is gone (a test
 #                     run that dies does not leave nodes behind)
+#   GARAGE_WATCH_REMOVE  with 1, the watcher also removes DIR (the tests' clusters, which
+#                     hold a few hundred MiB each)
 #
 # The fixed settings of every node (the bench and tests state them):
 #   replication_factor = 3, consistency_mode = consistent (read and write quorum 2 of 3)
@@ -206,8 +208,8 @@ start_watch() {
     if [ -f "$DIR/watch.pid" ] && kill -0 "$(cat "$DIR/watch.pid")" 2>/dev/null; then return 0; fi
     local self
     self=$(readlink -f "$0")
-    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -f "$3/watch.pid"; exec "$2" stop "$3"' \
-        watch "$GARAGE_WATCH_PID" "$self" "$DIR" </dev/null >>"$DIR/watch.log" 2>&1 &
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -f "$3/watch.pid"; "$2" stop "$3"; if [ "$4" = 1 ]; then rm -rf "$3"; fi' \
+        watch "$GARAGE_WATCH_PID" "$self" "$DIR" "${GARAGE_WATCH_REMOVE:-0}" </dev/null >>"$DIR/watch.log" 2>&1 &
     echo $! >"$DIR/watch.pid"
 }
 

@@ -75,6 +75,7 @@ impl Cluster {
             .args(&args[1..])
             .env("GARAGE_PORT_BASE", self.port_base.to_string())
             .env("GARAGE_WATCH_PID", std::process::id().to_string())
+            .env("GARAGE_WATCH_REMOVE", "1")
             .output()
             .expect("cannot run cluster.sh");
         if out.status.success() {
