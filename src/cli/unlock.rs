@@ -5,7 +5,8 @@ use platter::repo::lock::remove_locks;
 
 use super::{Context, output};
 
-/// Remove stale locks (of processes that no longer run on this host)
+/// Remove stale locks: of processes that no longer run on this host, and
+/// any lock not refreshed for 30 minutes (judged by this machine's clock)
 ///
 /// Also removes half-written lock files of killed commands: those whose
 /// process is gone from this host, or, when that cannot be told (another

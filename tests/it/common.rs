@@ -965,3 +965,28 @@ pub fn listed_ids(run: &Run) -> Vec<String> {
         .map(|s| s["id"].as_str().expect("a snapshot without id").to_string())
         .collect()
 }
+
+/// `platter -r REPO --password-file PASSWORD --json key list`: each key
+/// file's id and whether PASSWORD opened it.
+pub fn key_ids(sandbox: &Sandbox, password: &Path) -> Vec<(String, bool)> {
+    let args = [
+        OsStr::new("-r"),
+        sandbox.repo.as_os_str(),
+        "--password-file".as_ref(),
+        password.as_os_str(),
+        "--json".as_ref(),
+        "key".as_ref(),
+        "list".as_ref(),
+    ];
+    run(args).ok().json()["keys"]
+        .as_array()
+        .expect("key list --json has no keys")
+        .iter()
+        .map(|k| {
+            (
+                k["id"].as_str().expect("a key without id").to_string(),
+                k["current"] == true,
+            )
+        })
+        .collect()
+}

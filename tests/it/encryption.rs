@@ -390,17 +390,6 @@ fn tampering_is_damage_and_never_restored() {
     verify_encrypted(&sandbox);
 }
 
-fn key_ids(sandbox: &Sandbox, password: &Path) -> Vec<(String, bool)> {
-    with_password(&sandbox.repo, password, ["--json", "key", "list"])
-        .ok()
-        .json()["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["id"].as_str().unwrap().to_string(), k["current"] == true))
-        .collect()
-}
-
 /// `platter -r REPO --password-file PASSWORD ARGS...`.
 fn with_password<I, S>(repo: &Path, password: &Path, args: I) -> Run
 where

@@ -4,29 +4,6 @@ use std::fs;
 
 use super::common::*;
 
-/// `platter -r REPO --password-file PASSWORD --json key list`: each key
-/// file's id and whether PASSWORD opened it.
-fn keys_with(sandbox: &Sandbox, password: &std::path::Path) -> Vec<(String, bool)> {
-    let repo = sandbox.repo.display().to_string();
-    let password = password.display().to_string();
-    run([
-        "-r",
-        &repo,
-        "--password-file",
-        &password,
-        "--json",
-        "key",
-        "list",
-    ])
-    .ok()
-    .json()["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["id"].as_str().unwrap().to_string(), k["current"] == true))
-        .collect()
-}
-
 // Pins: two `key remove` that overlap, each opened with one of the last two passphrases and each removing the other's key file, cannot leave the repository with no key: the second finds the key file that opened it gone (under the exclusive lock) and refuses with exit 5.
 #[test]
 fn overlapping_key_removes_keep_a_key() {
@@ -38,7 +15,7 @@ fn overlapping_key_removes_keep_a_key() {
     let mut add = vec!["key", "add", "--new-password-file", &second_arg];
     add.extend(FAST_KDF);
     sandbox.run(add).ok();
-    let keys = keys_with(&sandbox, &second);
+    let keys = key_ids(&sandbox, &second);
     assert_eq!(keys.len(), 2, "{keys:?}");
     let second_id = keys.iter().find(|(_, current)| *current).unwrap().0.clone();
     let first_id = keys
@@ -69,7 +46,7 @@ fn overlapping_key_removes_keep_a_key() {
         &first_id[..12],
     ])
     .refused(5, "was removed while this command ran");
-    let left = keys_with(&sandbox, &first);
+    let left = key_ids(&sandbox, &first);
     assert_eq!(left, vec![(first_id, true)], "the first key file is kept");
     sandbox.run(["snapshots"]).ok();
 }

@@ -656,6 +656,9 @@ fn the_other_repository_takes_its_own_credentials() {
     };
     copy(&reader).refused(2, "refused the credentials");
     copy(&open).refused(2, "chmod 600");
+    let fifo = sandbox.path("fifo.env");
+    sh(&format!("mkfifo -m 600 {}", fifo.display()));
+    copy(&fifo).refused(2, "not a regular file");
     copy(&writer).ok();
     restores(cluster, &offsite, &id, &image.bytes, &sandbox.path(""));
 }

@@ -6,9 +6,11 @@
 //! - a new file appears whole under its name when `commit` returns, or not
 //!   at all; committed files are never modified in place;
 //! - new names never collide (they are random ids); the few files that are
-//!   replaced whole (a manifest rewritten by protect) are replaced
-//!   atomically;
-//! - `write_new` creates a file only if none has its name (the config);
+//!   replaced whole (a manifest rewritten by protect, a lock refreshed
+//!   while held) are replaced atomically;
+//! - `write_new` creates a file only if none has its name (the config;
+//!   an object store without conditional writes can only look first, see
+//!   `s3`);
 //! - what this process committed reads back at once, and a listing shows
 //!   every file whose commit returned before the listing began.
 //!

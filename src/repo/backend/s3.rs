@@ -135,6 +135,13 @@ impl Credentials {
     fn from_file(file: &Path) -> Result<Credentials> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(file).map_err(|e| Error::io("read", file, e))?;
+        // A FIFO or a device would block or read forever.
+        if !meta.is_file() {
+            return Err(Error::bad_input(format!(
+                "{} is not a regular file: a credentials file is one",
+                file.display()
+            )));
+        }
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(Error::bad_input(format!(
                 "{} may be read by others, and it holds a secret key",
