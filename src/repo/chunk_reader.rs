@@ -27,6 +27,8 @@ pub struct ChunkReader<'a> {
     pool: BufPool,
     open: Vec<(PackId, Box<dyn StoredFile>)>,
     stored: Vec<u8>,
+    /// The bytes of the last span read (reused).
+    span: Vec<u8>,
     thorough: bool,
 }
 
@@ -115,6 +117,7 @@ impl<'a> ChunkReader<'a> {
             pool,
             open: Vec::new(),
             stored: Vec::new(),
+            span: Vec::new(),
             thorough: false,
         }
     }
@@ -184,6 +187,70 @@ impl<'a> ChunkReader<'a> {
         Ok((self.read_stored(id, pack, loc)?, *loc))
     }
 
+    /// Reads chunks `chunks` of `pack`, in the order of their offsets, with
+    /// one read of the bytes from the first one's start to the last one's
+    /// end (a store far away answers one large request much faster than
+    /// many small ones), and gives `each` every chunk's index in `chunks`
+    /// and what `read` would give for it; `each` says false to stop. When
+    /// the one read fails, every chunk is read on its own, so a damaged or
+    /// cut pack damages only the chunks it must.
+    pub fn read_span(
+        &mut self,
+        pack: &PackId,
+        chunks: &[(ChunkId, Location)],
+        each: &mut dyn FnMut(usize, Result<PlainChunk>) -> bool,
+    ) {
+        let mut bytes = std::mem::take(&mut self.span);
+        let start = match span_of(chunks) {
+            Some((start, len)) if chunks.len() > 1 => {
+                let name = crate::repo::names::pack_name(pack);
+                bytes.resize(len, 0);
+                let read = self.backend.read_at(&name, &mut bytes, start);
+                read.ok().map(|()| start)
+            }
+            _ => None,
+        };
+        for (i, (id, loc)) in chunks.iter().enumerate() {
+            let chunk = match start {
+                Some(start) => {
+                    let at = (loc.offset - start) as usize;
+                    let stored = bytes.get_mut(at..at + loc.stored_len as usize);
+                    self.check_stored(id, pack, loc, stored.unwrap_or_default())
+                }
+                None => self.read(id, pack, loc),
+            };
+            if !each(i, chunk) {
+                break;
+            }
+        }
+        self.span = bytes;
+    }
+
+    /// The check of a chunk whose stored bytes are in `stored` (a part of
+    /// a span read at once); see `read`.
+    fn check_stored(
+        &mut self,
+        id: &ChunkId,
+        pack: &PackId,
+        loc: &Location,
+        stored: &mut [u8],
+    ) -> Result<PlainChunk> {
+        let what = self.describe_chunk(id, pack, loc);
+        let mut plain = self.checked_buffer(id, loc, &what)?;
+        if stored.len() != loc.stored_len as usize {
+            return Err(Error::internal(format!("{what}: the span read misses it")));
+        }
+        let raw = self.is_raw(loc);
+        if raw {
+            plain
+                .reuse_as(loc.plain_len as usize)
+                .copy_from_slice(stored);
+            self.check(id, loc, &what, raw, false, &mut [], plain)
+        } else {
+            self.check(id, loc, &what, raw, false, stored, plain)
+        }
+    }
+
     fn read_into(
         &mut self,
         id: &ChunkId,
@@ -193,31 +260,69 @@ impl<'a> ChunkReader<'a> {
         keep: bool,
     ) -> Result<PlainChunk> {
         let name = crate::repo::names::pack_name(pack);
-        let what = format!(
-            "chunk {id} in pack {} at offset {}",
-            self.backend.describe(&name),
-            loc.offset
-        );
-        let plain_len = loc.plain_len as usize;
-        loc.entry(*id)
-            .check_lengths(self.pool.size as u64, &self.sealing)
-            .map_err(|why| Error::corrupt(format!("{what} {why}")))?;
-        let mut plain = self.pool.get()?;
+        let what = self.describe_chunk(id, pack, loc);
+        let mut plain = self.checked_buffer(id, loc, &what)?;
         // An unsealed raw chunk is read straight into its (aligned) plain
         // buffer, and then `stored` stays empty.
-        let raw = loc.encoded == Encoded::Raw
-            && loc.stored_len == loc.plain_len
-            && !self.sealing.is_encrypted();
+        let raw = self.is_raw(loc);
         let read = if raw {
             stored.clear();
-            self.read_stored_bytes(pack, &name, loc, plain.reuse_as(plain_len))
+            self.read_stored_bytes(
+                pack,
+                &name,
+                loc.offset,
+                plain.reuse_as(loc.plain_len as usize),
+            )
         } else {
             // Every byte is overwritten by the read: a buffer reused at the
             // same length is not zero-filled again.
             stored.resize(loc.stored_len as usize, 0);
-            self.read_stored_bytes(pack, &name, loc, stored)
+            self.read_stored_bytes(pack, &name, loc.offset, stored)
         };
         read.map_err(|e| e.context(&what))?;
+        self.check(id, loc, &what, raw, keep, stored, plain)
+    }
+
+    /// How errors name chunk `id` at `loc` in `pack`.
+    fn describe_chunk(&self, id: &ChunkId, pack: &PackId, loc: &Location) -> String {
+        let name = crate::repo::names::pack_name(pack);
+        format!(
+            "chunk {id} in pack {} at offset {}",
+            self.backend.describe(&name),
+            loc.offset
+        )
+    }
+
+    /// A buffer for chunk `id`'s plain bytes, once its lengths are sane.
+    fn checked_buffer(&self, id: &ChunkId, loc: &Location, what: &str) -> Result<PooledBuf> {
+        loc.entry(*id)
+            .check_lengths(self.pool.size as u64, &self.sealing)
+            .map_err(|why| Error::corrupt(format!("{what} {why}")))?;
+        self.pool.get()
+    }
+
+    /// Whether the chunk's stored bytes are its plain bytes.
+    fn is_raw(&self, loc: &Location) -> bool {
+        loc.encoded == Encoded::Raw
+            && loc.stored_len == loc.plain_len
+            && !self.sealing.is_encrypted()
+    }
+
+    /// Opens and decodes the chunk (from `stored`, or already in `plain`
+    /// when `raw`) and checks it; see `read`. With `keep`, `stored` is left
+    /// as it was.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        id: &ChunkId,
+        loc: &Location,
+        what: &str,
+        raw: bool,
+        keep: bool,
+        stored: &mut [u8],
+        mut plain: PooledBuf,
+    ) -> Result<PlainChunk> {
+        let plain_len = loc.plain_len as usize;
         let stored_crc =
             |plain: &[u8], stored: &[u8]| codec::crc32(if raw { plain } else { stored });
         // Opening a seal in place changes the stored bytes: take their
@@ -239,7 +344,7 @@ impl<'a> ChunkReader<'a> {
         if !raw {
             let mut kept;
             let source: &mut [u8] = if keep && self.sealing.is_encrypted() {
-                kept = stored.clone();
+                kept = stored.to_vec();
                 &mut kept
             } else {
                 stored
@@ -270,18 +375,18 @@ impl<'a> ChunkReader<'a> {
         &mut self,
         pack: &PackId,
         name: &str,
-        loc: &Location,
+        offset: u64,
         out: &mut [u8],
     ) -> Result<()> {
         let file = self.pack_file(pack, name)?;
-        let end = loc.offset.checked_add(out.len() as u64);
+        let end = offset.checked_add(out.len() as u64);
         if end.is_none_or(|end| end > file.len()) {
             return Err(Error::corrupt(format!(
                 "it lies beyond the end of the pack ({} bytes): the pack was truncated",
                 file.len()
             )));
         }
-        file.read_exact_at(out, loc.offset).map_err(|e| {
+        file.read_exact_at(out, offset).map_err(|e| {
             // An unreachable store says nothing about the chunk.
             if e.kind() == ErrorKind::Corrupt || e.is_transient() {
                 e
@@ -314,3 +419,21 @@ impl<'a> ChunkReader<'a> {
         }
     }
 }
+
+/// Where the span of `chunks` (sorted by offset) starts and how long it is;
+/// `None` when the chunks are out of order or the span is too large to hold.
+fn span_of(chunks: &[(ChunkId, Location)]) -> Option<(u64, usize)> {
+    let start = chunks.first()?.1.offset;
+    let mut end = start;
+    for (_, loc) in chunks {
+        if loc.offset < end {
+            return None;
+        }
+        end = loc.offset.checked_add(u64::from(loc.stored_len))?;
+    }
+    let len = usize::try_from(end - start).ok()?;
+    (len <= MAX_SPAN).then_some((start, len))
+}
+
+/// The largest span read at once (a backend asks for far less).
+const MAX_SPAN: usize = 64 << 20;

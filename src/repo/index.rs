@@ -105,15 +105,19 @@ impl Index {
         before - self.chunks.len()
     }
 
-    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+    /// Adds the chunks of `pack`; returns how many of them the index
+    /// already placed in another pack (the copy already there stays).
+    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) -> usize {
         let number = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             (self.packs.len() - 1) as u32
         });
+        let mut doubles = 0;
         for e in entries {
             // The first copy wins (the repository adds packs that exist
             // first); duplicates come from concurrent backups storing the
             // same chunk, or from a chunk stored again after a pack was lost.
+            let known = self.chunks.len();
             self.chunks.entry(e.id).or_insert(Location {
                 pack: number,
                 encoded: e.encoded,
@@ -122,7 +126,9 @@ impl Index {
                 plain_len: e.plain_len,
                 crc: e.crc,
             });
+            doubles += usize::from(self.chunks.len() == known);
         }
+        doubles
     }
 }
 

@@ -268,9 +268,13 @@ fn try_acquire<'a>(
         name,
         _cleanup: cleanup,
     };
+    let seen = read_locks(repo)?;
     // The store's "now": the time of the lock just written.
-    let now = backend.open(&lock.name)?.modified();
-    for found in list(repo, now)? {
+    let now = seen
+        .iter()
+        .find(|s| s.name == lock.name)
+        .and_then(|s| s.written);
+    for found in judge(seen, now) {
         if found.name == lock.name {
             continue;
         }
@@ -328,37 +332,80 @@ fn busy(found: &FoundLock) -> Error {
 /// Every lock file, with whether it is stale: `now` is the store's time
 /// to judge age by (that of a lock just written), else this machine's.
 pub fn list(repo: &Repository, now: Option<SystemTime>) -> Result<Vec<FoundLock>> {
+    Ok(judge(read_locks(repo)?, now))
+}
+
+/// A lock file as read: what it says (`None`: unreadable) and when the
+/// store wrote it.
+struct Seen {
+    name: String,
+    info: Option<LockInfo>,
+    written: Option<SystemTime>,
+}
+
+/// Reads every lock file, each with one open, all at once (a store far
+/// away takes tens of milliseconds a request). A lock that is gone by the
+/// time it is read is left out.
+fn read_locks(repo: &Repository) -> Result<Vec<Seen>> {
     let backend = repo.backend();
-    let now = now.unwrap_or_else(SystemTime::now);
-    let me = hostname();
-    let mut out = Vec::new();
-    for file in ids_in(backend, Folder::Locks)? {
-        let name = Folder::Locks.file(&file);
-        let written = match backend.open(&name) {
-            Ok(file) => file.modified(),
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(_) => None,
-        };
-        let info = match repo.read_sealed(&name) {
-            Ok(bytes) => envelope::open::<LockInfo>(KIND, VERSION, &bytes, &name).ok(),
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+    let names: Vec<String> = ids_in(backend, Folder::Locks)?
+        .iter()
+        .map(|id| Folder::Locks.file(id))
+        .collect();
+    let read = crate::repo::backend::each_at_once(backend, &names, |name| {
+        let file = match backend.open(name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
             // Unreadable: someone's lock all the same (or junk for
             // `unlock --all`).
+            Err(_) => return Some((name.clone(), None, None)),
+        };
+        let what = backend.describe(name);
+        let info = match crate::repo::backend::read_all(&*file, &what) {
+            Ok(bytes) => sealed::decode(repo.sealing(), name, bytes, &what)
+                .and_then(|plain| envelope::open::<LockInfo>(KIND, VERSION, &plain, name))
+                .ok(),
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
             Err(_) => None,
         };
-        let dead_here = info
-            .as_ref()
-            .is_some_and(|i| i.hostname == me && !process_alive(i.pid, i.start_ticks));
-        let unrefreshed = written
-            .and_then(|w| now.duration_since(w).ok())
-            .is_some_and(|age| age > STALE_AFTER);
-        out.push(FoundLock {
+        Some((name.clone(), info, file.modified()))
+    });
+    Ok(read
+        .into_iter()
+        .flatten()
+        .map(|(name, info, written)| Seen {
             name,
             info,
-            stale: dead_here || unrefreshed,
-        });
-    }
-    Ok(out)
+            written,
+        })
+        .collect())
+}
+
+/// Which of the locks read are stale, judged by `now` (see `list`).
+fn judge(seen: Vec<Seen>, now: Option<SystemTime>) -> Vec<FoundLock> {
+    let now = now.unwrap_or_else(SystemTime::now);
+    let me = hostname();
+    seen.into_iter()
+        .map(
+            |Seen {
+                 name,
+                 info,
+                 written,
+             }| {
+                let dead_here = info
+                    .as_ref()
+                    .is_some_and(|i| i.hostname == me && !process_alive(i.pid, i.start_ticks));
+                let unrefreshed = written
+                    .and_then(|w| now.duration_since(w).ok())
+                    .is_some_and(|age| age > STALE_AFTER);
+                FoundLock {
+                    name,
+                    info,
+                    stale: dead_here || unrefreshed,
+                }
+            },
+        )
+        .collect()
 }
 
 /// What `remove_locks` removed.

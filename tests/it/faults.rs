@@ -391,3 +391,54 @@ fn an_outage_is_never_reported_as_damage() {
         }
     }
 }
+
+/// The pack that holds chunk `bytes` and where in it, from the index.
+fn stored_at(repo: &Repository, bytes: &[u8]) -> (String, platter::repo::index::Location) {
+    let (index, _) = repo.load_index().expect("the index");
+    let id = platter::codec::ChunkId::of(bytes);
+    let loc = *index.get(&id).expect("the chunk is indexed");
+    (
+        platter::repo::names::pack_name(index.pack_id(loc.pack)),
+        loc,
+    )
+}
+
+// Pins: on a store read in spans (neighbouring chunks of a pack with one read), a damaged chunk in the middle of a span damages exactly its own range, and a pack cut short damages exactly the chunks past the cut; every other byte restores.
+#[test]
+fn a_span_read_names_exactly_the_damaged_chunks() {
+    let mut bench = Bench::new(0x5ba7);
+    let store = bench.repository();
+    let image = bench.image("span.img", 24);
+    let repo = open(shared(&store)).expect("open");
+    let id = backup_of(&repo, &image).expect("backup");
+    let len = image.bytes.len();
+    let range = |k: u64| (k * CHUNK) as usize..(((k + 1) * CHUNK) as usize).min(len);
+    let chunk = |k: u64| &image.bytes[range(k)];
+    // Damage chunk 10 (the middle of a span), and cut the pack inside chunk 20.
+    let (pack, middle) = stored_at(&repo, chunk(10));
+    let (cut_pack, cut) = stored_at(&repo, chunk(20));
+    assert_eq!(pack, cut_pack, "the test wants both chunks in one pack");
+    let mut bytes = store.snapshot_files().expect("the store")[&pack].clone();
+    bytes[(middle.offset + 7) as usize] ^= 0x10;
+    bytes.truncate((cut.offset + 5) as usize);
+    store.put(&pack, Some(bytes)).expect("the store");
+    let target = bench.path("restored.img");
+    let options = RestoreOptions {
+        continue_on_error: true,
+        ..RestoreOptions::default()
+    };
+    let report = restore(&repo, &id, &target, &options, &Quiet).expect("restore goes on");
+    let damaged: Vec<u64> = report.damaged.iter().map(|d| d.offset / CHUNK).collect();
+    // 24 full chunks and a last one of 123 bytes.
+    let past_cut: Vec<u64> = (20..25)
+        .filter(|&k| stored_at(&repo, chunk(k)).1.offset >= cut.offset)
+        .collect();
+    let mut expected = vec![10];
+    expected.extend(&past_cut);
+    assert_eq!(damaged, expected, "{:?}", report.damaged);
+    let mut want = image.bytes.clone();
+    for &k in &expected {
+        want[range(k)].fill(0);
+    }
+    assert_file_is(&target, &want, "the restore around the damage");
+}

@@ -8,16 +8,17 @@
 use std::path::Path;
 
 use super::plan::RestorePlan;
+use super::spans::{self, Job, Places, Span};
 use super::{DamagedRange, RestoreReport, Window};
 use crate::codec::{self, ChunkId, Sealing};
 use crate::disk::layout::{Layout, Table, TableFit, apply_fit, grow_next_step};
 use crate::disk::{Target, TargetKind};
-use crate::engine::parallel::map_entries;
+use crate::engine::parallel::{fan_out, map_entries};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader};
-use crate::repo::{BufPool, ChunkReader, PlainChunk};
+use crate::repo::{BufPool, PlainChunk};
 
 impl RestorePlan<'_> {
     /// Writes the planned restore and reports what it did.
@@ -208,8 +209,9 @@ struct Written {
     damaged: Vec<DamagedRange>,
 }
 
-/// Workers read, decode and check chunks; this thread writes them, so the
-/// target sees one writer.
+/// Workers read, decode and check chunks, neighbouring ones of a pack with
+/// one read (`spans.rs`); this thread writes them, so the target sees one
+/// writer.
 fn write_all(
     repo: &crate::repo::Repository,
     map: &mut MapReader,
@@ -230,17 +232,29 @@ fn write_all(
     progress.start("restore", window.len);
     let workers = crate::engine::reader_count(repo);
     let pool = BufPool::new(header.chunk_size as usize, workers * 6);
-    let ran = map_entries(
-        map,
-        window.positions(header.chunk_size),
+    let limit = repo.backend().read_span();
+    let positions = window.positions(header.chunk_size);
+    let ran = fan_out(
+        |send| spans::feed(map, positions, index, limit, send),
         workers,
         || repo.chunk_reader(pool.clone()),
-        |reader, _, entry| fetch_chunk(reader, index, &entry),
-        |pos, entry, fetched| {
-            let len = writer.place(pos, &entry, fetched)?;
-            progress.advance(len);
-            Ok(())
+        |reader, job, give| match job {
+            Job::Zeros(places) => {
+                give((places, Ok(None)));
+            }
+            Job::Unindexed(id, places) => {
+                give((places, Err(not_indexed(&id))));
+            }
+            Job::Span(Span {
+                pack,
+                chunks,
+                mut places,
+            }) => reader.read_span(&pack, &chunks, &mut |i, chunk| {
+                let places = places.get_mut(i).map(std::mem::take).unwrap_or_default();
+                give((places, chunk.map(Some)))
+            }),
         },
+        |(places, fetched)| writer.place_all(places, fetched, progress),
     );
     progress.finish();
     ran?;
@@ -259,15 +273,44 @@ struct ChunkWriter<'t> {
 }
 
 impl ChunkWriter<'_> {
+    /// Writes a fetched chunk (or zeros) at each of its places; a damaged
+    /// chunk stops the restore unless --continue-on-error.
+    fn place_all(
+        &mut self,
+        places: Places,
+        fetched: Result<Option<PlainChunk>>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let fetched = match fetched {
+            Err(e) if e.kind() != crate::ErrorKind::Corrupt || !self.continue_on_error => {
+                let chunk_size = self.header.chunk_size;
+                let offset = places
+                    .first()
+                    .and_then(|(pos, _)| {
+                        let len = self.header.chunk_len(*pos);
+                        self.window.clip(pos * chunk_size, len)
+                    })
+                    .map_or(0, |(_, offset)| offset);
+                return Err(e.context(format!("stopped at target offset {offset}")));
+            }
+            fetched => fetched,
+        };
+        let fetched = fetched.as_ref().map(Option::as_ref).map_err(Error::message);
+        for (pos, entry) in places {
+            let len = self.place(pos, &entry, fetched)?;
+            progress.advance(len);
+        }
+        Ok(())
+    }
+
     /// Writes the part inside the window of the chunk at map position
-    /// `pos`: its bytes, zeros for a zero chunk, or with
-    /// --continue-on-error zeros for a damaged one. Returns the bytes of
-    /// the target it covered.
+    /// `pos`: its bytes, zeros for a zero chunk, or zeros for a damaged one
+    /// (`Err`, with why). Returns the bytes of the target it covered.
     fn place(
         &mut self,
         pos: u64,
         entry: &MapEntry,
-        fetched: Result<Option<PlainChunk>>,
+        fetched: std::result::Result<Option<&PlainChunk>, &str>,
     ) -> Result<u64> {
         let header = &self.header;
         let (part, offset) = self
@@ -292,35 +335,18 @@ impl ChunkWriter<'_> {
                 self.target.zero_range(offset, len)?;
                 self.written.zero_chunks += 1;
             }
-            Err(e) if e.kind() == crate::ErrorKind::Corrupt && self.continue_on_error => {
+            Err(reason) => {
                 self.target.zero_range(offset, len)?;
                 self.written.damaged.push(DamagedRange {
                     offset,
                     len,
                     chunk: entry.id,
-                    reason: e.message().to_string(),
+                    reason: reason.to_string(),
                 });
-            }
-            Err(e) => {
-                return Err(e.context(format!("stopped at target offset {offset}")));
             }
         }
         Ok(len)
     }
-}
-
-/// A checked chunk's bytes, or `None` for a zero or unused chunk.
-fn fetch_chunk(
-    reader: &mut ChunkReader,
-    index: &Index,
-    entry: &MapEntry,
-) -> Result<Option<PlainChunk>> {
-    if entry.kind != Kind::Data {
-        return Ok(None);
-    }
-    reader
-        .read_indexed(index, &entry.id, || not_indexed(&entry.id))
-        .map(Some)
 }
 
 /// The error for a chunk of the snapshot that the index lacks.

@@ -24,6 +24,7 @@
 
 mod execute;
 mod plan;
+mod spans;
 
 use std::path::Path;
 

@@ -218,6 +218,10 @@ impl Backend for FaultyBackend {
         self.inner.pack_target()
     }
 
+    fn read_span(&self) -> u64 {
+        self.inner.read_span()
+    }
+
     fn remove_on_interrupt(&self, name: &str) -> Option<Registration> {
         self.inner.remove_on_interrupt(name)
     }

@@ -101,6 +101,11 @@ impl Backend for MemoryBackend {
         }
     }
 
+    /// Reads as an object store is read: neighbouring chunks at once.
+    fn read_span(&self) -> u64 {
+        8 << 20
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         let prefix = if dir.is_empty() {
             String::new()

@@ -102,6 +102,13 @@ pub trait Backend: Send + Sync {
     fn concurrency(&self) -> usize {
         1
     }
+    /// The most bytes worth reading with one request that merges
+    /// neighbouring chunks of a pack: 0 where a read per chunk costs nothing
+    /// extra (a local disk); a store far away answers one large request
+    /// much faster than many small ones.
+    fn read_span(&self) -> u64 {
+        0
+    }
     /// The size at which packs are closed here, when not the default
     /// (`pack::PACK_TARGET`): a store that holds a pack in memory until its
     /// upload wants smaller ones.
@@ -120,14 +127,25 @@ pub trait Backend: Send + Sync {
         file.commit()
     }
 
-    fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
-        let file = self.open(name)?;
-        let len = usize::try_from(file.len())
-            .map_err(|_| Error::corrupt(format!("{} is too large", self.describe(name))))?;
-        let mut buf = vec![0; len];
-        file.read_exact_at(&mut buf, 0)?;
-        Ok(buf)
+    /// Reads `buf.len()` bytes of file `name` at `offset`: one request
+    /// where an `open` and a read would take two on a store far away. A
+    /// file too short for the read is an error.
+    fn read_at(&self, name: &str, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.open(name)?.read_exact_at(buf, offset)
     }
+
+    fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
+        read_all(&*self.open(name)?, &self.describe(name))
+    }
+}
+
+/// Every byte of an opened file (`what` names it in errors).
+pub fn read_all(file: &dyn StoredFile, what: &str) -> Result<Vec<u8>> {
+    let len =
+        usize::try_from(file.len()).map_err(|_| Error::corrupt(format!("{what} is too large")))?;
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
 }
 
 /// Prefix of temporary files; anything named so is an unfinished write.

@@ -434,6 +434,35 @@ impl Backend for S3Backend {
         }))
     }
 
+    /// One ranged GET, without the HEAD an `open` sends first.
+    fn read_at(&self, name: &str, buf: &mut [u8], offset: u64) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        check_up(&self.location, &self.down)?;
+        let what = self.describe(name);
+        let got = get_range(
+            &self.op,
+            (&self.location, &self.down),
+            name,
+            &what,
+            offset,
+            buf.len(),
+        )?;
+        copy_pieces(got, buf);
+        Ok(())
+    }
+
+    /// One GET, without the HEAD an `open` sends first.
+    fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
+        check_up(&self.location, &self.down)?;
+        let got = self
+            .op
+            .read(name)
+            .map_err(|e| self.error("read", name, e))?;
+        Ok(got.to_vec())
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         check_up(&self.location, &self.down)?;
         // Always end with `/`: "a" would also list "ab/...".
@@ -557,6 +586,10 @@ impl Backend for S3Backend {
         Ok(None)
     }
 
+    fn read_span(&self) -> u64 {
+        READ_SPAN
+    }
+
     fn pack_target(&self) -> Option<u64> {
         Some(PACK_TARGET)
     }
@@ -565,6 +598,12 @@ impl Backend for S3Backend {
 /// Packs are held in memory until their PUT: 16 MiB each keeps a backup
 /// with several uploads in flight well under 200 MiB.
 const PACK_TARGET: u64 = 16 << 20;
+
+/// Neighbouring chunks are read with one ranged GET of up to this much:
+/// Garage answered 444 MiB of 16 MiB packs in 0.73 s as 8 MiB ranges (8 in
+/// flight), 0.82 s as 4 MiB ranges and 1.7 s as chunk-sized ones, against
+/// 0.68 s as whole objects; 8 in flight then hold 64 MiB.
+const READ_SPAN: u64 = 8 << 20;
 
 /// A file being written: its bytes are sent in one PUT at `commit`.
 struct S3NewFile {
@@ -656,29 +695,15 @@ impl StoredFile for S3File {
         } else {
             buf.len()
         };
-        let options = ReadOptions {
-            range: (offset..offset + want as u64).into(),
-            ..ReadOptions::default()
-        };
-        let got = self
-            .op
-            .read_options(&self.name, options)
-            .map_err(|e| s3_error((&self.location, &self.down), "read", &self.what, e))?;
-        if got.len() != want {
-            return Err(Error::storage(
-                "read",
-                &self.what,
-                io::Error::other(format!(
-                    "asked for {want} bytes at {offset}, got {}",
-                    got.len()
-                )),
-            ));
+        let store = (&self.location, &*self.down);
+        let got = get_range(&self.op, store, &self.name, &self.what, offset, want)?;
+        if want == buf.len() {
+            copy_pieces(got, buf);
+            return Ok(());
         }
         let got = got.to_vec();
         buf.copy_from_slice(&got[..buf.len()]);
-        if want > buf.len()
-            && let Ok(mut window) = self.window.lock()
-        {
+        if let Ok(mut window) = self.window.lock() {
             *window = Some((offset, got));
         }
         Ok(())
@@ -690,5 +715,47 @@ impl StoredFile for S3File {
 
     fn modified(&self) -> Option<std::time::SystemTime> {
         self.modified
+    }
+}
+
+/// `want` bytes of object `name` from `offset`, with one ranged GET whose
+/// length is checked (a store that answered with the whole object would
+/// give wrong bytes).
+fn get_range(
+    op: &Operator,
+    store: (&S3Location, &AtomicBool),
+    name: &str,
+    what: &str,
+    offset: u64,
+    want: usize,
+) -> Result<opendal::Buffer> {
+    let options = ReadOptions {
+        range: (offset..offset + want as u64).into(),
+        ..ReadOptions::default()
+    };
+    let got = op
+        .read_options(name, options)
+        .map_err(|e| s3_error(store, "read", what, e))?;
+    if got.len() != want {
+        return Err(Error::storage(
+            "read",
+            what,
+            io::Error::other(format!(
+                "asked for {want} bytes at {offset}, got {}",
+                got.len()
+            )),
+        ));
+    }
+    Ok(got)
+}
+
+/// Copies a checked read into `buf` piece by piece: no second copy of a
+/// large read.
+fn copy_pieces(got: opendal::Buffer, buf: &mut [u8]) {
+    let mut at = 0;
+    for piece in got {
+        let n = piece.len().min(buf.len() - at);
+        buf[at..at + n].copy_from_slice(&piece[..n]);
+        at += n;
     }
 }
