@@ -8,6 +8,8 @@
 //! Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
 //! (and the region from `AWS_REGION` or `AWS_DEFAULT_REGION`, default
 //! `us-east-1`); nothing is read from ~/.aws and nothing is ever printed.
+//! A failed TLS handshake is not retried (it fails alike every time) and is
+//! named as such; `init` alone creates a missing bucket (see `bucket`).
 //!
 //! How the guarantees of `Backend` are kept: a file is one object, written
 //! by one PUT at `commit` (an object store never shows a partial one, and
@@ -691,8 +693,9 @@ impl Backend for S3Backend {
             limit: Some(1),
             ..ListOptions::default()
         };
+        // Under the prefix: credentials limited to it may list there.
         let first = self
-            .bucket
+            .op
             .lister_options("", options)
             .and_then(|mut listed| listed.next().transpose());
         match first {
@@ -701,13 +704,7 @@ impl Backend for S3Backend {
                 bucket::check_name(&self.location)?;
                 Ok(Some(self.location.bucket.clone()))
             }
-            Err(e) => {
-                let object = format!(
-                    "{SCHEME}{}/{}",
-                    self.location.endpoint, self.location.bucket
-                );
-                Err(self.error_on("look for", &object, e))
-            }
+            Err(e) => Err(self.error_on("list", &self.location.to_string(), e)),
         }
     }
 

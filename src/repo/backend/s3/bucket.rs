@@ -21,7 +21,8 @@ pub(super) struct BucketMaker {
     signer: Signer<Credential>,
     transport: HttpTransporter,
     region: String,
-    /// Kept out of the store's messages, which name it.
+    /// Kept out of the store's messages, which name it: they say
+    /// AWS_ACCESS_KEY_ID instead (`init` takes its credentials from there).
     key: String,
 }
 
@@ -94,7 +95,7 @@ impl BucketMaker {
         let code = element(&text, "Code").unwrap_or_default();
         let said = element(&text, "Message")
             .unwrap_or(status.as_str())
-            .replace(&self.key, "of these credentials");
+            .replace(&self.key, "AWS_ACCESS_KEY_ID");
         Err(match (status.as_u16(), code) {
             (409, "BucketAlreadyOwnedByYou") => return Ok(false),
             (403, _) => Error::not_found(format!(
