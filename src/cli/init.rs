@@ -23,6 +23,9 @@ use super::{Context, output};
 ///
 /// The repository keeps a 4 MiB file `reserve`, so that `forget --prune`
 /// can free space even when the filesystem has filled up.
+///
+/// In object storage (s3:...), init creates a missing bucket when the
+/// credentials may, and says so; other commands never create one.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter -r /backup/repo init\n  \
@@ -92,8 +95,11 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             kdf,
         }
     };
-    let repo = if local {
-        Repository::init(path, args.chunk_size, compression, key)?
+    let (repo, created_bucket) = if local {
+        (
+            Repository::init(path, args.chunk_size, compression, key)?,
+            None,
+        )
     } else {
         Repository::init_in(backend, args.chunk_size, compression, key)?
     };
@@ -102,6 +108,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     if ctx.json {
         output::json(&serde_json::json!({
             "repository": repo.location(),
+            "created_bucket": created_bucket,
             "repo_id": config.repo_id,
             "chunk_size": config.chunk_size,
             "compression": config.compression,
@@ -110,6 +117,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             "key_shared_with": args.copy_key_from.map(|p| p.display().to_string()),
         }))?;
     } else {
+        if let Some(bucket) = &created_bucket {
+            output::line(&format!("created bucket {bucket}"));
+        }
         let how = match (&config.encryption, &args.copy_key_from) {
             (None, _) => "not encrypted".to_string(),
             (Some(_), None) => format!("encrypted, {}", super::key::describe_kdf(&kdf)),

@@ -83,30 +83,32 @@ impl Repository {
     }
 
     /// Creates a repository in a store that is not a local folder (see
-    /// `init` for one that is), which must hold nothing yet. The config is
-    /// written last and never over another one: of two `init`s, one wins.
+    /// `init` for one that is), which must hold nothing yet. A missing
+    /// bucket is created, when the credentials may, once nothing else can
+    /// fail before the first write; its name is returned, for the user. The
+    /// config is written last and never over another one: of two `init`s,
+    /// one wins.
     pub fn init_in(
         backend: SharedBackend,
         chunk_size: u64,
         compression: Compression,
         key: NewKey,
-    ) -> Result<Repository> {
+    ) -> Result<(Repository, Option<String>)> {
         config::check_chunk_size(chunk_size)?;
-        if let Some(outer) = backend.enclosing_repository()? {
-            return Err(Error::bad_input(format!(
-                "{} lies inside the platter repository {outer}",
-                backend.location()
-            ))
-            .hint("nothing was created; make the new repository outside any other one"));
-        }
-        if !backend.list("")?.is_empty() {
-            return Err(Error::bad_input(format!(
-                "{} is not empty: a new repository needs a place of its own",
-                backend.location()
-            ))
-            .hint("nothing was created; name a new place"));
+        let missing = backend.missing_bucket()?;
+        if missing.is_none() {
+            check_place(&*backend)?;
         }
         let (config, sealing, key) = prepare(chunk_size, compression, key)?;
+        let created = match missing {
+            Some(bucket) => {
+                let made = backend.create_bucket()?;
+                // Another init may have made it meanwhile, and filled it.
+                check_place(&*backend)?;
+                made.then_some(bucket)
+            }
+            None => None,
+        };
         let key_id = key
             .as_ref()
             .map(|(_, file)| file.write(&*backend))
@@ -131,13 +133,34 @@ impl Repository {
             }
             return Err(e);
         }
-        Ok(Repository {
+        let repo = Repository {
             backend,
             config,
             sealing,
             key: key.zip(key_id).map(|((master, _), id)| (master, id)),
-        })
+        };
+        Ok((repo, created))
     }
+}
+
+/// Checks that `backend` can hold a new repository: nothing there yet, and
+/// not inside another repository.
+fn check_place(backend: &dyn Backend) -> Result<()> {
+    if let Some(outer) = backend.enclosing_repository()? {
+        return Err(Error::bad_input(format!(
+            "{} lies inside the platter repository {outer}",
+            backend.location()
+        ))
+        .hint("nothing was created; make the new repository outside any other one"));
+    }
+    if !backend.list("")?.is_empty() {
+        return Err(Error::bad_input(format!(
+            "{} is not empty: a new repository needs a place of its own",
+            backend.location()
+        ))
+        .hint("nothing was created; name a new place"));
+    }
+    Ok(())
 }
 
 /// A new repository's master key and its first key file.

@@ -84,3 +84,24 @@ pub fn pack_name(id: &PackId) -> String {
     let hex = id.to_hex();
     format!("{}/{hex}", pack_folder(&hex[..2]))
 }
+
+/// The length in bytes of the longest name above: a store that limits the
+/// length of its names (S3: 1024 bytes per object key, the repository's
+/// prefix included) checks a prefix against it before anything is written.
+pub fn longest_name() -> usize {
+    let id = [0u8; 32];
+    [
+        manifest_name(&SnapshotId::from_bytes(id)),
+        map_name(&SnapshotId::from_bytes(id)),
+        index_name(&IndexId::from_bytes(id)),
+        lock_name(&LockId::from_bytes(id)),
+        key_name(&KeyId::from_bytes(id)),
+        pack_name(&PackId::from_bytes(id)),
+        CONFIG.to_string(),
+        RESERVE.to_string(),
+    ]
+    .iter()
+    .map(String::len)
+    .max()
+    .unwrap_or(0)
+}

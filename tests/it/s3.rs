@@ -697,3 +697,217 @@ fn an_interrupted_backup_removes_its_lock_from_the_store() {
         .json();
     assert_eq!(left["removed"], Value::Array(vec![]), "{left}");
 }
+
+// Pins: init creates a missing bucket when the credentials may and says so ("created bucket X", and created_bucket in --json), and a backup there works; every other command names the missing bucket (exit 3) and creates nothing; an init in a bucket that exists creates none.
+#[test]
+fn init_creates_a_missing_bucket_when_the_credentials_may() {
+    if !have_garage("init_creates_a_missing_bucket_when_the_credentials_may") {
+        return;
+    }
+    let cluster = shared();
+    let (key, secret) = cluster.key("maker-a", &["--create-bucket"]);
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let sandbox = Sandbox::without_repo();
+    let mut rng = Rng::new(0x53_0009);
+    let image = Image::random(sandbox.path("disk.img"), 4 * CHUNK, &mut rng);
+    let img = image.path.to_str().unwrap();
+    let bucket = format!("made-{}", random_name());
+    let endpoint = cluster.var("PLATTER_S3_ENDPOINT");
+    let repo = format!("s3:{endpoint}/{bucket}/laptop");
+    let missing = format!("{bucket} does not exist");
+    cluster
+        .run_with(["-r", &repo, "snapshots"], &creds)
+        .refused(3, &missing);
+    cluster
+        .run_with(["-r", &repo, "backup", img], &creds)
+        .refused(3, &missing);
+    let made = cluster.run_with(
+        ["-r", &repo, "init", "--plain", "--chunk-size", "64K"],
+        &creds,
+    );
+    assert!(
+        made.ok()
+            .stdout
+            .contains(&format!("created bucket {bucket}\n")),
+        "{}",
+        made.describe()
+    );
+    let id = cluster
+        .run_with(["-r", &repo, "--json", "backup", img], &creds)
+        .ok()
+        .json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = sandbox.path("restored.img");
+    cluster
+        .run_with(
+            ["-r", &repo, "restore", &id, target.to_str().unwrap()],
+            &creds,
+        )
+        .ok();
+    assert_file_is(&target, &image.bytes, "a restore from the new bucket");
+    let second = format!("s3:{endpoint}/{bucket}/desktop");
+    let again = cluster
+        .run_with(["-r", &second, "--json", "init", "--plain"], &creds)
+        .ok()
+        .json();
+    assert_eq!(again["created_bucket"], Value::Null, "{again}");
+}
+
+// Pins: init in a missing bucket with credentials that may not create one fails naming the bucket and what to do (create it, or use credentials that may), exit 3, and writes nothing: the bucket is still missing afterwards.
+#[test]
+fn init_names_a_missing_bucket_it_may_not_create() {
+    if !have_garage("init_names_a_missing_bucket_it_may_not_create") {
+        return;
+    }
+    let cluster = shared();
+    let bucket = format!("denied-{}", random_name());
+    let endpoint = cluster.var("PLATTER_S3_ENDPOINT");
+    let repo = format!("s3:{endpoint}/{bucket}/laptop");
+    // The shared cluster's main key may not create buckets.
+    let refused = cluster.run(["-r", &repo, "init", "--plain"]);
+    refused.refused(3, &format!("the bucket {bucket} does not exist"));
+    for what in [
+        "may not create it",
+        &format!("create the bucket {bucket}"),
+        "credentials that may create buckets",
+    ] {
+        assert!(refused.stderr.contains(what), "{}", refused.describe());
+    }
+    assert!(
+        !refused.stderr.contains(cluster.var("AWS_ACCESS_KEY_ID")),
+        "{}",
+        refused.describe()
+    );
+    // Still missing: a key that may create buckets creates it now.
+    let (key, secret) = cluster.key("maker-b", &["--create-bucket"]);
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    let made = cluster.run_with(["-r", &repo, "init", "--plain"], &creds);
+    assert!(
+        made.ok()
+            .stdout
+            .contains(&format!("created bucket {bucket}")),
+        "{}",
+        made.describe()
+    );
+}
+
+// Pins: an https:// URL for a store that serves plain http fails at once (not retried for 15 s as if the store were unreachable) with a bad-input error (exit 2) that names TLS and the s3:http:// URL to use instead.
+#[test]
+fn https_to_a_plain_http_store_is_named_as_tls_at_once() {
+    if !have_garage("https_to_a_plain_http_store_is_named_as_tls_at_once") {
+        return;
+    }
+    let cluster = shared();
+    let plain = cluster.url(&prefix("tls"));
+    let https = plain.replacen("s3:http://", "s3:https://", 1);
+    for command in [&["init", "--plain"][..], &["snapshots"]] {
+        let started = std::time::Instant::now();
+        let failed = cluster.run([&["-r", https.as_str()][..], command].concat());
+        failed
+            .refused(2, "TLS")
+            .refused(2, &format!("name the repository {plain}"));
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{command:?} took {took:?}: {}",
+            failed.describe()
+        );
+    }
+}
+
+// Pins: a prefix that would make platter's longest object key pass 479 bytes (Garage's limit with LMDB, where longer keys fail with a 503 after 15 s of retries; S3's own is 1024) is refused at once (exit 2) naming the longest prefix allowed, and nothing is written; a prefix at the limit works for init, backup and restore.
+#[test]
+fn a_prefix_too_long_for_object_keys_is_refused_at_once() {
+    if !have_garage("a_prefix_too_long_for_object_keys_is_refused_at_once") {
+        return;
+    }
+    let cluster = shared();
+    let sandbox = Sandbox::without_repo();
+    let base = prefix("long");
+    // "snapshots/" and a 64-digit id is the longest name under the prefix.
+    let allowed = 479 - 1 - "snapshots/".len() - 64;
+    let at_limit = format!("{base}/{}", "p".repeat(allowed - base.len() - 1));
+    assert_eq!(at_limit.len(), allowed);
+    for too_long in [
+        format!("{at_limit}q"),
+        format!("{base}/{}", "q".repeat(1000)),
+    ] {
+        cluster
+            .run(["-r", &cluster.url(&too_long), "init", "--plain"])
+            .refused(2, &format!("at most {allowed} bytes"));
+    }
+    // Nothing was written under the base: a repository can be made there.
+    let mut rng = Rng::new(0x53_000a);
+    let image = Image::random(sandbox.path("disk.img"), 3 * CHUNK, &mut rng);
+    let repo = cluster.url(&at_limit);
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let id = cluster
+        .run([
+            "-r",
+            &repo,
+            "--json",
+            "backup",
+            image.path.to_str().unwrap(),
+        ])
+        .ok()
+        .json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores(cluster, &repo, &id, &image.bytes, &sandbox.path(""));
+    cluster.run(["-r", &repo, "verify", "--read-data"]).ok();
+}
+
+// Pins: ? and # (a query or fragment), %-escapes, empty segments (//), . and .. segments, control characters and backslashes in an S3 URL's path are refused at once with the reason (exit 2) instead of being taken into every object's name, and nothing is written; one slash at the end is fine.
+#[test]
+fn urls_whose_path_would_misname_objects_are_refused() {
+    if !have_garage("urls_whose_path_would_misname_objects_are_refused") {
+        return;
+    }
+    let cluster = shared();
+    let base = prefix("misnamed");
+    for (path, why) in [
+        ("a?b", "'?'"),
+        ("a#b", "'#'"),
+        ("a?", "'?'"),
+        ("a%20b", "'%'"),
+        ("a//b", "empty segment"),
+        ("a/b//", "empty segment"),
+        ("a/./b", ". or .."),
+        ("a/../b", ". or .."),
+        ("a\\b", "backslashes"),
+        ("a\tb", "control characters"),
+    ] {
+        cluster
+            .run([
+                "-r",
+                &cluster.url(&format!("{base}/{path}")),
+                "init",
+                "--plain",
+            ])
+            .refused(2, why);
+    }
+    let endpoint = cluster.var("PLATTER_S3_ENDPOINT");
+    cluster
+        .run(["-r", &format!("s3:{endpoint}//platter-test/{base}"), "init"])
+        .refused(2, "names no bucket");
+    // Nothing was written under the base, and a slash at the end names it.
+    let made = cluster.run(["-r", &format!("{}/", cluster.url(&base)), "init", "--plain"]);
+    assert!(
+        made.ok()
+            .stdout
+            .contains(&format!("{}/{base} ", cluster.var("PLATTER_S3_BUCKET"))),
+        "{}",
+        made.describe()
+    );
+}

@@ -97,6 +97,18 @@ pub trait Backend: Send + Sync {
     fn enclosing_repository(&self) -> Result<Option<String>> {
         Ok(None)
     }
+    /// For `init`: the bucket this repository would lie in, when the store
+    /// keeps its objects in buckets and that one does not exist yet;
+    /// `None` when it exists, or the store has no buckets.
+    fn missing_bucket(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// For `init` only (every other command names a missing bucket): creates
+    /// the bucket `missing_bucket` named, if the credentials may; `false`
+    /// when it appeared meanwhile.
+    fn create_bucket(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// Requests worth having in flight at once: 1 for a local disk, more
     /// for a store far away (each request waits on the network).
     fn concurrency(&self) -> usize {

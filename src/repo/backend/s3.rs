@@ -8,6 +8,8 @@
 //! Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
 //! (and the region from `AWS_REGION` or `AWS_DEFAULT_REGION`, default
 //! `us-east-1`); nothing is read from ~/.aws and nothing is ever printed.
+//! A failed TLS handshake is not retried (it fails alike every time) and is
+//! named as such; `init` alone creates a missing bucket (see `bucket`).
 //!
 //! How the guarantees of `Backend` are kept: a file is one object, written
 //! by one PUT at `commit` (an object store never shows a partial one, and
@@ -32,6 +34,8 @@ use super::{Backend, NewFile, StoredFile};
 use crate::error::{Error, Result};
 use crate::interrupt::Registration;
 
+mod bucket;
+
 /// Where a repository lies in object storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
@@ -47,7 +51,12 @@ pub struct S3Location {
 pub const SCHEME: &str = "s3:";
 
 impl S3Location {
-    /// Reads `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+    /// Reads `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`. The path is taken
+    /// as it is written, so what a URL would read otherwise is refused: a
+    /// query or fragment (`?`, `#`), percent-escapes, empty segments (`//`,
+    /// which S3 would keep in every key), `.` and `..`, control characters
+    /// and backslashes; and a prefix so long that platter's longest object
+    /// key under it would pass `MAX_KEY_LEN`.
     pub fn parse(text: &str) -> Result<S3Location> {
         let bad = |why: &str| {
             Error::bad_input(format!("{text:?} is not an S3 repository: {why}")).hint(
@@ -62,8 +71,20 @@ impl S3Location {
             .split_once("://")
             .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
             .ok_or_else(|| bad("the endpoint must begin with http:// or https://"))?;
+        if let Some(c) = rest.chars().find(|c| matches!(c, '?' | '#')) {
+            return Err(bad(&format!(
+                "it holds {c:?}: an S3 repository's URL has no query or fragment, and the \
+                 prefix is taken as written, so {c:?} would become part of every object's name"
+            )));
+        }
+        if rest.contains('%') {
+            return Err(bad(
+                "it holds '%': the prefix is taken as written, not percent-decoded; write \
+                 its characters as they are",
+            ));
+        }
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if host.is_empty() || host.contains(['@', '?', '#']) {
+        if host.is_empty() || host.contains('@') {
             return Err(bad("it names no host"));
         }
         if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
@@ -71,9 +92,19 @@ impl S3Location {
         {
             return Err(bad("its port is not a number from 0 to 65535"));
         }
-        let mut parts = path.split('/').filter(|p| !p.is_empty());
-        let bucket = parts.next().ok_or_else(|| bad("it names no bucket"))?;
+        // One slash at the end is how folders are often written.
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let mut parts = path.split('/');
+        let bucket = parts
+            .next()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| bad("it names no bucket"))?;
         let prefix: Vec<&str> = parts.collect();
+        if prefix.iter().any(|p| p.is_empty()) {
+            return Err(bad(
+                "its path has an empty segment (//): S3 would keep it in every object's name",
+            ));
+        }
         let printable = |p: &&str| p.chars().all(|c| !c.is_control() && c != '\\');
         if !printable(&bucket) || !prefix.iter().all(printable) {
             return Err(bad("it holds control characters or backslashes"));
@@ -81,13 +112,34 @@ impl S3Location {
         if prefix.iter().any(|p| *p == "." || *p == "..") {
             return Err(bad("its path holds . or .."));
         }
+        let prefix = prefix.join("/");
+        let longest = prefix.len() + 1 + crate::repo::names::longest_name();
+        if !prefix.is_empty() && longest > MAX_KEY_LEN {
+            return Err(bad(&format!(
+                "its prefix is {} bytes long, and object keys under it would reach {longest} \
+                 bytes: platter keeps them to {MAX_KEY_LEN} (S3 allows 1024, Garage with its \
+                 default database {MAX_KEY_LEN})",
+                prefix.len()
+            ))
+            .hint(format!(
+                "use a prefix of at most {} bytes",
+                MAX_KEY_LEN - 1 - crate::repo::names::longest_name()
+            )));
+        }
         Ok(S3Location {
             endpoint: format!("{scheme}://{host}"),
             bucket: bucket.to_string(),
-            prefix: prefix.join("/"),
+            prefix,
         })
     }
 }
+
+/// The longest object key platter writes, in bytes (of UTF-8). S3 allows
+/// 1024, but Garage with its default engine (LMDB, whose keys are at most
+/// 511 bytes, of which the bucket takes 32) fails longer ones than this
+/// with a 503 that looks like a passing fault ("MDB_BAD_VALSIZE"): the
+/// lowest limit among the stores platter is tested on.
+const MAX_KEY_LEN: usize = 479;
 
 impl std::fmt::Display for S3Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +271,8 @@ pub struct S3Backend {
     connections: usize,
     /// Rooted at the bucket: for what lies above the prefix.
     bucket: Operator,
+    /// For `init` in a bucket that does not exist yet.
+    maker: bucket::BucketMaker,
     location: S3Location,
 }
 
@@ -242,6 +296,8 @@ impl S3Backend {
         let failed = |e: opendal::Error| {
             Error::bad_input(format!("cannot set up the S3 client for {location}: {e}"))
         };
+        let transport =
+            opendal::HttpTransporter::new(TlsFailuresAreFinal(opendal::HttpTransporter::default()));
         let operator = |root: &str| -> Result<Operator> {
             let builder = opendal::services::S3::default()
                 .endpoint(&location.endpoint)
@@ -253,9 +309,11 @@ impl S3Backend {
                 .disable_config_load()
                 .disable_ec2_metadata()
                 .checksum_algorithm("crc32c");
+            let op = opendal::Operator::new(builder).map_err(failed)?;
+            let context = op.base_context().with_http_transport(transport.clone());
             // Timeout inside, retries outside: each attempt has its own limit.
-            let op = opendal::Operator::new(builder)
-                .map_err(failed)?
+            let op = op
+                .with_context(context)
                 .layer(TimeoutLayer::new().with_timeout(ATTEMPT_TIMEOUT))
                 .layer(
                     RetryLayer::new()
@@ -278,6 +336,7 @@ impl S3Backend {
             down: Arc::default(),
             connections: connections.max(1),
             bucket,
+            maker: bucket::BucketMaker::new(&key, &secret, &region, transport),
             location: location.clone(),
         })
     }
@@ -342,6 +401,29 @@ fn check_up(location: &S3Location, down: &AtomicBool) -> Result<()> {
 }
 
 fn classify(location: &S3Location, what: &str, object: &str, e: opendal::Error) -> Error {
+    if let Some(tls) = tls_failure(&e) {
+        let hint = match tls {
+            rustls::Error::InvalidMessage(_) => format!(
+                "the store does not seem to speak TLS on this port: if it serves plain http, \
+                 name the repository s3:{}",
+                location
+                    .to_string()
+                    .trim_start_matches(SCHEME)
+                    .replacen("https:", "http:", 1)
+            ),
+            rustls::Error::InvalidCertificate(_) => "check the host name; if the store's \
+                 certificate is signed by a private CA, add that CA to the system's trusted \
+                 certificates"
+                .to_string(),
+            _ => "check that the store serves https on this port".to_string(),
+        };
+        return Error::bad_input(format!(
+            "the TLS handshake with {} failed ({tls}), so {what} {object} could not even be \
+             asked",
+            location.endpoint
+        ))
+        .hint(hint);
+    }
     let text = e.to_string();
     match e.kind() {
         opendal::ErrorKind::NotFound => Error::storage(what, object, io::ErrorKind::NotFound.into()),
@@ -349,7 +431,10 @@ fn classify(location: &S3Location, what: &str, object: &str, e: opendal::Error) 
             "the bucket {} does not exist at {}",
             location.bucket, location.endpoint
         ))
-        .hint("check the repository's URL, or create the bucket"),
+        .hint(
+            "check the repository's URL, or create the bucket (`platter init` creates a \
+             missing one when the credentials may)",
+        ),
         _ if text.contains("AuthorizationHeaderMalformed") => Error::bad_input(format!(
             "{} refused the request's region: {}",
             location.endpoint,
@@ -388,6 +473,47 @@ fn classify(location: &S3Location, what: &str, object: &str, e: opendal::Error) 
             }
         }
     }
+}
+
+/// opendal's HTTP transport, with one change: a failed TLS handshake is
+/// final. It fails the same way on every attempt (an https URL for a store
+/// that serves plain http, a certificate this system does not trust), so
+/// it must not be retried for 15 s as if the store were out of reach.
+struct TlsFailuresAreFinal(opendal::HttpTransporter);
+
+impl opendal::HttpTransport for TlsFailuresAreFinal {
+    async fn fetch(
+        &self,
+        request: http::Request<opendal::Buffer>,
+    ) -> opendal::Result<http::Response<opendal::HttpBody>> {
+        self.0.fetch(request).await.map_err(|e| {
+            if tls_failure(&e).is_some() {
+                e.set_permanent()
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// The TLS error among `e`'s causes, if any.
+fn tls_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An io::Error's `source` skips the error it wraps: look inside.
+        if let Some(inner) = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            && let Some(tls) = tls_failure(inner)
+        {
+            return Some(tls);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// An opendal error's text without its context dump.
@@ -592,6 +718,32 @@ impl Backend for S3Backend {
 
     fn pack_target(&self) -> Option<u64> {
         Some(PACK_TARGET)
+    }
+
+    fn missing_bucket(&self) -> Result<Option<String>> {
+        check_up(&self.location, &self.down)?;
+        let options = ListOptions {
+            limit: Some(1),
+            ..ListOptions::default()
+        };
+        // Under the prefix: credentials limited to it may list there.
+        let first = self
+            .op
+            .lister_options("", options)
+            .and_then(|mut listed| listed.next().transpose());
+        match first {
+            Ok(_) => Ok(None),
+            Err(e) if e.to_string().contains("NoSuchBucket") => {
+                bucket::check_name(&self.location)?;
+                Ok(Some(self.location.bucket.clone()))
+            }
+            Err(e) => Err(self.error_on("list", &self.location.to_string(), e)),
+        }
+    }
+
+    fn create_bucket(&self) -> Result<bool> {
+        check_up(&self.location, &self.down)?;
+        self.maker.create(&self.location)
     }
 }
 
