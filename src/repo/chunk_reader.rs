@@ -202,7 +202,8 @@ impl<'a> ChunkReader<'a> {
     ) {
         let mut bytes = std::mem::take(&mut self.span);
         let start = match span_of(chunks) {
-            Some((start, len)) if chunks.len() > 1 => {
+            // A lone chunk too, where a read costs a request (no HEAD).
+            Some((start, len)) if chunks.len() > 1 || self.backend.read_span() > 0 => {
                 let name = crate::repo::names::pack_name(pack);
                 bytes.resize(len, 0);
                 let read = self.backend.read_at(&name, &mut bytes, start);

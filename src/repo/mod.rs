@@ -166,10 +166,10 @@ impl Repository {
     ) -> Result<Repository> {
         let config = Repository::read_config(&*backend)?;
         let what = backend.describe(CONFIG);
-        let (slots, damaged) = keys::list(&*backend)?;
         let (sealing, key) = if config.encryption.is_some() {
+            let slots = keys::list(&*backend)?;
             let pass = passphrase.passphrase()?;
-            let (master, slot) = keys::unlock(&*backend, &config.repo_id, (slots, damaged), &pass)?;
+            let (master, slot) = keys::unlock(&*backend, &config.repo_id, slots, &pass)?;
             (Sealing::encrypted(&master), Some((master, slot.id)))
         } else if let Some(sealed) = sealed_evidence(&*backend)? {
             // Someone may have replaced the config to make new backups
@@ -518,9 +518,10 @@ fn write_reserve(backend: &dyn Backend) -> Result<()> {
 
 /// A file that only an encrypted repository has: anything in `keys/`, a
 /// sealed manifest, index or lock file (unfinished writes included), a
-/// sealed map, or a sealed pack (the first of each `data/` folder).
-/// Everything is looked at, so that planting a plain file in front of the
-/// sealed ones hides nothing.
+/// sealed map, or, in a repository with none of those, a sealed pack (the
+/// first of each `data/` folder). Every manifest, index file, lock and map
+/// is looked at, so that planting a plain file in front of the sealed ones
+/// hides nothing.
 fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
     let names = |folder: &str| -> Result<Vec<String>> {
         let names = backend.list(folder)?;
@@ -547,19 +548,33 @@ fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
     for names in listed {
         files.extend(names?);
     }
-    for first in backend::each_at_once(backend, &dirs?, |dir| names(dir)) {
-        files.extend(first?.into_iter().min());
+    // Packs are looked at only in a repository without manifests, index
+    // files, locks or maps: where those exist, every one is looked at, and
+    // a repository that was encrypted has them all sealed (one able to
+    // replace them all can replace packs too). A small read of a large
+    // object is slow on some stores (about 45 ms on Garage).
+    if files.is_empty() {
+        for first in backend::each_at_once(backend, &dirs?, |dir| names(dir)) {
+            files.extend(first?.into_iter().min());
+        }
     }
     let sealed = backend::each_at_once(backend, &files, |name| {
-        let Ok(file) = backend.open(name) else {
-            return false;
-        };
         let mut head = [0u8; map::HEADER_LEN as usize];
-        let n = (file.len() as usize).min(head.len());
-        file.read_exact_at(&mut head[..n], 0).is_ok()
-            && (sealed::is_sealed(&head[..n])
-                || pack::is_sealed(&head[..n])
-                || map::is_sealed(&head[..n]))
+        // One request for the usual file, long enough for the whole head;
+        // a shorter one is opened to learn its length.
+        let n = if backend.read_at(name, &mut head, 0).is_ok() {
+            head.len()
+        } else {
+            let Ok(file) = backend.open(name) else {
+                return false;
+            };
+            let n = (file.len() as usize).min(head.len());
+            if file.read_exact_at(&mut head[..n], 0).is_err() {
+                return false;
+            }
+            n
+        };
+        sealed::is_sealed(&head[..n]) || pack::is_sealed(&head[..n]) || map::is_sealed(&head[..n])
     });
     if let Some((name, _)) = files.iter().zip(sealed).find(|(_, sealed)| *sealed) {
         return Ok(Some(name.clone()));
