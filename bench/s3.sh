@@ -15,6 +15,7 @@
 #       ENC=1               also an encrypted platter full backup to S3 (Argon2id at its cheapest)
 #       RSS4G=1             also the peak RSS of a platter full backup to S3 of the standard 4 GiB
 #                           workload (make-workload.sh base, 2 GiB on disk, once)
+#       RESTORE_DIR=path    where restores are written (default a folder in /dev/shm, removed after)
 #       NOBUILD=1  PLATTER=path (default <repo>/target/release/platter)  KEEP=1 (keep DIR/work and
 #                           DIR/cluster; the cluster holds 3 copies of every upload: ~21 GiB for
 #                           the default run, more with RSS4G=1)
@@ -29,6 +30,8 @@
 # IMAGE (full), again after the change (incremental), restore latest --target DIR; the floor:
 # s3-floor.py --runs 1 with the bytes platter's full backup stored on S3 (rounded up to 16 MiB),
 # objects of 16 MiB, 4 in flight, PUT then GET.
+# Restores (every tool's) write to RESTORE_DIR, a tmpfs by default (/dev/shm/...): the floor
+# discards what it GETs, and this VM's disk (250-350 MB/s durable) would hide the software.
 # Timing: /usr/bin/time -f '%e %U %S %M' (wall, user, sys, peak RSS); inputs are read into the page
 # cache before each timed phase; restores are compared with cmp (untimed, after sync).
 # MB/s = image size (10^6 bytes) / wall for backups and restores; for the floor, its bytes / wall.
@@ -175,6 +178,7 @@ fi
 # Garage frees the blocks of deleted objects only after a delay (its block GC), so the cluster's
 # folder holds every byte uploaded, 3 times: removed with the cluster unless KEEP=1.
 stop_cluster() {
+    if [ -n "${R:-}" ]; then rm -rf "$R"; fi
     if [ "$STARTED" = 1 ]; then
         "$CLUSTER" stop "$DIR/cluster" > /dev/null 2>&1 || true
         [ "$KEEP" = 1 ] || rm -rf "$DIR/cluster"
@@ -240,7 +244,7 @@ restored() { # ROW RUN CMD FILE: time a restore into $R, compare FILE with $CHG
     sync
     [ -f "$4" ] && cmp -s "$4" "$CHG" || st=MISMATCH
     record "$1" restore "$2" "$(stat -c %s "$4" 2> /dev/null || echo 0)" "$st"
-    rm -rf "$R"
+    if [ -n "${R:-}" ]; then rm -rf "$R"; fi
 }
 
 # platter finds the parent snapshot by source path + size: back up the same work file W twice.
@@ -283,7 +287,7 @@ bench_floor() { # RUN MIB
 # ---------------------------------------------------------------- main loop
 rm -rf "$WORK" "$LOGS"; mkdir -p "$WORK" "$LOGS"
 : > "$RES"
-export W=$WORK/w.img R=$WORK/restore
+export W=$WORK/w.img R=${RESTORE_DIR:-/dev/shm/platter-bench-restore-$$}
 TAG=bench-s3-$$-$(date +%s)
 START=$(date +%s)
 FLOOR_SETTINGS=

@@ -124,6 +124,8 @@ fn at_every_write(
         .filter(|(step, _)| step.writes())
         .collect();
     assert!(!writes.is_empty(), "the command wrote nothing");
+    // The counts the closing notes quote (`-- --nocapture`).
+    eprintln!("{} writing steps, each faulted twice", writes.len());
     for (at, (step, name)) in writes.iter().enumerate() {
         for fault in [Fault::Fail, Fault::Die] {
             let store = base.fork().expect("fork");

@@ -62,12 +62,27 @@ impl<'a> RestorePlan<'a> {
         progress: &dyn Progress,
     ) -> Result<RestorePlan<'a>> {
         let started = Instant::now();
-        let snap = repo.resolve(spec)?;
-        let mut map = repo
-            .open_map(&snap)
-            .map_err(|e| e.context(format!("snapshot {} cannot be restored", snap.short_id())))?;
+        // Taking the lock and finding the snapshot and its map are
+        // independent: on a store far away each is several round trips,
+        // so they go side by side. Neither writes anything the other reads.
+        let (lock, found) = std::thread::scope(|scope| {
+            let finding = scope.spawn(|| {
+                let snap = repo.resolve(spec)?;
+                let map = repo.open_map(&snap).map_err(|e| {
+                    e.context(format!("snapshot {} cannot be restored", snap.short_id()))
+                })?;
+                Ok((snap, map))
+            });
+            let lock = crate::engine::lock_for_reading(repo, "restore", progress);
+            let found: Result<(Snapshot, MapReader)> = finding
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("finding the snapshot panicked")));
+            (lock, found)
+        });
+        // A snapshot that is not there is the error to show, not the lock.
+        let (snap, mut map) = found?;
+        let lock = lock?;
         let header = *map.header();
-        let lock = crate::engine::lock_for_reading(repo, "restore", progress)?;
         let mut warnings = Vec::new();
         let layout = snapshot_layout(&snap, &mut warnings);
         let window = choose_window(&snap, layout.as_ref(), options.partition)?;
