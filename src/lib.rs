@@ -13,6 +13,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod interrupt;
+pub mod mount;
 pub mod os;
 pub mod owner;
 pub mod printable;
