@@ -4,7 +4,8 @@
 //! the bytes): `engine` runs every command's work (backup, restore, verify,
 //! copy, forget, prune, repair, rebuild-index) by joining `disk` (devices,
 //! images, layouts, filesystems) with `repo` (the repository format); both
-//! use `codec` (hashing, compression, sealing) only. `error`, `os`,
+//! use `codec` (hashing, compression, sealing) only. `mount` (snapshots
+//! as files, over FUSE) sits on top of the engine, as the command line does. `error`, `os`,
 //! `interrupt`, `printable`, `progress` and `units` serve every layer. The
 //! command line lives in the binary.
 
