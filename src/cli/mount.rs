@@ -90,11 +90,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
             let what = fs.fstype.as_deref().unwrap_or("no filesystem");
             match (&fs.mounted_at, &fs.not_mounted) {
                 (Some(at), _) => {
-                    output::line(&format!("part{}: {what} at {}", fs.partition, at.display()))
+                    output::line(&format!("{}: {what} at {}", fs.name, at.display()))
                 }
                 (None, why) => output::line(&format!(
-                    "part{}: {what} not mounted ({}); its image is {}",
-                    fs.partition,
+                    "{}: {what} not mounted ({}); its image is {}",
+                    fs.name,
                     why.as_deref().unwrap_or("unknown reason"),
                     fs.image.display()
                 )),

@@ -1,6 +1,7 @@
 //! `platter mount --files`: the filesystems inside a mounted snapshot's
-//! partitions, mounted read-only under MOUNTPOINT/partN, so a lost file is
-//! one `cp` away. Each partition file is attached to a read-only loop
+//! partitions, mounted read-only under MOUNTPOINT/partN (or MOUNTPOINT/disk
+//! for a snapshot that is one filesystem, without a partition table), so a
+//! lost file is one `cp` away. Each partition file is attached to a read-only loop
 //! device and mounted without journal replay (see `disk::fs_mount`); a
 //! filesystem the kernel cannot mount is named and left as its image file.
 //! Everything is unmounted and detached when the [`FileTrees`] is dropped
@@ -9,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Mounted;
-use super::tree::partitions;
+use super::tree::{mount_dir_name, partitions};
 use crate::disk::layout::Layout;
 use crate::disk::{ReadOnlyLoop, ReadOnlyMount, kernel_mounts};
 use crate::error::{Error, Result};
@@ -18,7 +19,10 @@ use crate::repo::snapshot::Snapshot;
 /// What became of one partition's filesystem.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FilesystemState {
-    pub partition: u32,
+    /// `partN`, or `disk` for a filesystem that fills the image.
+    pub name: String,
+    /// The partition, or none for the whole image.
+    pub partition: Option<u32>,
     /// The filesystem the backup found there, if any.
     pub fstype: Option<String>,
     /// The partition's image file in the mount.
@@ -61,14 +65,30 @@ pub fn mount_files(mounted: &Mounted, snap: &Snapshot) -> Result<FileTrees> {
         loops: Vec::new(),
         filesystems: Vec::new(),
     };
-    for (number, _, _) in partitions(snap, Some(&layout)) {
-        let fstype = layout
-            .partition(number)
-            .and_then(|p| p.content.as_ref())
-            .map(|c| c.fstype.clone());
-        let image = folder.join(format!("part{number}.img"));
+    let mut places: Vec<(u32, Option<String>, &str)> = partitions(snap, Some(&layout))
+        .into_iter()
+        .map(|(number, _, _)| {
+            let fstype = layout
+                .partition(number)
+                .and_then(|p| p.content.as_ref())
+                .map(|c| c.fstype.clone());
+            (number, fstype, "")
+        })
+        .collect();
+    if layout.partitions.is_empty() {
+        // No table: the image itself may be one filesystem.
+        let fstype = layout.content.as_ref().map(|c| c.fstype.clone());
+        places.push((0, fstype, "disk.img"));
+    }
+    for (number, fstype, file) in places {
+        let image = if file.is_empty() {
+            folder.join(format!("part{number}.img"))
+        } else {
+            folder.join(file)
+        };
         let mut state = FilesystemState {
-            partition: number,
+            name: mount_dir_name(number),
+            partition: (number != 0).then_some(number),
             fstype: fstype.clone(),
             image: image.clone(),
             mounted_at: None,
@@ -91,8 +111,8 @@ pub fn mount_files(mounted: &Mounted, snap: &Snapshot) -> Result<FileTrees> {
 }
 
 impl FileTrees {
-    /// Attaches `image` and mounts its `fstype` filesystem at
-    /// MOUNTPOINT/partN; where it went.
+    /// Attaches `image` and mounts its `fstype` filesystem at mount point
+    /// folder `number` (see `mount_dir_name`); where it went.
     fn mount_one(
         &mut self,
         mounted: &Mounted,
@@ -105,7 +125,7 @@ impl FileTrees {
                 "partition number {number} is too large for a mount point"
             )));
         }
-        let point = mounted.mountpoint().join(format!("part{number}"));
+        let point = mounted.mountpoint().join(mount_dir_name(number));
         let attached = ReadOnlyLoop::attach(image).and_then(|device| {
             let fs = ReadOnlyMount::mount(device.path(), &point, fstype)?;
             Ok((device, fs))

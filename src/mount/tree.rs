@@ -331,7 +331,7 @@ impl Tree {
             out.push((Node::Latest, Kind::Link, "latest".to_string()));
         }
         for &n in self.mount_dirs().iter() {
-            out.push((Node::MountDir(n), Kind::Dir, format!("part{n}")));
+            out.push((Node::MountDir(n), Kind::Dir, mount_dir_name(n)));
         }
         for f in shown {
             out.push((Node::Folder(f.slot), Kind::Dir, f.name.clone()));
@@ -343,8 +343,8 @@ impl Tree {
         self.mount_dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Shows an empty folder `partN` at the root, to mount partition N's
-    /// filesystem on.
+    /// Shows an empty folder at the root to mount a filesystem on: `partN`
+    /// for partition N, `disk` for 0 (a filesystem filling the image).
     pub fn add_mount_dir(&self, n: u32) -> bool {
         n < MAX_MOUNT_DIR && self.mount_dirs().insert(n)
     }
@@ -366,6 +366,16 @@ impl Tree {
         let open = Arc::new(self.reader.open(&folder.snap)?);
         *image = Some(Arc::clone(&open));
         Ok(open)
+    }
+}
+
+/// The name of mount point folder `n`: `disk` for 0 (no partition is
+/// numbered 0), else `partN`.
+pub fn mount_dir_name(n: u32) -> String {
+    if n == 0 {
+        "disk".to_string()
+    } else {
+        format!("part{n}")
     }
 }
 
