@@ -89,9 +89,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
         for fs in files.iter().flat_map(|f| &f.filesystems) {
             let what = fs.fstype.as_deref().unwrap_or("no filesystem");
             match (&fs.mounted_at, &fs.not_mounted) {
-                (Some(at), _) => {
-                    output::line(&format!("{}: {what} at {}", fs.name, at.display()))
-                }
+                (Some(at), _) => output::line(&format!("{}: {what} at {}", fs.name, at.display())),
                 (None, why) => output::line(&format!(
                     "{}: {what} not mounted ({}); its image is {}",
                     fs.name,

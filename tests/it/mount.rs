@@ -482,7 +482,14 @@ fn fill_filesystems(disk: &Path, mkfs: bool, script: &str) {
 fn files_shows_the_source_trees_and_signals_leave_nothing() {
     if !have_fuse(
         "files_shows_the_source_trees_and_signals_leave_nothing",
-        &["loop devices", "sgdisk", "mkfs.ext4", "mkfs.xfs", "diff"],
+        &[
+            "loop devices",
+            "sgdisk",
+            "mkfs.ext4",
+            "mkfs.xfs",
+            "mkswap",
+            "diff",
+        ],
     ) {
         return;
     }
@@ -490,7 +497,9 @@ fn files_shows_the_source_trees_and_signals_leave_nothing() {
     let disk = sandbox.path("gpt.img");
     let d = disk.display();
     sh(&format!(
-        "truncate -s 400M '{d}'; sgdisk -o -n1:2048:+64M -n2:133120:+310M '{d}' >/dev/null"
+        "truncate -s 400M '{d}'; sgdisk -o -n1:2048:+64M -n2:133120:+310M -n3:768000:+4M '{d}' >/dev/null
+         p3=$(losetup -f --show --offset $((768000*512)) --sizelimit $((4<<20)) '{d}')
+         mkswap -q $p3 || mkswap $p3 >/dev/null; losetup -d $p3"
     ));
     let copy = |to: &str| {
         format!(
@@ -535,6 +544,13 @@ fn files_shows_the_source_trees_and_signals_leave_nothing() {
         );
         assert!(mount.said.contains("part1: ext4 at"), "{}", mount.said);
         assert!(mount.said.contains("part2: xfs at"), "{}", mount.said);
+        assert!(
+            mount
+                .said
+                .contains("part3: swap not mounted (it is swap space); its image is"),
+            "{}",
+            mount.said
+        );
         for n in [1, 2] {
             sh(&format!(
                 "diff -r --no-dereference '{}/{n}' '{}/part{n}'",
@@ -548,6 +564,71 @@ fn files_shows_the_source_trees_and_signals_leave_nothing() {
         assert_eq!(status.code(), Some(code), "{}", mount.stderr());
         assert_eq!(mounts_under(&point), Vec::<String>::new());
         assert_eq!(loops_under(&point), Vec::<String>::new());
+        assert_eq!(fs::read_dir(sandbox.repo.join("locks")).unwrap().count(), 0);
+    }
+}
+
+// Pins: a snapshot that is one filesystem (no partition table) gets its files at MOUNTPOINT/disk with --files.
+#[test]
+fn files_mounts_a_snapshot_that_is_one_filesystem() {
+    if !have_fuse(
+        "files_mounts_a_snapshot_that_is_one_filesystem",
+        &["loop devices", "mkfs.ext4", "diff"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let fs_image = sandbox.path("fs.img");
+    let tree = sandbox.path("tree");
+    sh(&format!(
+        "set -e; mkdir -p '{t}/d'; echo one > '{t}/d/one'; head -c 200000 /dev/urandom > '{t}/blob'
+         truncate -s 32M '{f}'; mkfs.ext4 -q -d '{t}' '{f}'",
+        t = tree.display(),
+        f = fs_image.display()
+    ));
+    let id = sandbox.snapshot_of(&fs_image, &[]);
+    let point = sandbox.path("files");
+    let mount = Mount::start(&sandbox, &point, &os(&[&"--files", &id.as_str(), &point]));
+    assert!(mount.said.contains("disk: ext4 at"), "{}", mount.said);
+    sh(&format!(
+        "diff -r '{}' '{}/disk' -x lost+found",
+        tree.display(),
+        point.display()
+    ));
+}
+
+// Pins: a mount point that is missing, not a folder or not empty, a --files without its two arguments and a cache smaller than 4 chunks are refused before anything is mounted or locked.
+#[test]
+fn bad_mount_arguments_are_refused_and_leave_nothing() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(8);
+    let image = Image::random(sandbox.path("a.img"), 300_000, &mut rng);
+    sandbox.backup(&image.path);
+    let full = sandbox.path("full");
+    fs::create_dir_all(full.join("x")).unwrap();
+    let empty = sandbox.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let cases: Vec<(Vec<OsString>, i32, &str)> = vec![
+        (os(&[&sandbox.path("missing")]), 3, "create it first"),
+        (os(&[&image.path]), 2, "is not a folder"),
+        (os(&[&full]), 2, "is not empty"),
+        (
+            os(&[&"--files", &empty]),
+            2,
+            "--files takes one snapshot and a mount point",
+        ),
+        (
+            os(&[&empty, &"--cache-size", &"128K"]),
+            2,
+            "fewer than 4 chunks",
+        ),
+        (os(&[&empty, &"feedbeef"]), 3, "no snapshot matches"),
+    ];
+    for (args, code, says) in cases {
+        let mut all = os(&[&"mount"]);
+        all.extend(args);
+        sandbox.run(all).refused(code, says);
+        assert!(mounts_under(&sandbox.path("")).is_empty());
         assert_eq!(fs::read_dir(sandbox.repo.join("locks")).unwrap().count(), 0);
     }
 }
