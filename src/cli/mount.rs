@@ -28,7 +28,8 @@ use super::{Context, layout_text, output};
 /// stderr); the rest stays readable. The mount holds a shared lock on the
 /// repository: `prune` waits for it to end. It runs in the foreground
 /// until Ctrl-C, SIGTERM or `umount MOUNTPOINT` (`fusermount3 -u` for a
-/// user); everything is unmounted and detached then.
+/// user; with --files only Ctrl-C or SIGTERM); everything is unmounted and
+/// detached then.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 mkdir /mnt/snaps && platter mount /mnt/snaps\n  \
@@ -98,15 +99,20 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
                 )),
             }
         }
+        // The loop devices of --files hold files of the mount open, so
+        // `umount` cannot end it: the signals do, undoing everything.
+        let ends = if files.is_some() {
+            "Ctrl-C or SIGTERM ends it".to_string()
+        } else {
+            format!(
+                "Ctrl-C, SIGTERM or `umount {}` ends it",
+                mountpoint.display()
+            )
+        };
         output::line(&format!(
-            "mounted {} snapshot(s) of {location} at {} (read-only); Ctrl-C, SIGTERM or `umount {}` ends it",
+            "mounted {} snapshot(s) of {location} at {} (read-only); {ends}",
             folders.len(),
             mountpoint.display(),
-            if files.is_some() {
-                format!("-R {}", mountpoint.display())
-            } else {
-                mountpoint.display().to_string()
-            }
         ));
     }
     mounted.wait()?;

@@ -151,7 +151,19 @@ fn session_config() -> fuser::Config {
 
 fn check_mountpoint(point: &Path) -> Result<()> {
     let meta = std::fs::metadata(point).map_err(|e| {
-        Error::io("cannot use mount point", point, e).hint("create it first (`mkdir`)")
+        let stale = e.raw_os_error() == Some(libc::ENOTCONN);
+        let error = Error::io("cannot use mount point", point, e);
+        if stale {
+            // A mount whose process was killed (SIGKILL) stays in the
+            // mount table with nobody serving it.
+            error.hint(format!(
+                "a mount there lost its process: unmount it first (`umount {0}`, as a user \
+                 `fusermount3 -u {0}`)",
+                point.display()
+            ))
+        } else {
+            error.hint("create it first (`mkdir`)")
+        }
     })?;
     if !meta.is_dir() {
         return Err(Error::bad_input(format!(
@@ -179,8 +191,12 @@ fn mount_error(point: &Path, e: &std::io::Error) -> Error {
         format!("cannot mount at {}: {e}", point.display()),
     );
     match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => error.hint(
-            "mounting needs /dev/fuse and root, or the fusermount3 helper (Debian package fuse3)",
+        std::io::ErrorKind::NotFound => {
+            error.hint("mounting needs /dev/fuse (the kernel's fuse module)")
+        }
+        std::io::ErrorKind::PermissionDenied => error.hint(
+            "run it as root; a user needs /dev/fuse open to users (crw-rw-rw-, Debian's \
+             default) and the fusermount3 helper (Debian package fuse3)",
         ),
         _ => error,
     }

@@ -597,6 +597,29 @@ fn files_mounts_a_snapshot_that_is_one_filesystem() {
     ));
 }
 
+// Pins: a mount point left behind by a killed mount (SIGKILL cannot be caught) is named with the step that clears it; after `umount` it mounts again.
+#[test]
+fn a_mount_left_by_a_killed_process_is_named() {
+    if !have_fuse("a_mount_left_by_a_killed_process_is_named", &[]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(9);
+    let image = Image::random(sandbox.path("a.img"), 200_000, &mut rng);
+    sandbox.backup(&image.path);
+    let point = sandbox.path("mnt");
+    let mut mount = Mount::start(&sandbox, &point, &os(&[&point]));
+    assert_eq!(mount.stop(libc::SIGKILL).code(), None);
+    assert_eq!(mounts_under(&point).len(), 1, "a killed mount stays");
+    sandbox.run(os(&[&"mount", &point])).refused(
+        6,
+        &format!("unmount it first (`umount {}`", point.display()),
+    );
+    sh(&format!("umount '{}'", point.display()));
+    let mount = Mount::start(&sandbox, &point, &os(&[&point]));
+    assert_file_is(&mount.latest().join("disk.img"), &image.bytes, "disk.img");
+}
+
 // Pins: a mount point that is missing, not a folder or not empty, a --files without its two arguments and a cache smaller than 4 chunks are refused before anything is mounted or locked.
 #[test]
 fn bad_mount_arguments_are_refused_and_leave_nothing() {
