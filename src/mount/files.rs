@@ -155,20 +155,3 @@ impl Drop for FileTrees {
         }
     }
 }
-
-/// Unmounts the FUSE mount at `point`: with umount(2) (root), else with
-/// the fusermount3 helper; lazily if it is busy. Whether it is gone.
-pub(super) fn unmount(point: &Path) -> bool {
-    if crate::disk::unmount(point) {
-        return true;
-    }
-    std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
-        .arg(point)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}

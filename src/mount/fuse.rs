@@ -290,7 +290,14 @@ impl Filesystem for SnapshotFs {
         {
             Ok(data) => reply.data(&data),
             Err(failure) => {
-                self.log_failure(&handle, failure.range, &failure.error.to_string());
+                let e = &failure.error;
+                let next = if e.is_transient() {
+                    "the store is out of reach; reads there fail until it answers again"
+                } else {
+                    "`platter verify --read-data` lists every damaged chunk, `platter repair \
+                     --from COPY` mends them"
+                };
+                self.log_failure(&handle, failure.range, &format!("{e}; {next}"));
                 reply.error(Errno::EIO);
             }
         }

@@ -67,7 +67,7 @@ pub fn mount(repo: Repository, mountpoint: &Path, options: MountOptions) -> Resu
         options.layout_lines,
     )?);
     let point = mountpoint.to_path_buf();
-    let on_interrupt = call_on_interrupt(move || files::unmount(&point));
+    let on_interrupt = call_on_interrupt(move || unmount_fuse(&point));
     let config = session_config();
     let session = fuser::spawn_mount(
         fuse::SnapshotFs::new(Arc::clone(&tree)),
@@ -127,7 +127,7 @@ impl Drop for Mounted {
         {
             // Busy (a shell inside it): detach it from the tree now; the
             // kernel lets go when its last user does.
-            files::unmount(&self.mountpoint);
+            unmount_fuse(&self.mountpoint);
         }
     }
 }
@@ -254,4 +254,21 @@ impl Drop for LockHolder {
             let _ = thread.join();
         }
     }
+}
+
+/// Unmounts the FUSE mount at `point`: with umount(2) (root), else with
+/// the fusermount3 helper; lazily if it is busy. Whether it is gone.
+fn unmount_fuse(point: &Path) -> bool {
+    if crate::disk::unmount(point) {
+        return true;
+    }
+    std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(point)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
