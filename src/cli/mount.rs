@@ -4,7 +4,6 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use platter::engine::image_reader::DEFAULT_CACHE_SIZE;
 use platter::mount::{MountOptions, mount, mount_files};
 use platter::{Error, Result};
 
@@ -26,7 +25,7 @@ use super::{Context, layout_text, output};
 /// Every chunk is checked before a byte of it is served. A read that
 /// touches a damaged chunk fails with EIO (the byte range is printed on
 /// stderr); the rest stays readable. The mount holds a shared lock on the
-/// repository: `prune` waits for it to end. It runs in the foreground
+/// repository: `prune` and `forget` are refused until it ends. It runs in the foreground
 /// until Ctrl-C, SIGTERM or `umount MOUNTPOINT` (`fusermount3 -u` for a
 /// user; with --files only Ctrl-C or SIGTERM); everything is unmounted and
 /// detached then.
@@ -45,7 +44,7 @@ pub struct Args {
     files: bool,
 
     /// Memory for checked chunks (e.g. 64M, 1G)
-    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, default_value_t = DEFAULT_CACHE_SIZE)]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, default_value = "64MiB")]
     cache_size: u64,
 }
 

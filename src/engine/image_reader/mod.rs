@@ -32,9 +32,6 @@ use crate::repo::map::{Kind, MapHeader, MapReader};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, Repository, SnapshotId};
 
-/// The default bound of the chunk cache (`--cache-size`).
-pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
-
 /// Chunks the cache must hold at least: what a read of two chunks and
 /// read-ahead of two more need at once.
 const MIN_CACHED_CHUNKS: u64 = 4;
