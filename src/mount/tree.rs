@@ -118,6 +118,8 @@ impl Tree {
             }
             None => tree.relist(&mut tree.state())?,
         }
+        // After the manifests were read: it knows every chunk they need.
+        tree.reader.load_index()?;
         Ok(tree)
     }
 
@@ -182,8 +184,9 @@ impl Tree {
                 }
             }
         }
+        // The first listing's index is loaded by `new`, after it.
         if !new.is_empty() && state.listed_at.is_some() {
-            self.reader.reload_index()?;
+            self.reader.load_index()?;
         }
         for snap in new {
             self.add(state, snap);

@@ -14,9 +14,11 @@
 //! last read ended gets the next chunks fetched before it asks. Zero and
 //! unused chunks cost nothing: they are zeros without any I/O.
 //!
-//! The index is loaded when the reader is made; `reload_index` loads it
-//! again, which a caller does before it opens a snapshot committed since
-//! (an index file is durable before the manifest that needs it).
+//! The reader starts with an empty index: its user lists the snapshots
+//! it will read, then calls `load_index`, and calls it again before it
+//! opens a snapshot committed since. An index file is durable before the
+//! manifest that needs it, so an index loaded after a manifest was seen
+//! knows every chunk of that snapshot.
 
 mod cache;
 mod fetch;
@@ -28,6 +30,7 @@ use fetch::{Fetchers, Job, Shared};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapHeader, MapReader};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, Repository, SnapshotId};
@@ -64,17 +67,10 @@ impl ImageReader {
             )));
         }
         let workers = crate::engine::reader_count(&repo);
-        let (index, damaged) = repo.load_index()?;
-        for (name, e) in damaged {
-            crate::progress::Quiet.warn(&format!(
-                "index file {} cannot be read ({e}): chunks only it names read as damaged",
-                repo.describe(&name)
-            ));
-        }
         let shared = Arc::new(Shared {
             pool: BufPool::new(chunk_size as usize, workers),
             repo,
-            index: RwLock::new(Arc::new(index)),
+            index: RwLock::new(Arc::new(Index::default())),
             cache: ChunkCache::new(chunks as usize),
         });
         let fetchers = Fetchers::start(&shared, workers)?;
@@ -92,10 +88,18 @@ impl ImageReader {
         &self.shared.repo
     }
 
-    /// Loads the index again: call it before opening a snapshot committed
-    /// after the reader was made.
-    pub fn reload_index(&self) -> Result<()> {
-        let (index, _) = self.shared.repo.load_index()?;
+    /// Loads the index: call it after listing the snapshots to read, and
+    /// again before opening one committed since (the index files a
+    /// snapshot needs are committed before its manifest).
+    pub fn load_index(&self) -> Result<()> {
+        let repo = &self.shared.repo;
+        let (index, damaged) = repo.load_index()?;
+        for (name, e) in damaged {
+            crate::progress::Quiet.warn(&format!(
+                "index file {} cannot be read ({e}): chunks only it names read as damaged",
+                repo.describe(&name)
+            ));
+        }
         match self.shared.index.write() {
             Ok(mut held) => *held = Arc::new(index),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(index),
