@@ -284,20 +284,26 @@ impl Filesystem for SnapshotFs {
         let len = u64::from(size).min(handle.len - offset);
         let previous = handle.last_end.swap(offset + len, Ordering::Relaxed);
         let sequential = previous == offset;
-        match handle
-            .image
-            .read_at(handle.offset + offset, len as usize, sequential)
-        {
-            Ok(data) => reply.data(&data),
-            Err(failure) => {
-                let e = &failure.error;
-                let next = if e.is_transient() {
-                    "the store is out of reach; reads there fail until it answers again"
-                } else {
-                    "`platter verify --read-data` lists every damaged chunk, `platter repair \
-                     --from COPY` mends them"
-                };
-                self.log_failure(&handle, failure.range, &format!("{e}; {next}"));
+        // The bytes go to the kernel straight from the cached chunk.
+        let mut reply = Some(reply);
+        let read =
+            handle
+                .image
+                .read_with(handle.offset + offset, len as usize, sequential, |bytes| {
+                    if let Some(reply) = reply.take() {
+                        reply.data(bytes);
+                    }
+                });
+        if let Err(failure) = read {
+            let e = &failure.error;
+            let next = if e.is_transient() {
+                "the store is out of reach; reads there fail until it answers again"
+            } else {
+                "`platter verify --read-data` lists every damaged chunk, `platter repair \
+                 --from COPY` mends them"
+            };
+            self.log_failure(&handle, failure.range, &format!("{e}; {next}"));
+            if let Some(reply) = reply.take() {
                 reply.error(Errno::EIO);
             }
         }

@@ -33,7 +33,16 @@ use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapHeader, MapReader};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{BufPool, Repository, SnapshotId};
+use crate::repo::{BufPool, PlainChunk, Repository, SnapshotId};
+
+/// Zeros served for zero and free chunks without allocating: the pages
+/// are never written, so they all map the kernel's one zero page.
+const ZEROS_LEN: usize = 1 << 20;
+
+fn zeros() -> &'static [u8] {
+    static ZEROS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ZEROS.get_or_init(|| vec![0u8; ZEROS_LEN])
+}
 
 /// Chunks the cache must hold at least: what a read of two chunks and
 /// read-ahead of two more need at once.
@@ -153,18 +162,23 @@ impl SnapshotImage {
     }
 
     /// Reads up to `len` bytes at `offset` (fewer only at the end of the
-    /// image). `sequential` says the caller goes on where its last read
-    /// ended, so the chunks after this read are fetched ahead. Any chunk
-    /// of the range that cannot be read fails the whole read.
-    pub fn read_at(
+    /// image) and hands them to `take`: straight from the cached chunk
+    /// when the range lies in one (a read of a kernel page or a FUSE
+    /// request, nearly always), so they are not copied once more.
+    /// `sequential` says the caller goes on where its last read ended, so
+    /// the chunks after this read are fetched ahead. Any chunk of the
+    /// range that cannot be read fails the whole read, and then `take` is
+    /// not called.
+    pub fn read_with<R>(
         &self,
         offset: u64,
         len: usize,
         sequential: bool,
-    ) -> Result<Vec<u8>, ReadFailure> {
+        take: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ReadFailure> {
         let end = offset.saturating_add(len as u64).min(self.size());
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(take(&[]));
         }
         let cs = self.header.chunk_size;
         let (first, last) = (offset / cs, (end - 1) / cs);
@@ -172,31 +186,50 @@ impl SnapshotImage {
         if sequential {
             self.read_ahead(last + 1);
         }
+        if let [part] = parts.as_slice() {
+            let n = (end - offset) as usize;
+            return match part {
+                Part::Zeros if n <= ZEROS_LEN => Ok(take(&zeros()[..n])),
+                Part::Zeros => Ok(take(&vec![0u8; n])),
+                Part::Data(slot) => {
+                    let plain = self.wait(first, slot)?;
+                    let from = (offset - first * cs) as usize;
+                    Ok(take(&plain[from..from + n]))
+                }
+            };
+        }
         let mut out = vec![0u8; (end - offset) as usize];
         for (pos, part) in (first..=last).zip(parts) {
             let Part::Data(slot) = part else {
                 continue;
             };
+            let plain = self.wait(pos, &slot)?;
             let chunk_start = pos * cs;
-            let chunk_len = self.header.chunk_len(pos);
-            let failed = |error: Error| ReadFailure {
-                range: (chunk_start, chunk_len),
-                error,
-            };
-            let plain = slot.wait().map_err(|f| failed(f.to_error()))?;
-            if plain.len() as u64 != chunk_len {
-                return Err(failed(Error::corrupt(format!(
-                    "its chunk is {} bytes, but its place in the map is {chunk_len}",
-                    plain.len()
-                ))));
-            }
             let from = offset.max(chunk_start);
-            let to = end.min(chunk_start + chunk_len);
+            let to = end.min(chunk_start + plain.len() as u64);
             out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
                 &plain[(from - chunk_start) as usize..(to - chunk_start) as usize],
             );
         }
-        Ok(out)
+        Ok(take(&out))
+    }
+
+    /// The checked chunk at position `pos`, once `slot` has it; it must be
+    /// as long as its place in the map.
+    fn wait(&self, pos: u64, slot: &cache::Slot) -> Result<Arc<PlainChunk>, ReadFailure> {
+        let chunk_len = self.header.chunk_len(pos);
+        let failed = |error: Error| ReadFailure {
+            range: (pos * self.header.chunk_size, chunk_len),
+            error,
+        };
+        let plain = slot.wait().map_err(|f| failed(f.to_error()))?;
+        if plain.len() as u64 != chunk_len {
+            return Err(failed(Error::corrupt(format!(
+                "its chunk is {} bytes, but its place in the map is {chunk_len}",
+                plain.len()
+            ))));
+        }
+        Ok(plain)
     }
 
     /// The chunks at `positions`, each fetched (or being fetched) once.
