@@ -13,9 +13,10 @@
 //! Ctrl-C and SIGTERM unmount it (see `interrupt`): nothing is left
 //! mounted, and the lock goes too.
 //!
-//! fuser mounts with the mount(2) system call when run as root and falls
-//! back to the fusermount3 helper (Debian package fuse3) otherwise; it
-//! does not link libfuse.
+//! fuser opens /dev/fuse and mounts with the mount(2) system call when
+//! run as root; for a user, mount(2) is refused and it asks the set-uid
+//! fusermount3 helper (Debian package fuse3) instead, which needs /dev/fuse
+//! open to users (Debian's default). It does not link libfuse.
 
 mod files;
 mod fuse;
