@@ -4,15 +4,17 @@
 //! the bytes): `engine` runs every command's work (backup, restore, verify,
 //! copy, forget, prune, repair, rebuild-index) by joining `disk` (devices,
 //! images, layouts, filesystems) with `repo` (the repository format); both
-//! use `codec` (hashing, compression, sealing) only. `error`, `os`,
-//! `interrupt`, `printable`, `progress` and `units` serve every layer. The
-//! command line lives in the binary.
+//! use `codec` (hashing, compression, sealing) only. `mount` (snapshots
+//! as files, over FUSE) sits on top of the engine, as the command line
+//! does. `error`, `os`, `interrupt`, `printable`, `progress` and `units`
+//! serve every layer. The command line lives in the binary.
 
 pub mod codec;
 pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod interrupt;
+pub mod mount;
 pub mod os;
 pub mod owner;
 pub mod printable;

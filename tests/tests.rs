@@ -29,6 +29,7 @@ mod it {
     mod incremental;
     mod layout;
     mod locks;
+    mod mount;
     mod output;
     mod retention;
     mod roundtrip;

@@ -8,6 +8,7 @@ mod init;
 mod inspect;
 mod key;
 mod layout_text;
+mod mount;
 mod output;
 mod passphrase;
 mod protect;
@@ -86,6 +87,7 @@ enum Command {
     Show(show::Args),
     Inspect(inspect::Args),
     Restore(restore::Args),
+    Mount(mount::Args),
     Copy(copy::Args),
     Forget(forget::Args),
     Prune(prune::Args),
@@ -206,6 +208,7 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::Show(args) => show::run(ctx, args),
         Command::Inspect(args) => inspect::run(ctx, args),
         Command::Restore(args) => restore::run(ctx, args),
+        Command::Mount(args) => mount::run(ctx, args),
         Command::Copy(args) => copy::run(ctx, args),
         Command::Forget(args) => forget::run(ctx, args),
         Command::Prune(args) => prune::run(ctx, args),

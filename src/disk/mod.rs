@@ -3,14 +3,18 @@
 //! Nothing here knows about repositories.
 
 pub mod free_space;
+mod fs_mount;
 mod ioctl;
 pub mod layout;
+mod loop_attach;
 mod place;
 mod room;
 mod source;
 mod sysfs;
 mod target;
 
+pub use fs_mount::{ReadOnlyMount, kernel_mounts, unmount};
+pub use loop_attach::ReadOnlyLoop;
 pub use place::{FileId, Forbidden};
 pub use source::{Source, SourceIdentity};
 pub use target::{Target, TargetKind};

@@ -10,6 +10,7 @@ mod backup_pipeline;
 mod chunk_mover;
 pub mod copy;
 pub mod forget;
+pub mod image_reader;
 mod in_use;
 pub mod keys;
 mod pack_sink;
