@@ -111,9 +111,9 @@ impl Deref for AlignedBuf {
 pub fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     use nix::errno::Errno;
     match nix::fcntl::renameat2(
-        None,
+        nix::fcntl::AT_FDCWD,
         from,
-        None,
+        nix::fcntl::AT_FDCWD,
         to,
         nix::fcntl::RenameFlags::RENAME_NOREPLACE,
     ) {

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
 use nix::fcntl::{FallocateFlags, fallocate};
@@ -146,7 +145,7 @@ fn can_punch(file: &File) -> bool {
         return false;
     };
     fallocate(
-        file.as_raw_fd(),
+        file,
         FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
         start,
         1 << 16,
@@ -158,7 +157,7 @@ fn can_punch(file: &File) -> bool {
 /// SEEK_HOLE).
 fn allocated_within(file: &File, ranges: &[(u64, u64)]) -> u64 {
     use nix::unistd::{Whence, lseek};
-    let fd = file.as_raw_fd();
+    let fd = file;
     let mut sum = 0;
     for &(start, len) in ranges {
         let end = start + len;

@@ -23,7 +23,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -200,7 +199,7 @@ impl Source {
         // Advice only: the kernel may read ahead more aggressively. (The
         // change tests pause here with strace: keep it after the stamp.)
         let _ = posix_fadvise(
-            file.as_raw_fd(),
+            &file,
             0,
             0,
             PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
@@ -309,7 +308,7 @@ impl Source {
             return Ok(false);
         }
         let (start, end) = (start + self.base, end + self.base);
-        match lseek(self.file.as_raw_fd(), start as i64, Whence::SeekData) {
+        match lseek(&self.file, start as i64, Whence::SeekData) {
             Ok(next_data) => Ok(next_data as u64 >= end),
             // ENXIO: no data at or after `start`, or `start` is at or past
             // the end of the file, which then shrank: it was inside.

@@ -11,7 +11,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -427,7 +426,7 @@ impl Target {
         let done = match self.kind {
             TargetKind::NewFile => true,
             TargetKind::ExistingFile => fallocate(
-                self.file.as_raw_fd(),
+                &self.file,
                 FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
                 offset as i64,
                 len as i64,
@@ -460,7 +459,7 @@ impl Target {
         // Advice only: if the kernel declines, the read-back still checks
         // every byte, from the cache.
         let _ = nix::fcntl::posix_fadvise(
-            self.file.as_raw_fd(),
+            &self.file,
             0,
             0,
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
