@@ -79,6 +79,13 @@ pub struct LoopInfo64 {
     lo_init: [u64; 2],
 }
 
+impl LoopInfo64 {
+    /// Sets the `LO_FLAGS_*` (attaching a device sets the rest to zeros).
+    pub fn set_flags(&mut self, flags: u32) {
+        self.lo_flags = flags;
+    }
+}
+
 /// What a loop device shows of its backing file: which file (the device
 /// and inode numbers of the file, comparable with `stat`'s st_dev and
 /// st_ino) and which byte range of it.

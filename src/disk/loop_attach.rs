@@ -11,27 +11,9 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::ioctl::LoopInfo64;
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::{Registration, call_on_interrupt};
-
-/// The kernel's `struct loop_info64` (linux/loop.h); only the flags are
-/// set here, the rest stays zero.
-#[repr(C)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; 64],
-    lo_crypt_name: [u8; 64],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
 
 /// The kernel's `struct loop_config` (linux/loop.h, Linux 5.8 and later).
 #[repr(C)]
@@ -124,7 +106,7 @@ fn configure(device: &File, backing: &File) -> nix::Result<()> {
     // zeros is a valid value.
     let mut config: LoopConfig = unsafe { std::mem::zeroed() };
     config.fd = backing.as_raw_fd() as u32;
-    config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+    config.info.set_flags(LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR);
     // SAFETY: LOOP_CONFIGURE reads one struct loop_config through the
     // pointer, which points at a live local of that exact layout; both
     // fds are open for the call (the kernel takes its own reference to
