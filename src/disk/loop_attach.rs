@@ -106,7 +106,9 @@ fn configure(device: &File, backing: &File) -> nix::Result<()> {
     // zeros is a valid value.
     let mut config: LoopConfig = unsafe { std::mem::zeroed() };
     config.fd = backing.as_raw_fd() as u32;
-    config.info.set_flags(LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR);
+    config
+        .info
+        .set_flags(LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR);
     // SAFETY: LOOP_CONFIGURE reads one struct loop_config through the
     // pointer, which points at a live local of that exact layout; both
     // fds are open for the call (the kernel takes its own reference to

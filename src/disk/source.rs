@@ -198,12 +198,7 @@ impl Source {
         };
         // Advice only: the kernel may read ahead more aggressively. (The
         // change tests pause here with strace: keep it after the stamp.)
-        let _ = posix_fadvise(
-            &file,
-            0,
-            0,
-            PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
-        );
+        let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
         Ok(Source {
             file,
             path: canonical,

@@ -72,7 +72,10 @@ where
 {
     let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = bounded::<J>(workers * 2);
-    let (done_tx, done_rx) = bounded::<T>(workers);
+    // Results wait for the sink in a queue of at most 16: with many
+    // workers (connections to a store far away), more would only hold
+    // memory.
+    let (done_tx, done_rx) = bounded::<T>(workers.min(16));
     std::thread::scope(|scope| {
         let stop = &stop;
         let feeder = scope.spawn(move || -> Result<()> {

@@ -305,10 +305,14 @@ fn check_packs(
     for (id, loc) in index.iter() {
         by_pack.entry(loc.pack).or_default().push((id, loc));
     }
-    for (number, pack_id) in index.packs().iter().enumerate() {
+    // Every table at once: each is a request or two on a store far away.
+    let tables = crate::repo::backend::each_at_once(repo.backend(), index.packs(), |id| {
+        on_disk.contains_key(id).then(|| repo.read_pack_table(id))
+    });
+    for ((number, pack_id), table) in index.packs().iter().enumerate().zip(tables) {
         let name = pack_name(pack_id);
         let chunks = by_pack.remove(&(number as u32)).unwrap_or_default();
-        let Some(&len) = on_disk.get(pack_id) else {
+        let (Some(&len), Some(table)) = (on_disk.get(pack_id), table) else {
             if !chunks.is_empty() {
                 record(
                     report,
@@ -320,7 +324,7 @@ fn check_packs(
             }
             continue;
         };
-        match repo.read_pack_table(pack_id) {
+        match table {
             Ok((_, entries)) => {
                 compare_table(repo, (&name, &entries), &chunks, report, bad_chunks);
                 in_tables_only.extend(unindexed(repo, index, &entries));
@@ -353,12 +357,15 @@ fn check_packs(
         }
     }
     let indexed: HashSet<&PackId> = index.packs().iter().collect();
-    for id in on_disk.keys().filter(|id| !indexed.contains(id)) {
+    let strays: Vec<&PackId> = on_disk.keys().filter(|id| !indexed.contains(id)).collect();
+    let tables =
+        crate::repo::backend::each_at_once(repo.backend(), &strays, |id| repo.read_pack_table(id));
+    for (id, table) in strays.into_iter().zip(tables) {
         report.leftovers.push(problem(
             repo.describe(&pack_name(id)),
             "pack is in no index (left by an interrupted backup, or its index file was lost)",
         ));
-        if let Ok((_, entries)) = repo.read_pack_table(id) {
+        if let Ok((_, entries)) = table {
             in_tables_only.extend(unindexed(repo, index, &entries));
         }
     }
@@ -557,8 +564,12 @@ fn read_data(
     let total: u64 = work.iter().map(|(_, l)| u64::from(l.stored_len)).sum();
     progress.start("verify", total);
     let found: Mutex<Vec<(ChunkId, u32, String)>> = Mutex::new(Vec::new());
-    let (tx, rx) = bounded::<(ChunkId, crate::repo::index::Location)>(64);
     let readers = super::reader_count(repo);
+    // Neighbouring chunks of a pack are read at once where a read costs a
+    // request.
+    let limit = crate::repo::span_limit(repo.backend(), readers);
+    let cuts = crate::repo::spans(work.iter().map(|(_, loc)| loc), limit);
+    let (tx, rx) = bounded::<&[(ChunkId, crate::repo::index::Location)]>(readers);
     let pool = BufPool::new(repo.config().chunk_size as usize, readers * 2);
     // The first failure of the store itself, which stops the check.
     let outage: Mutex<Option<crate::Error>> = Mutex::new(None);
@@ -567,33 +578,42 @@ fn read_data(
             let (rx, found, pool, outage) = (rx.clone(), &found, pool.clone(), &outage);
             scope.spawn(move || {
                 let mut reader = repo.chunk_reader(pool).thorough();
-                for (id, loc) in rx.iter() {
-                    if outage.lock().is_ok_and(|o| o.is_some()) {
-                        break;
-                    }
-                    if let Err(e) = reader.read(&id, index.pack_id(loc.pack), &loc) {
-                        if e.is_transient() {
-                            if let Ok(mut o) = outage.lock() {
-                                o.get_or_insert(e);
-                            }
-                            break;
+                for span in rx.iter() {
+                    let Some((_, first)) = span.first() else {
+                        continue;
+                    };
+                    reader.read_span(index.pack_id(first.pack), span, &mut |i, read| {
+                        if outage.lock().is_ok_and(|o| o.is_some()) {
+                            return false;
                         }
-                        let why = if e.kind() == ErrorKind::Corrupt {
-                            e.message().to_string()
-                        } else {
-                            format!("cannot read: {e}")
+                        let Some(&(id, loc)) = span.get(i) else {
+                            return false;
                         };
-                        if let Ok(mut f) = found.lock() {
-                            f.push((id, loc.pack, why));
+                        if let Err(e) = read {
+                            if e.is_transient() {
+                                if let Ok(mut o) = outage.lock() {
+                                    o.get_or_insert(e);
+                                }
+                                return false;
+                            }
+                            let why = if e.kind() == ErrorKind::Corrupt {
+                                e.message().to_string()
+                            } else {
+                                format!("cannot read: {e}")
+                            };
+                            if let Ok(mut f) = found.lock() {
+                                f.push((id, loc.pack, why));
+                            }
                         }
-                    }
-                    progress.advance(u64::from(loc.stored_len));
+                        progress.advance(u64::from(loc.stored_len));
+                        true
+                    });
                 }
             });
         }
         drop(rx);
-        for item in work.iter() {
-            if tx.send(*item).is_err() {
+        for cut in cuts {
+            if tx.send(&work[cut]).is_err() {
                 break;
             }
         }

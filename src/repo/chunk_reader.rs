@@ -421,6 +421,51 @@ impl<'a> ChunkReader<'a> {
     }
 }
 
+/// The bytes of the spans being read at once, all readers together.
+const SPAN_BUDGET: u64 = 64 << 20;
+
+/// How far one read of `readers` at once may reach on `backend`: its
+/// `read_span`, but the spans in flight share one budget, so more
+/// connections mean smaller spans, not more memory.
+pub fn span_limit(backend: &dyn Backend, readers: usize) -> u64 {
+    backend.read_span().min(SPAN_BUDGET / readers.max(1) as u64)
+}
+
+/// A gap between two chunks of a pack that one read still spans: reading
+/// it costs less than another request.
+const GAP: u64 = 1 << 20;
+
+/// Cuts chunks sorted by pack and offset into spans that one read covers
+/// (see `read_span`): a span ends at another pack, at a gap wider than
+/// [`GAP`], or where it would grow past `limit` bytes (0: every chunk on
+/// its own). Returns the spans as ranges of positions in `locs`.
+pub fn spans<'l>(
+    locs: impl IntoIterator<Item = &'l Location>,
+    limit: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut open: Option<(u32, u64, u64)> = None; // pack, start, end
+    for (i, loc) in locs.into_iter().enumerate() {
+        let end = loc.offset + u64::from(loc.stored_len);
+        match (open, out.last_mut()) {
+            (Some((pack, start, last_end)), Some(span))
+                if pack == loc.pack
+                    && loc.offset >= last_end
+                    && loc.offset - last_end <= GAP
+                    && end - start <= limit =>
+            {
+                span.end = i + 1;
+                open = Some((pack, start, end));
+            }
+            _ => {
+                out.push(i..i + 1);
+                open = Some((loc.pack, loc.offset, end));
+            }
+        }
+    }
+    out
+}
+
 /// Where the span of `chunks` (sorted by offset) starts and how long it is;
 /// `None` when the chunks are out of order or the span is too large to hold.
 fn span_of(chunks: &[(ChunkId, Location)]) -> Option<(u64, usize)> {

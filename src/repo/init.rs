@@ -109,10 +109,20 @@ impl Repository {
             }
             None => None,
         };
-        let key_id = key
-            .as_ref()
-            .map(|(_, file)| file.write(&*backend))
-            .transpose()?;
+        // An init interrupted before it returns removes its key file and
+        // its config: a place holding only a key file would be neither
+        // empty (a new init refuses it) nor a repository, and a config
+        // without its key file would be a repository nobody can open.
+        let key_id = key.as_ref().map(|_| KeyId::random());
+        let _cleanup = (
+            key_id
+                .as_ref()
+                .and_then(|id| backend.remove_on_interrupt(&crate::repo::names::key_name(id))),
+            backend.remove_on_interrupt(CONFIG),
+        );
+        if let (Some((_, file)), Some(id)) = (&key, &key_id) {
+            file.write_as(&*backend, id)?;
+        }
         let bytes = envelope::seal(CONFIG_KIND, config.version(), &config)?;
         // Stores without conditional writes let two inits both write: the
         // config read back says which one won.

@@ -96,8 +96,14 @@ impl NewKeyFile {
     /// Writes it into `keys/`; returns its id.
     pub fn write(&self, backend: &dyn Backend) -> Result<KeyId> {
         let id = KeyId::random();
-        backend.write_whole(&crate::repo::names::key_name(&id), &self.0)?;
+        self.write_as(backend, &id)?;
         Ok(id)
+    }
+
+    /// Writes the key file under id `id` (chosen by the caller, who may
+    /// arrange its removal first).
+    pub fn write_as(&self, backend: &dyn Backend, id: &KeyId) -> Result<()> {
+        backend.write_whole(&crate::repo::names::key_name(id), &self.0)
     }
 }
 

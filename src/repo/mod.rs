@@ -37,7 +37,7 @@ use config::Config;
 use index::Index;
 use keys::PassphraseSource;
 
-pub use chunk_reader::{BufPool, ChunkReader, PlainChunk};
+pub use chunk_reader::{BufPool, ChunkReader, PlainChunk, span_limit, spans};
 pub use id::{IdBytes, IndexId, KeyId, LockId, PackId, SnapshotId, random_hex};
 use names::{CONFIG, Folder, RESERVE, manifest_name};
 use snapshot::Snapshot;
@@ -518,7 +518,8 @@ fn write_reserve(backend: &dyn Backend) -> Result<()> {
 
 /// A file that only an encrypted repository has: anything in `keys/`, a
 /// sealed manifest, index or lock file (unfinished writes included), a
-/// sealed map, or, in a repository with none of those, a sealed pack (the
+/// sealed map, or, in a repository with no manifest, index file or map, a
+/// sealed pack (the
 /// first of each `data/` folder). Every manifest, index file, lock and map
 /// is looked at, so that planting a plain file in front of the sealed ones
 /// hides nothing.
@@ -545,15 +546,19 @@ fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
         return Ok(Some(key));
     }
     let mut files = Vec::new();
-    for names in listed {
-        files.extend(names?);
+    let mut durable = false;
+    for (folder, names) in folders[2..].iter().zip(listed) {
+        let names = names?;
+        // Locks come and go, and anyone can write one.
+        durable |= *folder != Folder::Locks && !names.is_empty();
+        files.extend(names);
     }
     // Packs are looked at only in a repository without manifests, index
-    // files, locks or maps: where those exist, every one is looked at, and
-    // a repository that was encrypted has them all sealed (one able to
+    // files or maps: where those exist, every one is looked at, and a
+    // repository that was encrypted has them all sealed (one able to
     // replace them all can replace packs too). A small read of a large
     // object is slow on some stores (about 45 ms on Garage).
-    if files.is_empty() {
+    if !durable {
         for first in backend::each_at_once(backend, &dirs?, |dir| names(dir)) {
             files.extend(first?.into_iter().min());
         }

@@ -232,7 +232,7 @@ fn write_all(
     progress.start("restore", window.len);
     let workers = crate::engine::reader_count(repo);
     let pool = BufPool::new(header.chunk_size as usize, workers * 6);
-    let limit = repo.backend().read_span();
+    let limit = crate::repo::span_limit(repo.backend(), workers);
     let positions = window.positions(header.chunk_size);
     let ran = fan_out(
         |send| spans::feed(map, positions, index, limit, send),
@@ -291,7 +291,10 @@ impl ChunkWriter<'_> {
                         self.window.clip(pos * chunk_size, len)
                     })
                     .map_or(0, |(_, offset)| offset);
-                return Err(e.context(format!("stopped at target offset {offset}")));
+                return Err(e.context(format!(
+                    "stopped on the chunk at target offset {offset} (chunks are written out of \
+                     order: the bytes before it are not all written)"
+                )));
             }
             fetched => fetched,
         };

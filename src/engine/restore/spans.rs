@@ -17,10 +17,6 @@ use crate::repo::map::{Kind, MapEntry, MapReader};
 /// memory and the target is still written roughly in order.
 const STRETCH: u64 = 1024;
 
-/// A gap between two chunks of a pack that one read still spans: reading
-/// it costs less than another request.
-const GAP: u64 = 1 << 20;
-
 /// Where a chunk goes: its map positions and entries.
 pub type Places = Vec<(u64, MapEntry)>;
 
@@ -120,44 +116,29 @@ fn stretch_jobs(entries: Places, index: &Index, limit: u64) -> Result<Vec<Job>> 
     Ok(jobs.into_iter().map(|(_, job)| job).collect())
 }
 
-/// Cuts chunks sorted by pack and offset into spans: a new span starts at
-/// another pack, after a gap larger than [`GAP`], or where the span would
-/// grow past `limit` bytes. `pack_id` names a pack by its number.
+/// Groups chunks sorted by pack and offset into spans (`repo::spans`).
 fn spans(
     chunks: Vec<(ChunkId, Location, Places)>,
     limit: u64,
     pack_id: impl Fn(u32) -> PackId,
 ) -> Vec<Span> {
-    let mut out: Vec<Span> = Vec::new();
-    let mut span_start = 0;
-    for (id, loc, places) in chunks {
-        let end = loc.offset + u64::from(loc.stored_len);
-        let joins = out
-            .last()
-            .and_then(|span| span.chunks.last())
-            .is_some_and(|(_, last)| {
-                let last_end = last.offset + u64::from(last.stored_len);
-                last.pack == loc.pack
-                    && loc.offset >= last_end
-                    && loc.offset - last_end <= GAP
-                    && end - span_start <= limit
-            });
-        match out.last_mut() {
-            Some(span) if joins => {
-                span.chunks.push((id, loc));
-                span.places.push(places);
+    let cuts = crate::repo::spans(chunks.iter().map(|(_, loc, _)| loc), limit);
+    let mut chunks = chunks.into_iter();
+    cuts.into_iter()
+        .map(|cut| {
+            let (ids, places): (Vec<_>, Vec<_>) = chunks
+                .by_ref()
+                .take(cut.len())
+                .map(|(id, loc, places)| ((id, loc), places))
+                .unzip();
+            let pack = ids.first().map_or(0, |(_, loc)| loc.pack);
+            Span {
+                pack: pack_id(pack),
+                chunks: ids,
+                places,
             }
-            _ => {
-                span_start = loc.offset;
-                out.push(Span {
-                    pack: pack_id(loc.pack),
-                    chunks: vec![(id, loc)],
-                    places: vec![places],
-                });
-            }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -202,16 +183,16 @@ mod tests {
         let mb = 1 << 20;
         let chunks = vec![
             chunk(1, 0, 0, 1000),
-            chunk(2, 0, 1000 + GAP, 1000),
-            chunk(3, 0, 2000 + 2 * GAP + 1, 1000),
-            chunk(4, 1, 3000 + 2 * GAP + 1, 1000),
+            chunk(2, 0, 1000 + mb, 1000),
+            chunk(3, 0, 2000 + 2 * mb + 1, 1000),
+            chunk(4, 1, 3000 + 2 * mb + 1, 1000),
         ];
         assert_eq!(
             shapes(chunks, 64 * mb),
             vec![
-                vec![0, 1000 + GAP],
-                vec![2000 + 2 * GAP + 1],
-                vec![3000 + 2 * GAP + 1]
+                vec![0, 1000 + mb],
+                vec![2000 + 2 * mb + 1],
+                vec![3000 + 2 * mb + 1]
             ]
         );
     }
