@@ -60,7 +60,7 @@ struct Cli {
     /// Requests in flight at once to object storage (reads; packs upload up
     /// to 4 at once, each held in memory until sent); local folders ignore
     /// it. Each reader holds a few chunks: more than 8 costs memory (a
-    /// restore holds about 20 MiB more per 8) for little speed on most stores
+    /// restore holds about 10 MiB more per 8) for little speed on most stores
     #[arg(
         long,
         global = true,
