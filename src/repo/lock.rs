@@ -34,7 +34,7 @@ use crate::owner::{hostname, process_alive, process_start_ticks};
 use crate::repo::backend::{Backend, SharedBackend};
 use crate::repo::names::{Folder, lock_name};
 use crate::repo::{LockId, envelope};
-use crate::repo::{Repository, ids_in, sealed};
+use crate::repo::{Repository, sealed};
 
 const KIND: &str = "lock";
 const VERSION: u32 = 1;
@@ -349,37 +349,38 @@ struct Seen {
     written: Option<SystemTime>,
 }
 
-/// Reads every lock file, each with one open, all at once (a store far
-/// away takes tens of milliseconds a request). A lock that is gone by the
-/// time it is read is left out.
+/// Reads every lock file: one listing (with lengths and times), then one
+/// read each, all at once (a store far away takes tens of milliseconds a
+/// request). A lock that is gone by the time it is read is left out.
 fn read_locks(repo: &Repository) -> Result<Vec<Seen>> {
     let backend = repo.backend();
-    let names: Vec<String> = ids_in(backend, Folder::Locks)?
-        .iter()
-        .map(|id| Folder::Locks.file(id))
-        .collect();
-    let read = crate::repo::backend::each_at_once(backend, &names, |name| {
-        let file = match backend.open(name) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return None,
-            // Unreadable: someone's lock all the same (or junk for
-            // `unlock --all`).
-            Err(_) => return Some((name.clone(), None, None)),
-        };
-        let what = backend.describe(name);
-        if file.len() > MAX_LOCK_FILE {
+    let mut listed = backend.list_files(Folder::Locks.as_str())?;
+    listed.retain(|file| {
+        matches!(
+            crate::repo::classify(Folder::Locks.as_str(), &file.name),
+            crate::repo::FileName::Id(_)
+        )
+    });
+    let read = crate::repo::backend::each_at_once(backend, &listed, |file| {
+        let name = Folder::Locks.file(&file.name);
+        let seen = |info| Some((name.clone(), info, file.modified));
+        if file.len > MAX_LOCK_FILE {
             // Not a lock of ours (they are a few hundred bytes): unreadable,
             // and not worth reading.
-            return Some((name.clone(), None, file.modified()));
+            return seen(None);
         }
-        let info = match crate::repo::backend::read_all(&*file, &what) {
-            Ok(bytes) => sealed::decode(repo.sealing(), name, bytes, &what)
-                .and_then(|plain| envelope::open::<LockInfo>(KIND, VERSION, &plain, name))
-                .ok(),
-            Err(e) if e.kind() == ErrorKind::NotFound => return None,
-            Err(_) => None,
-        };
-        Some((name.clone(), info, file.modified()))
+        let what = backend.describe(&name);
+        match backend.read_whole(&name) {
+            Ok(bytes) => seen(
+                sealed::decode(repo.sealing(), &name, bytes, &what)
+                    .and_then(|plain| envelope::open::<LockInfo>(KIND, VERSION, &plain, &name))
+                    .ok(),
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            // Unreadable: someone's lock all the same (or junk for
+            // `unlock --all`).
+            Err(_) => seen(None),
+        }
     });
     Ok(read
         .into_iter()

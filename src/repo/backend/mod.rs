@@ -65,6 +65,25 @@ pub trait Backend: Send + Sync {
     fn open(&self, name: &str) -> Result<Box<dyn StoredFile>>;
     /// Names of the files in folder `dir` (not recursive), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
+    /// `list`, with each file's length and the store's time of it; a file
+    /// gone by the time it is looked at is left out. A store whose listing
+    /// carries them (S3) answers with one request; here each file is
+    /// opened.
+    fn list_files(&self, dir: &str) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for name in self.list(dir)? {
+            match self.open(&format!("{dir}/{name}")) {
+                Ok(file) => out.push(Listed {
+                    len: file.len(),
+                    modified: file.modified(),
+                    name,
+                }),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     fn remove(&self, name: &str) -> Result<()>;
     /// Removes the unfinished writes in folder `dir` that nobody will
     /// finish: those whose writer is gone from this host, or that have not
@@ -149,6 +168,16 @@ pub trait Backend: Send + Sync {
     fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
         read_all(&*self.open(name)?, &self.describe(name))
     }
+}
+
+/// A file as `list_files` shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its name within the folder listed.
+    pub name: String,
+    pub len: u64,
+    /// When the store wrote it, by the store's clock.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Every byte of an opened file (`what` names it in errors).

@@ -341,6 +341,21 @@ impl S3Backend {
         })
     }
 
+    /// The entries of one listing of `path` (which ends with `/`, or is
+    /// empty for the whole repository); `dir` names it in errors.
+    fn entries(&self, path: &str, dir: &str) -> Result<Vec<opendal::Entry>> {
+        check_up(&self.location, &self.down)?;
+        let options = ListOptions {
+            recursive: false,
+            ..ListOptions::default()
+        };
+        match self.op.list_options(path, options) {
+            Ok(entries) => Ok(entries),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.error("list", dir, e)),
+        }
+    }
+
     fn error(&self, what: &str, name: &str, e: opendal::Error) -> Error {
         self.error_on(what, &self.describe(name), e)
     }
@@ -589,6 +604,30 @@ impl Backend for S3Backend {
         Ok(got.to_vec())
     }
 
+    /// One listing: S3 lists each object's length and time.
+    fn list_files(&self, dir: &str) -> Result<Vec<super::Listed>> {
+        let path = format!("{dir}/");
+        let mut files: Vec<super::Listed> = self
+            .entries(&path, dir)?
+            .iter()
+            .filter(|entry| entry.metadata().is_file())
+            .filter_map(|entry| {
+                let name = entry.path().strip_prefix(&path)?;
+                (!name.is_empty() && !name.contains('/')).then(|| super::Listed {
+                    name: name.to_string(),
+                    len: entry.metadata().content_length(),
+                    modified: entry
+                        .metadata()
+                        .last_modified()
+                        .map(std::time::SystemTime::from),
+                })
+            })
+            .collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        files.dedup_by(|a, b| a.name == b.name);
+        Ok(files)
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         check_up(&self.location, &self.down)?;
         // Always end with `/`: "a" would also list "ab/...".
@@ -597,16 +636,8 @@ impl Backend for S3Backend {
         } else {
             format!("{dir}/")
         };
-        let options = ListOptions {
-            recursive: false,
-            ..ListOptions::default()
-        };
-        let entries = match self.op.list_options(&path, options) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.error("list", dir, e)),
-        };
-        let mut names: Vec<String> = entries
+        let mut names: Vec<String> = self
+            .entries(&path, dir)?
             .iter()
             .filter_map(|entry| {
                 let rest = entry.path().strip_prefix(&path)?;
