@@ -378,6 +378,7 @@ fn check_packs(
 fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap<PackId, u64>> {
     let backend = repo.backend();
     let mut on_disk: HashMap<PackId, u64> = HashMap::new();
+    let mut packs: Vec<(String, PackId)> = Vec::new();
     for entry in pack::walk_data(backend)? {
         let found = match entry {
             DataEntry::Foreign(dir) => {
@@ -415,9 +416,16 @@ fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap
                 continue;
             }
         };
-        match backend.open(&name) {
-            Ok(file) => {
-                on_disk.insert(PackId::from_bytes(id), file.len());
+        packs.push((name, PackId::from_bytes(id)));
+    }
+    // Every pack at once: an open is a request on a store far away.
+    let opened = crate::repo::backend::each_at_once(backend, &packs, |(name, _)| {
+        backend.open(name).map(|file| file.len())
+    });
+    for ((name, id), opened) in packs.into_iter().zip(opened) {
+        match opened {
+            Ok(len) => {
+                on_disk.insert(id, len);
             }
             Err(e) => report
                 .damage
