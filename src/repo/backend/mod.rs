@@ -66,7 +66,8 @@ pub trait Backend: Send + Sync {
     /// Names of the files in folder `dir` (not recursive), sorted.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// `list`, with each file's length and the store's time of it; a file
-    /// gone by the time it is looked at is left out. A store whose listing
+    /// gone by the time it is looked at is left out, one that cannot be
+    /// looked at has length 0 and no time. A store whose listing
     /// carries them (S3) answers with one request; here each file is
     /// opened.
     fn list_files(&self, dir: &str) -> Result<Vec<Listed>> {
@@ -79,7 +80,13 @@ pub trait Backend: Send + Sync {
                     name,
                 }),
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                // Listed all the same (a FIFO, a file that cannot be
+                // opened): reading it says why.
+                Err(_) => out.push(Listed {
+                    name,
+                    len: 0,
+                    modified: None,
+                }),
             }
         }
         Ok(out)
