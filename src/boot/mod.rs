@@ -195,9 +195,8 @@ impl Prepared {
                 std::thread::park();
             }
         }
-        let status = status.map_err(|e| {
-            Error::new(ErrorKind::Io, format!("cannot wait for QEMU to exit: {e}"))
-        })?;
+        let status = status
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot wait for QEMU to exit: {e}")))?;
         let overlay_bytes = std::fs::metadata(&self.plan.overlay)
             .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
             .unwrap_or(0);

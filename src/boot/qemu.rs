@@ -89,11 +89,16 @@ pub fn firmware_for(layout: Option<&Layout>, folder: &Path) -> (Firmware, String
     let esps: Vec<u32> = layout
         .partitions
         .iter()
-        .filter(|p| p.type_id.eq_ignore_ascii_case(ESP_GPT) || p.type_id.eq_ignore_ascii_case(ESP_MBR))
+        .filter(|p| {
+            p.type_id.eq_ignore_ascii_case(ESP_GPT) || p.type_id.eq_ignore_ascii_case(ESP_MBR)
+        })
         .map(|p| p.number)
         .collect();
     if esps.is_empty() {
-        return (Firmware::Bios, "the layout has no EFI system partition".into());
+        return (
+            Firmware::Bios,
+            "the layout has no EFI system partition".into(),
+        );
     }
     let Ok(mdir) = find_program("mdir", "mtools") else {
         return (
@@ -178,7 +183,10 @@ pub fn probe_accel() -> (Accel, String) {
         .iter()
         .find(|m| Path::new("/sys/module").join(m).exists());
     match hardware {
-        Some(module) => (Accel::Kvm, format!("/dev/kvm is hardware virtualisation ({module})")),
+        Some(module) => (
+            Accel::Kvm,
+            format!("/dev/kvm is hardware virtualisation ({module})"),
+        ),
         None => (
             Accel::Tcg,
             "the software CPU: /dev/kvm is not backed by kvm_intel or kvm_amd, and other KVMs \

@@ -84,14 +84,9 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     };
     let bar = output::Bar::new(ctx.json);
     let report = match &args.overlay {
-        Some(overlay) => restore_with_overlay(
-            &repo,
-            &args.snapshot,
-            &args.target,
-            overlay,
-            &options,
-            &bar,
-        )?,
+        Some(overlay) => {
+            restore_with_overlay(&repo, &args.snapshot, &args.target, overlay, &options, &bar)?
+        }
         None => restore(&repo, &args.snapshot, &args.target, &options, &bar)?,
     };
     // Warnings go to stderr, as every command's do; --json also lists them.

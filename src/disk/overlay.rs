@@ -81,9 +81,8 @@ pub fn info(path: &Path) -> Result<OverlayInfo> {
             first_line(&out.stderr)
         )));
     }
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::internal(format!("qemu-img info printed what is not JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::internal(format!("qemu-img info printed what is not JSON: {e}")))?;
     let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
     let number = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
     Ok(OverlayInfo {
@@ -122,8 +121,7 @@ pub fn commit_into(overlay: &Path, target: &Path, target_is_device: bool) -> Res
         },
     });
     let mut cmd = Command::new(qemu_img);
-    cmd.args(["commit", "-q", "-d"])
-        .arg(format!("json:{spec}"));
+    cmd.args(["commit", "-q", "-d"]).arg(format!("json:{spec}"));
     run(
         cmd,
         &format!(

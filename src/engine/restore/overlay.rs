@@ -71,8 +71,12 @@ pub fn restore_with_overlay(
         "{} holds the snapshot but only part of the overlay's writes: run the restore again",
         target_path.display()
     ));
-    overlay::commit_into(overlay_path, target_path, device)
-        .map_err(|e| e.context(format!("the snapshot was restored to {}", target_path.display())))?;
+    overlay::commit_into(overlay_path, target_path, device).map_err(|e| {
+        e.context(format!(
+            "the snapshot was restored to {}",
+            target_path.display()
+        ))
+    })?;
     report.overlay = Some(overlay_path.display().to_string());
     report.overlay_bytes = Some(info.actual_size);
     Ok(report)
@@ -89,11 +93,17 @@ fn check_overlay(path: &Path, snap: &Snapshot) -> Result<OverlayInfo> {
     if info.format != "qcow2" {
         return Err(refuse(format!(
             "it is a {} image, not a qcow2 overlay",
-            if info.format.is_empty() { "unknown" } else { &info.format }
+            if info.format.is_empty() {
+                "unknown"
+            } else {
+                &info.format
+            }
         )));
     }
     let Some(backing) = &info.backing else {
-        return Err(refuse("it has no backing file, so it is not an overlay over a snapshot".into()));
+        return Err(refuse(
+            "it has no backing file, so it is not an overlay over a snapshot".into(),
+        ));
     };
     if backing.file_name().is_none_or(|n| n != "disk.img") {
         return Err(refuse(format!(
@@ -132,8 +142,11 @@ fn check_overlay(path: &Path, snap: &Snapshot) -> Result<OverlayInfo> {
 /// then tags), if the name has that form.
 fn short_id_in_folder_name(name: &str) -> Option<&str> {
     let id = name.split('_').nth(2)?;
-    (id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then_some(id)
+    (id.len() == 8
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(id)
 }
 
 #[cfg(test)]
@@ -146,7 +159,10 @@ mod tests {
             short_id_in_folder_name("2026-11-28_18-30-05_1a2b3c4d_nightly,db"),
             Some("1a2b3c4d")
         );
-        assert_eq!(short_id_in_folder_name("2026-11-28_18-30-05_1a2b3c4d"), Some("1a2b3c4d"));
+        assert_eq!(
+            short_id_in_folder_name("2026-11-28_18-30-05_1a2b3c4d"),
+            Some("1a2b3c4d")
+        );
         assert_eq!(short_id_in_folder_name("images"), None);
         assert_eq!(short_id_in_folder_name("a_b_notanid"), None);
     }
