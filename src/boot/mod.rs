@@ -74,8 +74,6 @@ pub struct BootPlan {
 pub struct BootReport {
     #[serde(flatten)]
     pub plan: BootPlan,
-    /// QEMU's exit code (`None`: ended by a signal).
-    pub qemu_exit_code: Option<i32>,
     /// Bytes the overlay held when QEMU exited (the guest's writes).
     pub overlay_bytes: u64,
     pub duration_s: f64,
@@ -183,6 +181,12 @@ impl Prepared {
     /// Runs QEMU until it exits, then undoes everything.
     pub fn run(mut self) -> Result<BootReport> {
         let started = Instant::now();
+        if interrupt::exit_is_pending() {
+            // Interrupted while preparing: the watcher is undoing it all.
+            loop {
+                std::thread::park();
+            }
+        }
         let mut child = self.qemu.spawn()?;
         self.qemu_pid.store(child.id() as i32, Ordering::SeqCst);
         let status = child.wait();
@@ -197,13 +201,23 @@ impl Prepared {
         }
         let status = status
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot wait for QEMU to exit: {e}")))?;
+        if !status.success() {
+            // Everything is undone by the drops; QEMU said why on stderr.
+            return Err(Error::new(
+                ErrorKind::Io,
+                match status.code() {
+                    Some(code) => format!("QEMU exited with code {code} (its messages are above)"),
+                    None => format!("QEMU was ended by a signal ({status})"),
+                },
+            )
+            .hint("check the QEMU arguments after `--`; the repository was not changed"));
+        }
         let overlay_bytes = std::fs::metadata(&self.plan.overlay)
             .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
             .unwrap_or(0);
         drop(self.mounted.take());
         Ok(BootReport {
             plan: self.plan.clone(),
-            qemu_exit_code: status.code(),
             overlay_bytes,
             duration_s: started.elapsed().as_secs_f64(),
         })

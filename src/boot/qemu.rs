@@ -235,9 +235,23 @@ impl Command {
     }
 
     pub fn spawn(&self) -> Result<std::process::Child> {
-        std::process::Command::new(&self.programs.system)
-            .args(self.args())
-            .spawn()
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.programs.system);
+        cmd.args(self.args());
+        // QEMU never outlives platter, even a platter killed with SIGKILL
+        // or one whose interrupt watcher ran just before QEMU started: the
+        // kernel sends it SIGTERM when the thread that started it ends.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the
+        // parent; it runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
             .map_err(|e| Error::io("cannot start QEMU", &self.programs.system, e))
     }
 }

@@ -25,7 +25,11 @@ use super::{Context, layout_text, output};
 /// (kvm_intel or kvm_amd), else TCG, QEMU's software CPU (slower, but it
 /// boots anything); --accel overrides. The disk is the guest's first IDE
 /// disk. Everything after `--` goes to QEMU as it is: a console, a network,
-/// more CPUs. Without them QEMU opens its usual window.
+/// more CPUs. Without them QEMU shows the guest's screen its default way
+/// (a window where it has one); on a server, `-- -nographic` puts the
+/// guest's serial console in this terminal. platter's own lines go to
+/// stderr. It ends when the guest powers off or QEMU quits; a QEMU that
+/// fails (say, a wrong argument) makes platter fail too (exit 6).
 ///
 /// To move a recovered machine back to hardware, keep its changes with
 /// --keep-overlay FILE, then `platter restore SNAPSHOT DISK --overlay FILE`
@@ -134,12 +138,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
 }
 
 fn print_report(report: &BootReport) {
-    let exit = match report.qemu_exit_code {
-        Some(code) => format!("exited with code {code}"),
-        None => "was ended by a signal".to_string(),
-    };
     to_stderr(&format!(
-        "platter: QEMU {exit} after {:.1}s; the repository was not changed",
+        "platter: QEMU ended after {:.1}s; the repository was not changed",
         report.duration_s
     ));
     if report.plan.overlay_kept {

@@ -382,7 +382,7 @@ fn boot_without_qemu_names_the_package_to_install() {
     run.refused(3, "qemu-system-x86");
 }
 
-// Pins: SIGINT (Ctrl-C) and SIGTERM while QEMU runs end the boot with 130 and 143, stopping QEMU, unmounting the snapshot and leaving no temporary file and no lock; the repository is unchanged.
+// Pins: SIGINT (Ctrl-C) and SIGTERM while QEMU runs end the boot with 130 and 143, stopping QEMU, unmounting the snapshot and leaving no temporary file and no lock; a QEMU that fails fails the boot (exit 6) the same clean way; the repository is unchanged.
 #[test]
 fn ctrl_c_and_sigterm_during_a_boot_leave_no_qemu_mount_or_lock() {
     let test = "ctrl_c_and_sigterm_during_a_boot_leave_no_qemu_mount_or_lock";
@@ -412,6 +412,25 @@ fn ctrl_c_and_sigterm_during_a_boot_leave_no_qemu_mount_or_lock() {
         assert!(stderr.contains("interrupted by"), "{stderr}");
         assert_nothing_left(&sandbox, &tmp);
     }
+    // A QEMU that fails (an argument it does not know) fails the boot,
+    // with everything undone as well.
+    let tmp = sandbox.path("tmp-bad-argument");
+    let out = boot_command(
+        &sandbox,
+        &tmp,
+        &sandbox.path("serial-bad.log"),
+        &[id.as_ref()],
+    )
+    .arg("-no-such-option")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("platter: error (I/O error): QEMU exited with code 1"),
+        "{stderr}"
+    );
+    assert_nothing_left(&sandbox, &tmp);
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
     verify_clean(&sandbox.repo);
 }
