@@ -434,3 +434,65 @@ fn ctrl_c_and_sigterm_during_a_boot_leave_no_qemu_mount_or_lock() {
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
     verify_clean(&sandbox.repo);
 }
+
+// Pins: restore --overlay onto a block device (a loop device larger than the snapshot) writes the snapshot and the overlay's clusters there, equal to the overlay's view (qemu-img convert), the rest of the device untouched by the overlay.
+#[test]
+fn restore_overlay_onto_a_block_device_equals_the_overlays_view() {
+    let test = "restore_overlay_onto_a_block_device_equals_the_overlays_view";
+    if !have(
+        test,
+        &["root", "loop devices", "losetup", "qemu-img", "qemu-io"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let size: u64 = 4 << 20;
+    let source = sandbox.path("source.img");
+    Image::random(source.clone(), size, &mut Rng::new(41));
+    let id = sandbox.snapshot_of(&source, &[]);
+    let backing = sandbox.path(&format!("m/2026-11-28_18-30-05_{}/disk.img", &id[..8]));
+    std::fs::create_dir_all(backing.parent().unwrap()).unwrap();
+    std::fs::copy(&source, &backing).unwrap();
+    let overlay = sandbox.path("vm.qcow2");
+    sh(&format!(
+        "qemu-img create -q -f qcow2 -F raw -b '{}' '{o}'
+         qemu-io -c 'write -P 0xcd 100000 300000' -c 'write -z 3145728 65536' '{o}' >/dev/null",
+        backing.display(),
+        o = overlay.display()
+    ));
+    let expected = sandbox.path("expected.raw");
+    system(
+        "qemu-img",
+        &[
+            "convert".as_ref(),
+            "-O".as_ref(),
+            "raw".as_ref(),
+            overlay.as_os_str(),
+            expected.as_os_str(),
+        ],
+    );
+    let expected = std::fs::read(&expected).unwrap();
+    assert_ne!(
+        expected,
+        std::fs::read(&source).unwrap(),
+        "vacuous: no writes"
+    );
+    std::fs::remove_dir_all(sandbox.path("m")).unwrap();
+
+    let device_file = sandbox.path("device.img");
+    Image::sparse(device_file.clone(), 2 * size);
+    let device = LoopDevice::attach(&device_file);
+    sandbox
+        .restore(&id, &device.path, &["--overlay", overlay.to_str().unwrap()])
+        .ok();
+    let on_device = device.contents();
+    assert_bytes_equal(
+        &on_device[..size as usize],
+        &expected,
+        "the device's first bytes",
+    );
+    assert!(
+        on_device[size as usize..].iter().all(|&b| b == 0),
+        "past the snapshot"
+    );
+}
