@@ -54,8 +54,7 @@ fn is_executable(path: &Path) -> bool {
 /// Creates a qcow2 overlay at `overlay` whose backing file is the raw image
 /// `backing`: reads fall through to it, writes stay in the overlay.
 pub fn create(backing: &Path, overlay: &Path) -> Result<()> {
-    let qemu_img = find_program("qemu-img", QEMU_IMG_PACKAGE)?;
-    let mut cmd = Command::new(qemu_img);
+    let mut cmd = qemu_img()?;
     cmd.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(backing)
         .arg(overlay);
@@ -64,11 +63,10 @@ pub fn create(backing: &Path, overlay: &Path) -> Result<()> {
 
 /// Describes the image at `path` without opening its backing file.
 pub fn info(path: &Path) -> Result<OverlayInfo> {
-    let qemu_img = find_program("qemu-img", QEMU_IMG_PACKAGE)?;
     if let Err(e) = std::fs::metadata(path) {
         return Err(Error::io("cannot read overlay", path, e));
     }
-    let out = Command::new(qemu_img)
+    let out = qemu_img()?
         .args(["info", "--output=json", "-U"])
         .arg(path)
         .stdin(Stdio::null())
@@ -99,7 +97,6 @@ pub fn info(path: &Path) -> Result<OverlayInfo> {
 /// The overlay is read as if `target` were its backing file; the overlay
 /// itself keeps its content and its recorded backing file.
 pub fn commit_into(overlay: &Path, target: &Path, target_is_device: bool) -> Result<()> {
-    let qemu_img = find_program("qemu-img", QEMU_IMG_PACKAGE)?;
     let utf8 = |p: &Path| {
         p.to_str().map(str::to_string).ok_or_else(|| {
             Error::bad_input(format!(
@@ -120,7 +117,7 @@ pub fn commit_into(overlay: &Path, target: &Path, target_is_device: bool) -> Res
             },
         },
     });
-    let mut cmd = Command::new(qemu_img);
+    let mut cmd = qemu_img()?;
     cmd.args(["commit", "-q", "-d"]).arg(format!("json:{spec}"));
     run(
         cmd,
@@ -130,6 +127,25 @@ pub fn commit_into(overlay: &Path, target: &Path, target_is_device: bool) -> Res
             target.display()
         ),
     )
+}
+
+/// A qemu-img command that ends with platter: an interrupted platter
+/// leaves no qemu-img writing on behind it (the kernel sends it SIGTERM
+/// when the thread that started it ends).
+fn qemu_img() -> Result<Command> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(find_program("qemu-img", QEMU_IMG_PACKAGE)?);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the
+    // parent; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<()> {
