@@ -31,6 +31,7 @@ use crate::disk::overlay;
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::{self, Registration};
 use crate::mount::{LayoutLines, MountOptions, Mounted, mount};
+use crate::repo::footprint::holds_repository;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{Repository, SnapshotId};
 
@@ -250,6 +251,18 @@ fn check_new_file(path: &Path) -> Result<()> {
             parent.display()
         ))
         .hint("create it first (`mkdir -p`)"));
+    }
+    // The guest's writes never go into a repository, this one or another.
+    let parent = parent
+        .canonicalize()
+        .map_err(|e| Error::io("cannot resolve the overlay's folder", parent, e))?;
+    if let Some(repo) = parent.ancestors().find(|dir| holds_repository(dir)) {
+        return Err(Error::bad_input(format!(
+            "{} is inside the platter repository {}: the guest's writes would go into it",
+            path.display(),
+            repo.display()
+        ))
+        .hint("keep the overlay outside every repository"));
     }
     Ok(())
 }

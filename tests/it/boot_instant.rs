@@ -277,11 +277,11 @@ fn a_kept_overlay_restores_to_exactly_what_the_vm_saw() {
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
 }
 
-// Pins: restore --overlay refuses (exit 2, target not created) a file that is not qcow2, a qcow2 over a disk.img of another size, one over a file that is not a disk.img, one made over another snapshot's folder, and --overlay with --partition; boot refuses a --keep-overlay file that exists.
+// Pins: restore --overlay refuses (exit 2, target not created) a file that is not qcow2, a qcow2 over a disk.img of another size, one over a file that is not a disk.img, one made over another snapshot's folder, and --overlay with --partition; boot refuses a --keep-overlay file that exists or lies in a repository.
 #[test]
 fn an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written() {
     let test = "an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written";
-    if !have(test, &["qemu-img"]) {
+    if !have(test, &["qemu-img", "qemu-system-x86_64"]) {
         return;
     }
     let sandbox = Sandbox::new();
@@ -359,6 +359,10 @@ fn an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written() {
     sandbox
         .run(["boot", &id, "--keep-overlay", good.to_str().unwrap()])
         .refused(2, "exists");
+    let in_repo = sandbox.repo.join("data").join("vm.qcow2");
+    sandbox
+        .run(["boot", &id, "--keep-overlay", in_repo.to_str().unwrap()])
+        .refused(2, "inside the platter repository");
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
 }
 
