@@ -69,6 +69,8 @@ pub struct BootPlan {
     /// The snapshot's image, read-only, in the private mount.
     pub disk_image: PathBuf,
     pub size: u64,
+    /// Why the guest may not boot (a partition's snapshot, no boot code).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -165,6 +167,7 @@ pub fn prepare(repo: Repository, snap: Snapshot, options: BootOptions) -> Result
             overlay_kept,
             disk_image,
             size: snap.source.size,
+            warnings: doubts(&snap, layout.as_ref(), firmware),
         },
         qemu,
         qemu_pid,
@@ -229,6 +232,24 @@ impl Drop for Prepared {
     fn drop(&mut self) {
         // The mount goes before the folder it is in (Scratch's drop).
         drop(self.mounted.take());
+    }
+}
+
+/// What makes a boot unlikely to find anything to boot, said before QEMU
+/// runs so that a firmware screen saying "no bootable device" is explained.
+fn doubts(snap: &Snapshot, layout: Option<&Layout>, firmware: Firmware) -> Vec<String> {
+    if let Some(n) = snap.source.partition {
+        return vec![format!(
+            "snapshot {} is of partition {n} alone, not a whole disk: it holds no partition              table or boot loader of its disk, so it will likely not boot",
+            snap.short_id()
+        )];
+    }
+    match layout {
+        Some(l) if firmware == Firmware::Bios && !l.boot_code => vec![format!(
+            "the first sector of snapshot {} holds no boot code, so BIOS will likely find              nothing to boot (--firmware uefi if it boots with UEFI)",
+            snap.short_id()
+        )],
+        _ => Vec::new(),
     }
 }
 

@@ -112,6 +112,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
     };
     let prepared = prepare(repo, snap.clone(), options)?;
     let plan = prepared.plan();
+    for w in &plan.warnings {
+        output::warn(w);
+    }
     // QEMU may own stdout (a serial console): platter speaks on stderr.
     to_stderr(&format!(
         "platter: booting snapshot {} ({}) with {} firmware ({}) on {} ({}); writes go to {}{}",

@@ -500,3 +500,32 @@ fn restore_overlay_onto_a_block_device_equals_the_overlays_view() {
         "past the snapshot"
     );
 }
+
+// Pins: booting a snapshot of one partition warns, before QEMU starts, that it holds no partition table or boot loader; a fixture's whole disk gets no such warning.
+#[test]
+fn booting_a_partition_snapshot_warns_that_it_will_likely_not_boot() {
+    let test = "booting_a_partition_snapshot_warns_that_it_will_likely_not_boot";
+    if !have(test, NEEDS) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let fixture = fixtures().join("bios-mbr.img");
+    let whole = sandbox.snapshot_of(&fixture, &[]);
+    let part = sandbox.snapshot_of(&fixture, &["--partition", "1"]);
+    for (id, warned) in [(&part, true), (&whole, false)] {
+        let tmp = sandbox.path(&format!("tmp-{id}"));
+        // QEMU refuses the argument at once: no guest runs.
+        let out = boot_command(&sandbox, &tmp, &sandbox.path("serial.log"), &[id.as_ref()])
+            .arg("-no-such-option")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{stderr}");
+        assert_eq!(
+            stderr.contains("warning: snapshot") && stderr.contains("of partition 1 alone"),
+            warned,
+            "{stderr}"
+        );
+        assert_nothing_left(&sandbox, &tmp);
+    }
+}
