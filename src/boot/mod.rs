@@ -28,6 +28,7 @@ pub use qemu::{Accel, Firmware};
 
 use crate::disk::layout::Layout;
 use crate::disk::overlay;
+use crate::engine::restore::check_overlay;
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::{self, Registration};
 use crate::mount::{LayoutLines, MountOptions, Mounted, mount};
@@ -66,6 +67,9 @@ pub struct BootPlan {
     pub overlay: PathBuf,
     /// Whether the overlay stays after QEMU exits.
     pub overlay_kept: bool,
+    /// Whether the overlay was kept by an earlier boot, whose writes the
+    /// guest sees again.
+    pub overlay_resumed: bool,
     /// The snapshot's image, read-only, in the private mount.
     pub disk_image: PathBuf,
     pub size: u64,
@@ -99,9 +103,11 @@ pub struct Prepared {
 /// to starting QEMU, every refusal before anything is made.
 pub fn prepare(repo: Repository, snap: Snapshot, options: BootOptions) -> Result<Prepared> {
     let programs = qemu::Programs::find()?;
-    if let Some(keep) = &options.keep_overlay {
-        check_new_file(keep)?;
-    }
+    // An overlay kept by an earlier boot of this snapshot goes on.
+    let resumed = match &options.keep_overlay {
+        Some(keep) => check_kept_overlay(keep, &snap)?,
+        None => false,
+    };
     let layout = match snap.parsed_layout::<Layout>() {
         Some(Ok(layout)) => Some(layout),
         _ => None,
@@ -139,8 +145,15 @@ pub fn prepare(repo: Repository, snap: Snapshot, options: BootOptions) -> Result
     };
     // A kept overlay is removed only if this command fails before QEMU
     // runs; once the guest ran, its writes are what was asked for.
-    let overlay_guard = OverlayGuard::new(&overlay_path);
-    overlay::create(&disk_image, &overlay_path)?;
+    let overlay_guard = if resumed {
+        // Its recorded backing file was the earlier boot's mount.
+        overlay::rebase_unchecked(&overlay_path, &disk_image)?;
+        None
+    } else {
+        let guard = OverlayGuard::new(&overlay_path);
+        overlay::create(&disk_image, &overlay_path)?;
+        Some(guard)
+    };
     let qemu = qemu::Command {
         programs,
         accel,
@@ -155,7 +168,9 @@ pub fn prepare(repo: Repository, snap: Snapshot, options: BootOptions) -> Result
         let pid = Arc::clone(&qemu_pid);
         interrupt::call_on_interrupt(move || qemu::stop(pid.load(Ordering::SeqCst)))
     };
-    overlay_guard.disarm();
+    if let Some(guard) = overlay_guard {
+        guard.disarm();
+    }
     Ok(Prepared {
         plan: BootPlan {
             snapshot: snap.id,
@@ -165,6 +180,7 @@ pub fn prepare(repo: Repository, snap: Snapshot, options: BootOptions) -> Result
             accel_reason,
             overlay: overlay_path,
             overlay_kept,
+            overlay_resumed: resumed,
             disk_image,
             size: snap.source.size,
             warnings: doubts(&snap, layout.as_ref(), firmware),
@@ -253,14 +269,16 @@ fn doubts(snap: &Snapshot, layout: Option<&Layout>, firmware: Firmware) -> Vec<S
     }
 }
 
-/// A new file's path: refused if something is there, or its folder is not.
-fn check_new_file(path: &Path) -> Result<()> {
-    if path.symlink_metadata().is_ok() {
-        return Err(Error::bad_input(format!(
-            "{} exists: --keep-overlay makes a new file",
-            path.display()
-        ))
-        .hint("name a file that does not exist yet (or remove the old overlay)"));
+/// Whether `path`, given to --keep-overlay, is an overlay kept by an
+/// earlier boot of `snap` (true) or a new file to make (false); refused if
+/// it is anything else, if its folder does not exist, or if it lies in a
+/// repository.
+fn check_kept_overlay(path: &Path, snap: &Snapshot) -> Result<bool> {
+    let exists = path.symlink_metadata().is_ok();
+    if exists {
+        check_overlay(path, snap).map_err(|e| {
+            e.hint("--keep-overlay takes a new file, or one an earlier boot of this snapshot kept")
+        })?;
     }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -285,7 +303,7 @@ fn check_new_file(path: &Path) -> Result<()> {
         ))
         .hint("keep the overlay outside every repository"));
     }
-    Ok(())
+    Ok(exists)
 }
 
 /// The private temporary folder: the mount point and, unless kept, the

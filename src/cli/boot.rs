@@ -31,8 +31,10 @@ use super::{Context, layout_text, output};
 /// stderr. It ends when the guest powers off or QEMU quits; a QEMU that
 /// fails (say, a wrong argument) makes platter fail too (exit 6).
 ///
-/// To move a recovered machine back to hardware, keep its changes with
-/// --keep-overlay FILE, then `platter restore SNAPSHOT DISK --overlay FILE`
+/// --keep-overlay FILE keeps the guest's writes in FILE; booting again with
+/// the same FILE goes on from them (FILE is checked to be this snapshot's
+/// overlay). To move a recovered machine back to hardware, keep its
+/// changes with --keep-overlay FILE, then `platter restore SNAPSHOT DISK --overlay FILE`
 /// writes the snapshot with those changes to a disk.
 ///
 /// Needs qemu-system-x86_64 (Debian package qemu-system-x86), qemu-img
@@ -59,7 +61,7 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size, default_value = "1GiB")]
     memory: u64,
 
-    /// Keep the guest's writes in this new qcow2 file (for `restore --overlay`); default: removed on exit
+    /// Keep the guest's writes in this qcow2 file (for `restore --overlay`): a new file, or one an earlier boot of this snapshot kept, to go on from there; default: removed on exit
     #[arg(long, value_name = "FILE")]
     keep_overlay: Option<PathBuf>,
 
@@ -125,7 +127,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
         plan.accel.name(),
         plan.accel_reason,
         plan.overlay.display(),
-        if plan.overlay_kept {
+        if plan.overlay_resumed {
+            " (going on from an earlier boot), kept after QEMU exits"
+        } else if plan.overlay_kept {
             ", kept after QEMU exits"
         } else {
             ", removed when QEMU exits"

@@ -61,6 +61,20 @@ pub fn create(backing: &Path, overlay: &Path) -> Result<()> {
     run(cmd, &format!("cannot create overlay {}", overlay.display()))
 }
 
+/// Records `backing` as the backing file of `overlay` without reading
+/// either (`rebase -u`): for an overlay whose old backing file is the same
+/// image at another path (a snapshot's disk.img in an earlier mount).
+pub fn rebase_unchecked(overlay: &Path, backing: &Path) -> Result<()> {
+    let mut cmd = qemu_img()?;
+    cmd.args(["rebase", "-u", "-F", "raw", "-b"])
+        .arg(backing)
+        .arg(overlay);
+    run(
+        cmd,
+        &format!("cannot point overlay {} at the snapshot", overlay.display()),
+    )
+}
+
 /// Describes the image at `path` without opening its backing file.
 pub fn info(path: &Path) -> Result<OverlayInfo> {
     if let Err(e) = std::fs::metadata(path) {

@@ -80,10 +80,27 @@ fn boot_to_the_end(sandbox: &Sandbox, name: &str, args: &[&OsStr]) -> String {
     let tmp = sandbox.path(&format!("tmp-{name}"));
     let serial = sandbox.path(&format!("serial-{name}.log"));
     let started = std::time::Instant::now();
-    let out = boot_command(sandbox, &tmp, &serial, args)
+    let mut child = boot_command(sandbox, &tmp, &serial, args)
         .stdout(Stdio::null())
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("cannot run platter boot");
+    // A guest that hangs (a boot that went wrong) must not hang the suite.
+    let ended = wait_until(Duration::from_secs(120), || {
+        child.try_wait().is_ok_and(|s| s.is_some())
+    });
+    if !ended {
+        // SAFETY: kill sends SIGTERM to the child we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let out = child
+        .wait_with_output()
+        .expect("cannot wait for platter boot");
+    assert!(
+        ended,
+        "{name}: no end within 120 s: {}",
+        tail(&std::fs::read(&serial).unwrap_or_default())
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let log = std::fs::read(&serial).unwrap_or_default();
     assert!(
@@ -186,7 +203,7 @@ fn each_boot_fixture_boots_from_its_snapshot_and_the_repository_is_unchanged() {
     }
 }
 
-// Pins: a boot with --keep-overlay keeps the guest's writes; `restore --overlay` then gives a target equal to the overlay's view of the snapshot (data written, zeros written over data, the last sector), onto a new file and over an existing one, and the overlay file itself is not changed.
+// Pins: a boot with --keep-overlay keeps the guest's writes, and a second boot with the same file goes on from them; `restore --overlay` then gives a target equal to the overlay's view of the snapshot (data written, zeros written over data, the last sector), onto a new file and over an existing one, and the overlay file itself is not changed.
 #[test]
 fn a_kept_overlay_restores_to_exactly_what_the_vm_saw() {
     let test = "a_kept_overlay_restores_to_exactly_what_the_vm_saw";
@@ -208,15 +225,28 @@ fn a_kept_overlay_restores_to_exactly_what_the_vm_saw() {
     assert!(said.contains("are kept in"), "{said}");
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
 
-    // What a recovered server writes: new data, zeros over the boot
-    // files' data, the very last sector.
-    let io = format!(
-        "qemu-io -c 'write -P 0xab 1048576 200000' -c 'write -z 4194304 1048576' \
-         -c 'write -P 0x5a {} 512' '{}' >/dev/null",
-        size - 512,
-        over(&overlay, None)
+    // What a recovered server writes: new data (in the gap before the
+    // partition, which booting does not read) ...
+    let io = |commands: &str| {
+        sh(&format!(
+            "qemu-io {commands} '{}' >/dev/null",
+            over(&overlay, None)
+        ));
+    };
+    io("-c 'write -P 0xab 65536 200000'");
+    // ... which a second boot with the same file goes on from (the overlay
+    // is pointed at the new mount's disk.img) ...
+    let said = boot_to_the_end(
+        &sandbox,
+        "bios-mbr-again",
+        &[id.as_ref(), "--keep-overlay".as_ref(), overlay.as_os_str()],
     );
-    sh(&io);
+    assert!(said.contains("going on from an earlier boot"), "{said}");
+    // ... then zeros over the boot files' data, and the very last sector.
+    io(&format!(
+        "-c 'write -z 4194304 1048576' -c 'write -P 0x5a {} 512'",
+        size - 512
+    ));
     let base = sandbox.path("base.img");
     sandbox.restore(&id, &base, &[]).ok();
     let expected = sandbox.path("expected.raw");
@@ -277,7 +307,7 @@ fn a_kept_overlay_restores_to_exactly_what_the_vm_saw() {
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
 }
 
-// Pins: restore --overlay refuses (exit 2, target not created) a file that is not qcow2, a qcow2 over a disk.img of another size, one over a file that is not a disk.img, one made over another snapshot's folder, and --overlay with --partition; boot refuses a --keep-overlay file that exists or lies in a repository.
+// Pins: restore --overlay refuses (exit 2, target not created) a file that is not qcow2, a qcow2 over a disk.img of another size, one over a file that is not a disk.img, one made over another snapshot's folder, and --overlay with --partition; boot refuses a --keep-overlay file that exists but is not an overlay of this snapshot, or lies in a repository.
 #[test]
 fn an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written() {
     let test = "an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written";
@@ -357,8 +387,16 @@ fn an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written() {
     );
 
     sandbox
-        .run(["boot", &id, "--keep-overlay", good.to_str().unwrap()])
-        .refused(2, "exists");
+        .run(["boot", &id, "--keep-overlay", raw.to_str().unwrap()])
+        .refused(2, "not a qcow2 overlay");
+    sandbox
+        .run([
+            "boot",
+            &id,
+            "--keep-overlay",
+            other_snapshot.to_str().unwrap(),
+        ])
+        .refused(2, "made over snapshot 0123abcd");
     let in_repo = sandbox.repo.join("data").join("vm.qcow2");
     sandbox
         .run(["boot", &id, "--keep-overlay", in_repo.to_str().unwrap()])

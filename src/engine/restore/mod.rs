@@ -32,7 +32,7 @@ mod spans;
 
 use std::path::Path;
 
-pub use overlay::restore_with_overlay;
+pub use overlay::{check_overlay, restore_with_overlay};
 pub use plan::RestorePlan;
 
 use crate::codec::ChunkId;

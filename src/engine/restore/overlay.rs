@@ -84,7 +84,7 @@ pub fn restore_with_overlay(
 
 /// The overlay's description, if it is a qcow2 over a `disk.img` of this
 /// snapshot's size; a clear refusal otherwise.
-fn check_overlay(path: &Path, snap: &Snapshot) -> Result<OverlayInfo> {
+pub fn check_overlay(path: &Path, snap: &Snapshot) -> Result<OverlayInfo> {
     let info = overlay::info(path)?;
     let refuse = |why: String| {
         Error::bad_input(format!("{} cannot be used with snapshot {}: {why}", path.display(), snap.short_id()))
