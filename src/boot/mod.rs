@@ -9,6 +9,11 @@
 //! Like `mount`, this is an outer layer: it joins the mount with QEMU
 //! (`qemu.rs`: the programs, firmware, accelerator and command line).
 //!
+//! `--keep-overlay FILE` keeps the overlay; given an overlay an earlier
+//! boot of the same snapshot kept (checked as `restore --overlay` checks
+//! one), the guest goes on from its writes: the overlay's recorded backing
+//! file, the earlier boot's private mount, is replaced by this one's.
+//!
 //! Everything it makes is undone when QEMU exits, on Ctrl-C and on SIGTERM,
 //! in the reverse order of making: QEMU is stopped, the overlay removed
 //! (unless `--keep-overlay` asked to keep it), the snapshot unmounted, the
@@ -99,8 +104,9 @@ pub struct Prepared {
     _scratch: Scratch,
 }
 
-/// Mounts `snap` of `repo` privately and makes its overlay: everything up
-/// to starting QEMU, every refusal before anything is made.
+/// Mounts `snap` of `repo` privately and makes its overlay (or points a
+/// kept one at the new mount): everything up to starting QEMU. A refusal
+/// leaves nothing behind: what was made is undone as the error returns.
 pub fn prepare(repo: Repository, snap: Snapshot, options: BootOptions) -> Result<Prepared> {
     let programs = qemu::Programs::find()?;
     // An overlay kept by an earlier boot of this snapshot goes on.
