@@ -6,9 +6,11 @@
 //! images, layouts, filesystems) with `repo` (the repository format); both
 //! use `codec` (hashing, compression, sealing) only. `mount` (snapshots
 //! as files, over FUSE) sits on top of the engine, as the command line
-//! does. `error`, `os`, `interrupt`, `printable`, `progress` and `units`
-//! serve every layer. The command line lives in the binary.
+//! does, and `boot` (a snapshot as a virtual machine) on top of `mount`.
+//! `error`, `os`, `interrupt`, `printable`, `progress` and `units` serve
+//! every layer. The command line lives in the binary.
 
+pub mod boot;
 pub mod codec;
 pub mod disk;
 pub mod engine;

@@ -9,6 +9,7 @@ mod it {
 
     mod bad_input;
     mod boot;
+    mod boot_instant;
     mod copies;
     mod crash;
     mod damage;

@@ -2,6 +2,7 @@
 //! into the library's option structs; nothing below sees clap types.
 
 mod backup;
+mod boot;
 mod copy;
 mod forget;
 mod init;
@@ -90,6 +91,7 @@ enum Command {
     Inspect(inspect::Args),
     Restore(restore::Args),
     Mount(mount::Args),
+    Boot(boot::Args),
     Copy(copy::Args),
     Forget(forget::Args),
     Prune(prune::Args),
@@ -211,6 +213,7 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::Inspect(args) => inspect::run(ctx, args),
         Command::Restore(args) => restore::run(ctx, args),
         Command::Mount(args) => mount::run(ctx, args),
+        Command::Boot(args) => boot::run(ctx, args),
         Command::Copy(args) => copy::run(ctx, args),
         Command::Forget(args) => forget::run(ctx, args),
         Command::Prune(args) => prune::run(ctx, args),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use platter::engine::restore::{RestoreOptions, RestoreReport, restore};
+use platter::engine::restore::{RestoreOptions, RestoreReport, restore, restore_with_overlay};
 
 use super::{Context, output};
 
@@ -24,11 +24,18 @@ use super::{Context, output};
 /// for the smaller size). A target with another logical sector size than
 /// the source is refused. After writing a whole disk to a block device the
 /// kernel is asked to re-read its partition table.
+///
+/// --overlay FILE adds the writes of a VM booted from the snapshot and
+/// kept with `platter boot SNAPSHOT --keep-overlay FILE`: the snapshot is
+/// restored (and checked with --verify), then every cluster the VM wrote
+/// is written over it, so the target holds what the VM saw. The file must
+/// be a qcow2 over a disk.img of this snapshot's size, or nothing is written.
 #[derive(clap::Args)]
 #[command(after_long_help = "Examples:\n  \
 platter restore latest /dev/sdc --verify\n  \
 platter restore latest disk.img --size 64G --grow-last-partition\n  \
-platter restore latest root.img --partition 2")]
+platter restore latest root.img --partition 2\n  \
+platter restore 3f2a91c0 /dev/sdc --overlay /srv/recovered.qcow2   (after platter boot --keep-overlay)")]
 pub struct Args {
     /// Snapshot id, unique prefix, or `latest`
     snapshot: String,
@@ -59,6 +66,10 @@ pub struct Args {
     /// On a larger target, extend the last partition to the end of the disk (the filesystem in it is not grown; the next step is printed)
     #[arg(long)]
     grow_last_partition: bool,
+
+    /// Also write the changes a VM made in this qcow2 overlay (from `platter boot --keep-overlay FILE`)
+    #[arg(long, value_name = "FILE")]
+    overlay: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
@@ -72,7 +83,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         grow_last_partition: args.grow_last_partition,
     };
     let bar = output::Bar::new(ctx.json);
-    let report = restore(&repo, &args.snapshot, &args.target, &options, &bar)?;
+    let report = match &args.overlay {
+        Some(overlay) => {
+            restore_with_overlay(&repo, &args.snapshot, &args.target, overlay, &options, &bar)?
+        }
+        None => restore(&repo, &args.snapshot, &args.target, &options, &bar)?,
+    };
     // Warnings go to stderr, as every command's do; --json also lists them.
     for w in &report.warnings {
         output::warn(w);
@@ -103,6 +119,12 @@ fn print_report(report: &RestoreReport) {
             _ => "",
         }
     ));
+    if let Some(overlay) = &report.overlay {
+        output::line(&format!(
+            "wrote the VM's changes from overlay {overlay} over it ({} in the overlay)",
+            platter::units::bytes(report.overlay_bytes.unwrap_or(0))
+        ));
+    }
     for change in &report.table_changes {
         output::line(&format!("partition table: {change}"));
     }

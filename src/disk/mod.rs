@@ -7,6 +7,7 @@ mod fs_mount;
 mod ioctl;
 pub mod layout;
 mod loop_attach;
+pub mod overlay;
 mod place;
 mod room;
 mod source;

@@ -38,6 +38,8 @@ impl RestorePlan<'_> {
         Ok(RestoreReport {
             snapshot: self.snap.id,
             target: self.target_path.display().to_string(),
+            overlay: None,
+            overlay_bytes: None,
             target_kind: match kind {
                 TargetKind::NewFile => "new file",
                 TargetKind::ExistingFile => "existing file",

@@ -21,13 +21,18 @@
 //! platter repository: the engine names those places to the disk layer (by
 //! device and inode number, see `plan::RepositoryFiles`), which checks the
 //! target, the file behind a loop device, and every folder above them.
+//!
+//! `overlay.rs` restores a snapshot with the writes of a VM booted from it
+//! (`platter boot --keep-overlay`) on top.
 
 mod execute;
+mod overlay;
 mod plan;
 mod spans;
 
 use std::path::Path;
 
+pub use overlay::{check_overlay, restore_with_overlay};
 pub use plan::RestorePlan;
 
 use crate::codec::ChunkId;
@@ -85,6 +90,12 @@ pub struct RestoreReport {
     /// restores onto block devices only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions_reread: Option<bool>,
+    /// The qcow2 overlay whose writes went over the snapshot (--overlay),
+    /// and the bytes it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay_bytes: Option<u64>,
     /// Problems that did not stop the restore.
     pub warnings: Vec<String>,
     pub duration_s: f64,
