@@ -911,3 +911,50 @@ fn urls_whose_path_would_misname_objects_are_refused() {
         made.describe()
     );
 }
+
+// Pins: a snapshot in an S3 repository mounts (issue 14: "and for S3 ones"): its disk.img reads back byte for byte through FUSE, and SIGTERM ends the mount and leaves no lock on the store.
+#[test]
+fn a_snapshot_on_s3_mounts_and_reads_back() {
+    let test = "a_snapshot_on_s3_mounts_and_reads_back";
+    if !have_garage(test) || !have(test, &["root", "fusermount3"]) {
+        return;
+    }
+    let cluster = shared();
+    let (sandbox, repo, image, _id) = one_snapshot(cluster, test, 0x5301, 24);
+    let point = sandbox.path("mnt");
+    std::fs::create_dir_all(&point).expect("mount point");
+    let mut cmd = platter();
+    for (k, v) in &cluster.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(["-r", &repo, "mount"])
+        .arg(&point)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start platter mount");
+    let mut said = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    while !said.lines().any(|l| l.starts_with("mounted ")) {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).expect("read stdout");
+        assert!(n > 0, "platter mount ended before mounting: {said}");
+        said.push_str(&line);
+    }
+    let read = std::fs::read(point.join("latest").join("disk.img"));
+    // SAFETY: kill has no memory effects; the pid is our child's, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait for platter mount");
+    assert!(
+        read.as_ref().is_ok_and(|bytes| *bytes == image.bytes),
+        "disk.img through the mount differs from the image ({:?})",
+        read.map(|b| b.len())
+    );
+    assert_eq!(status.code(), Some(143), "SIGTERM ends the mount");
+    let left = cluster
+        .run(["-r", &repo, "--json", "unlock", "--all"])
+        .ok()
+        .json();
+    assert_eq!(left["removed"], Value::Array(vec![]), "{left}");
+}
