@@ -587,35 +587,7 @@ fn read_data(
             scope.spawn(move || {
                 let mut reader = repo.chunk_reader(pool).thorough();
                 for span in rx.iter() {
-                    let Some((_, first)) = span.first() else {
-                        continue;
-                    };
-                    reader.read_span(index.pack_id(first.pack), span, &mut |i, read| {
-                        if outage.lock().is_ok_and(|o| o.is_some()) {
-                            return false;
-                        }
-                        let Some(&(id, loc)) = span.get(i) else {
-                            return false;
-                        };
-                        if let Err(e) = read {
-                            if e.is_transient() {
-                                if let Ok(mut o) = outage.lock() {
-                                    o.get_or_insert(e);
-                                }
-                                return false;
-                            }
-                            let why = if e.kind() == ErrorKind::Corrupt {
-                                e.message().to_string()
-                            } else {
-                                format!("cannot read: {e}")
-                            };
-                            if let Ok(mut f) = found.lock() {
-                                f.push((id, loc.pack, why));
-                            }
-                        }
-                        progress.advance(u64::from(loc.stored_len));
-                        true
-                    });
+                    check_span(&mut reader, index, span, (found, outage), progress);
                 }
             });
         }
@@ -642,6 +614,53 @@ fn read_data(
         });
     }
     Ok(())
+}
+
+/// What the readers of `read_data` share: the damaged chunks found (id,
+/// pack number, why), and the first failure of the store itself.
+type Findings<'f> = (
+    &'f Mutex<Vec<(ChunkId, u32, String)>>,
+    &'f Mutex<Option<crate::Error>>,
+);
+
+/// Reads and checks the chunks of one span (see `read_data`); stops at an
+/// outage of the store, which it records.
+fn check_span(
+    reader: &mut crate::repo::ChunkReader,
+    index: &Index,
+    span: &[(ChunkId, crate::repo::index::Location)],
+    (found, outage): Findings,
+    progress: &dyn Progress,
+) {
+    let Some((_, first)) = span.first() else {
+        return;
+    };
+    reader.read_span(index.pack_id(first.pack), span, &mut |i, read| {
+        if outage.lock().is_ok_and(|o| o.is_some()) {
+            return false;
+        }
+        let Some(&(id, loc)) = span.get(i) else {
+            return false;
+        };
+        if let Err(e) = read {
+            if e.is_transient() {
+                if let Ok(mut o) = outage.lock() {
+                    o.get_or_insert(e);
+                }
+                return false;
+            }
+            let why = if e.kind() == ErrorKind::Corrupt {
+                e.message().to_string()
+            } else {
+                format!("cannot read: {e}")
+            };
+            if let Ok(mut f) = found.lock() {
+                f.push((id, loc.pack, why));
+            }
+        }
+        progress.advance(u64::from(loc.stored_len));
+        true
+    });
 }
 
 /// Second pass over the maps: which snapshots, at which offsets, need the
