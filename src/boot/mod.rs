@@ -262,13 +262,13 @@ impl Drop for Prepared {
 fn doubts(snap: &Snapshot, layout: Option<&Layout>, firmware: Firmware) -> Vec<String> {
     if let Some(n) = snap.source.partition {
         return vec![format!(
-            "snapshot {} is of partition {n} alone, not a whole disk: it holds no partition              table or boot loader of its disk, so it will likely not boot",
+            "snapshot {} is of partition {n} alone, not a whole disk: it holds no partition table or boot loader of its disk, so it will likely not boot",
             snap.short_id()
         )];
     }
     match layout {
         Some(l) if firmware == Firmware::Bios && !l.boot_code => vec![format!(
-            "the first sector of snapshot {} holds no boot code, so BIOS will likely find              nothing to boot (--firmware uefi if it boots with UEFI)",
+            "the first sector of snapshot {} holds no boot code, so BIOS will likely find nothing to boot (--firmware uefi if it boots with UEFI)",
             snap.short_id()
         )],
         _ => Vec::new(),
@@ -300,7 +300,7 @@ fn check_kept_overlay(path: &Path, snap: &Snapshot) -> Result<bool> {
     // The guest's writes never go into a repository, this one or another.
     let parent = parent
         .canonicalize()
-        .map_err(|e| Error::io("cannot resolve the overlay's folder", parent, e))?;
+        .map_err(|e| Error::io("resolve the overlay's folder", parent, e))?;
     if let Some(repo) = parent.ancestors().find(|dir| holds_repository(dir)) {
         return Err(Error::bad_input(format!(
             "{} is inside the platter repository {}: the guest's writes would go into it",
@@ -333,7 +333,7 @@ impl Scratch {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| {
-                Error::io("cannot make a temporary folder", &dir, e)
+                Error::io("make a temporary folder", &dir, e)
                     .hint("set TMPDIR to a folder where one can be made")
             })?;
         let mountpoint = dir.join("mnt");
@@ -347,7 +347,7 @@ impl Scratch {
             _on_interrupt: on_interrupt,
         };
         std::fs::create_dir(&scratch.mountpoint)
-            .map_err(|e| Error::io("cannot make a mount point", &scratch.mountpoint, e))?;
+            .map_err(|e| Error::io("make a mount point", &scratch.mountpoint, e))?;
         Ok(scratch)
     }
 }

@@ -166,7 +166,7 @@ pub fn kvm_openable() -> Result<()> {
         .open("/dev/kvm")
         .map(drop)
         .map_err(|e| {
-            Error::io("cannot use KVM", Path::new("/dev/kvm"), e)
+            Error::io("use KVM", Path::new("/dev/kvm"), e)
                 .hint("boot with --accel tcg (the software CPU)")
         })
 }
@@ -252,7 +252,7 @@ impl Command {
             });
         }
         cmd.spawn()
-            .map_err(|e| Error::io("cannot start QEMU", &self.programs.system, e))
+            .map_err(|e| Error::io("start QEMU", &self.programs.system, e))
     }
 }
 

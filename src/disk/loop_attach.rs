@@ -45,9 +45,9 @@ pub struct ReadOnlyLoop {
 impl ReadOnlyLoop {
     /// Attaches `image` read-only to a free loop device.
     pub fn attach(image: &Path) -> Result<ReadOnlyLoop> {
-        let backing = File::open(image).map_err(|e| Error::io("cannot open", image, e))?;
+        let backing = File::open(image).map_err(|e| Error::io("open", image, e))?;
         let control = File::open("/dev/loop-control").map_err(|e| {
-            Error::io("cannot open", Path::new("/dev/loop-control"), e)
+            Error::io("open", Path::new("/dev/loop-control"), e)
                 .hint("attaching a loop device needs root and the loop driver")
         })?;
         let mut last = None;
@@ -61,7 +61,7 @@ impl ReadOnlyLoop {
                 )
             })?;
             let path = PathBuf::from(format!("/dev/loop{number}"));
-            let device = File::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
+            let device = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
             let undo = path.clone();
             let on_interrupt = call_on_interrupt(move || detach(&undo));
             match configure(&device, &backing) {

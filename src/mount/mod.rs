@@ -153,7 +153,7 @@ fn session_config() -> fuser::Config {
 fn check_mountpoint(point: &Path) -> Result<()> {
     let meta = std::fs::metadata(point).map_err(|e| {
         let stale = e.raw_os_error() == Some(libc::ENOTCONN);
-        let error = Error::io("cannot use mount point", point, e);
+        let error = Error::io("use mount point", point, e);
         if stale {
             // A mount whose process was killed (SIGKILL) stays in the
             // mount table with nobody serving it.
@@ -173,7 +173,7 @@ fn check_mountpoint(point: &Path) -> Result<()> {
         )));
     }
     let empty = std::fs::read_dir(point)
-        .map_err(|e| Error::io("cannot read mount point", point, e))?
+        .map_err(|e| Error::io("read mount point", point, e))?
         .next()
         .is_none();
     if !empty {

@@ -307,11 +307,11 @@ fn a_kept_overlay_restores_to_exactly_what_the_vm_saw() {
     assert_eq!(sandbox.repo_tree(), before, "the repository changed");
 }
 
-// Pins: restore --overlay refuses (exit 2, target not created) a file that is not qcow2, a qcow2 over a disk.img of another size, one over a file that is not a disk.img, one made over another snapshot's folder, and --overlay with --partition; boot refuses a --keep-overlay file that exists but is not an overlay of this snapshot, or lies in a repository.
+// Pins: restore --overlay refuses (exit 2, target not created) a qcow2 cut short after the VM wrote to it (it gave some of the writes, or none, and said it wrote them), a file that is not qcow2, a qcow2 over a disk.img of another size, one over a file that is not a disk.img, one made over another snapshot's folder, and --overlay with --partition; boot refuses a --keep-overlay file that exists but is not an overlay of this snapshot, or lies in a repository.
 #[test]
 fn an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written() {
     let test = "an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written";
-    if !have(test, &["qemu-img", "qemu-system-x86_64"]) {
+    if !have(test, &["qemu-img", "qemu-io", "qemu-system-x86_64"]) {
         return;
     }
     let sandbox = Sandbox::new();
@@ -355,9 +355,26 @@ fn an_overlay_that_is_not_this_snapshots_is_refused_and_nothing_is_written() {
         &folder("0123abcd").join("disk.img"),
         size,
     );
+    // An overlay cut short after the VM wrote to it: its header still reads.
+    let cut = create("cut.qcow2", &folder(short).join("disk.img"), size);
+    let spec = format!(
+        r#"json:{{"driver":"qcow2","file":{{"driver":"file","filename":"{}"}},"backing":null}}"#,
+        cut.display()
+    );
+    system(
+        "qemu-io",
+        &[
+            "-c".as_ref(),
+            "write -P 0xab 65536 1000000".as_ref(),
+            spec.as_ref(),
+        ],
+    );
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..300_000]).unwrap();
     let before = sandbox.repo_tree();
     let target = sandbox.path("target.img");
     for (overlay, mentions) in [
+        (&cut, "is damaged"),
         (&raw, "not a qcow2 overlay"),
         (&wrong_size, "the disk it covers is"),
         (&other_file, "not a snapshot's disk.img"),

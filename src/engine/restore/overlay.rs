@@ -135,6 +135,7 @@ pub fn check_overlay(path: &Path, snap: &Snapshot) -> Result<OverlayInfo> {
             info.virtual_size, snap.source.size
         )));
     }
+    overlay::check_intact(path)?;
     Ok(info)
 }
 
