@@ -76,8 +76,15 @@ pub struct Tree {
     layout_lines: LayoutLines,
     state: Mutex<State>,
     mount_dirs: Mutex<BTreeSet<u32>>,
+    /// Slots whose image is kept open, least recently opened first.
+    open_images: Mutex<std::collections::VecDeque<usize>>,
     pub started: SystemTime,
 }
+
+/// Snapshot images kept open when no file of theirs is: each holds its
+/// map open (a file descriptor, and a store's connection state), so a
+/// mount read across thousands of snapshots ran out of descriptors.
+const OPEN_IMAGES: usize = 32;
 
 #[derive(Default)]
 struct State {
@@ -105,6 +112,7 @@ impl Tree {
             layout_lines,
             state: Mutex::new(State::default()),
             mount_dirs: Mutex::new(BTreeSet::new()),
+            open_images: Mutex::new(std::collections::VecDeque::new()),
             started: SystemTime::now(),
         };
         match snapshots {
@@ -368,6 +376,22 @@ impl Tree {
         }
         let open = Arc::new(self.reader.open(&folder.snap)?);
         *image = Some(Arc::clone(&open));
+        drop(image);
+        // Close the least recently opened beyond the bound: a file still
+        // open through FUSE keeps its own reference, so only idle images
+        // are really closed.
+        let evicted = {
+            let mut open_images = self.open_images.lock().unwrap_or_else(|e| e.into_inner());
+            open_images.retain(|&slot| slot != folder.slot);
+            open_images.push_back(folder.slot);
+            let excess = open_images.len().saturating_sub(OPEN_IMAGES);
+            open_images.drain(..excess).collect::<Vec<_>>()
+        };
+        for slot in evicted {
+            if let Some(old) = self.folder(slot) {
+                old.image.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
+        }
         Ok(open)
     }
 }
