@@ -245,6 +245,15 @@ cmd_start() {
         touch "$DIR/layout.done"
     fi
     wait_for healthy 60
+    # After a restart of every node, a node may wait 30 s and more before it
+    # tries a lost peer again (seen under load in CI): tell each to connect
+    # to the others now, as start-node does.
+    local m
+    for n in "${NODES[@]}"; do
+        for m in "${NODES[@]}"; do
+            [ "$m" != "$n" ] && G_NODE=$m g node connect "${ids[n]}" >/dev/null 2>&1 || true
+        done
+    done
     wait_for all_up 30
     ensure_key main
     local bucket
