@@ -15,9 +15,12 @@
 #
 # Settings (environment):
 #   GARAGE_BIN        the garage binary (default: `garage` on PATH, else ~/.cargo/bin/garage)
-#   GARAGE_PORT_BASE  first port (default 39900). Node N uses BASE+10*(N-1)+{0: S3, 1: RPC,
+#   GARAGE_PORT_BASE  first port (default 29900). Node N uses BASE+10*(N-1)+{0: S3, 1: RPC,
 #                     2: admin}, so a cluster takes BASE..BASE+22: two clusters need bases at
-#                     least 30 apart.
+#                     least 30 apart. Keep it below Linux's range for outgoing connections'
+#                     local ports (/proc/sys/net/ipv4/ip_local_port_range, 32768 up): a node
+#                     restarted (start-node, start) on a port a client connection took while
+#                     it was down cannot listen there.
 #   GARAGE_BUCKET     the first bucket (default platter-test)
 #   GARAGE_WATCH_PID  if set, a watcher stops the cluster when that process is gone (a test
 #                     run that dies does not leave nodes behind)
@@ -55,7 +58,7 @@ Install it with:  cargo install --locked garage --version 2.5.0
 
 NODES=(1 2 3)
 SPAWNED=()
-PORT_BASE=${GARAGE_PORT_BASE:-39900}
+PORT_BASE=${GARAGE_PORT_BASE:-29900}
 REGION=garage
 
 s3_port() { echo $((PORT_BASE + 10 * ($1 - 1))); }
@@ -151,7 +154,13 @@ wait_for() {
 $(tail -n 15 "$DIR/node$n/log" 2>/dev/null)"
         done
         if [ $(($(now_ms) - start)) -gt $((limit * 1000)) ]; then
-            die "timed out after ${limit}s waiting for: $what"
+            local logs=""
+            for n in "${WAIT_NODES[@]}"; do
+                logs+="
+node $n's log ($DIR/node$n/log) ends with:
+$(tail -n 15 "$DIR/node$n/log" 2>/dev/null)"
+            done
+            die "timed out after ${limit}s waiting for: $what$logs"
         fi
         sleep 0.1
     done
