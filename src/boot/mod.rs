@@ -37,7 +37,7 @@ use crate::engine::restore::check_overlay;
 use crate::error::{Error, ErrorKind, Result};
 use crate::interrupt::{self, Registration};
 use crate::mount::{LayoutLines, MountOptions, Mounted, mount};
-use crate::repo::footprint::holds_repository;
+use crate::repo::footprint::repository_around;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{Repository, SnapshotId};
 
@@ -298,10 +298,7 @@ fn check_kept_overlay(path: &Path, snap: &Snapshot) -> Result<bool> {
         .hint("create it first (`mkdir -p`)"));
     }
     // The guest's writes never go into a repository, this one or another.
-    let parent = parent
-        .canonicalize()
-        .map_err(|e| Error::io("resolve the overlay's folder", parent, e))?;
-    if let Some(repo) = parent.ancestors().find(|dir| holds_repository(dir)) {
+    if let Some(repo) = repository_around(parent) {
         return Err(Error::bad_input(format!(
             "{} is inside the platter repository {}: the guest's writes would go into it",
             path.display(),

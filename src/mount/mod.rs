@@ -172,6 +172,16 @@ fn check_mountpoint(point: &Path) -> Result<()> {
             point.display()
         )));
     }
+    // A mount in a repository hides what it covers from every command
+    // (its locks, say, so that prune no longer sees who reads).
+    if let Some(repo) = crate::repo::footprint::repository_around(point) {
+        return Err(Error::bad_input(format!(
+            "mount point {} is inside the platter repository {}",
+            point.display(),
+            repo.display()
+        ))
+        .hint("mount outside every repository"));
+    }
     let empty = std::fs::read_dir(point)
         .map_err(|e| Error::io("read mount point", point, e))?
         .next()

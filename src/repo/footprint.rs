@@ -74,3 +74,13 @@ pub fn holds_repository(dir: &Path) -> bool {
             .iter()
             .all(|f| dir.join(f.as_str()).is_dir())
 }
+
+/// The platter repository that `path` (an existing folder, or a file in
+/// one) lies in, if any: the nearest folder above it, itself included,
+/// that holds one. Symbolic links are resolved first.
+pub fn repository_around(path: &Path) -> Option<std::path::PathBuf> {
+    let real = path.canonicalize().ok()?;
+    real.ancestors()
+        .find(|dir| holds_repository(dir))
+        .map(Path::to_path_buf)
+}

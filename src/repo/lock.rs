@@ -354,13 +354,7 @@ struct Seen {
 /// request). A lock that is gone by the time it is read is left out.
 fn read_locks(repo: &Repository) -> Result<Vec<Seen>> {
     let backend = repo.backend();
-    let mut listed = backend.list_files(Folder::Locks.as_str())?;
-    listed.retain(|file| {
-        matches!(
-            crate::repo::classify(Folder::Locks.as_str(), &file.name),
-            crate::repo::FileName::Id(_)
-        )
-    });
+    let listed = crate::repo::id_files_in(backend, Folder::Locks)?;
     let read = crate::repo::backend::each_at_once(backend, &listed, |file| {
         let name = Folder::Locks.file(&file.name);
         let seen = |info| Some((name.clone(), info, file.modified));

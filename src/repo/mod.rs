@@ -85,6 +85,14 @@ pub fn ids_in(backend: &dyn Backend, folder: Folder) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// `ids_in`, with each file's length and the store's time of it
+/// (`Backend::list_files`).
+pub fn id_files_in(backend: &dyn Backend, folder: Folder) -> Result<Vec<backend::Listed>> {
+    let mut files = backend.list_files(folder.as_str())?;
+    files.retain(|file| matches!(classify(folder.as_str(), &file.name), FileName::Id(_)));
+    Ok(files)
+}
+
 const CONFIG_KIND: &str = "config";
 pub const RESERVE_LEN: usize = 4 << 20;
 
@@ -538,20 +546,24 @@ fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
         Folder::Locks,
         Folder::Maps,
     ];
-    let mut listed = backend::each_at_once(backend, &folders, |f| names(f.as_str())).into_iter();
-    let (Some(keys), Some(dirs)) = (listed.next(), listed.next()) else {
-        return Err(Error::internal("a listing went missing"));
-    };
-    if let Some(key) = keys?.into_iter().next() {
-        return Ok(Some(key));
-    }
-    let mut files = Vec::new();
+    let listed = backend::each_at_once(backend, &folders, |f| names(f.as_str()));
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
     let mut durable = false;
-    for (folder, names) in folders[2..].iter().zip(listed) {
+    for (folder, names) in folders.iter().zip(listed) {
         let names = names?;
-        // Locks come and go, and anyone can write one.
-        durable |= *folder != Folder::Locks && !names.is_empty();
-        files.extend(names);
+        match folder {
+            Folder::Keys => {
+                if let Some(key) = names.into_iter().next() {
+                    return Ok(Some(key));
+                }
+            }
+            Folder::Data => dirs = names,
+            _ => {
+                // Locks come and go, and anyone can write one.
+                durable |= *folder != Folder::Locks && !names.is_empty();
+                files.extend(names);
+            }
+        }
     }
     // Packs are looked at only in a repository without manifests, index
     // files or maps: where those exist, every one is looked at, and a
@@ -559,7 +571,7 @@ fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
     // replace them all can replace packs too). A small read of a large
     // object is slow on some stores (about 45 ms on Garage).
     if !durable {
-        for first in backend::each_at_once(backend, &dirs?, |dir| names(dir)) {
+        for first in backend::each_at_once(backend, &dirs, |dir| names(dir)) {
             files.extend(first?.into_iter().min());
         }
     }

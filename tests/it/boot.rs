@@ -4,9 +4,8 @@
 //! `sgdisk -v` (GPT), and booted headless in QEMU with the software CPU
 //! until the guest prints its marker on the serial console.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::it::common::*;
@@ -23,18 +22,6 @@ const NEEDS: &[&str] = &[
     "cpio",
     "apt-get",
 ];
-
-/// Builds the fixtures once per test run (the script skips up-to-date
-/// images, so later runs cost nothing) and returns their folder.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-fixtures");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/boot/build.sh");
-        system(script.to_str().unwrap(), &[dir.as_os_str()]);
-        dir
-    })
-}
 
 /// Boots `image` with `firmware` ("bios" or "uefi"); panics unless the
 /// marker appears. Returns the boot-check line (result and seconds).
@@ -60,7 +47,7 @@ fn round_trip(test: &str, fixture: &str, firmware: &str, gpt: bool) {
     if !have(test, NEEDS) {
         return;
     }
-    let source = fixtures().join(fixture);
+    let source = boot_fixtures().join(fixture);
     let bytes = std::fs::read(&source).expect("fixture");
     let size = bytes.len() as u64;
     let sandbox = Sandbox::new();
@@ -141,7 +128,7 @@ fn uefi_gpt_disk_restored_onto_a_block_device_boots() {
     if !have(test, NEEDS) || !have(test, &["loop devices", "losetup"]) {
         return;
     }
-    let source = fixtures().join("uefi-gpt.img");
+    let source = boot_fixtures().join("uefi-gpt.img");
     let size = std::fs::metadata(&source).unwrap().len();
     let sandbox = Sandbox::new();
     let id = sandbox.backup(&source)["snapshot"]

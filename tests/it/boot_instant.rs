@@ -9,9 +9,8 @@
 //! mount, no temporary file and no lock.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::it::common::*;
@@ -34,18 +33,6 @@ const NEEDS: &[&str] = &[
     "cpio",
     "apt-get",
 ];
-
-/// The fixtures' folder, built once per run (the script skips images that
-/// are up to date).
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-fixtures");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/boot/build.sh");
-        system(script.to_str().unwrap(), &[dir.as_os_str()]);
-        dir
-    })
-}
 
 /// The marker the fixtures print, built from two parts so that this
 /// source never holds it whole (as boot-check.sh does).
@@ -186,7 +173,7 @@ fn each_boot_fixture_boots_from_its_snapshot_and_the_repository_is_unchanged() {
     }
     for (fixture, firmware) in [("bios-gpt.img", "bios"), ("uefi-gpt.img", "uefi")] {
         let sandbox = Sandbox::new();
-        let id = sandbox.snapshot_of(&fixtures().join(fixture), &[]);
+        let id = sandbox.snapshot_of(&boot_fixtures().join(fixture), &[]);
         let before = sandbox.repo_tree();
         let said = boot_to_the_end(&sandbox, fixture, &[id.as_ref()]);
         assert!(
@@ -211,7 +198,7 @@ fn a_kept_overlay_restores_to_exactly_what_the_vm_saw() {
         return;
     }
     let sandbox = Sandbox::new();
-    let source = fixtures().join("bios-mbr.img");
+    let source = boot_fixtures().join("bios-mbr.img");
     let size = std::fs::metadata(&source).unwrap().len();
     let id = sandbox.snapshot_of(&source, &[]);
     let before = sandbox.repo_tree();
@@ -449,7 +436,7 @@ fn ctrl_c_and_sigterm_during_a_boot_leave_no_qemu_mount_or_lock() {
         return;
     }
     let sandbox = Sandbox::new();
-    let id = sandbox.snapshot_of(&fixtures().join("uefi-gpt.img"), &[]);
+    let id = sandbox.snapshot_of(&boot_fixtures().join("uefi-gpt.img"), &[]);
     let before = sandbox.repo_tree();
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let tmp = sandbox.path(&format!("tmp-{code}"));
@@ -564,7 +551,7 @@ fn booting_a_partition_snapshot_warns_that_it_will_likely_not_boot() {
         return;
     }
     let sandbox = Sandbox::new();
-    let fixture = fixtures().join("bios-mbr.img");
+    let fixture = boot_fixtures().join("bios-mbr.img");
     let whole = sandbox.snapshot_of(&fixture, &[]);
     let part = sandbox.snapshot_of(&fixture, &["--partition", "1"]);
     for (id, warned) in [(&part, true), (&whole, false)] {

@@ -990,3 +990,17 @@ pub fn key_ids(sandbox: &Sandbox, password: &Path) -> Vec<(String, bool)> {
         })
         .collect()
 }
+
+/// The boot fixtures' folder (`fixtures/boot/build.sh`), built once per
+/// test run by whichever test asks first (the script skips up-to-date
+/// images, so later runs cost nothing); one builder, so that two test
+/// modules never build into the same folder at once.
+pub fn boot_fixtures() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-fixtures");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/boot/build.sh");
+        system(script.to_str().unwrap(), &[dir.as_os_str()]);
+        dir
+    })
+}

@@ -620,7 +620,7 @@ fn a_mount_left_by_a_killed_process_is_named() {
     assert_file_is(&mount.latest().join("disk.img"), &image.bytes, "disk.img");
 }
 
-// Pins: a mount point that is missing, not a folder or not empty, a --files without its two arguments and a cache smaller than 4 chunks are refused before anything is mounted or locked.
+// Pins: a mount point that is missing, not a folder, not empty or inside the repository (it hid the locks), a --files without its two arguments and a cache smaller than 4 chunks are refused before anything is mounted or locked.
 #[test]
 fn bad_mount_arguments_are_refused_and_leave_nothing() {
     let sandbox = Sandbox::new();
@@ -635,6 +635,11 @@ fn bad_mount_arguments_are_refused_and_leave_nothing() {
         (os(&[&sandbox.path("missing")]), 3, "create it first"),
         (os(&[&image.path]), 2, "is not a folder"),
         (os(&[&full]), 2, "is not empty"),
+        (
+            os(&[&sandbox.repo.join("locks")]),
+            2,
+            "inside the platter repository",
+        ),
         (
             os(&[&"--files", &empty]),
             2,
