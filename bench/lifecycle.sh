@@ -6,13 +6,13 @@
 # usage: bench/lifecycle.sh
 #   env SIZE_MIB=1024   image size     NIGHTS=7   backups     CHANGE_MIB=64   rewritten per night
 #       DIR=/tmp/platter-lifecycle    scratch (removed at the end unless KEEP=1)
-#       NOBUILD=1   use the existing target/release/platter
+#       NOBUILD=1   use the existing target/x86_64-unknown-linux-gnu/release/platter
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE_MIB=${SIZE_MIB:-1024} NIGHTS=${NIGHTS:-7} CHANGE_MIB=${CHANGE_MIB:-64}
 DIR=${DIR:-/tmp/platter-lifecycle}
 [ "${NOBUILD:-0}" = 1 ] || (cd "$ROOT" && cargo build --release --quiet)
-P=$ROOT/target/release/platter
+P=$ROOT/target/x86_64-unknown-linux-gnu/release/platter
 rm -rf "$DIR"; mkdir -p "$DIR"
 A=$DIR/repo B=$DIR/usb IMG=$DIR/disk.img
 size() { du -sb "$1" | awk '{printf "%.1f MiB", $1/1048576}'; }

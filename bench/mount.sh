@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-3} DIR=${DIR:-/tmp/platter-bench}
 [ "$(id -u)" = 0 ] || { echo "run as root (drop_caches, mount --files)" >&2; exit 1; }
 [ "${NOBUILD:-0}" = 1 ] || (cd "$ROOT" && cargo build --release --quiet)
-P=${PLATTER:-$ROOT/target/release/platter}
+P=${PLATTER:-$ROOT/target/x86_64-unknown-linux-gnu/release/platter}
 [ -f "$DIR/disk0.img" ] || DIR=$DIR "$ROOT/bench/make-workload.sh" base
 W=$(mktemp -d "$DIR/mount-bench.XXXXXX")
 MOUNT_PID=

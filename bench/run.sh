@@ -12,7 +12,7 @@
 #                                when their sha256 matches)
 #       SIZE16=1 (or --big)  also measure platter's peak RSS on a 16 GiB sparse image
 #       NOBUILD=1            do not run `cargo build --release` (use the existing binary)
-#       PLATTER=path         platter binary (default: <repo>/target/release/platter)
+#       PLATTER=path         platter binary (default: <repo>/target/x86_64-unknown-linux-gnu/release/platter)
 #       KEEP=1               keep the scratch outputs of the last run (default: removed)
 #
 # Per tool and phase (full, incremental, restore): wall s, CPU s (user+sys), peak RSS, bytes.
@@ -34,7 +34,7 @@ DIR=${DIR:-/tmp/platter-bench}
 SIZE16=${SIZE16:-0}
 NOBUILD=${NOBUILD:-0}
 KEEP=${KEEP:-0}
-PLATTER=${PLATTER:-$ROOT/target/release/platter}
+PLATTER=${PLATTER:-$ROOT/target/x86_64-unknown-linux-gnu/release/platter}
 REF_SHA=c280c9b48d51f79455d1736660432e605e364fd8819944493cba3e2a2887b1a6
 
 for a in "$@"; do

@@ -16,7 +16,7 @@
 #       RSS4G=1             also the peak RSS of a platter full backup to S3 of the standard 4 GiB
 #                           workload (make-workload.sh base, 2 GiB on disk, once)
 #       RESTORE_DIR=path    where restores are written (default a folder in /dev/shm, removed after)
-#       NOBUILD=1  PLATTER=path (default <repo>/target/release/platter)  KEEP=1 (keep DIR/work and
+#       NOBUILD=1  PLATTER=path (default <repo>/target/x86_64-unknown-linux-gnu/release/platter)  KEEP=1 (keep DIR/work and
 #                           DIR/cluster; the cluster holds 3 copies of every upload: ~21 GiB for
 #                           the default run, more with RSS4G=1)
 #
@@ -49,7 +49,7 @@ ENC=${ENC:-1}
 RSS4G=${RSS4G:-0}
 NOBUILD=${NOBUILD:-0}
 KEEP=${KEEP:-0}
-PLATTER=${PLATTER:-$ROOT/target/release/platter}
+PLATTER=${PLATTER:-$ROOT/target/x86_64-unknown-linux-gnu/release/platter}
 export GARAGE_PORT_BASE=${GARAGE_PORT_BASE:-45000}
 CLUSTER=$ROOT/tests/garage/cluster.sh
 

@@ -11,7 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-3} DIR=${DIR:-/tmp/platter-bench}
 [ "${NOBUILD:-0}" = 1 ] || (cd "$ROOT" && cargo build --release --quiet)
-P=$ROOT/target/release/platter
+P=$ROOT/target/x86_64-unknown-linux-gnu/release/platter
 command -v partclone.ext4 >/dev/null || { echo "needs partclone (apt-get install partclone)"; exit 2; }
 [ -f "$DIR/disk0.img" ] || DIR=$DIR "$ROOT/bench/make-workload.sh" base
 FAT=$DIR/fat32.img

@@ -22,6 +22,7 @@ pub mod owner;
 pub mod printable;
 pub mod progress;
 pub mod repo;
+pub mod rescue;
 pub mod units;
 
 pub use error::{Error, ErrorKind, Result};

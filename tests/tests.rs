@@ -32,6 +32,7 @@ mod it {
     mod locks;
     mod mount;
     mod output;
+    mod rescue;
     mod retention;
     mod roundtrip;
     mod s3;

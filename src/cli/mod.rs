@@ -16,6 +16,7 @@ mod protect;
 mod prune;
 mod rebuild_index;
 mod repair;
+mod rescue;
 mod restore;
 mod selection;
 mod show;
@@ -102,6 +103,8 @@ enum Command {
     RebuildIndex(rebuild_index::Args),
     #[command(subcommand)]
     Key(key::Command),
+    #[command(subcommand)]
+    Rescue(rescue::Command),
 }
 
 /// Sizes in binary units, for clap: 64G and 64GiB are both 64 x 2^30
@@ -223,5 +226,6 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::Unlock(args) => unlock::run(ctx, args),
         Command::RebuildIndex(args) => rebuild_index::run(ctx, args),
         Command::Key(command) => key::run(ctx, command),
+        Command::Rescue(command) => rescue::run(ctx, command),
     }
 }

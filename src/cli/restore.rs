@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use platter::engine::restore::{RestoreOptions, RestoreReport, restore, restore_with_overlay};
+use platter::engine::restore::{
+    ExpectedDisk, RestoreOptions, RestoreReport, restore, restore_with_overlay,
+};
 
 use super::{Context, output};
 
@@ -67,6 +69,14 @@ pub struct Args {
     #[arg(long)]
     grow_last_partition: bool,
 
+    /// Refuse unless the target device is exactly this many bytes (checked once it is held exclusively)
+    #[arg(long, value_name = "BYTES")]
+    expect_size: Option<u64>,
+
+    /// Refuse unless the target device has this serial or WWN (checked once it is held exclusively)
+    #[arg(long, value_name = "TEXT")]
+    expect_serial: Option<String>,
+
     /// Also write the changes a VM made in this qcow2 overlay (from `platter boot --keep-overlay FILE`)
     #[arg(long, value_name = "FILE")]
     overlay: Option<PathBuf>,
@@ -81,6 +91,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         partition: args.partition,
         file_size: args.size,
         grow_last_partition: args.grow_last_partition,
+        expect: (args.expect_size.is_some() || args.expect_serial.is_some()).then(|| {
+            ExpectedDisk {
+                size: args.expect_size,
+                serial: args.expect_serial,
+            }
+        }),
     };
     let bar = output::Bar::new(ctx.json);
     let report = match &args.overlay {

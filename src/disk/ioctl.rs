@@ -61,6 +61,18 @@ pub fn is_read_only(fd: &impl AsRawFd) -> nix::Result<bool> {
     Ok(ro != 0)
 }
 
+nix::ioctl_write_ptr_bad!(blkroset, nix::request_code_none!(0x12, 93), libc::c_int);
+
+/// Marks the block device open as `fd` read-only (or writable again) in
+/// the kernel (BLKROSET): no write reaches it, whatever mounts it.
+pub fn set_read_only(fd: &impl AsRawFd, read_only: bool) -> nix::Result<()> {
+    let ro = libc::c_int::from(read_only);
+    // SAFETY: BLKROSET reads one int through the pointer, which points at a
+    // live local; the fd is open for the duration of the call.
+    unsafe { blkroset(fd.as_raw_fd(), &ro) }?;
+    Ok(())
+}
+
 /// The kernel's `struct loop_info64` (linux/loop.h), field for field.
 #[repr(C)]
 pub struct LoopInfo64 {

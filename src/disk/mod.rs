@@ -15,7 +15,9 @@ mod sysfs;
 mod target;
 
 pub use fs_mount::{ReadOnlyMount, kernel_mounts, unmount};
+pub use ioctl::set_read_only;
 pub use loop_attach::ReadOnlyLoop;
 pub use place::{FileId, Forbidden};
 pub use source::{Source, SourceIdentity};
+pub use sysfs::{block_dir, hardware_identity};
 pub use target::{Target, TargetKind};

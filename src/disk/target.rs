@@ -329,6 +329,18 @@ impl Target {
         self.size
     }
 
+    /// Serial, WWN and model of the device open as the target (by the
+    /// device number of the open file, not its name); none for a file.
+    pub fn hardware_identity(&self) -> (Option<String>, Option<String>, Option<String>) {
+        self.file
+            .metadata()
+            .ok()
+            .filter(|m| m.file_type().is_block_device())
+            .and_then(|m| sysfs::block_dir(m.rdev()))
+            .map(|dir| sysfs::hardware_identity(&dir))
+            .unwrap_or((None, None, None))
+    }
+
     pub fn sector_size(&self) -> Option<u32> {
         self.sector_size
     }

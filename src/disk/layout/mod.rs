@@ -15,7 +15,7 @@ mod probe;
 use crate::error::{Error, Result};
 
 pub use fit::{TableFit, WriteAt, apply_fit, grow_next_step, plan_fit};
-pub use probe::{Content, swap_page};
+pub use probe::{Content, PROBE_LEN, probe as probe_content, swap_page};
 
 /// More warnings than this about one table say nothing new.
 const MAX_WARNINGS: usize = 32;

@@ -40,7 +40,7 @@ use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::{Repository, SnapshotId};
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// Overwrite an existing image file.
     pub force: bool,
@@ -55,6 +55,18 @@ pub struct RestoreOptions {
     pub file_size: Option<u64>,
     /// Extend the last partition's entry to the end of a larger target.
     pub grow_last_partition: bool,
+    /// The disk the target must be, checked once it is held exclusively.
+    pub expect: Option<ExpectedDisk>,
+}
+
+/// What the target device must be (the rescue medium names the disk a
+/// person chose this way: kernel names can move between two looks).
+#[derive(Debug, Clone, Default)]
+pub struct ExpectedDisk {
+    /// Its exact size in bytes.
+    pub size: Option<u64>,
+    /// Its serial or WWN.
+    pub serial: Option<String>,
 }
 
 /// A byte range of the target that could not be restored.

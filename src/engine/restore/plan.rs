@@ -99,7 +99,7 @@ impl<'a> RestorePlan<'a> {
         }
         Ok(RestorePlan {
             repo,
-            options: *options,
+            options: options.clone(),
             started,
             snap,
             map,
@@ -258,7 +258,41 @@ fn open_target(
         ))
         .hint("nothing was written; leave out --size"));
     }
+    if let Some(expect) = &options.expect {
+        check_expected(&target, target_path, expect)?;
+    }
     Ok(target)
+}
+
+/// Refuses a target that is not the disk `expect` describes: checked on
+/// the device now held open exclusively, so nothing can swap it after.
+fn check_expected(target: &Target, path: &Path, expect: &super::ExpectedDisk) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::bad_input(format!(
+            "target {} is not the disk expected: {why}",
+            path.display()
+        ))
+        .hint("nothing was written; disk names can change when disks come and go: look again (e.g. `lsblk -o NAME,SIZE,SERIAL,WWN`)"))
+    };
+    if target.kind() != TargetKind::BlockDevice {
+        return refuse("it is not a block device".into());
+    }
+    if let Some(size) = expect.size
+        && target.size() != size
+    {
+        return refuse(format!("its size is {} bytes, not {size}", target.size()));
+    }
+    if let Some(serial) = &expect.serial {
+        let (have_serial, have_wwn, _) = target.hardware_identity();
+        if have_serial.as_deref() != Some(serial) && have_wwn.as_deref() != Some(serial) {
+            return refuse(format!(
+                "its serial is {} and its WWN {}, not {serial:?}",
+                have_serial.as_deref().unwrap_or("unknown"),
+                have_wwn.as_deref().unwrap_or("unknown")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How much to write and what to change in the table, for this target;
