@@ -11,7 +11,7 @@ use super::{Context, output};
 /// Bare-metal restore: a bootable rescue medium with platter on it
 #[derive(clap::Subcommand)]
 pub enum Command {
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// On the medium: the banner, the clock check, and an unattended restore when its kernel command line asks for one (busybox init runs it once at boot)
     Start,
     /// On the medium: the restore menu on the console it runs on (busybox init runs it on tty1 and ttyS0)
@@ -104,7 +104,7 @@ pub struct BuildArgs {
 
 pub fn run(ctx: &Context, command: Command) -> platter::Result<bool> {
     match command {
-        Command::Build(args) => run_build(ctx, args),
+        Command::Build(args) => run_build(ctx, *args),
         Command::Start => platter::rescue::system::start().map(|_| true),
         Command::Menu => platter::rescue::system::menu().map(|_| true),
     }

@@ -91,12 +91,12 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         partition: args.partition,
         file_size: args.size,
         grow_last_partition: args.grow_last_partition,
-        expect: (args.expect_size.is_some() || args.expect_serial.is_some()).then(|| {
+        expect: (args.expect_size.is_some() || args.expect_serial.is_some()).then_some(
             ExpectedDisk {
                 size: args.expect_size,
                 serial: args.expect_serial,
-            }
-        }),
+            },
+        ),
     };
     let bar = output::Bar::new(ctx.json);
     let report = match &args.overlay {

@@ -3,6 +3,7 @@
 //! messages. The passphrase reaches the child through its environment
 //! (the medium's memory only), never its command line.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -82,8 +83,18 @@ impl Platter {
     pub fn json(&self, args: &[&str]) -> Result<serde_json::Value, Failed> {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self
-            .command(&all)
+        let mut command = self.command(&all);
+        // SAFETY: setsid() is async-signal-safe and touches no memory of
+        // this process. In a session of its own the child has no terminal
+        // to ask a passphrase on, so a missing one is an error the menu
+        // reads (and then asks itself), never a prompt nobody sees.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let out = command
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .output()
