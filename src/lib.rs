@@ -7,6 +7,8 @@
 //! use `codec` (hashing, compression, sealing) only. `mount` (snapshots
 //! as files, over FUSE) sits on top of the engine, as the command line
 //! does, and `boot` (a snapshot as a virtual machine) on top of `mount`.
+//! `rescue` builds the bootable rescue medium and runs inside it, on top of
+//! `disk` (it runs restores through the platter binary itself).
 //! `error`, `os`, `interrupt`, `printable`, `progress` and `units` serve
 //! every layer. The command line lives in the binary.
 
