@@ -953,3 +953,117 @@ fn a_snapshot_on_s3_mounts_and_reads_back() {
         .json();
     assert_eq!(left["removed"], Value::Array(vec![]), "{left}");
 }
+
+/// A name server on 127.0.0.2:53 that answers every A question with
+/// 127.0.0.1 (and every other question with no answer), and remembers the
+/// names it was asked. Ends with the test process.
+fn tiny_dns() -> std::sync::Arc<Mutex<Vec<String>>> {
+    let socket = std::net::UdpSocket::bind("127.0.0.2:53").expect("bind 127.0.0.2:53");
+    let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let query = &buf[..n];
+            // The question: labels from byte 12 to a zero, then type and class.
+            let mut at = 12;
+            let mut labels = Vec::new();
+            while at < n && query[at] != 0 {
+                let len = usize::from(query[at]);
+                labels.push(
+                    String::from_utf8_lossy(&query[at + 1..(at + 1 + len).min(n)]).into_owned(),
+                );
+                at += 1 + len;
+            }
+            let end = at + 5;
+            if end > n {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([query[at + 1], query[at + 2]]);
+            seen.lock().unwrap().push(labels.join("."));
+            let mut reply = query[..2].to_vec();
+            reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(qtype == 1), 0, 0, 0, 0]);
+            reply.extend_from_slice(&query[12..end]);
+            if qtype == 1 {
+                reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+            }
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    asked
+}
+
+// Pins: the static binary (the one the rescue medium carries, glibc linked in) reaches an S3 endpoint by a name only a DNS server knows: it reads resolv.conf and asks (issue 15: "test an endpoint by name, not only by IP").
+#[test]
+fn the_static_binary_reaches_s3_by_a_name_from_dns() {
+    let test = "the_static_binary_reaches_s3_by_a_name_from_dns";
+    if !have_garage(test) || !have(test, &["root", "unshare"]) {
+        return;
+    }
+    let cluster = shared();
+    let (sandbox, repo, _image, id) = one_snapshot(cluster, test, 0x5302, 4);
+    let name = "garage-by-dns.platter.test";
+    let by_name = repo.replacen("127.0.0.1", name, 1);
+    assert_ne!(by_name, repo, "the endpoint is not 127.0.0.1: {repo}");
+    let asked = tiny_dns();
+    let resolv = sandbox.path("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.2\noptions timeout:2 attempts:2\n",
+    )
+    .unwrap();
+    // In a mount namespace of its own, /etc/resolv.conf names only the
+    // test's name server.
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"",
+    ])
+    .arg(&resolv)
+    .arg(env!("CARGO_BIN_EXE_platter"))
+    .args(["-r", &by_name, "--json", "snapshots"]);
+    for (k, v) in &cluster.env {
+        cmd.env(k, v);
+    }
+    let out = Run::from_output(
+        format!("snapshots of {by_name}"),
+        cmd.output().expect("unshare"),
+    );
+    let listed = out.ok().json();
+    assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()), "{listed}");
+    assert!(
+        asked.lock().unwrap().iter().any(|n| n == name),
+        "the name server was not asked for {name}: {:?}",
+        asked.lock().unwrap()
+    );
+}
+
+// Pins: a machine without CA certificates gets an error that says so for an https endpoint (reqwest's default client panicked, for http endpoints too), and an http endpoint needs none (found building the rescue medium).
+#[test]
+fn missing_ca_certificates_are_named_not_a_panic() {
+    let test = "missing_ca_certificates_are_named_not_a_panic";
+    if !have_garage(test) {
+        return;
+    }
+    let cluster = shared();
+    let (sandbox, repo, _image, id) = one_snapshot(cluster, test, 0x5303, 2);
+    let empty_dir = sandbox.path("no-certs");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let empty_file = sandbox.path("no-certs.pem");
+    std::fs::write(&empty_file, "").unwrap();
+    let no_certs = [
+        ("SSL_CERT_FILE", empty_file.to_str().unwrap()),
+        ("SSL_CERT_DIR", empty_dir.to_str().unwrap()),
+    ];
+    let https = repo.replacen("s3:http://", "s3:https://", 1);
+    cluster
+        .run_with(["-r", &https, "snapshots"], &no_certs)
+        .refused(7, "CA certificates");
+    let listed = cluster
+        .run_with(["-r", &repo, "--json", "snapshots"], &no_certs)
+        .ok()
+        .json();
+    assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()), "{listed}");
+}

@@ -297,7 +297,7 @@ impl S3Backend {
             Error::bad_input(format!("cannot set up the S3 client for {location}: {e}"))
         };
         let transport =
-            opendal::HttpTransporter::new(TlsFailuresAreFinal(opendal::HttpTransporter::default()));
+            opendal::HttpTransporter::new(TlsFailuresAreFinal(http_transport(location)?));
         let operator = |root: &str| -> Result<Operator> {
             let builder = opendal::services::S3::default()
                 .endpoint(&location.endpoint)
@@ -488,6 +488,29 @@ fn classify(location: &S3Location, what: &str, object: &str, e: opendal::Error) 
             }
         }
     }
+}
+
+/// The HTTP client requests to `location` go through. An https endpoint
+/// needs the system's CA certificates, and their absence is an error that
+/// says so (reqwest's default client panics instead); a plain http one is
+/// served without looking for any.
+fn http_transport(location: &S3Location) -> Result<opendal::HttpTransporter> {
+    let builder = reqwest::Client::builder();
+    let builder = if location.endpoint.starts_with("http://") {
+        builder.tls_certs_only([])
+    } else {
+        builder
+    };
+    let client = builder.build().map_err(|e| {
+        Error::unsupported(format!(
+            "cannot set up HTTPS for {location}: {}",
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+        ))
+        .hint("install the system's CA certificates (Debian: ca-certificates) or name a bundle with SSL_CERT_FILE")
+    })?;
+    Ok(opendal::HttpTransporter::new(
+        opendal_http_transport_reqwest::ReqwestTransport::new(client),
+    ))
 }
 
 /// opendal's HTTP transport, with one change: a failed TLS handshake is
