@@ -567,3 +567,73 @@ fn the_menu_restores_through_the_serial_console() {
         "the partition was not grown to the end of the disk:\n{table}"
     );
 }
+
+// Pins: the medium reaches a repository on S3 through its network (DHCP on a virtio card, QEMU's user network): the menu takes the URL and the keys, restores onto the empty disk, and the disk boots and holds the snapshot's bytes (issue 15: "DHCP networking for repositories on S3").
+#[test]
+fn the_menu_restores_from_s3_over_dhcp() {
+    let test = "the_menu_restores_from_s3_over_dhcp";
+    if !have(test, NEEDS) {
+        return;
+    }
+    let fixture_path = boot_fixtures().join("bios-mbr.img");
+    let Some((repo, env, _id)) = super::s3::repository_holding(test, &fixture_path) else {
+        return;
+    };
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in the cluster's variables"))
+    };
+    // QEMU's user network shows the host's 127.0.0.1 as 10.0.2.2.
+    let guest_url = repo.replacen("127.0.0.1", "10.0.2.2", 1);
+    assert_ne!(guest_url, repo);
+    let sandbox = Sandbox::without_repo();
+    let target = sandbox.path("target.img");
+    sh(&format!("truncate -s 128M {}", target.display()));
+    let iso = plain_medium();
+    let mut args = drive(iso, ",bootindex=0");
+    args[1].push_str(",snapshot=on");
+    args.extend(drive(&target, &format!(",serial={TARGET_SERIAL}")));
+    args.extend(["-nic".into(), "user,model=virtio-net-pci".into()]);
+    let mut vm = Vm::start(test, &args);
+    let mut at = vm.wait_for("Choice:", 0);
+    vm.send(&guest_url);
+    at = vm.wait_for("AWS_ACCESS_KEY_ID:", at);
+    vm.send(&var("AWS_ACCESS_KEY_ID"));
+    at = vm.wait_for("AWS_SECRET_ACCESS_KEY (not shown):", at);
+    vm.send(&var("AWS_SECRET_ACCESS_KEY"));
+    at = vm.wait_for("AWS_REGION", at);
+    vm.send(&var("AWS_REGION"));
+    at = vm.wait_for("Snapshot to restore", at);
+    vm.send("");
+    at = vm.wait_for("Target disk (its name", at);
+    vm.send("vdb");
+    at = vm.wait_for("Extend the last partition", at);
+    vm.send("n");
+    at = vm.wait_for("Type vdb to go on", at);
+    vm.send("vdb");
+    at = vm.wait_for("Remove the rescue medium", at);
+    let log = vm.text();
+    assert!(log[..at].contains("read back and verified"), "{log}");
+    vm.send("");
+    vm.wait_end();
+    eprintln!("{test}: whole session {:.1}s", vm.seconds());
+    let fixture = std::fs::read(&fixture_path).unwrap();
+    let restored = std::fs::read(&target).unwrap();
+    assert!(
+        restored[..fixture.len()] == fixture[..],
+        "the restored disk differs from the snapshot"
+    );
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/boot/boot-check.sh");
+    let out = Command::new(check)
+        .arg(&target)
+        .arg("bios")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the restored disk does not boot: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

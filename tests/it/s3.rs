@@ -1067,3 +1067,23 @@ fn missing_ca_certificates_are_named_not_a_panic() {
         .json();
     assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()), "{listed}");
 }
+
+/// A plain repository on the shared cluster with one snapshot of `image`,
+/// for tests elsewhere (the rescue medium restores from it): its URL, the
+/// variables its clients need, and the snapshot's id. None when Garage is
+/// missing (outside CI).
+pub(super) fn repository_holding(
+    test: &str,
+    image: &Path,
+) -> Option<(String, Vec<(String, String)>, String)> {
+    if !have_garage(test) {
+        return None;
+    }
+    let cluster = shared();
+    let repo = cluster.url(&prefix(test));
+    cluster
+        .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
+        .ok();
+    let id = snapshot_id(cluster.run(["-r", &repo, "--json", "backup", image.to_str().unwrap()]));
+    Some((repo, cluster.env.clone(), id))
+}
