@@ -576,7 +576,9 @@ fn the_menu_restores_from_s3_over_dhcp() {
         return;
     }
     let fixture_path = boot_fixtures().join("bios-mbr.img");
-    let Some((repo, env, _id)) = super::s3::repository_holding(test, &fixture_path) else {
+    let Some(super::s3::OnS3 { url: repo, env }) =
+        super::s3::repository_holding(test, &fixture_path)
+    else {
         return;
     };
     let var = |name: &str| {

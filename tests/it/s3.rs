@@ -1068,14 +1068,17 @@ fn missing_ca_certificates_are_named_not_a_panic() {
     assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()), "{listed}");
 }
 
-/// A plain repository on the shared cluster with one snapshot of `image`,
-/// for tests elsewhere (the rescue medium restores from it): its URL, the
-/// variables its clients need, and the snapshot's id. None when Garage is
-/// missing (outside CI).
-pub(super) fn repository_holding(
-    test: &str,
-    image: &Path,
-) -> Option<(String, Vec<(String, String)>, String)> {
+/// A repository on the shared cluster, for tests elsewhere: its URL, the
+/// variables its clients need (credentials, region), and a snapshot's id.
+pub(super) struct OnS3 {
+    pub url: String,
+    pub env: Vec<(String, String)>,
+}
+
+/// A plain repository on the shared cluster with one snapshot of `image`
+/// (the rescue medium restores from it). None when Garage is missing
+/// (outside CI).
+pub(super) fn repository_holding(test: &str, image: &Path) -> Option<OnS3> {
     if !have_garage(test) {
         return None;
     }
@@ -1084,6 +1087,9 @@ pub(super) fn repository_holding(
     cluster
         .run(["-r", &repo, "init", "--plain", "--chunk-size", "64K"])
         .ok();
-    let id = snapshot_id(cluster.run(["-r", &repo, "--json", "backup", image.to_str().unwrap()]));
-    Some((repo, cluster.env.clone(), id))
+    snapshot_id(cluster.run(["-r", &repo, "--json", "backup", image.to_str().unwrap()]));
+    Some(OnS3 {
+        url: repo,
+        env: cluster.env.clone(),
+    })
 }
