@@ -1069,7 +1069,7 @@ fn missing_ca_certificates_are_named_not_a_panic() {
 }
 
 /// A repository on the shared cluster, for tests elsewhere: its URL, the
-/// variables its clients need (credentials, region), and a snapshot's id.
+/// variables its clients need (credentials, region).
 pub(super) struct OnS3 {
     pub url: String,
     pub env: Vec<(String, String)>,
