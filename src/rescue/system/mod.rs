@@ -71,7 +71,13 @@ pub fn menu() -> Result<()> {
             menu::End::Again => continue,
             menu::End::Reboot => power(Then::Reboot),
             menu::End::PowerOff => power(Then::Poweroff),
-            menu::End::Closed => return Ok(()),
+            menu::End::Closed => {
+                // A console that cannot be read (a serial port with no
+                // UART behind it): init starts the menu again, so wait
+                // rather than spin.
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                return Ok(());
+            }
         }
     }
 }
