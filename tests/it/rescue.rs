@@ -23,6 +23,9 @@ const NEEDS: &[&str] = &[
     "apt-get",
     "dpkg-deb",
     "mkfs.ext4",
+    "mkfs.xfs",
+    "mkfs.btrfs",
+    "loop devices",
     "sfdisk",
     "busybox",
     "cpio",
@@ -289,9 +292,10 @@ fn rescue_medium_boots_to_its_menu_as_a_disk_under_ovmf() {
     );
 }
 
-/// A machine to restore: a repository disk (MBR, one ext4 partition with
-/// an encrypted repository at /backups/repo holding a snapshot of the BIOS
-/// boot fixture) and an empty target disk of `target_mib` MiB.
+/// A machine to restore: a repository disk (MBR, one partition with a
+/// filesystem `fs` holding an encrypted repository at /backups/repo with a
+/// snapshot of the BIOS boot fixture) and an empty target disk of
+/// `target_mib` MiB.
 struct Machine {
     sandbox: Sandbox,
     fixture: Vec<u8>,
@@ -300,7 +304,7 @@ struct Machine {
     passphrase: PathBuf,
 }
 
-fn machine(target_mib: u64) -> Machine {
+fn machine(target_mib: u64, fs: &str) -> Machine {
     let sandbox = Sandbox::without_repo();
     let fixture_path = boot_fixtures().join("bios-mbr.img");
     let fixture = std::fs::read(&fixture_path).unwrap();
@@ -329,12 +333,32 @@ fn machine(target_mib: u64) -> Machine {
     platter(&init);
     platter(&["backup", fixture_path.to_str().unwrap()]);
     let repo_disk = sandbox.path("repo-disk.img");
+    // 320 MiB: xfs wants 300 at least.
     sh(&format!(
-        "truncate -s 201M {d}; printf 'label: dos\\nstart=2048, type=83\\n' | sfdisk -q {d}; \
-         mkfs.ext4 -q -F -L backups -E offset=1048576 -d {root} {d} 200M",
-        d = repo_disk.display(),
-        root = root.display()
+        "truncate -s 321M {d}; printf 'label: dos\\nstart=2048, type=83\\n' | sfdisk -q {d}",
+        d = repo_disk.display()
     ));
+    if fs == "ext4" {
+        sh(&format!(
+            "mkfs.ext4 -q -F -L backups -E offset=1048576 -d {root} {d} 320M",
+            d = repo_disk.display(),
+            root = root.display()
+        ));
+    } else {
+        // Through a loop device on the partition's bytes: mkfs, then copy
+        // the repository in.
+        let point = sandbox.path("mnt");
+        std::fs::create_dir_all(&point).unwrap();
+        sh(&format!(
+            "dev=$(losetup --find --show --offset 1048576 --sizelimit {size} {d}); \
+             trap 'umount {p} 2>/dev/null || true; losetup -d $dev' EXIT; \
+             mkfs.{fs} -q -L backups $dev; mount $dev {p}; cp -a {root}/. {p}/; umount {p}",
+            size = 320u64 << 20,
+            d = repo_disk.display(),
+            p = point.display(),
+            root = root.display()
+        ));
+    }
     let target = sandbox.path("target.img");
     sh(&format!("truncate -s {target_mib}M {}", target.display()));
     Machine {
@@ -369,7 +393,7 @@ fn an_unattended_medium_restores_a_disk_that_then_boots_alone() {
     if !have(test, NEEDS) {
         return;
     }
-    let m = machine(128);
+    let m = machine(128, "btrfs");
     let iso = medium(
         "unattended",
         &[
@@ -426,7 +450,7 @@ fn unattended_failure(test: &str, target_mib: u64, extra: &[&str], expected: &st
     if !have(test, NEEDS) {
         return;
     }
-    let m = machine(target_mib);
+    let m = machine(target_mib, "ext4");
     let mut args = vec!["--unattended", "--then", "poweroff"];
     args.extend_from_slice(extra);
     let wrong = m.sandbox.path("wrong-passphrase");
@@ -515,14 +539,17 @@ fn the_menu_restores_through_the_serial_console() {
     if !have(test, NEEDS) {
         return;
     }
-    let m = machine(128);
+    let m = machine(128, "xfs");
     let iso = plain_medium();
     let mut vm = Vm::start(test, &m.args(iso));
     let mut at = vm.wait_for("Choice:", 0);
     vm.send("");
     at = vm.wait_for("Repository number [1]:", at);
     let listing = vm.text()[..at].to_string();
-    assert!(listing.contains("/backups/repo on /dev/vdb1"), "{listing}");
+    assert!(
+        listing.contains("/backups/repo on /dev/vdb1 (xfs"),
+        "{listing}"
+    );
     vm.send("");
     at = vm.wait_for("Passphrase of the repository", at);
     vm.send("not it");

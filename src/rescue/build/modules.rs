@@ -17,6 +17,14 @@ use crate::error::{Error, ErrorKind, Result};
 /// Modules wanted on the medium, with what each is for. A module the
 /// kernel has built in needs no file; one the kernel lacks is reported.
 pub const WANTED: &[(&str, &str)] = &[
+    // Checksums the filesystems ask the kernel for by name when they load
+    // (libcrc32c asks for "crc32c"): first, since the medium has no
+    // modprobe for the kernel to call.
+    ("crc32c_generic", "ext4 and btrfs checksums"),
+    ("crc32c_intel", "fast ext4 and btrfs checksums"),
+    ("xxhash_generic", "btrfs xxhash checksums"),
+    ("blake2b_generic", "btrfs blake2b checksums"),
+    ("sha256_generic", "btrfs sha256 checksums"),
     // Disks and buses.
     ("ahci", "SATA disks"),
     ("ata_piix", "older IDE/SATA controllers and QEMU's IDE"),
@@ -51,12 +59,6 @@ pub const WANTED: &[(&str, &str)] = &[
     ("nls_utf8", "FAT file names"),
     ("exfat", "exFAT filesystems"),
     ("ntfs3", "NTFS filesystems"),
-    // Checksums those filesystems ask the kernel for by name.
-    ("crc32c_generic", "ext4 and btrfs checksums"),
-    ("crc32c_intel", "fast ext4 and btrfs checksums"),
-    ("xxhash_generic", "btrfs xxhash checksums"),
-    ("blake2b_generic", "btrfs blake2b checksums"),
-    ("sha256_generic", "btrfs sha256 checksums"),
     // Network cards, for repositories on object storage.
     ("virtio_net", "virtual machines' network"),
     ("e1000", "Intel network cards (and QEMU's default)"),

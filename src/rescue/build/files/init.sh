@@ -15,9 +15,14 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=0755 tmpfs /run
 hostname platter-rescue
 echo "platter rescue: loading drivers"
-while read -r name; do
-    insmod "/lib/modules/rescue/$name.ko" 2>/dev/null
-done </etc/rescue/modules
+# Twice: a module whose init asks for another by name (the kernel cannot
+# call modprobe here) loads on the second pass. Drivers for hardware that is
+# not there (Hyper-V, a CPU feature) fail both times, silently.
+for pass in 1 2; do
+    while read -r name; do
+        [ -d "/sys/module/$name" ] || insmod "/lib/modules/rescue/$name.ko" 2>/dev/null
+    done </etc/rescue/modules
+done
 ip link set lo up
 for dev in /sys/class/net/*; do
     name=${dev##*/}
