@@ -18,6 +18,7 @@ mod it {
     mod faults;
     mod filesystems;
     mod format;
+    mod generated;
     mod hardening_cli_engine;
     mod hardening_content;
     mod hardening_forget;

@@ -5,6 +5,7 @@ mod backup;
 mod boot;
 mod copy;
 mod forget;
+mod generated;
 mod init;
 mod inspect;
 mod key;
@@ -105,6 +106,8 @@ enum Command {
     Key(key::Command),
     #[command(subcommand)]
     Rescue(rescue::Command),
+    Completions(generated::CompletionsArgs),
+    Man(generated::ManArgs),
 }
 
 /// Sizes in binary units, for clap: 64G and 64GiB are both 64 x 2^30
@@ -227,5 +230,7 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::RebuildIndex(args) => rebuild_index::run(ctx, args),
         Command::Key(command) => key::run(ctx, command),
         Command::Rescue(command) => rescue::run(ctx, command),
+        Command::Completions(args) => generated::completions(ctx.json, args),
+        Command::Man(args) => generated::man(ctx.json, args),
     }
 }

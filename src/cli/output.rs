@@ -20,6 +20,12 @@ pub fn line(text: &str) {
 }
 
 /// A next step for a person, on stderr.
+/// Text platter generated itself (a completion script), on stdout as it
+/// is: its newlines and escapes are the point.
+pub fn verbatim(text: &str) {
+    write_stdout(text);
+}
+
 pub fn hint(text: &str) {
     to_stderr(&format!("hint: {text}"));
 }
