@@ -76,10 +76,13 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         Repository::check_new(path)?;
     }
     let passphrases = ctx.passphrases()?;
-    let key = if args.plain {
-        NewKey::Plain
+    // Once: without --kdf-iterations the passes are calibrated here.
+    let kdf = if args.plain {
+        None
     } else {
-        let kdf = args.kdf.params()?;
+        Some(args.kdf.params()?)
+    };
+    let key = if let Some(kdf) = kdf {
         let master = match &args.copy_key_from {
             None => MasterKey::generate()?,
             Some(other) => {
@@ -94,6 +97,8 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             passphrase: passphrases.new_passphrase()?,
             kdf,
         }
+    } else {
+        NewKey::Plain
     };
     let (repo, created_bucket) = if local {
         (
@@ -104,7 +109,6 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         Repository::init_in(backend, args.chunk_size, compression, key)?
     };
     let config = repo.config();
-    let kdf = args.kdf.params()?;
     if ctx.json {
         output::json(&serde_json::json!({
             "repository": repo.location(),
@@ -113,20 +117,20 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             "chunk_size": config.chunk_size,
             "compression": config.compression,
             "encryption": config.encryption,
-            "kdf": repo.key().map(|_| kdf),
+            "kdf": repo.key().and(kdf),
             "key_shared_with": args.copy_key_from.map(|p| p.display().to_string()),
         }))?;
     } else {
         if let Some(bucket) = &created_bucket {
             output::line(&format!("created bucket {bucket}"));
         }
-        let how = match (&config.encryption, &args.copy_key_from) {
+        let how = match (&kdf, &args.copy_key_from) {
             (None, _) => "not encrypted".to_string(),
-            (Some(_), None) => format!("encrypted, {}", super::key::describe_kdf(&kdf)),
-            (Some(_), Some(other)) => format!(
+            (Some(kdf), None) => format!("encrypted, {}", super::key::describe_kdf(kdf)),
+            (Some(kdf), Some(other)) => format!(
                 "encrypted with the key of {}, {}",
                 other.display(),
-                super::key::describe_kdf(&kdf)
+                super::key::describe_kdf(kdf)
             ),
         };
         output::line(&format!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use platter::Result;
-use platter::codec::kdf::{DEFAULT_KDF, KdfParams};
+use platter::codec::kdf::{self, DEFAULT_PARALLELISM, KdfParams};
 use platter::engine::keys::{self, KeyList};
 use platter::repo::{KeyId, Repository};
 
@@ -61,17 +61,34 @@ pub struct KdfArgs {
     #[arg(long, default_value = "256M", value_name = "SIZE", value_parser = super::parse_size)]
     kdf_memory: u64,
 
-    /// Argon2id passes over that memory (time grows with them)
-    #[arg(long, default_value_t = DEFAULT_KDF.iterations, value_name = "N")]
-    kdf_iterations: u32,
+    /// Argon2id passes over that memory (time grows with them) [default:
+    /// as many as take about 0.5 s on this machine, at least 1]
+    #[arg(long, value_name = "N")]
+    kdf_iterations: Option<u32>,
 }
 
 impl KdfArgs {
+    /// The parameters for a new key: the passes given, or calibrated here
+    /// (which takes about one pass).
     pub fn params(&self) -> Result<KdfParams> {
-        let params = KdfParams {
-            memory_kib: u32::try_from(self.kdf_memory / 1024).unwrap_or(u32::MAX),
-            iterations: self.kdf_iterations,
-            parallelism: DEFAULT_KDF.parallelism,
+        let memory_kib = u32::try_from(self.kdf_memory / 1024).unwrap_or(u32::MAX);
+        let params = match self.kdf_iterations {
+            Some(iterations) => KdfParams {
+                memory_kib,
+                iterations,
+                parallelism: DEFAULT_PARALLELISM,
+            },
+            None => {
+                // Checked before a pass is timed: a hostile memory size
+                // must not be allocated.
+                KdfParams {
+                    memory_kib,
+                    iterations: 1,
+                    parallelism: DEFAULT_PARALLELISM,
+                }
+                .check()?;
+                kdf::calibrated(memory_kib, kdf::CALIBRATION_TARGET)?
+            }
         };
         params.check()?;
         Ok(params)

@@ -815,3 +815,33 @@ fn a_foreign_name_in_keys_is_a_leftover() {
         "{report:#}"
     );
 }
+
+// Pins: without --kdf-iterations, init times Argon2id here and picks the passes (1 to 10) for about 0.5 s at the memory given, which it never raises; --kdf-iterations is kept as given (issue 16: encryption without a fixed tax).
+#[test]
+fn kdf_passes_are_calibrated_unless_given() {
+    let sandbox = Sandbox::without_repo();
+    let password = sandbox.path("passphrase");
+    std::fs::write(&password, "calibrate me\n").unwrap();
+    let init = |repo: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-r",
+            repo,
+            "--password-file",
+            password.to_str().unwrap(),
+            "--json",
+            "init",
+            "--kdf-memory",
+            "8M",
+        ];
+        args.extend_from_slice(extra);
+        run(&args).ok().json()
+    };
+    let a = sandbox.path("a");
+    let calibrated = init(a.to_str().unwrap(), &[]);
+    let passes = calibrated["kdf"]["iterations"].as_u64().unwrap_or(0);
+    assert!((1..=10).contains(&passes), "{calibrated}");
+    assert_eq!(calibrated["kdf"]["memory_kib"], 8 * 1024, "{calibrated}");
+    let b = sandbox.path("b");
+    let given = init(b.to_str().unwrap(), &["--kdf-iterations", "3"]);
+    assert_eq!(given["kdf"]["iterations"], 3, "{given}");
+}
