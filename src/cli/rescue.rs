@@ -118,7 +118,7 @@ fn run_build(ctx: &Context, args: BuildArgs) -> platter::Result<bool> {
             ));
         };
         Some(Unattended {
-            repo,
+            repo: platter::rescue::params::repo_path(&repo)?,
             snapshot: args.snapshot,
             target: TargetChoice::parse(&target)?,
             grow: args.grow_last_partition,

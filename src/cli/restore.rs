@@ -83,6 +83,15 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
+    if args
+        .expect_serial
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        return Err(platter::Error::bad_input("--expect-serial is empty").hint(
+            "give the serial or WWN the target must have, as `lsblk -o NAME,SERIAL,WWN` shows it",
+        ));
+    }
     let repo = ctx.open_repo()?;
     let options = RestoreOptions {
         force: args.force,

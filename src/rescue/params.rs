@@ -73,22 +73,47 @@ impl TargetChoice {
     }
 }
 
-/// A value that can stand in one word of a kernel command line and come
-/// back unchanged: no spaces, quotes, control characters or non-ASCII.
+/// Characters besides letters and digits a value may hold: none of them
+/// means anything to GRUB (which expands `$`, ends a command at `;`, and
+/// reads `#`, `{`, `|`, `&`, `<`, `>` and quotes itself) or to the kernel.
+const PLAIN_PUNCTUATION: &[u8] = b"-_.:/@+=,%~";
+
+/// A value that can stand in one word of a GRUB `linux` line and reach
+/// the kernel command line unchanged.
 pub fn check_word(what: &str, value: &str) -> Result<()> {
     let fits = !value.is_empty()
         && value.len() <= 200
         && value
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\'' && b != b'\\');
+            .all(|b| b.is_ascii_alphanumeric() || PLAIN_PUNCTUATION.contains(&b));
     if fits {
         Ok(())
     } else {
         Err(Error::bad_input(format!(
-            "{what} {value:?} cannot go on a kernel command line"
+            "{what} {value:?} cannot go on the medium's kernel command line"
         ))
-        .hint("use 1 to 200 printable ASCII characters without spaces, quotes or backslashes"))
+        .hint("use 1 to 200 letters, digits and - _ . : / @ + = , % ~ (GRUB would change or cut anything else)"))
     }
+}
+
+/// An unattended repository path as discovery writes it: absolute, no
+/// `.` or `..`, no empty parts; a trailing slash is dropped.
+pub fn repo_path(text: &str) -> Result<String> {
+    let trimmed = text.trim_end_matches('/');
+    let parts: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let bad = !text.starts_with('/')
+        || parts.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..");
+    if bad {
+        return Err(Error::bad_input(format!(
+            "repository path {text:?} is not a plain absolute path inside a filesystem"
+        ))
+        .hint("write it from the filesystem's top, e.g. /backups/repo (no . or .. parts, no //)"));
+    }
+    check_word("repository path", trimmed)?;
+    Ok(trimmed.to_string())
 }
 
 impl Params {
@@ -158,7 +183,7 @@ impl Params {
         Ok(Params {
             volume_id,
             unattended: Some(Unattended {
-                repo: need("repo")?,
+                repo: repo_path(&need("repo")?)?,
                 snapshot: need("snapshot")?,
                 target: TargetChoice::parse(&need("target")?)?,
                 grow: get.get("grow").map(String::as_str) == Some("1"),
@@ -197,14 +222,42 @@ mod tests {
 
     #[test]
     fn words_with_spaces_or_quotes_are_refused() {
-        for bad in ["a b", "a\"b", "", "a\nb", "é"] {
+        for bad in [
+            "a b",
+            "a\"b",
+            "",
+            "a\nb",
+            "é",
+            "late${root}",
+            "A;echo",
+            "/r$x#y",
+            "{x}",
+            "a|b",
+        ] {
             assert!(check_word("x", bad).is_err(), "{bad:?}");
         }
+        assert!(check_word("x", "WD-WCC4N1234567_1.0:x/y@z+w=v,u%t~s").is_ok());
         assert!(TargetChoice::parse("size:0").is_err());
         assert!(TargetChoice::parse("name:sda").is_err());
         assert_eq!(
             TargetChoice::parse("size:1024").unwrap(),
             TargetChoice::Size(1024)
         );
+    }
+
+    #[test]
+    fn repository_paths_are_written_as_discovery_writes_them() {
+        assert_eq!(repo_path("/backups/repo/").unwrap(), "/backups/repo");
+        assert_eq!(repo_path("/repo").unwrap(), "/repo");
+        for bad in [
+            "relative/repo",
+            "/backups/../repo",
+            "/a//b",
+            "/",
+            "/./x",
+            "",
+        ] {
+            assert!(repo_path(bad).is_err(), "{bad:?}");
+        }
     }
 }

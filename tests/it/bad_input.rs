@@ -216,3 +216,20 @@ fn repository_from_flag_or_environment() {
     let listed = super::common::Run::from_output("snapshots (PLATTER_REPO)".into(), out);
     assert_eq!(listed.ok().json()[0]["id"], id.as_str());
 }
+
+// Pins: `restore --expect-serial ""` is refused before anything is opened (hostile session: it reached the device check and said `not ""`).
+#[test]
+fn an_empty_expected_serial_is_refused() {
+    let sandbox = Sandbox::new();
+    let target = sandbox.path("t.img");
+    sandbox
+        .run([
+            "restore",
+            "latest",
+            target.to_str().unwrap(),
+            "--expect-serial",
+            " ",
+        ])
+        .refused(2, "--expect-serial is empty");
+    assert!(!target.exists());
+}

@@ -666,3 +666,44 @@ fn the_menu_restores_from_s3_over_dhcp() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+// Pins: two builds sharing one cache take turns, the second saying it waits (hostile session: the second replaced the unpacked kernel the first was reading, and the first then blamed the kernel for a missing module).
+#[test]
+fn two_builds_sharing_a_cache_take_turns() {
+    let test = "two_builds_sharing_a_cache_take_turns";
+    if !have(test, NEEDS) {
+        return;
+    }
+    // The shared cache is filled first, so neither build downloads.
+    plain_medium();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rescue-cache");
+    let build = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_platter"))
+            .args(["rescue", "build", "--force", "--cache"])
+            .arg(&cache)
+            .arg(dir().join(format!("{name}.iso")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = build("turn-a");
+    std::thread::sleep(Duration::from_millis(500));
+    let second = build("turn-b");
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    for out in [&first, &second] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        said.contains("waiting for another `platter rescue build`"),
+        "{said}"
+    );
+}

@@ -46,7 +46,8 @@ pub fn check_static(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The binary at `path`, checked, without debug information when `strip`
 /// is on the host (`scratch` holds the stripped copy for a moment).
 pub fn prepare(path: &Path, scratch: &Path) -> Result<(Vec<u8>, bool)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    // A platter binary is tens of MiB; 1 GiB is far past any.
+    let bytes = super::read_regular(path, "platter binary", 1 << 30)?;
     check_static(path, &bytes)?;
     if !super::host::on_path("strip") {
         return Ok((bytes, false));

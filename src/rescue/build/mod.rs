@@ -107,7 +107,14 @@ pub fn build(options: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildReport> 
         Vec::new()
     };
 
+    if options.cache.exists() && !options.cache.is_dir() {
+        return Err(
+            Error::bad_input(format!("cache {} is not a folder", options.cache.display()))
+                .hint("name a folder for --cache (it is created when missing)"),
+        );
+    }
     fs::create_dir_all(&options.cache).map_err(|e| Error::io("create", &options.cache, e))?;
+    let _cache = lock_cache(&options.cache, say)?;
     let stage = options
         .cache
         .join(format!(".stage.{}.partial", std::process::id()));
@@ -342,16 +349,67 @@ fn new_volume_id() -> Result<String> {
     Ok(format!("PLATTER_RESCUE_{hex}"))
 }
 
+/// The first line of a passphrase file, which is all that goes into the
+/// medium (a file may hold other secrets below it).
 fn read_passphrase(path: &Path) -> Result<Vec<u8>> {
-    let bytes = fs::read(path).map_err(|e| Error::io("read the passphrase file", path, e))?;
+    let bytes = read_regular(path, "passphrase file", 64 * 1024)?;
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
     if first.is_empty() {
         return Err(Error::bad_input(format!(
             "passphrase file {} is empty (its first line is the passphrase)",
             path.display()
         )));
     }
-    Ok(bytes)
+    let mut line = first.to_vec();
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A regular file's bytes, refused when it is anything else (a FIFO would
+/// block, a device read forever) or larger than `limit`.
+pub(super) fn read_regular(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(&format!("read the {what}"), path, e))?;
+    if !meta.is_file() {
+        return Err(Error::bad_input(format!(
+            "{what} {} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > limit {
+        return Err(Error::bad_input(format!(
+            "{what} {} is {} bytes, more than a {what} can be ({limit})",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map_err(|e| Error::io(&format!("read the {what}"), path, e))
+}
+
+/// Holds the cache for this build: two builds unpacking into one cache
+/// would replace each other's files. A second build waits, and says so.
+fn lock_cache(cache: &Path, say: &dyn Fn(&str)) -> Result<nix::fcntl::Flock<fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = cache.join(".lock");
+    let open = || {
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))
+    };
+    match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(held),
+        Err((file, _)) => {
+            say(&format!(
+                "waiting for another `platter rescue build` that uses the cache {}",
+                cache.display()
+            ));
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| Error::io("lock", &path, e.into()))
+        }
+    }
 }
 
 fn kernel_image(tree: &Path, release: &str) -> Result<PathBuf> {
@@ -396,4 +454,39 @@ fn ca_bundle(dir: &Path) -> Result<Vec<u8>> {
         bundle.extend_from_slice(&pem);
     }
     Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Pins: only the passphrase (the first line) goes into the medium, not the rest of its file (hostile session: a second line with another secret was copied too).
+    #[test]
+    fn only_the_first_line_of_the_passphrase_file_goes_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        fs::write(&file, "first-line-pass\r\nAWS_SECRET=other-secret\n").unwrap();
+        assert_eq!(read_passphrase(&file).unwrap(), b"first-line-pass\n");
+        fs::write(&file, "\nsecond").unwrap();
+        assert!(read_passphrase(&file).is_err());
+    }
+
+    // Pins: a FIFO, a device or a folder given as a file is refused at once (hostile session: a FIFO hung the build, /dev/zero read without end).
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let e = read_regular(path, "passphrase file", 1024).unwrap_err();
+            assert!(
+                e.message().contains("not a regular file"),
+                "{}",
+                e.message()
+            );
+        }
+        let big = dir.path().join("big");
+        fs::write(&big, vec![0u8; 2048]).unwrap();
+        assert!(read_regular(&big, "passphrase file", 1024).is_err());
+    }
 }

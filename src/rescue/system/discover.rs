@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use super::disks::Disk;
 use crate::disk::layout::{Content, PROBE_LEN, probe_content};
 use crate::disk::{ReadOnlyMount, kernel_mounts, set_read_only};
+use crate::interrupt::{Registration, call_on_interrupt};
 use crate::repo::footprint::holds_repository;
 
 /// Where discovery mounts filesystems.
@@ -41,6 +42,9 @@ pub struct Found {
 struct Mounted {
     mount: ReadOnlyMount,
     device: PathBuf,
+    /// Makes the device writable again on Ctrl-C or SIGTERM (a menu
+    /// interrupted at a question must not leave a target read-only).
+    _writable_again: Registration,
 }
 
 /// The filesystems discovery mounted; unmounted (and their devices made
@@ -50,6 +54,9 @@ pub struct Discovery {
     mounted: Vec<Mounted>,
     /// Findings a person should see: filesystems that could not be read.
     pub notes: Vec<String>,
+    /// Disks with a filesystem that could not be searched: one may hold a
+    /// repository, so the menu says so beside them as targets.
+    pub unreadable: Vec<String>,
 }
 
 impl Discovery {
@@ -88,6 +95,7 @@ impl Discovery {
                     discovery.notes.push(format!(
                         "{name}: {fstype} is not readable by this medium's kernel"
                     ));
+                    discovery.unreadable.push(disk.name.clone());
                     continue;
                 }
                 let point = Path::new(MOUNTS).join(&name);
@@ -98,6 +106,9 @@ impl Discovery {
                     ));
                     continue;
                 }
+                let undo = device.clone();
+                let writable_again =
+                    call_on_interrupt(move || mark_read_only(&undo, false).is_ok());
                 match ReadOnlyMount::mount(&device, &point, &fstype) {
                     Ok(mount) => {
                         for (path, inner) in repositories_in(mount.point()) {
@@ -113,11 +124,13 @@ impl Discovery {
                         discovery.mounted.push(Mounted {
                             mount,
                             device: device.clone(),
+                            _writable_again: writable_again,
                         });
                     }
                     Err(e) => {
                         let _ = mark_read_only(&device, false);
                         discovery.notes.push(format!("{name}: {}", e.message()));
+                        discovery.unreadable.push(disk.name.clone());
                     }
                 }
             }

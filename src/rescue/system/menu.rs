@@ -64,6 +64,8 @@ pub fn session(console: &Console, params: &Params) -> End {
     let answer = ask_or_end!(console, "Choice:");
     match answer.as_str() {
         "r" => return End::Again,
+        // super::menu() takes the lock first: never while the other
+        // console restores.
         "b" => return End::Reboot,
         "p" => return End::PowerOff,
         _ => {}
@@ -107,7 +109,7 @@ pub fn session(console: &Console, params: &Params) -> End {
     let size = snapshot_size(&snapshots, &snapshot);
     let offered = targets::candidates(&disks, repo_disk.as_deref());
     if offered.is_empty() {
-        console.say("There is no disk to restore to: the rescue medium, CD drives and the repository's disk are never offered.");
+        console.say("There is no disk to restore to: the rescue medium, CD drives, read-only disks and the repository's disk are never offered.");
         return End::Again;
     }
     console.say("Target disks:");
@@ -117,7 +119,12 @@ pub fn session(console: &Console, params: &Params) -> End {
             Some(s) if disk.size > s => "  (larger: the last partition can be grown)",
             _ => "",
         };
-        console.say(&format!("  {}{note}", disk.describe()));
+        let unsearched = if discovery.unreadable.contains(&disk.name) {
+            "  (holds a filesystem this medium could not search: it may hold backups)"
+        } else {
+            ""
+        };
+        console.say(&format!("  {}{note}{unsearched}", disk.describe()));
     }
     let name = ask_or_end!(console, "Target disk (its name, e.g. sda):");
     let Some(target) = offered.iter().find(|d| d.name == name) else {
@@ -200,11 +207,17 @@ fn choose_repository(
         return None;
     };
     let n = if pick.is_empty() {
-        1
+        Some(1)
     } else {
-        pick.parse::<usize>().ok()?
+        pick.parse::<usize>().ok()
     };
-    let f = found.get(n.checked_sub(1)?)?;
+    let Some(f) = n.and_then(|n| found.get(n.checked_sub(1)?)) else {
+        console.say(&format!(
+            "{pick:?} is not one of the numbers listed (1 to {}).",
+            found.len()
+        ));
+        return None;
+    };
     Some((f.path.display().to_string(), Some(f.disk.clone())))
 }
 

@@ -67,10 +67,19 @@ pub fn menu() -> Result<()> {
     let params = on_medium()?;
     let console = console::Console::here();
     loop {
-        match menu::session(&console, &params) {
+        let end = menu::session(&console, &params);
+        match end {
             menu::End::Again => continue,
-            menu::End::Reboot => power(Then::Reboot),
-            menu::End::PowerOff => power(Then::Poweroff),
+            menu::End::Reboot | menu::End::PowerOff => {
+                // Never while the other console sets up or runs a restore.
+                match console.lock() {
+                    Ok(_held) => power(match end {
+                        menu::End::PowerOff => Then::Poweroff,
+                        _ => Then::Reboot,
+                    }),
+                    Err(busy) => console.say(&busy),
+                }
+            }
             menu::End::Closed => {
                 // A console that cannot be read (a serial port with no
                 // UART behind it): init starts the menu again, so wait
