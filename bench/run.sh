@@ -7,7 +7,8 @@
 #                            (qemudirect: qemu-img convert -t none, a durable restore like platter's;
 #                             platterenc: platter with an encrypted repository, Argon2id at its cheapest
 #                             so that the times show the data path; unlocking with the default
-#                             Argon2id costs a fixed ~0.6 s more per command, timed once as "unlock")
+#                             Argon2id, calibrated at init to about 0.5 s, costs that much more
+#                             per command, timed once as "unlock")
 #       DIR=/tmp/platter-bench   workload + scratch directory (disk0.img/disk.img are reused
 #                                when their sha256 matches)
 #       SIZE16=1 (or --big)  also measure platter's peak RSS on a 16 GiB sparse image

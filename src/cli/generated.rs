@@ -61,12 +61,21 @@ pub fn man(json: bool, args: ManArgs) -> platter::Result<bool> {
     }
     clap_mangen::generate_to(Cli::command(), dir)
         .map_err(|e| Error::io("write the manual pages into", dir, e))?;
-    let mut pages: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io("list", dir, e))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("platter") && n.ends_with(".1"))
-        .collect();
+    // The pages written, named as clap_mangen names them: one per command
+    // that --help shows, subcommands joined with '-'.
+    fn names(command: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        let name = if prefix.is_empty() {
+            command.get_name().to_string()
+        } else {
+            format!("{prefix}-{}", command.get_name())
+        };
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            names(sub, &name, out);
+        }
+        out.push(format!("{name}.1"));
+    }
+    let mut pages = Vec::new();
+    names(&Cli::command(), "", &mut pages);
     pages.sort();
     if json {
         output::json(&serde_json::json!({ "dir": dir.display().to_string(), "pages": pages }))?;

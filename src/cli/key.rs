@@ -57,7 +57,9 @@ pub struct RemoveArgs {
 pub struct KdfArgs {
     /// Memory Argon2id needs to turn the passphrase into a key: each guess
     /// costs an attacker this much, and the machine that opens the
-    /// repository must have it free
+    /// repository must have it free. The default is fixed, never scaled up
+    /// to the machine making the key: a key made on a large server must
+    /// still open on a small NAS or in the 1 GiB rescue VM
     #[arg(long, default_value = "256M", value_name = "SIZE", value_parser = super::parse_size)]
     kdf_memory: u64,
 

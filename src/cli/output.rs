@@ -19,13 +19,13 @@ pub fn line(text: &str) {
     write_stdout(&printable(text));
 }
 
-/// A next step for a person, on stderr.
 /// Text platter generated itself (a completion script), on stdout as it
 /// is: its newlines and escapes are the point.
 pub fn verbatim(text: &str) {
     write_stdout(text);
 }
 
+/// A next step for a person, on stderr.
 pub fn hint(text: &str) {
     to_stderr(&format!("hint: {text}"));
 }

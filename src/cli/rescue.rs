@@ -13,8 +13,10 @@ use super::{Context, output};
 pub enum Command {
     Build(Box<BuildArgs>),
     /// On the medium: the banner, the clock check, and an unattended restore when its kernel command line asks for one (busybox init runs it once at boot)
+    #[command(hide = true)]
     Start,
     /// On the medium: the restore menu on the console it runs on (busybox init runs it on tty1 and ttyS0)
+    #[command(hide = true)]
     Menu,
 }
 

@@ -17,10 +17,9 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
-/// 256 MiB for every guess an attacker makes. The memory is fixed, never
-/// scaled up to the machine that makes the key: a key made on a large
-/// server must still open on a small NAS or in the 1 GiB rescue VM.
-pub const DEFAULT_MEMORY_KIB: u32 = 256 * 1024;
+/// One lane: the memory is what makes a guess costly (the command line's
+/// --kdf-memory, 256 MiB by default, fixed rather than scaled up to the
+/// machine making the key).
 pub const DEFAULT_PARALLELISM: u32 = 1;
 
 /// What unlocking should cost on the machine that makes a key, when the

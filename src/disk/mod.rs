@@ -19,5 +19,5 @@ pub use ioctl::set_read_only;
 pub use loop_attach::ReadOnlyLoop;
 pub use place::{FileId, Forbidden};
 pub use source::{Source, SourceIdentity};
-pub use sysfs::{block_dir, hardware_identity};
+pub use sysfs::{block_dir, hardware_identity, mounts_of_device};
 pub use target::{Target, TargetKind};

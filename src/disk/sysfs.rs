@@ -120,6 +120,15 @@ pub fn mounts_with_mode(dir: &Path, rdev: u64) -> Vec<(String, bool)> {
 /// bytes `span`, each with whether it is mounted read-write.
 pub fn mounts_with_mode_in(dir: &Path, rdev: u64, span: Span) -> Vec<(String, bool)> {
     let devices = device_and_partitions(dir, rdev, span);
+    // btrfs reports a device number of its own (0:N), so a mount is also
+    // known by its source, /dev/NAME, when NAME is the device or one of
+    // these partitions.
+    let names: Vec<String> = partitions_in(dir, span)
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(std::iter::once(dir))
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -132,7 +141,16 @@ pub fn mounts_with_mode_in(dir: &Path, rdev: u64, span: Span) -> Vec<(String, bo
             let (a, b) = majmin.split_once(':')?;
             let dev = (a.parse().ok()?, b.parse().ok()?);
             let rw = options.split(',').any(|o| o == "rw");
-            devices.contains(&dev).then(|| (unescape_mount(point), rw))
+            // After the optional fields: " - FSTYPE SOURCE SUPEROPTIONS".
+            let source = line
+                .split_once(" - ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1))
+                .map(unescape_mount);
+            let by_source = source
+                .as_deref()
+                .and_then(|s| s.strip_prefix("/dev/"))
+                .is_some_and(|name| names.iter().any(|n| n == name));
+            (devices.contains(&dev) || by_source).then(|| (unescape_mount(point), rw))
         })
         .collect()
 }

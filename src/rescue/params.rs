@@ -143,6 +143,15 @@ impl Params {
         Ok(words)
     }
 
+    /// The medium's volume id from a kernel command line, whatever else
+    /// it holds.
+    pub fn volume_id_in(cmdline: &str) -> Option<String> {
+        cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(PREFIX)?.strip_prefix("medium="))
+            .map(str::to_string)
+    }
+
     /// Reads the parameters from a kernel command line. Unattended mode
     /// needs all of its words; a medium with some but not all of them is
     /// an error (it would otherwise fall back to asking, which a mass

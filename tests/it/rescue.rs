@@ -173,6 +173,13 @@ impl Vm {
         }
     }
 
+    /// Types bytes on the serial console as they are (Ctrl-C is 0x03).
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let input = self.input.as_mut().unwrap();
+        input.write_all(bytes).unwrap();
+        input.flush().unwrap();
+    }
+
     /// Types a line on the serial console.
     fn send(&mut self, line: &str) {
         let input = self.input.as_mut().unwrap();
@@ -550,6 +557,29 @@ fn the_menu_restores_through_the_serial_console() {
         listing.contains("/backups/repo on /dev/vdb1 (xfs"),
         "{listing}"
     );
+    // Ctrl-C ends the menu (init starts it again): the device discovery
+    // made read-only in the kernel is writable again.
+    vm.send_raw(b"\x03");
+    at = vm.wait_for("Choice:", at);
+    vm.send("!");
+    at = vm.wait_for("rescue# ", at);
+    vm.send("echo ro is $(cat /sys/block/vdb/vdb1/ro) :end; exit");
+    at = vm.wait_for(" :end", at);
+    let said = vm.text()[..at].to_string();
+    assert!(
+        said.ends_with("ro is 0 :end"),
+        "after Ctrl-C: {}",
+        said.chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<String>()
+    );
+    at = vm.wait_for("Choice:", at);
+    vm.send("");
+    at = vm.wait_for("Repository number [1]:", at);
     vm.send("");
     at = vm.wait_for("Passphrase of the repository", at);
     vm.send("not it");

@@ -18,8 +18,6 @@ pub struct Archive<W: Write> {
     out: GzEncoder<W>,
     next_ino: u32,
     dirs: HashSet<String>,
-    /// Bytes of content before compression.
-    pub stored: u64,
 }
 
 fn failed(e: std::io::Error) -> Error {
@@ -35,7 +33,6 @@ impl<W: Write> Archive<W> {
             out: GzEncoder::new(out, Compression::new(6)),
             next_ino: 1,
             dirs: HashSet::new(),
-            stored: 0,
         }
     }
 
@@ -53,7 +50,6 @@ impl<W: Write> Archive<W> {
             .write(&mut self.out, size);
         writer.write_all(data).map_err(failed)?;
         writer.finish().map_err(failed)?;
-        self.stored += u64::from(size);
         Ok(())
     }
 

@@ -115,6 +115,15 @@ pub fn build(options: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildReport> 
     }
     fs::create_dir_all(&options.cache).map_err(|e| Error::io("create", &options.cache, e))?;
     let _cache = lock_cache(&options.cache, say)?;
+    // Holding the lock, anything half-made in the cache is a leftover of
+    // a build that was killed.
+    for dir in [
+        options.cache.clone(),
+        options.cache.join("debs"),
+        options.cache.join("trees"),
+    ] {
+        remove_partials(&dir);
+    }
     let stage = options
         .cache
         .join(format!(".stage.{}.partial", std::process::id()));
@@ -384,6 +393,21 @@ pub(super) fn read_regular(path: &Path, what: &str, limit: u64) -> Result<Vec<u8
         )));
     }
     fs::read(path).map_err(|e| Error::io(&format!("read the {what}"), path, e))
+}
+
+/// Removes the `*.partial` files and folders in `dir`.
+fn remove_partials(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().ends_with(".partial") {
+            continue;
+        }
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+    }
 }
 
 /// Holds the cache for this build: two builds unpacking into one cache

@@ -16,9 +16,6 @@ pub struct Failed {
     pub message: String,
 }
 
-/// Wrong passphrase (`ErrorKind::WrongPassphrase`'s exit code).
-pub const WRONG_PASSPHRASE: i32 = 8;
-
 pub struct Platter {
     exe: PathBuf,
     repo: String,
@@ -31,7 +28,7 @@ pub struct Platter {
 impl Platter {
     pub fn new(repo: &str) -> Platter {
         Platter {
-            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/platter")),
+            exe: own_binary(),
             repo: repo.to_string(),
             passphrase: None,
             passphrase_file: None,
@@ -84,16 +81,7 @@ impl Platter {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let mut command = self.command(&all);
-        // SAFETY: setsid() is async-signal-safe and touches no memory of
-        // this process. In a session of its own the child has no terminal
-        // to ask a passphrase on, so a missing one is an error the menu
-        // reads (and then asks itself), never a prompt nobody sees.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        detach(&mut command);
         let out = command
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -123,9 +111,45 @@ impl Platter {
     /// Runs a command on this console (its progress and messages shown);
     /// its exit code.
     pub fn shown(&self, args: &[&str]) -> i32 {
-        match self.command(args).status() {
-            Ok(status) => status.code().unwrap_or(1),
-            Err(_) => 1,
-        }
+        exit_code(self.command(args).status())
     }
+
+    /// Like `shown`, with nobody to answer: no input and no terminal to
+    /// ask a passphrase on (the unattended restore).
+    pub fn shown_unattended(&self, args: &[&str]) -> i32 {
+        let mut command = self.command(args);
+        detach(&mut command);
+        exit_code(command.stdin(Stdio::null()).status())
+    }
+
+    /// `platter inspect DEVICE` on this console (needs no repository).
+    pub fn inspect(device: &std::path::Path) {
+        let _ = Command::new(own_binary())
+            .arg("inspect")
+            .arg(device)
+            .status();
+    }
+}
+
+/// The platter binary running now (the medium's /bin/platter).
+fn own_binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/platter"))
+}
+
+/// Starts the child in a session of its own: it has no terminal to ask a
+/// passphrase on, so a missing one is an error the caller reads (the menu
+/// then asks itself), never a prompt nobody sees.
+fn detach(command: &mut Command) {
+    // SAFETY: setsid() is async-signal-safe and touches no memory of this
+    // process; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
+    status.ok().and_then(|s| s.code()).unwrap_or(1)
 }

@@ -66,10 +66,7 @@ impl Discovery {
         let mut discovery = Discovery::default();
         let mut found = Vec::new();
         let _ = fs::create_dir_all(MOUNTS);
-        for disk in disks
-            .iter()
-            .filter(|d| !d.is_medium && !d.name.starts_with("sr"))
-        {
+        for disk in disks.iter().filter(|d| !d.is_medium && !d.is_cd_drive()) {
             let devices: Vec<String> = if disk.partitions.is_empty() {
                 vec![disk.name.clone()]
             } else {

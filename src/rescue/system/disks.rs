@@ -19,11 +19,23 @@ pub struct Disk {
     pub read_only: bool,
     /// Holds the medium this system booted from.
     pub is_medium: bool,
+    /// It, or a partition of it, is mounted (the repository's filesystem,
+    /// or something mounted in the shell): never a target.
+    pub mounted: bool,
     /// Partitions, by kernel name (sda1, nvme0n1p2), in sysfs order.
     pub partitions: Vec<String>,
 }
 
+/// Kernel names of CD drives (sr0): never searched, never a target.
+fn is_cd_name(name: &str) -> bool {
+    name.starts_with("sr")
+}
+
 impl Disk {
+    pub fn is_cd_drive(&self) -> bool {
+        is_cd_name(&self.name)
+    }
+
     pub fn path(&self) -> PathBuf {
         Path::new("/dev").join(&self.name)
     }
@@ -53,6 +65,8 @@ impl Disk {
             line.push_str("  [this rescue medium]");
         } else if self.read_only {
             line.push_str("  [read-only]");
+        } else if self.mounted {
+            line.push_str("  [mounted]");
         }
         line
     }
@@ -64,6 +78,16 @@ fn is_virtual(name: &str) -> bool {
     ["loop", "ram", "zram", "dm-", "md", "nbd"]
         .iter()
         .any(|p| name.starts_with(p))
+        || is_nvme_path(name)
+}
+
+/// A hidden path of a multipath NVMe namespace (nvme0c0n1): the disk is
+/// nvme0n1.
+fn is_nvme_path(name: &str) -> bool {
+    name.strip_prefix("nvme").is_some_and(|rest| {
+        let mut parts = rest.split(['c', 'n']);
+        rest.contains('c') && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Every disk, with `volume_id` (from the kernel command line) marking
@@ -85,7 +109,7 @@ pub fn list(volume_id: Option<&str>) -> Vec<Disk> {
                 .and_then(|t| t.trim().parse::<u64>().ok())
         };
         let size = number("size").unwrap_or(0).saturating_mul(512);
-        if size == 0 && !name.starts_with("sr") {
+        if size == 0 && !is_cd_name(&name) {
             // An empty card reader slot.
             continue;
         }
@@ -100,14 +124,22 @@ pub fn list(volume_id: Option<&str>) -> Vec<Disk> {
         partitions.sort_by_key(|p| (p.len(), p.clone()));
         let path = Path::new("/dev").join(&name);
         let is_medium = volume_id.is_some_and(|id| read_volume_id(&path).as_deref() == Some(id));
+        let mounted = fs::read_to_string(dir.join("dev"))
+            .ok()
+            .and_then(|t| {
+                let (a, b) = t.trim().split_once(':')?;
+                Some(libc::makedev(a.parse().ok()?, b.parse().ok()?))
+            })
+            .is_some_and(|rdev| !crate::disk::mounts_of_device(&dir, rdev).is_empty());
         disks.push(Disk {
-            read_only: name.starts_with("sr") || number("ro") == Some(1),
+            read_only: is_cd_name(&name) || number("ro") == Some(1),
             name,
             size,
             model,
             serial,
             wwn,
             is_medium,
+            mounted,
             partitions,
         });
     }
@@ -156,5 +188,6 @@ mod tests {
     fn loop_and_ram_devices_are_not_disks() {
         assert!(is_virtual("loop3") && is_virtual("ram0") && is_virtual("dm-1"));
         assert!(!is_virtual("sda") && !is_virtual("nvme0n1") && !is_virtual("vdb"));
+        assert!(is_virtual("nvme0c0n1") && !is_virtual("nvme1n2"));
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::child::{Platter, WRONG_PASSPHRASE};
+use super::child::Platter;
 use super::console::{Answer, Console};
 use super::discover::{Discovery, Found};
 use super::disks;
@@ -45,17 +45,12 @@ pub fn session(console: &Console, params: &Params) -> End {
     for disk in &disks {
         console.say(&format!("  {}", disk.describe()));
     }
-    for disk in disks
-        .iter()
-        .filter(|d| !d.is_medium && !d.name.starts_with("sr"))
-    {
+    if params.volume_id.is_some() && !disks.iter().any(|d| d.is_medium) {
+        console.say("WARNING: the disk this medium booted from is not among these (it was not recognised by its volume id): make sure you do not choose it as the target.");
+    }
+    for disk in disks.iter().filter(|d| !d.is_medium && !d.is_cd_drive()) {
         console.say(&format!("-- {}:", disk.name));
-        let _ = std::process::Command::new(
-            std::env::current_exe().unwrap_or_else(|_| "/bin/platter".into()),
-        )
-        .arg("inspect")
-        .arg(disk.path())
-        .status();
+        Platter::inspect(&disk.path());
     }
     console.say(
         "Enter: look for repositories on these disks; or type a repository's path or s3: URL.",
@@ -121,6 +116,8 @@ pub fn session(console: &Console, params: &Params) -> End {
         };
         let unsearched = if discovery.unreadable.contains(&disk.name) {
             "  (holds a filesystem this medium could not search: it may hold backups)"
+        } else if found.iter().any(|f| f.disk == disk.name) {
+            "  (holds another repository)"
         } else {
             ""
         };
@@ -141,6 +138,9 @@ pub fn session(console: &Console, params: &Params) -> End {
         "EVERYTHING ON {} WILL BE REPLACED by snapshot {snapshot}.",
         target.describe()
     ));
+    if target.identity().is_none() {
+        console.say("This disk reports no serial number or WWN: only its size can be checked again before writing.");
+    }
     let typed = ask_or_end!(
         console,
         &format!("Type {} to go on (anything else goes back):", target.name)
@@ -271,7 +271,7 @@ fn unlock(console: &Console, platter: &mut Platter) -> Option<Vec<serde_json::Va
             }
             Err(failed)
                 if failed.message.contains("passphrase")
-                    || failed.exit_code == WRONG_PASSPHRASE =>
+                    || failed.exit_code == crate::ErrorKind::WrongPassphrase.exit_code() =>
             {
                 if asked {
                     console.say(&failed.message);
@@ -306,10 +306,8 @@ fn choose_snapshot(
     }
     platter.shown(&["snapshots"]);
     let newest = list.last()?["id"].as_str()?.to_string();
-    let Answer::Line(typed) = console.ask(&format!(
-        "Snapshot to restore [{}]:",
-        &newest[..newest.len().min(8)]
-    )) else {
+    let short: String = newest.chars().take(8).collect();
+    let Answer::Line(typed) = console.ask(&format!("Snapshot to restore [{short}]:")) else {
         return None;
     };
     if typed.is_empty() {

@@ -19,15 +19,19 @@ use crate::rescue::params::{Params, Then};
 
 /// The medium's parameters; anywhere but on a medium, an error.
 fn on_medium() -> Result<Params> {
+    Params::parse(&cmdline()?)
+}
+
+/// The kernel command line, on a medium; anywhere else an error.
+fn cmdline() -> Result<String> {
     if !Path::new(RELEASE_FILE).exists() {
         return Err(Error::unsupported(
             "this runs only on the rescue medium (it looks at every disk and reboots the machine)",
         )
         .hint("build a medium with `platter rescue build rescue.iso` and boot it"));
     }
-    let cmdline = std::fs::read_to_string("/proc/cmdline")
-        .map_err(|e| Error::io("read", Path::new("/proc/cmdline"), e))?;
-    Params::parse(&cmdline)
+    std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| Error::io("read", Path::new("/proc/cmdline"), e))
 }
 
 /// Once at boot: the banner, the clock, and the unattended restore.
@@ -64,7 +68,13 @@ pub fn start() -> Result<()> {
 
 /// The menu on the console it is started on, pass after pass.
 pub fn menu() -> Result<()> {
-    let params = on_medium()?;
+    // The menu needs only the volume id: unattended words someone edited
+    // into a bad shape at the boot prompt must not keep it from starting
+    // (`start` reports them).
+    let params = Params {
+        volume_id: Params::volume_id_in(&cmdline()?),
+        unattended: None,
+    };
     let console = console::Console::here();
     loop {
         let end = menu::session(&console, &params);

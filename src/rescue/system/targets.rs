@@ -4,12 +4,16 @@
 use super::disks::Disk;
 
 /// Disks a restore may write: not the medium, not a CD drive or a
-/// read-only disk, and not a disk holding the repository (a repository on
-/// one partition rules out the whole disk).
+/// read-only disk, not a disk holding the repository (a repository on one
+/// partition rules out the whole disk), and not a disk with anything
+/// mounted (which also catches the repository's filesystem when sysfs
+/// cannot name its disk, as with btrfs).
 pub fn candidates<'a>(disks: &'a [Disk], repo_disk: Option<&str>) -> Vec<&'a Disk> {
     disks
         .iter()
-        .filter(|d| !d.is_medium && !d.read_only && Some(d.name.as_str()) != repo_disk)
+        .filter(|d| {
+            !d.is_medium && !d.read_only && !d.mounted && Some(d.name.as_str()) != repo_disk
+        })
         .collect()
 }
 
@@ -48,17 +52,21 @@ mod tests {
             wwn: None,
             read_only: ro,
             is_medium: medium,
+            mounted: false,
             partitions: Vec::new(),
         }
     }
 
     #[test]
     fn the_medium_the_repository_disk_and_cd_drives_are_never_targets() {
+        let mut mounted = disk("sdd", false, false);
+        mounted.mounted = true;
         let disks = [
             disk("sda", true, false),
             disk("sdb", false, false),
             disk("sdc", false, false),
             disk("sr0", false, true),
+            mounted,
         ];
         let names: Vec<&str> = candidates(&disks, Some("sdb"))
             .iter()

@@ -30,6 +30,12 @@ pub fn run(u: &Unattended, volume_id: Option<&str>) -> Result<()> {
             TargetChoice::Size(n) => format!("size {n} bytes"),
         }
     ));
+    if volume_id.is_some() && !disks::list(volume_id).iter().any(|d| d.is_medium) {
+        return Err(Error::not_found(
+            "the disk this medium booted from is not among the disks (not recognised by its volume id)",
+        )
+        .hint("an unattended restore does not choose a target without knowing which disk to avoid: boot the medium itself (not a copy inside another boot loader), or restore from the menu"));
+    }
     let began = Instant::now();
     let (disks, discovery, found) = loop {
         let disks = disks::list(volume_id);
@@ -105,7 +111,7 @@ pub fn run(u: &Unattended, volume_id: Option<&str>) -> Result<()> {
     }
     let args = targets::restore_args(&u.snapshot, target, u.grow);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let code = platter.shown(&args);
+    let code = platter.shown_unattended(&args);
     drop(discovery);
     if code != 0 {
         return Err(Error::new(

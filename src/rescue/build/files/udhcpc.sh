@@ -14,11 +14,14 @@ case "$1" in
                 break
             done
         fi
-        : >/etc/resolv.conf
-        [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
-        for server in $dns; do
-            echo "nameserver $server" >>/etc/resolv.conf
-        done
+        # A card given no name servers keeps another card's.
+        if [ -n "$dns" ]; then
+            : >/etc/resolv.conf
+            [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
+            for server in $dns; do
+                echo "nameserver $server" >>/etc/resolv.conf
+            done
+        fi
         ;;
 esac
 exit 0
