@@ -126,7 +126,7 @@ END {
         r = ratio("platterenc", a[q])
         if (r != "") check("encrypted " a[q] " within 15% of plain", r + 0 <= 1.15, sprintf("%s s vs %s s = +%.0f%%", f2(w("platterenc", a[q])), f2(w("platter", a[q])), 100 * (r - 1)), a[q])
     }
-    if (okp("platterenc", "unlock")) printf "- unlocking with the default Argon2id (256 MiB, 3 passes): %s s per command (`platter snapshots` on an empty repository)\n", f2(w("platterenc", "unlock"))
+    if (okp("platterenc", "unlock")) printf "- unlocking with the default Argon2id (256 MiB, passes calibrated at init): %s s per command (`platter snapshots` on an empty repository)\n", f2(w("platterenc", "unlock"))
     m = peak("platter"); m16 = (big == 1) ? peak("platter16") : ""
     mm = m; if (m16 != "" && m16 != "FAILED" && (m == "FAILED" || m16 + 0 > mm + 0)) mm = m16
     check("peak RSS <= 100 MiB", (mm == "" || mm == "FAILED") ? "" : mm + 0 <= 100, sprintf("4 GiB: %s%s", (m == "" || m == "FAILED") ? "no data" : m " MiB", big == 1 ? ", 16 GiB: " m16 " MiB" : ""))
