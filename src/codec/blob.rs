@@ -4,7 +4,7 @@
 
 use crate::codec::ChunkId;
 use crate::codec::compress::{self, Compression, Encoded};
-use crate::codec::seal::Sealing;
+use crate::codec::seal::{NONCE_LEN, Sealing};
 use crate::error::Result;
 
 /// Buffers `store` reuses between chunks; they only grow.
@@ -46,16 +46,25 @@ pub fn store(
     plain: &[u8],
     scratch: &mut Scratch,
 ) -> Result<Blob> {
-    let packed = compress::encode(compression, plain, &mut scratch.packed);
     if !sealing.is_encrypted() {
+        let packed = compress::encode(compression, plain, &mut scratch.packed);
         return Ok(Blob {
             how: packed.how,
             len: packed.len,
             sealed: false,
         });
     }
-    let bytes = packed.bytes(plain, &scratch.packed);
-    let len = sealing.seal_reusing(&id.0, bytes, &mut scratch.sealed)?;
+    // Compressed straight to where the seal wants it, after the nonce,
+    // and sealed in place: no copy of what was compressed.
+    let buf = &mut scratch.sealed;
+    let packed = compress::encode_at(compression, plain, buf, NONCE_LEN);
+    if packed.how == Encoded::Raw {
+        if buf.len() < NONCE_LEN + plain.len() {
+            buf.resize(NONCE_LEN + plain.len(), 0);
+        }
+        buf[NONCE_LEN..NONCE_LEN + plain.len()].copy_from_slice(plain);
+    }
+    let len = sealing.seal_prepared(&id.0, buf, packed.len)?;
     Ok(Blob {
         how: packed.how,
         len,

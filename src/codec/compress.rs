@@ -64,20 +64,16 @@ pub struct Stored {
     pub len: usize,
 }
 
-impl Stored {
-    /// The stored bytes, given the chunk and the scratch `encode` used.
-    pub fn bytes<'a>(&self, plain: &'a [u8], scratch: &'a [u8]) -> &'a [u8] {
-        match self.how {
-            Encoded::Raw => plain,
-            Encoded::Lz4 => &scratch[..self.len],
-        }
-    }
-}
-
 /// Encodes `plain`, using `scratch` for compressed output. Incompressible
 /// data is never copied. `scratch` is reused between chunks and only grows,
 /// so the hot path neither allocates nor zero-fills.
 pub fn encode(setting: Compression, plain: &[u8], scratch: &mut Vec<u8>) -> Stored {
+    encode_at(setting, plain, scratch, 0)
+}
+
+/// Like [`encode`], with the compressed bytes at `scratch[at..]`, room
+/// for a seal's nonce before them (those bytes may be scribbled on).
+pub fn encode_at(setting: Compression, plain: &[u8], scratch: &mut Vec<u8>, at: usize) -> Stored {
     let raw = Stored {
         how: Encoded::Raw,
         len: plain.len(),
@@ -87,9 +83,9 @@ pub fn encode(setting: Compression, plain: &[u8], scratch: &mut Vec<u8>) -> Stor
     }
     grow(
         scratch,
-        lz4_flex::block::get_maximum_output_size(plain.len()),
+        at + lz4_flex::block::get_maximum_output_size(plain.len()),
     );
-    match lz4_flex::block::compress_into(plain, scratch) {
+    match lz4_flex::block::compress_into(plain, &mut scratch[at..]) {
         Ok(n) if n < plain.len() - (plain.len() >> MIN_SAVING_SHIFT) => Stored {
             how: Encoded::Lz4,
             len: n,
@@ -159,8 +155,13 @@ mod tests {
         assert_eq!(stored.how, Encoded::Lz4);
         assert!(stored.len < plain.len() / 4);
         let mut back = vec![0; plain.len()];
-        decode(Encoded::Lz4, stored.bytes(&plain, &scratch), &mut back).unwrap();
+        decode(Encoded::Lz4, &scratch[..stored.len], &mut back).unwrap();
         assert_eq!(back, plain);
+        // At an offset (after a seal's nonce): the same bytes, later.
+        let mut shifted = vec![0xAA; 12];
+        let at = encode_at(Compression::Lz4, &plain, &mut shifted, 12);
+        assert_eq!(at, stored);
+        assert_eq!(&shifted[12..12 + at.len], &scratch[..stored.len]);
     }
 
     #[test]
@@ -177,7 +178,7 @@ mod tests {
         let mut scratch = Vec::new();
         let stored = encode(Compression::Lz4, &plain, &mut scratch);
         assert_eq!(stored.how, Encoded::Raw);
-        assert_eq!(stored.bytes(&plain, &scratch), &plain[..]);
+        assert_eq!(stored.len, plain.len());
     }
 
     #[test]

@@ -129,16 +129,17 @@ impl Sealing {
 
     /// Seals `plain` for `place` into `out` (replacing its contents).
     pub fn seal(&self, place: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let len = self.seal_reusing(place, plain, out)?;
+        let len = seal_with(&self.cipher(place)?, place, plain, out)?;
         out.truncate(len);
         Ok(())
     }
 
-    /// Seals `plain` for `place` into the start of `buf`, which only
-    /// grows (so a buffer reused for every chunk is not zero-filled each
-    /// time); returns the sealed length.
-    pub fn seal_reusing(&self, place: &[u8], plain: &[u8], buf: &mut Vec<u8>) -> Result<usize> {
-        seal_with(&self.cipher(place)?, place, plain, buf)
+    /// Seals the `len` plain bytes the caller put at `buf[NONCE_LEN..]`
+    /// for `place`, in place: the nonce goes before them and the tag after
+    /// (`buf` grows for it). The sealed blob is `buf[..returned length]`.
+    /// Saves copying what was compressed straight into `buf`.
+    pub fn seal_prepared(&self, place: &[u8], buf: &mut Vec<u8>, len: usize) -> Result<usize> {
+        seal_in_buffer(&self.cipher(place)?, place, buf, len)
     }
 
     /// Opens a sealed blob of `place` into `out`, which must be exactly the
@@ -174,11 +175,26 @@ fn seal_with(cipher: &LessSafeKey, aad: &[u8], plain: &[u8], buf: &mut Vec<u8>) 
     if buf.len() < len {
         buf.resize(len, 0);
     }
+    buf[NONCE_LEN..NONCE_LEN + plain.len()].copy_from_slice(plain);
+    seal_in_buffer(cipher, aad, buf, plain.len())
+}
+
+/// Seals the `body_len` bytes at `buf[NONCE_LEN..]` in place, with a fresh
+/// nonce before them and the tag after; returns the sealed length.
+fn seal_in_buffer(
+    cipher: &LessSafeKey,
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+    body_len: usize,
+) -> Result<usize> {
+    let len = body_len + SEAL_OVERHEAD;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
     let (nonce, rest) = buf[..len].split_at_mut(NONCE_LEN);
     random(nonce)?;
     let nonce = nonce_of(nonce)?;
-    let (body, tag_out) = rest.split_at_mut(plain.len());
-    body.copy_from_slice(plain);
+    let (body, tag_out) = rest.split_at_mut(body_len);
     let tag = cipher
         .seal_in_place_separate_tag(nonce, Aad::from(aad), body)
         .map_err(|_| Error::internal("blob too large to seal"))?;
