@@ -173,6 +173,26 @@ pub fn remove_leftovers_of_dead(dir: &std::path::Path, prefix: &str, kind: Lefto
     }
 }
 
+/// `program` found in PATH, else an error naming the Debian package.
+pub fn find_program(program: &str, package: &str) -> crate::error::Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            crate::error::Error::not_found(format!(
+                "{program} is not installed (not found in PATH)"
+            ))
+            .hint(format!("install it: apt-get install {package}"))
+        })
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -59,6 +59,14 @@ pub fn man(json: bool, args: ManArgs) -> platter::Result<bool> {
                 .hint("name the folder the pages go into, e.g. /usr/local/share/man/man1"),
         );
     }
+    if let Some(repo) = platter::repo::footprint::repository_around(dir) {
+        return Err(Error::bad_input(format!(
+            "{} is inside the platter repository {}",
+            dir.display(),
+            repo.display()
+        ))
+        .hint("write the pages into a manual folder, e.g. /usr/local/share/man/man1"));
+    }
     clap_mangen::generate_to(Cli::command(), dir)
         .map_err(|e| Error::io("write the manual pages into", dir, e))?;
     // The pages written, named as clap_mangen names them: one per command

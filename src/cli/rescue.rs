@@ -51,7 +51,7 @@ platter rescue build rescue.iso\n  \
 dd if=rescue.iso of=/dev/sdX bs=4M conv=fsync     (write it to a USB stick)\n  \
 platter rescue build mass.iso --unattended --repo-path /backups/repo --target size:256060514304 --passphrase-file pass.txt --then poweroff")]
 pub struct BuildArgs {
-    /// The image file to write (a new file; --force replaces one)
+    /// The image file to write (a new file; --force replaces one; never inside a repository)
     out: PathBuf,
 
     /// The platter binary to put inside (statically linked); default this one

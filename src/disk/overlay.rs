@@ -33,24 +33,6 @@ pub struct OverlayInfo {
     pub actual_size: u64,
 }
 
-/// `program` found in PATH, else an error naming the Debian package.
-pub fn find_program(program: &str, package: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| {
-            Error::not_found(format!("{program} is not installed (not found in PATH)"))
-                .hint(format!("install it: apt-get install {package}"))
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Creates a qcow2 overlay at `overlay` whose backing file is the raw image
 /// `backing`: reads fall through to it, writes stay in the overlay.
 pub fn create(backing: &Path, overlay: &Path) -> Result<()> {
@@ -183,7 +165,7 @@ pub fn commit_into(overlay: &Path, target: &Path, target_is_device: bool) -> Res
 /// when the thread that started it ends).
 fn qemu_img() -> Result<Command> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(find_program("qemu-img", QEMU_IMG_PACKAGE)?);
+    let mut cmd = Command::new(crate::os::find_program("qemu-img", QEMU_IMG_PACKAGE)?);
     // SAFETY: prctl is async-signal-safe and touches no memory of the
     // parent; it runs in the child between fork and exec.
     unsafe {

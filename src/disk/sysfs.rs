@@ -87,16 +87,21 @@ fn partitions_in(dir: &Path, span: Span) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Device numbers of the device and of those of its partitions that show
-/// some of its bytes `span`.
-fn device_and_partitions(dir: &Path, rdev: u64, span: Span) -> Vec<(u32, u32)> {
-    let mut out = vec![(libc::major(rdev), libc::minor(rdev))];
+/// Device numbers and kernel names of the device and of those of its
+/// partitions that show some of its bytes `span`.
+fn device_and_partitions(dir: &Path, rdev: u64, span: Span) -> Vec<((u32, u32), String)> {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = vec![((libc::major(rdev), libc::minor(rdev)), name(dir))];
     for sub in partitions_in(dir, span) {
         if let Some(dev) = read_trimmed(&sub.join("dev"))
             && let Some((a, b)) = dev.split_once(':')
             && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
         {
-            out.push((a, b));
+            out.push(((a, b), name(&sub)));
         }
     }
     out
@@ -119,16 +124,10 @@ pub fn mounts_with_mode(dir: &Path, rdev: u64) -> Vec<(String, bool)> {
 /// Mount points of the device or of its partitions that show some of its
 /// bytes `span`, each with whether it is mounted read-write.
 pub fn mounts_with_mode_in(dir: &Path, rdev: u64, span: Span) -> Vec<(String, bool)> {
-    let devices = device_and_partitions(dir, rdev, span);
     // btrfs reports a device number of its own (0:N), so a mount is also
     // known by its source, /dev/NAME, when NAME is the device or one of
     // these partitions.
-    let names: Vec<String> = partitions_in(dir, span)
-        .iter()
-        .map(PathBuf::as_path)
-        .chain(std::iter::once(dir))
-        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
-        .collect();
+    let devices = device_and_partitions(dir, rdev, span);
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -146,11 +145,14 @@ pub fn mounts_with_mode_in(dir: &Path, rdev: u64, span: Span) -> Vec<(String, bo
                 .split_once(" - ")
                 .and_then(|(_, rest)| rest.split(' ').nth(1))
                 .map(unescape_mount);
-            let by_source = source
+            let source = source
                 .as_deref()
                 .and_then(|s| s.strip_prefix("/dev/"))
-                .is_some_and(|name| names.iter().any(|n| n == name));
-            (devices.contains(&dev) || by_source).then(|| (unescape_mount(point), rw))
+                .filter(|name| !name.is_empty());
+            devices
+                .iter()
+                .any(|(number, name)| *number == dev || Some(name.as_str()) == source)
+                .then(|| (unescape_mount(point), rw))
         })
         .collect()
 }

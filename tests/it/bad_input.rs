@@ -233,3 +233,46 @@ fn an_empty_expected_serial_is_refused() {
         .refused(2, "--expect-serial is empty");
     assert!(!target.exists());
 }
+
+// Pins: `rescue build` and `man` never write into a repository: `rescue build REPO/config --force` replaced the repository's config (it then no longer opened), and a cache inside one added folders to it.
+#[test]
+fn rescue_images_caches_and_man_pages_stay_out_of_repositories() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.repo.join("config");
+    let before = std::fs::read(&config).unwrap();
+    let cache = sandbox.path("cache");
+    sandbox
+        .run([
+            "rescue",
+            "build",
+            config.to_str().unwrap(),
+            "--force",
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+        .refused(2, "inside the platter repository");
+    let inner_cache = sandbox.repo.join("cache");
+    let image = sandbox.path("rescue.iso");
+    sandbox
+        .run([
+            "rescue",
+            "build",
+            image.to_str().unwrap(),
+            "--cache",
+            inner_cache.to_str().unwrap(),
+        ])
+        .refused(2, "inside the platter repository");
+    let data = sandbox.repo.join("data");
+    sandbox
+        .run(["man", data.to_str().unwrap()])
+        .refused(2, "inside the platter repository");
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+    assert!(!inner_cache.exists() && !cache.exists() && !image.exists());
+    assert!(
+        !std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".1"))
+    );
+    sandbox.run(["snapshots"]).ok();
+}

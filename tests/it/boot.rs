@@ -4,10 +4,6 @@
 //! `sgdisk -v` (GPT), and booted headless in QEMU with the software CPU
 //! until the guest prints its marker on the serial console.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
-
 use crate::it::common::*;
 
 const NEEDS: &[&str] = &[
@@ -22,26 +18,6 @@ const NEEDS: &[&str] = &[
     "cpio",
     "apt-get",
 ];
-
-/// Boots `image` with `firmware` ("bios" or "uefi"); panics unless the
-/// marker appears. Returns the boot-check line (result and seconds).
-fn boots(image: &Path, firmware: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/boot/boot-check.sh");
-    let started = Instant::now();
-    let out = Command::new(script)
-        .arg(image)
-        .arg(firmware)
-        .output()
-        .expect("cannot run boot-check.sh");
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success(),
-        "{} did not boot ({firmware}): {line}\n{}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("{line} (wall {:.1}s)", started.elapsed().as_secs_f64())
-}
 
 fn round_trip(test: &str, fixture: &str, firmware: &str, gpt: bool) {
     if !have(test, NEEDS) {

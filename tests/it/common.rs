@@ -1004,3 +1004,23 @@ pub fn boot_fixtures() -> &'static Path {
         dir
     })
 }
+
+/// Boots `image` with `firmware` ("bios" or "uefi"); panics unless the
+/// marker appears. Returns the boot-check line (result and seconds).
+pub fn boots(image: &Path, firmware: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/boot/boot-check.sh");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(script)
+        .arg(image)
+        .arg(firmware)
+        .output()
+        .expect("cannot run boot-check.sh");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{} did not boot ({firmware}): {line}\n{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("{line} (wall {:.1}s)", started.elapsed().as_secs_f64())
+}

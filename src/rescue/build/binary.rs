@@ -49,7 +49,7 @@ pub fn prepare(path: &Path, scratch: &Path) -> Result<(Vec<u8>, bool)> {
     // A platter binary is tens of MiB; 1 GiB is far past any.
     let bytes = super::read_regular(path, "platter binary", 1 << 30)?;
     check_static(path, &bytes)?;
-    if !super::host::on_path("strip") {
+    if crate::os::find_program("strip", "binutils").is_err() {
         return Ok((bytes, false));
     }
     let out = scratch.join("platter.stripped");

@@ -19,17 +19,6 @@ const NEEDED: &[(&str, &str)] = &[
     ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
 ];
 
-/// Whether `program` is an executable on PATH.
-pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(dir.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
-
 /// Refuses to start when a host tool is missing, naming every one and the
 /// command that installs them.
 pub fn check_tools() -> Result<()> {
@@ -38,7 +27,7 @@ pub fn check_tools() -> Result<()> {
         let there = if what.starts_with('/') {
             Path::new(what).is_dir()
         } else {
-            on_path(what)
+            crate::os::find_program(what, package).is_ok()
         };
         if !there {
             missing.push((what, package));
@@ -63,15 +52,15 @@ pub fn check_tools() -> Result<()> {
     )))
 }
 
-/// Runs `command` to its end; a failure names `what` and the last lines
-/// it printed.
-pub fn run(what: &str, command: &mut Command) -> Result<String> {
+/// Runs `command` to its end and returns what it printed; a failure
+/// names `what` and the last lines it said.
+pub fn output(what: &str, command: &mut Command) -> Result<Vec<u8>> {
     let out = command
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start {what}: {e}")))?;
     if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        return Ok(out.stdout);
     }
     let said = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = said.lines().rev().take(6).collect();
@@ -80,4 +69,9 @@ pub fn run(what: &str, command: &mut Command) -> Result<String> {
         ErrorKind::Io,
         format!("{what} failed ({}): {}", out.status, tail.join(" / ")),
     ))
+}
+
+/// Like [`output`], as text.
+pub fn run(what: &str, command: &mut Command) -> Result<String> {
+    output(what, command).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -77,6 +77,8 @@ pub fn default_cache() -> Option<PathBuf> {
 pub fn build(options: &BuildOptions, say: &dyn Fn(&str)) -> Result<BuildReport> {
     let began = Instant::now();
     check_out(&options.out, options.force)?;
+    outside_repositories(&options.out, "image")?;
+    outside_repositories(&options.cache, "cache")?;
     host::check_tools()?;
     let passphrase = options
         .passphrase_file
@@ -341,6 +343,25 @@ fn check_out(out: &Path, force: bool) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Refuses `path` (which need not exist yet) when it lies in a platter
+/// repository: the image or the cache would add files to it, and --force
+/// could replace one of its own.
+fn outside_repositories(path: &Path, what: &str) -> Result<()> {
+    let existing = path
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && a.exists())
+        .unwrap_or(Path::new("."));
+    match crate::repo::footprint::repository_around(existing) {
+        Some(repo) => Err(Error::bad_input(format!(
+            "{what} {} is inside the platter repository {}",
+            path.display(),
+            repo.display()
+        ))
+        .hint("put it outside every repository; nothing was written")),
+        None => Ok(()),
+    }
 }
 
 fn partial_name(out: &Path) -> PathBuf {

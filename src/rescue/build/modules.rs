@@ -8,11 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use object::{Object, ObjectSection};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// Modules wanted on the medium, with what each is for. A module the
 /// kernel has built in needs no file; one the kernel lacks is reported.
@@ -234,26 +234,11 @@ fn uncompressed(path: &Path) -> Result<Vec<u8>> {
     let Some(tool) = tool else {
         return fs::read(path).map_err(|e| Error::io("read", path, e));
     };
-    let out = Command::new(tool)
-        .arg("-dc")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("cannot run {tool} to unpack {name}: {e}"),
-            )
-            .hint(format!("install {tool}"))
-        })?;
-    if !out.status.success() {
-        return Err(Error::corrupt(format!(
-            "{tool} could not unpack {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(out.stdout)
+    super::host::output(
+        &format!("{tool} -dc {name}"),
+        Command::new(tool).arg("-dc").arg(path),
+    )
+    .map_err(|e| e.hint(format!("is {tool} installed, and the package cache whole?")))
 }
 
 /// The modules a module depends on, and those it names as soft
