@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             .parent
             .map_or("none (full backup)".to_string(), |p| p.prefix(8));
         output::line(&format!(
-            "snapshot {} of {} ({}): read {}, skipped {} free, added {} in {} new of {} chunks \
+            "snapshot {} of {} ({}): read {}, skipped {} free, added {} in {} new{} of {} chunks \
              ({} unchanged, {} deduplicated, {} zero), parent {}, {:.1}s",
             snap.short_id(),
             snap.source.path,
@@ -89,6 +89,15 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
             output::bytes(s.bytes_free),
             output::bytes(s.bytes_new),
             s.chunks_new,
+            if s.chunks_delta > 0 {
+                format!(
+                    " ({} as changed pages over {} of the parent's, read back)",
+                    s.chunks_delta,
+                    output::bytes(s.bytes_base_read)
+                )
+            } else {
+                String::new()
+            },
             s.chunks,
             s.chunks_unchanged,
             s.chunks_dedup,
@@ -107,12 +116,14 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
 /// the JSON has always had them.
 #[derive(serde::Serialize)]
 struct BackupReport<'a> {
+    bytes_base_read: u64,
     bytes_free: u64,
     bytes_new: u64,
     bytes_new_plain: u64,
     bytes_read: u64,
     chunks: u64,
     chunks_dedup: u64,
+    chunks_delta: u64,
     chunks_free: u64,
     chunks_hole: u64,
     chunks_new: u64,
@@ -132,12 +143,14 @@ impl<'a> BackupReport<'a> {
     fn new(snap: &'a Snapshot) -> BackupReport<'a> {
         let s = &snap.stats;
         BackupReport {
+            bytes_base_read: s.bytes_base_read,
             bytes_free: s.bytes_free,
             bytes_new: s.bytes_new,
             bytes_new_plain: s.bytes_new_plain,
             bytes_read: s.bytes_read,
             chunks: s.chunks,
             chunks_dedup: s.chunks_dedup,
+            chunks_delta: s.chunks_delta,
             chunks_free: s.chunks_free,
             chunks_hole: s.chunks_hole,
             chunks_new: s.chunks_new,

@@ -23,6 +23,7 @@ mod selection;
 mod show;
 mod snapshots;
 mod unlock;
+mod upgrade;
 mod verify;
 
 use std::path::PathBuf;
@@ -102,6 +103,7 @@ enum Command {
     Verify(verify::Args),
     Unlock(unlock::Args),
     RebuildIndex(rebuild_index::Args),
+    Upgrade(upgrade::Args),
     #[command(subcommand)]
     Key(key::Command),
     #[command(subcommand)]
@@ -228,6 +230,7 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::Verify(args) => verify::run(ctx, args),
         Command::Unlock(args) => unlock::run(ctx, args),
         Command::RebuildIndex(args) => rebuild_index::run(ctx, args),
+        Command::Upgrade(args) => upgrade::run(ctx, args),
         Command::Key(command) => key::run(ctx, command),
         Command::Rescue(command) => rescue::run(ctx, command),
         Command::Completions(args) => generated::completions(ctx.json, args),

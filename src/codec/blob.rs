@@ -24,14 +24,22 @@ pub struct Blob {
 }
 
 impl Blob {
+    /// The same blob, recorded as holding a delta payload.
+    pub fn holding_delta(self) -> Blob {
+        Blob {
+            how: self.how.as_delta(),
+            ..self
+        }
+    }
+
     /// The stored bytes, given the chunk and the scratch `store` used.
     pub fn bytes<'a>(&self, plain: &'a [u8], scratch: &'a Scratch) -> &'a [u8] {
         if self.sealed {
             &scratch.sealed[..self.len]
         } else {
-            match self.how {
-                Encoded::Raw => plain,
+            match self.how.packing() {
                 Encoded::Lz4 => &scratch.packed[..self.len],
+                _ => plain,
             }
         }
     }
@@ -85,12 +93,12 @@ pub fn load(
     if !sealing.is_encrypted() {
         return compress::decode(how, stored, out);
     }
-    match how {
-        Encoded::Raw => sealing.open_into(&id.0, stored, out),
+    match how.packing() {
         Encoded::Lz4 => {
             let packed = sealing.open_in_place(&id.0, stored)?;
             compress::decode(how, packed, out)
         }
+        _ => sealing.open_into(&id.0, stored, out),
     }
 }
 

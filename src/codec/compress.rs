@@ -38,6 +38,10 @@ impl std::fmt::Display for Compression {
 pub enum Encoded {
     Raw = 0,
     Lz4 = 1,
+    /// A delta payload (see `codec::delta`), stored raw.
+    DeltaRaw = 2,
+    /// A delta payload, lz4-compressed.
+    DeltaLz4 = 3,
 }
 
 impl Encoded {
@@ -45,7 +49,31 @@ impl Encoded {
         match flags {
             0 => Some(Encoded::Raw),
             1 => Some(Encoded::Lz4),
+            2 => Some(Encoded::DeltaRaw),
+            3 => Some(Encoded::DeltaLz4),
             _ => None,
+        }
+    }
+
+    /// Whether the blob holds a delta over a base chunk rather than the
+    /// chunk itself.
+    pub fn is_delta(self) -> bool {
+        matches!(self, Encoded::DeltaRaw | Encoded::DeltaLz4)
+    }
+
+    /// How the blob's bytes are packed, whatever they hold: raw or lz4.
+    pub fn packing(self) -> Encoded {
+        match self {
+            Encoded::Raw | Encoded::DeltaRaw => Encoded::Raw,
+            Encoded::Lz4 | Encoded::DeltaLz4 => Encoded::Lz4,
+        }
+    }
+
+    /// The same packing, holding a delta.
+    pub fn as_delta(self) -> Encoded {
+        match self.packing() {
+            Encoded::Lz4 => Encoded::DeltaLz4,
+            _ => Encoded::DeltaRaw,
         }
     }
 }
@@ -120,7 +148,7 @@ fn probe_compresses(plain: &[u8], scratch: &mut Vec<u8>) -> bool {
 /// over-allocation.
 pub fn decode(how: Encoded, stored: &[u8], out: &mut [u8]) -> Result<()> {
     let plain_len = out.len();
-    match how {
+    match how.packing() {
         Encoded::Raw => {
             if stored.len() != plain_len {
                 return Err(Error::corrupt(format!(
@@ -138,6 +166,9 @@ pub fn decode(how: Encoded, stored: &[u8], out: &mut [u8]) -> Result<()> {
                     "lz4 data decodes to {n} bytes, expected {plain_len}"
                 )));
             }
+        }
+        Encoded::DeltaRaw | Encoded::DeltaLz4 => {
+            return Err(Error::internal("a delta's packing is raw or lz4"));
         }
     }
     Ok(())

@@ -8,6 +8,7 @@
 
 mod blob;
 mod compress;
+pub mod delta;
 mod hash;
 pub mod kdf;
 pub mod seal;

@@ -79,6 +79,7 @@ pub fn backup(
         parent: parent_map,
         header,
         compression: repo.config().compression,
+        deltas: repo.config().has(crate::repo::config::DELTAS),
         progress,
     });
     progress.finish();

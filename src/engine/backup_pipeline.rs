@@ -1,7 +1,7 @@
 //! The backup pipeline: one reader, a pool of workers, one writer.
 //!
 //! ```text
-//! reader ──jobs──▶ workers (fingerprint, zero check, id, lz4, seal) ──results──▶ writer
+//! reader ──jobs──▶ workers (fingerprint, zero check, id, delta, lz4, seal) ──results──▶ writer
 //!   ▲                                                                     │
 //!   └──────────────────────── free slots (the in-flight bound) ───────────┘
 //! ```
@@ -11,6 +11,12 @@
 //! writer appends new blobs to packs as results arrive, in any order, and
 //! writes map entries in position order. Finished packs are made durable by
 //! a committer thread while the writer goes on.
+//!
+//! In a repository with the `deltas` feature, a new chunk is compared page
+//! by page with the parent's chunk at its position (or with that chunk's
+//! own base, when it is a delta), read back from the repository, and
+//! stored as the pages that changed when they are at most half of it
+//! (`codec::delta`, `delta_over`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -23,12 +29,12 @@ use crate::disk::Source;
 use crate::disk::free_space::Ranges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
 use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
 use crate::repo::pack::{PackEntry, PackWriter};
 use crate::repo::snapshot::BackupStats;
+use crate::repo::{BufPool, ChunkReader, PackId};
 
 pub struct PipelineInput<'a> {
     pub source: &'a Source,
@@ -40,6 +46,8 @@ pub struct PipelineInput<'a> {
     pub parent: Option<MapReader>,
     pub header: MapHeader,
     pub compression: Compression,
+    /// Whether new chunks may be stored as deltas over the parent's.
+    pub deltas: bool,
     pub progress: &'a dyn Progress,
 }
 
@@ -54,6 +62,8 @@ pub struct PipelineOutput {
 /// even when the source changes under a running backup.
 struct Slot {
     plain: Vec<u8>,
+    /// The chunk's delta over its parent's chunk, when it is stored so.
+    delta: Vec<u8>,
     stored: Scratch,
 }
 
@@ -82,6 +92,10 @@ enum Outcome {
     New {
         entry: MapEntry,
         stored: Blob,
+        /// Stored as a delta (in the slot's `delta`) over this chunk.
+        base: Option<ChunkId>,
+        /// Bytes of the parent's chunk read back to try a delta.
+        base_read: u64,
     },
     /// Sealing failed (the system's random generator did).
     Failed(Error),
@@ -100,6 +114,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
     for _ in 0..slots {
         let slot = Slot {
             plain: Vec::new(),
+            delta: Vec::new(),
             stored: Scratch::default(),
         };
         free_tx
@@ -125,13 +140,16 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         };
         for _ in 0..workers {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
-            let store = Store {
+            let pool = BufPool::new(input.header.chunk_size as usize, 1);
+            let reader = ChunkReader::new(input.backend, input.sealing.clone(), pool, input.index);
+            let mut store = Store {
                 index: input.index,
                 pending: &pending,
                 compression: input.compression,
                 sealing: input.sealing,
+                bases: input.deltas.then_some(reader),
             };
-            scope.spawn(move || work_loop(&job_rx, &done_tx, &store));
+            scope.spawn(move || work_loop(&job_rx, &done_tx, &mut store));
         }
         drop(job_rx);
         drop(done_tx);
@@ -228,9 +246,11 @@ struct Store<'a> {
     pending: &'a Mutex<HashSet<ChunkId>>,
     compression: Compression,
     sealing: &'a Sealing,
+    /// Reads the parent's chunks back, when deltas are made.
+    bases: Option<ChunkReader<'a>>,
 }
 
-fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &Store<'_>) {
+fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &mut Store<'_>) {
     for job in jobs.iter() {
         let Job {
             pos,
@@ -250,7 +270,7 @@ fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &Store<'_>) {
     }
 }
 
-fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Outcome {
+fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &mut Store<'_>) -> Outcome {
     let index = store.index;
     let plain = &slot.plain[..];
     let fingerprint = codec::fingerprint(plain);
@@ -278,16 +298,65 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Out
     if !first {
         return Outcome::Dedup(entry);
     }
+    let (base, base_read) = match parent {
+        Some(p) if p.kind == Kind::Data => delta_over(&p.id, slot, store),
+        _ => (None, 0),
+    };
+    let data = if base.is_some() {
+        &slot.delta
+    } else {
+        &slot.plain
+    };
     match codec::store(
         store.sealing,
         store.compression,
         &id,
-        plain,
+        data,
         &mut slot.stored,
     ) {
-        Ok(stored) => Outcome::New { entry, stored },
+        Ok(stored) => Outcome::New {
+            entry,
+            stored: if base.is_some() {
+                stored.holding_delta()
+            } else {
+                stored
+            },
+            base,
+            base_read,
+        },
         Err(e) => Outcome::Failed(e),
     }
+}
+
+/// Writes into the slot's `delta` the chunk's delta over a base when
+/// deltas are made: the parent snapshot's chunk at its position if it is
+/// stored whole, else the base that chunk is a delta over (deltas never
+/// chain, so changes accumulate over one base until they pass half of the
+/// chunk, and the chunk is stored whole again). The base must have the
+/// chunk's length and read back intact. Returns the base used, if any,
+/// and the bytes read back.
+fn delta_over(parent: &ChunkId, slot: &mut Slot, store: &mut Store<'_>) -> (Option<ChunkId>, u64) {
+    let Some(reader) = store.bases.as_mut() else {
+        return (None, 0);
+    };
+    let index = store.index;
+    let base_id = match index.base_of(parent) {
+        None => *parent,
+        Some(base) => *base,
+    };
+    let fits = (index.get(&base_id))
+        .is_some_and(|loc| !loc.encoded.is_delta() && loc.plain_len as usize == slot.plain.len());
+    if !fits {
+        return (None, 0);
+    }
+    // A base that does not read back intact is no base: the chunk is
+    // stored whole (verify names the damage).
+    let read = reader.read_indexed(&base_id, || Error::internal("base left the index"));
+    let Ok(base) = read else {
+        return (None, 0);
+    };
+    let made = codec::delta::encode(&base_id, &base, &slot.plain, &mut slot.delta);
+    (made.then_some(base_id), base.len() as u64)
 }
 
 type Written = (MapWriter, Vec<(PackId, Vec<PackEntry>)>, BackupStats);
@@ -310,7 +379,7 @@ impl Packs<'_, '_> {
     fn store(
         self,
         entry: MapEntry,
-        stored: &Blob,
+        (stored, base): (&Blob, Option<ChunkId>),
         slot: &Slot,
         stats: &mut BackupStats,
     ) -> Result<MapEntry> {
@@ -321,12 +390,23 @@ impl Packs<'_, '_> {
                 .insert(PackWriter::create(self.backend, self.sealing)?),
         };
         let plain_len = slot.plain.len() as u32;
-        let bytes = stored.bytes(&slot.plain, &slot.stored);
-        writer.add(entry.id, stored.how, bytes, plain_len)?;
+        match base {
+            Some(base) => {
+                let payload_len = slot.delta.len() as u32;
+                let bytes = stored.bytes(&slot.delta, &slot.stored);
+                writer.add_delta(entry.id, stored.how, bytes, payload_len, base)?;
+                stats.chunks_delta += 1;
+                stats.bytes_new_plain += u64::from(payload_len);
+            }
+            None => {
+                let bytes = stored.bytes(&slot.plain, &slot.stored);
+                writer.add(entry.id, stored.how, bytes, plain_len)?;
+                stats.bytes_new_plain += u64::from(plain_len);
+            }
+        }
         stats.chunks_new += 1;
         stats.bytes_read += u64::from(plain_len);
         stats.bytes_new += stored.len as u64;
-        stats.bytes_new_plain += u64::from(plain_len);
         if writer.len() >= crate::repo::pack::target_for(self.backend)
             && let Some(full) = self.open.take()
         {
@@ -403,14 +483,20 @@ fn write_loop(
                     e
                 }
                 Outcome::Failed(e) => return Err(e),
-                Outcome::New { entry, stored } => {
+                Outcome::New {
+                    entry,
+                    stored,
+                    base,
+                    base_read,
+                } => {
                     let packs = Packs {
                         backend,
                         sealing,
                         open: &mut pack,
                         commit: &commit_tx,
                     };
-                    packs.store(entry, &stored, &item.slot, &mut stats)?
+                    stats.bytes_base_read += base_read;
+                    packs.store(entry, (&stored, base), &item.slot, &mut stats)?
                 }
             };
             stats.chunks += 1;

@@ -108,8 +108,9 @@ pub(super) struct Fetched {
 }
 
 pub(super) enum Moving {
-    /// Its stored bytes, checked, to store as they are (same key).
-    Stored(Vec<u8>, Location),
+    /// Its stored bytes, checked, to store as they are (same key), and a
+    /// delta's base (which the other repository holds whole).
+    Stored(Vec<u8>, Location, Option<ChunkId>),
     /// Its plain bytes, to compress and seal there.
     Plain(PlainChunk),
 }
@@ -136,7 +137,7 @@ pub(super) fn move_chunks<F, N>(
     mut noted: N,
 ) -> Result<CopiedSnapshot>
 where
-    F: Fn(&mut ChunkReader, &MapEntry, &dyn Fn(&ChunkId) -> bool) -> Result<Option<Fetched>> + Sync,
+    F: Fn(&mut ChunkReader, &MapEntry, &There) -> Result<Option<Fetched>> + Sync,
     N: FnMut(&MapEntry, &ChunkId),
 {
     let Between {
@@ -146,8 +147,9 @@ where
     let header = *map.header();
     // Chunks this copy is moving now.
     let have: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
-    let known = |id: &ChunkId| {
-        index.contains(id) || have.lock().map(|set| set.contains(id)).unwrap_or(false)
+    let there = There {
+        index,
+        moving: &have,
     };
     let mut sink = PackSink::new(to.backend(), to.sealing(), to.config().compression);
     let mut closed = Vec::new();
@@ -159,9 +161,9 @@ where
         &mut map,
         0..header.entries,
         readers,
-        || from.chunk_reader(pool.clone()),
+        || from.chunk_reader(pool.clone(), between.source_index),
         |reader, _, entry| match entry.kind {
-            Kind::Data => fetch(reader, &entry, &known),
+            Kind::Data => fetch(reader, &entry, &there),
             _ => Ok(None),
         },
         |pos, entry, fetched: Result<Option<Fetched>>| {
@@ -172,8 +174,8 @@ where
                 if first {
                     chunks += 1;
                     let added = match &f.blob {
-                        Moving::Stored(bytes, loc) => {
-                            sink.add_stored(f.id, loc.encoded, bytes, loc.plain_len)?
+                        Moving::Stored(bytes, loc, base) => {
+                            sink.add_stored(f.id, (loc.encoded, *base), bytes, loc.plain_len)?
                         }
                         Moving::Plain(plain) => sink.add(f.id, plain)?,
                     };
@@ -201,6 +203,31 @@ where
         chunks_copied: chunks,
         bytes_stored: sink.stored_bytes,
     })
+}
+
+/// What the repository copied into holds, as a fetch sees it.
+pub(super) struct There<'x> {
+    index: &'x Index,
+    /// Chunks this copy is moving now.
+    moving: &'x Mutex<HashSet<ChunkId>>,
+}
+
+impl There<'_> {
+    /// Whether chunk `id` is there, or on its way.
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.index.contains(id)
+            || self
+                .moving
+                .lock()
+                .map(|set| set.contains(id))
+                .unwrap_or(false)
+    }
+
+    /// Whether chunk `id` is there, stored whole: what a delta copied as
+    /// it is needs as its base.
+    pub fn has_whole(&self, id: &ChunkId) -> bool {
+        self.index.has_whole(id)
+    }
 }
 
 /// The error for chunk `id` missing from the index of the repository

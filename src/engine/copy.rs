@@ -189,17 +189,25 @@ fn copy_one(
         between,
         (snap, &label),
         index,
-        |reader, entry, known| {
-            if known(&entry.id) {
+        |reader, entry, there| {
+            if there.has(&entry.id) {
                 return Ok(None);
             }
+            let base = between.source_index.base_of(&entry.id).copied();
+            if base.is_some_and(|base| !there.has_whole(&base)) {
+                // A delta goes as it is only over a base stored whole
+                // there; otherwise the chunk goes whole.
+                let plain = reader.read_indexed(&entry.id, || not_in_source(&entry.id))?;
+                return Ok(Some(Fetched {
+                    id: entry.id,
+                    blob: Moving::Plain(plain),
+                }));
+            }
             let (stored, loc) =
-                reader.read_stored_indexed(between.source_index, &entry.id, || {
-                    not_in_source(&entry.id)
-                })?;
+                reader.read_stored_indexed(&entry.id, || not_in_source(&entry.id))?;
             Ok(Some(Fetched {
                 id: entry.id,
-                blob: Moving::Stored(stored, loc),
+                blob: Moving::Stored(stored, loc, base),
             }))
         },
         |_, _| {},

@@ -23,6 +23,7 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod snapshots;
+pub mod upgrade;
 pub mod verify;
 mod verify_report;
 pub mod verify_without_key;

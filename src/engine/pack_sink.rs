@@ -6,7 +6,7 @@
 //! when an index names it.
 
 use crate::codec::{self, ChunkId, Compression, Encoded, Scratch, Sealing};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::pack::{PackEntry, PackWriter};
@@ -60,16 +60,25 @@ impl<'a> PackSink<'a> {
     }
 
     /// Appends a blob exactly as another repository with the same key
-    /// stored it (checked by the caller).
+    /// stored it (checked by the caller); a delta's `base` must be stored
+    /// whole in this repository.
     pub fn add_stored(
         &mut self,
         id: ChunkId,
-        how: Encoded,
+        (how, base): (Encoded, Option<ChunkId>),
         stored: &[u8],
         plain_len: u32,
     ) -> Result<Option<ClosedPack>> {
         let writer = open_writer(&mut self.open, self.backend, &self.sealing)?;
-        writer.add(id, how, stored, plain_len)?;
+        match (how.is_delta(), base) {
+            (false, _) => writer.add(id, how, stored, plain_len)?,
+            (true, Some(base)) => writer.add_delta(id, how, stored, plain_len, base)?,
+            (true, None) => {
+                return Err(Error::internal(format!(
+                    "delta {id} moved without its base"
+                )));
+            }
+        };
         self.stored_bytes += stored.len() as u64;
         self.close_if_full()
     }

@@ -10,9 +10,10 @@
 
 use crate::error::Result;
 use crate::progress::Progress;
+use crate::repo::index::{Index, Location};
 use crate::repo::lock::LockKind;
 use crate::repo::pack::{DataEntry, PackEntry, walk_data};
-use crate::repo::{FileName, PackId, Repository};
+use crate::repo::{BufPool, FileName, PackId, Repository};
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RebuildReport {
@@ -31,6 +32,9 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     let old = repo.index_files()?;
     let mut report = RebuildReport::default();
     let mut packs: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
+    let nothing = Index::default();
+    let mut reader =
+        repo.chunk_reader(BufPool::new(repo.config().chunk_size as usize, 1), &nothing);
     for entry in walk_data(backend)? {
         // Only packs in their own folder (the name rule readers follow);
         // verify names misplaced ones. A misplaced copy read at its
@@ -55,8 +59,19 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
         match repo.read_pack_table(&id) {
             Ok((_, table)) => {
                 let mut entries = Vec::with_capacity(table.len());
-                for (i, e) in table.into_iter().enumerate() {
-                    match e.check_lengths(repo.config().chunk_size, repo.sealing()) {
+                for (i, mut e) in table.into_iter().enumerate() {
+                    let checked = e
+                        .check_lengths(repo.config().chunk_size, repo.sealing())
+                        .and_then(|()| {
+                            // A delta's base is in its blob, not the table.
+                            if e.encoded.is_delta() {
+                                let loc = Location::of(&e, 0);
+                                let base = reader.delta_base(&e.id, &id, &loc);
+                                e.base = Some(base.map_err(|err| err.message().to_string())?);
+                            }
+                            Ok(())
+                        });
+                    match checked {
                         Ok(()) => entries.push(e),
                         Err(why) => {
                             let entry =

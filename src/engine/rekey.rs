@@ -90,12 +90,7 @@ impl Rekey {
         snap: &Snapshot,
         index: &mut Index,
     ) -> Result<(CopiedSnapshot, Snapshot)> {
-        let Between {
-            from,
-            to,
-            source_index,
-            ..
-        } = *between;
+        let Between { from, to, .. } = *between;
         let ids = Mutex::new(std::mem::take(&mut self.ids));
         let translated = |id: &ChunkId| ids.lock().ok().and_then(|m| m.get(id).copied());
         let label = format!("copy {} (re-keying)", snap.short_id());
@@ -103,12 +98,12 @@ impl Rekey {
             between,
             (snap, &label),
             index,
-            |reader, entry, known| {
-                if translated(&entry.id).is_some_and(|new| known(&new)) {
+            |reader, entry, there| {
+                if translated(&entry.id).is_some_and(|new| there.has(&new)) {
                     return Ok(None);
                 }
-                let plain =
-                    reader.read_indexed(source_index, &entry.id, || not_in_source(&entry.id))?;
+                // Deltas are rebuilt and go whole: their bases' ids change.
+                let plain = reader.read_indexed(&entry.id, || not_in_source(&entry.id))?;
                 Ok(Some(Fetched {
                     id: to.sealing().chunk_id(&plain),
                     blob: Moving::Plain(plain),

@@ -93,8 +93,8 @@ pub fn repair(
     }
     let (from_index, _) = from.load_index()?;
     let pool = BufPool::new(repo.config().chunk_size as usize, 2);
-    let mut local = repo.chunk_reader(pool.clone());
-    let mut reader = from.chunk_reader(pool);
+    let mut local = repo.chunk_reader(pool.clone(), &index);
+    let mut reader = from.chunk_reader(pool, &from_index);
     let mut sink = PackSink::new(repo.backend(), repo.sealing(), repo.config().compression);
     let mut written = Vec::new();
     let mut ids: Vec<ChunkId> = bad.into_iter().collect();
@@ -102,11 +102,9 @@ pub fn repair(
     for id in ids {
         // An intact copy here (a chunk whose pack table is damaged) is as
         // good as the other repository's.
-        let here = local.read_indexed(&index, &id, || Error::not_found("not indexed here"));
+        let here = local.read_indexed(&id, || Error::not_found("not indexed here"));
         let fetched = here.or_else(|_| {
-            reader.read_indexed(&from_index, &id, || {
-                Error::not_found("not in the other repository")
-            })
+            reader.read_indexed(&id, || Error::not_found("not in the other repository"))
         });
         match fetched {
             Ok(plain) => {
@@ -154,7 +152,7 @@ fn kept_groups(
 ) -> Vec<(PackId, Vec<PackEntry>)> {
     let mut groups: Vec<Vec<PackEntry>> = vec![Vec::new(); index.packs().len()];
     for (id, loc) in index.iter().filter(|(id, _)| !except.contains(id)) {
-        groups[loc.pack as usize].push(loc.entry(*id));
+        groups[loc.pack as usize].push(index.entry(id).unwrap_or_else(|| loc.entry(*id)));
     }
     index
         .packs()

@@ -65,7 +65,14 @@ pub fn verify_locked(
     }
     report.chunks = index.len();
     let in_tables_only = check_packs(repo, &index, &mut report, &mut bad_chunks)?;
-    let referenced = check_maps(repo, &snaps, &index, &mut report)?;
+    let mut referenced = check_maps(repo, &snaps, &index, &mut report)?;
+    check_bases(
+        repo,
+        &index,
+        &mut referenced.used,
+        &mut report,
+        &mut bad_chunks,
+    );
     report_unindexed(
         repo,
         referenced.missing,
@@ -207,6 +214,43 @@ fn report_unindexed(
         ..problem(repo.describe(Folder::Index.as_str()), &what)
     });
     for id in ids {
+        bad_chunks.insert(id, at);
+    }
+}
+
+/// A used delta's base counts as used, and must be indexed whole: a delta
+/// whose base is missing or is itself a delta cannot be rebuilt.
+fn check_bases(
+    repo: &Repository,
+    index: &Index,
+    used: &mut HashSet<ChunkId>,
+    report: &mut VerifyReport,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+) {
+    let (mut bases, mut broken) = (Vec::new(), Vec::new());
+    for id in used.iter() {
+        match index.base_of(id) {
+            Some(base) if index.has_whole(base) => bases.push(*base),
+            Some(_) => broken.push(*id),
+            None => {}
+        }
+    }
+    used.extend(bases);
+    if broken.is_empty() {
+        return;
+    }
+    broken.sort();
+    let at = report.damage.len();
+    let what = format!(
+        "{} chunk(s) used by snapshots are deltas whose base is not stored whole (lost, or \
+         itself a delta): they cannot be rebuilt",
+        broken.len()
+    );
+    report.damage.push(Problem {
+        chunks: broken.clone(),
+        ..problem(repo.describe(Folder::Index.as_str()), &what)
+    });
+    for id in broken {
         bad_chunks.insert(id, at);
     }
 }
@@ -585,7 +629,7 @@ fn read_data(
         for _ in 0..readers {
             let (rx, found, pool, outage) = (rx.clone(), &found, pool.clone(), &outage);
             scope.spawn(move || {
-                let mut reader = repo.chunk_reader(pool).thorough();
+                let mut reader = repo.chunk_reader(pool, index).thorough();
                 for span in rx.iter() {
                     check_span(&mut reader, index, span, (found, outage), progress);
                 }

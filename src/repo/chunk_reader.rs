@@ -23,12 +23,16 @@ fn locate<'i>(
 /// Reads chunks out of packs, keeping recently used packs open.
 pub struct ChunkReader<'a> {
     backend: &'a dyn Backend,
+    /// The repository's index: where chunks are, and deltas' bases.
+    index: &'a Index,
     sealing: Sealing,
     pool: BufPool,
     open: Vec<(PackId, Box<dyn StoredFile>)>,
     stored: Vec<u8>,
     /// The bytes of the last span read (reused).
     span: Vec<u8>,
+    /// The last delta payload decoded (reused).
+    payload: Vec<u8>,
     thorough: bool,
 }
 
@@ -109,15 +113,23 @@ impl Drop for PooledBuf {
 const OPEN_PACKS: usize = 8;
 
 impl<'a> ChunkReader<'a> {
-    /// A reader whose decoded chunks come from `pool`.
-    pub fn new(backend: &'a dyn Backend, sealing: Sealing, pool: BufPool) -> ChunkReader<'a> {
+    /// A reader of the repository in `backend` whose index is `index`;
+    /// decoded chunks come from `pool`.
+    pub fn new(
+        backend: &'a dyn Backend,
+        sealing: Sealing,
+        pool: BufPool,
+        index: &'a Index,
+    ) -> ChunkReader<'a> {
         ChunkReader {
             backend,
+            index,
             sealing,
             pool,
             open: Vec::new(),
             stored: Vec::new(),
             span: Vec::new(),
+            payload: Vec::new(),
             thorough: false,
         }
     }
@@ -143,6 +155,10 @@ impl<'a> ChunkReader<'a> {
     /// crc32 is only computed when they fail (or when `thorough`), to tell
     /// storage damage
     /// (crc32 fails too) from a wrong index or a tampered blob.
+    ///
+    /// A delta is rebuilt over its base (read where the index places it,
+    /// which must be a whole chunk), and the rebuilt chunk's id is always
+    /// recomputed.
     pub fn read(&mut self, id: &ChunkId, pack: &PackId, loc: &Location) -> Result<PlainChunk> {
         let mut stored = std::mem::take(&mut self.stored);
         let result = self.read_into(id, pack, loc, &mut stored, false);
@@ -162,16 +178,15 @@ impl<'a> ChunkReader<'a> {
         Ok(stored)
     }
 
-    /// Reads chunk `id` where `index` places it (see `read`). A chunk the
-    /// index lacks is the error `missing` makes: what that means depends on
-    /// whose index it is, which only the caller knows.
+    /// Reads chunk `id` where the index places it (see `read`). A chunk
+    /// the index lacks is the error `missing` makes: what that means
+    /// depends on whose index it is, which only the caller knows.
     pub fn read_indexed(
         &mut self,
-        index: &Index,
         id: &ChunkId,
         missing: impl FnOnce() -> Error,
     ) -> Result<PlainChunk> {
-        let (pack, loc) = locate(index, id, missing)?;
+        let (pack, loc) = locate(self.index, id, missing)?;
         self.read(id, pack, loc)
     }
 
@@ -179,11 +194,10 @@ impl<'a> ChunkReader<'a> {
     /// index places the chunk.
     pub fn read_stored_indexed(
         &mut self,
-        index: &Index,
         id: &ChunkId,
         missing: impl FnOnce() -> Error,
     ) -> Result<(Vec<u8>, Location)> {
-        let (pack, loc) = locate(index, id, missing)?;
+        let (pack, loc) = locate(self.index, id, missing)?;
         Ok((self.read_stored(id, pack, loc)?, *loc))
     }
 
@@ -237,6 +251,10 @@ impl<'a> ChunkReader<'a> {
         stored: &mut [u8],
     ) -> Result<PlainChunk> {
         let what = self.describe_chunk(id, pack, loc);
+        if loc.encoded.is_delta() {
+            self.checked_lengths(id, loc, &what)?;
+            return self.rebuild(id, loc, &what, false, stored);
+        }
         let mut plain = self.checked_buffer(id, loc, &what)?;
         if stored.len() != loc.stored_len as usize {
             return Err(Error::internal(format!("{what}: the span read misses it")));
@@ -262,6 +280,13 @@ impl<'a> ChunkReader<'a> {
     ) -> Result<PlainChunk> {
         let name = crate::repo::names::pack_name(pack);
         let what = self.describe_chunk(id, pack, loc);
+        if loc.encoded.is_delta() {
+            self.checked_lengths(id, loc, &what)?;
+            stored.resize(loc.stored_len as usize, 0);
+            self.read_stored_bytes(pack, &name, loc.offset, stored)
+                .map_err(|e| e.context(&what))?;
+            return self.rebuild(id, loc, &what, keep, stored);
+        }
         let mut plain = self.checked_buffer(id, loc, &what)?;
         // An unsealed raw chunk is read straight into its (aligned) plain
         // buffer, and then `stored` stays empty.
@@ -284,6 +309,22 @@ impl<'a> ChunkReader<'a> {
         self.check(id, loc, &what, raw, keep, stored, plain)
     }
 
+    /// The base chunk delta `id` names: its blob read and opened, not
+    /// rebuilt (its base may be unknown yet: `rebuild-index` asks).
+    pub fn delta_base(&mut self, id: &ChunkId, pack: &PackId, loc: &Location) -> Result<ChunkId> {
+        let name = crate::repo::names::pack_name(pack);
+        let what = self.describe_chunk(id, pack, loc);
+        self.checked_lengths(id, loc, &what)?;
+        let mut stored = vec![0; loc.stored_len as usize];
+        self.read_stored_bytes(pack, &name, loc.offset, &mut stored)
+            .map_err(|e| e.context(&what))?;
+        let mut payload = vec![0; loc.plain_len as usize];
+        codec::load(&self.sealing, id, loc.encoded, &mut stored, &mut payload)
+            .map_err(|e| Error::corrupt(format!("{what}: {}", e.message())))?;
+        codec::delta::base_of(&payload)
+            .ok_or_else(|| Error::corrupt(format!("{what} is a delta too short to name its base")))
+    }
+
     /// How errors name chunk `id` at `loc` in `pack`.
     fn describe_chunk(&self, id: &ChunkId, pack: &PackId, loc: &Location) -> String {
         let name = crate::repo::names::pack_name(pack);
@@ -296,10 +337,87 @@ impl<'a> ChunkReader<'a> {
 
     /// A buffer for chunk `id`'s plain bytes, once its lengths are sane.
     fn checked_buffer(&self, id: &ChunkId, loc: &Location, what: &str) -> Result<PooledBuf> {
+        self.checked_lengths(id, loc, what)?;
+        self.pool.get()
+    }
+
+    fn checked_lengths(&self, id: &ChunkId, loc: &Location, what: &str) -> Result<()> {
         loc.entry(*id)
             .check_lengths(self.pool.size as u64, &self.sealing)
-            .map_err(|why| Error::corrupt(format!("{what} {why}")))?;
-        self.pool.get()
+            .map_err(|why| Error::corrupt(format!("{what} {why}")))
+    }
+
+    /// Opens and decodes delta `id` from its stored bytes (left as they
+    /// were with `keep`), reads its base, rebuilds the chunk and checks
+    /// its id.
+    fn rebuild(
+        &mut self,
+        id: &ChunkId,
+        loc: &Location,
+        what: &str,
+        keep: bool,
+        stored: &mut [u8],
+    ) -> Result<PlainChunk> {
+        let crc = codec::crc32(stored);
+        let damaged = |why: &str| {
+            if crc != loc.crc {
+                Error::corrupt(format!(
+                    "{what} fails its crc32: the stored bytes are damaged"
+                ))
+            } else {
+                Error::corrupt(format!("{what} {why}"))
+            }
+        };
+        if self.thorough && crc != loc.crc {
+            return Err(damaged("fails its crc32"));
+        }
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.resize(loc.plain_len as usize, 0);
+        let mut kept;
+        let source: &mut [u8] = if keep && self.sealing.is_encrypted() {
+            kept = stored.to_vec();
+            &mut kept
+        } else {
+            stored
+        };
+        let rebuilt = codec::load(&self.sealing, id, loc.encoded, source, &mut payload)
+            .map_err(|e| damaged(e.message()))
+            .and_then(|()| self.apply(id, what, &payload, &damaged));
+        self.payload = payload;
+        rebuilt
+    }
+
+    /// Rebuilds delta `id` from `payload` over its base.
+    fn apply(
+        &mut self,
+        id: &ChunkId,
+        what: &str,
+        payload: &[u8],
+        damaged: &dyn Fn(&str) -> Error,
+    ) -> Result<PlainChunk> {
+        let base_id = codec::delta::base_of(payload)
+            .ok_or_else(|| damaged("is a delta too short to name its base"))?;
+        let index = self.index;
+        let (base_pack, base_loc) = locate(index, &base_id, || {
+            Error::corrupt(format!(
+                "{what} is a delta over chunk {base_id}, which the index lacks"
+            ))
+        })?;
+        if base_loc.encoded.is_delta() {
+            return Err(Error::corrupt(format!(
+                "{what} is a delta over chunk {base_id}, which is itself stored as a delta"
+            )));
+        }
+        let base = self
+            .read(&base_id, base_pack, base_loc)
+            .map_err(|e| e.context(format!("{what} is a delta over a damaged chunk")))?;
+        let mut plain = self.pool.get()?;
+        codec::delta::apply(payload, &base, plain.reuse_as(base.len()))
+            .map_err(|e| damaged(e.message()))?;
+        if self.sealing.chunk_id(&plain) != *id {
+            return Err(damaged("does not match its id (rebuilt over its base)"));
+        }
+        Ok(PlainChunk(plain))
     }
 
     /// Whether the chunk's stored bytes are its plain bytes.

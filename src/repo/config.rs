@@ -10,6 +10,18 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Encrypted repositories have config version 2, so that a platter that
 /// predates encryption refuses them rather than misreading them.
 pub const ENCRYPTED_FORMAT_VERSION: u32 = 2;
+/// A config that names features (encrypted or not) has version 3, so that
+/// a platter that predates the list refuses the repository; one that has
+/// the list refuses any feature it does not know (see `FEATURES`).
+pub const FEATURES_FORMAT_VERSION: u32 = 3;
+/// Sub-chunk deltas (`codec::delta`): blobs of encodings 2 and 3, and
+/// index files of version 2 that name each delta's base. A platter that
+/// does not know them must not read (it would call deltas damage) and
+/// above all must not prune (it would delete the bases deltas need).
+pub const DELTAS: &str = "deltas";
+/// Every feature this platter reads and writes; `init` turns all of them
+/// on and `upgrade` turns them on in an older repository.
+pub const FEATURES: &[&str] = &[DELTAS];
 pub const CIPHER: &str = "aes-256-gcm";
 pub const CHUNK_IDS: &str = "keyed-blake3";
 pub const MIN_CHUNK_SIZE: u64 = 64 * 1024;
@@ -24,6 +36,10 @@ pub struct Config {
     pub created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Format features the repository uses (see `FEATURES`); none in a
+    /// version 1 or 2 config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// How an encrypted repository seals blobs and names chunks.
@@ -44,7 +60,9 @@ impl Encryption {
 
 impl Config {
     pub fn version(&self) -> u32 {
-        if self.encryption.is_some() {
+        if !self.features.is_empty() {
+            FEATURES_FORMAT_VERSION
+        } else if self.encryption.is_some() {
             ENCRYPTED_FORMAT_VERSION
         } else {
             FORMAT_VERSION
@@ -56,13 +74,37 @@ impl Config {
     pub fn validate(&self, version: u32) -> Result<()> {
         if version != self.version() {
             return Err(Error::corrupt(format!(
-                "the repository config is damaged: version {version} {} an encryption section",
+                "the repository config is damaged: version {version} {} an encryption section \
+                 and {} features",
                 if self.encryption.is_some() {
                     "with"
                 } else {
                     "without"
+                },
+                if self.features.is_empty() {
+                    "without"
+                } else {
+                    "with"
                 }
             )));
+        }
+        let unknown: Vec<&str> = self
+            .features
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !FEATURES.contains(f))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::unsupported(format!(
+                "the repository uses format features this platter ({}) does not know: {}",
+                env!("CARGO_PKG_VERSION"),
+                unknown
+                    .iter()
+                    .map(|f| crate::printable::printable(f))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .hint("use the platter that wrote it, or a newer one"));
         }
         if let Some(e) = &self.encryption
             && *e != Encryption::current()
@@ -80,6 +122,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Whether the repository uses format feature `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.features.iter().any(|f| f == name)
+    }
+
+    /// Every feature this platter knows, in a fixed order.
+    pub fn all_features() -> Vec<String> {
+        FEATURES.iter().map(|f| f.to_string()).collect()
     }
 }
 

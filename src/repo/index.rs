@@ -15,9 +15,15 @@
 //! ...     64*n   entries: id [32] | pack number u32 (into the ids above) |
 //!                encoding u32 | offset u64 | stored length u32 |
 //!                plain length u32 | crc32 of stored bytes u32 | reserved u32
+//! ...     32*d   version 2 only: the base chunk id of each delta entry
+//!                (encodings 2 and 3), in the order of the entries
 //! ...     4      crc32 of every byte before it
 //! ...     4      magic "IEND"
 //! ```
+//!
+//! Version 1 files hold no deltas; a file is written as version 2 only
+//! when it holds one (repositories with the `deltas` feature), so an index
+//! without deltas stays readable by a platter that predates them.
 
 use std::collections::HashMap;
 
@@ -31,6 +37,8 @@ use crate::repo::{IndexId, PackId};
 const MAGIC: &[u8; 8] = b"PLTRIDX\0";
 const END_MAGIC: &[u8; 4] = b"IEND";
 const VERSION: u32 = 1;
+/// Index files that name delta bases.
+const DELTA_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 const ENTRY_LEN: usize = 64;
 
@@ -46,6 +54,18 @@ pub struct Location {
 }
 
 impl Location {
+    /// Where pack table entry `e` places its chunk, in pack number `pack`.
+    pub fn of(e: &PackEntry, pack: u32) -> Location {
+        Location {
+            pack,
+            encoded: e.encoded,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            plain_len: e.plain_len,
+            crc: e.crc,
+        }
+    }
+
     /// The pack table entry this location repeats.
     pub fn entry(&self, id: ChunkId) -> PackEntry {
         PackEntry {
@@ -55,6 +75,7 @@ impl Location {
             stored_len: self.stored_len,
             plain_len: self.plain_len,
             crc: self.crc,
+            base: None,
         }
     }
 }
@@ -65,11 +86,36 @@ pub struct Index {
     packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
     chunks: HashMap<ChunkId, Location>,
+    /// The base of every delta in `chunks`.
+    bases: HashMap<ChunkId, ChunkId>,
 }
 
 impl Index {
     pub fn get(&self, id: &ChunkId) -> Option<&Location> {
         self.chunks.get(id)
+    }
+
+    /// The base chunk of delta `id` (`None` for a whole chunk).
+    pub fn base_of(&self, id: &ChunkId) -> Option<&ChunkId> {
+        self.bases.get(id)
+    }
+
+    /// Whether chunk `id` is stored whole (not as a delta): only such a
+    /// chunk may be a delta's base, so deltas never chain.
+    pub fn has_whole(&self, id: &ChunkId) -> bool {
+        self.chunks
+            .get(id)
+            .is_some_and(|loc| !loc.encoded.is_delta())
+    }
+
+    /// The index entry of chunk `id` as an index file holds it (with its
+    /// base, for a delta).
+    pub fn entry(&self, id: &ChunkId) -> Option<PackEntry> {
+        let loc = self.chunks.get(id)?;
+        Some(PackEntry {
+            base: self.bases.get(id).copied(),
+            ..loc.entry(*id)
+        })
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
@@ -96,12 +142,26 @@ impl Index {
         self.chunks.iter()
     }
 
-    /// Forgets the chunks of packs not in `present`; returns how many.
+    /// Forgets the chunks of packs not in `present`, and the deltas whose
+    /// base that leaves without a whole copy (they cannot be rebuilt: a
+    /// backup must store such a chunk again, not dedup against it);
+    /// returns how many.
     pub fn keep_packs(&mut self, present: &std::collections::HashSet<PackId>) -> usize {
         let before = self.chunks.len();
         let packs = &self.packs;
         self.chunks
             .retain(|_, loc| present.contains(&packs[loc.pack as usize]));
+        let chunks = &self.chunks;
+        let whole = |id: &ChunkId| chunks.get(id).is_some_and(|loc| !loc.encoded.is_delta());
+        let orphans: Vec<ChunkId> = (self.bases.iter())
+            .filter(|(id, base)| chunks.contains_key(*id) && !whole(base))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &orphans {
+            self.chunks.remove(id);
+        }
+        let chunks = &self.chunks;
+        self.bases.retain(|id, _| chunks.contains_key(id));
         before - self.chunks.len()
     }
 
@@ -114,19 +174,33 @@ impl Index {
         });
         let mut doubles = 0;
         for e in entries {
+            let loc = Location::of(e, number);
+            // A delta whose base is unknown cannot be read: as if absent.
+            let base = match (e.encoded.is_delta(), e.base) {
+                (false, _) => None,
+                (true, Some(base)) => Some(base),
+                (true, None) => continue,
+            };
             // The first copy wins (the repository adds packs that exist
-            // first); duplicates come from concurrent backups storing the
-            // same chunk, or from a chunk stored again after a pack was lost.
-            let known = self.chunks.len();
-            self.chunks.entry(e.id).or_insert(Location {
-                pack: number,
-                encoded: e.encoded,
-                offset: e.offset,
-                stored_len: e.stored_len,
-                plain_len: e.plain_len,
-                crc: e.crc,
-            });
-            doubles += usize::from(self.chunks.len() == known);
+            // first), except that a whole copy replaces a delta: a chunk
+            // some delta names as its base must be found whole. Duplicates
+            // come from concurrent backups storing the same chunk, or from
+            // a chunk stored again after a pack was lost.
+            match self.chunks.get_mut(&e.id) {
+                None => {
+                    self.chunks.insert(e.id, loc);
+                    if let Some(base) = base {
+                        self.bases.insert(e.id, base);
+                    }
+                }
+                Some(known) => {
+                    doubles += 1;
+                    if known.encoded.is_delta() && base.is_none() {
+                        *known = loc;
+                        self.bases.remove(&e.id);
+                    }
+                }
+            }
         }
         doubles
     }
@@ -139,9 +213,28 @@ pub fn write_index(
     packs: &[(PackId, Vec<PackEntry>)],
 ) -> Result<IndexId> {
     let count: usize = packs.iter().map(|(_, e)| e.len()).sum();
-    let mut out = Vec::with_capacity(HEADER_LEN + packs.len() * 32 + count * ENTRY_LEN + 8);
+    let mut bases = Vec::new();
+    for e in packs.iter().flat_map(|(_, entries)| entries) {
+        match (e.encoded.is_delta(), e.base) {
+            (false, _) => {}
+            (true, Some(base)) => bases.push(base),
+            (true, None) => {
+                return Err(Error::internal(format!(
+                    "delta {} has no base to index",
+                    e.id
+                )));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(
+        HEADER_LEN + packs.len() * 32 + count * ENTRY_LEN + bases.len() * 32 + 8,
+    );
     out.put(MAGIC);
-    out.put_u32(VERSION);
+    out.put_u32(if bases.is_empty() {
+        VERSION
+    } else {
+        DELTA_VERSION
+    });
     out.put_u32(packs.len() as u32);
     out.put_u64(count as u64);
     for (id, _) in packs {
@@ -158,6 +251,9 @@ pub fn write_index(
             out.put_u32(e.crc);
             out.put_u32(0);
         }
+    }
+    for base in &bases {
+        out.put(&base.0);
     }
     let crc = crc32(&out);
     out.put_u32(crc);
@@ -178,18 +274,19 @@ pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry
         return Err(damaged("bad magic"));
     }
     let version = r.u32();
-    if version != VERSION {
+    if version != VERSION && version != DELTA_VERSION {
         return Err(Error::unsupported(format!(
-            "index {what} has version {version}, this platter reads {VERSION}"
+            "index {what} has version {version}, this platter reads {VERSION} and {DELTA_VERSION}"
         )));
     }
     let pack_count = r.u32() as usize;
     let count = r.u64();
-    let expected = (HEADER_LEN as u64)
+    let entries_end = (HEADER_LEN as u64)
         .checked_add(pack_count as u64 * 32)
-        .and_then(|n| n.checked_add(count.checked_mul(ENTRY_LEN as u64)?))
-        .and_then(|n| n.checked_add(8));
-    if expected != Some(bytes.len() as u64) {
+        .and_then(|n| n.checked_add(count.checked_mul(ENTRY_LEN as u64)?));
+    // The bases follow the entries: their number is that of the delta
+    // entries, so the length is checked once the entries are read.
+    if entries_end.is_none_or(|end| end.saturating_add(8) > bytes.len() as u64) {
         return Err(damaged("its length does not match its header (truncated?)"));
     }
     let body_end = bytes.len() - 8;
@@ -215,6 +312,11 @@ pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry
                 "entry {i} names an unknown pack or encoding"
             )));
         };
+        if encoded.is_delta() && version == VERSION {
+            return Err(damaged(&format!(
+                "entry {i} is a delta, which a version {VERSION} index cannot hold"
+            )));
+        }
         group.1.push(PackEntry {
             id,
             encoded,
@@ -222,7 +324,25 @@ pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry
             stored_len,
             plain_len,
             crc,
+            base: None,
         });
+    }
+    let deltas = groups
+        .iter()
+        .flat_map(|(_, entries)| entries)
+        .filter(|e| e.encoded.is_delta())
+        .count();
+    if entries_end.and_then(|end| end.checked_add(deltas as u64 * 32 + 8))
+        != Some(bytes.len() as u64)
+    {
+        return Err(damaged("its length does not match its header (truncated?)"));
+    }
+    for e in groups
+        .iter_mut()
+        .flat_map(|(_, entries)| entries)
+        .filter(|e| e.encoded.is_delta())
+    {
+        e.base = Some(ChunkId(r.bytes()));
     }
     Ok(groups)
 }
@@ -240,6 +360,7 @@ mod tests {
             stored_len: 10,
             plain_len: 20,
             crc: 7,
+            base: None,
         }
     }
 

@@ -191,6 +191,7 @@ fn prepare(
         compression,
         created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         encryption: encrypted.then(Encryption::current),
+        features: Config::all_features(),
     };
     let (sealing, key) = match key {
         NewKey::Plain => (Sealing::plain(), None),

@@ -153,7 +153,7 @@ impl Repository {
         let what = backend.describe(CONFIG);
         let (config, version): (Config, u32) = envelope::open_versioned(
             CONFIG_KIND,
-            config::FORMAT_VERSION..=config::ENCRYPTED_FORMAT_VERSION,
+            config::FORMAT_VERSION..=config::FEATURES_FORMAT_VERSION,
             &bytes,
             &what,
         )?;
@@ -481,9 +481,18 @@ impl Repository {
         Ok((file.len(), entries))
     }
 
-    /// A reader of this repository's chunks.
-    pub fn chunk_reader(&self, pool: BufPool) -> ChunkReader<'_> {
-        ChunkReader::new(self.backend(), self.sealing.clone(), pool)
+    /// Replaces the config whole (`upgrade`, under an exclusive lock): the
+    /// one time a config changes after `init`.
+    pub fn rewrite_config(&self, config: &Config) -> Result<()> {
+        config.validate(config.version())?;
+        let bytes = envelope::seal(CONFIG_KIND, config.version(), config)?;
+        self.backend.write_whole(CONFIG, &bytes)
+    }
+
+    /// A reader of this repository's chunks, placed by `index` (this
+    /// repository's).
+    pub fn chunk_reader<'a>(&'a self, pool: BufPool, index: &'a Index) -> ChunkReader<'a> {
+        ChunkReader::new(self.backend(), self.sealing.clone(), pool, index)
     }
 
     /// Removes a snapshot: its manifest first (from then on it does not

@@ -72,8 +72,12 @@ pub struct PackEntry {
     pub encoded: Encoded,
     pub offset: u64,
     pub stored_len: u32,
+    /// The chunk's length; a delta's payload length (`codec::delta`).
     pub plain_len: u32,
     pub crc: u32,
+    /// A delta's base chunk, as index files name it. Pack tables do not
+    /// hold it (the delta's payload does): `None` in an entry read from one.
+    pub base: Option<ChunkId>,
 }
 
 impl PackEntry {
@@ -105,6 +109,7 @@ impl PackEntry {
             stored_len,
             plain_len,
             crc,
+            base: None,
         })
     }
 }
@@ -121,13 +126,18 @@ impl PackEntry {
         let plain = u64::from(self.plain_len);
         let stored = u64::from(self.stored_len);
         let seal = sealing.overhead() as u64;
-        let fits = plain <= chunk_size
-            && match self.encoded {
-                Encoded::Raw => stored == plain + seal,
+        let most = if self.encoded.is_delta() {
+            crate::codec::delta::max_payload(chunk_size)
+        } else {
+            chunk_size
+        };
+        let fits = plain <= most
+            && match self.encoded.packing() {
                 Encoded::Lz4 => {
                     let bound = lz4_flex::block::get_maximum_output_size(self.plain_len as usize);
                     stored <= bound as u64 + seal
                 }
+                _ => stored == plain + seal,
             };
         if fits {
             Ok(())
@@ -138,6 +148,8 @@ impl PackEntry {
                 match self.encoded {
                     Encoded::Raw => "raw",
                     Encoded::Lz4 => "lz4",
+                    Encoded::DeltaRaw => "a raw delta",
+                    Encoded::DeltaLz4 => "an lz4 delta",
                 }
             ))
         }
@@ -273,12 +285,37 @@ impl PackWriter {
         })
     }
 
+    /// Appends a whole chunk's blob.
     pub fn add(
         &mut self,
         id: ChunkId,
         encoded: Encoded,
         stored: &[u8],
         plain_len: u32,
+    ) -> Result<PackEntry> {
+        self.append(id, encoded, stored, plain_len, None)
+    }
+
+    /// Appends a delta's blob (`encoded` is a delta encoding, `payload_len`
+    /// the delta payload's length) over chunk `base`.
+    pub fn add_delta(
+        &mut self,
+        id: ChunkId,
+        encoded: Encoded,
+        stored: &[u8],
+        payload_len: u32,
+        base: ChunkId,
+    ) -> Result<PackEntry> {
+        self.append(id, encoded, stored, payload_len, Some(base))
+    }
+
+    fn append(
+        &mut self,
+        id: ChunkId,
+        encoded: Encoded,
+        stored: &[u8],
+        plain_len: u32,
+        base: Option<ChunkId>,
     ) -> Result<PackEntry> {
         let unsealed_raw = encoded == Encoded::Raw && stored.len() == plain_len as usize;
         if unsealed_raw && stored.len() >= ALIGN_RAW_FROM {
@@ -294,6 +331,7 @@ impl PackWriter {
             stored_len: stored.len() as u32,
             plain_len,
             crc: crc32(stored),
+            base,
         };
         self.offset += stored.len() as u64;
         self.entries.push(entry);
@@ -601,6 +639,7 @@ mod tests {
             stored_len,
             plain_len,
             crc: 0,
+            base: None,
         };
         let plain = Sealing::plain();
         let sealed = Sealing::encrypted(&crate::codec::MasterKey::generate().unwrap());
@@ -617,6 +656,20 @@ mod tests {
             (entry(Encoded::Raw, 100, 100), &sealed, false),
             (entry(Encoded::Lz4, u32::MAX, 100), &plain, false),
             (entry(Encoded::Lz4, 10, u32::MAX), &sealed, false),
+            // A delta's plain length is its payload's: a little over a
+            // chunk at most (every page, the base id, the page mask).
+            (
+                entry(Encoded::DeltaRaw, 65536 + 38, 65536 + 38),
+                &plain,
+                true,
+            ),
+            (
+                entry(Encoded::DeltaRaw, 65536 + 39, 65536 + 39),
+                &plain,
+                false,
+            ),
+            (entry(Encoded::DeltaLz4, 100 + seal, 4200), &sealed, true),
+            (entry(Encoded::DeltaLz4, 100, 70000), &plain, false),
         ] {
             assert_eq!(e.check_lengths(chunk, sealing).is_ok(), ok, "{e:?}");
         }

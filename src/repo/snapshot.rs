@@ -79,6 +79,14 @@ pub struct BackupStats {
     /// Bytes of those chunks.
     #[serde(default)]
     pub bytes_free: u64,
+    /// New chunks stored as deltas over the parent's chunk (of
+    /// `chunks_new`).
+    #[serde(default)]
+    pub chunks_delta: u64,
+    /// Bytes of the parent's chunks read back from the repository to
+    /// make deltas (not from the source).
+    #[serde(default)]
+    pub bytes_base_read: u64,
     pub duration_s: f64,
 }
 

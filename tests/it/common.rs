@@ -503,8 +503,16 @@ pub fn assert_bytes_equal(actual: &[u8], expected: &[u8], what: &str) {
 #[derive(Debug, Clone)]
 pub struct Blob {
     pub id: String,
+    /// 0 raw, 1 lz4, 2 and 3 a delta (raw, lz4).
+    pub encoding: u32,
     pub offset: u64,
     pub stored_len: u64,
+}
+
+impl Blob {
+    pub fn is_delta(&self) -> bool {
+        self.encoding & 2 != 0
+    }
 }
 
 /// The table at the end of a pack, in offset order.
@@ -518,6 +526,7 @@ pub fn pack_table(pack: &Path) -> Vec<Blob> {
         .chunks_exact(64)
         .map(|e| Blob {
             id: hex(&e[..32]),
+            encoding: u32::from_le_bytes(e[32..36].try_into().expect("4 bytes")),
             offset: u64::from_le_bytes(e[40..48].try_into().expect("8 bytes")),
             stored_len: u64::from(u32::from_le_bytes(e[48..52].try_into().expect("4 bytes"))),
         })

@@ -90,7 +90,6 @@ impl Drop for Fetchers {
 }
 
 fn fetch_loop(shared: &Shared, demand: &Receiver<Job>, ahead: &Receiver<Job>) {
-    let mut reader = shared.repo.chunk_reader(shared.pool.clone());
     loop {
         let job = select_biased! {
             recv(demand) -> job => job,
@@ -99,9 +98,12 @@ fn fetch_loop(shared: &Shared, demand: &Receiver<Job>, ahead: &Receiver<Job>) {
         let Ok(job) = job else {
             return;
         };
+        // The index may be reloaded between jobs: a reader per job (its
+        // packs stay open only as long as it).
         let index = shared.index();
-        let fetched = reader
-            .read_indexed(&index, &job.id, || not_indexed(&job.id))
+        let fetched = (shared.repo)
+            .chunk_reader(shared.pool.clone(), &index)
+            .read_indexed(&job.id, || not_indexed(&job.id))
             .map(Arc::new)
             .map_err(|e| Failure::from_error(&e));
         shared.cache.settle(&job.id, &job.slot, fetched);

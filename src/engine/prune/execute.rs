@@ -10,6 +10,7 @@ use crate::engine::pack_sink::{ClosedPack, PackSink};
 use crate::engine::{out_of_space, remake_reserve};
 use crate::error::Result;
 use crate::progress::Progress;
+use crate::repo::index::Index;
 use crate::repo::names::{Folder, pack_name};
 use crate::repo::pack::{self, PackEntry};
 use crate::repo::{BufPool, ChunkReader, PackId, Repository};
@@ -33,7 +34,7 @@ impl PrunePlan {
         let mut report = self.report(false);
         let mut stale_maps = std::mem::take(&mut self.stale_maps);
         // 1. Repack: live chunks of mostly-dead packs into new packs.
-        let repacked = repack(repo, &self.repack, progress)?;
+        let repacked = repack(repo, &self.found, &self.repack, progress)?;
         report.packs_written = repacked.written.len();
         // 2. One index for every live chunk at its final place.
         let groups = new_index(std::mem::take(&mut self.index), &self.repack, &repacked);
@@ -130,7 +131,12 @@ fn new_index(
 /// Moves the live chunks of the packs to repack into new packs, each
 /// checked against its id. A pack with a chunk that fails its check stays
 /// as it is; on a full filesystem they all do.
-fn repack(repo: &Repository, packs: &[RepackPack], progress: &dyn Progress) -> Result<Repacked> {
+fn repack(
+    repo: &Repository,
+    index: &Index,
+    packs: &[RepackPack],
+    progress: &dyn Progress,
+) -> Result<Repacked> {
     let total: u64 = packs
         .iter()
         .flat_map(|p| &p.live)
@@ -138,7 +144,7 @@ fn repack(repo: &Repository, packs: &[RepackPack], progress: &dyn Progress) -> R
         .sum();
     progress.start("repack", total);
     let pool = BufPool::new(repo.config().chunk_size as usize, 2);
-    let mut reader = repo.chunk_reader(pool);
+    let mut reader = repo.chunk_reader(pool, index);
     let mut done = Repacked {
         written: Vec::new(),
         moved: vec![false; packs.len()],
@@ -182,7 +188,7 @@ fn move_live_chunks(
                 let loc = location(e);
                 reader
                     .read_stored(&e.id, &pack.id, &loc)
-                    .map(|stored| (e.id, loc, stored))
+                    .map(|stored| (e, stored))
             })
             .collect();
         let chunks = match read {
@@ -195,9 +201,11 @@ fn move_live_chunks(
                 continue;
             }
         };
-        for (id, loc, stored) in chunks {
-            progress.advance(u64::from(loc.plain_len));
-            if let Some(closed) = sink.add_stored(id, loc.encoded, &stored, loc.plain_len)? {
+        for (e, stored) in chunks {
+            progress.advance(u64::from(e.plain_len));
+            if let Some(closed) =
+                sink.add_stored(e.id, (e.encoded, e.base), &stored, e.plain_len)?
+            {
                 done.written.push(closed);
             }
         }

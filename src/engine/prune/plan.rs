@@ -42,6 +42,9 @@ pub(super) struct PrunePlan {
     pub(super) index: HashMap<PackId, Vec<PackEntry>>,
     /// Maps without a manifest (names in the repository).
     pub(super) stale_maps: Vec<String>,
+    /// The index as prune found it: where repacking reads chunks from,
+    /// deltas' bases included.
+    pub(super) found: Index,
 }
 
 /// A pack with no live copy.
@@ -109,9 +112,16 @@ impl PrunePlan {
             return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
                 .hint("nothing was removed; run `platter rebuild-index` first"));
         }
+        // A used delta needs its base, kept whole.
+        let bases: HashSet<ChunkId> = used
+            .iter()
+            .filter_map(|id| index.base_of(id).copied())
+            .collect();
+        let mut used = used;
+        used.extend(bases.iter().copied());
         let (packs, unreadable, damaged_packs) = read_packs(repo)?;
-        let copies = stored_copies(&index, &used, &packs, &unreadable);
-        let live = choose_live(repo, &copies, progress);
+        let copies = stored_copies(&index, (&used, &bases), &packs, &unreadable);
+        let live = choose_live(repo, &index, &copies, progress);
         let mut plan = PrunePlan {
             snapshots: snaps.len(),
             chunks_used: used.len(),
@@ -124,8 +134,10 @@ impl PrunePlan {
             repack: Vec::new(),
             index: HashMap::new(),
             stale_maps: stale_maps(repo, &snaps)?,
+            found: Index::default(),
         };
         plan.decide(&packs, &index, live, repack_percent);
+        plan.found = index;
         Ok(plan)
     }
 
@@ -257,10 +269,13 @@ fn read_packs(repo: &Repository) -> Result<(Vec<PackInfo>, HashSet<PackId>, Vec<
 }
 
 /// Every copy of every used chunk: the index's first (also in a pack whose
-/// table cannot be read), then those the pack tables list.
+/// table cannot be read), then those the pack tables list. A delta a pack
+/// table lists but no index names is no copy (its base is unknown), and a
+/// chunk in `bases` (the base of a used delta) has only whole copies, so
+/// deltas never chain.
 fn stored_copies(
     index: &Index,
-    used: &HashSet<ChunkId>,
+    (used, bases): (&HashSet<ChunkId>, &HashSet<ChunkId>),
     packs: &[PackInfo],
     unreadable: &HashSet<PackId>,
 ) -> HashMap<ChunkId, Vec<StoredCopy>> {
@@ -274,16 +289,21 @@ fn stored_copies(
                 .iter()
                 .any(|e| e.id == *id && e.offset == loc.offset)
         });
-        if known || unreadable.contains(&pack) {
+        let chains = loc.encoded.is_delta() && bases.contains(id);
+        if (known || unreadable.contains(&pack)) && !chains {
             copies.entry(*id).or_default().push(StoredCopy {
                 pack,
                 at: at.get(&pack).copied(),
-                entry: loc.entry(*id),
+                entry: index.entry(id).unwrap_or_else(|| loc.entry(*id)),
             });
         }
     }
     for (p, pack) in packs.iter().enumerate() {
-        for e in pack.entries.iter().filter(|e| used.contains(&e.id)) {
+        let copies_here = pack
+            .entries
+            .iter()
+            .filter(|e| used.contains(&e.id) && !e.encoded.is_delta());
+        for e in copies_here {
             let list = copies.entry(e.id).or_default();
             if !list
                 .iter()
@@ -304,6 +324,7 @@ fn stored_copies(
 /// the first does not read back intact (then the first intact one).
 fn choose_live(
     repo: &Repository,
+    index: &Index,
     copies: &HashMap<ChunkId, Vec<StoredCopy>>,
     progress: &dyn Progress,
 ) -> LiveCopies {
@@ -311,7 +332,8 @@ fn choose_live(
         live: HashMap::new(),
         carried: Vec::new(),
     };
-    let mut reader = repo.chunk_reader(BufPool::new(repo.config().chunk_size as usize, 1));
+    let pool = BufPool::new(repo.config().chunk_size as usize, 1);
+    let mut reader = repo.chunk_reader(pool, index);
     for (id, list) in copies {
         let copy = choose_copy(repo, &mut reader, id, list, progress);
         match copy.at {
@@ -358,12 +380,5 @@ fn choose_copy(
 
 /// Where a pack's table says a chunk is, for reading it from that pack.
 pub(super) fn location(e: &PackEntry) -> Location {
-    Location {
-        pack: 0,
-        encoded: e.encoded,
-        offset: e.offset,
-        stored_len: e.stored_len,
-        plain_len: e.plain_len,
-        crc: e.crc,
-    }
+    Location::of(e, 0)
 }

@@ -90,8 +90,8 @@ impl RestorePlan<'_> {
         let pool = BufPool::new(self.header.chunk_size as usize, 2);
         let (repo, index) = (self.repo, &self.index);
         let fetch = |id: &ChunkId| -> Result<PlainChunk> {
-            repo.chunk_reader(pool.clone())
-                .read_indexed(index, id, || not_indexed(id))
+            repo.chunk_reader(pool.clone(), index)
+                .read_indexed(id, || not_indexed(id))
         };
         read_back(
             &mut self.map,
@@ -239,7 +239,7 @@ fn write_all(
     let ran = fan_out(
         |send| spans::feed(map, positions, index, limit, send),
         workers,
-        || repo.chunk_reader(pool.clone()),
+        || repo.chunk_reader(pool.clone(), index),
         |reader, job, give| match job {
             Job::Zeros(places) => {
                 give((places, Ok(None)));
