@@ -13,6 +13,7 @@ mod it {
     mod copies;
     mod crash;
     mod damage;
+    mod deltas;
     mod devices;
     mod encryption;
     mod faults;

@@ -96,6 +96,7 @@ pub fn verify_locked(
     }
     find_stray_files(repo, &all_ids, &mut report)?;
     if !bad_chunks.is_empty() {
+        spread_to_deltas(&index, &referenced.used, &mut bad_chunks, &mut report);
         attribute(repo, &snaps, &bad_chunks, &mut report)?;
     }
     report.duration_s = started.elapsed().as_secs_f64();
@@ -252,6 +253,28 @@ fn check_bases(
     });
     for id in broken {
         bad_chunks.insert(id, at);
+    }
+}
+
+/// A delta cannot be rebuilt when its base is damaged: each used delta
+/// over a damaged chunk joins that chunk's problem.
+fn spread_to_deltas(
+    index: &Index,
+    used: &HashSet<ChunkId>,
+    bad_chunks: &mut HashMap<ChunkId, usize>,
+    report: &mut VerifyReport,
+) {
+    let mut spread: Vec<(ChunkId, usize)> = used
+        .iter()
+        .filter(|id| !bad_chunks.contains_key(*id))
+        .filter_map(|id| Some((*id, *bad_chunks.get(index.base_of(id)?)?)))
+        .collect();
+    spread.sort();
+    for (id, at) in spread {
+        bad_chunks.insert(id, at);
+        let chunks = &mut report.damage[at].chunks;
+        chunks.push(id);
+        chunks.sort();
     }
 }
 

@@ -16,7 +16,7 @@
 //! T+t+4         4     crc32 of the table's stored bytes
 //! T+t+8         8     magic "PLTRPEND"
 //!
-//! ENTRY: id [32] | encoding u32 (0 raw, 1 lz4) | reserved u32 |
+//! ENTRY: id [32] | encoding u32 (0 raw, 1 lz4, 2/3 a delta raw/lz4) | reserved u32 |
 //!        offset u64 | stored length u32 | plain length u32 |
 //!        crc32 of the stored bytes u32 | reserved u32
 //! FRAME: offset u64 | stored length u32 | crc32 of the stored bytes u32

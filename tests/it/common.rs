@@ -515,6 +515,14 @@ impl Blob {
     }
 }
 
+/// The base chunk a raw delta blob of an unencrypted pack names (its
+/// first 32 bytes); test data is random, so deltas are stored raw.
+pub fn delta_base(pack: &Path, blob: &Blob) -> String {
+    assert_eq!(blob.encoding, 2, "not a raw delta: {}", blob.id);
+    let bytes = fs::read(pack).expect("cannot read pack");
+    hex(&bytes[blob.offset as usize..blob.offset as usize + 32])
+}
+
 /// The table at the end of a pack, in offset order.
 pub fn pack_table(pack: &Path) -> Vec<Blob> {
     let bytes = fs::read(pack).expect("cannot read pack");
