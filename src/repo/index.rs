@@ -399,4 +399,72 @@ mod tests {
         assert_eq!(index.pack_id(loc.pack), &PackId::from_bytes([2; 32]));
         assert_eq!(index.len(), 3);
     }
+
+    fn delta(name: &[u8], base: &[u8], offset: u64) -> PackEntry {
+        PackEntry {
+            encoded: Encoded::DeltaRaw,
+            base: Some(ChunkId::of(base)),
+            ..entry(name, offset)
+        }
+    }
+
+    #[test]
+    fn index_files_with_deltas_name_their_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let packs = vec![
+            (
+                PackId::from_bytes([1; 32]),
+                vec![entry(b"a", 16), delta(b"b", b"a", 26)],
+            ),
+            (PackId::from_bytes([2; 32]), vec![delta(b"c", b"a", 16)]),
+        ];
+        let id = write_index(&backend, &Sealing::plain(), &packs).unwrap();
+        let bytes = backend
+            .read_whole(&crate::repo::names::index_name(&id))
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+        assert_eq!(read_index(&bytes, "i").unwrap(), packs);
+        for cut in 0..bytes.len() {
+            assert!(read_index(&bytes[..cut], "i").is_err(), "cut at {cut}");
+        }
+        // A delta without its base is never written.
+        let mut orphan = packs.clone();
+        orphan[1].1[0].base = None;
+        assert!(write_index(&backend, &Sealing::plain(), &orphan).is_err());
+        // Without deltas: version 1, readable by a platter before them.
+        let plain = vec![(PackId::from_bytes([1; 32]), vec![entry(b"a", 16)])];
+        let id = write_index(&backend, &Sealing::plain(), &plain).unwrap();
+        let bytes = backend
+            .read_whole(&crate::repo::names::index_name(&id))
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    }
+
+    #[test]
+    fn a_whole_copy_wins_over_a_delta_and_orphan_deltas_are_dropped() {
+        let (p1, p2) = (PackId::from_bytes([1; 32]), PackId::from_bytes([2; 32]));
+        let mut index = Index::default();
+        // Chunk b first seen as a delta over a, then whole elsewhere.
+        index.add_pack(p1, &[entry(b"a", 16), delta(b"b", b"a", 26)]);
+        assert_eq!(index.base_of(&ChunkId::of(b"b")), Some(&ChunkId::of(b"a")));
+        assert!(!index.has_whole(&ChunkId::of(b"b")));
+        assert_eq!(
+            index.add_pack(p2, &[entry(b"b", 16), delta(b"a", b"b", 26)]),
+            2
+        );
+        assert!(index.has_whole(&ChunkId::of(b"b")));
+        assert_eq!(index.base_of(&ChunkId::of(b"b")), None);
+        // ... and a delta copy never replaces a whole one: no cycle.
+        assert!(index.has_whole(&ChunkId::of(b"a")));
+        assert_eq!(index.entry(&ChunkId::of(b"a")).unwrap().base, None);
+        // A delta whose base's pack is gone is gone too.
+        let mut index = Index::default();
+        index.add_pack(p1, &[entry(b"a", 16)]);
+        index.add_pack(p2, &[delta(b"c", b"a", 16), entry(b"d", 26)]);
+        let present: std::collections::HashSet<PackId> = [p2].into();
+        assert_eq!(index.keep_packs(&present), 2);
+        assert!(!index.contains(&ChunkId::of(b"c")));
+        assert!(index.contains(&ChunkId::of(b"d")));
+    }
 }
