@@ -69,6 +69,8 @@ struct Slot {
 
 struct Job {
     pos: u64,
+    /// Where the chunk starts in the source.
+    start: u64,
     len: u64,
     skip: Skip,
     parent: Option<MapEntry>,
@@ -97,7 +99,8 @@ enum Outcome {
         /// Bytes of the parent's chunk read back to try a delta.
         base_read: u64,
     },
-    /// Sealing failed (the system's random generator did).
+    /// Reading the source failed, or sealing did (the system's random
+    /// generator).
     Failed(Error),
 }
 
@@ -143,6 +146,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
             let pool = BufPool::new(input.header.chunk_size as usize, 1);
             let reader = ChunkReader::new(input.backend, input.sealing.clone(), pool, input.index);
             let mut store = Store {
+                source: input.source,
                 index: input.index,
                 pending: &pending,
                 compression: input.compression,
@@ -194,7 +198,7 @@ fn read_loop(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let Ok(mut slot) = free.recv() else {
+        let Ok(slot) = free.recv() else {
             break;
         };
         let start = pos * header.chunk_size;
@@ -218,15 +222,12 @@ fn read_loop(
         } else {
             Skip::No
         };
-        if skip == Skip::No {
-            // Every byte is overwritten by the read: resize only when the
-            // length changes (the last chunk), so nothing is zero-filled.
-            slot.plain.resize(len as usize, 0);
-            source.read_at(&mut slot.plain, start)?;
-        }
+        // The worker reads the chunk: several reads at once copy out of
+        // the page cache (or keep a fast disk busy) faster than one.
         progress.advance(len);
         let job = Job {
             pos,
+            start,
             len,
             skip,
             parent: parent_entry,
@@ -239,8 +240,9 @@ fn read_loop(
     Ok(())
 }
 
-/// What a worker needs to name and store new chunks.
+/// What a worker needs to read, name and store new chunks.
 struct Store<'a> {
+    source: &'a Source,
     index: &'a Index,
     /// New chunks some worker is storing in this backup.
     pending: &'a Mutex<HashSet<ChunkId>>,
@@ -254,6 +256,7 @@ fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &mut Store<'_>) {
     for job in jobs.iter() {
         let Job {
             pos,
+            start,
             len,
             skip,
             parent,
@@ -262,7 +265,16 @@ fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &mut Store<'_>) {
         let outcome = match skip {
             Skip::Hole => Outcome::Hole,
             Skip::Free => Outcome::Free(len),
-            Skip::No => classify(&mut slot, parent, store),
+            Skip::No => {
+                // Every byte is overwritten by the read: resize only when
+                // the length changes (the last chunk), so nothing is
+                // zero-filled.
+                slot.plain.resize(len as usize, 0);
+                match store.source.read_at(&mut slot.plain, start) {
+                    Ok(()) => classify(&mut slot, parent, store),
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
         };
         if done.send(Done { pos, outcome, slot }).is_err() {
             return;

@@ -25,6 +25,7 @@ use crate::engine::rekey::Rekey;
 use crate::engine::snapshots::{Selected, Selection, select_from};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::repo::config::DELTAS;
 use crate::repo::index::Index;
 use crate::repo::lock::LockKind;
 use crate::repo::snapshot::Snapshot;
@@ -194,9 +195,11 @@ fn copy_one(
                 return Ok(None);
             }
             let base = between.source_index.base_of(&entry.id).copied();
-            if base.is_some_and(|base| !there.has_whole(&base)) {
-                // A delta goes as it is only over a base stored whole
-                // there; otherwise the chunk goes whole.
+            let deltas_there = between.to.config().has(DELTAS);
+            if base.is_some_and(|base| !deltas_there || !there.has_whole(&base)) {
+                // A delta goes as it is only into a repository that has
+                // deltas, over a base stored whole there; otherwise the
+                // chunk goes whole.
                 let plain = reader.read_indexed(&entry.id, || not_in_source(&entry.id))?;
                 return Ok(Some(Fetched {
                     id: entry.id,

@@ -65,6 +65,7 @@ pub fn verify_locked(
     }
     report.chunks = index.len();
     let in_tables_only = check_packs(repo, &index, &mut report, &mut bad_chunks)?;
+    check_features(repo, &index, &mut report);
     let mut referenced = check_maps(repo, &snaps, &index, &mut report)?;
     check_bases(
         repo,
@@ -216,6 +217,23 @@ fn report_unindexed(
     });
     for id in ids {
         bad_chunks.insert(id, at);
+    }
+}
+
+/// Deltas in a repository whose config does not name the `deltas` feature
+/// (a config edited or put back from before `upgrade`): a platter that
+/// predates deltas would read the repository as damaged, and prune it.
+fn check_features(repo: &Repository, index: &Index, report: &mut VerifyReport) {
+    let deltas = index.delta_count();
+    if deltas > 0 && !repo.config().has(crate::repo::config::DELTAS) {
+        report.damage.push(problem(
+            repo.describe(crate::repo::names::CONFIG),
+            &format!(
+                "the index holds {deltas} delta chunk(s), but the config does not name the \
+                 `deltas` format feature (it was replaced or edited); run `platter upgrade` so \
+                 that a platter without deltas refuses this repository"
+            ),
+        ));
     }
 }
 

@@ -398,6 +398,17 @@ impl<'a> ChunkReader<'a> {
         let base_id = codec::delta::base_of(payload)
             .ok_or_else(|| damaged("is a delta too short to name its base"))?;
         let index = self.index;
+        // Prune, copy and verify go by the base the index names: a delta
+        // that names another one is damage, not a second opinion.
+        if let Some(indexed) = index.base_of(id)
+            && *indexed != base_id
+        {
+            return Err(Error::corrupt(format!(
+                "{what} is a delta over chunk {base_id}, but the index names chunk {indexed} \
+                 as its base: the index is damaged (`platter rebuild-index` reads each delta's \
+                 base from the delta)"
+            )));
+        }
         let (base_pack, base_loc) = locate(index, &base_id, || {
             Error::corrupt(format!(
                 "{what} is a delta over chunk {base_id}, which the index lacks"

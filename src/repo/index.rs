@@ -100,6 +100,11 @@ impl Index {
         self.bases.get(id)
     }
 
+    /// How many chunks are stored as deltas.
+    pub fn delta_count(&self) -> usize {
+        self.bases.len()
+    }
+
     /// Whether chunk `id` is stored whole (not as a delta): only such a
     /// chunk may be a delta's base, so deltas never chain.
     pub fn has_whole(&self, id: &ChunkId) -> bool {

@@ -306,3 +306,101 @@ fn upgrade_turns_deltas_on_in_an_old_repository() {
     let report = sandbox.run(["--json", "verify", "--read-data"]).ok().json();
     assert_eq!(report["damage"], Value::Array(vec![]), "{report}");
 }
+
+/// Rewrites `sandbox`'s config as a plain version 1 config without
+/// features (as before `upgrade`), with a valid crc32.
+fn forge_v1_config(sandbox: &Sandbox) {
+    let config = sandbox.repo.join("config");
+    let doc: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    let mut body = doc["body"].clone();
+    body.as_object_mut().unwrap().remove("features");
+    let body = serde_json::to_string(&body).unwrap();
+    let text = format!(
+        "{{\"platter\":\"config\",\"version\":1,\"crc32\":\"{:08x}\",\"body\":{body}}}\n",
+        crc32fast::hash(body.as_bytes())
+    );
+    fs::write(&config, text).unwrap();
+}
+
+// Pins: an index that names another base than the delta itself names is
+// damage (verify --read-data names it and says to rebuild the index; a
+// copy does not move the delta over the wrong base), and rebuild-index
+// mends it.
+#[test]
+fn an_index_base_that_disagrees_with_the_delta_is_damage() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xde181);
+    let mut image = Image::random(sandbox.path("disk.img"), 4 * CHUNK, &mut rng);
+    let first = sandbox.backup(&image.path)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let whole: Vec<String> = pack_table(&sandbox.packs()[0])
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    image.write_random(&mut rng, 100, 100);
+    let second = sandbox.backup(&image.path);
+    assert_eq!(counter(&second, "chunks_delta"), 1, "{second}");
+    let second = second["snapshot"].as_str().unwrap().to_string();
+    let index = files_under(&sandbox.repo.join("index"))
+        .into_iter()
+        .find(|f| fs::read(f).unwrap()[8] == 2)
+        .expect("a version 2 index file");
+    let mut bytes = fs::read(&index).unwrap();
+    let end = bytes.len() - 8;
+    let base = hex(&bytes[end - 32..end]);
+    let other = whole.iter().find(|id| **id != base).unwrap();
+    for (i, pair) in other.as_bytes().chunks(2).enumerate() {
+        bytes[end - 32 + i] = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+    }
+    let crc = crc32fast::hash(&bytes[..end]);
+    bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&index, &bytes).unwrap();
+
+    let report = sandbox
+        .run(["--json", "verify", "--read-data"])
+        .expect_code(4)
+        .json();
+    assert!(report.to_string().contains("rebuild-index"), "{report:#}");
+    let other_repo = Sandbox::new();
+    let to = other_repo.repo.to_str().unwrap();
+    sandbox.run(["copy", "--to", to, &first]).ok();
+    sandbox.run(["copy", "--to", to, &second]).expect_code(4);
+    other_repo.run(["verify", "--read-data"]).ok();
+
+    sandbox.run(["rebuild-index"]).ok();
+    sandbox.assert_restores(&second, &image.bytes);
+    sandbox.run(["verify", "--read-data"]).ok();
+}
+
+// Pins: a copy into a repository without the deltas feature (made by an
+// older platter, not upgraded) stores every chunk whole, so that older
+// platter can still read it; and verify names deltas in a repository whose
+// config does not name the feature.
+#[test]
+fn deltas_never_enter_a_repository_without_the_feature() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xde182);
+    let mut image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let taken = history(&sandbox, &mut image, &mut rng, 3);
+    let old = Sandbox::new();
+    forge_v1_config(&old);
+    for (id, _) in &taken {
+        sandbox
+            .run(["copy", "--to", old.repo.to_str().unwrap(), id.as_str()])
+            .ok();
+    }
+    for pack in old.packs() {
+        assert!(
+            pack_table(&pack).iter().all(|b| !b.is_delta()),
+            "a delta was copied into a repository without deltas"
+        );
+    }
+    for (id, bytes) in &taken {
+        old.assert_restores(id, bytes);
+    }
+    forge_v1_config(&sandbox);
+    let report = sandbox.run(["--json", "verify"]).expect_code(4).json();
+    assert!(report.to_string().contains("platter upgrade"), "{report:#}");
+}
