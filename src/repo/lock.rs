@@ -202,10 +202,24 @@ pub struct FoundLock {
     pub stale: bool,
 }
 
-/// How long a shared locker waits for an exclusive lock to go away: an
-/// exclusive locker that finds others refuses and removes its lock at
-/// once, so one that is in the way is usually gone within moments.
+/// How long a locker waits for an exclusive lock to go away: an exclusive
+/// locker that finds others refuses and removes its lock at once, so one
+/// that is in the way is usually gone within moments.
 const SHARED_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long to pause before trying again. Two exclusive lockers that meet
+/// both back off; a random pause (50 to 305 ms) lets one of them win on a
+/// later try instead of both meeting again.
+fn pause(kind: LockKind) -> Duration {
+    let mut jitter = [0u8; 1];
+    match kind {
+        LockKind::Shared => Duration::from_millis(100),
+        LockKind::Exclusive => {
+            let _ = crate::codec::seal::random(&mut jitter);
+            Duration::from_millis(50 + u64::from(jitter[0]))
+        }
+    }
+}
 
 pub fn acquire<'a>(
     repo: &'a Repository,
@@ -222,8 +236,8 @@ pub fn acquire<'a>(
                     .info
                     .as_ref()
                     .is_some_and(|o| o.kind == LockKind::Exclusive);
-                if kind == LockKind::Shared && exclusive && started.elapsed() < SHARED_PATIENCE {
-                    std::thread::sleep(Duration::from_millis(100));
+                if exclusive && started.elapsed() < SHARED_PATIENCE {
+                    std::thread::sleep(pause(kind));
                     continue;
                 }
                 return Err(busy(&conflict));

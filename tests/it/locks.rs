@@ -82,3 +82,33 @@ fn a_lock_that_went_unrefreshed_fails_before_a_commit() {
     let err = held.check_held().expect_err("a removed lock held");
     assert!(err.message().contains("was removed"), "{err}");
 }
+
+// Pins: two exclusive commands started at once do not both give up: each
+// backs off from the other's lock, and a random pause lets one of them win
+// (they used to fail together in about 2 runs of 5).
+#[test]
+fn two_exclusive_lockers_started_at_once_do_not_both_give_up() {
+    let (_store, repo) = repository();
+    for round in 0..12 {
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        lock_repo(&repo, LockKind::Exclusive, "race", &Quiet)
+                            .map(|lock| {
+                                // Held a moment, as a short prune would.
+                                std::thread::sleep(Duration::from_millis(20));
+                                drop(lock);
+                            })
+                            .is_ok()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(
+            outcomes.iter().any(|ok| *ok),
+            "round {round}: both exclusive lockers gave up"
+        );
+    }
+}
