@@ -20,6 +20,7 @@
 //! repository's lock released and the temporary folder removed. The
 //! registrations with `interrupt` are made in making order for that.
 
+mod check;
 mod qemu;
 
 use std::ffi::OsString;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
+pub use check::{BootCheck, BootWatch};
 pub use qemu::{Accel, Firmware};
 
 use crate::disk::layout::Layout;
@@ -204,6 +206,11 @@ impl Prepared {
         &self.plan
     }
 
+    /// The private folder (mount point, overlay unless kept).
+    fn scratch_dir(&self) -> &Path {
+        &self._scratch.dir
+    }
+
     /// Runs QEMU until it exits, then undoes everything.
     pub fn run(mut self) -> Result<BootReport> {
         let started = Instant::now();
@@ -359,6 +366,7 @@ impl Drop for Scratch {
 /// anything inside a mount point still mounted (rmdir fails on it).
 fn remove_scratch(dir: &Path) -> bool {
     let _ = std::fs::remove_file(dir.join("overlay.qcow2"));
+    let _ = std::fs::remove_file(dir.join(check::CONSOLE));
     let _ = std::fs::remove_dir(dir.join("mnt"));
     std::fs::remove_dir(dir).is_ok()
 }

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use platter::Result;
-use platter::boot::{Accel, BootOptions, BootReport, Firmware, prepare};
+use platter::boot::{Accel, BootOptions, BootReport, BootWatch, Firmware, prepare};
 use platter::printable::to_stderr;
 
 use super::{Context, layout_text, output};
@@ -37,6 +37,13 @@ use super::{Context, layout_text, output};
 /// changes with --keep-overlay FILE, then `platter restore SNAPSHOT DISK --overlay FILE`
 /// writes the snapshot with those changes to a disk.
 ///
+/// --expect TEXT makes it a boot test: the guest boots with no network
+/// (-nic none), its first serial port (ttyS0) goes to a private file, and
+/// as soon as TEXT shows there (a login prompt, a marker a service prints)
+/// the guest is stopped and platter exits 0; a guest that stops first, or
+/// does not show TEXT within --timeout, exits 4 with the console's last
+/// lines. Nothing it wrote is kept.
+///
 /// Needs qemu-system-x86_64 (Debian package qemu-system-x86), qemu-img
 /// (qemu-utils), OVMF for UEFI (ovmf), /dev/fuse, and mtools to look for a
 /// UEFI loader.
@@ -44,6 +51,7 @@ use super::{Context, layout_text, output};
 #[command(after_long_help = "Examples:\n  \
 platter boot latest -- -nographic                         (serial console in this terminal; Ctrl-A X quits)\n  \
 platter boot 3f2a91c0 --keep-overlay /srv/recovered.qcow2 -- -nic user -smp 2\n  \
+platter boot latest --expect 'login:' --timeout 5m               (a boot test: no network, exit 0 at the prompt)\n  \
 platter restore 3f2a91c0 /dev/sdc --overlay /srv/recovered.qcow2   (back to hardware)")]
 pub struct Args {
     /// Snapshot id, unique prefix, or `latest`
@@ -68,6 +76,14 @@ pub struct Args {
     /// Memory for checked chunks of the snapshot (e.g. 64M, 1G)
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size, default_value = "64MiB")]
     cache_size: u64,
+
+    /// A boot test: wait for TEXT on the serial console (e.g. 'login:'), then stop the guest; no network
+    #[arg(long, value_name = "TEXT", value_parser = nonempty, conflicts_with = "keep_overlay")]
+    expect: Option<String>,
+
+    /// How long a boot test waits for --expect's text (e.g. 90s, 5m)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m", requires = "expect")]
+    timeout: std::time::Duration,
 
     /// Extra QEMU arguments, after `--` (e.g. -- -nographic -smp 2)
     #[arg(last = true, value_name = "QEMU ARGS")]
@@ -135,6 +151,25 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
             ", removed when QEMU exits"
         },
     ));
+    if let Some(expect) = args.expect {
+        let watch = BootWatch {
+            expect,
+            timeout: args.timeout,
+        };
+        let checked = prepared.check(&watch)?;
+        if ctx.json {
+            output::json(&checked)?;
+        } else {
+            to_stderr(&format!(
+                "platter: snapshot {} booted: {:?} showed on its serial console after {:.1}s; \
+                 the guest was stopped, nothing was kept",
+                checked.plan.snapshot.prefix(8),
+                checked.expected,
+                checked.seen_after_s
+            ));
+        }
+        return Ok(true);
+    }
     let report = prepared.run()?;
     if ctx.json {
         output::json(&report)?;
@@ -142,6 +177,14 @@ pub fn run(ctx: &Context, args: Args) -> Result<bool> {
         print_report(&report);
     }
     Ok(true)
+}
+
+fn nonempty(text: &str) -> std::result::Result<String, String> {
+    if text.is_empty() {
+        Err("give the text to wait for (e.g. 'login:')".into())
+    } else {
+        Ok(text.to_string())
+    }
 }
 
 fn print_report(report: &BootReport) {

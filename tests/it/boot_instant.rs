@@ -571,3 +571,71 @@ fn booting_a_partition_snapshot_warns_that_it_will_likely_not_boot() {
         assert_nothing_left(&sandbox, &tmp);
     }
 }
+
+/// `platter -r REPO [--json] boot ID --accel tcg --memory 256M --expect
+/// TEXT --timeout LIMIT` with a private TMPDIR (`--json` when it is to
+/// pass).
+fn boot_test(sandbox: &Sandbox, tmp: &Path, id: &str, expect: &str, limit: &str) -> Run {
+    std::fs::create_dir_all(tmp).unwrap();
+    let mut cmd = platter();
+    cmd.arg("-r").arg(&sandbox.repo);
+    if expect == marker() && limit != "1s" {
+        cmd.arg("--json");
+    }
+    cmd.args(["boot", id]);
+    cmd.args([
+        "--accel",
+        "tcg",
+        "--memory",
+        "256M",
+        "--expect",
+        expect,
+        "--timeout",
+        limit,
+    ]);
+    cmd.env("TMPDIR", tmp);
+    let out = cmd.output().expect("cannot run platter boot");
+    Run::from_output(format!("platter boot {id} --expect {expect:?}"), out)
+}
+
+// Pins: `boot --expect` is a boot test: exit 0 once the text shows on the
+// serial console (the guest then stopped, nothing left behind); a guest
+// that stops without showing it, or a time limit that runs out, is exit 4
+// quoting the console's last lines, with no QEMU, mount or file left.
+#[test]
+fn a_boot_test_passes_at_the_expected_text_and_fails_with_the_console_tail() {
+    let test = "a_boot_test_passes_at_the_expected_text_and_fails_with_the_console_tail";
+    if !have(test, NEEDS) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let id = sandbox.snapshot_of(&boot_fixtures().join("bios-gpt.img"), &[]);
+    let before = sandbox.repo_tree();
+    let tmp = sandbox.path("tmp-test");
+    let passed = boot_test(&sandbox, &tmp, &id, &marker(), "120s")
+        .ok()
+        .json();
+    assert!(passed["seen_after_s"].as_f64().unwrap() > 0.0, "{passed}");
+    assert_eq!(passed["expected"], marker().as_str(), "{passed}");
+    assert_nothing_left(&sandbox, &tmp);
+
+    let never = format!("{}-{}", "NEVER", "SHOWN");
+    let failed = boot_test(&sandbox, &tmp, &id, &never, "120s");
+    failed.expect_code(4);
+    let said = failed.describe();
+    assert!(said.contains("before the guest stopped"), "{said}");
+    // The console's last lines, the fixture's marker among them.
+    assert!(said.contains(&format!("| {}", marker())), "{said}");
+    assert_nothing_left(&sandbox, &tmp);
+
+    let late = boot_test(&sandbox, &tmp, &id, &marker(), "1s");
+    late.expect_code(4);
+    assert!(
+        late.describe().contains("within 1 s"),
+        "{}",
+        late.describe()
+    );
+    assert!(qemu_of(&tmp).is_empty(), "QEMU was left running");
+    assert_nothing_left(&sandbox, &tmp);
+    assert_eq!(sandbox.repo_tree(), before, "the repository changed");
+}
