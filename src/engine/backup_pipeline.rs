@@ -21,12 +21,13 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::codec::{self, Blob, ChunkId, Compression, Scratch, Sealing};
 use crate::disk::Source;
 use crate::disk::free_space::Ranges;
+use crate::engine::change_source::ChangedRanges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
-use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
+use crate::repo::map::{FINGERPRINT_UNKNOWN, Kind, MapEntry, MapHeader, MapReader, MapWriter};
 use crate::repo::pack::{PackEntry, PackWriter};
 use crate::repo::snapshot::BackupStats;
 
@@ -38,6 +39,10 @@ pub struct PipelineInput<'a> {
     pub sealing: &'a Sealing,
     pub index: &'a Index,
     pub parent: Option<MapReader>,
+    /// Ranges a change source says may have changed since the parent:
+    /// chunks outside them keep the parent's entry unread. `None`: read
+    /// every chunk.
+    pub changed: Option<&'a ChangedRanges>,
     pub header: MapHeader,
     pub compression: Compression,
     pub progress: &'a dyn Progress,
@@ -71,6 +76,8 @@ enum Skip {
     No,
     Hole,
     Free,
+    /// A change source says it did not change: the parent's entry.
+    Unchanged(MapEntry),
 }
 
 enum Outcome {
@@ -116,7 +123,12 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         let reader = {
             let (free_rx, job_tx, stop) = (free_rx.clone(), job_tx, &stop);
             let (source, header, progress) = (input.source, input.header, input.progress);
-            let (parent, unused) = (input.parent, input.free);
+            let (unused, index) = (input.free, input.index);
+            let parent = ParentTracking {
+                map: input.parent,
+                changed: input.changed,
+                index,
+            };
             scope.spawn(move || {
                 read_loop(
                     source, unused, header, parent, &free_rx, &job_tx, stop, progress,
@@ -153,25 +165,54 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
             .join()
             .unwrap_or_else(|_| Err(Error::internal("reader panicked")));
         // A reader failure is the root cause of whatever the writer saw.
-        let (map, packs, stats) = match (read, written) {
-            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
-            (Ok(()), Ok(w)) => w,
+        let (map, packs, mut stats, unread) = match (read, written) {
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+            (Ok(unread), Ok((map, packs, stats))) => (map, packs, stats, unread),
         };
+        (stats.chunks_unread, stats.bytes_unread) = unread;
         Ok(PipelineOutput { map, packs, stats })
     })
 }
 
+/// What the reader knows of the parent: its map, and which ranges a
+/// change source says may have changed since.
+struct ParentTracking<'a> {
+    map: Option<MapReader>,
+    changed: Option<&'a ChangedRanges>,
+    index: &'a Index,
+}
+
+impl ParentTracking<'_> {
+    /// The parent's entry for `[start, end)` when a change source says
+    /// those bytes did not change and the entry stands for them without
+    /// reading: zeros, or data whose chunk is still indexed. (An unused
+    /// entry was never read, so it says nothing about the bytes.)
+    fn unchanged(&self, parent: Option<MapEntry>, start: u64, end: u64) -> Option<MapEntry> {
+        let changed = self.changed?;
+        let entry = parent?;
+        let stands = match entry.kind {
+            Kind::Zero => true,
+            Kind::Data => self.index.contains(&entry.id),
+            Kind::Unused => false,
+        };
+        (stands && !changed.overlaps(start, end)).then_some(entry)
+    }
+}
+
+/// Reads the chunks; returns how many were kept from the parent unread,
+/// and their bytes.
 #[allow(clippy::too_many_arguments)]
 fn read_loop(
     source: &Source,
     unused: &Ranges,
     header: MapHeader,
-    mut parent: Option<MapReader>,
+    mut parent: ParentTracking<'_>,
     free: &Receiver<Slot>,
     jobs: &Sender<Job>,
     stop: &AtomicBool,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<(u64, u64)> {
+    let mut unread = (0u64, 0u64);
     for pos in 0..header.entries {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -181,7 +222,7 @@ fn read_loop(
         };
         let start = pos * header.chunk_size;
         let len = header.chunk_len(pos);
-        let parent_entry = match parent.as_mut().map(|map| map.entry(pos)) {
+        let parent_entry = match parent.map.as_mut().map(|map| map.entry(pos)) {
             None => None,
             Some(Ok(entry)) => Some(entry),
             Some(Err(e)) => {
@@ -189,7 +230,7 @@ fn read_loop(
                 progress.warn(&format!(
                     "stopped using the parent for change tracking at chunk {pos}: {e}"
                 ));
-                parent = None;
+                parent.map = None;
                 None
             }
         };
@@ -197,6 +238,13 @@ fn read_loop(
             Skip::Free
         } else if source.is_hole(start, start + len)? {
             Skip::Hole
+        } else if let Some(entry) = parent.unchanged(parent_entry, start, start + len) {
+            unread.0 += 1;
+            unread.1 += len;
+            // Nothing is read into the slot: the writer counts its length
+            // as bytes read.
+            slot.plain.clear();
+            Skip::Unchanged(entry)
         } else {
             Skip::No
         };
@@ -218,7 +266,7 @@ fn read_loop(
             break;
         }
     }
-    Ok(())
+    Ok(unread)
 }
 
 /// What a worker needs to name and store new chunks.
@@ -242,6 +290,7 @@ fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &Store<'_>) {
         let outcome = match skip {
             Skip::Hole => Outcome::Hole,
             Skip::Free => Outcome::Free(len),
+            Skip::Unchanged(entry) => Outcome::Unchanged(entry),
             Skip::No => classify(&mut slot, parent, store),
         };
         if done.send(Done { pos, outcome, slot }).is_err() {
@@ -258,7 +307,7 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Out
     // must not be inherited when the source still has the data.
     if let Some(p) = parent
         && p.kind == Kind::Data
-        && p.fingerprint == fingerprint
+        && same_fingerprint(p.fingerprint, fingerprint)
         && index.contains(&p.id)
     {
         return Outcome::Unchanged(p);
@@ -288,6 +337,15 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &Store<'_>) -> Out
         Ok(stored) => Outcome::New { entry, stored },
         Err(e) => Outcome::Failed(e),
     }
+}
+
+/// Whether a parent's fingerprint shows the chunk unchanged. The
+/// fingerprint `FINGERPRINT_UNKNOWN` (0) is written for a chunk whose bytes
+/// were not all read, and is never equal to anything: such a chunk is
+/// hashed again (older platters do the same by chance: 0 matches nothing
+/// they compute but once in 2^64).
+fn same_fingerprint(parent: u64, now: u64) -> bool {
+    parent != FINGERPRINT_UNKNOWN && parent == now
 }
 
 type Written = (MapWriter, Vec<(PackId, Vec<PackEntry>)>, BackupStats);
@@ -461,5 +519,18 @@ fn committed_packs(
     match first_error {
         Some(e) => Err(e),
         None => Ok(packs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_parent_fingerprint_never_matches() {
+        assert!(!same_fingerprint(FINGERPRINT_UNKNOWN, FINGERPRINT_UNKNOWN));
+        assert!(!same_fingerprint(FINGERPRINT_UNKNOWN, 7));
+        assert!(same_fingerprint(7, 7));
+        assert!(!same_fingerprint(7, 8));
     }
 }
