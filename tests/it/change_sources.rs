@@ -556,3 +556,60 @@ fn reflink_without_reflinks_scans_and_says_why() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     sandbox.assert_restores(summary["snapshot"].as_str().unwrap(), &image.bytes);
 }
+
+// Pins: for random write patterns on XFS (data, zeros, punched holes; some synced, some still in the page cache), a reflink incremental restores exactly what a scan incremental of the same image restores, round after round, and reads no more.
+#[test]
+fn reflink_incrementals_equal_scan_incrementals_on_xfs() {
+    reflink_equals_scan(
+        "reflink_incrementals_equal_scan_incrementals_on_xfs",
+        "mkfs.xfs",
+        "320M",
+    );
+}
+
+// Pins: the same on btrfs.
+#[test]
+fn reflink_incrementals_equal_scan_incrementals_on_btrfs() {
+    reflink_equals_scan(
+        "reflink_incrementals_equal_scan_incrementals_on_btrfs",
+        "mkfs.btrfs",
+        "160M",
+    );
+}
+
+fn reflink_equals_scan(test: &str, mkfs: &str, fs_size: &str) {
+    if !have(test, &["root", "loop devices", mkfs]) {
+        return;
+    }
+    let with_reflink = Sandbox::new();
+    let scan = Sandbox::new();
+    let fs = Scratch::new(&with_reflink, mkfs, fs_size);
+    let mut rng = Rng::new(0xc5_000a);
+    let size = 40 * CHUNK + 4096;
+    let mut image = Image::random(fs.path("vm.img"), size, &mut rng);
+    backup_reflink(&with_reflink, &image.path, &[]).ok();
+    scan.backup(&image.path);
+    for round in 0..6 {
+        for _ in 0..rng.below(5) {
+            let len = 1 + rng.below(2 * CHUNK);
+            let offset = rng.below(size - len + 1);
+            match rng.below(4) {
+                0 => image.write_zeros(offset, len),
+                1 => image.punch_hole(offset, len),
+                _ => image.write_random(&mut rng, offset, len),
+            }
+        }
+        if rng.below(2) == 0 {
+            sh("sync");
+        }
+        let a = with_reflink.backup(&image.path);
+        let b = scan.backup_with(&image.path, &["--change-source", "scan"]);
+        assert_eq!(a["change_source"]["kind"], "reflink", "round {round}: {a}");
+        assert!(
+            counter(&a, "bytes_read") <= counter(&b, "bytes_read"),
+            "round {round}: {a}\n{b}"
+        );
+        with_reflink.assert_restores(a["snapshot"].as_str().unwrap(), &image.bytes);
+        scan.assert_restores(b["snapshot"].as_str().unwrap(), &image.bytes);
+    }
+}
