@@ -1,8 +1,15 @@
 //! A backup: open the source, find the parent, run the pipeline, commit.
 //!
 //! The commit order is the repository's safety rule: packs (durable, by the
-//! pipeline) → index → map → manifest. A crash before the manifest leaves
-//! only unreferenced files behind; earlier snapshots are never touched.
+//! pipeline) → index → map → manifest → the change source's state (see
+//! `change_source`: a new reflink shadow kept). A crash before the manifest
+//! leaves only unreferenced files behind; earlier snapshots are never
+//! touched, and neither is what the next backup's change source needs.
+//!
+//! With a change source, the pipeline reads only the chunks that may have
+//! changed since the parent; with a reflink shadow it reads the shadow, known
+//! as the image (`Source::known_as`), so the checks below apply to the
+//! shadow, which nothing writes.
 //!
 //! A source in use by a writer (a read-write mount, a stacked device, a
 //! process mapping it shared and writable: see `Source::writers`) is
