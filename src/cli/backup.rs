@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
 
-    /// Hash every chunk instead of trusting the parent's fingerprints
+    /// Hash every chunk instead of trusting the parent's fingerprints or a change source
     #[arg(long)]
     full: bool,
 
@@ -80,7 +80,8 @@ pub struct Args {
     change_source: Option<ChangeSourceArg>,
 
     /// Read only the chunks that overlap the ranges in FILE, which must be the
-    /// changes since the parent: `offset length` lines (bytes, decimal, `#`
+    /// changes since the parent, in bytes of the source as backed up (of the
+    /// partition, with --partition): `offset length` lines (decimal, `#`
     /// comments), or the XML output of thin_delta or era_invalidate
     /// (thin-provisioning-tools). Not with --full
     #[arg(long, value_name = "FILE")]

@@ -433,8 +433,18 @@ fn reflink_round_trip(test: &str, mkfs: &str, size: &str) {
     assert!(fs.shadows()[0].ends_with(&id1), "{:?}", fs.shadows());
     let mut taken = vec![(id1, image.bytes.clone())];
 
-    // Writes still in the page cache (no sync): FIEMAP without
-    // FIEMAP_FLAG_SYNC would show the old, shared extents here.
+    // A user's own reflink of the image keeps the old blocks shared after
+    // the writes below: the SHARED flag alone would call them unchanged.
+    let copy = fs.path("user-copy.img");
+    system(
+        "cp",
+        &[
+            "--reflink=always".as_ref(),
+            image.path.as_os_str(),
+            copy.as_os_str(),
+        ],
+    );
+    // Writes still in the page cache (no sync) when the backup starts.
     for c in [2u64, 9, 10, 32] {
         image.write_random(&mut rng, c * CHUNK + 40, 100);
     }
@@ -471,13 +481,13 @@ fn reflink_round_trip(test: &str, mkfs: &str, size: &str) {
     assert_eq!(fs.shadows(), Vec::<String>::new());
 }
 
-// Pins: on XFS, a reflink incremental reads only the chunks written since the parent's shadow, including writes still in the page cache, and restores byte for byte.
+// Pins: on XFS, a reflink incremental reads only the chunks written since the parent's shadow, including writes still in the page cache and blocks a user's own reflink still shares, and restores byte for byte.
 #[test]
 fn reflink_shadow_tracks_writes_on_xfs() {
     reflink_round_trip("reflink_shadow_tracks_writes_on_xfs", "mkfs.xfs", "320M");
 }
 
-// Pins: on btrfs, a reflink incremental reads only the chunks written since the parent's shadow, including writes still in the page cache, and restores byte for byte.
+// Pins: on btrfs, a reflink incremental reads only the chunks written since the parent's shadow, including writes still in the page cache and blocks a user's own reflink still shares, and restores byte for byte.
 #[test]
 fn reflink_shadow_tracks_writes_on_btrfs() {
     reflink_round_trip(
