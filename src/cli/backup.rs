@@ -172,6 +172,7 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
 /// the JSON has always had them.
 #[derive(serde::Serialize)]
 struct BackupReport<'a> {
+    bytes_base: u64,
     bytes_free: u64,
     bytes_new: u64,
     bytes_new_plain: u64,
@@ -202,6 +203,7 @@ impl<'a> BackupReport<'a> {
         let snap = &done.snapshot;
         let s = &snap.stats;
         BackupReport {
+            bytes_base: s.bytes_base,
             bytes_free: s.bytes_free,
             bytes_new: s.bytes_new,
             bytes_new_plain: s.bytes_new_plain,

@@ -24,12 +24,12 @@ use crate::disk::free_space::Ranges;
 use crate::engine::change_source::ChangedRanges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::PackId;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
 use crate::repo::map::{FINGERPRINT_UNKNOWN, Kind, MapEntry, MapHeader, MapReader, MapWriter};
 use crate::repo::pack::{PackEntry, PackWriter};
 use crate::repo::snapshot::BackupStats;
+use crate::repo::{BufPool, ChunkReader, PackId};
 
 pub struct PipelineInput<'a> {
     pub source: &'a Source,
@@ -124,10 +124,12 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
             let (free_rx, job_tx, stop) = (free_rx.clone(), job_tx, &stop);
             let (source, header, progress) = (input.source, input.header, input.progress);
             let (unused, index) = (input.free, input.index);
+            let pool = BufPool::new(header.chunk_size as usize, 2);
             let parent = ParentTracking {
                 map: input.parent,
                 changed: input.changed,
                 index,
+                base: ChunkReader::new(input.backend, input.sealing.clone(), pool),
             };
             scope.spawn(move || {
                 read_loop(
@@ -165,11 +167,15 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
             .join()
             .unwrap_or_else(|_| Err(Error::internal("reader panicked")));
         // A reader failure is the root cause of whatever the writer saw.
-        let (map, packs, mut stats, unread) = match (read, written) {
+        let (map, packs, mut stats, read) = match (read, written) {
             (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-            (Ok(unread), Ok((map, packs, stats))) => (map, packs, stats, unread),
+            (Ok(read), Ok((map, packs, stats))) => (map, packs, stats, read),
         };
-        (stats.chunks_unread, stats.bytes_unread) = unread;
+        // The reader knows what it read from the source; the writer counts
+        // whole chunks.
+        stats.bytes_read = read.source;
+        stats.bytes_base = read.base;
+        (stats.chunks_unread, stats.bytes_unread) = (read.chunks_unread, read.unread);
         Ok(PipelineOutput { map, packs, stats })
     })
 }
@@ -180,7 +186,32 @@ struct ParentTracking<'a> {
     map: Option<MapReader>,
     changed: Option<&'a ChangedRanges>,
     index: &'a Index,
+    /// Reads the parent's chunks out of the repository, for chunks of
+    /// which only the changed pages are read from the source.
+    base: ChunkReader<'a>,
 }
+
+/// What the reader read, in bytes (and chunks not read).
+#[derive(Default)]
+struct ReadCounts {
+    /// From the source.
+    source: u64,
+    /// Parent chunks from the repository, completing chunks of which only
+    /// the changed pages were read from the source.
+    base: u64,
+    chunks_unread: u64,
+    unread: u64,
+}
+
+/// Pages of a chunk that a change source says changed are read from the
+/// source over the parent's chunk when they are at most this share of it
+/// (in 1/8): beyond that, reading the chunk whole costs less than reading
+/// the parent's chunk back out of the repository.
+const PAGES_OVER_BASE_EIGHTHS: u64 = 4;
+
+/// Granularity of those reads: a page, the unit filesystems and change
+/// sources track.
+const PAGE: u64 = 4096;
 
 impl ParentTracking<'_> {
     /// The parent's entry for `[start, end)` when a change source says
@@ -197,10 +228,54 @@ impl ParentTracking<'_> {
         };
         (stands && !changed.overlaps(start, end)).then_some(entry)
     }
+
+    /// Fills `plain` with the chunk at `[start, end)` by reading only the
+    /// pages a change source says changed over the parent's chunk `parent`
+    /// from the repository, when those pages are few and the parent's chunk
+    /// reads back whole; counts what was read. False: read it whole.
+    fn read_pages_over_base(
+        &mut self,
+        source: &Source,
+        parent: Option<MapEntry>,
+        (start, end): (u64, u64),
+        plain: &mut Vec<u8>,
+        counts: &mut ReadCounts,
+    ) -> Result<bool> {
+        let (Some(changed), Some(entry)) = (self.changed, parent) else {
+            return Ok(false);
+        };
+        if entry.kind != Kind::Data || !self.index.contains(&entry.id) {
+            return Ok(false);
+        }
+        let len = end - start;
+        let pages = changed.pages_within(start, end, PAGE);
+        let changed_bytes: u64 = pages.iter().map(|&(a, b)| b - a).sum();
+        if changed_bytes * 8 > len * PAGES_OVER_BASE_EIGHTHS {
+            return Ok(false);
+        }
+        // A parent's chunk that does not read back (a damaged pack) is no
+        // reason to fail: the source still has every byte.
+        let missing = || Error::internal("an indexed chunk vanished from the index");
+        let Ok(base) = self.base.read_indexed(self.index, &entry.id, missing) else {
+            return Ok(false);
+        };
+        if base.len() as u64 != len {
+            return Ok(false);
+        }
+        plain.clear();
+        plain.extend_from_slice(&base);
+        for (a, b) in pages {
+            let at = (a - start) as usize..(b - start) as usize;
+            source.read_at(&mut plain[at], a)?;
+        }
+        counts.source += changed_bytes;
+        counts.base += len;
+        Ok(true)
+    }
 }
 
-/// Reads the chunks; returns how many were kept from the parent unread,
-/// and their bytes.
+/// Reads the chunks; returns what it read, and what it kept from the
+/// parent unread.
 #[allow(clippy::too_many_arguments)]
 fn read_loop(
     source: &Source,
@@ -211,8 +286,8 @@ fn read_loop(
     jobs: &Sender<Job>,
     stop: &AtomicBool,
     progress: &dyn Progress,
-) -> Result<(u64, u64)> {
-    let mut unread = (0u64, 0u64);
+) -> Result<ReadCounts> {
+    let mut counts = ReadCounts::default();
     for pos in 0..header.entries {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -239,8 +314,8 @@ fn read_loop(
         } else if source.is_hole(start, start + len)? {
             Skip::Hole
         } else if let Some(entry) = parent.unchanged(parent_entry, start, start + len) {
-            unread.0 += 1;
-            unread.1 += len;
+            counts.chunks_unread += 1;
+            counts.unread += len;
             // Nothing is read into the slot: the writer counts its length
             // as bytes read.
             slot.plain.clear();
@@ -248,11 +323,20 @@ fn read_loop(
         } else {
             Skip::No
         };
-        if skip == Skip::No {
+        if skip == Skip::No
+            && !parent.read_pages_over_base(
+                source,
+                parent_entry,
+                (start, start + len),
+                &mut slot.plain,
+                &mut counts,
+            )?
+        {
             // Every byte is overwritten by the read: resize only when the
             // length changes (the last chunk), so nothing is zero-filled.
             slot.plain.resize(len as usize, 0);
             source.read_at(&mut slot.plain, start)?;
+            counts.source += len;
         }
         progress.advance(len);
         let job = Job {
@@ -266,7 +350,7 @@ fn read_loop(
             break;
         }
     }
-    Ok(unread)
+    Ok(counts)
 }
 
 /// What a worker needs to name and store new chunks.

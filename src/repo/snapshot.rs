@@ -87,6 +87,11 @@ pub struct BackupStats {
     /// Bytes of those chunks.
     #[serde(default)]
     pub bytes_unread: u64,
+    /// Bytes of the parent's chunks read back from the repository to
+    /// complete chunks of which a change source let only the changed pages
+    /// be read from the source (not in `bytes_read`).
+    #[serde(default)]
+    pub bytes_base: u64,
     pub duration_s: f64,
 }
 

@@ -5,9 +5,14 @@
 //! fingerprint with the parent's (the scan). A change source narrows that:
 //! a chunk that overlaps none of its ranges keeps the parent's map entry
 //! without being read, when that entry is data still in the index, or zero;
-//! every other chunk is read and fingerprinted as in a scan. Whole chunks
-//! are read, so every map entry this backup writes describes bytes it read
-//! or the parent's entry for bytes that did not change.
+//! every other chunk is read and fingerprinted as in a scan. Of a chunk
+//! whose changed 4 KiB pages are at most half of it, only those pages are
+//! read from the source, over the parent's chunk read back from the
+//! repository (`bytes_base`); a parent chunk that does not read back means
+//! the chunk is read whole. Either way the chunk is fingerprinted and named
+//! from all its bytes, so every map entry this backup writes describes the
+//! bytes it holds (the fingerprint "unknown", 0, is for an entry made
+//! otherwise, and is never equal).
 //!
 //! The trust rules:
 //! - The scan is the ground truth. A change source that is missing,
@@ -74,6 +79,23 @@ impl ChangedRanges {
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         let i = self.0.partition_point(|&(_, b)| b <= start);
         self.0.get(i).is_some_and(|&(a, _)| a < end)
+    }
+
+    /// The ranges within `[start, end)`, widened to whole `page`s (a
+    /// power of two) and clipped to it.
+    pub fn pages_within(&self, start: u64, end: u64, page: u64) -> Vec<(u64, u64)> {
+        let i = self.0.partition_point(|&(_, b)| b <= start);
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in self.0[i..].iter().take_while(|&&(a, _)| a < end) {
+            let a = (a & !(page - 1)).max(start);
+            let b = b.saturating_add(page - 1) & !(page - 1);
+            let b = b.min(end);
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        out
     }
 }
 
@@ -232,5 +254,14 @@ mod tests {
         assert!(r.overlaps(40, 51));
         assert!(!r.overlaps(70, 100));
         assert_eq!(r.total(), 40);
+    }
+
+    #[test]
+    fn pages_within_widen_to_pages_and_clip_to_the_chunk() {
+        let r = ChangedRanges::new(vec![(10, 20), (4000, 4100), (9000, 20000)]);
+        assert_eq!(r.pages_within(0, 8192, 4096), vec![(0, 8192)]);
+        assert_eq!(r.pages_within(8192, 16384, 4096), vec![(8192, 16384)]);
+        assert_eq!(r.pages_within(16384, 32768, 4096), vec![(16384, 20480)]);
+        assert_eq!(r.pages_within(20480, 32768, 4096), vec![]);
     }
 }
