@@ -627,3 +627,27 @@ fn reflink_equals_scan(test: &str, mkfs: &str, fs_size: &str) {
         scan.assert_restores(b["snapshot"].as_str().unwrap(), &image.bytes);
     }
 }
+
+// Pins: a chunk whose changed pages would be read over a parent chunk that no longer reads back (a damaged pack) is read whole from the source instead: the backup succeeds and restores byte for byte.
+#[test]
+fn a_parent_chunk_that_does_not_read_back_is_read_whole() {
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xc5_000b);
+    let mut image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let first = sandbox.backup(&image.path);
+    let id = first["snapshot"].as_str().unwrap();
+    let (pack, blob) = super::common::stored_chunk_of(&sandbox, id, |_| true);
+    super::common::flip_byte(&pack, blob.offset + blob.stored_len / 2);
+    let pos = super::common::map_ids(&sandbox.map_file(id))
+        .iter()
+        .position(|c| c.as_deref() == Some(blob.id.as_str()))
+        .expect("the damaged chunk is in the map") as u64;
+    image.write_random(&mut rng, pos * CHUNK + 100, 10);
+    let file = sandbox.path("changed");
+    write_ranges(&file, &[(pos * CHUNK + 100, 10)]);
+    let summary = backup_ranges(&sandbox, &image.path, &file, &[]);
+    assert_eq!(counter(&summary, "bytes_read"), CHUNK, "{summary}");
+    assert_eq!(counter(&summary, "bytes_base"), 0, "{summary}");
+    assert_eq!(counter(&summary, "chunks_new"), 1, "{summary}");
+    sandbox.assert_restores(summary["snapshot"].as_str().unwrap(), &image.bytes);
+}
