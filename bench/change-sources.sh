@@ -17,9 +17,10 @@
 #   scan      plain `backup W`: reads every used chunk and compares fingerprints
 #   ranges    `backup W --changed-ranges FILE`, FILE = those 4 KiB blocks (what thin_delta or
 #             era_invalidate would say, at 4 KiB)
-#   reflink   `backup W` (uses the shadow): FIEMAP of the old and new shadow, reads the changed chunks
+#   reflink   `backup W` (uses the shadow): FIEMAP of the old and new shadow, reads the changed pages
 #   qemu-img  `qemu-img create -b disk.img` + `rebase -b full.qcow2`, as bench/run.sh times it
-# Per row: wall and CPU s (/usr/bin/time), bytes read from the source (platter's bytes_read), bytes read
+# Per row: wall and CPU s (/usr/bin/time), bytes read from the source (platter's bytes_read), bytes of the
+# parent's chunks read back from the repository under the changed pages (bytes_base), bytes read
 # by all read calls of the command (rchar of /proc/PID/io, children included: repository reads too),
 # bytes added (du -sb delta), and the incremental's time over the full backup's. Restores of run 1 are
 # compared with disk.img (cmp).
@@ -33,7 +34,7 @@ DIR=${DIR:-/tmp/platter-bench}
 SCRATCH=${SCRATCH:-/dev/shm}
 PLATTER=${PLATTER:-$ROOT/target/x86_64-unknown-linux-gnu/release/platter}
 case ${1:-} in
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^# shellcheck/ {exit} NR > 1 && /^#/ {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     "") ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
 esac
@@ -146,8 +147,9 @@ EOF
         before=$(dusb "$R")
         cat "$W" > /dev/null
         timed "$mode.incr" '"$PLATTER" -r "$R" --json backup "$W" '"$extra" || exit 1
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$run" "$T_WALL" "$T_CPU" \
-            "$(jfield "$WORK/$mode.incr.out" bytes_read)" "$T_RCHAR" $(( $(dusb "$R") - before )) "${FULL[$mode]}" >> "$RES"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$run" "$T_WALL" "$T_CPU" \
+            "$(jfield "$WORK/$mode.incr.out" bytes_read)" "$T_RCHAR" $(( $(dusb "$R") - before )) "${FULL[$mode]}" \
+            "$(jfield "$WORK/$mode.incr.out" bytes_base)" >> "$RES"
         log "  $mode: ${T_WALL}s, read $(( $(jfield "$WORK/$mode.incr.out" bytes_read) / 1048576 )) MiB from the source"
         if [ "$run" = 1 ]; then
             "$PLATTER" -r "$R" restore latest "$WORK/restored.img" > /dev/null
@@ -162,7 +164,7 @@ EOF
     qfull=$T_WALL
     cat "$CHG" "$WORK/qemu/full.qcow2" > /dev/null
     timed qemu.incr 'qemu-img create -q -f qcow2 -b "$CHG" -F raw "'"$WORK"'/qemu/incr.qcow2" && qemu-img rebase -b "'"$WORK"'/qemu/full.qcow2" -F qcow2 "'"$WORK"'/qemu/incr.qcow2"' || exit 1
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' qemu "$run" "$T_WALL" "$T_CPU" - "$T_RCHAR" "$(dusb "$WORK/qemu/incr.qcow2")" "$qfull" >> "$RES"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' qemu "$run" "$T_WALL" "$T_CPU" - "$T_RCHAR" "$(dusb "$WORK/qemu/incr.qcow2")" "$qfull" - >> "$RES"
     log "  qemu-img: ${T_WALL}s"
 done
 
@@ -171,8 +173,8 @@ echo "## Incrementals with and without change sources — $(date -u '+%Y-%m-%d %
 echo
 echo "Workload: make-workload.sh; the change is the $(( CHANGED / 1048576 )) MiB of 4 KiB blocks in which disk.img differs from disk0.img, written in place into a copy of disk0.img on XFS (loop device over a sparse file in $SCRATCH; repositories in $SCRATCH: the numbers show the software). Images are read into the page cache before every timed backup."
 echo
-echo "| incremental | wall s | CPU s | read from the source | all reads (rchar) | added | full backup wall s | incr / full |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| incremental | wall s | CPU s | read from the source | parent chunks read back | all reads (rchar) | added | full backup wall s | incr / full |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 awk -F '\t' '
 function median(s,    a, n, i, j, t) {
     n = split(s, a, " "); if (n == 0) return ""
@@ -181,13 +183,14 @@ function median(s,    a, n, i, j, t) {
 }
 function mib(b) { return (b == "" || b == "-") ? "-" : sprintf("%.1f MiB", b / 1048576) }
 { k = $1; if (!(k in order)) { order[k] = ++n; name[n] = k }
-  w[k] = w[k] " " $3; c[k] = c[k] " " $4; if ($5 != "-") r[k] = r[k] " " $5; rc[k] = rc[k] " " $6; a[k] = a[k] " " $7; f[k] = f[k] " " $8 }
+  w[k] = w[k] " " $3; c[k] = c[k] " " $4; if ($5 != "-") r[k] = r[k] " " $5; rc[k] = rc[k] " " $6; a[k] = a[k] " " $7; f[k] = f[k] " " $8
+  if ($9 != "-" && $9 != "") bb[k] = bb[k] " " $9 }
 END {
     label["scan"] = "platter, scan (no change source)"; label["ranges"] = "platter --changed-ranges (4 KiB blocks)"
     label["reflink"] = "platter, reflink shadow (XFS)"; label["qemu"] = "qemu-img create -b + rebase"
     for (i = 1; i <= n; i++) {
         k = name[i]; mw = median(w[k]); mf = median(f[k])
-        printf "| %s | %.2f | %.2f | %s | %s | %s | %.2f | %.0f%% |\n", label[k], mw, median(c[k]), mib(median(r[k])), mib(median(rc[k])), mib(median(a[k])), mf, 100 * mw / mf
+        printf "| %s | %.2f | %.2f | %s | %s | %s | %s | %.2f | %.0f%% |\n", label[k], mw, median(c[k]), mib(median(r[k])), mib(median(bb[k])), mib(median(rc[k])), mib(median(a[k])), mf, 100 * mw / mf
     }
 }' "$RES"
 if [ -f "$WORK/mismatch" ]; then echo; echo "RESTORE MISMATCH: $(cat "$WORK/mismatch")"; exit 1; fi
