@@ -3,7 +3,9 @@
 #
 # usage: bench/run.sh [--big] [-h]
 #   env RUNS=3            runs per tool (medians are reported)
-#       TOOLS="platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg"   subset / order
+#       TOOLS="platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg changes"   subset / order
+#                            (changes: bench/change-sources.sh after the table, the incremental with and
+#                             without each change source next to qemu-img's; needs xfsprogs)
 #                            (qemudirect: qemu-img convert -t none, a durable restore like platter's;
 #                             platterenc: platter with an encrypted repository, Argon2id at its cheapest
 #                             so that the times show the data path; unlocking with the default
@@ -30,7 +32,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 RUNS=${RUNS:-3}
-TOOLS=${TOOLS:-platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg}
+TOOLS=${TOOLS:-platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg changes}
 DIR=${DIR:-/tmp/platter-bench}
 SIZE16=${SIZE16:-0}
 NOBUILD=${NOBUILD:-0}
@@ -48,8 +50,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "run as root (make-workload.sh mounts a loop device; caches)" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 for t in $TOOLS; do
-    case $t in platter|platterenc|cat|pipe|lz4|zstd|partclone|qemu|qemudirect|restic|borg) ;;
-        *) echo "unknown tool '$t' (known: platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg)" >&2; exit 2 ;;
+    case $t in platter|platterenc|cat|pipe|lz4|zstd|partclone|qemu|qemudirect|restic|borg|changes) ;;
+        *) echo "unknown tool '$t' (known: platter platterenc cat pipe lz4 zstd partclone qemu qemudirect restic borg changes)" >&2; exit 2 ;;
     esac
 done
 has_tool() { [[ " $TOOLS " == *" $1 "* ]]; }
@@ -72,6 +74,7 @@ for t in $TOOLS; do
         zstd) need zstd zstd ;;
         partclone) need partclone.ext4 partclone ;;
         qemu) need qemu-img qemu-utils ;;
+        changes) need qemu-img qemu-utils; need mkfs.xfs xfsprogs; need python3 python3 ;;
         restic) need restic restic ;;
         borg) need borg borgbackup ;;
     esac
@@ -112,7 +115,7 @@ sync                       # no writeback of the workload step during the first 
 
 # ---------------------------------------------------------------- platter binary
 PLATTER_OK=0
-if has_tool platter || [ "$SIZE16" = 1 ]; then
+if has_tool platter || has_tool platterenc || has_tool changes || [ "$SIZE16" = 1 ]; then
     if [ "$NOBUILD" != 1 ]; then
         log "cargo build --release"
         if ! (cd "$ROOT" && cargo build --release) > "$DIR/.cargo.log" 2>&1; then
@@ -272,6 +275,7 @@ log "runs=$RUNS tools: $TOOLS"
 for run in $(seq 1 "$RUNS"); do
     log "run $run/$RUNS"
     for t in $TOOLS; do
+        [ "$t" = changes ] && continue          # its own runs, after the table
         rm -rf "$O" "$R" "$BORG_BASE_DIR" "$RESTIC_CACHE_DIR"
         mkdir -p "$O"
         if [ "$t" = restic ] || [ "$t" = borg ]; then rmdir "$O"; fi     # they create their repo dir
@@ -315,4 +319,11 @@ echo "CPU = user+sys of all processes of the pipeline; peak RSS = max over the p
 echo "Added/repo bytes = du -sb of the tool's output directory (delta for incrementals). Restores compared with cmp: lz4, zstd, partclone, qemu restore the original; restic, borg, platter restore the latest (changed) image."
 echo "platter: $( [ "$PLATTER_OK" = 1 ] && "$PLATTER" --version 2> /dev/null || echo 'not available')"
 echo
-awk -v big="$BIG" -v tools="$TOOLS" -f "$HERE/report.awk" "$RES"
+awk -v big="$BIG" -v tools="$(echo " $TOOLS " | sed "s/ changes / /")" -f "$HERE/report.awk" "$RES"
+if has_tool changes; then
+    if [ "$PLATTER_OK" = 1 ]; then
+        RUNS=$RUNS DIR=$DIR PLATTER=$PLATTER "$HERE/change-sources.sh" || log "change-sources.sh FAILED"
+    else
+        echo; echo "change sources: no platter binary (FAILED)"
+    fi
+fi

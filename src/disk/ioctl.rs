@@ -176,11 +176,44 @@ pub struct Extent {
     pub shared: bool,
 }
 
+/// An extent as FIEMAP tells it: where its bytes are in the file
+/// (`logical`) and on the filesystem's device (`physical`), and the
+/// kernel's `FIEMAP_EXTENT_*` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappedExtent {
+    pub logical: u64,
+    pub physical: u64,
+    pub len: u64,
+    pub flags: u32,
+}
+
+pub const FIEMAP_EXTENT_UNKNOWN: u32 = 0x2;
+pub const FIEMAP_EXTENT_DELALLOC: u32 = 0x4;
+pub const FIEMAP_EXTENT_ENCODED: u32 = 0x8;
+pub const FIEMAP_EXTENT_DATA_ENCRYPTED: u32 = 0x80;
+pub const FIEMAP_EXTENT_NOT_ALIGNED: u32 = 0x100;
+pub const FIEMAP_EXTENT_DATA_INLINE: u32 = 0x200;
+pub const FIEMAP_EXTENT_DATA_TAIL: u32 = 0x400;
+pub const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+
 /// The allocated extents of the file open as `fd` within `[start, end)`,
 /// after writing its dirty pages back (FIEMAP_FLAG_SYNC: before writeback
 /// the kernel may still show a shared extent that a write already
 /// replaced). EOPNOTSUPP where the filesystem has no FIEMAP (tmpfs).
 pub fn extents(fd: &impl AsRawFd, start: u64, end: u64) -> nix::Result<Vec<Extent>> {
+    Ok(mapped_extents(fd, start, end)?
+        .into_iter()
+        .map(|e| Extent {
+            offset: e.logical,
+            len: e.len,
+            shared: e.flags & FIEMAP_EXTENT_SHARED != 0,
+        })
+        .collect())
+}
+
+/// Like [`extents`], with physical addresses and every flag: what a
+/// comparison of two files' blocks needs.
+pub fn mapped_extents(fd: &impl AsRawFd, start: u64, end: u64) -> nix::Result<Vec<MappedExtent>> {
     let mut out = Vec::new();
     let mut pos = start;
     while pos < end {
@@ -200,10 +233,11 @@ pub fn extents(fd: &impl AsRawFd, start: u64, end: u64) -> nix::Result<Vec<Exten
         }
         let mut last = false;
         for e in &map.fm_extents[..mapped] {
-            out.push(Extent {
-                offset: e.fe_logical,
+            out.push(MappedExtent {
+                logical: e.fe_logical,
+                physical: e.fe_physical,
                 len: e.fe_length,
-                shared: e.fe_flags & FIEMAP_EXTENT_SHARED != 0,
+                flags: e.fe_flags,
             });
             last |= e.fe_flags & FIEMAP_EXTENT_LAST != 0;
         }
@@ -216,6 +250,26 @@ pub fn extents(fd: &impl AsRawFd, start: u64, end: u64) -> nix::Result<Vec<Exten
         pos = next;
     }
     Ok(out)
+}
+
+// FICLONE is _IOW(0x94, 9, int): the argument is the source's descriptor,
+// passed by value.
+nix::ioctl_write_int_bad!(
+    ficlone,
+    nix::request_code_write!(0x94, 9, std::mem::size_of::<libc::c_int>())
+);
+
+/// Makes the file open for writing as `dest` share all the blocks of the
+/// file open as `src` (a reflink: XFS, btrfs). The kernel writes `src`'s
+/// dirty pages back first, so what `dest` holds is what a read of `src`
+/// returned at that moment. EOPNOTSUPP or EINVAL where the filesystem
+/// cannot share blocks, EXDEV across filesystems.
+pub fn clone_file(dest: &impl AsRawFd, src: &impl AsRawFd) -> nix::Result<()> {
+    // SAFETY: FICLONE takes the source descriptor as its integer argument
+    // and reads no memory of ours; both descriptors are open for the
+    // duration of the call.
+    unsafe { ficlone(dest.as_raw_fd(), src.as_raw_fd()) }?;
+    Ok(())
 }
 
 #[cfg(test)]

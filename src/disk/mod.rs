@@ -10,6 +10,7 @@ mod loop_attach;
 pub mod overlay;
 mod place;
 mod room;
+pub mod shadow;
 mod source;
 mod sysfs;
 mod target;

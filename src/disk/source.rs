@@ -287,6 +287,15 @@ impl Source {
         &self.identity
     }
 
+    /// This source, known as the source `identity` names: for a copy made
+    /// to be read in its place (a reflinked shadow of an image file), so
+    /// that the snapshot is of the image and its parent is found by it.
+    /// Reading, and the checks for changes and writers, stay on this copy.
+    pub fn known_as(mut self, identity: SourceIdentity) -> Source {
+        self.identity = identity;
+        self
+    }
+
     pub fn size(&self) -> u64 {
         self.identity.size
     }

@@ -1,8 +1,15 @@
 //! A backup: open the source, find the parent, run the pipeline, commit.
 //!
 //! The commit order is the repository's safety rule: packs (durable, by the
-//! pipeline) → index → map → manifest. A crash before the manifest leaves
-//! only unreferenced files behind; earlier snapshots are never touched.
+//! pipeline) → index → map → manifest → the change source's state (see
+//! `change_source`: a new reflink shadow kept). A crash before the manifest
+//! leaves only unreferenced files behind; earlier snapshots are never
+//! touched, and neither is what the next backup's change source needs.
+//!
+//! With a change source, the pipeline reads only the chunks that may have
+//! changed since the parent; with a reflink shadow it reads the shadow, known
+//! as the image (`Source::known_as`), so the checks below apply to the
+//! shadow, which nothing writes.
 //!
 //! A source in use by a writer (a read-write mount, a stacked device, a
 //! process mapping it shared and writable: see `Source::writers`) is
@@ -28,6 +35,7 @@ use crate::disk::free_space;
 use crate::disk::layout::Layout;
 use crate::disk::{Source, SourceIdentity};
 use crate::engine::backup_pipeline::{self, PipelineInput};
+use crate::engine::change_source::{Plan, PlanInput, Request};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::index::Index;
@@ -49,6 +57,8 @@ pub struct BackupOptions {
     pub raw: bool,
     /// Back up a filesystem that is mounted read-write (inconsistent).
     pub allow_mounted: bool,
+    /// Which change source says what changed since the parent.
+    pub change_source: Request,
 }
 
 pub fn backup(
@@ -57,9 +67,28 @@ pub fn backup(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<Snapshot> {
+    backup_reporting(repo, source_path, options, progress).map(|b| b.snapshot)
+}
+
+/// [`backup`], also saying why a change source was not used.
+pub fn backup_reporting(
+    repo: &Repository,
+    source_path: &Path,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<Backup> {
     check_tags(&options.tags)?;
+    if options.full && matches!(options.change_source, Request::Ranges(_)) {
+        return Err(Error::bad_input(
+            "--full reads every chunk, --changed-ranges reads only the changed ones: give one",
+        )
+        .hint("nothing was written"));
+    }
     let started = Instant::now();
-    let (source, layout, free) = open_source(source_path, options, progress)?;
+    let (mut source, mut layout, mut free) = open_source(source_path, options, progress)?;
+    if let Request::Ranges(claim) = &options.change_source {
+        claim.check_within(source.size())?;
+    }
     let lock = super::lock_repo(repo, LockKind::Shared, "backup", progress)?;
     let info = source_info(source.identity());
     let chunk_size = repo.config().chunk_size;
@@ -68,6 +97,24 @@ pub fn backup(
     let index = load_index(repo, progress)?;
 
     let id = SnapshotId::random();
+    let plan = Plan::make(
+        &PlanInput {
+            request: &options.change_source,
+            repo_id: &repo.config().repo_id,
+            source: &source,
+            parent: parent.as_ref(),
+            parent_map: parent_map.is_some(),
+            snapshot: id,
+            full: options.full,
+        },
+        progress,
+    );
+    if let Some(copy) = plan.read_from() {
+        // Read the copy (a reflinked shadow), known as the source.
+        let identity = source.identity().clone();
+        let (copy, copy_layout, copy_free) = open_source(copy, options, progress)?;
+        (source, layout, free) = (copy.known_as(identity), copy_layout, copy_free);
+    }
     let header = MapHeader::new(chunk_size, info.size, id);
     progress.start("backup", info.size);
     let out = backup_pipeline::run(PipelineInput {
@@ -77,6 +124,7 @@ pub fn backup(
         sealing: repo.sealing(),
         index: &index,
         parent: parent_map,
+        changed: plan.changed.as_ref(),
         header,
         compression: repo.config().compression,
         deltas: repo.config().has(crate::repo::config::DELTAS),
@@ -112,11 +160,24 @@ pub fn backup(
         platter_version: env!("CARGO_PKG_VERSION").to_string(),
         layout: serde_json::to_value(&layout).ok(),
         protected: false,
+        change_source: plan.record.clone(),
     };
     check_before_commit(&source, options, progress)?;
     lock.check_held()?;
     repo.commit_snapshot(&snapshot)?;
-    Ok(snapshot)
+    let scan_reason = plan.scan_reason.clone();
+    plan.commit(progress);
+    Ok(Backup {
+        snapshot,
+        scan_reason,
+    })
+}
+
+/// A committed backup.
+pub struct Backup {
+    pub snapshot: Snapshot,
+    /// Why a change source that was asked for or found was not used.
+    pub scan_reason: Option<String>,
 }
 
 /// Opens the source (or its partition), reads its layout and, unless

@@ -7,6 +7,7 @@
 
 pub mod backup;
 mod backup_pipeline;
+pub mod change_source;
 mod chunk_mover;
 pub mod copy;
 pub mod forget;

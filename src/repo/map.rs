@@ -39,6 +39,11 @@ pub const ENTRY_LEN: u64 = 48;
 const BLOCK_ENTRIES: u64 = 4096;
 const SEALED: u32 = 1;
 
+/// The fingerprint of a data entry whose chunk was not read whole when
+/// the entry was written: "unknown", never equal to a chunk's. A backup
+/// compares it with nothing and hashes the chunk again.
+pub const FINGERPRINT_UNKNOWN: u64 = 0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// All bytes zero: nothing stored, restored as a hole or zeros.

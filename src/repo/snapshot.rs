@@ -79,15 +79,33 @@ pub struct BackupStats {
     /// Bytes of those chunks.
     #[serde(default)]
     pub bytes_free: u64,
-    /// New chunks stored as deltas over the parent's chunk (of
+    /// New chunks stored as deltas over a chunk of the parent's (of
     /// `chunks_new`).
     #[serde(default)]
     pub chunks_delta: u64,
-    /// Bytes of the parent's chunks read back from the repository to
-    /// make deltas (not from the source).
+    /// Chunks a change source said had not changed since the parent: kept
+    /// from the parent's map without being read (counted in
+    /// `chunks_unchanged` too).
     #[serde(default)]
-    pub bytes_base_read: u64,
+    pub chunks_unread: u64,
+    /// Bytes of those chunks.
+    #[serde(default)]
+    pub bytes_unread: u64,
+    /// Bytes of the parent's chunks read back from the repository (not in
+    /// `bytes_read`): to complete chunks of which a change source let only
+    /// the changed pages be read from the source, and to compare changed
+    /// chunks with them page by page for deltas.
+    #[serde(default)]
+    pub bytes_base: u64,
     pub duration_s: f64,
+}
+
+/// A change source a backup trusted: its kind (`"ranges"`, `"reflink"`)
+/// and, for people, what it was (a file, a shadow) and what it said.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeSourceRecord {
+    pub kind: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -116,6 +134,10 @@ pub struct Snapshot {
     /// Never removed by `forget` (set and cleared by `platter protect`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub protected: bool,
+    /// Where this backup learned what changed since its parent, when it
+    /// did not read everything to find out (see `engine::change_source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_source: Option<ChangeSourceRecord>,
     /// The source's partition table and contents, as the disk layer reads
     /// them (kept as JSON here: the repository does not know disks).
     #[serde(default, skip_serializing_if = "Option::is_none")]

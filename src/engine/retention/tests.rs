@@ -31,6 +31,7 @@ fn snap(n: usize, time: &str, source: &str) -> Snapshot {
         stats: BackupStats::default(),
         platter_version: "0".into(),
         protected: false,
+        change_source: None,
         layout: None,
     }
 }

@@ -1,10 +1,15 @@
-//! The backup pipeline: one reader, a pool of workers, one writer.
+//! The backup pipeline: one planner, a pool of workers, one writer.
 //!
 //! ```text
-//! reader ──jobs──▶ workers (fingerprint, zero check, id, delta, lz4, seal) ──results──▶ writer
+//! planner ──jobs──▶ workers (read, fingerprint, zero check, id, delta, lz4, seal) ──results──▶ writer
 //!   ▲                                                                     │
 //!   └──────────────────────── free slots (the in-flight bound) ───────────┘
 //! ```
+//!
+//! The planner decides, chunk by chunk, what need not be read (free space,
+//! holes, chunks a change source says did not change); the workers read
+//! the rest, several at once (`fill`: the whole chunk, or only its changed
+//! pages over the parent's chunk).
 //!
 //! A slot holds one chunk's buffers and travels around the loop, so the
 //! number of slots bounds memory and nothing is allocated per chunk. The
@@ -16,7 +21,10 @@
 //! by page with the parent's chunk at its position (or with that chunk's
 //! own base, when it is a delta), read back from the repository, and
 //! stored as the pages that changed when they are at most half of it
-//! (`codec::delta`, `delta_over`).
+//! (`codec::delta`, `delta.rs`).
+
+mod delta;
+mod fill;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -27,14 +35,15 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::codec::{self, Blob, ChunkId, Compression, Scratch, Sealing};
 use crate::disk::Source;
 use crate::disk::free_space::Ranges;
+use crate::engine::change_source::ChangedRanges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::backend::Backend;
 use crate::repo::index::Index;
-use crate::repo::map::{Kind, MapEntry, MapHeader, MapReader, MapWriter};
+use crate::repo::map::{FINGERPRINT_UNKNOWN, Kind, MapEntry, MapHeader, MapReader, MapWriter};
 use crate::repo::pack::{PackEntry, PackWriter};
 use crate::repo::snapshot::BackupStats;
-use crate::repo::{BufPool, ChunkReader, PackId};
+use crate::repo::{BufPool, ChunkReader, PackId, PlainChunk};
 
 pub struct PipelineInput<'a> {
     pub source: &'a Source,
@@ -44,6 +53,10 @@ pub struct PipelineInput<'a> {
     pub sealing: &'a Sealing,
     pub index: &'a Index,
     pub parent: Option<MapReader>,
+    /// Ranges a change source says may have changed since the parent:
+    /// chunks outside them keep the parent's entry unread. `None`: read
+    /// every chunk.
+    pub changed: Option<&'a ChangedRanges>,
     pub header: MapHeader,
     pub compression: Compression,
     /// Whether new chunks may be stored as deltas over the parent's.
@@ -83,6 +96,8 @@ enum Skip {
     No,
     Hole,
     Free,
+    /// A change source says it did not change: the parent's entry.
+    Unchanged(MapEntry),
 }
 
 enum Outcome {
@@ -96,8 +111,6 @@ enum Outcome {
         stored: Blob,
         /// Stored as a delta (in the slot's `delta`) over this chunk.
         base: Option<ChunkId>,
-        /// Bytes of the parent's chunk read back to try a delta.
-        base_read: u64,
     },
     /// Reading the source failed, or sealing did (the system's random
     /// generator).
@@ -107,6 +120,8 @@ enum Outcome {
 struct Done {
     pos: u64,
     outcome: Outcome,
+    /// What the worker read for it.
+    read: fill::Read,
     slot: Slot,
 }
 
@@ -134,11 +149,14 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         let reader = {
             let (free_rx, job_tx, stop) = (free_rx.clone(), job_tx, &stop);
             let (source, header, progress) = (input.source, input.header, input.progress);
-            let (parent, unused) = (input.parent, input.free);
+            let planned = Planned {
+                map: input.parent,
+                changed: input.changed,
+                index: input.index,
+                unused: input.free,
+            };
             scope.spawn(move || {
-                read_loop(
-                    source, unused, header, parent, &free_rx, &job_tx, stop, progress,
-                )
+                plan_loop(source, header, planned, &free_rx, &job_tx, stop, progress)
             })
         };
         for _ in 0..workers {
@@ -147,11 +165,13 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
             let reader = ChunkReader::new(input.backend, input.sealing.clone(), pool, input.index);
             let mut store = Store {
                 source: input.source,
+                changed: input.changed,
                 index: input.index,
                 pending: &pending,
                 compression: input.compression,
                 sealing: input.sealing,
-                bases: input.deltas.then_some(reader),
+                deltas: input.deltas,
+                repo: reader,
             };
             scope.spawn(move || work_loop(&job_rx, &done_tx, &mut store));
         }
@@ -171,29 +191,57 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
         // Unblock the reader if it waits for a slot, then drain workers.
         drop(free_tx);
         drop(done_rx);
-        let read = reader
+        let planned = reader
             .join()
-            .unwrap_or_else(|_| Err(Error::internal("reader panicked")));
-        // A reader failure is the root cause of whatever the writer saw.
-        let (map, packs, stats) = match (read, written) {
-            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
-            (Ok(()), Ok(w)) => w,
+            .unwrap_or_else(|_| Err(Error::internal("planner panicked")));
+        // A planner failure is the root cause of whatever the writer saw.
+        let (map, packs, mut stats, unread) = match (planned, written) {
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+            (Ok(unread), Ok((map, packs, stats))) => (map, packs, stats, unread),
         };
+        (stats.chunks_unread, stats.bytes_unread) = unread;
         Ok(PipelineOutput { map, packs, stats })
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_loop(
+/// What the planner needs: the parent's map, a change source's ranges,
+/// the index, and the source's free space.
+struct Planned<'a> {
+    map: Option<MapReader>,
+    changed: Option<&'a ChangedRanges>,
+    index: &'a Index,
+    unused: &'a Ranges,
+}
+
+impl Planned<'_> {
+    /// The parent's entry for `[start, end)` when a change source says
+    /// those bytes did not change and the entry stands for them without
+    /// reading: zeros, or data whose chunk is still indexed. (An unused
+    /// entry was never read, so it says nothing about the bytes.)
+    fn unchanged(&self, parent: Option<MapEntry>, start: u64, end: u64) -> Option<MapEntry> {
+        let changed = self.changed?;
+        let entry = parent?;
+        let stands = match entry.kind {
+            Kind::Zero => true,
+            Kind::Data => self.index.contains(&entry.id),
+            Kind::Unused => false,
+        };
+        (stands && !changed.overlaps(start, end)).then_some(entry)
+    }
+}
+
+/// Decides for each chunk whether it must be read; returns how many chunks
+/// (and bytes) a change source let it keep from the parent unread.
+fn plan_loop(
     source: &Source,
-    unused: &Ranges,
     header: MapHeader,
-    mut parent: Option<MapReader>,
+    mut parent: Planned<'_>,
     free: &Receiver<Slot>,
     jobs: &Sender<Job>,
     stop: &AtomicBool,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<(u64, u64)> {
+    let mut unread = (0u64, 0u64);
     for pos in 0..header.entries {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -203,7 +251,7 @@ fn read_loop(
         };
         let start = pos * header.chunk_size;
         let len = header.chunk_len(pos);
-        let parent_entry = match parent.as_mut().map(|map| map.entry(pos)) {
+        let parent_entry = match parent.map.as_mut().map(|map| map.entry(pos)) {
             None => None,
             Some(Ok(entry)) => Some(entry),
             Some(Err(e)) => {
@@ -211,14 +259,18 @@ fn read_loop(
                 progress.warn(&format!(
                     "stopped using the parent for change tracking at chunk {pos}: {e}"
                 ));
-                parent = None;
+                parent.map = None;
                 None
             }
         };
-        let skip = if unused.covers(start, start + len) {
+        let skip = if parent.unused.covers(start, start + len) {
             Skip::Free
         } else if source.is_hole(start, start + len)? {
             Skip::Hole
+        } else if let Some(entry) = parent.unchanged(parent_entry, start, start + len) {
+            unread.0 += 1;
+            unread.1 += len;
+            Skip::Unchanged(entry)
         } else {
             Skip::No
         };
@@ -237,19 +289,22 @@ fn read_loop(
             break;
         }
     }
-    Ok(())
+    Ok(unread)
 }
 
 /// What a worker needs to read, name and store new chunks.
 struct Store<'a> {
     source: &'a Source,
+    changed: Option<&'a ChangedRanges>,
     index: &'a Index,
     /// New chunks some worker is storing in this backup.
     pending: &'a Mutex<HashSet<ChunkId>>,
     compression: Compression,
     sealing: &'a Sealing,
-    /// Reads the parent's chunks back, when deltas are made.
-    bases: Option<ChunkReader<'a>>,
+    /// Whether new chunks may be stored as deltas.
+    deltas: bool,
+    /// Reads the parent's chunks back out of the repository.
+    repo: ChunkReader<'a>,
 }
 
 fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &mut Store<'_>) {
@@ -262,27 +317,43 @@ fn work_loop(jobs: &Receiver<Job>, done: &Sender<Done>, store: &mut Store<'_>) {
             parent,
             mut slot,
         } = job;
+        let mut read = fill::Read::default();
         let outcome = match skip {
             Skip::Hole => Outcome::Hole,
             Skip::Free => Outcome::Free(len),
-            Skip::No => {
-                // Every byte is overwritten by the read: resize only when
-                // the length changes (the last chunk), so nothing is
-                // zero-filled.
-                slot.plain.resize(len as usize, 0);
-                match store.source.read_at(&mut slot.plain, start) {
-                    Ok(()) => classify(&mut slot, parent, store),
-                    Err(e) => Outcome::Failed(e),
+            Skip::Unchanged(entry) => Outcome::Unchanged(entry),
+            Skip::No => match fill::fill(&mut slot.plain, (start, len), parent, store) {
+                Ok(filled) => {
+                    read = filled.read;
+                    let parent_chunk = filled.parent_chunk;
+                    classify(&mut slot, (parent, parent_chunk), store, &mut read.base)
                 }
-            }
+                Err(e) => Outcome::Failed(e),
+            },
         };
-        if done.send(Done { pos, outcome, slot }).is_err() {
+        if done
+            .send(Done {
+                pos,
+                outcome,
+                read,
+                slot,
+            })
+            .is_err()
+        {
             return;
         }
     }
 }
 
-fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &mut Store<'_>) -> Outcome {
+/// Names and stores a read chunk; `parent_chunk` is the parent's chunk
+/// when the worker read it back already, and `read_back` counts what it
+/// reads back for a delta.
+fn classify(
+    slot: &mut Slot,
+    (parent, parent_chunk): (Option<MapEntry>, Option<PlainChunk>),
+    store: &mut Store<'_>,
+    read_back: &mut u64,
+) -> Outcome {
     let index = store.index;
     let plain = &slot.plain[..];
     let fingerprint = codec::fingerprint(plain);
@@ -290,7 +361,7 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &mut Store<'_>) ->
     // must not be inherited when the source still has the data.
     if let Some(p) = parent
         && p.kind == Kind::Data
-        && p.fingerprint == fingerprint
+        && same_fingerprint(p.fingerprint, fingerprint)
         && index.contains(&p.id)
     {
         return Outcome::Unchanged(p);
@@ -310,9 +381,11 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &mut Store<'_>) ->
     if !first {
         return Outcome::Dedup(entry);
     }
-    let (base, base_read) = match parent {
-        Some(p) if p.kind == Kind::Data => delta_over(&p.id, slot, store),
-        _ => (None, 0),
+    let base = match parent {
+        Some(p) if p.kind == Kind::Data && store.deltas => {
+            delta::over(&p.id, parent_chunk, slot, store, read_back)
+        }
+        _ => None,
     };
     let data = if base.is_some() {
         &slot.delta
@@ -334,41 +407,18 @@ fn classify(slot: &mut Slot, parent: Option<MapEntry>, store: &mut Store<'_>) ->
                 stored
             },
             base,
-            base_read,
         },
         Err(e) => Outcome::Failed(e),
     }
 }
 
-/// Writes into the slot's `delta` the chunk's delta over a base when
-/// deltas are made: the parent snapshot's chunk at its position if it is
-/// stored whole, else the base that chunk is a delta over (deltas never
-/// chain, so changes accumulate over one base until they pass half of the
-/// chunk, and the chunk is stored whole again). The base must have the
-/// chunk's length and read back intact. Returns the base used, if any,
-/// and the bytes read back.
-fn delta_over(parent: &ChunkId, slot: &mut Slot, store: &mut Store<'_>) -> (Option<ChunkId>, u64) {
-    let Some(reader) = store.bases.as_mut() else {
-        return (None, 0);
-    };
-    let index = store.index;
-    let base_id = match index.base_of(parent) {
-        None => *parent,
-        Some(base) => *base,
-    };
-    let fits = (index.get(&base_id))
-        .is_some_and(|loc| !loc.encoded.is_delta() && loc.plain_len as usize == slot.plain.len());
-    if !fits {
-        return (None, 0);
-    }
-    // A base that does not read back intact is no base: the chunk is
-    // stored whole (verify names the damage).
-    let read = reader.read_indexed(&base_id, || Error::internal("base left the index"));
-    let Ok(base) = read else {
-        return (None, 0);
-    };
-    let made = codec::delta::encode(&base_id, &base, &slot.plain, &mut slot.delta);
-    (made.then_some(base_id), base.len() as u64)
+/// Whether a parent's fingerprint shows the chunk unchanged. The
+/// fingerprint `FINGERPRINT_UNKNOWN` (0) is written for a chunk whose bytes
+/// were not all read, and is never equal to anything: such a chunk is
+/// hashed again (older platters do the same by chance: 0 matches nothing
+/// they compute but once in 2^64).
+fn same_fingerprint(parent: u64, now: u64) -> bool {
+    parent != FINGERPRINT_UNKNOWN && parent == now
 }
 
 type Written = (MapWriter, Vec<(PackId, Vec<PackEntry>)>, BackupStats);
@@ -417,7 +467,6 @@ impl Packs<'_, '_> {
             }
         }
         stats.chunks_new += 1;
-        stats.bytes_read += u64::from(plain_len);
         stats.bytes_new += stored.len as u64;
         if writer.len() >= crate::repo::pack::target_for(self.backend)
             && let Some(full) = self.open.take()
@@ -481,17 +530,14 @@ fn write_loop(
                 }
                 Outcome::Zero => {
                     stats.chunks_zero += 1;
-                    stats.bytes_read += item.slot.plain.len() as u64;
                     MapEntry::ZERO
                 }
                 Outcome::Unchanged(e) => {
                     stats.chunks_unchanged += 1;
-                    stats.bytes_read += item.slot.plain.len() as u64;
                     e
                 }
                 Outcome::Dedup(e) => {
                     stats.chunks_dedup += 1;
-                    stats.bytes_read += item.slot.plain.len() as u64;
                     e
                 }
                 Outcome::Failed(e) => return Err(e),
@@ -499,7 +545,6 @@ fn write_loop(
                     entry,
                     stored,
                     base,
-                    base_read,
                 } => {
                     let packs = Packs {
                         backend,
@@ -507,11 +552,12 @@ fn write_loop(
                         open: &mut pack,
                         commit: &commit_tx,
                     };
-                    stats.bytes_base_read += base_read;
                     packs.store(entry, (&stored, base), &item.slot, &mut stats)?
                 }
             };
             stats.chunks += 1;
+            stats.bytes_read += item.read.source;
+            stats.bytes_base += item.read.base;
             // The slot goes back before the map write so the reader never
             // waits on map I/O. A closed pool means the reader has stopped.
             let _ = free.send(item.slot);

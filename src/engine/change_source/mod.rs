@@ -1,0 +1,267 @@
+//! Change sources: which byte ranges of a source may have changed since
+//! the parent snapshot, so that an incremental reads only those.
+//!
+//! Without one, a backup reads every used chunk and compares its
+//! fingerprint with the parent's (the scan). A change source narrows that:
+//! a chunk that overlaps none of its ranges keeps the parent's map entry
+//! without being read, when that entry is data still in the index, or zero;
+//! every other chunk is read and fingerprinted as in a scan. Of a chunk
+//! whose changed 4 KiB pages are at most half of it, only those pages are
+//! read from the source, over the parent's chunk read back from the
+//! repository (`bytes_base`); a parent chunk that does not read back means
+//! the chunk is read whole. Either way the chunk is fingerprinted and named
+//! from all its bytes, so every map entry this backup writes describes the
+//! bytes it holds (the fingerprint "unknown", 0, is for an entry made
+//! otherwise, and is never equal).
+//!
+//! The trust rules:
+//! - The scan is the ground truth. A change source that is missing,
+//!   stale or in doubt (no parent, an unreadable parent map, a shadow of
+//!   another snapshot, a comparison that failed) gives a scan, with the
+//!   reason printed (stderr, and `scan_reason` in `--json`). `--full`
+//!   always scans.
+//! - What a change source says is bound to (repository, parent snapshot):
+//!   a reflink shadow by its name, ranges from a file by the user's word
+//!   that they are since the parent. The snapshot's manifest records which
+//!   source was trusted (`change_source`: kind and detail).
+//! - A source's state moves on (a new shadow kept, old ones removed) only
+//!   after the manifest is durable: a backup that fails leaves the state
+//!   the next one needs.
+//!
+//! Sources: `ranges_file` (`--changed-ranges`), `reflink` (shadows of image
+//! files on XFS and btrfs, `--change-source reflink`).
+
+mod ranges_file;
+mod reflink;
+
+use std::path::{Path, PathBuf};
+
+pub use ranges_file::RangesClaim;
+
+use crate::disk::Source;
+use crate::progress::Progress;
+use crate::repo::SnapshotId;
+use crate::repo::snapshot::{ChangeSourceRecord, Snapshot};
+
+/// Byte ranges `(start, end)` that may have changed: sorted, and merged
+/// where they overlap or touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangedRanges(Vec<(u64, u64)>);
+
+impl ChangedRanges {
+    pub fn new(mut ranges: Vec<(u64, u64)>) -> ChangedRanges {
+        ranges.retain(|&(a, b)| a < b);
+        ranges.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        ChangedRanges(out)
+    }
+
+    pub fn as_slice(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|&(a, b)| b - a).sum()
+    }
+
+    /// Where the last range ends.
+    pub fn end(&self) -> Option<u64> {
+        self.0.last().map(|&(_, b)| b)
+    }
+
+    /// Whether any byte of `[start, end)` may have changed.
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        let i = self.0.partition_point(|&(_, b)| b <= start);
+        self.0.get(i).is_some_and(|&(a, _)| a < end)
+    }
+
+    /// The ranges within `[start, end)`, widened to whole `page`s (a
+    /// power of two) and clipped to it.
+    pub fn pages_within(&self, start: u64, end: u64, page: u64) -> Vec<(u64, u64)> {
+        let i = self.0.partition_point(|&(_, b)| b <= start);
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in self.0[i..].iter().take_while(|&&(a, _)| a < end) {
+            let a = (a & !(page - 1)).max(start);
+            let b = b.saturating_add(page - 1) & !(page - 1);
+            let b = b.min(end);
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        out
+    }
+}
+
+/// Which change source a backup is asked to use.
+#[derive(Debug, Clone, Default)]
+pub enum Request {
+    /// A reflink shadow where this repository keeps one of the image,
+    /// else the scan.
+    #[default]
+    Auto,
+    /// The scan; this repository's shadows of the image are removed.
+    Scan,
+    /// Reflink shadows (kept from now on).
+    Reflink,
+    /// The ranges of a file, read and checked before anything is written.
+    Ranges(RangesClaim),
+}
+
+/// What a backup does about change tracking.
+pub struct Plan {
+    /// Ranges that may have changed; `None`: every chunk is read.
+    pub changed: Option<ChangedRanges>,
+    /// What the manifest records (with `changed`).
+    pub record: Option<ChangeSourceRecord>,
+    /// Why a change source that was asked for, or found, is not used.
+    pub scan_reason: Option<String>,
+    /// A copy to read instead of the source (a reflinked shadow).
+    read_from: Option<PathBuf>,
+    pending: Option<Box<reflink::Pending>>,
+    forget: Option<reflink::Forget>,
+}
+
+/// What the plan needs to know of the backup.
+pub struct PlanInput<'a> {
+    pub request: &'a Request,
+    pub repo_id: &'a str,
+    pub source: &'a Source,
+    pub parent: Option<&'a Snapshot>,
+    /// Whether the parent's map opened (else every chunk is read anyway).
+    pub parent_map: bool,
+    /// The new snapshot's id.
+    pub snapshot: SnapshotId,
+    pub full: bool,
+}
+
+impl Plan {
+    fn scan(reason: Option<String>) -> Plan {
+        Plan {
+            changed: None,
+            record: None,
+            scan_reason: reason,
+            read_from: None,
+            pending: None,
+            forget: None,
+        }
+    }
+
+    /// Decides, and for reflink makes the new shadow. Says why it scans
+    /// (`progress.warn`) when a change source was asked for or found.
+    pub fn make(input: &PlanInput<'_>, progress: &dyn Progress) -> Plan {
+        let plan = match input.request {
+            Request::Ranges(claim) => ranges(input, claim),
+            Request::Scan => Plan {
+                forget: reflink_forget(input),
+                ..Plan::scan(None)
+            },
+            Request::Auto | Request::Reflink => reflink::plan(&reflink::Input {
+                image: input.source,
+                repo_id: input.repo_id,
+                parent: input.parent,
+                parent_map: input.parent_map,
+                snapshot: input.snapshot,
+                full: input.full,
+                asked: matches!(input.request, Request::Reflink),
+            }),
+        };
+        if let Some(why) = &plan.scan_reason {
+            progress.warn(&format!(
+                "change source not used, reading every chunk: {why}"
+            ));
+        }
+        plan
+    }
+
+    /// The file to read instead of the source, when there is one.
+    pub fn read_from(&self) -> Option<&Path> {
+        self.read_from.as_deref()
+    }
+
+    /// Moves the change source's state on: call only once the manifest is
+    /// durable. The snapshot exists whatever happens here, so a failure
+    /// is a warning (the next backup then scans).
+    pub fn commit(mut self, progress: &dyn Progress) {
+        if let Some(pending) = self.pending.take()
+            && let Err(e) = pending.commit()
+        {
+            progress.warn(&format!(
+                "the snapshot is committed, but its reflink shadow could not be kept ({e}); \
+                 the next backup reads every chunk"
+            ));
+        }
+        if let Some(forget) = self.forget.take() {
+            forget.commit();
+        }
+    }
+}
+
+fn reflink_forget(input: &PlanInput<'_>) -> Option<reflink::Forget> {
+    if input.source.identity().is_device {
+        return None;
+    }
+    reflink::Forget::of(input.source, input.repo_id)
+}
+
+fn ranges(input: &PlanInput<'_>, claim: &RangesClaim) -> Plan {
+    let Some(parent) = input.parent else {
+        return Plan::scan(Some(format!(
+            "{}: there is no parent snapshot of this source for its ranges to be changes since",
+            claim.file.display()
+        )));
+    };
+    if !input.parent_map {
+        return Plan::scan(Some(format!(
+            "the map of parent {} cannot be read",
+            parent.short_id()
+        )));
+    }
+    let detail = format!(
+        "{} ({}): {} changed range(s), {} bytes, since parent {}",
+        claim.file.display(),
+        claim.format,
+        claim.ranges.as_slice().len(),
+        claim.ranges.total(),
+        parent.short_id()
+    );
+    Plan {
+        changed: Some(claim.ranges.clone()),
+        record: Some(ChangeSourceRecord {
+            kind: "ranges".into(),
+            detail,
+        }),
+        ..Plan::scan(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChangedRanges;
+
+    #[test]
+    fn ranges_merge_and_answer_overlaps() {
+        let r = ChangedRanges::new(vec![(50, 60), (0, 10), (10, 20), (55, 70), (5, 5)]);
+        assert_eq!(r.as_slice(), &[(0, 20), (50, 70)]);
+        assert!(r.overlaps(19, 30));
+        assert!(!r.overlaps(20, 50));
+        assert!(r.overlaps(40, 51));
+        assert!(!r.overlaps(70, 100));
+        assert_eq!(r.total(), 40);
+    }
+
+    #[test]
+    fn pages_within_widen_to_pages_and_clip_to_the_chunk() {
+        let r = ChangedRanges::new(vec![(10, 20), (4000, 4100), (9000, 20000)]);
+        assert_eq!(r.pages_within(0, 8192, 4096), vec![(0, 8192)]);
+        assert_eq!(r.pages_within(8192, 16384, 4096), vec![(8192, 16384)]);
+        assert_eq!(r.pages_within(16384, 32768, 4096), vec![(16384, 20480)]);
+        assert_eq!(r.pages_within(20480, 32768, 4096), vec![]);
+    }
+}
