@@ -19,6 +19,7 @@ mod rebuild_index;
 mod repair;
 mod rescue;
 mod restore;
+mod run;
 mod selection;
 mod show;
 mod snapshots;
@@ -106,6 +107,7 @@ enum Command {
     Key(key::Command),
     #[command(subcommand)]
     Rescue(rescue::Command),
+    Run(run::Args),
     Completions(generated::CompletionsArgs),
     Man(generated::ManArgs),
 }
@@ -193,17 +195,28 @@ pub fn run() -> ExitCode {
         json: cli.json,
         password: cli.password,
     };
+    if let Command::Run(args) = cli.command {
+        // A job's exit code is its first failed step's.
+        return run::run(&ctx, args);
+    }
     match run_command(&ctx, cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         // Damage found (verify, a restore that went on past damage).
         Ok(false) => exit_code(platter::ErrorKind::Corrupt),
-        Err(_) if platter::interrupt::exit_is_pending() => loop {
+        Err(e) => failed(e, ctx.json),
+    }
+}
+
+/// The exit code of a command that failed with `e`, which is printed.
+fn failed(e: platter::Error, json: bool) -> ExitCode {
+    if platter::interrupt::exit_is_pending() {
+        loop {
             // The interrupt watcher is cleaning up and exits with the
             // signal's code; this error is only a consequence.
             std::thread::park();
-        },
-        Err(e) => output::error(&e, ctx.json),
+        }
     }
+    output::error(&e, json)
 }
 
 fn exit_code(kind: platter::ErrorKind) -> ExitCode {
@@ -230,6 +243,7 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::RebuildIndex(args) => rebuild_index::run(ctx, args),
         Command::Key(command) => key::run(ctx, command),
         Command::Rescue(command) => rescue::run(ctx, command),
+        Command::Run(_) => Err(platter::Error::internal("`run` is dispatched before run_command")),
         Command::Completions(args) => generated::completions(ctx.json, args),
         Command::Man(args) => generated::man(ctx.json, args),
     }
