@@ -372,11 +372,12 @@ fn check_hooks(name: &str, file: &JobFile) -> Result<()> {
     let h = &file.hooks;
     let hooks: Vec<&str> = h.before.iter().chain(&h.after).chain(&h.on_failure).map(String::as_str).collect();
     let log = crate::jobs::state::log_path(name);
-    let mut thawed: Vec<(&str, &Path)> = vec![("job log", &log)];
+    let mut thawed: Vec<(&str, &Path)> = Vec::new();
     let local = |r: &str| !r.starts_with("s3:");
     if local(&file.repository) {
         thawed.push(("repository", Path::new(&file.repository)));
     }
+    thawed.push(("job log", &log));
     for c in &file.copies {
         if local(&c.repository) {
             thawed.push(("copy repository", Path::new(&c.repository)));

@@ -30,8 +30,20 @@ const GRACE: Duration = Duration::from_secs(3);
 
 /// Runs `command` under `timeout`, `stdin` on its standard input. Fails
 /// (BadInput: the user's command) when it exits non-zero, is killed, or
-/// runs out of time (then its group is gone when this returns).
+/// runs out of time (then its group is gone when this returns). A signal
+/// to platter meanwhile stops the hook's group.
 pub fn run(command: &str, stdin: &[u8], timeout: Duration) -> Result<()> {
+    run_hook(command, stdin, timeout, true)
+}
+
+/// `run`, from the interrupt watcher: which holds the interrupt registry,
+/// so the hook is not registered there (and needs not be: the watcher
+/// waits for it).
+pub fn run_while_interrupted(command: &str, stdin: &[u8], timeout: Duration) -> Result<()> {
+    run_hook(command, stdin, timeout, false)
+}
+
+fn run_hook(command: &str, stdin: &[u8], timeout: Duration, stop_on_signal: bool) -> Result<()> {
     let stdout = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
@@ -47,9 +59,11 @@ pub fn run(command: &str, stdin: &[u8], timeout: Duration) -> Result<()> {
     let pgid = child.id() as i32;
     // Interrupted meanwhile (SIGTERM from `systemctl stop`): the hook's
     // group goes too, before the after hooks run.
-    let _stop_on_signal = crate::interrupt::call_on_interrupt(move || {
-        signal_group(pgid, libc::SIGTERM);
-        true
+    let _stop_on_signal = stop_on_signal.then(|| {
+        crate::interrupt::call_on_interrupt(move || {
+            signal_group(pgid, libc::SIGTERM);
+            true
+        })
     });
     if let Some(mut pipe) = child.stdin.take() {
         let bytes = stdin.to_vec();

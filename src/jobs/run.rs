@@ -104,7 +104,7 @@ fn after_hooks_on_interrupt(
             s.to_json()
         };
         for command in &after {
-            if let Err(e) = hooks::run(command, &doc, timeout) {
+            if let Err(e) = hooks::run_while_interrupted(command, &doc, timeout) {
                 crate::printable::to_stderr(&format!("platter: after hook: {e}"));
             }
         }
