@@ -8,6 +8,7 @@ mod forget;
 mod generated;
 mod init;
 mod inspect;
+mod jobs;
 mod key;
 mod layout_text;
 mod mount;
@@ -20,6 +21,7 @@ mod repair;
 mod rescue;
 mod restore;
 mod run;
+mod schedule;
 mod selection;
 mod show;
 mod snapshots;
@@ -108,6 +110,8 @@ enum Command {
     #[command(subcommand)]
     Rescue(rescue::Command),
     Run(run::Args),
+    Schedule(schedule::Args),
+    Jobs(jobs::Args),
     Completions(generated::CompletionsArgs),
     Man(generated::ManArgs),
 }
@@ -243,7 +247,11 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::RebuildIndex(args) => rebuild_index::run(ctx, args),
         Command::Key(command) => key::run(ctx, command),
         Command::Rescue(command) => rescue::run(ctx, command),
-        Command::Run(_) => Err(platter::Error::internal("`run` is dispatched before run_command")),
+        Command::Schedule(args) => schedule::run(ctx, args),
+        Command::Jobs(args) => jobs::run(ctx, args),
+        Command::Run(_) => Err(platter::Error::internal(
+            "`run` is dispatched before run_command",
+        )),
         Command::Completions(args) => generated::completions(ctx.json, args),
         Command::Man(args) => generated::man(ctx.json, args),
     }

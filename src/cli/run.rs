@@ -60,7 +60,9 @@ pub fn job(name: Option<&str>, config: Option<&std::path::Path>) -> platter::Res
     match (name, config) {
         (_, Some(path)) => load_file(path),
         (Some(name), None) => load_named(name),
-        (None, None) => Err(platter::Error::bad_input("name a job, or give --config FILE")),
+        (None, None) => Err(platter::Error::bad_input(
+            "name a job, or give --config FILE",
+        )),
     }
 }
 
@@ -75,7 +77,10 @@ pub fn run(ctx: &Context, args: Args) -> std::process::ExitCode {
 
 fn run_and_print(ctx: &Context, args: Args) -> platter::Result<u8> {
     let job = job(args.name.as_deref(), args.config.as_deref())?;
-    let external = |command: Option<String>, file: Option<PathBuf>, what: String| -> Box<dyn platter::repo::keys::PassphraseSource> {
+    let external = |command: Option<String>,
+                    file: Option<PathBuf>,
+                    what: String|
+     -> Box<dyn platter::repo::keys::PassphraseSource> {
         Box::new(Passphrases::explicit(command, file, what))
     };
     let bar = output::Bar::new(ctx.json);

@@ -114,12 +114,6 @@ pub struct RestoreTestSpec {
     /// A folder with room for a source's used bytes; not inside the
     /// repository.
     pub scratch: PathBuf,
-    #[serde(default)]
-    pub boot_test: bool,
-    /// What the serial console must print for a boot to pass.
-    pub boot_marker: Option<String>,
-    #[serde(default, deserialize_with = "duration")]
-    pub boot_timeout: Option<Duration>,
 }
 
 /// Commands run around the job (by /bin/sh -c, each in its own process
@@ -144,11 +138,15 @@ fn yes() -> bool {
     true
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+fn duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is no duration ({e}): write e.g. \"30s\", \"10m\" or \"2h\"")))
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is no duration ({e}): write e.g. \"30s\", \"10m\" or \"2h\""
+        ))
+    })
 }
 
 impl RetentionSpec {
@@ -194,8 +192,9 @@ pub fn check_name(name: &str) -> Result<()> {
     if fine {
         Ok(())
     } else {
-        Err(Error::bad_input(format!("{name:?} is no job name"))
-            .hint("a job name is up to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"))
+        Err(Error::bad_input(format!("{name:?} is no job name")).hint(
+            "a job name is up to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'",
+        ))
     }
 }
 
@@ -204,8 +203,11 @@ pub fn load_named(name: &str) -> Result<Job> {
     check_name(name)?;
     let path = jobs_dir().join(format!("{name}.toml"));
     if !path.exists() {
-        return Err(Error::not_found(format!("there is no job {name}: {} does not exist", path.display()))
-            .hint(format!("write the job file there (see `platter run --help`), or give one with --config FILE")));
+        return Err(Error::not_found(format!(
+            "there is no job {name}: {} does not exist",
+            path.display()
+        ))
+        .hint("write the job file there (see `platter run --help`), or give one with --config FILE"));
     }
     load(&path, name)
 }
@@ -233,11 +235,10 @@ fn load(path: &Path, name: &str) -> Result<Job> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read job file", path, e))?;
     let file: JobFile = toml::from_str(&text).map_err(|e| {
-        Error::bad_input(format!("job file {}: {}", path.display(), e.message()))
-            .hint(format!(
-                "{}; the keys are described in the README (section Use)",
-                where_in(&text, e.span())
-            ))
+        Error::bad_input(format!("job file {}: {}", path.display(), e.message())).hint(format!(
+            "{}; the keys are described in the README (section Use)",
+            where_in(&text, e.span())
+        ))
     })?;
     check_meaning(path, &file)?;
     refuse_readable_secret(path, &meta, &file)?;
@@ -270,7 +271,10 @@ fn refuse_writable_by_others(path: &Path, meta: &std::fs::Metadata) -> Result<()
             path.display(),
             meta.uid()
         ))
-        .hint(format!("chown root: {} (after reading it through)", path.display())));
+        .hint(format!(
+            "chown root: {} (after reading it through)",
+            path.display()
+        )));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(Error::bad_input(format!(
@@ -305,7 +309,8 @@ fn refuse_readable_secret(path: &Path, meta: &std::fs::Metadata, file: &JobFile)
 /// least, counts of at least one.
 fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
     let bad = |key: &str, what: String, instead: &str| {
-        Error::bad_input(format!("job file {}: {key}: {what}", path.display())).hint(instead.to_string())
+        Error::bad_input(format!("job file {}: {key}: {what}", path.display()))
+            .hint(instead.to_string())
     };
     if file.sources.is_empty() {
         return Err(bad(
@@ -315,23 +320,36 @@ fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
         ));
     }
     if file.repository.is_empty() {
-        return Err(bad("repository", "empty".into(), "repository = \"/backup/repo\""));
+        return Err(bad(
+            "repository",
+            "empty".into(),
+            "repository = \"/backup/repo\"",
+        ));
     }
     let mut passphrases = vec![("passphrase".to_string(), &file.passphrase)];
     let mut retentions = vec![("retention".to_string(), &file.retention)];
     for (i, c) in file.copies.iter().enumerate() {
         if c.repository.is_empty() {
-            return Err(bad(&format!("copy[{i}].repository"), "empty".into(), "repository = \"/mnt/usb/repo\""));
+            return Err(bad(
+                &format!("copy[{i}].repository"),
+                "empty".into(),
+                "repository = \"/mnt/usb/repo\"",
+            ));
         }
         passphrases.push((format!("copy[{i}].passphrase"), &c.passphrase));
         retentions.push((format!("copy[{i}].retention"), &c.retention));
     }
     for (key, p) in passphrases {
         let Some(p) = p else { continue };
-        let given = [p.file.is_some(), p.command.is_some(), p.env.is_some(), p.value.is_some()]
-            .iter()
-            .filter(|&&g| g)
-            .count();
+        let given = [
+            p.file.is_some(),
+            p.command.is_some(),
+            p.env.is_some(),
+            p.value.is_some(),
+        ]
+        .iter()
+        .filter(|&&g| g)
+        .count();
         if given != 1 {
             return Err(bad(
                 &key,
@@ -342,9 +360,20 @@ fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
     }
     for (key, r) in retentions {
         let Some(r) = r else { continue };
-        let counts = [r.keep_last, r.keep_hourly, r.keep_daily, r.keep_weekly, r.keep_monthly, r.keep_yearly];
+        let counts = [
+            r.keep_last,
+            r.keep_hourly,
+            r.keep_daily,
+            r.keep_weekly,
+            r.keep_monthly,
+            r.keep_yearly,
+        ];
         if counts.contains(&Some(0)) {
-            return Err(bad(&key, "a keep count of 0".into(), "counts start at 1; leave a rule out to not use it"));
+            return Err(bad(
+                &key,
+                "a keep count of 0".into(),
+                "counts start at 1; leave a rule out to not use it",
+            ));
         }
         if r.policy().is_empty() {
             return Err(bad(
@@ -354,23 +383,19 @@ fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
             ));
         }
     }
-    if let Some(t) = &file.restore_test
-        && !t.boot_test
-        && (t.boot_marker.is_some() || t.boot_timeout.is_some())
-    {
-        return Err(bad(
-            "restore_test.boot_marker",
-            "given without boot_test = true".into(),
-            "add boot_test = true, or leave boot_marker and boot_timeout out",
-        ));
-    }
     Ok(())
 }
 
 /// Refuses hooks that would freeze what the job writes to.
 fn check_hooks(name: &str, file: &JobFile) -> Result<()> {
     let h = &file.hooks;
-    let hooks: Vec<&str> = h.before.iter().chain(&h.after).chain(&h.on_failure).map(String::as_str).collect();
+    let hooks: Vec<&str> = h
+        .before
+        .iter()
+        .chain(&h.after)
+        .chain(&h.on_failure)
+        .map(String::as_str)
+        .collect();
     let log = crate::jobs::state::log_path(name);
     let mut thawed: Vec<(&str, &Path)> = Vec::new();
     let local = |r: &str| !r.starts_with("s3:");

@@ -55,7 +55,12 @@ fn run_hook(command: &str, stdin: &[u8], timeout: Duration, stop_on_signal: bool
         .stdout(Stdio::from(stdout))
         .process_group(0)
         .spawn()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot run hook `{command}` with /bin/sh: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot run hook `{command}` with /bin/sh: {e}"),
+            )
+        })?;
     let pgid = child.id() as i32;
     // Interrupted meanwhile (SIGTERM from `systemctl stop`): the hook's
     // group goes too, before the after hooks run.
@@ -79,7 +84,9 @@ fn run_hook(command: &str, stdin: &[u8], timeout: Duration, stop_on_signal: bool
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Ok(None) => {
                 end_group(pgid, &mut child);
                 return Err(Error::bad_input(format!(
@@ -90,7 +97,10 @@ fn run_hook(command: &str, stdin: &[u8], timeout: Duration, stop_on_signal: bool
             }
             Err(e) => {
                 end_group(pgid, &mut child);
-                return Err(Error::new(ErrorKind::Io, format!("cannot wait for hook `{command}`: {e}")));
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("cannot wait for hook `{command}`: {e}"),
+                ));
             }
         }
     };
@@ -102,7 +112,9 @@ fn run_hook(command: &str, stdin: &[u8], timeout: Duration, stop_on_signal: bool
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => status.to_string(),
     };
-    Err(Error::bad_input(format!("hook `{command}` failed: it {how}")))
+    Err(Error::bad_input(format!(
+        "hook `{command}` failed: it {how}"
+    )))
 }
 
 /// SIGTERM to the group, SIGKILL after the grace, and the shell reaped.
@@ -197,7 +209,10 @@ mod tests {
     #[test]
     fn fsfreeze_targets_are_found_in_a_command_line() {
         assert_eq!(frozen_paths("fsfreeze -f /srv"), ["/srv"]);
-        assert_eq!(frozen_paths("sync; /sbin/fsfreeze --freeze '/var/lib'"), ["/var/lib"]);
+        assert_eq!(
+            frozen_paths("sync; /sbin/fsfreeze --freeze '/var/lib'"),
+            ["/var/lib"]
+        );
         assert!(frozen_paths("fsfreeze -u /srv").is_empty());
         assert!(frozen_paths("echo fsfreeze").is_empty());
     }

@@ -18,5 +18,6 @@ pub mod file;
 pub mod hooks;
 pub mod restore_test;
 pub mod run;
+pub mod schedule;
 pub mod state;
 pub mod summary;

@@ -112,14 +112,29 @@ pub fn verdict_name(v: &Verdict) -> &'static str {
 }
 
 /// Restores `snap` into the scratch folder, checks it, removes it.
-pub fn run(repo: &Repository, snap: &Snapshot, spec: &RestoreTestSpec, progress: &dyn Progress) -> Result<TestResult> {
+pub fn run(
+    repo: &Repository,
+    snap: &Snapshot,
+    spec: &RestoreTestSpec,
+    progress: &dyn Progress,
+) -> Result<TestResult> {
     let started = Instant::now();
     let scratch = check_scratch(repo, &spec.scratch)?;
     let needed = snap.source.size.saturating_sub(snap.stats.bytes_free);
     check_room(&scratch, needed)?;
-    let image = scratch.join(format!("platter-restore-test-{}-{}.img", snap.id.prefix(8), std::process::id()));
+    let image = scratch.join(format!(
+        "platter-restore-test-{}-{}.img",
+        snap.id.prefix(8),
+        std::process::id()
+    ));
     let _remove = Scratch::new(&image);
-    restore(repo, &snap.id.to_hex(), &image, &RestoreOptions::default(), progress)?;
+    restore(
+        repo,
+        &snap.id.to_hex(),
+        &image,
+        &RestoreOptions::default(),
+        progress,
+    )?;
     let recorded = match snap.parsed_layout::<Layout>() {
         Some(Ok(layout)) => Some(layout),
         Some(Err(e)) => {
@@ -142,12 +157,21 @@ pub fn run(repo: &Repository, snap: &Snapshot, spec: &RestoreTestSpec, progress:
         let sector = u64::from(layout.sector_size);
         for p in &layout.partitions {
             if let Some(c) = &p.content {
-                let span = (p.start.saturating_mul(sector), p.sectors.saturating_mul(sector));
-                filesystems.push(check(&image, &format!("partition {}", p.number), c, Some(span)));
+                let span = (
+                    p.start.saturating_mul(sector),
+                    p.sectors.saturating_mul(sector),
+                );
+                filesystems.push(check(
+                    &image,
+                    &format!("partition {}", p.number),
+                    c,
+                    Some(span),
+                ));
             }
         }
     }
-    let failed = !layout_differences.is_empty() || filesystems.iter().any(|f| f.verdict == Verdict::Damaged);
+    let failed =
+        !layout_differences.is_empty() || filesystems.iter().any(|f| f.verdict == Verdict::Damaged);
     Ok(TestResult {
         snapshot: snap.id,
         time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -168,7 +192,10 @@ fn check_scratch(repo: &Repository, scratch: &Path) -> Result<PathBuf> {
             .hint("create it, or change restore_test.scratch in the job file")
     })?;
     if !real.is_dir() {
-        return Err(Error::bad_input(format!("restore_test.scratch {} is not a folder", scratch.display())));
+        return Err(Error::bad_input(format!(
+            "restore_test.scratch {} is not a folder",
+            scratch.display()
+        )));
     }
     if let Ok(repo_real) = std::fs::canonicalize(repo.location())
         && real.starts_with(&repo_real)
@@ -178,14 +205,21 @@ fn check_scratch(repo: &Repository, scratch: &Path) -> Result<PathBuf> {
             scratch.display(),
             repo_real.display()
         ))
-        .hint("give a scratch folder outside the repository, on a filesystem with room for a restore"));
+        .hint(
+            "give a scratch folder outside the repository, on a filesystem with room for a restore",
+        ));
     }
     Ok(real)
 }
 
 fn check_room(scratch: &Path, needed: u64) -> Result<()> {
-    let stat = nix::sys::statvfs::statvfs(scratch)
-        .map_err(|e| Error::io("measure the free space of", scratch, std::io::Error::from(e)))?;
+    let stat = nix::sys::statvfs::statvfs(scratch).map_err(|e| {
+        Error::io(
+            "measure the free space of",
+            scratch,
+            std::io::Error::from(e),
+        )
+    })?;
     let free = (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64);
     if free < needed {
         return Err(Error::new(
@@ -226,23 +260,38 @@ struct FileAt(std::fs::File);
 impl ReadAt for FileAt {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        self.0
-            .read_exact_at(buf, offset)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the restored image: {e}")))
+        self.0.read_exact_at(buf, offset).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot read the restored image: {e}"),
+            )
+        })
     }
 }
 
 /// How the restored image's partition table differs from the recorded
 /// one (nothing when they match).
 fn compare_layout(image: &Path, recorded: &Layout) -> Result<Vec<String>> {
-    let file = std::fs::File::open(image).map_err(|e| Error::io("open the restored image", image, e))?;
-    let size = file.metadata().map_err(|e| Error::io("measure the restored image", image, e))?.len();
+    let file =
+        std::fs::File::open(image).map_err(|e| Error::io("open the restored image", image, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("measure the restored image", image, e))?
+        .len();
     let now = Layout::read(&FileAt(file), size, recorded.sector_size, true)?;
     let mut differences = Vec::new();
     if now.table != recorded.table {
-        differences.push(format!("partition table {:?}, recorded {:?}", now.table, recorded.table));
+        differences.push(format!(
+            "partition table {:?}, recorded {:?}",
+            now.table, recorded.table
+        ));
     }
-    let shape = |l: &Layout| -> Vec<(u32, u64, u64)> { l.partitions.iter().map(|p| (p.number, p.start, p.sectors)).collect() };
+    let shape = |l: &Layout| -> Vec<(u32, u64, u64)> {
+        l.partitions
+            .iter()
+            .map(|p| (p.number, p.start, p.sectors))
+            .collect()
+    };
     if shape(&now) != shape(recorded) {
         differences.push(format!(
             "partitions (number, start, sectors) {:?}, recorded {:?}",
@@ -265,7 +314,12 @@ fn checker(fstype: &str) -> Option<(&'static str, &'static [&'static str], &'sta
     })
 }
 
-fn check(image: &Path, place: &str, content: &Content, span: Option<(u64, u64)>) -> FilesystemCheck {
+fn check(
+    image: &Path,
+    place: &str,
+    content: &Content,
+    span: Option<(u64, u64)>,
+) -> FilesystemCheck {
     let mut result = FilesystemCheck {
         place: place.into(),
         fstype: content.fstype.clone(),
@@ -303,7 +357,10 @@ impl Loop {
         let mut cmd = Command::new("losetup");
         cmd.args(["-f", "--show"]);
         if let Some((offset, size)) = span {
-            cmd.arg("--offset").arg(offset.to_string()).arg("--sizelimit").arg(size.to_string());
+            cmd.arg("--offset")
+                .arg(offset.to_string())
+                .arg("--sizelimit")
+                .arg(size.to_string());
         }
         let out = cmd
             .arg(image)
@@ -313,17 +370,26 @@ impl Loop {
         if !out.status.success() {
             return Err(Error::new(
                 ErrorKind::Io,
-                format!("losetup could not attach the restored image: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                format!(
+                    "losetup could not attach the restored image: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             )
             .hint("the restore test needs root and a free loop device"));
         }
-        Ok(Loop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())))
+        Ok(Loop(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim(),
+        )))
     }
 }
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).stdin(Stdio::null()).output();
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&self.0)
+            .stdin(Stdio::null())
+            .output();
     }
 }
 
@@ -340,7 +406,13 @@ fn output(program: &str, args: &[&str], device: &Path) -> Result<(i32, String)> 
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
-fn check_on_loop(image: &Path, span: Option<(u64, u64)>, program: &str, args: &[&str], fstype: &str) -> Result<(Verdict, String)> {
+fn check_on_loop(
+    image: &Path,
+    span: Option<(u64, u64)>,
+    program: &str,
+    args: &[&str],
+    fstype: &str,
+) -> Result<(Verdict, String)> {
     let device = Loop::attach(image, span)?;
     let (mut code, mut text) = output(program, args, &device.0)?;
     let mut replayed = false;
@@ -365,7 +437,11 @@ fn check_on_loop(image: &Path, span: Option<(u64, u64)>, program: &str, args: &[
 
 /// The last meaningful lines of a checker's output.
 fn shorten(text: &str, failed: bool) -> String {
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let keep = if failed { 4 } else { 1 };
     lines[lines.len().saturating_sub(keep)..].join(" / ")
 }

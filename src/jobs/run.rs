@@ -43,7 +43,8 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 /// A passphrase source from a file or a command (the command line's, so
 /// a job reads them exactly as `--password-file` and
 /// `--password-command` do): (command, file, what it is for).
-pub type External<'a> = &'a dyn Fn(Option<String>, Option<PathBuf>, String) -> Box<dyn PassphraseSource>;
+pub type External<'a> =
+    &'a dyn Fn(Option<String>, Option<PathBuf>, String) -> Box<dyn PassphraseSource>;
 
 /// What a run needs besides the job.
 pub struct RunEnv<'a> {
@@ -58,7 +59,10 @@ pub struct RunEnv<'a> {
 pub fn run(job: &Job, env: &RunEnv) -> Result<Summary> {
     let _lock = state::lock_job(&job.name)?;
     let started = Instant::now();
-    let shared = Arc::new(Mutex::new(Summary::new(&job.name, &job.path.display().to_string())));
+    let shared = Arc::new(Mutex::new(Summary::new(
+        &job.name,
+        &job.path.display().to_string(),
+    )));
     let runner = Runner {
         job,
         env,
@@ -81,7 +85,8 @@ pub fn run(job: &Job, env: &RunEnv) -> Result<Summary> {
     if let Ok(doc) = serde_json::to_value(&summary)
         && let Err(e) = state::append_run(&job.name, &doc)
     {
-        env.progress.warn(&format!("the run was not written to the job log: {e}"));
+        env.progress
+            .warn(&format!("the run was not written to the job log: {e}"));
     }
     Ok(summary)
 }
@@ -125,7 +130,10 @@ type Did = Result<String>;
 
 impl Runner<'_> {
     fn summary(&self) -> Summary {
-        self.summary.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.summary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn summary_mut(&self, change: impl FnOnce(&mut Summary)) {
@@ -141,7 +149,9 @@ impl Runner<'_> {
         let (result, detail, error) = match outcome {
             Ok(detail) => (Outcome::Ok, detail, None),
             Err(e) => {
-                self.env.progress.warn(&format!("{step} {target} failed: {e}"));
+                self.env
+                    .progress
+                    .warn(&format!("{step} {target} failed: {e}"));
                 (Outcome::Failed, String::new(), Some(StepError::from(&e)))
             }
         };
@@ -211,7 +221,9 @@ impl Runner<'_> {
         };
         if let Some(retention) = &file.retention {
             if backed_up {
-                self.step("retention", &file.repository, || self.retention(&repo, retention));
+                self.step("retention", &file.repository, || {
+                    self.retention(&repo, retention)
+                });
             } else {
                 self.skip(
                     "retention",
@@ -253,7 +265,12 @@ impl Runner<'_> {
 
     /// Opens a repository, with its passphrase source; a copy target
     /// without one tries the main repository's.
-    fn open(&self, location: &str, spec: Option<&PassphraseSpec>, fallback: Option<&PassphraseSpec>) -> Result<Repository> {
+    fn open(
+        &self,
+        location: &str,
+        spec: Option<&PassphraseSpec>,
+        fallback: Option<&PassphraseSpec>,
+    ) -> Result<Repository> {
         let what = format!("repository {location}");
         let source = passphrase_source(spec.or(fallback), what, self.env.external);
         let access = crate::repo::backend::Access {
@@ -304,10 +321,10 @@ impl Runner<'_> {
         };
         let snap = self.patiently(|| backup(repo, &source.path, &options, self.env.progress))?;
         Ok(format!(
-            "snapshot {}: read {} bytes, added {} bytes",
+            "snapshot {}: read {}, added {}",
             snap.short_id(),
-            snap.stats.bytes_read,
-            snap.stats.bytes_new
+            crate::units::bytes(snap.stats.bytes_read),
+            crate::units::bytes(snap.stats.bytes_new)
         ))
     }
 
@@ -380,15 +397,19 @@ impl Runner<'_> {
                 Err(e) => return Err(e),
             }
         }
-        let mut detail = format!("{} kept, {removed} forgotten ({})", kept, spec.policy().describe());
+        let mut detail = format!(
+            "{} kept, {removed} forgotten ({})",
+            kept,
+            spec.policy().describe()
+        );
         if spec.prune {
             let options = PruneOptions::default();
             let report = self.patiently(|| prune(repo, &options, self.env.progress))?;
             detail.push_str(&format!(
-                "; pruned: {} of {} pack(s) deleted, {} bytes freed",
+                "; pruned: {} of {} pack(s) deleted, {} freed",
                 report.packs_deleted,
                 report.packs_before,
-                report.bytes_before.saturating_sub(report.bytes_after)
+                crate::units::bytes(report.bytes_before.saturating_sub(report.bytes_after))
             ));
             if report.chunks_missing > 0 {
                 return Err(Error::corrupt(format!(
@@ -406,7 +427,11 @@ impl Runner<'_> {
     fn copy_to(&self, from: &Repository, spec: &CopySpec) {
         let mut opened = None;
         let copied = self.step("copy", &spec.repository, || {
-            let to = self.open(&spec.repository, spec.passphrase.as_ref(), self.job.file.passphrase.as_ref())?;
+            let to = self.open(
+                &spec.repository,
+                spec.passphrase.as_ref(),
+                self.job.file.passphrase.as_ref(),
+            )?;
             let detail = self.copy_selected(from, &to, spec);
             opened = Some(to);
             detail
@@ -416,7 +441,9 @@ impl Runner<'_> {
         };
         match opened {
             Some(to) if copied => {
-                self.step("copy retention", &spec.repository, || self.retention(&to, retention));
+                self.step("copy retention", &spec.repository, || {
+                    self.retention(&to, retention)
+                });
             }
             _ => self.skip("copy retention", &spec.repository, "the copy failed"),
         }
@@ -446,10 +473,10 @@ impl Runner<'_> {
             .hint("run `platter verify` on the main repository"));
         }
         Ok(format!(
-            "{} snapshot(s) copied, {} chunk(s), {} bytes stored",
+            "{} snapshot(s) copied, {} chunk(s), {} stored",
             report.copied.len(),
             report.chunks_copied,
-            report.bytes_stored
+            crate::units::bytes(report.bytes_stored)
         ))
     }
 }
@@ -458,10 +485,17 @@ impl Runner<'_> {
 /// keep, or that are newer than its newest of their source; without a
 /// retention, all it lacks. A nightly run thus never sends again what the
 /// copy's retention removed.
-fn worth_copying(ours: Vec<Snapshot>, to: &Repository, retention: Option<&RetentionSpec>) -> Result<Vec<SnapshotId>> {
+fn worth_copying(
+    ours: Vec<Snapshot>,
+    to: &Repository,
+    retention: Option<&RetentionSpec>,
+) -> Result<Vec<SnapshotId>> {
     let (there, _) = to.snapshots()?;
     let there_ids: HashSet<SnapshotId> = there.iter().map(|s| s.id).collect();
-    let missing: Vec<Snapshot> = ours.into_iter().filter(|s| !there_ids.contains(&s.id)).collect();
+    let missing: Vec<Snapshot> = ours
+        .into_iter()
+        .filter(|s| !there_ids.contains(&s.id))
+        .collect();
     let Some(retention) = retention else {
         return Ok(missing.iter().map(|s| s.id).collect());
     };
@@ -477,7 +511,12 @@ fn worth_copying(ours: Vec<Snapshot>, to: &Repository, retention: Option<&Retent
     // A policy refused on these snapshots (tags alone, none carried)
     // keeps none of them by rule: only the newer ones go.
     let kept: HashSet<SnapshotId> = decide(&both, &retention.policy())
-        .map(|d| d.into_iter().filter(|d| d.keep).map(|d| d.snapshot).collect())
+        .map(|d| {
+            d.into_iter()
+                .filter(|d| d.keep)
+                .map(|d| d.snapshot)
+                .collect()
+        })
         .unwrap_or_default();
     Ok(missing
         .iter()
@@ -493,7 +532,11 @@ fn worth_copying(ours: Vec<Snapshot>, to: &Repository, retention: Option<&Retent
 }
 
 /// The passphrase source a job file names; none for a plain repository.
-fn passphrase_source(spec: Option<&PassphraseSpec>, what: String, external: External) -> Box<dyn PassphraseSource> {
+fn passphrase_source(
+    spec: Option<&PassphraseSpec>,
+    what: String,
+    external: External,
+) -> Box<dyn PassphraseSource> {
     let Some(spec) = spec else {
         return Box::new(NoPassphrase);
     };

@@ -123,7 +123,12 @@ pub fn logged_jobs() -> Result<Vec<String>> {
     };
     let mut names: Vec<String> = entries
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log").map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".log")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     Ok(names)
