@@ -207,7 +207,9 @@ pub fn load_named(name: &str) -> Result<Job> {
             "there is no job {name}: {} does not exist",
             path.display()
         ))
-        .hint("write the job file there (see `platter run --help`), or give one with --config FILE"));
+        .hint(
+            "write the job file there (see `platter run --help`), or give one with --config FILE",
+        ));
     }
     load(&path, name)
 }

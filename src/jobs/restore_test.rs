@@ -183,6 +183,18 @@ pub fn run(
     })
 }
 
+/// Records `result` next to its snapshot (`tests/<snapshot id>`, see
+/// docs/FORMAT.md), under a shared lock so that no prune runs meanwhile.
+pub fn record(repo: &Repository, result: &TestResult, progress: &dyn Progress) -> Result<()> {
+    let _lock = crate::engine::lock_repo(
+        repo,
+        crate::repo::lock::LockKind::Shared,
+        "restore test",
+        progress,
+    )?;
+    crate::repo::test_result::write(repo, &result.snapshot, result)
+}
+
 /// The scratch folder, made absolute; refused inside a local repository
 /// (the test's file would be taken for a leftover, and fill the disk the
 /// backups need).

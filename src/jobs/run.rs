@@ -240,8 +240,11 @@ impl Runner<'_> {
                 match snap {
                     Some(snap) => {
                         self.step("restore test", &target, || {
-                            restore_test::run(&repo, &snap, spec, self.env.progress)
-                                .and_then(|r| r.into_result())
+                            let result = restore_test::run(&repo, &snap, spec, self.env.progress)?;
+                            self.patiently(|| {
+                                restore_test::record(&repo, &result, self.env.progress)
+                            })?;
+                            result.into_result()
                         });
                     }
                     None => self.skip("restore test", &target, "the source has no snapshot yet"),
