@@ -40,7 +40,7 @@ impl From<&Error> for StepError {
         StepError {
             kind: e.kind().name().to_string(),
             exit_code: e.kind().exit_code(),
-            message: e.to_string(),
+            message: e.message().to_string(),
             hints: e.hints().to_vec(),
         }
     }

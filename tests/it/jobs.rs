@@ -761,3 +761,76 @@ fn schedule_writes_units_that_verify_and_whose_exec_start_runs_the_job() {
     assert!(!service.exists() && !timer.exists());
     platter_env(&["schedule", "nightly", "--on", "not a day"]).refused(2, "no calendar expression");
 }
+
+/// Writes a live exclusive lock, held by this test process, into `repo`
+/// (as another job's prune would hold it).
+fn hold_exclusive_lock(repo: &Path) -> PathBuf {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let ticks: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = serde_json::json!({
+        "kind": "exclusive",
+        "hostname": nix::unistd::gethostname().unwrap().into_string().unwrap(),
+        "pid": std::process::id(),
+        "start_ticks": ticks,
+        "command": "prune",
+        "time": "2024-01-01T00:00:00Z",
+    })
+    .to_string();
+    let text = format!(
+        "{{\"platter\":\"lock\",\"version\":1,\"crc32\":\"{:08x}\",\"body\":{body}}}\n",
+        crc32fast::hash(body.as_bytes())
+    );
+    let path = repo.join("locks").join(random_name().repeat(4));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+// Pins: a job whose repository another command holds waits for it (up to lock_wait) instead of failing: with lock_wait 1s it fails with exit 5 naming the holder, with a longer one it backs up once the lock goes.
+#[test]
+fn a_job_waits_for_the_repository_lock_up_to_its_limit() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(25));
+    let lock = hold_exclusive_lock(&jobs.sandbox.repo);
+    let job = |wait: &str| {
+        jobs.job(&format!(
+            "repository = {:?}\nlock_wait = \"{wait}\"\n[[source]]\npath = {image:?}\n",
+            jobs.sandbox.repo
+        ))
+    };
+    let short = job("1s");
+    let run = jobs.run_job(&short);
+    run.expect_code(5);
+    let summary = run.json();
+    let message = step(&summary, "backup")["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("in use by `prune`"), "{summary:#}");
+
+    let long = job("60s");
+    let args = [
+        OsStr::new("--json"),
+        "run".as_ref(),
+        "--config".as_ref(),
+        long.as_os_str(),
+    ];
+    let child = jobs
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    fs::remove_file(&lock).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run::from_output("--json run --config (lock_wait 60s)".into(), out);
+    run.ok();
+    assert!(run.stderr.contains("waiting for it"), "{}", run.describe());
+    assert_eq!(jobs.sandbox.snapshot_ids().len(), 1);
+}
