@@ -413,8 +413,10 @@ fn output(program: &str, args: &[&str], device: &Path) -> Result<(i32, String)> 
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot run {program}: {e}")))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    // stderr first: e2fsck says its version there, and its verdict last
+    // on stdout, which is the line kept for a clean check.
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
