@@ -18,6 +18,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod interrupt;
+pub mod jobs;
 pub mod mount;
 pub mod os;
 pub mod owner;

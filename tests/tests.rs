@@ -31,6 +31,7 @@ mod it {
     mod hardening_source;
     mod hardening_target;
     mod incremental;
+    mod jobs;
     mod layout;
     mod locks;
     mod mount;

@@ -8,6 +8,7 @@ mod forget;
 mod generated;
 mod init;
 mod inspect;
+mod jobs;
 mod key;
 mod layout_text;
 mod mount;
@@ -19,6 +20,8 @@ mod rebuild_index;
 mod repair;
 mod rescue;
 mod restore;
+mod run;
+mod schedule;
 mod selection;
 mod show;
 mod snapshots;
@@ -108,6 +111,9 @@ enum Command {
     Key(key::Command),
     #[command(subcommand)]
     Rescue(rescue::Command),
+    Run(run::Args),
+    Schedule(schedule::Args),
+    Jobs(jobs::Args),
     Completions(generated::CompletionsArgs),
     Man(generated::ManArgs),
 }
@@ -195,17 +201,28 @@ pub fn run() -> ExitCode {
         json: cli.json,
         password: cli.password,
     };
+    if let Command::Run(args) = cli.command {
+        // A job's exit code is its first failed step's.
+        return run::run(&ctx, args);
+    }
     match run_command(&ctx, cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         // Damage found (verify, a restore that went on past damage).
         Ok(false) => exit_code(platter::ErrorKind::Corrupt),
-        Err(_) if platter::interrupt::exit_is_pending() => loop {
+        Err(e) => failed(e, ctx.json),
+    }
+}
+
+/// The exit code of a command that failed with `e`, which is printed.
+fn failed(e: platter::Error, json: bool) -> ExitCode {
+    if platter::interrupt::exit_is_pending() {
+        loop {
             // The interrupt watcher is cleaning up and exits with the
             // signal's code; this error is only a consequence.
             std::thread::park();
-        },
-        Err(e) => output::error(&e, ctx.json),
+        }
     }
+    output::error(&e, json)
 }
 
 fn exit_code(kind: platter::ErrorKind) -> ExitCode {
@@ -233,6 +250,11 @@ fn run_command(ctx: &Context, command: Command) -> Result<bool> {
         Command::Upgrade(args) => upgrade::run(ctx, args),
         Command::Key(command) => key::run(ctx, command),
         Command::Rescue(command) => rescue::run(ctx, command),
+        Command::Schedule(args) => schedule::run(ctx, args),
+        Command::Jobs(args) => jobs::run(ctx, args),
+        Command::Run(_) => Err(platter::Error::internal(
+            "`run` is dispatched before run_command",
+        )),
         Command::Completions(args) => generated::completions(ctx.json, args),
         Command::Man(args) => generated::man(ctx.json, args),
     }

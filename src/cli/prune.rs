@@ -73,6 +73,12 @@ pub fn print(r: &PruneReport) {
             r.maps_removed, r.unfinished_removed
         ));
     }
+    if r.tests_removed > 0 {
+        output::line(&format!(
+            "removed {} restore test result(s) of snapshots that are gone",
+            r.tests_removed
+        ));
+    }
     for d in &r.damaged_packs {
         output::warn(&format!("left as it is, unreadable: {d}"));
     }

@@ -96,8 +96,45 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         Some(Err(e)) => lines.push(format!("layout        unreadable ({e})")),
         None => lines.push("layout        not recorded (snapshot made before layouts were)".into()),
     }
+    lines.extend(restore_test_lines(&repo, &s));
     for l in lines {
         output::line(&l);
     }
     Ok(true)
+}
+
+/// The snapshot's restore test result (`platter run`), if it has one.
+fn restore_test_lines(
+    repo: &platter::repo::Repository,
+    s: &platter::repo::snapshot::Snapshot,
+) -> Vec<String> {
+    use platter::jobs::restore_test::{TestResult, verdict_name};
+    match platter::repo::test_result::read::<TestResult>(repo, &s.id) {
+        Ok(None) => vec!["restore test  none".into()],
+        Err(e) => vec![format!("restore test  unreadable ({e})")],
+        Ok(Some(t)) => {
+            let mut lines = vec![format!(
+                "restore test  {} at {} ({:.1}s), layout {}",
+                t.result,
+                t.time,
+                t.duration_s,
+                if t.layout_matches {
+                    "matches"
+                } else {
+                    "DIFFERS"
+                }
+            )];
+            lines.extend(t.layout_differences.iter().map(|d| format!("  {d}")));
+            lines.extend(t.filesystems.iter().map(|f| {
+                format!(
+                    "  {} ({}): {}; {}",
+                    f.place,
+                    f.fstype,
+                    verdict_name(&f.verdict),
+                    f.note
+                )
+            }));
+            lines
+        }
+    }
 }

@@ -43,18 +43,21 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         output::line("no snapshots");
         return all_read(&broken);
     }
+    // Restore tested (`platter run`): "tested", or "-".
+    let tested = platter::repo::test_result::tested(&repo).unwrap_or_default();
     output::line(&format!(
-        "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  source",
-        "id", "time (UTC)", "size", "added", "tags"
+        "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {:<6}  source",
+        "id", "time (UTC)", "size", "added", "tags", "tested"
     ));
     for s in &snaps {
         output::line(&format!(
-            "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {}",
+            "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {:<6}  {}",
             s.short_id(),
             s.time.get(..19).unwrap_or(&s.time).replace('T', " "),
             output::bytes(s.source.size),
             output::bytes(s.stats.bytes_new),
             s.tags.join(","),
+            if tested.contains(&s.id) { "yes" } else { "-" },
             s.source.path
         ));
     }

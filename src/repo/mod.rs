@@ -22,6 +22,7 @@ pub mod names;
 pub mod pack;
 pub mod sealed;
 pub mod snapshot;
+pub mod test_result;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -26,6 +26,8 @@ pub enum Folder {
     Locks,
     /// Key files (encrypted repositories).
     Keys,
+    /// Restore test results, named by snapshot id; made by the first one.
+    Tests,
 }
 
 impl Folder {
@@ -46,6 +48,7 @@ impl Folder {
             Folder::Data => "data",
             Folder::Locks => "locks",
             Folder::Keys => "keys",
+            Folder::Tests => "tests",
         }
     }
 
@@ -57,6 +60,10 @@ impl Folder {
 
 pub fn manifest_name(id: &SnapshotId) -> String {
     Folder::Snapshots.file(&id.to_hex())
+}
+
+pub fn test_result_name(id: &SnapshotId) -> String {
+    Folder::Tests.file(&id.to_hex())
 }
 
 pub fn map_name(id: &SnapshotId) -> String {

@@ -236,7 +236,14 @@ fn remove_leftovers(
     // config being written is 4 MiB on the very disk that filled up.
     let mut dirs: Vec<String> = vec![String::new()];
     dirs.extend(
-        [Folder::Snapshots, Folder::Maps, Folder::Index, Folder::Keys].map(|f| f.as_str().into()),
+        [
+            Folder::Snapshots,
+            Folder::Maps,
+            Folder::Index,
+            Folder::Keys,
+            Folder::Tests,
+        ]
+        .map(|f| f.as_str().into()),
     );
     dirs.extend(pack::pack_folders(backend)?);
     for dir in dirs {

@@ -73,6 +73,8 @@ pub struct PruneReport {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub maps_removed: usize,
+    /// Restore test results whose snapshot is gone.
+    pub tests_removed: usize,
     pub unfinished_removed: usize,
     /// Packs that could not be read and were left as they are.
     pub damaged_packs: Vec<String>,
@@ -103,8 +105,21 @@ pub fn prune_locked(
     let mut report = if options.dry_run {
         plan.dry_run_report()
     } else {
-        plan.execute(repo, progress)?
+        let mut report = plan.execute(repo, progress)?;
+        report.tests_removed = remove_orphan_tests(repo)?;
+        report
     };
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Removes the restore test results of snapshots that are gone (a
+/// manifest that is there but unreadable keeps its result).
+fn remove_orphan_tests(repo: &Repository) -> Result<usize> {
+    let live: std::collections::HashSet<crate::repo::SnapshotId> =
+        crate::repo::ids_in(repo.backend(), crate::repo::names::Folder::Snapshots)?
+            .iter()
+            .filter_map(|name| crate::repo::SnapshotId::parse(name))
+            .collect();
+    crate::repo::test_result::remove_orphans(repo, &live)
 }
