@@ -134,6 +134,13 @@ fn restore_test_lines(
                     f.note
                 )
             }));
+            if let Some(b) = &t.boot {
+                lines.push(format!(
+                    "  boot test: {}; {}",
+                    if b.ok { "ok" } else { "FAILED" },
+                    b.note
+                ));
+            }
             lines
         }
     }

@@ -44,6 +44,12 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// A second copy, zeroed when dropped like the first: for a second
+    /// owner of an open repository in the same process (a boot test).
+    pub fn duplicate(&self) -> MasterKey {
+        MasterKey(Zeroizing::new(*self.0))
+    }
+
     pub fn generate() -> Result<MasterKey> {
         let mut key = Zeroizing::new([0u8; 32]);
         random(&mut key[..])?;

@@ -114,6 +114,26 @@ pub struct RestoreTestSpec {
     /// A folder with room for a source's used bytes; not inside the
     /// repository.
     pub scratch: PathBuf,
+    /// Also boot the snapshot (as `platter boot --expect` does: no
+    /// network) and wait for `boot_expect` on its serial console.
+    #[serde(default)]
+    pub boot_test: bool,
+    /// What the serial console must show; default `login:`.
+    #[serde(default)]
+    pub boot_expect: Option<String>,
+    /// How long to wait for it; default 5 minutes.
+    #[serde(default, deserialize_with = "duration")]
+    pub boot_timeout: Option<Duration>,
+}
+
+impl RestoreTestSpec {
+    /// The boot test asked for, if any.
+    pub fn boot(&self) -> Option<crate::boot::BootWatch> {
+        self.boot_test.then(|| crate::boot::BootWatch {
+            expect: self.boot_expect.clone().unwrap_or_else(|| "login:".into()),
+            timeout: self.boot_timeout.unwrap_or(Duration::from_secs(300)),
+        })
+    }
 }
 
 /// Commands run around the job (by /bin/sh -c, each in its own process

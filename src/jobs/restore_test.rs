@@ -13,11 +13,16 @@
 //! scratch file (it is a scratch copy) and the check runs after; an XFS
 //! log that needs recovery is reported as "needs recovery", not as damage.
 //! Nightly false alarms teach people to ignore failures.
+//!
+//! With `boot_test`, the snapshot is then booted as `platter boot --expect`
+//! boots it (no network, serial console watched for `boot_expect`), so a
+//! backup is proven to start, not only to hold intact filesystems.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::boot::{BootOptions, BootWatch, prepare};
 use crate::disk::layout::{Content, Layout, ReadAt};
 use crate::engine::restore::{RestoreOptions, restore};
 use crate::error::{Error, ErrorKind, Result};
@@ -62,7 +67,23 @@ pub struct TestResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layout_differences: Vec<String>,
     pub filesystems: Vec<FilesystemCheck>,
+    /// The boot test, when the job asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootOutcome>,
     pub duration_s: f64,
+}
+
+/// What a boot test found.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BootOutcome {
+    /// The text waited for on the serial console.
+    pub expected: String,
+    pub ok: bool,
+    /// Seconds until it showed (when it did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_s: Option<f64>,
+    /// Why it failed, or how it booted.
+    pub note: String,
 }
 
 impl TestResult {
@@ -77,6 +98,9 @@ impl TestResult {
             .collect();
         let mut problems = damaged;
         problems.extend(self.layout_differences.iter().cloned());
+        if let Some(boot) = self.boot.as_ref().filter(|b| !b.ok) {
+            problems.push(format!("boot test: {}", boot.note));
+        }
         if !problems.is_empty() {
             return Err(Error::corrupt(format!(
                 "the restore test of snapshot {} failed: {}",
@@ -91,12 +115,16 @@ impl TestResult {
             .map(|f| format!("{} {} {}", f.place, f.fstype, verdict_name(&f.verdict)))
             .collect();
         Ok(format!(
-            "snapshot {} restored; layout matches; {}",
+            "snapshot {} restored; layout matches; {}{}",
             self.snapshot.prefix(8),
             if described.is_empty() {
                 "no filesystem found".to_string()
             } else {
                 described.join(", ")
+            },
+            match &self.boot {
+                Some(b) => format!("; booted: {}", b.note),
+                None => String::new(),
             }
         ))
     }
@@ -170,8 +198,10 @@ pub fn run(
             }
         }
     }
-    let failed =
-        !layout_differences.is_empty() || filesystems.iter().any(|f| f.verdict == Verdict::Damaged);
+    let boot = spec.boot().map(|watch| boot_test(repo, snap, &watch));
+    let failed = !layout_differences.is_empty()
+        || filesystems.iter().any(|f| f.verdict == Verdict::Damaged)
+        || boot.as_ref().is_some_and(|b| !b.ok);
     Ok(TestResult {
         snapshot: snap.id,
         time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -179,8 +209,44 @@ pub fn run(
         layout_matches: layout_differences.is_empty(),
         layout_differences,
         filesystems,
+        boot,
         duration_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Boots `snap` until `watch.expect` shows on its serial console (see
+/// `boot::Prepared::check`); a boot that cannot start is a failed test.
+fn boot_test(repo: &Repository, snap: &Snapshot, watch: &BootWatch) -> BootOutcome {
+    let options = BootOptions {
+        firmware: None,
+        accel: None,
+        memory_mib: 1024,
+        keep_overlay: None,
+        qemu_args: Vec::new(),
+        cache_size: 64 << 20,
+        layout_lines: |_| Vec::new(),
+    };
+    let checked = prepare(repo.duplicate(), snap.clone(), options).and_then(|p| p.check(watch));
+    match checked {
+        Ok(c) => BootOutcome {
+            expected: watch.expect.clone(),
+            ok: true,
+            after_s: Some(c.seen_after_s),
+            note: format!(
+                "{:?} after {:.1}s ({} firmware, {})",
+                watch.expect,
+                c.seen_after_s,
+                c.plan.firmware.name(),
+                c.plan.accel.name()
+            ),
+        },
+        Err(e) => BootOutcome {
+            expected: watch.expect.clone(),
+            ok: false,
+            after_s: None,
+            note: e.message().to_string(),
+        },
+    }
 }
 
 /// Records `result` next to its snapshot (`tests/<snapshot id>`, see

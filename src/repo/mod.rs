@@ -207,6 +207,17 @@ impl Repository {
         })
     }
 
+    /// The same open repository, a second time (for something that takes
+    /// ownership of one, such as a boot, while this one stays in use).
+    pub fn duplicate(&self) -> Repository {
+        Repository {
+            backend: Arc::clone(&self.backend),
+            config: self.config.clone(),
+            sealing: self.sealing.clone(),
+            key: self.key.as_ref().map(|(k, id)| (k.duplicate(), *id)),
+        }
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -855,3 +855,58 @@ fn a_job_waits_for_the_repository_lock_up_to_its_limit() {
     assert!(run.stderr.contains("waiting for it"), "{}", run.describe());
     assert_eq!(jobs.sandbox.snapshot_ids().len(), 1);
 }
+
+// Pins: with boot_test, the restore test also boots the newest snapshot
+// (no network) and waits for boot_expect on its serial console: the run
+// passes when it shows, `show` prints the boot, and a text that never
+// shows fails the restore test (exit 4) quoting the console.
+#[test]
+fn a_boot_test_boots_the_newest_snapshot_to_the_expected_text() {
+    let test = "a_boot_test_boots_the_newest_snapshot_to_the_expected_text";
+    if !have(
+        test,
+        &[
+            "root",
+            "qemu-system-x86_64",
+            "qemu-img",
+            "fusermount3",
+            "mcopy",
+        ],
+    ) {
+        return;
+    }
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    fs::copy(boot_fixtures().join("bios-gpt.img"), &image).unwrap();
+    let marker = format!("{}-{}", "BOOT-MARKER", "OK");
+    let job = |expect: &str| {
+        jobs.job(&format!(
+            "repository = {repo:?}\n[[source]]\npath = {image:?}\n\
+             [restore_test]\nscratch = {scratch:?}\nboot_test = true\n\
+             boot_expect = {expect:?}\nboot_timeout = \"120s\"\n",
+            repo = jobs.sandbox.repo,
+            scratch = jobs.scratch,
+        ))
+    };
+    let summary = jobs.run_job(&job(&marker)).ok().json();
+    let detail = step(&summary, "restore test")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("booted:"), "{summary:#}");
+    let shown = jobs.sandbox.run(["show", "latest"]).ok().stdout.clone();
+    assert!(shown.contains("boot test: ok"), "{shown}");
+
+    let never = format!("{}-{}", "NEVER", "SHOWN");
+    let failed = jobs.run_job(&job(&never));
+    failed.expect_code(4);
+    let summary = failed.json();
+    let restore = step(&summary, "restore test");
+    let said = restore.to_string();
+    assert!(
+        said.contains("boot test") && said.contains(&marker),
+        "{summary:#}"
+    );
+    let left: Vec<_> = fs::read_dir(&jobs.scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+}
