@@ -2,7 +2,11 @@
 //!
 //! A source is known by its canonical path (see `SourceIdentity`), which is
 //! recorded as text: a path that is not UTF-8 is refused, as two such
-//! names could be recorded as the same text and their backups mixed.
+//! names could be recorded as the same text and their backups mixed. A
+//! device named by a stable link, `/dev/disk/by-id/...` (any
+//! `/dev/disk/by-*`), is recorded by that link as given: `/dev/sdb` may
+//! be another disk after the next boot, the link follows the disk, and the
+//! recorded path is how a later backup finds its parent.
 //!
 //! A source must not change while it is read: a file that shrinks reads as
 //! holes past its new end, one replaced by a rename is not the file backed
@@ -168,7 +172,12 @@ impl Source {
         let Some(name) = canonical.to_str() else {
             return Err(not_utf8(path, &canonical));
         };
-        let name = name.to_string();
+        let name = match path.to_str() {
+            Some(given) if given.starts_with(STABLE_LINKS) && kind.is_block_device() => {
+                given.to_string()
+            }
+            _ => name.to_string(),
+        };
         let mut opened = stamp(&file, path, None)?;
         let backing_file = opened
             .backing
@@ -543,6 +552,9 @@ fn mappers(dev: u64, ino: u64, span: sysfs::Span) -> Vec<String> {
         })
         .collect()
 }
+
+/// Where udev keeps links that name a disk by what it is, not where it is.
+const STABLE_LINKS: &str = "/dev/disk/by-";
 
 /// The error for a source whose canonical path is not UTF-8.
 fn not_utf8(given: &Path, canonical: &Path) -> Error {

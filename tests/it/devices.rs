@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
 use super::common::{
-    CHUNK, Image, LoopDevice, Mounted, Rng, Sandbox, assert_bytes_equal, have, system,
+    CHUNK, Image, LoopDevice, Mounted, Rng, Sandbox, assert_bytes_equal, have, random_name, system,
 };
 
 const LOOP: [&str; 3] = ["root", "loop devices", "losetup"];
@@ -200,4 +200,39 @@ fn default_chunks_restore_onto_a_loop_device_exactly() {
         &image.bytes,
         "restored loop device",
     );
+}
+
+// Pins: a device named by a stable link (/dev/disk/by-id/...) is recorded
+// by that link as given, so that after the disks are renumbered a backup
+// through the same link still finds its parent; one named by its kernel
+// name is recorded by that name.
+#[test]
+fn a_device_named_by_a_stable_link_is_recorded_as_given() {
+    if !have(
+        "a_device_named_by_a_stable_link_is_recorded_as_given",
+        &["root", "loop devices"],
+    ) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut rng = Rng::new(0xb1d);
+    let image = Image::random(sandbox.path("disk.img"), 8 * CHUNK, &mut rng);
+    let device = LoopDevice::attach(&image.path);
+    let dir = std::path::Path::new("/dev/disk/by-id");
+    let made_dir = !dir.exists();
+    std::fs::create_dir_all(dir).unwrap();
+    let link = dir.join(format!("platter-test-{}", random_name()));
+    std::os::unix::fs::symlink(&device.path, &link).unwrap();
+    let first = sandbox.backup(&link);
+    let second = sandbox.backup(&link);
+    let plain = sandbox.backup(&device.path);
+    std::fs::remove_file(&link).unwrap();
+    if made_dir {
+        let _ = std::fs::remove_dir(dir);
+        let _ = std::fs::remove_dir("/dev/disk");
+    }
+    assert_eq!(first["source"], link.to_str().unwrap(), "{first}");
+    assert_eq!(second["parent"], first["snapshot"], "{second}");
+    assert_eq!(plain["source"], device.path.to_str().unwrap(), "{plain}");
+    assert_eq!(plain["parent"], serde_json::Value::Null, "{plain}");
 }
