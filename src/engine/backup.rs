@@ -161,6 +161,7 @@ pub fn backup_reporting(
         layout: serde_json::to_value(&layout).ok(),
         protected: false,
         change_source: plan.record.clone(),
+        shadow: plan.shadow,
     };
     check_before_commit(&source, options, progress)?;
     lock.check_held()?;

@@ -108,6 +108,16 @@ pub struct ChangeSourceRecord {
     pub detail: String,
 }
 
+/// A reflink shadow's identity when it was made: its inode, size and
+/// modification time (nanoseconds since the epoch). A shadow replaced,
+/// linked, rewritten or cloned over since has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShadowStamp {
+    pub inode: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MapRef {
     pub entries: u64,
@@ -138,6 +148,10 @@ pub struct Snapshot {
     /// did not read everything to find out (see `engine::change_source`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_source: Option<ChangeSourceRecord>,
+    /// The reflink shadow this backup kept of its image, as it was made:
+    /// the next backup trusts a shadow only if it is still this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStamp>,
     /// The source's partition table and contents, as the disk layer reads
     /// them (kept as JSON here: the repository does not know disks).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -205,6 +205,15 @@ fn bad_changed_ranges_are_refused_and_nothing_is_written() {
             "{text:?} wrote to the repository"
         );
     }
+    // Not a list of ranges at all: a folder, an endless device.
+    for (path, mentions) in [
+        (sandbox.path(""), "folder"),
+        ("/dev/zero".into(), "256 MiB"),
+    ] {
+        let args = ["--changed-ranges".as_ref(), path.as_os_str()];
+        backup_run(&sandbox, &image.path, &args).refused(2, mentions);
+    }
+    assert_eq!(sandbox.repo_tree(), before, "a refused backup wrote");
 }
 
 /// Runs a thin-provisioning-tools program on files in `dir`.
@@ -650,4 +659,40 @@ fn a_parent_chunk_that_does_not_read_back_is_read_whole() {
     assert_eq!(counter(&summary, "bytes_base"), 0, "{summary}");
     assert_eq!(counter(&summary, "chunks_new"), 1, "{summary}");
     sandbox.assert_restores(summary["snapshot"].as_str().unwrap(), &image.bytes);
+}
+
+// Pins: a reflink shadow is trusted only while it is the file its backup
+// made: one replaced by a symbolic link to the image, a hard link to it,
+// or a clone of the image written over it would report no change, so each
+// gives a scan with the reason, and the snapshot holds the write.
+#[test]
+fn a_shadow_replaced_since_its_backup_is_not_trusted() {
+    let test = "a_shadow_replaced_since_its_backup_is_not_trusted";
+    if !have(test, &["root", "loop devices", "mkfs.xfs"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let fs = Scratch::new(&sandbox, "mkfs.xfs", "320M");
+    let mut rng = Rng::new(0xc5_0011);
+    let mut image = Image::random(fs.path("vm.img"), 16 * CHUNK, &mut rng);
+    backup_reflink(&sandbox, &image.path, &[]).ok();
+    for (round, forge) in ["ln -s vm.img", "ln vm.img", "cp --reflink=always vm.img"]
+        .into_iter()
+        .enumerate()
+    {
+        let shadows = fs.shadows();
+        assert_eq!(shadows.len(), 1, "{shadows:?}");
+        image.write_random(&mut rng, (round as u64 + 2) * CHUNK + 100, 50);
+        let shadow = shadows[0].clone();
+        let forgery = if forge.starts_with("cp") {
+            format!("{forge} '{shadow}'")
+        } else {
+            format!("rm '{shadow}' && {forge} '{shadow}'")
+        };
+        sh(&format!("cd '{}' && {forgery}", fs.path("").display()));
+        let summary = backup_run(&sandbox, &image.path, &[]).ok().json();
+        let why = summary["scan_reason"].as_str().unwrap_or_default();
+        assert!(why.contains("not to be trusted"), "{forge}: {summary}");
+        sandbox.assert_restores(summary["snapshot"].as_str().unwrap(), &image.bytes);
+    }
 }

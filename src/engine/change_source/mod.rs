@@ -41,7 +41,7 @@ pub use ranges_file::RangesClaim;
 use crate::disk::Source;
 use crate::progress::Progress;
 use crate::repo::SnapshotId;
-use crate::repo::snapshot::{ChangeSourceRecord, Snapshot};
+use crate::repo::snapshot::{ChangeSourceRecord, ShadowStamp, Snapshot};
 
 /// Byte ranges `(start, end)` that may have changed: sorted, and merged
 /// where they overlap or touch.
@@ -122,6 +122,8 @@ pub struct Plan {
     pub record: Option<ChangeSourceRecord>,
     /// Why a change source that was asked for, or found, is not used.
     pub scan_reason: Option<String>,
+    /// The new reflink shadow, as made (recorded in the manifest).
+    pub shadow: Option<ShadowStamp>,
     /// A copy to read instead of the source (a reflinked shadow).
     read_from: Option<PathBuf>,
     pending: Option<Box<reflink::Pending>>,
@@ -147,6 +149,7 @@ impl Plan {
             changed: None,
             record: None,
             scan_reason: reason,
+            shadow: None,
             read_from: None,
             pending: None,
             forget: None,
@@ -204,7 +207,10 @@ impl Plan {
 }
 
 fn reflink_forget(input: &PlanInput<'_>) -> Option<reflink::Forget> {
-    if input.source.identity().is_device {
+    // Shadows are of whole image files: a backup of one partition of the
+    // image has none of its own, and leaves the whole image's alone.
+    let id = input.source.identity();
+    if id.is_device || id.partition.is_some() {
         return None;
     }
     reflink::Forget::of(input.source, input.repo_id)

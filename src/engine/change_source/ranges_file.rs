@@ -42,7 +42,7 @@ impl RangesClaim {
             ))
             .hint("give the era device's block size in bytes, e.g. 64K"));
         }
-        let bytes = std::fs::read(file).at("read the changed ranges in", file)?;
+        let bytes = read_bounded(file)?;
         let refuse = |why: String| {
             Error::bad_input(format!("{}: {why}", file.display())).hint(
                 "nothing was written; give `offset length` lines in bytes, or the XML output \
@@ -76,6 +76,35 @@ impl RangesClaim {
 /// what is wrong.
 type Parsed = std::result::Result<(Vec<(u64, u64)>, &'static str), String>;
 
+/// The most a ranges file may hold: millions of ranges, far more than a
+/// change list needs, and a bound on what a wrong path (`/dev/zero`) costs.
+const MOST: u64 = 256 << 20;
+
+/// Reads `file` whole, up to `MOST` bytes; a folder, or anything longer,
+/// is refused.
+fn read_bounded(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let refuse = |why: &str| {
+        Error::bad_input(format!("{}: {why}", file.display()))
+            .hint("give a file of `offset length` lines, or thin_delta or era_invalidate output")
+    };
+    if std::fs::metadata(file).is_ok_and(|m| m.is_dir()) {
+        return Err(refuse("is a folder, not a list of changed ranges"));
+    }
+    let opened = std::fs::File::open(file).at("open the changed ranges in", file)?;
+    let mut bytes = Vec::new();
+    opened
+        .take(MOST + 1)
+        .read_to_end(&mut bytes)
+        .at("read the changed ranges in", file)?;
+    if bytes.len() as u64 > MOST {
+        return Err(refuse(
+            "holds more than 256 MiB: that is no list of changed ranges",
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse(text: &str, block_size: Option<u64>) -> Parsed {
     if text.trim_start().starts_with('<') {
         return parse_xml(text, block_size);
@@ -102,10 +131,15 @@ fn parse(text: &str, block_size: Option<u64>) -> Parsed {
             _ => None,
         };
         let Some((offset, len)) = parsed else {
+            let shown: String = line.trim().chars().take(80).collect();
             return Err(format!(
-                "line {} is not `offset length` (two decimal byte counts): {:?}",
+                "line {} is not `offset length` (two decimal byte counts): {shown:?}{}",
                 n + 1,
-                line.trim()
+                if line.trim().chars().count() > 80 {
+                    "..."
+                } else {
+                    ""
+                }
             ));
         };
         let end = offset
@@ -208,7 +242,8 @@ impl Walk {
             (Some("thin_delta"), Some("diff"), kind) if THIN_KINDS.contains(&kind) => {
                 // The terse shape: the region is the element itself; the
                 // verbose one holds <range> elements.
-                if e.try_get_attribute("begin").ok().flatten().is_some() {
+                let has = |a: &str| e.try_get_attribute(a).ok().flatten().is_some();
+                if has("begin") || has("length") {
                     self.thin_region(e, kind)?;
                 }
             }
@@ -362,6 +397,8 @@ mod tests {
             "<blocks><oops/></blocks>",
             "<superblock><diff/></superblock>",
             "<superblock data_block_size=\"8\"><diff><different begin=\"x\" length=\"1\"/></diff></superblock>",
+            // A region without its start is not skipped as an empty container.
+            "<superblock data_block_size=\"128\"><diff><different length=\"5\"/></diff></superblock>",
             "<other/>",
             "<blocks><block block=\"18446744073709551615\"/></blocks>",
         ] {

@@ -12,6 +12,14 @@
 //! a failed or interrupted backup leaves the old one as it was (its
 //! temporary shadow is removed then, or by the next backup).
 //!
+//! A shadow is trusted only if it is still the file its snapshot made: the
+//! manifest records its inode, size and modification time (`shadow`), and a
+//! shadow that is not a regular file with one link, is the image itself,
+//! or differs from that record (replaced, linked, rewritten, cloned over)
+//! gives a scan with the reason. So does an image whose size changed while
+//! its shadow was taken (the backup then fails as for any source that
+//! changed).
+//!
 //! A shadow costs no space when taken, then pins every block the image
 //! overwrites until the next backup replaces it: about the size of what
 //! changed between two backups.
@@ -23,7 +31,7 @@ use crate::disk::Source;
 use crate::disk::shadow;
 use crate::error::Result;
 use crate::repo::SnapshotId;
-use crate::repo::snapshot::{ChangeSourceRecord, Snapshot};
+use crate::repo::snapshot::{ChangeSourceRecord, ShadowStamp, Snapshot};
 
 const MARK: &str = ".platter-shadow.";
 const TEMPORARY: &str = ".tmp";
@@ -123,6 +131,23 @@ pub fn plan(input: &Input<'_>) -> Plan {
             image.path().display()
         )));
     }
+    let stamp = match stamp_of(&new) {
+        Ok(stamp) if stamp.size == image.size() => stamp,
+        made => {
+            let _ = std::fs::remove_file(&new);
+            // Read the image itself: the check before the commit fails
+            // the backup if it changed.
+            return Plan::scan(Some(match made {
+                Ok(stamp) => format!(
+                    "the image was {} bytes when opened and {} when its shadow was taken: it \
+                     changed during the backup",
+                    image.size(),
+                    stamp.size
+                ),
+                Err(e) => format!("cannot inspect the new shadow: {e}"),
+            }));
+        }
+    };
     let pending = Pending {
         new: new.clone(),
         keep: shadows.path(&input.snapshot, false),
@@ -144,6 +169,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         changed: changed.map(|(ranges, _)| ranges),
         record,
         scan_reason: why,
+        shadow: Some(stamp),
         read_from: Some(new),
         pending: Some(Box::new(pending)),
         forget: None,
@@ -200,15 +226,24 @@ fn compare_with_parent(
         );
     };
     let size = input.image.size();
-    match std::fs::metadata(old) {
-        Ok(m) if m.len() == size => {}
-        Ok(m) => {
+    if let Err(why) = still_as_made(old, parent, input.image) {
+        return (
+            None,
+            Some(format!(
+                "the shadow of parent {} is not to be trusted: {why}",
+                parent.short_id()
+            )),
+        );
+    }
+    match stamp_of(old) {
+        Ok(s) if s.size == size => {}
+        Ok(s) => {
             return (
                 None,
                 Some(format!(
                     "the shadow of parent {} is {} bytes, the image {size}",
                     parent.short_id(),
-                    m.len()
+                    s.size
                 )),
             );
         }
@@ -226,6 +261,42 @@ fn compare_with_parent(
         Ok(ranges) => (Some((ChangedRanges::new(ranges), old.clone())), None),
         Err(e) => (None, Some(format!("cannot compare the shadows: {e}"))),
     }
+}
+
+/// A file's stamp, read without following a last symbolic link.
+fn stamp_of(path: &Path) -> std::io::Result<ShadowStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok(ShadowStamp {
+        inode: m.ino(),
+        size: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+/// Whether the parent's shadow is still the file the parent's backup made:
+/// a regular file with one link, not the image, with the recorded stamp.
+fn still_as_made(old: &Path, parent: &Snapshot, image: &Source) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(recorded) = parent.shadow else {
+        return Err("its snapshot recorded no shadow".into());
+    };
+    let m = std::fs::symlink_metadata(old).map_err(|e| e.to_string())?;
+    if !m.file_type().is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if m.nlink() != 1 {
+        return Err(format!("it has {} links", m.nlink()));
+    }
+    let image_meta = std::fs::metadata(image.path()).map_err(|e| e.to_string())?;
+    if (m.dev(), m.ino()) == (image_meta.dev(), image_meta.ino()) {
+        return Err("it is the image itself".into());
+    }
+    let now = stamp_of(old).map_err(|e| e.to_string())?;
+    if now != recorded {
+        return Err("it was replaced or written since it was made".into());
+    }
+    Ok(())
 }
 
 /// A new shadow waiting for its snapshot's manifest.

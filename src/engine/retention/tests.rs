@@ -32,6 +32,7 @@ fn snap(n: usize, time: &str, source: &str) -> Snapshot {
         platter_version: "0".into(),
         protected: false,
         change_source: None,
+        shadow: None,
         layout: None,
     }
 }
