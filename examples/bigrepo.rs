@@ -45,7 +45,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
 use clap::Parser;
 
 use platter::codec::{ChunkId, Compression, Scratch, fingerprint, store};
@@ -154,10 +156,10 @@ fn run(args: &Args) -> Result<()> {
                     pack.add(id, blob.how, blob.bytes(&plain, &scratch), CHUNK as u32)?;
                     *slot = (id, fingerprint(&plain));
                     if pack.len() >= PACK_TARGET {
-                        written.push(std::mem::replace(
-                            &mut pack,
-                            PackWriter::create(&fast, &sealing)?,
-                        ).finish()?);
+                        written.push(
+                            std::mem::replace(&mut pack, PackWriter::create(&fast, &sealing)?)
+                                .finish()?,
+                        );
                     }
                 }
                 if !pack.is_empty() {
@@ -191,7 +193,16 @@ fn run(args: &Args) -> Result<()> {
                 MapEntry::data(id, fp)
             });
             let source = format!("/bigrepo/disk-{:02}", j % 100);
-            write_snapshot(&fast, &repo, &hostname, j, &source, "bigrepo", hi - lo, entries)?;
+            write_snapshot(
+                &fast,
+                &repo,
+                &hostname,
+                j,
+                &source,
+                "bigrepo",
+                hi - lo,
+                entries,
+            )?;
         }
     })?;
 
@@ -225,7 +236,8 @@ fn run(args: &Args) -> Result<()> {
                 Some(c) => fill(&mut plain, c, args.seed),
                 None => plain.fill(0),
             }
-            out.write_all(&plain).map_err(|e| Error::io("write", path, e))?;
+            out.write_all(&plain)
+                .map_err(|e| Error::io("write", path, e))?;
         }
         out.flush().map_err(|e| Error::io("write", path, e))?;
     }
@@ -318,7 +330,10 @@ fn each_thread(threads: usize, work: impl Fn() -> Result<()> + Sync) -> Result<(
         let running: Vec<_> = (0..threads).map(|_| s.spawn(&work)).collect();
         running
             .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err(Error::internal("a worker panicked"))))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(Error::internal("a worker panicked")))
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .collect()
@@ -362,7 +377,9 @@ impl ZeroTail {
     }
 
     fn id(&self, plain: &[u8]) -> ChunkId {
-        let mut cv = blake3::Hasher::new().update(&plain[..KIB]).finalize_non_root();
+        let mut cv = blake3::Hasher::new()
+            .update(&plain[..KIB])
+            .finalize_non_root();
         for r in &self.right {
             cv = merge_subtrees_non_root(&cv, r, Mode::Hash);
         }
