@@ -16,14 +16,14 @@ fn generator() -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .expect("the test binary lies in <profile>/deps");
-    let gen = profile.join("examples").join("bigrepo");
+    let path = profile.join("examples").join("bigrepo");
     assert!(
         gen.is_file(),
         "the repository generator is not built at {}: run `cargo build --example bigrepo` \
          (or `cargo test`, which builds examples; `cargo test --test tests` does not)",
-        gen.display()
+        path.display()
     );
-    gen
+    path
 }
 
 // Pins: the generator writes a repository that verify --read-data passes,
@@ -34,7 +34,14 @@ fn generated_repository_verifies_restores_and_prunes() {
     let sandbox = Sandbox::without_repo();
     let small = sandbox.path("small.img");
     let out = Command::new(generator())
-        .args(["--chunks", "10000", "--index-files", "20", "--snapshots", "40"])
+        .args([
+            "--chunks",
+            "10000",
+            "--index-files",
+            "20",
+            "--snapshots",
+            "40",
+        ])
         .arg("--small-image")
         .arg(&small)
         .arg(&sandbox.repo)
