@@ -18,7 +18,7 @@ fn generator() -> PathBuf {
         .expect("the test binary lies in <profile>/deps");
     let path = profile.join("examples").join("bigrepo");
     assert!(
-        gen.is_file(),
+        path.is_file(),
         "the repository generator is not built at {}: run `cargo build --example bigrepo` \
          (or `cargo test`, which builds examples; `cargo test --test tests` does not)",
         path.display()
