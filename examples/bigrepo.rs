@@ -36,7 +36,7 @@
 //! fsyncs would cost more than the data.
 //!
 //! The last line printed is `small=<id> chunks=.. index_files=.. snapshots=..
-//! packs=.. seconds=..`, for scripts.
+//! packs=.. shape=.. seconds=..`, for scripts.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -67,6 +67,10 @@ const HEAD: &[u8; 8] = b"bigrepo\0";
 const SMALL_ENTRIES: u64 = 64;
 /// 2020-01-01T00:00:00Z.
 const EPOCH: u64 = 1_577_836_800;
+/// The version of what this generator writes for given arguments:
+/// `bench/scale.sh` reuses a repository only if its stamp names this one.
+/// Bump it with any change to the bytes or the shape written.
+const SHAPE: u32 = 1;
 
 #[derive(Parser)]
 #[command(about = "Write a plain platter repository of a stated shape (see the source)")]
@@ -244,7 +248,8 @@ fn run(args: &Args) -> Result<()> {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
     println!(
-        "small={small} chunks={n} index_files={files} snapshots={} packs={} seconds={:.1}",
+        "small={small} chunks={n} index_files={files} snapshots={} packs={} shape={SHAPE} \
+         seconds={:.1}",
         snaps + 1,
         packs.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
