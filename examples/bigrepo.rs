@@ -153,7 +153,7 @@ fn run(args: &Args) -> Result<()> {
                     let c = lo + i as u64;
                     fill(&mut plain, c, args.seed);
                     let id = tail.id(&plain);
-                    if c % 65_536 == 0 && id != ChunkId::of(&plain) {
+                    if c.is_multiple_of(65_536) && id != ChunkId::of(&plain) {
                         return Err(Error::internal(format!("chunk {c}: fast BLAKE3 disagrees")));
                     }
                     let blob = store(&sealing, Compression::Lz4, &id, &plain, &mut scratch)?;
@@ -172,7 +172,7 @@ fn run(args: &Args) -> Result<()> {
                 packs.fetch_add(written.len() as u64, Ordering::Relaxed);
                 index::write_index(&fast, &sealing, &written)?;
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if d % (files / 10).max(1) == 0 {
+                if d.is_multiple_of((files / 10).max(1)) {
                     eprintln!(
                         "bigrepo: {d}/{files} index files ({:.0} s)",
                         started.elapsed().as_secs_f64()
