@@ -7,12 +7,13 @@
 #                        generate, and as much again for the copy prune works on)
 #   env DIR=/var/tmp/platter-scale   where repositories, images and results live
 #       SIZES="100000 1000000"       sizes to run (overrides the default and --big)
+#       RUNS=1               runs of every measurement (medians of seconds, largest RSS)
 #       NOBUILD=1            do not run `cargo build --release` (use the existing binaries)
 #       PLATTER=path         platter binary (default: <repo>/target/x86_64-unknown-linux-gnu/release/platter)
 #       GEN=path             generator (default: .../release/examples/bigrepo)
 #       MEMCAP_MIB=N         run each measured command under `ulimit -v` of N MiB (default: half
 #                            of MemTotal), so that one whose memory grows with the repository
-#                            (prune needs about 1.4 KB per chunk today) fails alone instead of
+#                            (prune needs 1.2-1.4 KB per chunk today) fails alone instead of
 #                            waking the OOM killer; it is then listed as "failed"
 #
 # Per size N, a repository of N unique 64 KiB chunks over N/2000 index files and N/1000
@@ -35,13 +36,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 DIR=${DIR:-/var/tmp/platter-scale}
 NOBUILD=${NOBUILD:-0}
+RUNS=${RUNS:-1}
 PLATTER=${PLATTER:-$ROOT/target/x86_64-unknown-linux-gnu/release/platter}
 GEN=${GEN:-$ROOT/target/x86_64-unknown-linux-gnu/release/examples/bigrepo}
 BIG=0
 for a in "$@"; do
     case $a in
         --big) BIG=1 ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $a (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -49,6 +51,7 @@ if [ -z "${SIZES:-}" ]; then
     SIZES="100000 1000000"
     [ "$BIG" = 1 ] && SIZES="$SIZES 10000000"
 fi
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 for n in $SIZES; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "SIZES: $n is not a positive integer" >&2; exit 2; }
 done
@@ -123,31 +126,33 @@ for n in $SIZES; do
     [ -n "$small" ] || { echo "$stamp names no small snapshot" >&2; exit 1; }
     echo "size $n" >&2
 
-    # backup into the big repository; what it added is deleted afterwards.
-    (cd "$repo" && find . -type f | sort) > "$SCRATCH/before"
-    timed backup "$n" "$PLATTER" -r "$repo" backup "$IMG" || true
-    (cd "$repo" && find . -type f | sort) > "$SCRATCH/after"
-    (cd "$repo" && comm -13 "$SCRATCH/before" "$SCRATCH/after" | xargs -r rm -f)
+    for _ in $(seq "$RUNS"); do
+        # backup into the big repository; what it added is deleted afterwards.
+        (cd "$repo" && find . -type f | sort) > "$SCRATCH/before"
+        timed backup "$n" "$PLATTER" -r "$repo" backup "$IMG" || true
+        (cd "$repo" && find . -type f | sort) > "$SCRATCH/after"
+        (cd "$repo" && comm -13 "$SCRATCH/before" "$SCRATCH/after" | xargs -r rm -f)
 
-    # the same backup into an empty repository.
-    "$PLATTER" -r "$SCRATCH/empty" init --plain > /dev/null
-    timed backup0 "$n" "$PLATTER" -r "$SCRATCH/empty" backup "$IMG" || true
-    rm -rf "$SCRATCH/empty"
+        # the same backup into an empty repository.
+        "$PLATTER" -r "$SCRATCH/empty" init --plain > /dev/null
+        timed backup0 "$n" "$PLATTER" -r "$SCRATCH/empty" backup "$IMG" || true
+        rm -rf "$SCRATCH/empty"
 
-    timed snapshots "$n" "$PLATTER" -r "$repo" snapshots || true
+        timed snapshots "$n" "$PLATTER" -r "$repo" snapshots || true
 
-    if timed restore "$n" "$PLATTER" -r "$repo" restore "$small" "$SCRATCH/small.img"; then
-        cmp "$SCRATCH/small.img" "$small_img" || { echo "restore of the small snapshot differs" >&2; exit 1; }
-    fi
-    rm -f "$SCRATCH/small.img"
+        if timed restore "$n" "$PLATTER" -r "$repo" restore "$small" "$SCRATCH/small.img"; then
+            cmp "$SCRATCH/small.img" "$small_img" || { echo "restore of the small snapshot differs" >&2; exit 1; }
+        fi
+        rm -f "$SCRATCH/small.img"
 
-    timed verify "$n" "$PLATTER" -r "$repo" verify || true
+        timed verify "$n" "$PLATTER" -r "$repo" verify || true
 
-    cp -a --reflink=auto "$repo" "$SCRATCH/copy"
-    mapfile -t gone < <(ls "$SCRATCH/copy/snapshots" | head -3)
-    timed forget "$n" "$PLATTER" -r "$SCRATCH/copy" forget "${gone[@]}" || true
-    timed prune "$n" "$PLATTER" -r "$SCRATCH/copy" prune || true
-    rm -rf "$SCRATCH/copy"
+        cp -a --reflink=auto "$repo" "$SCRATCH/copy"
+        mapfile -t gone < <(ls "$SCRATCH/copy/snapshots" | head -3)
+        timed forget "$n" "$PLATTER" -r "$SCRATCH/copy" forget "${gone[@]}" || true
+        timed prune "$n" "$PLATTER" -r "$SCRATCH/copy" prune || true
+        rm -rf "$SCRATCH/copy"
+    done
 done
 
 {
@@ -156,13 +161,21 @@ done
     for n in $SIZES; do
         echo "repo-$n: $(cut -d' ' -f2- "$DIR/repo-$n.stamp")"
     done
+    echo "runs per command: $RUNS (median seconds, largest peak RSS; a failed run fails the row)"
     printf '%-10s %-10s %9s %9s\n' chunks command seconds 'RSS MiB'
-    while read -r size name secs mib; do
-        printf '%-10s %-10s %9s %9s\n' "$size" "$name" "$secs" "$mib"
-    done < "$SCRATCH/rows"
+    awk '{ key = $1 " " $2; if (!(key in n)) order[++keys] = key
+           secs[key, ++n[key]] = $3; if ($3 == "failed") bad[key] = 1
+           if ($4 + 0 > rss[key]) rss[key] = $4 + 0 }
+         END { for (k = 1; k <= keys; k++) { key = order[k]; split(key, f, " ")
+               if (bad[key]) { printf "%-10s %-10s %9s %9s\n", f[1], f[2], "failed", "failed"; continue }
+               c = n[key]; for (i = 1; i <= c; i++) v[i] = secs[key, i] + 0
+               for (i = 2; i <= c; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+               med = (c % 2) ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
+               printf "%-10s %-10s %9.2f %9s\n", f[1], f[2], med, rss[key] } }' "$SCRATCH/rows" > "$SCRATCH/table"
+    cat "$SCRATCH/table"
     for n in $SIZES; do
         awk -v n="$n" '$1 == n && $2 == "backup" { b = $3 } $1 == n && $2 == "backup0" { e = $3 }
             END { if (e > 0 && b > 0) printf "backup time ratio at %s chunks (into it / into an empty repository): %.2f\n", n, b / e }' \
-            "$SCRATCH/rows"
+            "$SCRATCH/table"
     done
 } | tee "$RESULTS"
