@@ -27,7 +27,8 @@
 #   restore    the small snapshot into a new file, compared byte for byte with its source
 #   verify     `platter verify` (no --read-data)
 #   forget     `platter forget` of 3 snapshots, on a copy of repo-N (cp -a --reflink=auto)
-#   prune      `platter prune` after that forget, on the same copy (removed afterwards)
+#   prune      `platter prune` after that forget, on the same copy (removed afterwards); both
+#              are skipped when DIR's filesystem lacks room for the copy and 2 GiB more
 # The page cache is left warm (generation or the previous command read the repository): the
 # figures are the warm case. Results: a table on stdout and in DIR/scale-results.txt.
 set -euo pipefail
@@ -43,7 +44,7 @@ BIG=0
 for a in "$@"; do
     case $a in
         --big) BIG=1 ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $a (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -114,6 +115,12 @@ for n in $SIZES; do
     else
         echo "generating $repo" >&2
         rm -rf "$repo" "$stamp" "$small_img"
+        # About 470 bytes a chunk (pack, index and map entries), and room for everyone else.
+        need=$(( n * 470 + (2 << 30) ))
+        if [ "$(df --output=avail -B1 "$DIR" | tail -1)" -lt "$need" ]; then
+            echo "not enough room in $DIR for $n chunks: $((need >> 20)) MiB wanted free" >&2
+            exit 1
+        fi
         /usr/bin/time -f '%e %M' -o "$SCRATCH/time" \
             "$GEN" --chunks "$n" --small-image "$small_img" "$repo" > "$SCRATCH/gen" 2> "$SCRATCH/err" \
             || { cat "$SCRATCH/err" >&2; exit 1; }
@@ -147,6 +154,13 @@ for n in $SIZES; do
 
         timed verify "$n" "$PLATTER" -r "$repo" verify || true
 
+        # The copy, and what prune writes into it, must leave room for everyone else.
+        need=$(( $(du -sb "$repo" | cut -f1) * 12 / 10 + (2 << 30) ))
+        if [ "$(df --output=avail -B1 "$DIR" | tail -1)" -lt "$need" ]; then
+            echo "  forget, prune skipped: a copy of $repo needs $((need >> 20)) MiB free in $DIR" >&2
+            printf '%s %s skipped skipped\n' "$n" forget "$n" prune >> "$SCRATCH/rows"
+            continue
+        fi
         cp -a --reflink=auto "$repo" "$SCRATCH/copy"
         mapfile -t gone < <(ls "$SCRATCH/copy/snapshots" | head -3)
         timed forget "$n" "$PLATTER" -r "$SCRATCH/copy" forget "${gone[@]}" || true
@@ -161,13 +175,13 @@ done
     for n in $SIZES; do
         echo "repo-$n: $(cut -d' ' -f2- "$DIR/repo-$n.stamp")"
     done
-    echo "runs per command: $RUNS (median seconds, largest peak RSS; a failed run fails the row)"
+    echo "runs per command: $RUNS (median seconds, largest peak RSS; one failed or skipped run marks the row)"
     printf '%-10s %-10s %9s %9s\n' chunks command seconds 'RSS MiB'
     awk '{ key = $1 " " $2; if (!(key in n)) order[++keys] = key
-           secs[key, ++n[key]] = $3; if ($3 == "failed") bad[key] = 1
+           secs[key, ++n[key]] = $3; if ($3 !~ /^[0-9.]+$/) bad[key] = $3
            if ($4 + 0 > rss[key]) rss[key] = $4 + 0 }
          END { for (k = 1; k <= keys; k++) { key = order[k]; split(key, f, " ")
-               if (bad[key]) { printf "%-10s %-10s %9s %9s\n", f[1], f[2], "failed", "failed"; continue }
+               if (key in bad) { printf "%-10s %-10s %9s %9s\n", f[1], f[2], bad[key], bad[key]; continue }
                c = n[key]; for (i = 1; i <= c; i++) v[i] = secs[key, i] + 0
                for (i = 2; i <= c; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
                med = (c % 2) ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
