@@ -8,9 +8,11 @@
 //! ```
 //!
 //! Every file is written by the library's own writers (`PackWriter`,
-//! `write_index`, `MapWriter`, `sealed::write` of a manifest), so the
-//! repository is consistent by construction: `verify`, `restore` and
-//! `prune` see every map entry backed by an index entry and a pack blob.
+//! `Repository::write_index`, `MapWriter`, `Repository::commit_snapshot`),
+//! in a backup's commit order, so the repository is consistent by
+//! construction: `verify`, `restore` and `prune` see every map entry backed
+//! by an index entry and a pack blob, and a change of format in those
+//! writers reaches the generator by itself.
 //!
 //! Shape:
 //! - `N` unique chunks of 64 KiB (the smallest chunk size), each 64 KiB of
@@ -32,8 +34,9 @@
 //! (BLAKE3 chunk) alone, since the subtrees of zeros to its right are the
 //! same for every chunk (`ZeroTail`; checked against `blake3::hash` on a
 //! sample); the rest runs on every core. Files are written without fsync
-//! (one `sync` at the end): a generated repository is scratch, and 30,000
-//! fsyncs would cost more than the data.
+//! (`FastDir`, the local backend but for that; one `sync` at the end): a
+//! generated repository is scratch, and 30,000 fsyncs would cost more than
+//! the data.
 //!
 //! The last line printed is `small=<id> chunks=.. index_files=.. snapshots=..
 //! packs=.. shape=.. seconds=..`, for scripts.
@@ -41,8 +44,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use blake3::hazmat::{
@@ -53,12 +56,12 @@ use clap::Parser;
 use platter::codec::{ChunkId, Compression, Scratch, fingerprint, store};
 use platter::error::{Error, Result};
 use platter::interrupt::Registration;
-use platter::repo::backend::{Backend, NewFile, StoredFile, TEMP_PREFIX};
+use platter::repo::backend::{Backend, Listed, LocalBackend, NewFile, StoredFile, TEMP_PREFIX};
+use platter::repo::keys::NoPassphrase;
 use platter::repo::map::{MapEntry, MapHeader, MapWriter};
-use platter::repo::names::manifest_name;
 use platter::repo::pack::{PACK_TARGET, PackWriter};
 use platter::repo::snapshot::{BackupStats, MapRef, Snapshot, SourceInfo};
-use platter::repo::{NewKey, Repository, SnapshotId, index, sealed};
+use platter::repo::{NewKey, Repository, SnapshotId};
 
 const CHUNK: usize = 64 << 10;
 /// BLAKE3's own chunk (not ours): 1 KiB.
@@ -119,8 +122,8 @@ fn run(args: &Args) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let repo = Repository::init(&args.out, CHUNK as u64, Compression::Lz4, NewKey::Plain)?;
-    let fast = FastDir::new(&args.out);
+    Repository::init(&args.out, CHUNK as u64, Compression::Lz4, NewKey::Plain)?;
+    let repo = Repository::open_in(Arc::new(FastDir::new(&args.out)), &NoPassphrase)?;
     let sealing = repo.sealing().clone();
     let tail = ZeroTail::new();
     tail.check(args.seed)?;
@@ -148,7 +151,7 @@ fn run(args: &Args) -> Result<()> {
                     return Ok(());
                 };
                 let mut written = Vec::new();
-                let mut pack = PackWriter::create(&fast, &sealing)?;
+                let mut pack = PackWriter::create(repo.backend(), &sealing)?;
                 for (i, slot) in out.iter_mut().enumerate() {
                     let c = lo + i as u64;
                     fill(&mut plain, c, args.seed);
@@ -161,8 +164,11 @@ fn run(args: &Args) -> Result<()> {
                     *slot = (id, fingerprint(&plain));
                     if pack.len() >= PACK_TARGET {
                         written.push(
-                            std::mem::replace(&mut pack, PackWriter::create(&fast, &sealing)?)
-                                .finish()?,
+                            std::mem::replace(
+                                &mut pack,
+                                PackWriter::create(repo.backend(), &sealing)?,
+                            )
+                            .finish()?,
                         );
                     }
                 }
@@ -170,7 +176,7 @@ fn run(args: &Args) -> Result<()> {
                     written.push(pack.finish()?);
                 }
                 packs.fetch_add(written.len() as u64, Ordering::Relaxed);
-                index::write_index(&fast, &sealing, &written)?;
+                repo.write_index(&written)?;
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if d.is_multiple_of((files / 10).max(1)) {
                     eprintln!(
@@ -197,16 +203,7 @@ fn run(args: &Args) -> Result<()> {
                 MapEntry::data(id, fp)
             });
             let source = format!("/bigrepo/disk-{:02}", j % 100);
-            write_snapshot(
-                &fast,
-                &repo,
-                &hostname,
-                j,
-                &source,
-                "bigrepo",
-                hi - lo,
-                entries,
-            )?;
+            write_snapshot(&repo, &hostname, j, &source, "bigrepo", hi - lo, entries)?;
         }
     })?;
 
@@ -222,7 +219,6 @@ fn run(args: &Args) -> Result<()> {
         None => MapEntry::ZERO,
     });
     let small = write_snapshot(
-        &fast,
         &repo,
         &hostname,
         snaps,
@@ -268,7 +264,6 @@ fn fill(plain: &mut [u8], c: u64, seed: u64) {
 /// map of `count` entries; returns its id.
 #[allow(clippy::too_many_arguments)]
 fn write_snapshot(
-    fast: &FastDir,
     repo: &Repository,
     hostname: &str,
     j: u64,
@@ -281,7 +276,7 @@ fn write_snapshot(
     let id = SnapshotId::random();
     let size = count * chunk_size;
     let header = MapHeader::new(chunk_size, size, id);
-    let mut map = MapWriter::create(fast, repo.sealing(), header)?;
+    let mut map = MapWriter::create(repo.backend(), repo.sealing(), header)?;
     let mut stats = BackupStats {
         bytes_read: size,
         chunks: count,
@@ -324,8 +319,7 @@ fn write_snapshot(
         protected: false,
         layout: None,
     };
-    // What `Repository::commit_snapshot` writes, through `fast`.
-    sealed::write(fast, repo.sealing(), &manifest_name(&id), &snap.encode()?)?;
+    repo.commit_snapshot(&snap)?;
     Ok(id)
 }
 
@@ -404,10 +398,11 @@ impl ZeroTail {
     }
 }
 
-/// Writes new files into a repository folder with a rename but no fsync
-/// (the generator syncs once at the end). Only what the writers call is
-/// provided.
+/// The local backend of a repository folder, but that new files are
+/// committed with a rename and no fsync (the generator syncs once at the
+/// end).
 struct FastDir {
+    local: LocalBackend,
     root: PathBuf,
     unique: AtomicU64,
 }
@@ -415,6 +410,7 @@ struct FastDir {
 impl FastDir {
     fn new(root: &Path) -> FastDir {
         FastDir {
+            local: LocalBackend::new(root),
             root: root.to_path_buf(),
             unique: AtomicU64::new(0),
         }
@@ -446,10 +442,6 @@ impl NewFile for FastFile {
     }
 }
 
-fn unsupported(what: &str) -> Error {
-    Error::internal(format!("the generator's backend does not {what}"))
-}
-
 impl Backend for FastDir {
     fn create(&self, name: &str) -> Result<Box<dyn NewFile>> {
         let path = self.root.join(name);
@@ -470,35 +462,59 @@ impl Backend for FastDir {
         }))
     }
 
-    fn open(&self, _: &str) -> Result<Box<dyn StoredFile>> {
-        Err(unsupported("read"))
+    fn create_large(&self, name: &str) -> Result<Box<dyn NewFile>> {
+        self.create(name)
     }
 
-    fn list(&self, _: &str) -> Result<Vec<String>> {
-        Err(unsupported("list"))
+    fn open(&self, name: &str) -> Result<Box<dyn StoredFile>> {
+        self.local.open(name)
     }
 
-    fn remove(&self, _: &str) -> Result<()> {
-        Err(unsupported("remove"))
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        self.local.list(dir)
     }
 
-    fn remove_unfinished(&self, _: &str, _: bool) -> Result<Vec<String>> {
-        Err(unsupported("remove"))
+    fn list_files(&self, dir: &str) -> Result<Vec<Listed>> {
+        self.local.list_files(dir)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.local.remove(name)
+    }
+
+    fn remove_unfinished(&self, dir: &str, no_writers: bool) -> Result<Vec<String>> {
+        self.local.remove_unfinished(dir, no_writers)
     }
 
     fn describe(&self, name: &str) -> String {
-        self.root.join(name).display().to_string()
+        self.local.describe(name)
     }
 
     fn location(&self) -> String {
-        self.root.display().to_string()
+        self.local.location()
     }
 
-    fn write_new(&self, _: &str, _: &[u8]) -> Result<()> {
-        Err(unsupported("write a config"))
+    fn local_root(&self) -> Option<&Path> {
+        self.local.local_root()
     }
 
-    fn remove_on_interrupt(&self, _: &str) -> Option<Registration> {
-        None
+    fn keeps_reserve(&self) -> bool {
+        self.local.keeps_reserve()
+    }
+
+    fn write_new(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.local.write_new(name, bytes)
+    }
+
+    fn remove_on_interrupt(&self, name: &str) -> Option<Registration> {
+        self.local.remove_on_interrupt(name)
+    }
+
+    fn read_at(&self, name: &str, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.local.read_at(name, buf, offset)
+    }
+
+    fn read_whole(&self, name: &str) -> Result<Vec<u8>> {
+        self.local.read_whole(name)
     }
 }
