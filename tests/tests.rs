@@ -40,5 +40,6 @@ mod it {
     mod retention;
     mod roundtrip;
     mod s3;
+    mod scale;
     mod selection;
 }

@@ -1,0 +1,99 @@
+//! The repository generator of `bench/scale.sh` (examples/bigrepo.rs), at a
+//! small size: what it writes must be a repository every command accepts,
+//! or the bench measures commands on something they would refuse.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::common::*;
+
+/// The generator, built by cargo next to this test binary
+/// (`target/<triple>/<profile>/examples/bigrepo`).
+fn generator() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // .../<profile>/deps/tests-HASH -> .../<profile>/examples/bigrepo
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lies in <profile>/deps");
+    let path = profile.join("examples").join("bigrepo");
+    assert!(
+        path.is_file(),
+        "the repository generator is not built at {}: run `cargo build --example bigrepo` \
+         (or `cargo test`, which builds examples; `cargo test --test tests` does not)",
+        path.display()
+    );
+    path
+}
+
+// Pins: the generator writes a repository that verify --read-data passes,
+// whose small snapshot restores byte for byte, and that forget + prune
+// leave consistent.
+#[test]
+fn generated_repository_verifies_restores_and_prunes() {
+    let sandbox = Sandbox::without_repo();
+    let small = sandbox.path("small.img");
+    let out = Command::new(generator())
+        .args([
+            "--chunks",
+            "10000",
+            "--index-files",
+            "20",
+            "--snapshots",
+            "40",
+        ])
+        .arg("--small-image")
+        .arg(&small)
+        .arg(&sandbox.repo)
+        .output()
+        .expect("cannot run the generator");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "generator failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let small_id = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("small="))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no `small=ID` line in {stdout:?}"))
+        .to_string();
+    assert!(
+        stdout.contains("chunks=10000 index_files=20 snapshots=41 packs=20"),
+        "{stdout}"
+    );
+
+    let ids = sandbox.snapshot_ids();
+    assert_eq!(ids.len(), 41);
+    // The small snapshot is the newest.
+    assert_eq!(ids.last(), Some(&small_id));
+
+    let verified = sandbox.run(["--json", "verify", "--read-data"]).ok().json();
+    assert_eq!(assert_clean(&verified, 41), 10_000);
+
+    let expected = std::fs::read(&small).expect("the small snapshot's source");
+    assert_eq!(expected.len(), 4 << 20);
+    sandbox.assert_restores(&small_id, &expected);
+
+    // Forget two snapshots: prune drops their chunks (half of each of two
+    // packs: repacked) and what is left still verifies.
+    sandbox.run(["forget", &ids[0], &ids[3]]).ok();
+    sandbox.run(["prune"]).ok();
+    let verified = sandbox.run(["--json", "verify", "--read-data"]).ok().json();
+    // 250 chunks each, less those the small snapshot also uses.
+    let left = assert_clean(&verified, 39);
+    assert!((9_500..10_000).contains(&left), "{verified}");
+    sandbox.assert_restores(&small_id, &expected);
+}
+
+/// Checks a `verify --read-data --json` report of a clean repository of
+/// `snapshots` snapshots; returns the number of chunks.
+fn assert_clean(report: &serde_json::Value, snapshots: u64) -> u64 {
+    let empty = serde_json::Value::Array(vec![]);
+    assert_eq!(report["damage"], empty, "{report}");
+    assert_eq!(report["leftovers"], empty, "{report}");
+    assert_eq!(report["snapshots"], snapshots, "{report}");
+    report["chunks"].as_u64().expect("a chunk count")
+}
