@@ -317,6 +317,8 @@ fn write_snapshot(
         stats,
         platter_version: env!("CARGO_PKG_VERSION").to_string(),
         protected: false,
+        change_source: None,
+        shadow: None,
         layout: None,
     };
     repo.commit_snapshot(&snap)?;
