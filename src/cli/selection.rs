@@ -25,7 +25,11 @@ impl SourceArgs {
     /// The source filter and the host.
     pub fn split(self) -> (Option<SourceFilter>, Option<String>) {
         let partition = self.partition;
-        let source = self.source.map(|path| SourceFilter { path, partition });
+        let source = self.source.map(|path| SourceFilter {
+            path,
+            partition,
+            exact: false,
+        });
         (source, self.host)
     }
 }

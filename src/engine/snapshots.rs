@@ -21,6 +21,9 @@ pub struct SourceFilter {
     pub path: String,
     /// Only snapshots of this partition of the source.
     pub partition: Option<u32>,
+    /// Whether `partition: None` means the whole source only (a job's
+    /// source), rather than the whole source and any partition of it.
+    pub exact: bool,
 }
 
 impl SourceFilter {
@@ -30,7 +33,10 @@ impl SourceFilter {
         let paths = self.paths();
         move |s| {
             paths.contains(&s.source.path)
-                && self.partition.is_none_or(|n| s.source.partition == Some(n))
+                && match self.partition {
+                    Some(n) => s.source.partition == Some(n),
+                    None => !self.exact || s.source.partition.is_none(),
+                }
         }
     }
 

@@ -246,7 +246,19 @@ pub fn load_file(path: &Path) -> Result<Job> {
 }
 
 fn load(path: &Path, name: &str) -> Result<Job> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("read job file", path, e))?;
+    use std::io::Read;
+    // Opened once: what is checked (owner, mode, kind) is the file that is
+    // read, whatever the path names meanwhile.
+    let opened = std::fs::File::open(path).map_err(|e| Error::io("read job file", path, e))?;
+    let meta = opened
+        .metadata()
+        .map_err(|e| Error::io("read job file", path, e))?;
+    if !meta.is_file() {
+        return Err(
+            Error::bad_input(format!("job file {} is not a regular file", path.display()))
+                .hint("give the path of a TOML file"),
+        );
+    }
     refuse_writable_by_others(path, &meta)?;
     if meta.len() > MAX_BYTES {
         return Err(Error::bad_input(format!(
@@ -255,7 +267,11 @@ fn load(path: &Path, name: &str) -> Result<Job> {
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read job file", path, e))?;
+    let mut text = String::new();
+    opened
+        .take(MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io("read job file", path, e))?;
     let file: JobFile = toml::from_str(&text).map_err(|e| {
         Error::bad_input(format!("job file {}: {}", path.display(), e.message())).hint(format!(
             "{}; the keys are described in the README (section Use)",
@@ -280,6 +296,11 @@ fn where_in(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let start = span.start.min(text.len());
     let line = text[..start].matches('\n').count() + 1;
     let shown = text.lines().nth(line - 1).unwrap_or_default().trim();
+    // A line that may hold a passphrase is not repeated (errors reach logs).
+    if shown.contains("value") || shown.contains("passphrase") {
+        return format!("at line {line} (not shown: it may hold a passphrase)");
+    }
+    let shown: String = shown.chars().take(120).collect();
     format!("at line {line}: {shown}")
 }
 
@@ -329,6 +350,22 @@ fn refuse_readable_secret(path: &Path, meta: &std::fs::Metadata, file: &JobFile)
 
 /// Checks what serde cannot: one passphrase source each, a source at
 /// least, counts of at least one.
+/// A repository location compared as a place: a folder by its real path
+/// (or its absolute path while it does not exist), a URL without trailing
+/// slashes.
+fn same_place(location: &str) -> String {
+    if location.starts_with("s3:") {
+        return location.trim_end_matches('/').to_string();
+    }
+    let path = Path::new(location);
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| location.to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
 fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
     let bad = |key: &str, what: String, instead: &str| {
         Error::bad_input(format!("job file {}: {key}: {what}", path.display()))
@@ -346,6 +383,27 @@ fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
             "repository",
             "empty".into(),
             "repository = \"/backup/repo\"",
+        ));
+    }
+    // A copy that is the repository itself, or another copy, would have
+    // its own retention forget what the other keeps.
+    let mut places = vec![("repository".to_string(), same_place(&file.repository))];
+    for (i, c) in file.copies.iter().enumerate() {
+        let here = same_place(&c.repository);
+        if let Some((other, _)) = places.iter().find(|(_, p)| *p == here) {
+            return Err(bad(
+                &format!("copy[{i}].repository"),
+                format!("{:?} is the same repository as {other}", c.repository),
+                "a copy goes to another repository (another disk, another host, object storage)",
+            ));
+        }
+        places.push((format!("copy[{i}].repository"), here));
+    }
+    if file.hooks.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(bad(
+            "hooks.timeout",
+            "is zero: every hook would fail at once".into(),
+            "timeout = \"5m\"",
         ));
     }
     let mut passphrases = vec![("passphrase".to_string(), &file.passphrase)];

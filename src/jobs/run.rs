@@ -344,6 +344,8 @@ impl Runner<'_> {
                     SourceFilter {
                         path: s.path.display().to_string(),
                         partition: s.partition,
+                        // A whole disk's job leaves its partitions' snapshots alone.
+                        exact: true,
                     },
                 )
             })

@@ -5,7 +5,7 @@
 //! `PLATTER_STATE_DIR` names another.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -53,6 +53,9 @@ pub fn lock_job(job: &str) -> Result<JobLock> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // A link planted in the state folder must not make root write
+        // where it points.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| Error::io("open the job lock", &path, e))?;
     // SAFETY: flock on a descriptor this function owns; no memory involved.
@@ -83,6 +86,7 @@ pub fn append_run(job: &str, summary: &serde_json::Value) -> Result<()> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| Error::io("open the job log", &path, e))?;
     // One write of the whole line: an append of a line is not mixed with
@@ -93,6 +97,9 @@ pub fn append_run(job: &str, summary: &serde_json::Value) -> Result<()> {
 
 /// The last `n` runs of `job`, oldest first; lines that are not JSON (a
 /// line cut by a full disk) are skipped.
+/// The longest log line read as a run (a run's summary is a few KiB).
+const MAX_LINE: usize = 1 << 20;
+
 pub fn runs(job: &str, n: usize) -> Result<Vec<serde_json::Value>> {
     let path = log_path(job);
     let file = match File::open(&path) {
@@ -101,9 +108,37 @@ pub fn runs(job: &str, n: usize) -> Result<Vec<serde_json::Value>> {
         Err(e) => return Err(Error::io("read the job log", &path, e)),
     };
     let mut all = std::collections::VecDeque::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| Error::io("read the job log", &path, e))?;
-        if let Ok(run) = serde_json::from_str::<serde_json::Value>(&line) {
+    // Lines are bytes: one cut by a full disk (mid-character too) or
+    // damaged is skipped, and none is held beyond MAX_LINE.
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io("read the job log", &path, e))?;
+        if read == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') && line.len() >= MAX_LINE {
+            // Too long to be a run: skip to its end.
+            let mut rest = Vec::new();
+            while (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut rest)
+                .map_err(|e| Error::io("read the job log", &path, e))?
+                > 0
+            {
+                if rest.last() == Some(&b'\n') {
+                    break;
+                }
+                rest.clear();
+            }
+            continue;
+        }
+        let run = serde_json::from_slice::<serde_json::Value>(&line);
+        if let Ok(run @ serde_json::Value::Object(_)) = run {
             all.push_back(run);
             if all.len() > n.min(MAX_RUNS) {
                 all.pop_front();

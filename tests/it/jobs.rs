@@ -910,3 +910,91 @@ fn a_boot_test_boots_the_newest_snapshot_to_the_expected_text() {
     let left: Vec<_> = fs::read_dir(&jobs.scratch).unwrap().flatten().collect();
     assert!(left.is_empty(), "scratch files left: {left:?}");
 }
+
+// Pins: a whole disk's job counts only its whole-disk snapshots: its
+// retention never forgets the snapshots of one partition of that disk
+// (made by hand or by another job), and its restore test tests its own.
+#[test]
+fn a_whole_disk_job_leaves_its_partitions_snapshots_alone() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    fs::copy(boot_fixtures().join("bios-gpt.img"), &image).unwrap();
+    for _ in 0..3 {
+        jobs.sandbox
+            .run([
+                "backup".as_ref(),
+                image.as_os_str(),
+                "--partition".as_ref(),
+                "1".as_ref(),
+                "--tag".as_ref(),
+                "keep-me".as_ref(),
+            ])
+            .ok();
+    }
+    let file = jobs.job(&format!(
+        "repository = {:?}\n[[source]]\npath = {image:?}\n[retention]\nkeep_last = 1\n",
+        jobs.sandbox.repo
+    ));
+    jobs.run_job(&file).ok();
+    let kept = jobs
+        .sandbox
+        .run(["--json", "snapshots", "--tag", "keep-me"])
+        .ok()
+        .json();
+    assert_eq!(
+        listed(&kept).len(),
+        3,
+        "partition snapshots were forgotten: {kept:#}"
+    );
+}
+
+// Pins: a copy target that is the job's own repository (or another copy
+// target), by any spelling, is refused before anything runs: its own
+// retention would forget the main repository's snapshots.
+#[test]
+fn a_copy_target_that_is_the_repository_itself_is_refused() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(22));
+    let repo = jobs.sandbox.repo.display().to_string();
+    for target in [format!("{repo}/"), format!("{repo}/../repo")] {
+        let file = jobs.job(&format!(
+            "repository = {repo:?}\n[[source]]\npath = {image:?}\n\
+             [[copy]]\nrepository = {target:?}\nretention = {{ keep_last = 1 }}\n"
+        ));
+        jobs.run_job(&file).refused(2, "same repository");
+        assert!(jobs.sandbox.snapshot_ids().is_empty());
+    }
+}
+
+// Pins: a job log line that is not a run (cut mid-character by a full
+// disk, garbage, a JSON value that is no summary) is skipped: `platter
+// jobs` still lists the runs around it.
+#[test]
+fn a_damaged_job_log_line_is_skipped() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(23));
+    let file = jobs.job(&format!(
+        "repository = {:?}\n[[source]]\npath = {image:?}\n",
+        jobs.sandbox.repo
+    ));
+    jobs.run_job(&file).ok();
+    let log = jobs.state.join("nightly.log");
+    let mut bytes = fs::read(&log).unwrap();
+    bytes.extend_from_slice(b"\xff\xfe garbage\n[1,2]\n\"str\"\n");
+    fs::write(&log, &bytes).unwrap();
+    jobs.run_job(&file).ok();
+    let out = jobs
+        .command(&[OsStr::new("--json"), "jobs".as_ref(), "nightly".as_ref()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("\"backup\"").count() >= 2, true, "{text}");
+    assert!(!text.contains("\"str\""), "{text}");
+}
