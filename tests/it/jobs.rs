@@ -995,6 +995,6 @@ fn a_damaged_job_log_line_is_skipped() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("\"backup\"").count() >= 2, true, "{text}");
+    assert!(text.matches("\"backup\"").count() >= 2, "{text}");
     assert!(!text.contains("\"str\""), "{text}");
 }
