@@ -71,7 +71,7 @@ pub fn next_elapse(calendar: &str) -> Result<String> {
 /// The service and the timer of `job`, run by `exe`, on `calendar`.
 pub fn units(job: &Job, exe: &Path, calendar: &str) -> (String, String) {
     let service = format!(
-        "# Written by `platter schedule {name}`; `platter schedule {name} --remove` removes it.\n\
+        "{WRITTEN_BY}{name}`; `platter schedule {name} --remove` removes it.\n\
          [Unit]\n\
          Description=platter backup job {name}\n\
          Wants=network-online.target\n\
@@ -89,7 +89,7 @@ pub fn units(job: &Job, exe: &Path, calendar: &str) -> (String, String) {
         file = quote(&job.path.display().to_string()),
     );
     let timer = format!(
-        "# Written by `platter schedule {name}`; `platter schedule {name} --remove` removes it.\n\
+        "{WRITTEN_BY}{name}`; `platter schedule {name} --remove` removes it.\n\
          [Unit]\n\
          Description=Timer of platter backup job {name}\n\
          \n\
@@ -144,10 +144,26 @@ pub struct Written {
 pub fn write(job: &Job, exe: &Path, calendar: &str) -> Result<Written> {
     check_calendar(calendar)?;
     let dir = units_dir();
-    let (service_text, timer_text) = units(job, exe, calendar);
+    // systemd starts a service in /: the job file by its absolute path,
+    // which no unit line can hold with a control character in it.
+    let absolute = std::path::absolute(&job.path)
+        .map_err(|e| Error::io("find the absolute path of", &job.path, e))?;
+    if absolute.to_string_lossy().chars().any(char::is_control) {
+        return Err(Error::bad_input(format!(
+            "job file {} has a control character in its path: no unit can name it",
+            crate::printable::printable(&absolute.to_string_lossy())
+        ))
+        .hint("rename the job file or its folder"));
+    }
+    let job = Job {
+        path: absolute,
+        ..job.clone()
+    };
+    let (service_text, timer_text) = units(&job, exe, calendar);
     let stem = unit_stem(&job.name);
     let service = dir.join(format!("{stem}.service"));
     let timer = dir.join(format!("{stem}.timer"));
+    refuse_foreign(&[&service, &timer])?;
     write_file(&service, &service_text)?;
     write_file(&timer, &timer_text)?;
     let (enabled, note) = enable(
@@ -222,6 +238,27 @@ fn enable(dir: &Path, commands: &[Vec<&str>]) -> (bool, String) {
     (true, "done with systemctl".into())
 }
 
+/// The first line of every unit `write` makes.
+const WRITTEN_BY: &str = "# Written by `platter schedule ";
+
+/// Refuses to replace or remove a unit someone else wrote under one of
+/// our names.
+fn refuse_foreign(paths: &[&Path]) -> Result<()> {
+    for path in paths {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        if !text.starts_with(WRITTEN_BY) {
+            return Err(Error::bad_input(format!(
+                "{} was not written by `platter schedule`: it is left as it is",
+                path.display()
+            ))
+            .hint("move or remove it yourself if platter is to schedule this job"));
+        }
+    }
+    Ok(())
+}
+
 /// Disables and removes the units of job `name`; whether there were any.
 pub fn remove(name: &str) -> Result<(bool, String)> {
     let dir = units_dir();
@@ -231,6 +268,7 @@ pub fn remove(name: &str) -> Result<(bool, String)> {
     if !timer.exists() && !service.exists() {
         return Ok((false, String::new()));
     }
+    refuse_foreign(&[&service, &timer])?;
     let (disabled, note) = enable(&dir, &[vec!["disable", "--now", &format!("{stem}.timer")]]);
     for path in [&timer, &service] {
         match std::fs::remove_file(path) {

@@ -998,3 +998,49 @@ fn a_damaged_job_log_line_is_skipped() {
     assert!(text.matches("\"backup\"").count() >= 2, "{text}");
     assert!(!text.contains("\"str\""), "{text}");
 }
+
+// Pins: `schedule` neither replaces nor removes a unit it did not write
+// (a hand-written one under the same name), and a job found through a
+// relative jobs folder gets an absolute path in its unit (systemd starts
+// services in /).
+#[test]
+fn schedule_leaves_units_it_did_not_write_alone() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(24));
+    fs::create_dir(jobs.path("jobs")).unwrap();
+    let file = jobs.path("jobs").join("nightly.toml");
+    fs::write(
+        &file,
+        format!(
+            "repository = {:?}\n[[source]]\npath = {image:?}\n",
+            jobs.sandbox.repo
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let units = jobs.path("units");
+    fs::create_dir(&units).unwrap();
+    let schedule = |args: &[&str]| {
+        let mut cmd = jobs.command(&[OsStr::new("schedule")]);
+        cmd.args(args)
+            .env("PLATTER_SYSTEMD_DIR", &units)
+            .env("PLATTER_JOBS_DIR", "jobs")
+            .current_dir(jobs.path(""));
+        let out = cmd.output().unwrap();
+        Run::from_output(format!("schedule {}", args.join(" ")), out)
+    };
+    schedule(&["nightly", "--daily"]).ok();
+    let service = units.join("platter-job-nightly.service");
+    let text = fs::read_to_string(&service).unwrap();
+    assert!(
+        text.contains(&format!("--config {}", file.display())),
+        "{text}"
+    );
+    schedule(&["nightly", "--remove"]).ok();
+    let mine = "[Unit]\nDescription=mine\n";
+    fs::write(&service, mine).unwrap();
+    schedule(&["nightly", "--daily"]).refused(2, "not written by");
+    schedule(&["nightly", "--remove"]).refused(2, "not written by");
+    assert_eq!(fs::read_to_string(&service).unwrap(), mine);
+}
