@@ -43,21 +43,33 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
         output::line("no snapshots");
         return all_read(&broken);
     }
-    // Restore tested (`platter run`): "tested", or "-".
+    // Restore tested (`platter run`): its result (ok, failed, or
+    // unreadable: a damaged or foreign result file), or "-".
     let tested = platter::repo::test_result::tested(&repo).unwrap_or_default();
+    let test_of = |id: &platter::repo::SnapshotId| -> &'static str {
+        use platter::jobs::restore_test::TestResult;
+        if !tested.contains(id) {
+            return "-";
+        }
+        match platter::repo::test_result::read::<TestResult>(&repo, id) {
+            Ok(Some(t)) if t.snapshot == *id && t.result == "ok" => "ok",
+            Ok(Some(t)) if t.snapshot == *id => "failed",
+            _ => "unreadable",
+        }
+    };
     output::line(&format!(
-        "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {:<6}  source",
+        "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {:<10}  source",
         "id", "time (UTC)", "size", "added", "tags", "tested"
     ));
     for s in &snaps {
         output::line(&format!(
-            "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {:<6}  {}",
+            "{:<8}  {:<19}  {:>10}  {:>10}  {:<16}  {:<10}  {}",
             s.short_id(),
             s.time.get(..19).unwrap_or(&s.time).replace('T', " "),
             output::bytes(s.source.size),
             output::bytes(s.stats.bytes_new),
             s.tags.join(","),
-            if tested.contains(&s.id) { "yes" } else { "-" },
+            test_of(&s.id),
             s.source.path
         ));
     }

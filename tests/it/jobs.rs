@@ -253,7 +253,7 @@ fn a_job_on_an_image_file_backs_up_keeps_copies_and_tests_the_restore() {
     assert!(shown.contains("restore test  ok"), "{shown}");
     assert!(shown.contains("the whole disk (ext4): clean"), "{shown}");
     let list = jobs.sandbox.run(["snapshots"]).ok().stdout.clone();
-    assert!(list.lines().skip(1).all(|l| l.contains(" yes ")), "{list}");
+    assert!(list.lines().skip(1).all(|l| l.contains(" ok ")), "{list}");
     verify_clean(&jobs.copy);
 }
 
@@ -421,6 +421,9 @@ fn a_damaged_filesystem_fails_the_restore_test() {
             .contains("the whole disk (ext4)"),
         "{summary:#}"
     );
+    // `snapshots` says the test failed, not merely that there was one.
+    let list = jobs.sandbox.run(["snapshots"]).ok().stdout.clone();
+    assert!(list.contains(" failed "), "{list}");
 }
 
 // Pins: an ext4 backed up while mounted (its journal dirty) passes the restore test: the journal is replayed on the scratch copy, not reported as damage.
