@@ -362,7 +362,7 @@ fn find_parent(
 /// New tags are for people to read and type: no control characters (see
 /// `crate::printable`), and none empty. Tags of snapshots copied from
 /// elsewhere are kept as they are.
-fn check_tags(tags: &[String]) -> Result<()> {
+pub(crate) fn check_tags(tags: &[String]) -> Result<()> {
     for tag in tags {
         let why = if tag.is_empty() {
             "is empty"

@@ -399,6 +399,9 @@ fn check_meaning(path: &Path, file: &JobFile) -> Result<()> {
         }
         places.push((format!("copy[{i}].repository"), here));
     }
+    // Checked now, not when the backup runs after the before hooks.
+    crate::engine::backup::check_tags(&file.tags)
+        .map_err(|e| e.context(format!("job file {}: tags", path.display())))?;
     if file.hooks.timeout.is_some_and(|t| t.is_zero()) {
         return Err(bad(
             "hooks.timeout",

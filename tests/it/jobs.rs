@@ -1047,3 +1047,23 @@ fn schedule_leaves_units_it_did_not_write_alone() {
     schedule(&["nightly", "--remove"]).refused(2, "not written by");
     assert_eq!(fs::read_to_string(&service).unwrap(), mine);
 }
+
+// Pins: a tag the backup would refuse (empty, or with control characters)
+// is refused when the job file is read, before any hook runs.
+#[test]
+fn bad_tags_are_refused_before_the_hooks_run() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(25));
+    let marker = jobs.path("before-ran");
+    for tag in ["", "night\\u001b[2J"] {
+        let file = jobs.job(&format!(
+            "repository = {:?}\ntags = [\"{tag}\"]\n[[source]]\npath = {image:?}\n\
+             [hooks]\nbefore = [\"touch {}\"]\n",
+            jobs.sandbox.repo,
+            marker.display()
+        ));
+        jobs.run_job(&file).refused(2, "tag");
+        assert!(!marker.exists(), "the before hook ran for tag {tag:?}");
+    }
+}
