@@ -9,6 +9,7 @@ pub mod layout;
 mod loop_attach;
 pub mod overlay;
 mod place;
+pub mod ranges;
 mod room;
 pub mod shadow;
 mod source;

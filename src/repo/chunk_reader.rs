@@ -359,27 +359,14 @@ impl<'a> ChunkReader<'a> {
         stored: &mut [u8],
     ) -> Result<PlainChunk> {
         let crc = codec::crc32(stored);
-        let damaged = |why: &str| {
-            if crc != loc.crc {
-                Error::corrupt(format!(
-                    "{what} fails its crc32: the stored bytes are damaged"
-                ))
-            } else {
-                Error::corrupt(format!("{what} {why}"))
-            }
-        };
+        let damaged = |why: &str| damage(what, why, crc == loc.crc);
         if self.thorough && crc != loc.crc {
             return Err(damaged("fails its crc32"));
         }
         let mut payload = std::mem::take(&mut self.payload);
         payload.resize(loc.plain_len as usize, 0);
-        let mut kept;
-        let source: &mut [u8] = if keep && self.sealing.is_encrypted() {
-            kept = stored.to_vec();
-            &mut kept
-        } else {
-            stored
-        };
+        let mut kept = Vec::new();
+        let source = self.openable(keep, stored, &mut kept);
         let rebuilt = codec::load(&self.sealing, id, loc.encoded, source, &mut payload)
             .map_err(|e| damaged(e.message()))
             .and_then(|()| self.apply(id, what, &payload, &damaged));
@@ -438,6 +425,23 @@ impl<'a> ChunkReader<'a> {
             && !self.sealing.is_encrypted()
     }
 
+    /// The stored bytes to open a seal in: `stored` itself, or with `keep`
+    /// in an encrypted repository a copy in `kept` (opening a seal
+    /// overwrites what it opens).
+    fn openable<'s>(
+        &self,
+        keep: bool,
+        stored: &'s mut [u8],
+        kept: &'s mut Vec<u8>,
+    ) -> &'s mut [u8] {
+        if keep && self.sealing.is_encrypted() {
+            kept.extend_from_slice(stored);
+            kept
+        } else {
+            stored
+        }
+    }
+
     /// Opens and decodes the chunk (from `stored`, or already in `plain`
     /// when `raw`) and checks it; see `read`. With `keep`, `stored` is left
     /// as it was.
@@ -459,26 +463,13 @@ impl<'a> ChunkReader<'a> {
         // crc32 first, in case the seal does not open.
         let in_place = !raw && !keep && self.sealing.is_encrypted() && loc.encoded == Encoded::Lz4;
         let early_crc = (self.thorough || in_place).then(|| stored_crc(&plain, stored));
-        let damaged = |why: &str, crc: u32| {
-            if crc != loc.crc {
-                Error::corrupt(format!(
-                    "{what} fails its crc32: the stored bytes are damaged"
-                ))
-            } else {
-                Error::corrupt(format!("{what} {why}"))
-            }
-        };
+        let damaged = |why: &str, crc: u32| damage(what, why, crc == loc.crc);
         if self.thorough && early_crc != Some(loc.crc) {
             return Err(damaged("fails its crc32", early_crc.unwrap_or(0)));
         }
         if !raw {
-            let mut kept;
-            let source: &mut [u8] = if keep && self.sealing.is_encrypted() {
-                kept = stored.to_vec();
-                &mut kept
-            } else {
-                stored
-            };
+            let mut kept = Vec::new();
+            let source = self.openable(keep, stored, &mut kept);
             let loaded = codec::load(
                 &self.sealing,
                 id,
@@ -547,6 +538,19 @@ impl<'a> ChunkReader<'a> {
             Some((_, file)) => Ok(file.as_ref()),
             None => Err(Error::internal("pack cache is empty")),
         }
+    }
+}
+
+/// The error for chunk `what` that failed `why`: storage damage when its
+/// stored bytes fail their crc32 (`crc_ok` false), else `why` itself (a
+/// wrong index, a tampered blob).
+fn damage(what: &str, why: &str, crc_ok: bool) -> Error {
+    if crc_ok {
+        Error::corrupt(format!("{what} {why}"))
+    } else {
+        Error::corrupt(format!(
+            "{what} fails its crc32: the stored bytes are damaged"
+        ))
     }
 }
 

@@ -10,86 +10,8 @@ mod fat;
 mod swap;
 
 use crate::disk::layout::{Content, Layout, ReadAt, Table, le};
+pub use crate::disk::ranges::Ranges;
 use crate::error::{Error, Result};
-
-/// Byte ranges `(start, end)`, sorted and merged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ranges(Vec<(u64, u64)>);
-
-impl Ranges {
-    /// From any ranges: sorted, empty ones dropped, overlaps merged.
-    pub fn new(mut ranges: Vec<(u64, u64)>) -> Ranges {
-        ranges.retain(|&(a, b)| a < b);
-        ranges.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (a, b) in ranges {
-            match out.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => out.push((a, b)),
-            }
-        }
-        Ranges(out)
-    }
-
-    pub fn as_slice(&self) -> &[(u64, u64)] {
-        &self.0
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(|&(a, b)| b - a).sum()
-    }
-
-    /// Whether `[start, end)` lies wholly inside these ranges.
-    pub fn covers(&self, start: u64, end: u64) -> bool {
-        let i = self.0.partition_point(|&(_, b)| b <= start);
-        self.0.get(i).is_some_and(|&(a, b)| a <= start && end <= b)
-    }
-
-    /// `[0, len)` without these ranges.
-    pub fn complement(&self, len: u64) -> Ranges {
-        let mut out = Vec::new();
-        let mut at = 0;
-        for &(a, b) in &self.0 {
-            if a.min(len) > at {
-                out.push((at, a.min(len)));
-            }
-            at = at.max(b);
-        }
-        if len > at {
-            out.push((at, len));
-        }
-        Ranges(out)
-    }
-
-    /// These ranges without any byte of `other`.
-    pub fn without(&self, other: &Ranges) -> Ranges {
-        let mut out = Vec::new();
-        let mut j = 0;
-        for &(a, b) in &self.0 {
-            while j < other.0.len() && other.0[j].1 <= a {
-                j += 1;
-            }
-            let mut at = a;
-            let mut k = j;
-            while k < other.0.len() && other.0[k].0 < b {
-                let (c, d) = other.0[k];
-                if c > at {
-                    out.push((at, c));
-                }
-                at = at.max(d);
-                k += 1;
-            }
-            if at < b {
-                out.push((at, b));
-            }
-        }
-        Ranges(out)
-    }
-
-    fn shifted(&self, by: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.0.iter().map(move |&(a, b)| (a + by, b + by))
-    }
-}
 
 /// Little-endian fields of structures read whole (fixed-size buffers),
 /// widened for the byte arithmetic of the free-space readers.
@@ -259,21 +181,9 @@ mod tests {
             let io = Mem(disk);
             for fstype in ["ext4", "vfat", "swap"] {
                 if let Ok(Usage::Mapped { free }) = usage(&content(fstype), &io, 0, 1 << 20) {
-                    prop_assert!(free.0.iter().all(|&(a, b)| a < b && b <= 1 << 20));
+                    prop_assert!(free.as_slice().iter().all(|&(a, b)| a < b && b <= 1 << 20));
                 }
             }
         }
-    }
-
-    #[test]
-    fn ranges_merge_cover_and_complement() {
-        let r = Ranges::new(vec![(10, 20), (0, 5), (15, 30), (40, 40)]);
-        assert_eq!(r.0, [(0, 5), (10, 30)]);
-        assert_eq!(r.total(), 25);
-        assert!(r.covers(10, 30) && r.covers(0, 5) && !r.covers(4, 11) && !r.covers(30, 31));
-        assert_eq!(r.complement(50).0, [(5, 10), (30, 50)]);
-        assert_eq!(r.complement(3).0, Vec::<(u64, u64)>::new());
-        let cut = Ranges::new(vec![(2, 3), (12, 14), (25, 35)]);
-        assert_eq!(r.without(&cut).0, [(0, 2), (3, 5), (10, 12), (14, 25)]);
     }
 }

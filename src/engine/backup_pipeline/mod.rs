@@ -34,8 +34,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::codec::{self, Blob, ChunkId, Compression, Scratch, Sealing};
 use crate::disk::Source;
-use crate::disk::free_space::Ranges;
-use crate::engine::change_source::ChangedRanges;
+use crate::disk::ranges::Ranges;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::backend::Backend;
@@ -56,7 +55,7 @@ pub struct PipelineInput<'a> {
     /// Ranges a change source says may have changed since the parent:
     /// chunks outside them keep the parent's entry unread. `None`: read
     /// every chunk.
-    pub changed: Option<&'a ChangedRanges>,
+    pub changed: Option<&'a Ranges>,
     pub header: MapHeader,
     pub compression: Compression,
     /// Whether new chunks may be stored as deltas over the parent's.
@@ -208,7 +207,7 @@ pub fn run(input: PipelineInput<'_>) -> Result<PipelineOutput> {
 /// the index, and the source's free space.
 struct Planned<'a> {
     map: Option<MapReader>,
-    changed: Option<&'a ChangedRanges>,
+    changed: Option<&'a Ranges>,
     index: &'a Index,
     unused: &'a Ranges,
 }
@@ -295,7 +294,7 @@ fn plan_loop(
 /// What a worker needs to read, name and store new chunks.
 struct Store<'a> {
     source: &'a Source,
-    changed: Option<&'a ChangedRanges>,
+    changed: Option<&'a Ranges>,
     index: &'a Index,
     /// New chunks some worker is storing in this backup.
     pending: &'a Mutex<HashSet<ChunkId>>,

@@ -39,65 +39,10 @@ use std::path::{Path, PathBuf};
 pub use ranges_file::RangesClaim;
 
 use crate::disk::Source;
+use crate::disk::ranges::Ranges;
 use crate::progress::Progress;
 use crate::repo::SnapshotId;
 use crate::repo::snapshot::{ChangeSourceRecord, ShadowStamp, Snapshot};
-
-/// Byte ranges `(start, end)` that may have changed: sorted, and merged
-/// where they overlap or touch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangedRanges(Vec<(u64, u64)>);
-
-impl ChangedRanges {
-    pub fn new(mut ranges: Vec<(u64, u64)>) -> ChangedRanges {
-        ranges.retain(|&(a, b)| a < b);
-        ranges.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (a, b) in ranges {
-            match out.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => out.push((a, b)),
-            }
-        }
-        ChangedRanges(out)
-    }
-
-    pub fn as_slice(&self) -> &[(u64, u64)] {
-        &self.0
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(|&(a, b)| b - a).sum()
-    }
-
-    /// Where the last range ends.
-    pub fn end(&self) -> Option<u64> {
-        self.0.last().map(|&(_, b)| b)
-    }
-
-    /// Whether any byte of `[start, end)` may have changed.
-    pub fn overlaps(&self, start: u64, end: u64) -> bool {
-        let i = self.0.partition_point(|&(_, b)| b <= start);
-        self.0.get(i).is_some_and(|&(a, _)| a < end)
-    }
-
-    /// The ranges within `[start, end)`, widened to whole `page`s (a
-    /// power of two) and clipped to it.
-    pub fn pages_within(&self, start: u64, end: u64, page: u64) -> Vec<(u64, u64)> {
-        let i = self.0.partition_point(|&(_, b)| b <= start);
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for &(a, b) in self.0[i..].iter().take_while(|&&(a, _)| a < end) {
-            let a = (a & !(page - 1)).max(start);
-            let b = b.saturating_add(page - 1) & !(page - 1);
-            let b = b.min(end);
-            match out.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => out.push((a, b)),
-            }
-        }
-        out
-    }
-}
 
 /// Which change source a backup is asked to use.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +62,7 @@ pub enum Request {
 /// What a backup does about change tracking.
 pub struct Plan {
     /// Ranges that may have changed; `None`: every chunk is read.
-    pub changed: Option<ChangedRanges>,
+    pub changed: Option<Ranges>,
     /// What the manifest records (with `changed`).
     pub record: Option<ChangeSourceRecord>,
     /// Why a change source that was asked for, or found, is not used.
@@ -244,30 +189,5 @@ fn ranges(input: &PlanInput<'_>, claim: &RangesClaim) -> Plan {
             detail,
         }),
         ..Plan::scan(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ChangedRanges;
-
-    #[test]
-    fn ranges_merge_and_answer_overlaps() {
-        let r = ChangedRanges::new(vec![(50, 60), (0, 10), (10, 20), (55, 70), (5, 5)]);
-        assert_eq!(r.as_slice(), &[(0, 20), (50, 70)]);
-        assert!(r.overlaps(19, 30));
-        assert!(!r.overlaps(20, 50));
-        assert!(r.overlaps(40, 51));
-        assert!(!r.overlaps(70, 100));
-        assert_eq!(r.total(), 40);
-    }
-
-    #[test]
-    fn pages_within_widen_to_pages_and_clip_to_the_chunk() {
-        let r = ChangedRanges::new(vec![(10, 20), (4000, 4100), (9000, 20000)]);
-        assert_eq!(r.pages_within(0, 8192, 4096), vec![(0, 8192)]);
-        assert_eq!(r.pages_within(8192, 16384, 4096), vec![(8192, 16384)]);
-        assert_eq!(r.pages_within(16384, 32768, 4096), vec![(16384, 20480)]);
-        assert_eq!(r.pages_within(20480, 32768, 4096), vec![]);
     }
 }

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
-use super::ChangedRanges;
+use crate::disk::ranges::Ranges;
 use crate::error::{Error, IoContext, Result};
 
 /// The ranges a file claims changed since the parent.
 #[derive(Debug, Clone)]
 pub struct RangesClaim {
-    pub ranges: ChangedRanges,
+    pub ranges: Ranges,
     /// Which shape the file had: `lines`, `thin_delta` or `era_invalidate`.
     pub format: &'static str,
     pub file: PathBuf,
@@ -53,7 +53,7 @@ impl RangesClaim {
             std::str::from_utf8(&bytes).map_err(|e| refuse(format!("not UTF-8 text ({e})")))?;
         let (ranges, format) = parse(text, block_size).map_err(refuse)?;
         Ok(RangesClaim {
-            ranges: ChangedRanges::new(ranges),
+            ranges: Ranges::new(ranges),
             format,
             file: file.to_path_buf(),
         })

@@ -26,8 +26,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ChangedRanges, Plan};
+use super::Plan;
 use crate::disk::Source;
+use crate::disk::ranges::Ranges;
 use crate::disk::shadow;
 use crate::error::Result;
 use crate::repo::SnapshotId;
@@ -187,7 +188,7 @@ fn compare_with_parent(
     input: &Input<'_>,
     shadows: &Shadows,
     new: &Path,
-) -> (Option<(ChangedRanges, PathBuf)>, Option<String>) {
+) -> (Option<(Ranges, PathBuf)>, Option<String>) {
     if input.full {
         return (None, None);
     }
@@ -258,7 +259,7 @@ fn compare_with_parent(
         }
     }
     match shadow::changed_between(old, new, size) {
-        Ok(ranges) => (Some((ChangedRanges::new(ranges), old.clone())), None),
+        Ok(ranges) => (Some((Ranges::new(ranges), old.clone())), None),
         Err(e) => (None, Some(format!("cannot compare the shadows: {e}"))),
     }
 }
