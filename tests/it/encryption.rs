@@ -230,12 +230,18 @@ fn passphrase_and_key_problems_are_named_and_nothing_is_written() {
     for planted in ["snapshots/0", "index/0", "maps/0", "locks/0"] {
         fs::write(sandbox.repo.join(planted), b"").unwrap();
     }
-    fs::create_dir(sandbox.repo.join("data/00")).unwrap();
+    // An empty pack folder whose name no pack uses yet (pack ids are
+    // random, so a fixed name could already be taken).
+    let empty_folder = (0..=255u8)
+        .map(|byte| sandbox.repo.join(format!("data/{byte:02x}")))
+        .find(|folder| !folder.exists())
+        .unwrap();
+    fs::create_dir(&empty_folder).unwrap();
     run(backup).refused(4, "sealed files");
     for planted in ["snapshots/0", "index/0", "maps/0", "locks/0"] {
         fs::remove_file(sandbox.repo.join(planted)).unwrap();
     }
-    fs::remove_dir(sandbox.repo.join("data/00")).unwrap();
+    fs::remove_dir(&empty_folder).unwrap();
     fs::rename(&aside, &keys).unwrap();
     fs::write(&config, original).unwrap();
 
