@@ -194,7 +194,7 @@ fn copy_one(
             if there.has(&entry.id) {
                 return Ok(None);
             }
-            let base = between.source_index.base_of(&entry.id).copied();
+            let base = between.source_index.base_of(&entry.id);
             let deltas_there = between.to.config().has(DELTAS);
             if base.is_some_and(|base| !deltas_there || !there.has_whole(&base)) {
                 // A delta goes as it is only into a repository that has

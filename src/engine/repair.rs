@@ -73,7 +73,7 @@ pub fn repair(
         }
         Err(e) => return Err(e),
     };
-    let (index, _) = repo.load_index()?;
+    let (index, _) = repo.load_index_checked()?;
     // Damaged or lost chunks, and every chunk of a pack whose table is
     // unreadable (its data may be fine, but nothing can rebuild its index
     // entries): only those some snapshot uses, when that is known.
@@ -133,7 +133,7 @@ pub fn repair(
 /// One new index: every chunk where the index had it, except the repaired
 /// ones, which are where `written` put them. Then the old index files go.
 fn reindex(repo: &Repository, written: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
-    let (index, _) = repo.load_index()?;
+    let (index, _) = repo.load_index_checked()?;
     let repaired: HashSet<ChunkId> = written
         .iter()
         .flat_map(|(_, e)| e.iter().map(|e| e.id))
@@ -152,7 +152,7 @@ fn kept_groups(
 ) -> Vec<(PackId, Vec<PackEntry>)> {
     let mut groups: Vec<Vec<PackEntry>> = vec![Vec::new(); index.packs().len()];
     for (id, loc) in index.iter().filter(|(id, _)| !except.contains(id)) {
-        groups[loc.pack as usize].push(index.entry(id).unwrap_or_else(|| loc.entry(*id)));
+        groups[loc.pack as usize].push(index.entry(&id).unwrap_or_else(|| loc.entry(id)));
     }
     index
         .packs()
@@ -174,7 +174,7 @@ fn chunks_in_unreadable_packs(repo: &Repository, index: &Index) -> Result<Vec<Ch
     Ok(index
         .iter()
         .filter(|(_, loc)| bad_packs.contains(index.pack_id(loc.pack)))
-        .map(|(id, _)| *id)
+        .map(|(id, _)| id)
         .collect())
 }
 

@@ -57,7 +57,7 @@ pub fn verify_locked(
     let mut bad_chunks: HashMap<ChunkId, usize> = HashMap::new();
 
     let (snaps, all_ids) = check_snapshots(repo, &options.snapshots, &mut report)?;
-    let (index, damaged_index) = repo.load_index()?;
+    let (index, damaged_index) = repo.load_index_checked()?;
     for (name, e) in damaged_index {
         report
             .damage
@@ -249,7 +249,7 @@ fn check_bases(
     let (mut bases, mut broken) = (Vec::new(), Vec::new());
     for id in used.iter() {
         match index.base_of(id) {
-            Some(base) if index.has_whole(base) => bases.push(*base),
+            Some(base) if index.has_whole(&base) => bases.push(base),
             Some(_) => broken.push(*id),
             None => {}
         }
@@ -285,7 +285,7 @@ fn spread_to_deltas(
     let mut spread: Vec<(ChunkId, usize)> = used
         .iter()
         .filter(|id| !bad_chunks.contains_key(*id))
-        .filter_map(|id| Some((*id, *bad_chunks.get(index.base_of(id)?)?)))
+        .filter_map(|id| Some((*id, *bad_chunks.get(&index.base_of(id)?)?)))
         .collect();
     spread.sort();
     for (id, at) in spread {
@@ -386,7 +386,7 @@ fn check_packs(
     report.packs = on_disk.len();
     let mut in_tables_only = HashSet::new();
 
-    let mut by_pack: HashMap<u32, Vec<(&ChunkId, &crate::repo::index::Location)>> = HashMap::new();
+    let mut by_pack: HashMap<u32, Vec<(ChunkId, crate::repo::index::Location)>> = HashMap::new();
     for (id, loc) in index.iter() {
         by_pack.entry(loc.pack).or_default().push((id, loc));
     }
@@ -528,7 +528,7 @@ fn packs_on_disk(repo: &Repository, report: &mut VerifyReport) -> Result<HashMap
 fn compare_table(
     repo: &Repository,
     (name, entries): (&str, &[pack::PackEntry]),
-    chunks: &[(&ChunkId, &Location)],
+    chunks: &[(ChunkId, Location)],
     report: &mut VerifyReport,
     bad_chunks: &mut HashMap<ChunkId, usize>,
 ) {
@@ -563,14 +563,14 @@ fn compare_table(
     }
     let (mut unlisted, mut disagree, mut bad_index) = (Vec::new(), Vec::new(), Vec::new());
     for &(id, loc) in chunks {
-        let indexed = loc.entry(*id);
+        let indexed = loc.entry(id);
         if indexed.check_lengths(chunk_size, repo.sealing()).is_err() {
             bad_index.push((id, loc));
         }
-        match table.get(id) {
+        match table.get(&id) {
             Some(e) if **e != indexed => disagree.push((id, loc)),
             Some(_) => {}
-            None if impossible.iter().any(|(bad, _)| bad == id) => {}
+            None if impossible.iter().any(|(bad, _)| *bad == id) => {}
             None => unlisted.push((id, loc)),
         }
     }
@@ -592,7 +592,7 @@ fn compare_table(
     ] {
         let list: Vec<_> = list
             .into_iter()
-            .filter(|(id, _)| !bad_chunks.contains_key(*id))
+            .filter(|(id, _)| !bad_chunks.contains_key(id))
             .collect();
         if !list.is_empty() {
             record(report, bad_chunks, file.clone(), &what, &list);
@@ -622,10 +622,10 @@ fn record(
     bad_chunks: &mut HashMap<ChunkId, usize>,
     file: String,
     what: &str,
-    chunks: &[(&ChunkId, &crate::repo::index::Location)],
+    chunks: &[(ChunkId, crate::repo::index::Location)],
 ) {
     let at = report.damage.len();
-    let mut ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| **id).collect();
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|(id, _)| *id).collect();
     ids.sort();
     for id in &ids {
         bad_chunks.insert(*id, at);
@@ -651,7 +651,6 @@ fn read_data(
         .iter()
         .filter(|(id, _)| options.snapshots.is_empty() || referenced.contains(id))
         .filter(|(id, _)| !bad_chunks.contains_key(id))
-        .map(|(id, loc)| (*id, *loc))
         .collect();
     work.sort_by_key(|(_, loc)| (loc.pack, loc.offset));
     let total: u64 = work.iter().map(|(_, l)| u64::from(l.stored_len)).sum();

@@ -15,7 +15,7 @@ fn locate<'i>(
     index: &'i Index,
     id: &ChunkId,
     missing: impl FnOnce() -> Error,
-) -> Result<(&'i PackId, &'i Location)> {
+) -> Result<(&'i PackId, Location)> {
     let loc = index.get(id).ok_or_else(missing)?;
     Ok((index.pack_id(loc.pack), loc))
 }
@@ -187,7 +187,7 @@ impl<'a> ChunkReader<'a> {
         missing: impl FnOnce() -> Error,
     ) -> Result<PlainChunk> {
         let (pack, loc) = locate(self.index, id, missing)?;
-        self.read(id, pack, loc)
+        self.read(id, pack, &loc)
     }
 
     /// Like `read_indexed`, but as `read_stored`; also hands back where the
@@ -198,7 +198,7 @@ impl<'a> ChunkReader<'a> {
         missing: impl FnOnce() -> Error,
     ) -> Result<(Vec<u8>, Location)> {
         let (pack, loc) = locate(self.index, id, missing)?;
-        Ok((self.read_stored(id, pack, loc)?, *loc))
+        Ok((self.read_stored(id, pack, &loc)?, loc))
     }
 
     /// Reads chunks `chunks` of `pack`, in the order of their offsets, with
@@ -388,7 +388,7 @@ impl<'a> ChunkReader<'a> {
         // Prune, copy and verify go by the base the index names: a delta
         // that names another one is damage, not a second opinion.
         if let Some(indexed) = index.base_of(id)
-            && *indexed != base_id
+            && indexed != base_id
         {
             return Err(Error::corrupt(format!(
                 "{what} is a delta over chunk {base_id}, but the index names chunk {indexed} \
@@ -407,7 +407,7 @@ impl<'a> ChunkReader<'a> {
             )));
         }
         let base = self
-            .read(&base_id, base_pack, base_loc)
+            .read(&base_id, base_pack, &base_loc)
             .map_err(|e| e.context(format!("{what} is a delta over a damaged chunk")))?;
         let mut plain = self.pool.get()?;
         codec::delta::apply(payload, &base, plain.reuse_as(base.len()))

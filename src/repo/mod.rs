@@ -366,42 +366,31 @@ impl Repository {
         Ok(out)
     }
 
-    /// Loads every index file. Damaged index files are returned separately;
-    /// the chunks they described then look missing, which verify reports.
-    /// Where a chunk is stored twice, a copy in a pack that exists wins over
-    /// one in a pack that is gone (the packs are listed only then).
+    /// Opens the index through the local cache (see `index::cache`).
+    /// Damaged index files are returned separately; the chunks they
+    /// described then look missing, which verify reports. Where a chunk is
+    /// stored twice, a copy in a pack that exists wins over one in a pack
+    /// that is gone (the packs are listed only then).
     pub fn load_index(&self) -> Result<(Index, Vec<(String, Error)>)> {
-        let mut groups = Vec::new();
-        let mut damaged = Vec::new();
-        let names = self.index_files()?;
-        let read = backend::each_at_once(self.backend(), &names, |name| {
-            let what = self.backend.describe(name);
-            self.read_sealed(name)
-                .and_then(|bytes| index::read_index(&bytes, &what))
-        });
-        for (name, found) in names.into_iter().zip(read) {
-            match found {
-                Ok(found) => groups.extend(found),
-                Err(e) if e.is_transient() => return Err(e),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => damaged.push((name, e)),
-            }
+        self.open_index(false)
+    }
+
+    /// `load_index`, reading every index file again instead of trusting
+    /// the cache (which is then rebuilt from them): for the commands that
+    /// check the repository or decide what to delete (verify, prune,
+    /// repair), so damage to an index file is never hidden by a cache
+    /// built before it.
+    pub fn load_index_checked(&self) -> Result<(Index, Vec<(String, Error)>)> {
+        self.open_index(true)
+    }
+
+    fn open_index(&self, fresh: bool) -> Result<(Index, Vec<(String, Error)>)> {
+        let opened = index::cache::open(self, fresh)?;
+        let mut index = Index::from_tables(opened.tables);
+        if index.may_have_doubles() {
+            index.prefer_packs(&self.packs_on_disk()?);
         }
-        let mut index = Index::default();
-        let mut doubles = 0;
-        for (pack, entries) in &groups {
-            doubles += index.add_pack(*pack, entries);
-        }
-        if doubles > 0 {
-            // Only then is the listing of every pack worth its requests.
-            let present = self.packs_on_disk()?;
-            groups.sort_by_key(|(pack, _)| !present.contains(pack));
-            index = Index::default();
-            for (pack, entries) in &groups {
-                index.add_pack(*pack, entries);
-            }
-        }
-        Ok((index, damaged))
+        Ok((index, opened.damaged))
     }
 
     /// Names of the committed index files.

@@ -33,8 +33,16 @@ pub fn platter() -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // The index caches of test repositories stay with the build, not in
+    // the home folder.
+    cmd.env("PLATTER_CACHE_DIR", test_cache_dir());
     cmd.stdin(Stdio::null());
     cmd
+}
+
+/// Where the binary under test keeps index caches (`PLATTER_CACHE_DIR`).
+pub fn test_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("index-cache")
 }
 
 /// What one run of the binary did.

@@ -398,7 +398,7 @@ fn an_outage_is_never_reported_as_damage() {
 fn stored_at(repo: &Repository, bytes: &[u8]) -> (String, platter::repo::index::Location) {
     let (index, _) = repo.load_index().expect("the index");
     let id = platter::codec::ChunkId::of(bytes);
-    let loc = *index.get(&id).expect("the chunk is indexed");
+    let loc = index.get(&id).expect("the chunk is indexed");
     (
         platter::repo::names::pack_name(index.pack_id(loc.pack)),
         loc,

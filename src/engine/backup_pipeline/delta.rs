@@ -25,7 +25,7 @@ pub(super) fn over(
         return None;
     }
     let index = store.index;
-    let base_id = *index.base_of(parent).unwrap_or(parent);
+    let base_id = index.base_of(parent).unwrap_or(*parent);
     let fits = (index.get(&base_id))
         .is_some_and(|loc| !loc.encoded.is_delta() && loc.plain_len as usize == slot.plain.len());
     if !fits {

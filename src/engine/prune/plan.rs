@@ -107,16 +107,13 @@ impl PrunePlan {
         } = in_use(repo).map_err(|e| {
             e.hint("nothing was removed; run `platter verify`, and repair (`platter repair --from COPY`) or forget that snapshot")
         })?;
-        let (index, damaged) = repo.load_index()?;
+        let (index, damaged) = repo.load_index_checked()?;
         if let Some((name, e)) = damaged.first() {
             return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
                 .hint("nothing was removed; run `platter rebuild-index` first"));
         }
         // A used delta needs its base, kept whole.
-        let bases: HashSet<ChunkId> = used
-            .iter()
-            .filter_map(|id| index.base_of(id).copied())
-            .collect();
+        let bases: HashSet<ChunkId> = used.iter().filter_map(|id| index.base_of(id)).collect();
         let mut used = used;
         used.extend(bases.iter().copied());
         let (packs, unreadable, damaged_packs) = read_packs(repo)?;
@@ -287,14 +284,14 @@ fn stored_copies(
             packs[p]
                 .entries
                 .iter()
-                .any(|e| e.id == *id && e.offset == loc.offset)
+                .any(|e| e.id == id && e.offset == loc.offset)
         });
-        let chains = loc.encoded.is_delta() && bases.contains(id);
+        let chains = loc.encoded.is_delta() && bases.contains(&id);
         if (known || unreadable.contains(&pack)) && !chains {
-            copies.entry(*id).or_default().push(StoredCopy {
+            copies.entry(id).or_default().push(StoredCopy {
                 pack,
                 at: at.get(&pack).copied(),
-                entry: index.entry(id).unwrap_or_else(|| loc.entry(*id)),
+                entry: index.entry(&id).unwrap_or_else(|| loc.entry(id)),
             });
         }
     }

@@ -89,7 +89,7 @@ fn stretch_jobs(entries: Places, index: &Index, limit: u64) -> Result<Vec<Job>> 
         match index.get(&entry.id) {
             Some(loc) => {
                 seen.insert(entry.id, chunks.len());
-                chunks.push((entry.id, *loc, vec![(pos, entry)]));
+                chunks.push((entry.id, loc, vec![(pos, entry)]));
             }
             None => unindexed.push((entry.id, vec![(pos, entry)])),
         }

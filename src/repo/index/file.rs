@@ -1,9 +1,9 @@
-//! The index: which pack holds each chunk, and where.
+//! Index files: which pack holds each chunk, and where.
 //!
 //! Each backup writes one index file for the packs it wrote, after those
-//! packs are durable. The in-memory `Index` is the union of all index files.
-//! Everything here can be rebuilt from the packs' own tables. In an
-//! encrypted repository the whole file below is sealed (see `sealed`).
+//! packs are durable. Everything here can be rebuilt from the packs' own
+//! tables. In an encrypted repository the whole file below is sealed (see
+//! `sealed`).
 //!
 //! ```text
 //! offset  size   field
@@ -25,8 +25,6 @@
 //! when it holds one (repositories with the `deltas` feature), so an index
 //! without deltas stays readable by a platter that predates them.
 
-use std::collections::HashMap;
-
 use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::backend::Backend;
@@ -41,175 +39,6 @@ const VERSION: u32 = 1;
 const DELTA_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 const ENTRY_LEN: usize = 64;
-
-/// Where a chunk is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub pack: u32,
-    pub encoded: Encoded,
-    pub offset: u64,
-    pub stored_len: u32,
-    pub plain_len: u32,
-    pub crc: u32,
-}
-
-impl Location {
-    /// Where pack table entry `e` places its chunk, in pack number `pack`.
-    pub fn of(e: &PackEntry, pack: u32) -> Location {
-        Location {
-            pack,
-            encoded: e.encoded,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            plain_len: e.plain_len,
-            crc: e.crc,
-        }
-    }
-
-    /// The pack table entry this location repeats.
-    pub fn entry(&self, id: ChunkId) -> PackEntry {
-        PackEntry {
-            id,
-            encoded: self.encoded,
-            offset: self.offset,
-            stored_len: self.stored_len,
-            plain_len: self.plain_len,
-            crc: self.crc,
-            base: None,
-        }
-    }
-}
-
-/// All known chunks. Packs are numbered in `packs` so a location is small.
-#[derive(Default)]
-pub struct Index {
-    packs: Vec<PackId>,
-    pack_numbers: HashMap<PackId, u32>,
-    chunks: HashMap<ChunkId, Location>,
-    /// The base of every delta in `chunks`.
-    bases: HashMap<ChunkId, ChunkId>,
-}
-
-impl Index {
-    pub fn get(&self, id: &ChunkId) -> Option<&Location> {
-        self.chunks.get(id)
-    }
-
-    /// The base chunk of delta `id` (`None` for a whole chunk).
-    pub fn base_of(&self, id: &ChunkId) -> Option<&ChunkId> {
-        self.bases.get(id)
-    }
-
-    /// How many chunks are stored as deltas.
-    pub fn delta_count(&self) -> usize {
-        self.bases.len()
-    }
-
-    /// Whether chunk `id` is stored whole (not as a delta): only such a
-    /// chunk may be a delta's base, so deltas never chain.
-    pub fn has_whole(&self, id: &ChunkId) -> bool {
-        self.chunks
-            .get(id)
-            .is_some_and(|loc| !loc.encoded.is_delta())
-    }
-
-    /// The index entry of chunk `id` as an index file holds it (with its
-    /// base, for a delta).
-    pub fn entry(&self, id: &ChunkId) -> Option<PackEntry> {
-        let loc = self.chunks.get(id)?;
-        Some(PackEntry {
-            base: self.bases.get(id).copied(),
-            ..loc.entry(*id)
-        })
-    }
-
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.chunks.contains_key(id)
-    }
-
-    pub fn pack_id(&self, number: u32) -> &PackId {
-        &self.packs[number as usize]
-    }
-
-    pub fn packs(&self) -> &[PackId] {
-        &self.packs
-    }
-
-    pub fn len(&self) -> usize {
-        self.chunks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
-        self.chunks.iter()
-    }
-
-    /// Forgets the chunks of packs not in `present`, and the deltas whose
-    /// base that leaves without a whole copy (they cannot be rebuilt: a
-    /// backup must store such a chunk again, not dedup against it);
-    /// returns how many.
-    pub fn keep_packs(&mut self, present: &std::collections::HashSet<PackId>) -> usize {
-        let before = self.chunks.len();
-        let packs = &self.packs;
-        self.chunks
-            .retain(|_, loc| present.contains(&packs[loc.pack as usize]));
-        let chunks = &self.chunks;
-        let whole = |id: &ChunkId| chunks.get(id).is_some_and(|loc| !loc.encoded.is_delta());
-        let orphans: Vec<ChunkId> = (self.bases.iter())
-            .filter(|(id, base)| chunks.contains_key(*id) && !whole(base))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &orphans {
-            self.chunks.remove(id);
-        }
-        let chunks = &self.chunks;
-        self.bases.retain(|id, _| chunks.contains_key(id));
-        before - self.chunks.len()
-    }
-
-    /// Adds the chunks of `pack`; returns how many of them the index
-    /// already placed in another pack (the copy already there stays).
-    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) -> usize {
-        let number = *self.pack_numbers.entry(pack).or_insert_with(|| {
-            self.packs.push(pack);
-            (self.packs.len() - 1) as u32
-        });
-        let mut doubles = 0;
-        for e in entries {
-            let loc = Location::of(e, number);
-            // A delta whose base is unknown cannot be read: as if absent.
-            let base = match (e.encoded.is_delta(), e.base) {
-                (false, _) => None,
-                (true, Some(base)) => Some(base),
-                (true, None) => continue,
-            };
-            // The first copy wins (the repository adds packs that exist
-            // first), except that a whole copy replaces a delta: a chunk
-            // some delta names as its base must be found whole. Duplicates
-            // come from concurrent backups storing the same chunk, or from
-            // a chunk stored again after a pack was lost.
-            match self.chunks.get_mut(&e.id) {
-                None => {
-                    self.chunks.insert(e.id, loc);
-                    if let Some(base) = base {
-                        self.bases.insert(e.id, base);
-                    }
-                }
-                Some(known) => {
-                    doubles += 1;
-                    if known.encoded.is_delta() && base.is_none() {
-                        *known = loc;
-                        self.bases.remove(&e.id);
-                    }
-                }
-            }
-        }
-        doubles
-    }
-}
 
 /// Writes one index file covering `packs`; returns its id.
 pub fn write_index(
@@ -356,6 +185,7 @@ pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry
 mod tests {
     use super::*;
     use crate::repo::backend::LocalBackend;
+    use crate::repo::index::Index;
 
     fn entry(name: &[u8], offset: u64) -> PackEntry {
         PackEntry {
@@ -444,32 +274,5 @@ mod tests {
             .read_whole(&crate::repo::names::index_name(&id))
             .unwrap();
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
-    }
-
-    #[test]
-    fn a_whole_copy_wins_over_a_delta_and_orphan_deltas_are_dropped() {
-        let (p1, p2) = (PackId::from_bytes([1; 32]), PackId::from_bytes([2; 32]));
-        let mut index = Index::default();
-        // Chunk b first seen as a delta over a, then whole elsewhere.
-        index.add_pack(p1, &[entry(b"a", 16), delta(b"b", b"a", 26)]);
-        assert_eq!(index.base_of(&ChunkId::of(b"b")), Some(&ChunkId::of(b"a")));
-        assert!(!index.has_whole(&ChunkId::of(b"b")));
-        assert_eq!(
-            index.add_pack(p2, &[entry(b"b", 16), delta(b"a", b"b", 26)]),
-            2
-        );
-        assert!(index.has_whole(&ChunkId::of(b"b")));
-        assert_eq!(index.base_of(&ChunkId::of(b"b")), None);
-        // ... and a delta copy never replaces a whole one: no cycle.
-        assert!(index.has_whole(&ChunkId::of(b"a")));
-        assert_eq!(index.entry(&ChunkId::of(b"a")).unwrap().base, None);
-        // A delta whose base's pack is gone is gone too.
-        let mut index = Index::default();
-        index.add_pack(p1, &[entry(b"a", 16)]);
-        index.add_pack(p2, &[delta(b"c", b"a", 16), entry(b"d", 26)]);
-        let present: std::collections::HashSet<PackId> = [p2].into();
-        assert_eq!(index.keep_packs(&present), 2);
-        assert!(!index.contains(&ChunkId::of(b"c")));
-        assert!(index.contains(&ChunkId::of(b"d")));
     }
 }

@@ -1,0 +1,486 @@
+//! A sorted table of index entries: the form of the index that is
+//! searched without being loaded. Tables live only in the local cache
+//! folder (see `cache`), are written whole by platter, and are never
+//! changed in place: a new table gets a new name and an old one is only
+//! ever unlinked, so a mapping of one stays valid (a repository file could
+//! be cut short by another host, which would fault a mapping of it).
+//!
+//! ```text
+//! entries  64*n   sorted by chunk id, the copies of one chunk adjacent:
+//!                 id [32] | pack u32 (into the packs below) | encoding u32 |
+//!                 offset u64 | stored length u32 | plain length u32 |
+//!                 crc32 u32 | base u32 (into the bases below, or u32::MAX)
+//! bases    32*d   the base chunk id of each delta entry
+//! packs    40*p   pack id [32] | entries in this table u64
+//! fan-out  8*257  fan[b]: the entries whose id's first byte is below b
+//! footer   48     magic "PLTRTBL\0" | version u32 | flags u32 | n u64 |
+//!                 d u64 | p u64 | crc32 of bases, packs, fan-out and the
+//!                 footer's fields before it u32 | "TEND"
+//! ```
+//!
+//! The entries are not checksummed (that would mean reading them all at
+//! every open); the table is written and fsynced before the cache names
+//! it, and a chunk read through a wrong entry fails its hash check.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{ChunkId, Encoded, crc32};
+use crate::error::{Error, Result};
+use crate::repo::PackId;
+use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::pack::PackEntry;
+
+const MAGIC: &[u8; 8] = b"PLTRTBL\0";
+const END_MAGIC: &[u8; 4] = b"TEND";
+const VERSION: u32 = 1;
+const ENTRY_LEN: u64 = 64;
+const PACK_LEN: u64 = 40;
+const FAN_LEN: u64 = 8 * 257;
+const FOOTER_LEN: u64 = 48;
+const NO_BASE: u32 = u32::MAX;
+/// Flag: some chunk has more than one entry.
+const DOUBLES: u32 = 1;
+/// Entries walked before the pages behind them are let go (`iter`).
+const RELEASE_EVERY: u64 = 1 << 16;
+
+fn io_err<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(what, path, e)
+}
+
+/// Writes a table from entries handed in chunk id order.
+pub struct TableWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    bases_path: PathBuf,
+    bases: BufWriter<File>,
+    packs: Vec<(PackId, u64)>,
+    numbers: HashMap<PackId, u32>,
+    fan: [u64; 257],
+    entries: u64,
+    deltas: u64,
+    last: Option<ChunkId>,
+    doubles: bool,
+}
+
+impl TableWriter {
+    /// Starts table `path` (a new file; `path` with ".bases" appended is
+    /// a scratch file for the bases until `finish`).
+    pub fn create(path: &Path) -> Result<TableWriter> {
+        let new = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .map_err(io_err("cannot create", p))
+        };
+        let mut bases_path = path.as_os_str().to_owned();
+        bases_path.push(".bases");
+        let bases_path = PathBuf::from(bases_path);
+        let out = BufWriter::with_capacity(1 << 20, new(path)?);
+        let bases = match new(&bases_path) {
+            Ok(f) => BufWriter::new(f),
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        Ok(TableWriter {
+            path: path.to_owned(),
+            out,
+            bases_path,
+            bases,
+            packs: Vec::new(),
+            numbers: HashMap::new(),
+            fan: [0; 257],
+            entries: 0,
+            deltas: 0,
+            last: None,
+            doubles: false,
+        })
+    }
+
+    /// Adds entry `e` of pack `pack`; ids must come in ascending order
+    /// (equal ids, the copies of one chunk, one after the other).
+    pub fn push(&mut self, pack: &PackId, e: &PackEntry) -> Result<()> {
+        if let Some(last) = self.last {
+            if e.id < last {
+                return Err(Error::internal("index table entries out of order"));
+            }
+            self.doubles |= e.id == last;
+        }
+        self.last = Some(e.id);
+        let number = match self.numbers.get(pack) {
+            Some(n) => *n,
+            None => {
+                let n = self.packs.len() as u32;
+                self.packs.push((*pack, 0));
+                self.numbers.insert(*pack, n);
+                n
+            }
+        };
+        self.packs[number as usize].1 += 1;
+        let base = match e.base.filter(|_| e.encoded.is_delta()) {
+            Some(base) => {
+                self.bases
+                    .write_all(&base.0)
+                    .map_err(io_err("cannot write", &self.bases_path))?;
+                self.deltas += 1;
+                (self.deltas - 1) as u32
+            }
+            None => NO_BASE,
+        };
+        let mut rec = Vec::with_capacity(ENTRY_LEN as usize);
+        rec.put(&e.id.0);
+        rec.put_u32(number);
+        rec.put_u32(e.encoded as u32);
+        rec.put_u64(e.offset);
+        rec.put_u32(e.stored_len);
+        rec.put_u32(e.plain_len);
+        rec.put_u32(e.crc);
+        rec.put_u32(base);
+        self.out
+            .write_all(&rec)
+            .map_err(io_err("cannot write", &self.path))?;
+        self.fan[usize::from(e.id.0[0]) + 1] += 1;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Completes the table and makes it durable; returns its path.
+    pub fn finish(self) -> Result<PathBuf> {
+        let TableWriter {
+            path,
+            mut out,
+            bases_path,
+            bases,
+            packs,
+            mut fan,
+            entries,
+            deltas,
+            doubles,
+            ..
+        } = self;
+        let result = (|| {
+            drop(
+                bases
+                    .into_inner()
+                    .map_err(|e| Error::io("cannot write", &bases_path, e.into_error()))?,
+            );
+            // Read back through a new descriptor (no seek: tests that hold
+            // a command at its n-th lseek count on none here).
+            let mut tail =
+                std::fs::read(&bases_path).map_err(io_err("cannot read", &bases_path))?;
+            for (id, count) in &packs {
+                tail.put(id.as_bytes());
+                tail.put_u64(*count);
+            }
+            for b in 1..257 {
+                fan[b] += fan[b - 1];
+            }
+            for n in fan {
+                tail.put_u64(n);
+            }
+            tail.put(MAGIC);
+            tail.put_u32(VERSION);
+            tail.put_u32(if doubles { DOUBLES } else { 0 });
+            tail.put_u64(entries);
+            tail.put_u64(deltas);
+            tail.put_u64(packs.len() as u64);
+            let crc = crc32(&tail);
+            tail.put_u32(crc);
+            tail.put(END_MAGIC);
+            out.write_all(&tail)
+                .map_err(io_err("cannot write", &path))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| Error::io("cannot write", &path, e.into_error()))?;
+            file.sync_all().map_err(io_err("cannot write", &path))
+        })();
+        let _ = std::fs::remove_file(&bases_path);
+        match result {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the unfinished table and its scratch file.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.bases_path);
+    }
+}
+
+/// One table, mapped.
+pub struct Table {
+    map: memmap2::Mmap,
+    entries: u64,
+    deltas: u64,
+    packs: Vec<(PackId, u64)>,
+    fan: Vec<u64>,
+    doubles: bool,
+}
+
+impl Table {
+    /// Opens table `path`, checking its shape and footer.
+    pub fn open(path: &Path) -> Result<Table> {
+        let file = File::open(path).map_err(io_err("cannot open", path))?;
+        let len = file
+            .metadata()
+            .map_err(io_err("cannot look at", path))?
+            .len();
+        let damaged = |why: &str| {
+            Error::corrupt(format!(
+                "index cache table {} is damaged: {why}",
+                path.display()
+            ))
+        };
+        if len < FOOTER_LEN + FAN_LEN {
+            return Err(damaged("too short"));
+        }
+        // SAFETY: the table is a file of the private cache folder that
+        // platter wrote whole, fsynced and never changes or truncates
+        // afterwards (a newer table gets a new name; an old one is only
+        // unlinked, which keeps this mapping's pages), so the mapped bytes
+        // stay valid and unchanged for the mapping's lifetime.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err("cannot map", path))?;
+        let footer = &map[(len - FOOTER_LEN) as usize..];
+        let mut r = FieldReader::new(footer);
+        if &r.bytes::<8>() != MAGIC {
+            return Err(damaged("bad magic"));
+        }
+        if r.u32() != VERSION {
+            return Err(damaged("another version"));
+        }
+        let flags = r.u32();
+        let (entries, deltas, pack_count) = (r.u64(), r.u64(), r.u64());
+        let crc = r.u32();
+        if &r.bytes::<4>() != END_MAGIC {
+            return Err(damaged("bad end magic"));
+        }
+        let expected = entries
+            .checked_mul(ENTRY_LEN)
+            .and_then(|n| n.checked_add(deltas.checked_mul(32)?))
+            .and_then(|n| n.checked_add(pack_count.checked_mul(PACK_LEN)?))
+            .and_then(|n| n.checked_add(FAN_LEN + FOOTER_LEN));
+        if expected != Some(len) {
+            return Err(damaged("its length does not match its footer"));
+        }
+        let tail_start = (entries * ENTRY_LEN) as usize;
+        if crc32(&map[tail_start..(len - 8) as usize]) != crc {
+            return Err(damaged("checksum mismatch"));
+        }
+        let packs_start = tail_start + (deltas * 32) as usize;
+        let mut r = FieldReader::new(&map[packs_start..]);
+        let packs = (0..pack_count)
+            .map(|_| (PackId::from_bytes(r.bytes()), r.u64()))
+            .collect();
+        let fan: Vec<u64> = (0..257).map(|_| r.u64()).collect();
+        if fan[0] != 0 || fan[256] != entries || fan.windows(2).any(|w| w[0] > w[1]) {
+            return Err(damaged("its fan-out does not add up"));
+        }
+        if let Err(e) = map.advise(memmap2::Advice::Random) {
+            log_advice(path, &e);
+        }
+        Ok(Table {
+            map,
+            entries,
+            deltas,
+            packs,
+            fan,
+            doubles: flags & DOUBLES != 0,
+        })
+    }
+
+    /// How many entries the table holds (copies included).
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    pub fn deltas(&self) -> u64 {
+        self.deltas
+    }
+
+    /// The packs this table names, with how many of its entries each holds.
+    pub fn packs(&self) -> &[(PackId, u64)] {
+        &self.packs
+    }
+
+    /// Whether some chunk has more than one entry here.
+    pub fn has_doubles(&self) -> bool {
+        self.doubles
+    }
+
+    fn id_at(&self, i: u64) -> &[u8] {
+        let at = (i * ENTRY_LEN) as usize;
+        &self.map[at..at + 32]
+    }
+
+    /// The entries of chunk `id` (an empty range if none).
+    pub fn find(&self, id: &ChunkId) -> Range<u64> {
+        let b = usize::from(id.0[0]);
+        let (mut lo, mut hi) = (self.fan[b], self.fan[b + 1]);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.id_at(mid) < &id.0[..] {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut end = lo;
+        while end < self.fan[b + 1] && self.id_at(end) == &id.0[..] {
+            end += 1;
+        }
+        lo..end
+    }
+
+    /// Entry `i`: its pack number (into `packs`) and the entry (with its
+    /// base). `None` for an entry whose encoding, pack or base is unknown.
+    pub fn entry(&self, i: u64) -> Option<(u32, PackEntry)> {
+        let at = (i * ENTRY_LEN) as usize;
+        let mut r = FieldReader::new(&self.map[at..at + ENTRY_LEN as usize]);
+        let id = ChunkId(r.bytes());
+        let pack = r.u32();
+        let encoded = Encoded::from_flags(r.u32())?;
+        let (offset, stored_len, plain_len, crc) = (r.u64(), r.u32(), r.u32(), r.u32());
+        let slot = r.u32();
+        if pack as usize >= self.packs.len() {
+            return None;
+        }
+        let base = match (encoded.is_delta(), slot) {
+            (false, _) => None,
+            (true, NO_BASE) => return None,
+            (true, slot) if u64::from(slot) >= self.deltas => return None,
+            (true, slot) => {
+                let at = (self.entries * ENTRY_LEN + u64::from(slot) * 32) as usize;
+                Some(ChunkId(FieldReader::new(&self.map[at..at + 32]).bytes()))
+            }
+        };
+        Some((
+            pack,
+            PackEntry {
+                id,
+                encoded,
+                offset,
+                stored_len,
+                plain_len,
+                crc,
+                base,
+            },
+        ))
+    }
+
+    /// Every entry in id order. The pages walked are let go behind the
+    /// walk, so a walk over a large table does not hold it in memory.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, PackEntry)> + '_ {
+        (0..self.entries).filter_map(move |i| {
+            if i > 0 && i % RELEASE_EVERY == 0 {
+                self.release(i - RELEASE_EVERY..i);
+            }
+            self.entry(i)
+        })
+    }
+
+    /// Lets the pages of entries `range` go from this process's memory
+    /// (they stay in the page cache).
+    fn release(&self, range: Range<u64>) {
+        let page = 4096u64;
+        let start = (range.start * ENTRY_LEN).div_ceil(page) * page;
+        let end = (range.end * ENTRY_LEN) / page * page;
+        if end > start {
+            // SAFETY: the mapping is read-only and of a file that does not
+            // change (see `open`): pages dropped here are read again from
+            // the file if touched later, so no data is lost or changed.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start as usize,
+                    (end - start) as usize,
+                )
+            };
+        }
+    }
+}
+
+/// A failed madvise costs speed only.
+fn log_advice(path: &Path, e: &std::io::Error) {
+    if std::env::var_os("PLATTER_DEBUG").is_some() {
+        eprintln!("madvise on {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: [u8; 32], encoded: Encoded, base: Option<ChunkId>) -> PackEntry {
+        PackEntry {
+            id: ChunkId(id),
+            encoded,
+            offset: u64::from(id[1]),
+            stored_len: 3,
+            plain_len: 4,
+            crc: 5,
+            base,
+        }
+    }
+
+    #[test]
+    fn tables_find_every_entry_and_refuse_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut w = TableWriter::create(&path).unwrap();
+        let (p1, p2) = (PackId::from_bytes([1; 32]), PackId::from_bytes([2; 32]));
+        let mut ids: Vec<[u8; 32]> = (0..600u32)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .collect();
+        ids.sort();
+        for (i, id) in ids.iter().enumerate() {
+            let e = if i % 7 == 0 {
+                entry(*id, Encoded::DeltaLz4, Some(ChunkId(ids[0])))
+            } else {
+                entry(*id, Encoded::Lz4, None)
+            };
+            w.push(if i % 2 == 0 { &p1 } else { &p2 }, &e).unwrap();
+        }
+        // A second copy of the last chunk.
+        w.push(&p1, &entry(ids[599], Encoded::Raw, None)).unwrap();
+        assert!(w.push(&p1, &entry(ids[0], Encoded::Raw, None)).is_err());
+        w.finish().unwrap();
+        let t = Table::open(&path).unwrap();
+        assert_eq!(t.entries(), 601);
+        assert!(t.has_doubles());
+        assert_eq!(t.packs(), &[(p1, 301), (p2, 300)]);
+        for (i, id) in ids.iter().enumerate() {
+            let found = t.find(&ChunkId(*id));
+            assert_eq!(found.end - found.start, if i == 599 { 2 } else { 1 });
+            let (pack, e) = t.entry(found.start).unwrap();
+            assert_eq!(pack, (i % 2) as u32);
+            assert_eq!(e.base.is_some(), i % 7 == 0);
+        }
+        assert!(t.find(&ChunkId([0xff; 32])).is_empty());
+        assert!(t.find(&ChunkId([0; 32])).is_empty());
+        assert_eq!(t.iter().count(), 601);
+        let bytes = std::fs::read(&path).unwrap();
+        let tail = 601 * 64;
+        for i in (tail..bytes.len()).step_by(5) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            let p = dir.path().join(format!("bad{i}"));
+            std::fs::write(&p, &bad).unwrap();
+            assert!(Table::open(&p).is_err(), "flip at {i} accepted");
+        }
+        for cut in [0, 10, bytes.len() - 1] {
+            let p = dir.path().join(format!("cut{cut}"));
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            assert!(Table::open(&p).is_err(), "cut at {cut} accepted");
+        }
+    }
+}
