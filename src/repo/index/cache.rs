@@ -147,6 +147,17 @@ pub fn open(repo: &Repository, fresh: bool) -> Result<Opened> {
     result
 }
 
+/// A private folder for sorting on disk (`idset`): the cache folder of
+/// `repo` where it can be used, else a new temporary one. The second
+/// value says whether the folder is temporary (the caller removes it).
+pub fn scratch_folder(repo: &Repository) -> Result<(PathBuf, bool)> {
+    let (dir, temporary) = folder(repo);
+    if temporary {
+        make_private_dir(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    }
+    Ok((dir, temporary))
+}
+
 fn temporary_folder() -> PathBuf {
     std::env::temp_dir().join(format!(
         "platter-cache-{}-{}",

@@ -9,6 +9,7 @@
 
 pub mod cache;
 mod file;
+pub mod idset;
 pub mod table;
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
