@@ -405,12 +405,29 @@ impl Repository {
     /// repair, under an exclusive lock). The new file is durable before
     /// any old one goes: a crash leaves both, never neither.
     pub fn replace_index(&self, groups: &[(PackId, Vec<pack::PackEntry>)]) -> Result<()> {
+        let mut writer = self.index_writer();
+        for (pack, entries) in groups {
+            for e in entries {
+                writer.push(pack, e)?;
+            }
+        }
+        self.replace_index_with(writer)
+    }
+
+    /// Replaces every index file by the one `writer` gathered (see
+    /// `replace_index`).
+    pub fn replace_index_with(&self, writer: index::IndexWriter<'_>) -> Result<()> {
         let old = self.index_files()?;
-        let new = names::index_name(&self.write_index(groups)?);
+        let new = names::index_name(&writer.finish()?);
         for name in old.iter().filter(|n| **n != new) {
             self.backend.remove(name)?;
         }
         Ok(())
+    }
+
+    /// A writer of one new index file, fed entry by entry.
+    pub fn index_writer(&self) -> index::IndexWriter<'_> {
+        index::IndexWriter::new(self)
     }
 
     /// Opens a snapshot's map, checked whole and against its manifest and

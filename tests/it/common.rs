@@ -1049,3 +1049,50 @@ pub fn boots(image: &Path, firmware: &str) -> String {
     );
     format!("{line} (wall {:.1}s)", started.elapsed().as_secs_f64())
 }
+
+/// Runs the binary with `args` and returns what it did and its peak
+/// resident set size in MiB (from wait4's rusage, so only this command
+/// counts). stdout and stderr go through files: no pipe can fill up.
+pub fn run_measuring_rss<I, S>(args: I) -> (Run, f64)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let command = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = tempfile::tempfile().expect("a temporary file for stdout");
+    let err = tempfile::tempfile().expect("a temporary file for stderr");
+    let child = platter()
+        .args(&args)
+        .stdout(out.try_clone().expect("stdout file"))
+        .stderr(err.try_clone().expect("stderr file"))
+        .spawn()
+        .expect("cannot run the platter binary");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child, not yet waited for; status and
+    // usage are valid for writes.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    let read = |mut f: File| {
+        use std::io::{Read, Seek};
+        let mut s = String::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_string(&mut s).unwrap();
+        s
+    };
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let run = Run {
+        command,
+        code,
+        stdout: read(out),
+        stderr: read(err),
+    };
+    // ru_maxrss is in KiB on Linux.
+    (run, usage.ru_maxrss as f64 / 1024.0)
+}

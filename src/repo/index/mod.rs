@@ -11,12 +11,14 @@ pub mod cache;
 mod file;
 pub mod idset;
 pub mod table;
+mod writer;
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub use file::{read_index, write_index};
 use table::Table;
+pub use writer::IndexWriter;
 
 use crate::codec::{ChunkId, Encoded};
 use crate::repo::PackId;
