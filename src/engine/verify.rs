@@ -22,6 +22,7 @@ pub use crate::engine::verify_report::{AffectedRange, Problem, VerifyReport};
 use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::TEMP_PREFIX;
+use crate::repo::index::idset::{IdSet, IdSetBuilder};
 use crate::repo::index::{Index, Location};
 use crate::repo::map::Kind;
 use crate::repo::names::{Folder, pack_name};
@@ -63,7 +64,6 @@ pub fn verify_locked(
             .damage
             .push(problem(repo.describe(&name), e.message()));
     }
-    report.chunks = index.len();
     let in_tables_only = check_packs(repo, &index, &mut report, &mut bad_chunks)?;
     check_features(repo, &index, &mut report);
     let mut referenced = check_maps(repo, &snaps, &index, &mut report)?;
@@ -137,9 +137,27 @@ fn check_snapshots(
 
 /// The data chunks the selected snapshots' maps use.
 struct Referenced {
-    used: HashSet<ChunkId>,
+    used: Used,
     /// Those no index names.
     missing: HashSet<ChunkId>,
+}
+
+/// The chunks in use: those maps name (a set that may be larger than
+/// memory), and the bases of used deltas.
+struct Used {
+    maps: IdSet,
+    bases: HashSet<ChunkId>,
+}
+
+impl Used {
+    fn contains(&self, id: &ChunkId) -> bool {
+        self.maps.contains(id) || self.bases.contains(id)
+    }
+
+    /// The chunks maps name, in id order (bases not included).
+    fn named(&self) -> impl Iterator<Item = ChunkId> + '_ {
+        self.maps.iter()
+    }
 }
 
 /// Reads each selected snapshot's map; one that cannot be read is damage
@@ -150,10 +168,8 @@ fn check_maps(
     index: &Index,
     report: &mut VerifyReport,
 ) -> Result<Referenced> {
-    let mut referenced = Referenced {
-        used: HashSet::new(),
-        missing: HashSet::new(),
-    };
+    let mut missing = HashSet::new();
+    let mut used = IdSetBuilder::new(repo);
     for snap in snaps {
         match repo.open_map(snap) {
             Ok(mut map) => {
@@ -161,9 +177,9 @@ fn check_maps(
                     let e = map.entry(pos)?;
                     if e.kind == Kind::Data {
                         if !index.contains(&e.id) {
-                            referenced.missing.insert(e.id);
+                            missing.insert(e.id);
                         }
-                        referenced.used.insert(e.id);
+                        used.insert(e.id)?;
                     }
                 }
             }
@@ -180,7 +196,13 @@ fn check_maps(
             }),
         }
     }
-    Ok(referenced)
+    Ok(Referenced {
+        used: Used {
+            maps: used.finish()?,
+            bases: HashSet::new(),
+        },
+        missing,
+    })
 }
 
 /// Chunks that snapshots use and no index names are one problem, which
@@ -242,19 +264,24 @@ fn check_features(repo: &Repository, index: &Index, report: &mut VerifyReport) {
 fn check_bases(
     repo: &Repository,
     index: &Index,
-    used: &mut HashSet<ChunkId>,
+    used: &mut Used,
     report: &mut VerifyReport,
     bad_chunks: &mut HashMap<ChunkId, usize>,
 ) {
-    let (mut bases, mut broken) = (Vec::new(), Vec::new());
-    for id in used.iter() {
-        match index.base_of(id) {
-            Some(base) if index.has_whole(&base) => bases.push(base),
-            Some(_) => broken.push(*id),
+    if index.delta_count() == 0 {
+        return;
+    }
+    let (mut bases, mut broken) = (HashSet::new(), Vec::new());
+    for id in used.named() {
+        match index.base_of(&id) {
+            Some(base) if index.has_whole(&base) => {
+                bases.insert(base);
+            }
+            Some(_) => broken.push(id),
             None => {}
         }
     }
-    used.extend(bases);
+    used.bases = bases;
     if broken.is_empty() {
         return;
     }
@@ -278,14 +305,17 @@ fn check_bases(
 /// over a damaged chunk joins that chunk's problem.
 fn spread_to_deltas(
     index: &Index,
-    used: &HashSet<ChunkId>,
+    used: &Used,
     bad_chunks: &mut HashMap<ChunkId, usize>,
     report: &mut VerifyReport,
 ) {
+    if index.delta_count() == 0 {
+        return;
+    }
     let mut spread: Vec<(ChunkId, usize)> = used
-        .iter()
-        .filter(|id| !bad_chunks.contains_key(*id))
-        .filter_map(|id| Some((*id, *bad_chunks.get(&index.base_of(id)?)?)))
+        .named()
+        .filter(|id| !bad_chunks.contains_key(id))
+        .filter_map(|id| Some((id, *bad_chunks.get(&index.base_of(&id)?)?)))
         .collect();
     spread.sort();
     for (id, at) in spread {
@@ -301,7 +331,7 @@ fn spread_to_deltas(
 fn report_unused(
     repo: &Repository,
     index: &Index,
-    referenced: &HashSet<ChunkId>,
+    referenced: &Used,
     report: &mut VerifyReport,
 ) {
     let unused = index
@@ -386,17 +416,58 @@ fn check_packs(
     report.packs = on_disk.len();
     let mut in_tables_only = HashSet::new();
 
-    let mut by_pack: HashMap<u32, Vec<(ChunkId, crate::repo::index::Location)>> = HashMap::new();
-    for (id, loc) in index.iter() {
-        by_pack.entry(loc.pack).or_default().push((id, loc));
+    // How many chunks the index places in each pack: a pack whose table
+    // confirms that many (and disagrees on none) is whole, and its chunks
+    // are never listed. Only the others' are gathered (a second walk).
+    let mut placed = vec![0u64; index.packs().len()];
+    let mut chunks = 0;
+    for (_, loc) in index.iter() {
+        placed[loc.pack as usize] += 1;
+        chunks += 1;
     }
-    // Every table at once: each is a request or two on a store far away.
-    let tables = crate::repo::backend::each_at_once(repo.backend(), index.packs(), |id| {
+    report.chunks = chunks;
+    let numbers: Vec<u32> = (0..index.packs().len() as u32).collect();
+    let mut suspects = Vec::new();
+    // Tables a batch at once: each is a request or two on a store far
+    // away, and all of them at once would not fit in memory.
+    for batch in numbers.chunks(repo.backend().concurrency().max(1) * 4) {
+        let tables = crate::repo::backend::each_at_once(repo.backend(), batch, |n| {
+            let id = index.pack_id(*n);
+            on_disk.contains_key(id).then(|| repo.read_pack_table(id))
+        });
+        for (&n, table) in batch.iter().zip(tables) {
+            let whole = match table {
+                Some(Ok((_, entries))) => {
+                    in_tables_only.extend(unindexed(repo, index, &entries));
+                    confirms(repo, index, n, &entries) == Some(placed[n as usize])
+                }
+                // The store is out of reach: nothing is known about the pack.
+                Some(Err(e)) if e.is_transient() => return Err(e),
+                Some(Err(_)) => false,
+                None => placed[n as usize] == 0,
+            };
+            if !whole {
+                suspects.push(n);
+            }
+        }
+    }
+    let mut chunks_of: HashMap<u32, Vec<(ChunkId, Location)>> =
+        suspects.iter().map(|n| (*n, Vec::new())).collect();
+    if !suspects.is_empty() {
+        for (id, loc) in index.iter() {
+            if let Some(list) = chunks_of.get_mut(&loc.pack) {
+                list.push((id, loc));
+            }
+        }
+    }
+    let tables = crate::repo::backend::each_at_once(repo.backend(), &suspects, |n| {
+        let id = index.pack_id(*n);
         on_disk.contains_key(id).then(|| repo.read_pack_table(id))
     });
-    for ((number, pack_id), table) in index.packs().iter().enumerate().zip(tables) {
+    for (n, table) in suspects.iter().zip(tables) {
+        let pack_id = index.pack_id(*n);
         let name = pack_name(pack_id);
-        let chunks = by_pack.remove(&(number as u32)).unwrap_or_default();
+        let chunks = chunks_of.remove(n).unwrap_or_default();
         let (Some(&len), Some(table)) = (on_disk.get(pack_id), table) else {
             if !chunks.is_empty() {
                 record(
@@ -412,9 +483,7 @@ fn check_packs(
         match table {
             Ok((_, entries)) => {
                 compare_table(repo, (&name, &entries), &chunks, report, bad_chunks);
-                in_tables_only.extend(unindexed(repo, index, &entries));
             }
-            // The store is out of reach: nothing is known about the pack.
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 let beyond: Vec<_> = chunks
@@ -455,6 +524,31 @@ fn check_packs(
         }
     }
     Ok(in_tables_only)
+}
+
+/// How many of the chunks the index places in pack number `n` its table
+/// `entries` confirms, as `compare_table` would: `None` when the table
+/// disagrees on one, or holds an entry no chunk can have (then the pack
+/// is looked at closely).
+fn confirms(repo: &Repository, index: &Index, n: u32, entries: &[pack::PackEntry]) -> Option<u64> {
+    let chunk_size = repo.config().chunk_size;
+    let mut table: HashMap<ChunkId, &pack::PackEntry> = HashMap::new();
+    for e in entries {
+        e.check_lengths(chunk_size, repo.sealing()).ok()?;
+        table.insert(e.id, e);
+    }
+    let mut confirmed = 0;
+    for (id, e) in table {
+        let Some(loc) = index.get(&id).filter(|loc| loc.pack == n) else {
+            continue;
+        };
+        let indexed = loc.entry(id);
+        if indexed != *e || indexed.check_lengths(chunk_size, repo.sealing()).is_err() {
+            return None;
+        }
+        confirmed += 1;
+    }
+    Some(confirmed)
 }
 
 /// The committed packs and their lengths. Unfinished packs and names that
@@ -641,7 +735,7 @@ fn record(
 fn read_data(
     repo: &Repository,
     index: &Index,
-    referenced: &HashSet<ChunkId>,
+    referenced: &Used,
     options: &VerifyOptions,
     progress: &dyn Progress,
     report: &mut VerifyReport,

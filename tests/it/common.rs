@@ -1058,6 +1058,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_measuring_rss_in(args, &test_cache_dir())
+}
+
+/// `run_measuring_rss` with `cache` as the index cache folder.
+pub fn run_measuring_rss_in<I, S>(args: I, cache: &Path) -> (Run, f64)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let command = args
         .iter()
@@ -1066,8 +1075,10 @@ where
         .join(" ");
     let out = tempfile::tempfile().expect("a temporary file for stdout");
     let err = tempfile::tempfile().expect("a temporary file for stderr");
+    #[expect(clippy::zombie_processes, reason = "reaped by wait4 below")]
     let child = platter()
         .args(&args)
+        .env("PLATTER_CACHE_DIR", cache)
         .stdout(out.try_clone().expect("stdout file"))
         .stderr(err.try_clone().expect("stderr file"))
         .spawn()

@@ -2,6 +2,7 @@
 //! small size: what it writes must be a repository every command accepts,
 //! or the bench measures commands on something they would refuse.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -96,4 +97,74 @@ fn assert_clean(report: &serde_json::Value, snapshots: u64) -> u64 {
     assert_eq!(report["leftovers"], empty, "{report}");
     assert_eq!(report["snapshots"], snapshots, "{report}");
     report["chunks"].as_u64().expect("a chunk count")
+}
+
+/// Generates a repository of `chunks` chunks over `chunks / 2000` index
+/// files and `chunks / 1000` snapshots (the bench's shape) plus a small
+/// 4 MiB snapshot, written to `small`; returns the small snapshot's id.
+fn generate(sandbox: &Sandbox, chunks: u64, small: &std::path::Path) -> String {
+    let out = Command::new(generator())
+        .args(["--chunks", &chunks.to_string()])
+        .args(["--index-files", &(chunks / 2000).to_string()])
+        .args(["--snapshots", &(chunks / 1000).to_string()])
+        .arg("--small-image")
+        .arg(small)
+        .arg(&sandbox.repo)
+        .output()
+        .expect("cannot run the generator");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "generator failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("small="))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no `small=ID` line in {stdout:?}"))
+        .to_string()
+}
+
+// Pins: in a repository of a million chunks (500 index files, a thousand snapshots), a first backup of a new 256 MiB image (which builds the index cache) stays within 100 MiB of peak RSS, and `snapshots`, a restore of a small snapshot and `verify` within 150 MiB each (loading the index whole took about 290 MiB for each); the restore is byte for byte and verify finds the repository clean.
+#[test]
+fn a_million_chunk_repository_is_worked_in_flat_memory() {
+    let sandbox = Sandbox::without_repo();
+    let small = sandbox.path("small.img");
+    let small_id = generate(&sandbox, 1_000_000, &small);
+    let repo = sandbox.repo.as_os_str().to_owned();
+    // Its own cache folder: the first command finds no cache.
+    let cache = sandbox.path("cache");
+    let measured = |args: &[&OsStr], bound: f64| {
+        let mut all: Vec<&OsStr> = vec!["-r".as_ref(), &repo];
+        all.extend_from_slice(args);
+        let (run, rss) = run_measuring_rss_in(&all, &cache);
+        run.ok();
+        assert!(
+            rss <= bound,
+            "`platter {}` peaked at {rss:.0} MiB, more than {bound} MiB",
+            run.command
+        );
+        eprintln!("{}: {rss:.0} MiB", run.command);
+        run
+    };
+    let mut rng = Rng::new(0x18_0001);
+    let image = Image::random(sandbox.path("new.img"), 256 << 20, &mut rng);
+    measured(&["backup".as_ref(), image.path.as_os_str()], 100.0);
+    // Snapshots read no index: the shared cache folder will do.
+    let (listed, rss) = run_measuring_rss([OsStr::new("-r"), &repo, "snapshots".as_ref()]);
+    listed.ok();
+    assert!(rss <= 150.0, "`platter snapshots` peaked at {rss:.0} MiB");
+    let target = sandbox.path("restored.img");
+    measured(
+        &["restore".as_ref(), small_id.as_ref(), target.as_os_str()],
+        150.0,
+    );
+    assert_file_is(&target, &std::fs::read(&small).unwrap(), "the small snapshot");
+    let verified = measured(&["--json".as_ref(), "verify".as_ref()], 150.0).json();
+    assert_eq!(verified["damage"], serde_json::json!([]), "{verified}");
+    assert_eq!(verified["snapshots"], 1002, "{verified}");
+    // A million generated chunks and those of the new image.
+    assert!(verified["chunks"].as_u64().unwrap() > 1_000_000, "{verified}");
 }
