@@ -328,12 +328,7 @@ fn spread_to_deltas(
 
 /// Indexed chunks no snapshot uses: leftovers (only said when every
 /// snapshot was checked).
-fn report_unused(
-    repo: &Repository,
-    index: &Index,
-    referenced: &Used,
-    report: &mut VerifyReport,
-) {
+fn report_unused(repo: &Repository, index: &Index, referenced: &Used, report: &mut VerifyReport) {
     let unused = index
         .iter()
         .filter(|(id, _)| !referenced.contains(id))

@@ -1051,8 +1051,10 @@ pub fn boots(image: &Path, firmware: &str) -> String {
 }
 
 /// Runs the binary with `args` and returns what it did and its peak
-/// resident set size in MiB (from wait4's rusage, so only this command
-/// counts). stdout and stderr go through files: no pipe can fill up.
+/// resident set size in MiB, as GNU time reports it (it forks the command
+/// from its own small process: a command started from this large,
+/// many-threaded test process would be charged this process's peak too,
+/// which the kernel carries across exec into the child's rusage).
 pub fn run_measuring_rss<I, S>(args: I) -> (Run, f64)
 where
     I: IntoIterator<Item = S>,
@@ -1073,37 +1075,33 @@ where
         .map(|a| a.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ");
-    let out = tempfile::tempfile().expect("a temporary file for stdout");
-    let err = tempfile::tempfile().expect("a temporary file for stderr");
-    #[expect(clippy::zombie_processes, reason = "reaped by wait4 below")]
-    let child = platter()
+    let measured = tempfile::NamedTempFile::new().expect("a temporary file for GNU time");
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "%M", "-o"])
+        .arg(measured.path())
+        .arg(env!("CARGO_BIN_EXE_platter"))
         .args(&args)
         .env("PLATTER_CACHE_DIR", cache)
-        .stdout(out.try_clone().expect("stdout file"))
-        .stderr(err.try_clone().expect("stderr file"))
-        .spawn()
-        .expect("cannot run the platter binary");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own child, not yet waited for; status and
-    // usage are valid for writes.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    let read = |mut f: File| {
-        use std::io::{Read, Seek};
-        let mut s = String::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_string(&mut s).unwrap();
-        s
-    };
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    let run = Run {
-        command,
-        code,
-        stdout: read(out),
-        stderr: read(err),
-    };
-    // ru_maxrss is in KiB on Linux.
-    (run, usage.ru_maxrss as f64 / 1024.0)
+        .stdin(Stdio::null());
+    for var in [
+        "PLATTER_REPO",
+        "PLATTER_PASSWORD",
+        "PLATTER_PASSWORD_FILE",
+        "PLATTER_PASSWORD_COMMAND",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .output()
+        .expect("cannot run /usr/bin/time (package time)");
+    let run = Run::from_output(command, out);
+    let text = fs::read_to_string(measured.path()).unwrap_or_default();
+    // The last line is the figure (a line before it may say the command
+    // exited non-zero).
+    let kib: f64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time wrote no figure: {text:?}"));
+    (run, kib / 1024.0)
 }

@@ -161,10 +161,17 @@ fn a_million_chunk_repository_is_worked_in_flat_memory() {
         &["restore".as_ref(), small_id.as_ref(), target.as_os_str()],
         150.0,
     );
-    assert_file_is(&target, &std::fs::read(&small).unwrap(), "the small snapshot");
+    assert_file_is(
+        &target,
+        &std::fs::read(&small).unwrap(),
+        "the small snapshot",
+    );
     let verified = measured(&["--json".as_ref(), "verify".as_ref()], 150.0).json();
     assert_eq!(verified["damage"], serde_json::json!([]), "{verified}");
     assert_eq!(verified["snapshots"], 1002, "{verified}");
     // A million generated chunks and those of the new image.
-    assert!(verified["chunks"].as_u64().unwrap() > 1_000_000, "{verified}");
+    assert!(
+        verified["chunks"].as_u64().unwrap() > 1_000_000,
+        "{verified}"
+    );
 }

@@ -375,10 +375,10 @@ fn build(
     Ok((result?, covered))
 }
 
-/// Sorts `buffer` (copies of one chunk keep their order) into a new table
-/// and empties it.
+/// Sorts `buffer` into a new table and empties it. Copies of one chunk
+/// are ordered by pack and offset (in place: no second buffer).
 fn write_run(dir: &Path, buffer: &mut Vec<(PackId, PackEntry)>) -> Result<PathBuf> {
-    buffer.sort_by_key(|a| a.1.id);
+    buffer.sort_unstable_by_key(|a| (a.1.id, a.0, a.1.offset));
     let mut w = TableWriter::create(&new_path(dir, "table"))?;
     for (pack, e) in buffer.iter() {
         if let Err(err) = w.push(pack, e) {

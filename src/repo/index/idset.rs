@@ -3,8 +3,10 @@
 //! that, sorted runs go to the repository's cache folder (never /tmp,
 //! often memory itself) and are merged into one sorted file, which is
 //! mapped and unlinked at once (nothing is left behind, whatever happens
-//! to the process). Membership is a binary search within a fan-out
-//! bucket; a walk is in id order. Exact: never a filter, which could say
+//! to the process). Membership reads the one 4 KiB page of ids that keys
+//! held in memory (8 bytes per 128 ids) point to, with pread (see the
+//! index table for why not through the mapping); a walk goes through the
+//! mapping in id order and lets the pages go behind it. Exact: never a filter, which could say
 //! "present" for a chunk that is not.
 
 use std::collections::BinaryHeap;
@@ -19,6 +21,8 @@ use crate::repo::Repository;
 const RUN_IDS: usize = 1 << 20;
 /// Ids walked before the pages behind them are let go.
 const RELEASE_EVERY: u64 = 1 << 16;
+/// Ids per 4 KiB page, and per key.
+const PAGE_IDS: u64 = 128;
 
 /// Gathers ids into an `IdSet`.
 pub struct IdSetBuilder<'a> {
@@ -168,9 +172,11 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<()> {
 pub enum IdSet {
     Memory(Vec<ChunkId>),
     Mapped {
+        file: std::fs::File,
         map: memmap2::Mmap,
         len: u64,
-        fan: Vec<u64>,
+        /// The first 8 bytes of every `PAGE_IDS`-th id.
+        keys: Vec<u64>,
     },
 }
 
@@ -190,15 +196,20 @@ impl IdSet {
         let map =
             unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?;
         let len = bytes / 32;
-        let mut fan = vec![0u64; 257];
-        // One pass over the first byte of each id (pages let go behind).
-        for i in 0..len {
-            fan[usize::from(map[(i * 32) as usize]) + 1] += 1;
-        }
-        for b in 1..257 {
-            fan[b] += fan[b - 1];
-        }
-        let set = IdSet::Mapped { map, len, fan };
+        let keys = (0..len.div_ceil(PAGE_IDS))
+            .map(|p| {
+                let at = (p * PAGE_IDS * 32) as usize;
+                let mut k = [0u8; 8];
+                k.copy_from_slice(&map[at..at + 8]);
+                u64::from_be_bytes(k)
+            })
+            .collect();
+        let set = IdSet::Mapped {
+            file,
+            map,
+            len,
+            keys,
+        };
         set.release(0..len);
         Ok(set)
     }
@@ -229,18 +240,38 @@ impl IdSet {
     pub fn contains(&self, id: &ChunkId) -> bool {
         match self {
             IdSet::Memory(ids) => ids.binary_search(id).is_ok(),
-            IdSet::Mapped { fan, .. } => {
-                let b = usize::from(id.0[0]);
-                let (mut lo, mut hi) = (fan[b], fan[b + 1]);
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    match self.at(mid).cmp(id) {
-                        std::cmp::Ordering::Less => lo = mid + 1,
-                        std::cmp::Ordering::Greater => hi = mid,
-                        std::cmp::Ordering::Equal => return true,
-                    }
+            IdSet::Mapped {
+                file,
+                map,
+                keys,
+                len,
+            } => {
+                let mut k = [0u8; 8];
+                k.copy_from_slice(&id.0[..8]);
+                let k = u64::from_be_bytes(k);
+                let first_page = keys.partition_point(|&p| p < k).saturating_sub(1) as u64;
+                let end_page = keys.partition_point(|&p| p <= k) as u64;
+                let (start, end) = (first_page * PAGE_IDS, (end_page * PAGE_IDS).min(*len));
+                if start >= end {
+                    return false;
                 }
-                false
+                let (from, to) = ((start * 32) as usize, (end * 32) as usize);
+                let mut page = [0u8; 4096];
+                let mut more = Vec::new();
+                let buf: &mut [u8] = if to - from <= page.len() {
+                    &mut page[..to - from]
+                } else {
+                    more.resize(to - from, 0);
+                    &mut more
+                };
+                // A failed read falls back on the mapping (same bytes).
+                if std::os::unix::fs::FileExt::read_exact_at(file, buf, from as u64).is_err() {
+                    buf.copy_from_slice(&map[from..to]);
+                }
+                buf.chunks_exact(32)
+                    .collect::<Vec<_>>()
+                    .binary_search_by(|probe| probe.cmp(&&id.0[..]))
+                    .is_ok()
             }
         }
     }

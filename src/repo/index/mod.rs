@@ -120,10 +120,8 @@ impl Index {
     /// Every copy of chunk `id`, in order.
     fn copies(&self, id: &ChunkId, mut each: impl FnMut(Copy)) {
         for (table, remap) in self.tables.iter().zip(&self.remaps) {
-            for i in table.find(id) {
-                if let Some((pack, e)) = table.entry(i) {
-                    each((Location::of(&e, remap[pack as usize]), e.base));
-                }
+            for (pack, e) in table.find(id) {
+                each((Location::of(&e, remap[pack as usize]), e.base));
             }
         }
         if let Some(copy) = self.added.get(id) {

@@ -12,11 +12,20 @@
 //!                 crc32 u32 | base u32 (into the bases below, or u32::MAX)
 //! bases    32*d   the base chunk id of each delta entry
 //! packs    40*p   pack id [32] | entries in this table u64
-//! fan-out  8*257  fan[b]: the entries whose id's first byte is below b
+//! keys     8*k    the first 8 bytes (big-endian) of the id of every
+//!                 `PAGE_ENTRIES`-th entry: k = ceil(n / PAGE_ENTRIES)
 //! footer   48     magic "PLTRTBL\0" | version u32 | flags u32 | n u64 |
-//!                 d u64 | p u64 | crc32 of bases, packs, fan-out and the
+//!                 d u64 | p u64 | crc32 of bases, packs, keys and the
 //!                 footer's fields before it u32 | "TEND"
 //! ```
+//!
+//! The keys are read into memory at open (8 bytes per 64 entries): a
+//! lookup finds its 4 KiB page of entries there and reads that page with
+//! pread. Lookups do not go through the mapping: on this kernel a fault on
+//! a file mapping maps the whole large folio the page cache holds (ext4
+//! writes folios of up to 2 MiB), so a few hundred random lookups through
+//! a mapping made a whole table resident. Walks (`iter`) go through the
+//! mapping and let the pages go behind them.
 //!
 //! The entries are not checksummed (that would mean reading them all at
 //! every open); the table is written and fsynced before the cache names
@@ -36,10 +45,11 @@ use crate::repo::pack::PackEntry;
 
 const MAGIC: &[u8; 8] = b"PLTRTBL\0";
 const END_MAGIC: &[u8; 4] = b"TEND";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const ENTRY_LEN: u64 = 64;
 const PACK_LEN: u64 = 40;
-const FAN_LEN: u64 = 8 * 257;
+/// Entries per 4 KiB page, and per key.
+const PAGE_ENTRIES: u64 = 4096 / ENTRY_LEN;
 const FOOTER_LEN: u64 = 48;
 const NO_BASE: u32 = u32::MAX;
 /// Flag: some chunk has more than one entry.
@@ -59,7 +69,7 @@ pub struct TableWriter {
     bases: BufWriter<File>,
     packs: Vec<(PackId, u64)>,
     numbers: HashMap<PackId, u32>,
-    fan: [u64; 257],
+    keys: Vec<u64>,
     entries: u64,
     deltas: u64,
     last: Option<ChunkId>,
@@ -95,7 +105,7 @@ impl TableWriter {
             bases,
             packs: Vec::new(),
             numbers: HashMap::new(),
-            fan: [0; 257],
+            keys: Vec::new(),
             entries: 0,
             deltas: 0,
             last: None,
@@ -145,7 +155,9 @@ impl TableWriter {
         self.out
             .write_all(&rec)
             .map_err(io_err("cannot write", &self.path))?;
-        self.fan[usize::from(e.id.0[0]) + 1] += 1;
+        if self.entries.is_multiple_of(PAGE_ENTRIES) {
+            self.keys.push(key(&e.id.0));
+        }
         self.entries += 1;
         Ok(())
     }
@@ -158,7 +170,7 @@ impl TableWriter {
             bases_path,
             bases,
             packs,
-            mut fan,
+            keys,
             entries,
             deltas,
             doubles,
@@ -178,11 +190,8 @@ impl TableWriter {
                 tail.put(id.as_bytes());
                 tail.put_u64(*count);
             }
-            for b in 1..257 {
-                fan[b] += fan[b - 1];
-            }
-            for n in fan {
-                tail.put_u64(n);
+            for k in keys {
+                tail.put_u64(k);
             }
             tail.put(MAGIC);
             tail.put_u32(VERSION);
@@ -219,11 +228,12 @@ impl TableWriter {
 
 /// One table, mapped.
 pub struct Table {
+    file: File,
     map: memmap2::Mmap,
     entries: u64,
     deltas: u64,
     packs: Vec<(PackId, u64)>,
-    fan: Vec<u64>,
+    keys: Vec<u64>,
     doubles: bool,
 }
 
@@ -241,7 +251,7 @@ impl Table {
                 path.display()
             ))
         };
-        if len < FOOTER_LEN + FAN_LEN {
+        if len < FOOTER_LEN {
             return Err(damaged("too short"));
         }
         // SAFETY: the table is a file of the private cache folder that
@@ -264,11 +274,12 @@ impl Table {
         if &r.bytes::<4>() != END_MAGIC {
             return Err(damaged("bad end magic"));
         }
+        let key_count = entries.div_ceil(PAGE_ENTRIES);
         let expected = entries
             .checked_mul(ENTRY_LEN)
             .and_then(|n| n.checked_add(deltas.checked_mul(32)?))
             .and_then(|n| n.checked_add(pack_count.checked_mul(PACK_LEN)?))
-            .and_then(|n| n.checked_add(FAN_LEN + FOOTER_LEN));
+            .and_then(|n| n.checked_add(key_count * 8 + FOOTER_LEN));
         if expected != Some(len) {
             return Err(damaged("its length does not match its footer"));
         }
@@ -281,20 +292,20 @@ impl Table {
         let packs = (0..pack_count)
             .map(|_| (PackId::from_bytes(r.bytes()), r.u64()))
             .collect();
-        let fan: Vec<u64> = (0..257).map(|_| r.u64()).collect();
-        if fan[0] != 0 || fan[256] != entries || fan.windows(2).any(|w| w[0] > w[1]) {
-            return Err(damaged("its fan-out does not add up"));
+        let keys: Vec<u64> = (0..key_count).map(|_| r.u64()).collect();
+        if keys.windows(2).any(|w| w[0] > w[1]) {
+            return Err(damaged("its keys are out of order"));
         }
-        if let Err(e) = map.advise(memmap2::Advice::Random) {
-            log_advice(path, &e);
-        }
+        // Let go of the tail's pages (the keys are held in memory).
+        release(&map, tail_start as u64..len);
         Ok(Table {
             map,
             entries,
             deltas,
             packs,
-            fan,
+            keys,
             doubles: flags & DOUBLES != 0,
+            file,
         })
     }
 
@@ -317,35 +328,60 @@ impl Table {
         self.doubles
     }
 
-    fn id_at(&self, i: u64) -> &[u8] {
-        let at = (i * ENTRY_LEN) as usize;
-        &self.map[at..at + 32]
-    }
-
-    /// The entries of chunk `id` (an empty range if none).
-    pub fn find(&self, id: &ChunkId) -> Range<u64> {
-        let b = usize::from(id.0[0]);
-        let (mut lo, mut hi) = (self.fan[b], self.fan[b + 1]);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.id_at(mid) < &id.0[..] {
-                lo = mid + 1;
+    /// Every entry of chunk `id` (none, usually one), with its pack
+    /// number (into `packs`); entries whose encoding, pack or base is
+    /// unknown are left out.
+    pub fn find(&self, id: &ChunkId) -> Vec<(u32, PackEntry)> {
+        // The pages that can hold it: from the last whose first key is
+        // below the id's, to the first whose first key is above it.
+        let k = key(&id.0);
+        let first_page = self.keys.partition_point(|&p| p < k).saturating_sub(1) as u64;
+        let end_page = self.keys.partition_point(|&p| p <= k) as u64;
+        let start = first_page * PAGE_ENTRIES;
+        let end = (end_page * PAGE_ENTRIES).min(self.entries);
+        if start >= end {
+            return Vec::new();
+        }
+        let (from, to) = ((start * ENTRY_LEN) as usize, (end * ENTRY_LEN) as usize);
+        let mut page = [0u8; 4096];
+        let mut more = Vec::new();
+        let buf: &mut [u8] = if to - from <= page.len() {
+            &mut page[..to - from]
+        } else {
+            more.resize(to - from, 0);
+            &mut more
+        };
+        // A failed read falls back on the mapping (same bytes).
+        if std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, from as u64).is_err() {
+            buf.copy_from_slice(&self.map[from..to]);
+        }
+        let count = (end - start) as usize;
+        let id_of = |i: usize| &buf[i * ENTRY_LEN as usize..i * ENTRY_LEN as usize + 32];
+        let (mut first, mut hi) = (0, count);
+        while first < hi {
+            let mid = first + (hi - first) / 2;
+            if id_of(mid) < &id.0[..] {
+                first = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        let mut end = lo;
-        while end < self.fan[b + 1] && self.id_at(end) == &id.0[..] {
-            end += 1;
-        }
-        lo..end
+        (first..count)
+            .take_while(|&i| id_of(i) == &id.0[..])
+            .filter_map(|i| self.decode(&buf[i * ENTRY_LEN as usize..(i + 1) * ENTRY_LEN as usize]))
+            .collect()
     }
 
     /// Entry `i`: its pack number (into `packs`) and the entry (with its
-    /// base). `None` for an entry whose encoding, pack or base is unknown.
-    pub fn entry(&self, i: u64) -> Option<(u32, PackEntry)> {
+    /// base), read through the mapping. `None` for an entry whose
+    /// encoding, pack or base is unknown.
+    fn entry(&self, i: u64) -> Option<(u32, PackEntry)> {
         let at = (i * ENTRY_LEN) as usize;
-        let mut r = FieldReader::new(&self.map[at..at + ENTRY_LEN as usize]);
+        self.decode(&self.map[at..at + ENTRY_LEN as usize])
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<(u32, PackEntry)> {
+        let mut r = FieldReader::new(bytes);
         let id = ChunkId(r.bytes());
         let pack = r.u32();
         let encoded = Encoded::from_flags(r.u32())?;
@@ -359,8 +395,12 @@ impl Table {
             (true, NO_BASE) => return None,
             (true, slot) if u64::from(slot) >= self.deltas => return None,
             (true, slot) => {
-                let at = (self.entries * ENTRY_LEN + u64::from(slot) * 32) as usize;
-                Some(ChunkId(FieldReader::new(&self.map[at..at + 32]).bytes()))
+                let at = self.entries * ENTRY_LEN + u64::from(slot) * 32;
+                let mut base = [0u8; 32];
+                if std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut base, at).is_err() {
+                    base.copy_from_slice(&self.map[at as usize..at as usize + 32]);
+                }
+                Some(ChunkId(base))
             }
         };
         Some((
@@ -391,29 +431,35 @@ impl Table {
     /// Lets the pages of entries `range` go from this process's memory
     /// (they stay in the page cache).
     fn release(&self, range: Range<u64>) {
-        let page = 4096u64;
-        let start = (range.start * ENTRY_LEN).div_ceil(page) * page;
-        let end = (range.end * ENTRY_LEN) / page * page;
-        if end > start {
-            // SAFETY: the mapping is read-only and of a file that does not
-            // change (see `open`): pages dropped here are read again from
-            // the file if touched later, so no data is lost or changed.
-            let _ = unsafe {
-                self.map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start as usize,
-                    (end - start) as usize,
-                )
-            };
-        }
+        release(&self.map, range.start * ENTRY_LEN..range.end * ENTRY_LEN);
     }
 }
 
-/// A failed madvise costs speed only.
-fn log_advice(path: &Path, e: &std::io::Error) {
-    if std::env::var_os("PLATTER_DEBUG").is_some() {
-        eprintln!("madvise on {}: {e}", path.display());
+/// Lets the whole pages within bytes `range` of `map` go from this
+/// process's memory (they stay in the page cache).
+fn release(map: &memmap2::Mmap, range: Range<u64>) {
+    let page = 4096u64;
+    let start = range.start.div_ceil(page) * page;
+    let end = range.end.min(map.len() as u64) / page * page;
+    if end > start {
+        // SAFETY: the mapping is read-only and of a file that does not
+        // change (see `Table::open`): pages dropped here are read again
+        // from the file if touched later, so no data is lost or changed.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
     }
+}
+
+/// The first 8 bytes of an id as a number that sorts as the id does.
+fn key(id: &[u8; 32]) -> u64 {
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&id[..8]);
+    u64::from_be_bytes(k)
 }
 
 #[cfg(test)]
@@ -460,8 +506,8 @@ mod tests {
         assert_eq!(t.packs(), &[(p1, 301), (p2, 300)]);
         for (i, id) in ids.iter().enumerate() {
             let found = t.find(&ChunkId(*id));
-            assert_eq!(found.end - found.start, if i == 599 { 2 } else { 1 });
-            let (pack, e) = t.entry(found.start).unwrap();
+            assert_eq!(found.len(), if i == 599 { 2 } else { 1 });
+            let (pack, e) = found[0];
             assert_eq!(pack, (i % 2) as u32);
             assert_eq!(e.base.is_some(), i % 7 == 0);
         }
