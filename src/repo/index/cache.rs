@@ -38,7 +38,7 @@ use crate::repo::{Folder, PackId, Repository, id_files_in};
 const MANIFEST: &str = "cache.json";
 const MANIFEST_VERSION: u32 = 1;
 /// Entries sorted in memory at once while building (about 32 MiB).
-const RUN_ENTRIES: usize = 1 << 18;
+pub(super) const RUN_ENTRIES: usize = 1 << 18;
 /// Layers kept before they are merged.
 const MAX_LAYERS: usize = 8;
 /// Files of other processes older than this that no manifest names are
@@ -377,7 +377,7 @@ fn build(
 
 /// Sorts `buffer` into a new table and empties it. Copies of one chunk
 /// are ordered by pack and offset (in place: no second buffer).
-fn write_run(dir: &Path, buffer: &mut Vec<(PackId, PackEntry)>) -> Result<PathBuf> {
+pub(super) fn write_run(dir: &Path, buffer: &mut Vec<(PackId, PackEntry)>) -> Result<PathBuf> {
     buffer.sort_unstable_by_key(|a| (a.1.id, a.0, a.1.offset));
     let mut w = TableWriter::create(&new_path(dir, "table"))?;
     for (pack, e) in buffer.iter() {
@@ -392,7 +392,7 @@ fn write_run(dir: &Path, buffer: &mut Vec<(PackId, PackEntry)>) -> Result<PathBu
 
 /// Merges tables `paths` into a new one (copies of one chunk in the order
 /// of the tables).
-fn merge_files(dir: &Path, paths: &[PathBuf]) -> Result<PathBuf> {
+pub(super) fn merge_files(dir: &Path, paths: &[PathBuf]) -> Result<PathBuf> {
     let tables = paths
         .iter()
         .map(|p| Table::open(p).map(Arc::new))

@@ -29,6 +29,7 @@ use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::backend::Backend;
 use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::index::table::Table;
 use crate::repo::pack::PackEntry;
 use crate::repo::{IndexId, PackId};
 
@@ -76,14 +77,7 @@ pub fn write_index(
     }
     for (number, (_, entries)) in packs.iter().enumerate() {
         for e in entries {
-            out.put(&e.id.0);
-            out.put_u32(number as u32);
-            out.put_u32(e.encoded as u32);
-            out.put_u64(e.offset);
-            out.put_u32(e.stored_len);
-            out.put_u32(e.plain_len);
-            out.put_u32(e.crc);
-            out.put_u32(0);
+            put_entry(&mut out, e, number as u32);
         }
     }
     for base in &bases {
@@ -95,6 +89,91 @@ pub fn write_index(
     let id = IndexId::random();
     crate::repo::sealed::write(backend, sealing, &crate::repo::names::index_name(&id), &out)?;
     Ok(id)
+}
+
+fn put_entry(out: &mut Vec<u8>, e: &PackEntry, pack: u32) {
+    out.put(&e.id.0);
+    out.put_u32(pack);
+    out.put_u32(e.encoded as u32);
+    out.put_u64(e.offset);
+    out.put_u32(e.stored_len);
+    out.put_u32(e.plain_len);
+    out.put_u32(e.crc);
+    out.put_u32(0);
+}
+
+/// Writes one index file holding every entry of `table` (in its order);
+/// returns its id. In a plain repository the file is streamed to the
+/// store, so memory does not grow with it; a sealed one is sealed whole
+/// (its bytes are held once).
+pub fn write_index_from(
+    backend: &dyn Backend,
+    sealing: &Sealing,
+    table: &Table,
+) -> Result<IndexId> {
+    let id = IndexId::random();
+    let name = crate::repo::names::index_name(&id);
+    let what = backend.describe(&name);
+    if sealing.is_encrypted() {
+        let mut whole = Vec::new();
+        write_body(&mut whole, table).map_err(|e| Error::storage("write", &what, e))?;
+        crate::repo::sealed::write(backend, sealing, &name, &whole)?;
+        return Ok(id);
+    }
+    let mut file = backend.create(&name)?;
+    write_body(&mut file, table).map_err(|e| Error::storage("write", &what, e))?;
+    file.commit()?;
+    Ok(id)
+}
+
+/// Writes the bytes of an index file holding `table`'s entries to `out`.
+fn write_body(out: &mut dyn std::io::Write, table: &Table) -> std::io::Result<()> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut flush = |buf: &mut Vec<u8>, last: bool| -> std::io::Result<()> {
+        if buf.len() >= 1 << 20 || last {
+            crc.update(buf);
+            out.write_all(buf)?;
+            buf.clear();
+        }
+        Ok(())
+    };
+    buf.put(MAGIC);
+    buf.put_u32(if table.deltas() == 0 {
+        VERSION
+    } else {
+        DELTA_VERSION
+    });
+    buf.put_u32(table.packs().len() as u32);
+    buf.put_u64(table.entries());
+    for (pack, _) in table.packs() {
+        buf.put(pack.as_bytes());
+        flush(&mut buf, false)?;
+    }
+    let mut written = 0u64;
+    for (pack, e) in table.iter() {
+        put_entry(&mut buf, &e, pack);
+        written += 1;
+        flush(&mut buf, false)?;
+    }
+    for (_, e) in table.iter().filter(|(_, e)| e.encoded.is_delta()) {
+        let base = e
+            .base
+            .ok_or_else(|| std::io::Error::other(format!("delta {} has no base", e.id)))?;
+        buf.put(&base.0);
+        flush(&mut buf, false)?;
+    }
+    flush(&mut buf, true)?;
+    if written != table.entries() {
+        return Err(std::io::Error::other(
+            "an index table entry could not be read back",
+        ));
+    }
+    let crc = crc.finalize();
+    let mut tail = Vec::with_capacity(8);
+    tail.put_u32(crc);
+    tail.put(END_MAGIC);
+    out.write_all(&tail)
 }
 
 /// Parses one index file into (pack, entries) groups.
