@@ -9,6 +9,8 @@ pub mod layout;
 mod loop_attach;
 pub mod overlay;
 mod place;
+pub mod nbd;
+pub mod qemu;
 pub mod ranges;
 mod room;
 pub mod shadow;
