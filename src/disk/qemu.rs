@@ -131,9 +131,10 @@ pub fn info(image: &Path) -> Result<ImageInfo> {
     let what = "inspect the qcow2 image";
     let (json, locked) = match qemu_img(&args(false), what, image) {
         Ok(json) => (json, None),
-        Err(e) if e.kind() == ErrorKind::Busy => {
-            (qemu_img(&args(true), what, image)?, Some(e.message().to_string()))
-        }
+        Err(e) if e.kind() == ErrorKind::Busy => (
+            qemu_img(&args(true), what, image)?,
+            Some(e.message().to_string()),
+        ),
         Err(e) => return Err(e),
     };
     let mut info = parse_info(&json).map_err(|why| {
@@ -308,7 +309,10 @@ impl Server {
                     let e = qemu_img_failed("serve (qemu-nbd)", image, &said);
                     return Err(Error::new(
                         e.kind(),
-                        format!("{} ({status})", e.message().replacen("qemu-img says", "qemu-nbd says", 1)),
+                        format!(
+                            "{} ({status})",
+                            e.message().replacen("qemu-img says", "qemu-nbd says", 1)
+                        ),
                     ));
                 }
                 Ok(None) => {}
@@ -468,8 +472,14 @@ mod tests {
         assert_eq!(
             info.bitmaps,
             vec![
-                Bitmap { name: "a".into(), in_use: true },
-                Bitmap { name: "b".into(), in_use: false }
+                Bitmap {
+                    name: "a".into(),
+                    in_use: true
+                },
+                Bitmap {
+                    name: "b".into(),
+                    in_use: false
+                }
             ]
         );
         assert!(parse_info(b"{}").is_err());

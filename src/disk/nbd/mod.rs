@@ -113,9 +113,12 @@ impl<S: Read + Write> Client<S> {
         }
         let flags = read_u16(&mut stream, "read the handshake flags")?;
         if flags & FLAG_FIXED_NEWSTYLE == 0 {
-            return Err(bad("the server does not speak the fixed newstyle handshake"));
+            return Err(bad(
+                "the server does not speak the fixed newstyle handshake",
+            ));
         }
-        let client_flags = FLAG_C_FIXED_NEWSTYLE | (u32::from(flags & FLAG_NO_ZEROES) & FLAG_C_NO_ZEROES);
+        let client_flags =
+            FLAG_C_FIXED_NEWSTYLE | (u32::from(flags & FLAG_NO_ZEROES) & FLAG_C_NO_ZEROES);
         stream
             .write_all(&client_flags.to_be_bytes())
             .map_err(|e| io("send the client flags", e))?;
@@ -201,7 +204,9 @@ impl<S: Read + Write> Client<S> {
         match kind {
             REP_ACK => Ok(()),
             k if k & REP_ERR_BIT != 0 => Err(Self::refused("structured replies", k, &data)),
-            k => Err(bad(format!("reply type {k} to the structured reply option"))),
+            k => Err(bad(format!(
+                "reply type {k} to the structured reply option"
+            ))),
         }
     }
 
@@ -209,7 +214,8 @@ impl<S: Read + Write> Client<S> {
         let mut data = Vec::new();
         data.extend_from_slice(&0u32.to_be_bytes()); // default export ""
         data.extend_from_slice(&1u32.to_be_bytes());
-        let len = u32::try_from(name.len()).map_err(|_| Error::internal("context name too long"))?;
+        let len =
+            u32::try_from(name.len()).map_err(|_| Error::internal("context name too long"))?;
         data.extend_from_slice(&len.to_be_bytes());
         data.extend_from_slice(name.as_bytes());
         self.send_option(OPT_SET_META_CONTEXT, &data)?;
@@ -235,7 +241,11 @@ impl<S: Read + Write> Client<S> {
                 k if k & REP_ERR_BIT != 0 => {
                     return Err(Self::refused("the metadata context", k, &data));
                 }
-                k => return Err(bad(format!("reply type {k} to the metadata context option"))),
+                k => {
+                    return Err(bad(format!(
+                        "reply type {k} to the metadata context option"
+                    )));
+                }
             }
         }
         if self.context.is_none() {
@@ -294,7 +304,9 @@ impl<S: Read + Write> Client<S> {
                     }
                 }
                 REP_ACK => break,
-                k if k & REP_ERR_BIT != 0 => return Err(Self::refused("to open the export", k, &data)),
+                k if k & REP_ERR_BIT != 0 => {
+                    return Err(Self::refused("to open the export", k, &data));
+                }
                 k => return Err(bad(format!("reply type {k} to the go option"))),
             }
         }
@@ -400,7 +412,9 @@ impl<S: Read + Write> Client<S> {
             let got = read_u64(&mut self.stream, "read a reply chunk")?;
             let len = read_u32(&mut self.stream, "read a reply chunk")?;
             if got != cookie {
-                return Err(bad(format!("a reply chunk for request {got}, not {cookie}")));
+                return Err(bad(format!(
+                    "a reply chunk for request {got}, not {cookie}"
+                )));
             }
             match kind {
                 REPLY_TYPE_NONE => {
@@ -450,9 +464,7 @@ impl<S: Read + Write> Client<S> {
         }
         let total: u64 = covered.iter().map(|(a, b)| b - a).sum();
         if total != want {
-            return Err(bad(format!(
-                "a read of {want} bytes answered with {total}"
-            )));
+            return Err(bad(format!("a read of {want} bytes answered with {total}")));
         }
         Ok(Ok(()))
     }
@@ -475,7 +487,9 @@ impl<S: Read + Write> Client<S> {
         let tail = len - 6 - msg_len;
         let offset_given = kind == REPLY_TYPE_ERROR_BIT | 2;
         if (offset_given && tail != 8) || (!offset_given && tail != 0) {
-            return Err(bad(format!("an error chunk of type {kind} with {tail} extra bytes")));
+            return Err(bad(format!(
+                "an error chunk of type {kind} with {tail} extra bytes"
+            )));
         }
         Ok(server_error(code, &String::from_utf8_lossy(message), 0))
     }
@@ -539,7 +553,9 @@ impl<S: Read + Write> Client<S> {
             let got = read_u64(&mut self.stream, "read a reply chunk")?;
             let chunk_len = read_u32(&mut self.stream, "read a reply chunk")?;
             if got != cookie {
-                return Err(bad(format!("a reply chunk for request {got}, not {cookie}")));
+                return Err(bad(format!(
+                    "a reply chunk for request {got}, not {cookie}"
+                )));
             }
             match kind {
                 REPLY_TYPE_NONE if chunk_len == 0 => {}
@@ -617,7 +633,9 @@ fn piece_within(at: u64, n: u64, offset: u64, want: u64) -> Result<u64> {
 fn add_piece(covered: &mut Vec<(u64, u64)>, start: u64, end: u64) -> Result<()> {
     let i = covered.partition_point(|&(a, _)| a < start);
     if covered.get(i).is_some_and(|&(a, _)| a < end)
-        || i.checked_sub(1).and_then(|j| covered.get(j)).is_some_and(|&(_, b)| b > start)
+        || i.checked_sub(1)
+            .and_then(|j| covered.get(j))
+            .is_some_and(|&(_, b)| b > start)
     {
         return Err(bad(format!("read reply chunks overlap at {start}")));
     }
@@ -645,7 +663,10 @@ fn add_piece(covered: &mut Vec<(u64, u64)>, start: u64, end: u64) -> Result<()> 
 /// merging with the last range; ranges come in order.
 fn push_widened(out: &mut Vec<(u64, u64)>, start: u64, end: u64, size: u64) {
     let start = start / STATUS_GRANULE * STATUS_GRANULE;
-    let end = end.div_ceil(STATUS_GRANULE).saturating_mul(STATUS_GRANULE).min(size);
+    let end = end
+        .div_ceil(STATUS_GRANULE)
+        .saturating_mul(STATUS_GRANULE)
+        .min(size);
     match out.last_mut() {
         Some(last) if last.1 >= start => last.1 = last.1.max(end),
         _ => out.push((start, end)),

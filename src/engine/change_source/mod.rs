@@ -140,15 +140,17 @@ impl Plan {
                     asked: matches!(input.request, Request::QemuBitmap),
                 })
             }
-            Request::Auto | Request::Reflink | Request::QemuBitmap => reflink::plan(&reflink::Input {
-                image: input.source,
-                repo_id: input.repo_id,
-                parent: input.parent,
-                parent_map: input.parent_map,
-                snapshot: input.snapshot,
-                full: input.full,
-                asked: matches!(input.request, Request::Reflink),
-            }),
+            Request::Auto | Request::Reflink | Request::QemuBitmap => {
+                reflink::plan(&reflink::Input {
+                    image: input.source,
+                    repo_id: input.repo_id,
+                    parent: input.parent,
+                    parent_map: input.parent_map,
+                    snapshot: input.snapshot,
+                    full: input.full,
+                    asked: matches!(input.request, Request::Reflink),
+                })
+            }
         };
         if let Some(why) = &plan.scan_reason {
             progress.warn(&format!(

@@ -229,8 +229,7 @@ impl Pending {
     /// Adds the new bitmap and removes the old ones: call only once the
     /// manifest is durable and the backup's qemu-nbd is gone.
     pub fn commit(self) -> Result<()> {
-        let now = Stamp::of(&self.image)
-            .map_err(|e| Error::io("inspect", &self.image, e))?;
+        let now = Stamp::of(&self.image).map_err(|e| Error::io("inspect", &self.image, e))?;
         if now != self.stamp {
             return Err(Error::corrupt(format!(
                 "{} changed after it was read (its inode, size or ctime moved), so a bitmap \
