@@ -1,4 +1,7 @@
 //! A source to back up: an image file or a block device, opened read-only.
+//! A qcow2 image file is read as the disk its guest sees (its virtual size,
+//! through qemu-nbd: see `disk::qemu`), never as the file's own bytes; the
+//! checks for changes below stay on the file.
 //!
 //! A source is known by its canonical path (see `SourceIdentity`), which is
 //! recorded as text: a path that is not UTF-8 is refused, as two such
