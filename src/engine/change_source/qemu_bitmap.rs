@@ -6,8 +6,9 @@
 //! the bytes backed up agree. After a snapshot's manifest is durable,
 //! platter adds to the image a persistent bitmap named
 //! `platter.<first 16 hex digits of the repository id>.<snapshot id>`
-//! (`qemu-img bitmap --add`; QEMU marks in it every cluster written from
-//! then on) and removes this repository's earlier ones; bitmaps of other
+//! (`qemu-img bitmap --add`, 4 KiB per bit up to 128 GiB disks, see
+//! `disk::qemu::bitmap_granularity`; QEMU marks in it every block written
+//! from then on) and removes this repository's earlier ones; bitmaps of other
 //! repositories and of other tools are never touched. The next backup
 //! finds the bitmap of its parent, serves it with `qemu-nbd --bitmap`, and
 //! asks NBD block status of `qemu:dirty-bitmap:NAME` over the whole
@@ -111,6 +112,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         add: bitmap_name(input.repo_id, &input.snapshot),
         remove: ours.iter().map(|b| b.name.clone()).collect(),
         stamp,
+        size: guest.size(),
     };
     let (changed, why) = compare_with_parent(input, &ours, &image);
     let record = changed.as_ref().map(|(ranges, name)| ChangeSourceRecord {
@@ -223,6 +225,8 @@ pub struct Pending {
     /// This repository's earlier bitmaps, removed after.
     remove: Vec<String>,
     stamp: Stamp,
+    /// The guest disk's size.
+    size: u64,
 }
 
 impl Pending {
@@ -237,7 +241,7 @@ impl Pending {
                 self.image.display()
             )));
         }
-        qemu::add_bitmap(&self.image, &self.add)?;
+        qemu::add_bitmap(&self.image, &self.add, qemu::bitmap_granularity(self.size))?;
         for old in self.remove.iter().filter(|n| **n != self.add) {
             qemu::remove_bitmap(&self.image, old)?;
         }
