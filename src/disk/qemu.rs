@@ -135,6 +135,14 @@ pub fn info(image: &Path) -> Result<ImageInfo> {
             qemu_img(&args(true), what, image)?,
             Some(e.message().to_string()),
         ),
+        // An image qemu-img cannot open (damaged, encrypted, of a newer
+        // version) cannot be backed up as its guest's disk.
+        Err(e) if e.kind() == ErrorKind::Io && !e.message().contains("cannot run") => {
+            return Err(Error::bad_input(e.message()).hint(format!(
+                "`qemu-img check {}` says what is wrong with it; nothing was written",
+                image.display()
+            )));
+        }
         Err(e) => return Err(e),
     };
     let mut info = parse_info(&json).map_err(|why| {

@@ -505,3 +505,22 @@ fn qemu_bitmap_incrementals_equal_scan_incrementals() {
     }
     let _ = sh("true");
 }
+
+// Pins: a file with the qcow2 magic that qemu-img cannot open is refused as bad input (exit 2), with the way to find out why, and nothing is written.
+#[test]
+fn a_qcow2_image_qemu_cannot_open_is_refused_and_nothing_is_written() {
+    let test = "a_qcow2_image_qemu_cannot_open_is_refused_and_nothing_is_written";
+    if !have(test, NEEDS) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let image = sandbox.path("broken.qcow2");
+    let mut bytes = b"QFI\xfb".to_vec();
+    bytes.resize(64 * 1024, 0xee);
+    fs::write(&image, &bytes).expect("write the image");
+    let before = super::common::tree(&sandbox.repo);
+    let run = backup_run(&sandbox, &image, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(run.stderr.contains("qemu-img check"), "{}", run.describe());
+    assert_eq!(super::common::tree(&sandbox.repo), before);
+}
