@@ -120,6 +120,41 @@ timed() {
 jfield() { sed -n "s/.*\"$2\"[[:space:]]*:[[:space:]]*\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1" | head -n 1; }
 dusb() { du -sb "$1" | cut -f1; }
 
+# incremental MODE IMG [EXTRA]: times the incremental of repository MODE, notes its row; in run 1 checks
+# that its restore equals W
+incremental() {
+    export R=$WORK/repo-$1 IMG=$2
+    local before
+    before=$(dusb "$R")
+    cat "$IMG" > /dev/null
+    timed "$1.incr" '"$PLATTER" -r "$R" --json backup "$IMG" '"${3:-}" || exit 1
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$run" "$T_WALL" "$T_CPU" \
+        "$(jfield "$WORK/$1.incr.out" bytes_read)" "$T_RCHAR" $(( $(dusb "$R") - before )) "${FULL[$1]}" \
+        "$(jfield "$WORK/$1.incr.out" bytes_base)" >> "$RES"
+    log "  $1: ${T_WALL}s, read $(( $(jfield "$WORK/$1.incr.out" bytes_read) / 1048576 )) MiB from the source"
+    if [ "$run" = 1 ]; then
+        "$PLATTER" -r "$R" restore latest "$WORK/restored.img" > /dev/null
+        cmp -s "$WORK/restored.img" "$W" || { log "  $1: the restore DIFFERS from the image"; echo "$1 restore MISMATCH" >> "$WORK/mismatch"; }
+        cmp -s "$W" "$CHG" || log "  note: W differs from disk.img"
+        rm -f "$WORK/restored.img"
+    fi
+}
+
+# write_change TARGET: what the VM writes, the changed 4 KiB blocks, in place
+write_change() {
+    python3 - "$CHG" "$1" "$RANGES" <<'EOF'
+import os, sys
+src, dst, ranges = sys.argv[1:4]
+s, d = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY)
+for line in open(ranges):
+    if line.startswith("#"):
+        continue
+    off, n = map(int, line.split())
+    os.pwrite(d, os.pread(s, n, off), off)
+os.fsync(d)
+EOF
+}
+
 for run in $(seq 1 "$RUNS"); do
     log "run $run/$RUNS"
     rm -rf "$WORK"/repo-* "$WORK"/qemu "$MNT"/.w.img.platter-shadow.* "$WORK/vm.qcow2"
@@ -134,8 +169,14 @@ for run in $(seq 1 "$RUNS"); do
         timed "$mode.full" '"$PLATTER" -r "$R" --json backup "$W" '"$extra" || exit 1
         FULL[$mode]=$T_WALL
     done
+    write_change "$W"
+    sync
+    incremental scan "$W"
+    incremental ranges "$W" '--changed-ranges "$RANGES"'
+    incremental reflink "$W"
+    # The qcow2 image, after the raw repositories are gone (they would not all fit in a tmpfs).
+    rm -rf "$WORK"/repo-* "$MNT"/.w.img.platter-shadow.*
     Q=$WORK/vm.qcow2
-    rm -f "$Q"
     qemu-img convert -O qcow2 "$SRC" "$Q"
     for mode in qscan qbitmap; do
         export R=$WORK/repo-$mode IMG=$Q
@@ -145,46 +186,19 @@ for run in $(seq 1 "$RUNS"); do
         timed "$mode.full" '"$PLATTER" -r "$R" --json backup "$IMG" '"$extra" || exit 1
         FULL[$mode]=$T_WALL
     done
-    # What the VM writes: the changed 4 KiB blocks, in place; into the qcow2's guest through a FUSE
-    # export of qemu-storage-daemon (QEMU marks the dirty bitmaps), stopped cleanly after.
+    # Into the qcow2's guest through a FUSE export of qemu-storage-daemon (QEMU marks the dirty
+    # bitmaps), stopped cleanly after.
     : > "$WORK/qfuse.img"
     qemu-storage-daemon --blockdev driver=file,node-name=f,filename="$Q" --blockdev driver=qcow2,node-name=q,file=f \
         --export type=fuse,id=e,node-name=q,mountpoint="$WORK/qfuse.img",writable=on 2> "$WORK/qsd.err" &
     QSD=$!
     for _ in $(seq 100); do [ "$(stat -c %s "$WORK/qfuse.img")" -gt 0 ] && break; sleep 0.1; done
-    for target in "$W" "$WORK/qfuse.img"; do
-        python3 - "$CHG" "$target" "$RANGES" <<'EOF'
-import os, sys
-src, dst, ranges = sys.argv[1:4]
-s, d = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY)
-for line in open(ranges):
-    if line.startswith("#"):
-        continue
-    off, n = map(int, line.split())
-    os.pwrite(d, os.pread(s, n, off), off)
-os.fsync(d)
-EOF
-    done
+    write_change "$WORK/qfuse.img"
     kill "$QSD"; wait "$QSD" || true
     sync
-    for mode in scan ranges reflink qscan qbitmap; do
-        export R=$WORK/repo-$mode IMG=$W
-        case $mode in qscan|qbitmap) IMG=$Q ;; esac
-        extra=; [ "$mode" = ranges ] && extra='--changed-ranges "$RANGES"'
-        before=$(dusb "$R")
-        cat "$IMG" > /dev/null
-        timed "$mode.incr" '"$PLATTER" -r "$R" --json backup "$IMG" '"$extra" || exit 1
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$run" "$T_WALL" "$T_CPU" \
-            "$(jfield "$WORK/$mode.incr.out" bytes_read)" "$T_RCHAR" $(( $(dusb "$R") - before )) "${FULL[$mode]}" \
-            "$(jfield "$WORK/$mode.incr.out" bytes_base)" >> "$RES"
-        log "  $mode: ${T_WALL}s, read $(( $(jfield "$WORK/$mode.incr.out" bytes_read) / 1048576 )) MiB from the source"
-        if [ "$run" = 1 ]; then
-            "$PLATTER" -r "$R" restore latest "$WORK/restored.img" > /dev/null
-            cmp -s "$WORK/restored.img" "$W" || { log "  $mode: the restore DIFFERS from the image"; echo "$mode restore MISMATCH" >> "$WORK/mismatch"; }
-            cmp -s "$W" "$CHG" || log "  note: W differs from disk.img"
-            rm -f "$WORK/restored.img"
-        fi
-    done
+    incremental qscan "$Q"
+    incremental qbitmap "$Q"
+    rm -rf "$WORK"/repo-* "$Q"
     mkdir -p "$WORK/qemu"
     cat "$SRC" > /dev/null
     timed qemu.full 'qemu-img convert -O qcow2 "$SRC" "'"$WORK"'/qemu/full.qcow2"' || exit 1
