@@ -524,3 +524,55 @@ fn a_qcow2_image_qemu_cannot_open_is_refused_and_nothing_is_written() {
     assert!(run.stderr.contains("qemu-img check"), "{}", run.describe());
     assert_eq!(super::common::tree(&sandbox.repo), before);
 }
+
+// Pins: an image written between the read and the commit (here: its ctime moved while platter stops its qemu-nbd, after the manifest) gets no bitmap for the new snapshot: the snapshot stands, the parent's bitmap stays, and the next backup scans with the reason instead of trusting a bitmap that missed the write.
+#[test]
+fn an_image_changed_before_its_bitmap_is_added_gets_none() {
+    let test = "an_image_changed_before_its_bitmap_is_added_gets_none";
+    if !have(test, &["qemu-img", "qemu-nbd", "qemu-io", "strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let image = qcow2(&sandbox, "vm.qcow2", 4 * MIB);
+    backup_run(&sandbox, &image, &["--change-source", "qemu-bitmap"]).ok();
+    let parents = bitmaps(&image);
+    qemu_io(&image, &["write -P 0x49 1M 4k"]);
+    // platter kills two qemu-nbd: the bitmap's, while planning, and the
+    // guest's once the manifest is written; it is held in the second.
+    let child = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=kill"])
+        .args(["-e", "inject=kill:delay_enter=2000000:when=2"])
+        .arg(env!("CARGO_BIN_EXE_platter"))
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .args(["--json", "backup"])
+        .arg(&image)
+        .env_remove("PLATTER_REPO")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace");
+    let strace = child.id();
+    let held = super::common::wait_until(std::time::Duration::from_secs(20), || {
+        super::common::traced_child(strace).is_some_and(|pid| super::common::in_call(pid, 62))
+    });
+    assert!(held, "platter was never held in kill");
+    assert_eq!(
+        sandbox.snapshot_ids().len(),
+        2,
+        "the manifest is written by then"
+    );
+    sh(&format!("touch '{}'", image.display()));
+    let out = child.wait_with_output().expect("strace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no dirty bitmap could be added"),
+        "{stderr}"
+    );
+    assert_eq!(bitmaps(&image), parents);
+    let next = backup_run(&sandbox, &image, &[]);
+    let summary = assert_scanned(&next, "not the one of parent");
+    sandbox.assert_restores(id(&summary), &guest_bytes(&image, false));
+}
