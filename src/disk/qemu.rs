@@ -240,19 +240,52 @@ pub fn remove_bitmap(image: &Path, name: &str) -> Result<()> {
 /// A private folder for the socket, removed on drop.
 struct SocketDir(PathBuf);
 
+/// Folders of sockets are named so.
+const SOCKET_DIR_PREFIX: &str = "platter-nbd-";
+
 impl SocketDir {
     fn new() -> Result<SocketDir> {
         use std::os::unix::fs::DirBuilderExt;
+        remove_stale_socket_dirs();
         let mut random = [0u8; 8];
         getrandom::fill(&mut random)
             .map_err(|e| Error::internal(format!("no random numbers: {e}")))?;
         let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("platter-nbd-{hex}"));
+        let dir = std::env::temp_dir().join(format!("{SOCKET_DIR_PREFIX}{hex}"));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io("create a folder for the NBD socket", &dir, e))?;
         Ok(SocketDir(dir))
+    }
+}
+
+/// Removes the empty socket folders a platter killed outright left
+/// behind (its qemu-nbd, told by the kernel, removed the socket as it
+/// ended). A folder in use holds its socket, or is younger than a start
+/// may take: it is left alone, and only an empty folder can be removed.
+fn remove_stale_socket_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(SOCKET_DIR_PREFIX))
+        {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_dir)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > 4 * START_TIMEOUT);
+        if old {
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 
@@ -506,6 +539,29 @@ mod tests {
             ]
         );
         assert!(parse_info(b"{}").is_err());
+    }
+
+    #[test]
+    fn only_old_empty_socket_folders_are_removed() {
+        let dir = |what: &str| {
+            let d = SocketDir::new().unwrap();
+            let path = d.0.clone();
+            std::mem::forget(d);
+            (what.to_string(), path)
+        };
+        let (_, stale) = dir("stale");
+        let (_, young) = dir("young");
+        let (_, busy) = dir("busy");
+        std::fs::write(busy.join("nbd.sock"), b"").unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for d in [&stale, &busy] {
+            File::open(d).unwrap().set_modified(long_ago).unwrap();
+        }
+        remove_stale_socket_dirs();
+        assert!(!stale.exists());
+        assert!(young.exists() && busy.exists());
+        std::fs::remove_dir_all(&young).unwrap();
+        std::fs::remove_dir_all(&busy).unwrap();
     }
 
     #[test]
