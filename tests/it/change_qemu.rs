@@ -576,3 +576,68 @@ fn an_image_changed_before_its_bitmap_is_added_gets_none() {
     let summary = assert_scanned(&next, "not the one of parent");
     sandbox.assert_restores(id(&summary), &guest_bytes(&image, false));
 }
+
+/// Processes whose command line names `image` (a qemu-nbd serving it).
+fn servers_of(image: &Path) -> Vec<String> {
+    let name = image.to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("qemu-nbd") && c.contains(&name))
+        .collect()
+}
+
+// Pins: a backup killed outright while it reads a qcow2 image leaves no qemu-nbd behind (the kernel ends it with platter) and the parent's bitmap as it was.
+#[test]
+fn a_killed_backup_leaves_no_qemu_nbd_behind() {
+    let test = "a_killed_backup_leaves_no_qemu_nbd_behind";
+    if !have(test, &["qemu-img", "qemu-nbd", "qemu-io", "strace"]) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let image = qcow2(&sandbox, "vm.qcow2", 4 * MIB);
+    backup_run(&sandbox, &image, &["--change-source", "qemu-bitmap"]).ok();
+    let parents = bitmaps(&image);
+    qemu_io(&image, &["write -P 0x4a 1M 4k"]);
+    // Held in its first connection to its qemu-nbd. strace follows platter
+    // alone (no -f): a qemu-nbd left behind must fail the test, not hang it.
+    let mut child = Command::new("strace")
+        .args(["-o", "/dev/null", "-e", "trace=connect"])
+        .args(["-e", "inject=connect:delay_enter=2000000:when=1"])
+        .arg(env!("CARGO_BIN_EXE_platter"))
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .arg("backup")
+        .arg(&image)
+        .env_remove("PLATTER_REPO")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace");
+    let strace = child.id();
+    let mut platter = None;
+    let held = super::common::wait_until(std::time::Duration::from_secs(20), || {
+        platter = super::common::traced_child(strace)
+            .filter(|&pid| super::common::in_call(pid, 42) && !servers_of(&image).is_empty());
+        platter.is_some()
+    });
+    assert!(held, "platter was never held connecting to its qemu-nbd");
+    let pid = platter.expect("held");
+    // SAFETY: kill has no memory effects; the pid is platter's, a child of
+    // the strace this test started and still waits for.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let status = child.wait().expect("strace");
+    assert!(!status.success());
+    let gone = super::common::wait_until(std::time::Duration::from_secs(10), || {
+        servers_of(&image).is_empty()
+    });
+    assert!(gone, "left running: {:?}", servers_of(&image));
+    assert_eq!(bitmaps(&image), parents);
+    assert_eq!(sandbox.snapshot_ids().len(), 1);
+    let next = sandbox.backup(&image);
+    assert_eq!(next["change_source"]["kind"], "qemu-bitmap", "{next}");
+    sandbox.assert_restores(id(&next), &guest_bytes(&image, false));
+}
