@@ -19,6 +19,12 @@
 #             era_invalidate would say, at 4 KiB)
 #   reflink   `backup W` (uses the shadow): FIEMAP of the old and new shadow, reads the changed pages
 #   qemu-img  `qemu-img create -b disk.img` + `rebase -b full.qcow2`, as bench/run.sh times it
+# And for a qcow2 image Q (`qemu-img convert -O qcow2 disk0.img`, in SCRATCH), whose guest gets the same
+# 4 KiB blocks written through a qemu-storage-daemon FUSE export (as a VM would write them, so QEMU marks
+# its dirty bitmaps), two more repositories, both reading the guest's disk through qemu-nbd:
+#   qcow2 scan     plain `backup Q`: the guest's used chunks read over NBD and compared
+#   qemu-bitmap    `backup Q` after a full backup with --change-source qemu-bitmap: reads what the
+#                  parent's persistent dirty bitmap marks (64 KiB clusters)
 # Per row: wall and CPU s (/usr/bin/time), bytes read from the source (platter's bytes_read), bytes of the
 # parent's chunks read back from the repository under the changed pages (bytes_base), bytes read
 # by all read calls of the command (rchar of /proc/PID/io, children included: repository reads too),
@@ -41,8 +47,8 @@ esac
 [ "$(id -u)" = 0 ] || { echo "run as root (loop devices, mounts)" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer" >&2; exit 2; }
 [ -x "$PLATTER" ] || { echo "no platter binary at $PLATTER (cargo build --release)" >&2; exit 1; }
-for p in mkfs.xfs qemu-img python3 /usr/bin/time; do
-    command -v "$p" > /dev/null || { echo "missing $p (apt-get install xfsprogs qemu-utils python3 time)" >&2; exit 1; }
+for p in mkfs.xfs qemu-img qemu-nbd qemu-storage-daemon python3 /usr/bin/time; do
+    command -v "$p" > /dev/null || { echo "missing $p (apt-get install xfsprogs qemu-utils qemu-system-common python3 time)" >&2; exit 1; }
 done
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -114,9 +120,44 @@ timed() {
 jfield() { sed -n "s/.*\"$2\"[[:space:]]*:[[:space:]]*\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1" | head -n 1; }
 dusb() { du -sb "$1" | cut -f1; }
 
+# incremental MODE IMG [EXTRA]: times the incremental of repository MODE, notes its row; in run 1 checks
+# that its restore equals W
+incremental() {
+    export R=$WORK/repo-$1 IMG=$2
+    local before
+    before=$(dusb "$R")
+    cat "$IMG" > /dev/null
+    timed "$1.incr" '"$PLATTER" -r "$R" --json backup "$IMG" '"${3:-}" || exit 1
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$run" "$T_WALL" "$T_CPU" \
+        "$(jfield "$WORK/$1.incr.out" bytes_read)" "$T_RCHAR" $(( $(dusb "$R") - before )) "${FULL[$1]}" \
+        "$(jfield "$WORK/$1.incr.out" bytes_base)" >> "$RES"
+    log "  $1: ${T_WALL}s, read $(( $(jfield "$WORK/$1.incr.out" bytes_read) / 1048576 )) MiB from the source"
+    if [ "$run" = 1 ]; then
+        "$PLATTER" -r "$R" restore latest "$WORK/restored.img" > /dev/null
+        cmp -s "$WORK/restored.img" "$W" || { log "  $1: the restore DIFFERS from the image"; echo "$1 restore MISMATCH" >> "$WORK/mismatch"; }
+        cmp -s "$W" "$CHG" || log "  note: W differs from disk.img"
+        rm -f "$WORK/restored.img"
+    fi
+}
+
+# write_change TARGET: what the VM writes, the changed 4 KiB blocks, in place
+write_change() {
+    python3 - "$CHG" "$1" "$RANGES" <<'EOF'
+import os, sys
+src, dst, ranges = sys.argv[1:4]
+s, d = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY)
+for line in open(ranges):
+    if line.startswith("#"):
+        continue
+    off, n = map(int, line.split())
+    os.pwrite(d, os.pread(s, n, off), off)
+os.fsync(d)
+EOF
+}
+
 for run in $(seq 1 "$RUNS"); do
     log "run $run/$RUNS"
-    rm -rf "$WORK"/repo-* "$WORK"/qemu "$MNT"/.w.img.platter-shadow.*
+    rm -rf "$WORK"/repo-* "$WORK"/qemu "$MNT"/.w.img.platter-shadow.* "$WORK/vm.qcow2"
     cp --sparse=always "$SRC" "$W"
     sync
     declare -A FULL=()
@@ -128,36 +169,36 @@ for run in $(seq 1 "$RUNS"); do
         timed "$mode.full" '"$PLATTER" -r "$R" --json backup "$W" '"$extra" || exit 1
         FULL[$mode]=$T_WALL
     done
-    # What the VM writes: the changed 4 KiB blocks, in place.
-    python3 - "$CHG" "$W" "$RANGES" <<'EOF'
-import os, sys
-src, dst, ranges = sys.argv[1:4]
-s, d = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY)
-for line in open(ranges):
-    if line.startswith("#"):
-        continue
-    off, n = map(int, line.split())
-    os.pwrite(d, os.pread(s, n, off), off)
-os.fsync(d)
-EOF
+    write_change "$W"
     sync
-    for mode in scan ranges reflink; do
-        export R=$WORK/repo-$mode
-        extra=; [ "$mode" = ranges ] && extra='--changed-ranges "$RANGES"'
-        before=$(dusb "$R")
-        cat "$W" > /dev/null
-        timed "$mode.incr" '"$PLATTER" -r "$R" --json backup "$W" '"$extra" || exit 1
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$run" "$T_WALL" "$T_CPU" \
-            "$(jfield "$WORK/$mode.incr.out" bytes_read)" "$T_RCHAR" $(( $(dusb "$R") - before )) "${FULL[$mode]}" \
-            "$(jfield "$WORK/$mode.incr.out" bytes_base)" >> "$RES"
-        log "  $mode: ${T_WALL}s, read $(( $(jfield "$WORK/$mode.incr.out" bytes_read) / 1048576 )) MiB from the source"
-        if [ "$run" = 1 ]; then
-            "$PLATTER" -r "$R" restore latest "$WORK/restored.img" > /dev/null
-            cmp -s "$WORK/restored.img" "$W" || { log "  $mode: the restore DIFFERS from the image"; echo "$mode restore MISMATCH" >> "$WORK/mismatch"; }
-            cmp -s "$W" "$CHG" || log "  note: W differs from disk.img"
-            rm -f "$WORK/restored.img"
-        fi
+    incremental scan "$W"
+    incremental ranges "$W" '--changed-ranges "$RANGES"'
+    incremental reflink "$W"
+    # The qcow2 image, after the raw repositories are gone (they would not all fit in a tmpfs).
+    rm -rf "$WORK"/repo-* "$MNT"/.w.img.platter-shadow.*
+    Q=$WORK/vm.qcow2
+    qemu-img convert -O qcow2 "$SRC" "$Q"
+    for mode in qscan qbitmap; do
+        export R=$WORK/repo-$mode IMG=$Q
+        "$PLATTER" -r "$R" init --plain > /dev/null
+        extra=; [ "$mode" = qbitmap ] && extra="--change-source qemu-bitmap"
+        cat "$Q" > /dev/null
+        timed "$mode.full" '"$PLATTER" -r "$R" --json backup "$IMG" '"$extra" || exit 1
+        FULL[$mode]=$T_WALL
     done
+    # Into the qcow2's guest through a FUSE export of qemu-storage-daemon (QEMU marks the dirty
+    # bitmaps), stopped cleanly after.
+    : > "$WORK/qfuse.img"
+    qemu-storage-daemon --blockdev driver=file,node-name=f,filename="$Q" --blockdev driver=qcow2,node-name=q,file=f \
+        --export type=fuse,id=e,node-name=q,mountpoint="$WORK/qfuse.img",writable=on 2> "$WORK/qsd.err" &
+    QSD=$!
+    for _ in $(seq 100); do [ "$(stat -c %s "$WORK/qfuse.img")" -gt 0 ] && break; sleep 0.1; done
+    write_change "$WORK/qfuse.img"
+    kill "$QSD"; wait "$QSD" || true
+    sync
+    incremental qscan "$Q"
+    incremental qbitmap "$Q"
+    rm -rf "$WORK"/repo-* "$Q"
     mkdir -p "$WORK/qemu"
     cat "$SRC" > /dev/null
     timed qemu.full 'qemu-img convert -O qcow2 "$SRC" "'"$WORK"'/qemu/full.qcow2"' || exit 1
@@ -188,6 +229,7 @@ function mib(b) { return (b == "" || b == "-") ? "-" : sprintf("%.1f MiB", b / 1
 END {
     label["scan"] = "platter, scan (no change source)"; label["ranges"] = "platter --changed-ranges (4 KiB blocks)"
     label["reflink"] = "platter, reflink shadow (XFS)"; label["qemu"] = "qemu-img create -b + rebase"
+    label["qscan"] = "platter, qcow2 scan (guest over NBD)"; label["qbitmap"] = "platter, QEMU dirty bitmap (qcow2 over NBD)"
     for (i = 1; i <= n; i++) {
         k = name[i]; mw = median(w[k]); mf = median(f[k])
         printf "| %s | %.2f | %.2f | %s | %s | %s | %s | %.2f | %.0f%% |\n", label[k], mw, median(c[k]), mib(median(r[k])), mib(median(bb[k])), mib(median(rc[k])), mib(median(a[k])), mf, 100 * mw / mf

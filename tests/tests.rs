@@ -10,6 +10,7 @@ mod it {
     mod bad_input;
     mod boot;
     mod boot_instant;
+    mod change_qemu;
     mod change_sources;
     mod copies;
     mod crash;

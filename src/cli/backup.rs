@@ -32,7 +32,11 @@ use super::{Context, output};
 /// only the chunks they touch are read; the others keep the parent's entries
 /// unread. `--changed-ranges FILE` takes them from a file; `--change-source
 /// reflink` keeps a reflinked shadow of an image file (XFS, btrfs) per
-/// snapshot and compares the parent's shadow with a new one. Whenever a change
+/// snapshot and compares the parent's shadow with a new one; `--change-source
+/// qemu-bitmap` keeps a persistent dirty bitmap in a qcow2 image. A qcow2 image
+/// file is always backed up as its guest's disk (virtual size and contents),
+/// read through qemu-nbd: that needs qemu-img and qemu-nbd installed (Debian
+/// package qemu-utils). Whenever a change
 /// source is missing, stale or in doubt the backup reads every chunk and says
 /// why (on stderr, and as `scan_reason` with --json); `--full` always does.
 #[derive(clap::Args)]
@@ -74,8 +78,13 @@ pub struct Args {
     /// parent's. A shadow costs no space when made, then pins every block the
     /// image overwrites until the next backup replaces it (about one backup's
     /// worth of changes). `auto` (default): reflink where this repository already
-    /// keeps a shadow of the image, else the scan. `scan`: read every chunk and
-    /// remove this repository's shadows of the image
+    /// keeps a shadow of the image (or a dirty bitmap in a qcow2 image), else the
+    /// scan. `qemu-bitmap`: for a qcow2 image, add a persistent dirty bitmap
+    /// (`platter.REPO.SNAPSHOT`) after each backup and read only what it marks
+    /// next time (needs qemu-img and qemu-nbd, Debian package qemu-utils; an
+    /// image a running VM holds is read with a scan and not written). `scan`:
+    /// read every chunk and remove this repository's shadows and bitmaps of the
+    /// image
     #[arg(long, value_enum, value_name = "SOURCE")]
     change_source: Option<ChangeSourceArg>,
 
@@ -99,6 +108,7 @@ enum ChangeSourceArg {
     Auto,
     Scan,
     Reflink,
+    QemuBitmap,
 }
 
 /// The change source asked for; a file of ranges is read and checked here,
@@ -113,6 +123,7 @@ fn change_source(args: &Args) -> platter::Result<Request> {
         (None, None | Some(ChangeSourceArg::Auto)) => Ok(Request::Auto),
         (None, Some(ChangeSourceArg::Scan)) => Ok(Request::Scan),
         (None, Some(ChangeSourceArg::Reflink)) => Ok(Request::Reflink),
+        (None, Some(ChangeSourceArg::QemuBitmap)) => Ok(Request::QemuBitmap),
     }
 }
 

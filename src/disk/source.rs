@@ -1,4 +1,7 @@
 //! A source to back up: an image file or a block device, opened read-only.
+//! A qcow2 image file is read as the disk its guest sees (its virtual size,
+//! through qemu-nbd: see `disk::qemu`), never as the file's own bytes; the
+//! checks for changes below stay on the file.
 //!
 //! A source is known by its canonical path (see `SourceIdentity`), which is
 //! recorded as text: a path that is not UTF-8 is refused, as two such
@@ -36,6 +39,7 @@ use nix::unistd::{Whence, lseek};
 
 use crate::disk::ioctl::{self, LoopStatus};
 use crate::disk::layout::{Layout, ReadAt};
+use crate::disk::qemu;
 use crate::disk::sysfs;
 use crate::error::{Error, IoContext, Result};
 
@@ -143,6 +147,9 @@ pub struct Source {
     /// Problems of the partition table this partition was found in.
     table_warnings: Vec<String>,
     identity: SourceIdentity,
+    /// A qcow2 image file's guest view, read instead of the file's bytes
+    /// (see `disk::qemu`); the checks for changes stay on the file.
+    guest: Option<Box<qemu::Guest>>,
 }
 
 impl Source {
@@ -186,7 +193,18 @@ impl Source {
             opened = stamp(&file, path, backing_file.as_ref())?;
         }
         let is_device = opened.rdev != 0;
-        let size = opened.size;
+        // A qcow2 image is backed up as the disk its guest sees.
+        let guest = if !is_device && qemu::is_qcow2(&file) {
+            Some(Box::new(qemu::Guest::open(&canonical).map_err(|e| {
+                e.context(format!(
+                    "{} is a qcow2 image: platter reads its guest's disk through qemu-nbd",
+                    path.display()
+                ))
+            })?))
+        } else {
+            None
+        };
+        let size = guest.as_ref().map_or(opened.size, |g| g.size());
         let sector = if is_device {
             ioctl::logical_sector_size(&file).at("get the sector size of", path)?
         } else {
@@ -215,6 +233,7 @@ impl Source {
             opened,
             base: 0,
             table_warnings: Vec::new(),
+            guest,
             identity: SourceIdentity {
                 path: name,
                 is_device,
@@ -309,6 +328,11 @@ impl Source {
         self.identity.size
     }
 
+    /// The guest view a qcow2 image file is read through, when it is one.
+    pub fn guest(&self) -> Option<&qemu::Guest> {
+        self.guest.as_deref()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -317,7 +341,9 @@ impl Source {
     /// reads as zeros without reading. Devices have no holes. Past the end
     /// of a file that shrank there is no hole but an error.
     pub fn is_hole(&self, start: u64, end: u64) -> Result<bool> {
-        if self.identity.is_device {
+        // A qcow2 guest's unallocated clusters come back over NBD as holes,
+        // without data on the wire.
+        if self.identity.is_device || self.guest.is_some() {
             return Ok(false);
         }
         let (start, end) = (start + self.base, end + self.base);
@@ -340,6 +366,9 @@ impl Source {
 
     /// Fills `buf` from `offset`; a source that shrank is an error.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if let Some(guest) = &self.guest {
+            return guest.read_at(buf, self.base + offset);
+        }
         self.file
             .read_exact_at(buf, self.base + offset)
             .map_err(|e| {

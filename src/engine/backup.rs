@@ -167,6 +167,9 @@ pub fn backup_reporting(
     lock.check_held()?;
     repo.commit_snapshot(&snapshot)?;
     let scan_reason = plan.scan_reason.clone();
+    // Closed first: a qcow2 image's qemu-nbd holds the lock a new dirty
+    // bitmap needs.
+    drop(source);
     plan.commit(progress);
     Ok(Backup {
         snapshot,

@@ -1,6 +1,7 @@
 //! How a worker reads a chunk: whole from the source, or, when a change
 //! source says only a few of its pages changed, those pages over the
-//! parent's chunk read back from the repository.
+//! parent's chunk read back from the repository (or over zeros, when the
+//! parent's chunk was zeros).
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -68,13 +69,31 @@ fn pages_over_base(
     let (Some(changed), Some(entry)) = (store.changed, parent) else {
         return Ok(None);
     };
-    if entry.kind != Kind::Data || !store.index.contains(&entry.id) {
+    let zeros = entry.kind == Kind::Zero;
+    if !zeros && (entry.kind != Kind::Data || !store.index.contains(&entry.id)) {
         return Ok(None);
     }
     let pages = changed.pages_within(start, start + len, PAGE);
     let changed_bytes: u64 = pages.iter().map(|&(a, b)| b - a).sum();
     if changed_bytes * 8 > len * PAGES_OVER_BASE_EIGHTHS {
         return Ok(None);
+    }
+    if zeros {
+        // The parent's chunk was zeros: the base costs no read (a guest
+        // writing into a region it had never written).
+        plain.clear();
+        plain.resize(len as usize, 0);
+        for (a, b) in pages {
+            let at = (a - start) as usize..(b - start) as usize;
+            store.source.read_at(&mut plain[at], a)?;
+        }
+        return Ok(Some(Filled {
+            read: Read {
+                source: changed_bytes,
+                base: 0,
+            },
+            parent_chunk: None,
+        }));
     }
     // A parent's chunk that does not read back (a damaged pack) is no
     // reason to fail: the source still has every byte.

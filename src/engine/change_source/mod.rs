@@ -29,8 +29,13 @@
 //!   the next one needs.
 //!
 //! Sources: `ranges_file` (`--changed-ranges`), `reflink` (shadows of image
-//! files on XFS and btrfs, `--change-source reflink`).
+//! files on XFS and btrfs, `--change-source reflink`), `qemu_bitmap`
+//! (persistent dirty bitmaps of qcow2 images, read over NBD,
+//! `--change-source qemu-bitmap`). A qcow2 image is backed up as its
+//! guest's disk, so reflink shadows, which compare the file's blocks, do
+//! not apply to it: `auto` means its dirty bitmaps.
 
+mod qemu_bitmap;
 mod ranges_file;
 mod reflink;
 
@@ -47,14 +52,16 @@ use crate::repo::snapshot::{ChangeSourceRecord, ShadowStamp, Snapshot};
 /// Which change source a backup is asked to use.
 #[derive(Debug, Clone, Default)]
 pub enum Request {
-    /// A reflink shadow where this repository keeps one of the image,
-    /// else the scan.
+    /// A reflink shadow where this repository keeps one of the image, a
+    /// dirty bitmap where it keeps one in a qcow2 image, else the scan.
     #[default]
     Auto,
     /// The scan; this repository's shadows of the image are removed.
     Scan,
     /// Reflink shadows (kept from now on).
     Reflink,
+    /// QEMU persistent dirty bitmaps in a qcow2 image (kept from now on).
+    QemuBitmap,
     /// The ranges of a file, read and checked before anything is written.
     Ranges(RangesClaim),
 }
@@ -73,6 +80,8 @@ pub struct Plan {
     read_from: Option<PathBuf>,
     pending: Option<Box<reflink::Pending>>,
     forget: Option<reflink::Forget>,
+    qemu: Option<qemu_bitmap::Pending>,
+    qemu_forget: Option<qemu_bitmap::Forget>,
 }
 
 /// What the plan needs to know of the backup.
@@ -98,6 +107,8 @@ impl Plan {
             read_from: None,
             pending: None,
             forget: None,
+            qemu: None,
+            qemu_forget: None,
         }
     }
 
@@ -108,17 +119,38 @@ impl Plan {
             Request::Ranges(claim) => ranges(input, claim),
             Request::Scan => Plan {
                 forget: reflink_forget(input),
+                qemu_forget: qemu_bitmap::Forget::of(input.source, input.repo_id),
                 ..Plan::scan(None)
             },
-            Request::Auto | Request::Reflink => reflink::plan(&reflink::Input {
-                image: input.source,
-                repo_id: input.repo_id,
-                parent: input.parent,
-                parent_map: input.parent_map,
-                snapshot: input.snapshot,
-                full: input.full,
-                asked: matches!(input.request, Request::Reflink),
-            }),
+            Request::Reflink if input.source.guest().is_some() => Plan::scan(Some(format!(
+                "{} is a qcow2 image, backed up as its guest's disk: reflink shadows compare                  the file's blocks, not the guest's; use --change-source qemu-bitmap",
+                input.source.path().display()
+            ))),
+            Request::QemuBitmap | Request::Auto
+                if input.source.guest().is_some()
+                    || matches!(input.request, Request::QemuBitmap) =>
+            {
+                qemu_bitmap::plan(&qemu_bitmap::Input {
+                    source: input.source,
+                    repo_id: input.repo_id,
+                    parent: input.parent,
+                    parent_map: input.parent_map,
+                    snapshot: input.snapshot,
+                    full: input.full,
+                    asked: matches!(input.request, Request::QemuBitmap),
+                })
+            }
+            Request::Auto | Request::Reflink | Request::QemuBitmap => {
+                reflink::plan(&reflink::Input {
+                    image: input.source,
+                    repo_id: input.repo_id,
+                    parent: input.parent,
+                    parent_map: input.parent_map,
+                    snapshot: input.snapshot,
+                    full: input.full,
+                    asked: matches!(input.request, Request::Reflink),
+                })
+            }
         };
         if let Some(why) = &plan.scan_reason {
             progress.warn(&format!(
@@ -134,7 +166,8 @@ impl Plan {
     }
 
     /// Moves the change source's state on: call only once the manifest is
-    /// durable. The snapshot exists whatever happens here, so a failure
+    /// durable, and the source is closed (a qcow2 image's qemu-nbd holds
+    /// its lock, which adding a bitmap needs). The snapshot exists whatever happens here, so a failure
     /// is a warning (the next backup then scans).
     pub fn commit(mut self, progress: &dyn Progress) {
         if let Some(pending) = self.pending.take()
@@ -147,6 +180,22 @@ impl Plan {
         }
         if let Some(forget) = self.forget.take() {
             forget.commit();
+        }
+        if let Some(pending) = self.qemu.take()
+            && let Err(e) = pending.commit()
+        {
+            progress.warn(&format!(
+                "the snapshot is committed, but no dirty bitmap could be added for it ({e}); \
+                 the next backup reads every chunk"
+            ));
+        }
+        if let Some(forget) = self.qemu_forget.take()
+            && let Err(e) = forget.commit()
+        {
+            progress.warn(&format!(
+                "the snapshot is committed, but this repository's dirty bitmaps could not be \
+                 removed from the image ({e})"
+            ));
         }
     }
 }

@@ -173,7 +173,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         shadow: Some(stamp),
         read_from: Some(new),
         pending: Some(Box::new(pending)),
-        forget: None,
+        ..Plan::scan(None)
     }
 }
 
