@@ -80,6 +80,8 @@ pub fn units(job: &Job, exe: &Path, calendar: &str) -> (String, String) {
          [Service]\n\
          Type=oneshot\n\
          ExecStart={exe} run --config {file}\n\
+         CacheDirectory=platter\n\
+         Environment=PLATTER_CACHE_DIR=%C/platter\n\
          Nice=19\n\
          IOSchedulingClass=idle\n\
          KillMode=mixed\n\

@@ -3,7 +3,9 @@
 //! chunks up through a mapping instead of loading every index file.
 //!
 //! The folder is `$PLATTER_CACHE_DIR`, else `$XDG_CACHE_HOME/platter`,
-//! else `~/.cache/platter`, one subfolder per repository (its id and a
+//! else `~/.cache/platter` (`/var/cache/platter` for root without a
+//! home; scheduled jobs use systemd's cache folder, `%C/platter`), one
+//! subfolder per repository (its id and a
 //! hash of where it is: a copy made with `cp` keeps the id). It holds
 //! tables and `cache.json`, which names each table with the exact list of
 //! index files (name and length) it was built from. Every open lists the
@@ -103,6 +105,12 @@ fn folder(repo: &Repository) -> (PathBuf, bool) {
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())
                 .map(|d| PathBuf::from(d).join(".cache/platter"))
+        })
+        // A system service without a home folder.
+        .or_else(|| {
+            nix::unistd::geteuid()
+                .is_root()
+                .then(|| PathBuf::from("/var/cache/platter"))
         });
     let place = blake3::hash(repo.backend().location().as_bytes()).to_hex();
     let name = format!("{}-{}", repo.config().repo_id, &place[..12]);
