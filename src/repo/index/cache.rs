@@ -426,11 +426,14 @@ pub fn merge(
     tables: &[Arc<Table>],
     mut each: impl FnMut(&PackId, &PackEntry) -> Result<()>,
 ) -> Result<()> {
-    let mut iters: Vec<_> = tables.iter().map(|t| t.iter()).collect();
+    // Read with pread, a little of each table at a time: dozens of runs
+    // are merged at once, and a walk through each one's mapping would keep
+    // a large page-cache folio of each resident.
+    let mut iters: Vec<_> = tables.iter().map(|t| t.read_all()).collect();
     let mut heap = BinaryHeap::new();
     let mut heads: Vec<Option<(u32, PackEntry)>> = Vec::with_capacity(iters.len());
     for (i, it) in iters.iter_mut().enumerate() {
-        let head = it.next();
+        let head = it.next().transpose()?;
         if let Some((_, e)) = &head {
             heap.push(Reverse((e.id, i)));
         }
@@ -440,7 +443,7 @@ pub fn merge(
         if let Some((pack, e)) = heads[i].take() {
             each(&tables[i].packs()[pack as usize].0, &e)?;
         }
-        heads[i] = iters[i].next();
+        heads[i] = iters[i].next().transpose()?;
         if let Some((_, e)) = &heads[i] {
             heap.push(Reverse((e.id, i)));
         }

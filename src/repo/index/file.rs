@@ -311,7 +311,7 @@ mod tests {
         }
         let loc = index.get(&ChunkId::of(b"c")).unwrap();
         assert_eq!(index.pack_id(loc.pack), &PackId::from_bytes([2; 32]));
-        assert_eq!(index.len(), 3);
+        assert_eq!(index.iter().count(), 3);
     }
 
     fn delta(name: &[u8], base: &[u8], offset: u64) -> PackEntry {

@@ -95,7 +95,7 @@ impl<'a> IdSetBuilder<'a> {
             crate::repo::id::random_hex(8)
         ));
         let merged = merge_runs(&self.runs, &path);
-        let set = merged.and_then(|()| IdSet::map(&path));
+        let set = merged.and_then(|keys| IdSet::map(&path, keys));
         let _ = std::fs::remove_file(&path);
         set
     }
@@ -126,8 +126,10 @@ fn write_ids(path: &Path, ids: impl Iterator<Item = ChunkId>) -> Result<()> {
     out.flush().map_err(|e| Error::io("cannot write", path, e))
 }
 
-/// Merges sorted runs into `out`, each id once.
-fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<()> {
+/// Merges sorted runs into `out`, each id once; returns the keys of its
+/// pages (the first 8 bytes of every `PAGE_IDS`-th id), gathered as they
+/// are written.
+fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
     let mut readers = Vec::with_capacity(runs.len());
     for run in runs {
         let f = std::fs::File::open(run).map_err(|e| Error::io("cannot open", run, e))?;
@@ -148,6 +150,7 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<()> {
         }
     }
     let mut last: Option<ChunkId> = None;
+    let (mut keys, mut written) = (Vec::new(), 0u64);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -158,13 +161,25 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<()> {
         if last != Some(id) {
             w.write_all(&id.0)
                 .map_err(|e| Error::io("cannot write", out, e))?;
+            if written.is_multiple_of(PAGE_IDS) {
+                keys.push(key(&id));
+            }
+            written += 1;
             last = Some(id);
         }
         if let Some(next_id) = next(&mut readers[i])? {
             heap.push(std::cmp::Reverse((next_id, i)));
         }
     }
-    w.flush().map_err(|e| Error::io("cannot write", out, e))
+    w.flush().map_err(|e| Error::io("cannot write", out, e))?;
+    Ok(keys)
+}
+
+/// The first 8 bytes of an id as a number that sorts as the id does.
+fn key(id: &ChunkId) -> u64 {
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&id.0[..8]);
+    u64::from_be_bytes(k)
 }
 
 /// A sorted set of chunk ids, in memory or mapped from a file that is
@@ -181,7 +196,7 @@ pub enum IdSet {
 }
 
 impl IdSet {
-    fn map(path: &Path) -> Result<IdSet> {
+    fn map(path: &Path, keys: Vec<u64>) -> Result<IdSet> {
         let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
         let bytes = file
             .metadata()
@@ -196,22 +211,15 @@ impl IdSet {
         let map =
             unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?;
         let len = bytes / 32;
-        let keys = (0..len.div_ceil(PAGE_IDS))
-            .map(|p| {
-                let at = (p * PAGE_IDS * 32) as usize;
-                let mut k = [0u8; 8];
-                k.copy_from_slice(&map[at..at + 8]);
-                u64::from_be_bytes(k)
-            })
-            .collect();
-        let set = IdSet::Mapped {
+        if keys.len() as u64 != len.div_ceil(PAGE_IDS) {
+            return Err(Error::internal("a sorted id file does not match its keys"));
+        }
+        Ok(IdSet::Mapped {
             file,
             map,
             len,
             keys,
-        };
-        set.release(0..len);
-        Ok(set)
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -246,9 +254,7 @@ impl IdSet {
                 keys,
                 len,
             } => {
-                let mut k = [0u8; 8];
-                k.copy_from_slice(&id.0[..8]);
-                let k = u64::from_be_bytes(k);
+                let k = key(id);
                 let first_page = keys.partition_point(|&p| p < k).saturating_sub(1) as u64;
                 let end_page = keys.partition_point(|&p| p <= k) as u64;
                 let (start, end) = (first_page * PAGE_IDS, (end_page * PAGE_IDS).min(*len));

@@ -225,15 +225,6 @@ impl Index {
         &self.packs
     }
 
-    /// How many chunks the index holds (a walk over all of it).
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
-    }
-
     /// Every chunk with the copy used, in chunk id order, read from the
     /// tables as it goes (memory does not grow with the index).
     pub fn iter(&self) -> impl Iterator<Item = (ChunkId, Location)> + '_ {
