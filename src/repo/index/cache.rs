@@ -112,10 +112,24 @@ fn folder(repo: &Repository) -> (PathBuf, bool) {
                 .is_root()
                 .then(|| PathBuf::from("/var/cache/platter"))
         });
-    let place = blake3::hash(repo.backend().location().as_bytes()).to_hex();
+    // A local repository is named by its real path: `-r R` and `-r ./R`
+    // share a cache.
+    let local = (repo.backend().local_root()).and_then(|r| std::fs::canonicalize(r).ok());
+    let location = match &local {
+        Some(path) => path.to_string_lossy().into_owned(),
+        None => repo.backend().location(),
+    };
+    let place = blake3::hash(location.as_bytes()).to_hex();
     let name = format!("{}-{}", repo.config().repo_id, &place[..12]);
     match root.map(|r| r.join(&name)) {
-        Some(dir) if make_private_dir(&dir).is_ok() => (dir, false),
+        Some(dir)
+            if make_private_dir(&dir).is_ok()
+                // Never inside the repository itself.
+                && !std::fs::canonicalize(&dir)
+                    .is_ok_and(|d| local.as_ref().is_some_and(|r| d.starts_with(r))) =>
+        {
+            (dir, false)
+        }
         _ => (temporary_folder(), true),
     }
 }
@@ -140,7 +154,12 @@ fn make_private_dir(dir: &Path) -> std::io::Result<()> {
 pub fn open(repo: &Repository, fresh: bool) -> Result<Opened> {
     let (dir, temporary) = folder(repo);
     if !temporary {
-        match open_in(repo, &dir, fresh) {
+        let opened = match open_in(repo, &dir, fresh) {
+            // A damaged table (found while merging it) is built again.
+            Err(e) if e.kind() == ErrorKind::Corrupt && !fresh => open_in(repo, &dir, true),
+            other => other,
+        };
+        match opened {
             // The cache folder's disk may be full or failing: the index
             // is built where it can be, as below.
             Err(e) if e.kind() == ErrorKind::Io && !e.is_transient() => {}
@@ -249,9 +268,19 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The most a manifest may hold: about 150 bytes per index file, for a
+/// million of them.
+const MANIFEST_MAX: u64 = 256 << 20;
+
 fn read_manifest(dir: &Path) -> Manifest {
-    std::fs::read(dir.join(MANIFEST))
-        .ok()
+    let read = || -> Option<Vec<u8>> {
+        use std::io::Read;
+        let file = super::table::open_regular(&dir.join(MANIFEST)).ok()?;
+        let mut bytes = Vec::new();
+        file.take(MANIFEST_MAX).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    };
+    read()
         .and_then(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
         .filter(|m| m.version == MANIFEST_VERSION)
         .unwrap_or_default()
@@ -477,6 +506,11 @@ fn merge_layers(
         kept.into_iter().enumerate().partition(|(i, _)| *i < from);
     let tables: Vec<Arc<Table>> = merging.iter().map(|(_, (_, t))| t.clone()).collect();
     let path = merge_tables(dir, &tables)?;
+    // The merged tables go (their mappings stay valid); one that an old
+    // manifest named goes again harmlessly when the manifest changes.
+    for (_, (c, _)) in &merging {
+        let _ = std::fs::remove_file(dir.join(&c.table));
+    }
     let files = merging
         .iter()
         .flat_map(|(_, (c, _))| c.files.iter().cloned())

@@ -14,9 +14,10 @@
 //! packs    40*p   pack id [32] | entries in this table u64
 //! keys     8*k    the first 8 bytes (big-endian) of the id of every
 //!                 `PAGE_ENTRIES`-th entry: k = ceil(n / PAGE_ENTRIES)
+//! crcs     4*k    the crc32 of each page of entries (64, the last fewer)
 //! footer   48     magic "PLTRTBL\0" | version u32 | flags u32 | n u64 |
-//!                 d u64 | p u64 | crc32 of bases, packs, keys and the
-//!                 footer's fields before it u32 | "TEND"
+//!                 d u64 | p u64 | crc32 of bases, packs, keys, crcs and
+//!                 the footer's fields before it u32 | "TEND"
 //! ```
 //!
 //! The keys are read into memory at open (8 bytes per 64 entries): a
@@ -27,9 +28,10 @@
 //! a mapping made a whole table resident. Walks (`iter`) go through the
 //! mapping and let the pages go behind them.
 //!
-//! The entries are not checksummed (that would mean reading them all at
-//! every open); the table is written and fsynced before the cache names
-//! it, and a chunk read through a wrong entry fails its hash check.
+//! Each page of entries is checked against its crc when it is read (a
+//! lookup reads one page; a merge reads them all), so a damaged table is
+//! found before a backup dedups against an entry it made up: the table is
+//! then removed, and built again by the next command.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -45,7 +47,7 @@ use crate::repo::pack::PackEntry;
 
 const MAGIC: &[u8; 8] = b"PLTRTBL\0";
 const END_MAGIC: &[u8; 4] = b"TEND";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const ENTRY_LEN: u64 = 64;
 const PACK_LEN: u64 = 40;
 /// Entries per 4 KiB page, and per key.
@@ -70,6 +72,8 @@ pub struct TableWriter {
     packs: Vec<(PackId, u64)>,
     numbers: HashMap<PackId, u32>,
     keys: Vec<u64>,
+    crcs: Vec<u32>,
+    page: crc32fast::Hasher,
     entries: u64,
     deltas: u64,
     last: Option<ChunkId>,
@@ -106,6 +110,8 @@ impl TableWriter {
             packs: Vec::new(),
             numbers: HashMap::new(),
             keys: Vec::new(),
+            crcs: Vec::new(),
+            page: crc32fast::Hasher::new(),
             entries: 0,
             deltas: 0,
             last: None,
@@ -155,10 +161,15 @@ impl TableWriter {
         self.out
             .write_all(&rec)
             .map_err(io_err("cannot write", &self.path))?;
+        self.page.update(&rec);
         if self.entries.is_multiple_of(PAGE_ENTRIES) {
             self.keys.push(key(&e.id.0));
         }
         self.entries += 1;
+        if self.entries.is_multiple_of(PAGE_ENTRIES) {
+            let page = std::mem::replace(&mut self.page, crc32fast::Hasher::new());
+            self.crcs.push(page.finalize());
+        }
         Ok(())
     }
 
@@ -171,6 +182,8 @@ impl TableWriter {
             bases,
             packs,
             keys,
+            mut crcs,
+            page,
             entries,
             deltas,
             doubles,
@@ -192,6 +205,12 @@ impl TableWriter {
             }
             for k in keys {
                 tail.put_u64(k);
+            }
+            if !entries.is_multiple_of(PAGE_ENTRIES) {
+                crcs.push(page.finalize());
+            }
+            for c in crcs {
+                tail.put_u32(c);
             }
             tail.put(MAGIC);
             tail.put_u32(VERSION);
@@ -228,19 +247,21 @@ impl TableWriter {
 
 /// One table, mapped.
 pub struct Table {
+    path: PathBuf,
     file: File,
     map: memmap2::Mmap,
     entries: u64,
     deltas: u64,
     packs: Vec<(PackId, u64)>,
     keys: Vec<u64>,
+    crcs: Vec<u32>,
     doubles: bool,
 }
 
 impl Table {
     /// Opens table `path`, checking its shape and footer.
     pub fn open(path: &Path) -> Result<Table> {
-        let file = File::open(path).map_err(io_err("cannot open", path))?;
+        let file = open_regular(path)?;
         let len = file
             .metadata()
             .map_err(io_err("cannot look at", path))?
@@ -279,7 +300,7 @@ impl Table {
             .checked_mul(ENTRY_LEN)
             .and_then(|n| n.checked_add(deltas.checked_mul(32)?))
             .and_then(|n| n.checked_add(pack_count.checked_mul(PACK_LEN)?))
-            .and_then(|n| n.checked_add(key_count * 8 + FOOTER_LEN));
+            .and_then(|n| n.checked_add(key_count * 12 + FOOTER_LEN));
         if expected != Some(len) {
             return Err(damaged("its length does not match its footer"));
         }
@@ -293,6 +314,7 @@ impl Table {
             .map(|_| (PackId::from_bytes(r.bytes()), r.u64()))
             .collect();
         let keys: Vec<u64> = (0..key_count).map(|_| r.u64()).collect();
+        let crcs: Vec<u32> = (0..key_count).map(|_| r.u32()).collect();
         if keys.windows(2).any(|w| w[0] > w[1]) {
             return Err(damaged("its keys are out of order"));
         }
@@ -304,8 +326,10 @@ impl Table {
             deltas,
             packs,
             keys,
+            crcs,
             doubles: flags & DOUBLES != 0,
             file,
+            path: path.to_owned(),
         })
     }
 
@@ -355,6 +379,14 @@ impl Table {
         if std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, from as u64).is_err() {
             buf.copy_from_slice(&self.map[from..to]);
         }
+        if !self.pages_intact(first_page, buf) {
+            // Made up entries must not be believed (a backup would dedup
+            // against a chunk the repository lacks): the chunk looks
+            // missing here (a backup stores it again), and the table goes,
+            // so the next command builds the cache again.
+            self.discard();
+            return Vec::new();
+        }
         let count = (end - start) as usize;
         let id_of = |i: usize| &buf[i * ENTRY_LEN as usize..i * ENTRY_LEN as usize + 32];
         let (mut first, mut hi) = (0, count);
@@ -370,6 +402,20 @@ impl Table {
             .take_while(|&i| id_of(i) == &id.0[..])
             .filter_map(|i| self.decode(&buf[i * ENTRY_LEN as usize..(i + 1) * ENTRY_LEN as usize]))
             .collect()
+    }
+
+    /// Whether the pages of entries in `buf`, from page `first`, match
+    /// their crcs.
+    fn pages_intact(&self, first: u64, buf: &[u8]) -> bool {
+        buf.chunks(4096)
+            .zip(first as usize..)
+            .all(|(page, p)| self.crcs.get(p) == Some(&crc32(page)))
+    }
+
+    /// Removes the table's file: it is damaged, and the cache folder's
+    /// next user builds the cache again (this process keeps its mapping).
+    fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 
     /// Entry `i`: its pack number (into `packs`) and the entry (with its
@@ -478,11 +524,16 @@ impl Iterator for TableReader<'_> {
                     std::os::unix::fs::FileExt::read_exact_at(&t.file, &mut self.buf, offset)
                 {
                     self.next = t.entries;
-                    return Some(Err(Error::io(
-                        "cannot read",
-                        Path::new("index cache table"),
-                        e,
-                    )));
+                    return Some(Err(Error::io("cannot read", &t.path, e)));
+                }
+                // Reads start at whole pages (READ_ENTRIES is a multiple).
+                if !t.pages_intact(self.at / PAGE_ENTRIES, &self.buf) {
+                    self.next = t.entries;
+                    t.discard();
+                    return Some(Err(Error::corrupt(format!(
+                        "index cache table {} is damaged: a page of entries fails its crc32",
+                        t.path.display()
+                    ))));
                 }
             }
             let i = ((self.next - self.at) * ENTRY_LEN) as usize;
@@ -514,6 +565,25 @@ fn release(map: &memmap2::Mmap, range: Range<u64>) {
             )
         };
     }
+}
+
+/// Opens `path` for reading only if it is a regular file: not following a
+/// final symbolic link, and without blocking on a FIFO.
+pub fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_err("cannot open", path))?;
+    let meta = file.metadata().map_err(io_err("cannot look at", path))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// The first 8 bytes of an id as a number that sorts as the id does.
@@ -575,7 +645,22 @@ mod tests {
         assert!(t.find(&ChunkId([0xff; 32])).is_empty());
         assert!(t.find(&ChunkId([0; 32])).is_empty());
         assert_eq!(t.iter().count(), 601);
+        assert_eq!(t.read_all().filter(|e| e.is_ok()).count(), 601);
         let bytes = std::fs::read(&path).unwrap();
+        // An entry changed: its page fails its crc, the lookup finds
+        // nothing, a merge fails, and the table is removed.
+        let mut bad = bytes.clone();
+        bad[64 * 70 + 3] ^= 1;
+        let p = dir.path().join("entry");
+        std::fs::write(&p, &bad).unwrap();
+        let damaged = Table::open(&p).unwrap();
+        assert!(damaged.find(&ChunkId(ids[70])).is_empty());
+        assert!(!p.exists(), "the damaged table stayed");
+        assert!(damaged.read_all().any(|e| e.is_err()));
+        // Not a regular file: refused, without blocking.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR).unwrap();
+        assert!(Table::open(&fifo).is_err());
         let tail = 601 * 64;
         for i in (tail..bytes.len()).step_by(5) {
             let mut bad = bytes.clone();
