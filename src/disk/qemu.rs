@@ -44,6 +44,9 @@ pub struct Bitmap {
     /// Marked in use: the image was not closed cleanly (a QEMU that
     /// crashed, or one that runs now), and the bitmap cannot be trusted.
     pub in_use: bool,
+    /// Recording writes (flag `auto`): a disabled bitmap (libvirt
+    /// disables older checkpoints') misses every write since.
+    pub enabled: bool,
 }
 
 /// What `qemu-img info` says of an image.
@@ -51,6 +54,9 @@ pub struct Bitmap {
 pub struct ImageInfo {
     pub virtual_size: u64,
     pub bitmaps: Vec<Bitmap>,
+    /// The backing file the image reads through, if any: writes to it
+    /// change the guest's disk without touching the image's bitmaps.
+    pub backing: Option<String>,
     /// Why the image could not be locked (a running VM holds it), when it
     /// could not: it is then read without locking, and must not be
     /// written.
@@ -171,18 +177,23 @@ fn parse_info(json: &[u8]) -> std::result::Result<ImageInfo, String> {
         let Some(name) = b.get("name").and_then(serde_json::Value::as_str) else {
             continue;
         };
-        let in_use = b
-            .get("flags")
-            .and_then(serde_json::Value::as_array)
-            .is_some_and(|f| f.iter().any(|f| f.as_str() == Some("in-use")));
+        let flags = b.get("flags").and_then(serde_json::Value::as_array);
+        let flag = |name: &str| flags.is_some_and(|f| f.iter().any(|f| f.as_str() == Some(name)));
         bitmaps.push(Bitmap {
             name: name.to_string(),
-            in_use,
+            in_use: flag("in-use"),
+            enabled: flag("auto"),
         });
     }
+    let backing = (v
+        .get("backing-filename")
+        .or_else(|| v.get("full-backing-filename")))
+    .and_then(serde_json::Value::as_str)
+    .map(str::to_string);
     Ok(ImageInfo {
         virtual_size,
         bitmaps,
+        backing,
         locked: None,
     })
 }
@@ -530,11 +541,13 @@ mod tests {
             vec![
                 Bitmap {
                     name: "a".into(),
-                    in_use: true
+                    in_use: true,
+                    enabled: true
                 },
                 Bitmap {
                     name: "b".into(),
-                    in_use: false
+                    in_use: false,
+                    enabled: true
                 }
             ]
         );

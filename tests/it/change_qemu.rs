@@ -643,3 +643,45 @@ fn a_killed_backup_leaves_no_qemu_nbd_behind() {
     assert_eq!(next["change_source"]["kind"], "qemu-bitmap", "{next}");
     sandbox.assert_restores(id(&next), &guest_bytes(&image, false));
 }
+
+// Pins: a disabled bitmap (not recording writes) and an image that reads through a backing file (whose writes no bitmap of the image sees) each give a scan with the reason, and the restore equals the guest's disk (both were trusted before: restores lacked the writes).
+#[test]
+fn disabled_bitmaps_and_backing_files_give_a_scan_with_the_reason() {
+    let test = "disabled_bitmaps_and_backing_files_give_a_scan_with_the_reason";
+    if !have(test, NEEDS) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let image = qcow2(&sandbox, "vm.qcow2", 8 * MIB);
+    backup_run(&sandbox, &image, &["--change-source", "qemu-bitmap"]).ok();
+    let (name, _) = bitmaps(&image).remove(0);
+    let disable = Command::new("qemu-img")
+        .args(["bitmap", "--disable"])
+        .arg(&image)
+        .arg(&name)
+        .status()
+        .expect("qemu-img");
+    assert!(disable.success());
+    qemu_io(&image, &["write -P 0x5d 3M 4k"]);
+    let summary = assert_scanned(&backup_run(&sandbox, &image, &[]), "disabled");
+    sandbox.assert_restores(id(&summary), &guest_bytes(&image, false));
+
+    let back = qcow2(&sandbox, "back.qcow2", 8 * MIB);
+    let over = sandbox.path("over.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&back)
+        .arg(&over)
+        .status()
+        .expect("qemu-img");
+    assert!(made.success());
+    qemu_io(&over, &["write -P 0x22 0 1M"]);
+    let first = backup_run(&sandbox, &over, &["--change-source", "qemu-bitmap"]);
+    assert_scanned(&first, "backing file");
+    qemu_io(&back, &["write -P 0x33 4M 1M"]);
+    let summary = assert_scanned(
+        &backup_run(&sandbox, &over, &["--change-source", "qemu-bitmap"]),
+        "backing file",
+    );
+    sandbox.assert_restores(id(&summary), &guest_bytes(&over, false));
+}

@@ -103,6 +103,16 @@ pub fn plan(input: &Input<'_>) -> Plan {
             image.display()
         )));
     }
+    if let Some(backing) = &guest.info().backing {
+        // Bitmaps see writes to this image only; its guest's disk also
+        // changes with the backing file (written, or swapped by a rebase).
+        return Plan::scan(Some(format!(
+            "{} reads through the backing file {}, whose changes no dirty bitmap of the image \
+             sees; no dirty bitmap is used or added",
+            image.display(),
+            crate::printable::printable(backing)
+        )));
+    }
     let stamp = match Stamp::of(&image) {
         Ok(s) => s,
         Err(e) => return Plan::scan(Some(format!("cannot inspect {}: {e}", image.display()))),
@@ -176,6 +186,16 @@ fn compare_with_parent(
             }),
         );
     };
+    if !bitmap.enabled {
+        return (
+            None,
+            Some(format!(
+                "the dirty bitmap {name} is disabled (not recording writes: someone ran \
+                 `qemu-img bitmap --disable`, or libvirt retired it), so writes may be missing \
+                 from it"
+            )),
+        );
+    }
     if bitmap.in_use {
         return (
             None,
