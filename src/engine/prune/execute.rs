@@ -129,7 +129,12 @@ impl PrunePlan {
         for (pack, e) in &self.carried {
             writer.push(pack, e)?;
         }
-        for (pack, _) in self.repack.iter().zip(&repacked.moved).filter(|(_, m)| !**m) {
+        for (pack, _) in self
+            .repack
+            .iter()
+            .zip(&repacked.moved)
+            .filter(|(_, m)| !**m)
+        {
             for e in &pack.live {
                 writer.push(&pack.id, e)?;
             }

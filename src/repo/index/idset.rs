@@ -255,6 +255,13 @@ impl IdSet {
         })
     }
 
+    /// Lets the pages `contains` touched go from this process's memory
+    /// (they stay in the page cache): a long run of lookups calls it now
+    /// and then, or it holds the whole set.
+    pub fn release_pages(&self) {
+        self.release(0..self.len());
+    }
+
     fn release(&self, range: std::ops::Range<u64>) {
         if let IdSet::Mapped { map, .. } = self {
             let page = 4096u64;

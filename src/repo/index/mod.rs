@@ -272,6 +272,16 @@ impl Index {
         lost
     }
 
+    /// Lets the pages of the tables that lookups touched go from this
+    /// process's memory (they stay in the page cache, so the next lookups
+    /// cost a minor fault at most): a long run of lookups calls it now and
+    /// then, or its resident size grows to the size of the tables.
+    pub fn release_pages(&self) {
+        for table in &self.tables {
+            table.release_all();
+        }
+    }
+
     /// Copies in packs of `present` come before others of the same chunk.
     pub fn prefer_packs(&mut self, present: &HashSet<PackId>) {
         self.preferred = Some(self.packs.iter().map(|p| present.contains(p)).collect());

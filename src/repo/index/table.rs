@@ -388,6 +388,13 @@ impl Table {
         })
     }
 
+    /// Lets the pages of every entry go from this process's memory (they
+    /// stay in the page cache): lookups touch pages all over the table,
+    /// and a long run of them would otherwise hold all of it.
+    pub fn release_all(&self) {
+        self.release(0..self.entries);
+    }
+
     /// Lets the pages of entries `range` go from this process's memory
     /// (they stay in the page cache).
     fn release(&self, range: Range<u64>) {
