@@ -1051,8 +1051,14 @@ pub fn boots(image: &Path, firmware: &str) -> String {
 }
 
 /// Runs the binary with `args` and returns what it did and its peak
-/// resident set size in MiB (from wait4's rusage, so only this command
-/// counts). stdout and stderr go through files: no pipe can fill up.
+/// resident set size in MiB, as GNU time (`/usr/bin/time`) measures it.
+/// stdout and stderr go through files: no pipe can fill up.
+///
+/// Not this process's own wait4: a child spawned from it (vfork or fork)
+/// takes this process's peak RSS as its own at exec (the kernel keeps the
+/// larger of the old and new memory's peaks), so the figure would be that of
+/// the test binary, hundreds of MiB when other tests run beside. time forks
+/// the binary from its own small process.
 pub fn run_measuring_rss<I, S>(args: I) -> (Run, f64)
 where
     I: IntoIterator<Item = S>,
@@ -1066,19 +1072,25 @@ where
         .join(" ");
     let out = tempfile::tempfile().expect("a temporary file for stdout");
     let err = tempfile::tempfile().expect("a temporary file for stderr");
-    let child = platter()
-        .args(&args)
+    let peak = tempfile::NamedTempFile::new().expect("a temporary file for time's figure");
+    let binary = platter();
+    let mut time = Command::new("/usr/bin/time");
+    time.args(["-f", "%M", "-o"])
+        .arg(peak.path())
+        .arg(binary.get_program())
+        .args(&args);
+    for (var, value) in binary.get_envs() {
+        match value {
+            Some(value) => time.env(var, value),
+            None => time.env_remove(var),
+        };
+    }
+    let status = time
+        .stdin(Stdio::null())
         .stdout(out.try_clone().expect("stdout file"))
         .stderr(err.try_clone().expect("stderr file"))
-        .spawn()
-        .expect("cannot run the platter binary");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our own child, not yet waited for; status and
-    // usage are valid for writes.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+        .status()
+        .expect("cannot run /usr/bin/time (GNU time) with the platter binary");
     let read = |mut f: File| {
         use std::io::{Read, Seek};
         let mut s = String::new();
@@ -1086,13 +1098,16 @@ where
         f.read_to_string(&mut s).unwrap();
         s
     };
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let figure = fs::read_to_string(peak.path()).expect("time's figure");
+    // The last line: before it, time says why a command did not exit 0.
+    let kib: f64 = (figure.lines().last())
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in time's output {figure:?}"));
     let run = Run {
         command,
-        code,
+        code: status.code(),
         stdout: read(out),
         stderr: read(err),
     };
-    // ru_maxrss is in KiB on Linux.
-    (run, usage.ru_maxrss as f64 / 1024.0)
+    (run, kib / 1024.0)
 }

@@ -170,7 +170,13 @@ impl Live {
             && loc.offset == e.offset
             && !self.chains(&e.id, &loc)
         {
-            return Role::Indexed(index.entry(&e.id).unwrap_or_else(|| loc.entry(e.id)));
+            // Only a delta's entry says more than its location (its base):
+            // a whole chunk costs one lookup, not two.
+            let entry = match loc.encoded.is_delta() {
+                true => index.entry(&e.id).unwrap_or_else(|| loc.entry(e.id)),
+                false => loc.entry(e.id),
+            };
+            return Role::Indexed(entry);
         }
         if e.encoded.is_delta() {
             Role::None
