@@ -190,16 +190,27 @@ impl IdSet {
         let map =
             unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?;
         let len = bytes / 32;
+        let mut set = IdSet::Mapped {
+            map,
+            len,
+            fan: Vec::new(),
+        };
         let mut fan = vec![0u64; 257];
-        // One pass over the first byte of each id (pages let go behind).
+        // One pass over the first byte of each id, the pages let go behind
+        // it (or the whole set would be resident at once).
         for i in 0..len {
-            fan[usize::from(map[(i * 32) as usize]) + 1] += 1;
+            if i > 0 && i % RELEASE_EVERY == 0 {
+                set.release(i - RELEASE_EVERY..i);
+            }
+            fan[usize::from(set.at(i).0[0]) + 1] += 1;
         }
         for b in 1..257 {
             fan[b] += fan[b - 1];
         }
-        let set = IdSet::Mapped { map, len, fan };
         set.release(0..len);
+        if let IdSet::Mapped { fan: f, .. } = &mut set {
+            *f = fan;
+        }
         Ok(set)
     }
 
