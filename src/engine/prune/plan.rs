@@ -23,7 +23,7 @@ use crate::repo::{BufPool, ChunkReader, PackId, Repository, SnapshotId, ids_in};
 
 /// Lookups in the index and the used set between two releases of the
 /// pages they touched (`Live::looked_up`).
-const RELEASE_EVERY: u64 = 64;
+const RELEASE_EVERY: u64 = 16;
 /// Pack tables read at once (each a request of its own: on a store far
 /// away, several at once), and held together.
 const TABLES_AT_ONCE: usize = 16;
