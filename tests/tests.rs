@@ -42,5 +42,6 @@ mod it {
     mod roundtrip;
     mod s3;
     mod scale;
+    mod scale_prune;
     mod selection;
 }

@@ -3,19 +3,22 @@
 //! naming it, never "uses nothing". Its snapshot's needs are unknown, and
 //! a caller that went on would treat the chunks it needs as unused: prune
 //! would delete them, repair would leave them damaged.
+//!
+//! The set is exact and may be larger than memory (`IdSet`: sorted runs in
+//! the repository's cache folder past a few tens of MiB), never a filter
+//! that could call a chunk used that is not, or the reverse.
 
-use std::collections::HashSet;
-
-use crate::codec::ChunkId;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::repo::index::idset::{IdSet, IdSetBuilder};
+use crate::repo::map::Kind;
 use crate::repo::snapshot::Snapshot;
 
 pub struct InUse {
     /// Every committed snapshot, oldest first.
     pub snapshots: Vec<Snapshot>,
     /// Every data chunk their maps name.
-    pub chunks: HashSet<ChunkId>,
+    pub chunks: IdSet,
 }
 
 /// The snapshots of `repo` and the chunks they use; `Corrupt` when a
@@ -29,12 +32,20 @@ pub fn in_use(repo: &Repository) -> Result<InUse> {
             b.error
         )));
     }
-    let mut chunks = HashSet::new();
+    let mut chunks = IdSetBuilder::new(repo);
     for snap in &snapshots {
         let mut map = repo
             .open_map(snap)
             .map_err(|e| e.context(format!("snapshot {}", snap.short_id())))?;
-        map.add_data_ids(&mut chunks)?;
+        for pos in 0..map.header().entries {
+            let e = map.entry(pos)?;
+            if e.kind == Kind::Data {
+                chunks.insert(e.id)?;
+            }
+        }
     }
-    Ok(InUse { snapshots, chunks })
+    Ok(InUse {
+        snapshots,
+        chunks: chunks.finish()?,
+    })
 }

@@ -2,17 +2,17 @@
 //! packs, the new index, the old index files, dead and repacked packs,
 //! leftovers; each durable before the next.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::PruneReport;
-use super::plan::{PrunePlan, RepackPack, location};
+use super::plan::{self, PrunePlan, RepackPack, location};
 use crate::engine::pack_sink::{ClosedPack, PackSink};
 use crate::engine::{out_of_space, remake_reserve};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::index::Index;
 use crate::repo::names::{Folder, pack_name};
-use crate::repo::pack::{self, PackEntry};
+use crate::repo::pack;
 use crate::repo::{BufPool, ChunkReader, PackId, Repository};
 
 /// What repacking did.
@@ -37,16 +37,15 @@ impl PrunePlan {
         let repacked = repack(repo, &self.found, &self.repack, progress)?;
         report.packs_written = repacked.written.len();
         // 2. One index for every live chunk at its final place.
-        let groups = new_index(std::mem::take(&mut self.index), &self.repack, &repacked);
         // 3. The old index files go once it is durable. On a full
         // filesystem, room for it is made first with what no index names.
         let mut gone = HashSet::new();
-        if let Err(e) = repo.replace_index(&groups) {
+        if let Err(e) = self.write_index(repo, &repacked) {
             if !out_of_space(&e) {
                 return Err(e);
             }
             gone = self.make_room(repo, &mut stale_maps, &mut report, progress)?;
-            repo.replace_index(&groups).map_err(|e| {
+            self.write_index(repo, &repacked).map_err(|e| {
                 e.hint(
                     "the repository's filesystem is too full even for the new index; nothing a \
                      snapshot needs was removed: free some space on it, then run `platter prune`",
@@ -109,23 +108,44 @@ impl PrunePlan {
     }
 }
 
-/// The new index: `kept` (the live chunks that stay where they are), and
-/// the live chunks of the packs to repack where they are now: in their
-/// pack if it could not be repacked, else in the new packs.
-fn new_index(
-    mut kept: HashMap<PackId, Vec<PackEntry>>,
-    packs: &[RepackPack],
-    repacked: &Repacked,
-) -> Vec<(PackId, Vec<PackEntry>)> {
-    for (pack, _) in packs.iter().zip(&repacked.moved).filter(|(_, m)| !**m) {
-        kept.entry(pack.id)
-            .or_default()
-            .extend_from_slice(&pack.live);
+impl PrunePlan {
+    /// Writes the new index and removes the old index files: the live
+    /// chunks of the packs that stay (their tables read again, a batch at
+    /// a time), those of packs whose table cannot be read, and those of
+    /// the packs to repack where they are now: in their pack if it could
+    /// not be repacked, else in the new packs. Entries go to the index
+    /// writer one at a time; none are gathered here.
+    fn write_index(&self, repo: &Repository, repacked: &Repacked) -> Result<()> {
+        let mut writer = repo.index_writer();
+        plan::each_table(repo, &self.kept, |pack, read| {
+            // Read when planning: a table that fails now is not left out
+            // of the index (its chunks would be unindexed), nothing is.
+            let (_, table) = read.map_err(|e| e.hint("nothing was removed"))?;
+            for e in self.live.entries(&self.found, pack, &table) {
+                writer.push(pack, &e)?;
+            }
+            Ok(())
+        })?;
+        for (pack, e) in &self.carried {
+            writer.push(pack, e)?;
+        }
+        for (pack, _) in self
+            .repack
+            .iter()
+            .zip(&repacked.moved)
+            .filter(|(_, m)| !**m)
+        {
+            for e in &pack.live {
+                writer.push(&pack.id, e)?;
+            }
+        }
+        for (pack, entries) in &repacked.written {
+            for e in entries {
+                writer.push(pack, e)?;
+            }
+        }
+        repo.replace_index_with(writer)
     }
-    for (pack, entries) in &repacked.written {
-        kept.entry(*pack).or_default().extend_from_slice(entries);
-    }
-    kept.into_iter().collect()
 }
 
 /// Moves the live chunks of the packs to repack into new packs, each

@@ -27,10 +27,17 @@
 //!
 //! Prune decides first and acts second. `plan` only reads: it builds a
 //! `PrunePlan` holding every decision (packs to delete, packs to repack
-//! with the entries they keep, the new index, maps to remove, bytes before
-//! and after). A dry run reports that plan and drops it; only `execute`,
-//! which consumes the plan and is the one part handed the repository to
-//! write, changes anything.
+//! with the entries they keep, packs that stay, which entries of a pack's
+//! table are live, maps to remove, bytes before and after). A dry run
+//! reports that plan and drops it; only `execute`, which consumes the plan
+//! and is the one part handed the repository to write, changes anything.
+//!
+//! Memory does not grow with the repository: the used chunks are an exact
+//! on-disk set (`IdSet`), the index is looked up where it is mapped (the
+//! pages touched let go as it goes), pack tables are read a batch at a
+//! time, only chunks stored more than once are gathered, and the new index
+//! is fed to the index writer entry by entry from the tables of the packs
+//! that stay, read again when it is written.
 
 use std::time::Instant;
 

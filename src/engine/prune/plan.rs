@@ -14,13 +14,24 @@ use crate::codec::ChunkId;
 use crate::engine::in_use::{InUse, in_use};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::repo::index::idset::{IdSet, IdSetBuilder};
 use crate::repo::index::{Index, Location};
 use crate::repo::names::{Folder, pack_name};
 use crate::repo::pack::PackEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{BufPool, ChunkReader, PackId, Repository, SnapshotId, ids_in};
 
+/// Pack tables read at once (each a request of its own: on a store far
+/// away, several at once), and held together.
+const TABLES_AT_ONCE: usize = 16;
+
 /// Everything prune decided, before it changes anything.
+///
+/// Memory does not grow with the repository: the used chunks are an
+/// `IdSet`, packs are looked at one batch of tables at a time, and the new
+/// index is not held here: `execute` reads the tables of the packs that
+/// stay again and feeds their live entries (`Live::entries`) to the index
+/// writer. Only chunks with more than one stored copy (rare) are gathered.
 pub(super) struct PrunePlan {
     pub(super) snapshots: usize,
     pub(super) chunks_used: usize,
@@ -38,8 +49,14 @@ pub(super) struct PrunePlan {
     pub(super) delete: Vec<DeadPack>,
     /// Mostly unused packs whose live chunks move to new packs.
     pub(super) repack: Vec<RepackPack>,
-    /// The new index for the live chunks that stay where they are.
-    pub(super) index: HashMap<PackId, Vec<PackEntry>>,
+    /// Readable packs that stay as they are and hold live chunks: the new
+    /// index names their live entries where they are.
+    pub(super) kept: Vec<PackId>,
+    /// Live chunks in packs whose table is unreadable: those packs stay,
+    /// and the new index keeps naming these chunks there.
+    pub(super) carried: Vec<(PackId, PackEntry)>,
+    /// Which entries of a pack's table are live.
+    pub(super) live: Live,
     /// Maps without a manifest (names in the repository).
     pub(super) stale_maps: Vec<String>,
     /// The index as prune found it: where repacking reads chunks from,
@@ -69,29 +86,113 @@ impl RepackPack {
     }
 }
 
-/// A readable pack and its table.
-struct PackInfo {
+/// What a readable pack holds: its length, the stored bytes of its
+/// entries, and how many of them are live and their stored bytes.
+struct Tally {
     id: PackId,
     len: u64,
-    entries: Vec<PackEntry>,
+    stored: u64,
+    live: u64,
+    live_bytes: u64,
 }
 
-/// One stored copy of a chunk: its pack, that pack's place in the list
-/// of readable packs (none when its table is unreadable), its entry.
+/// One stored copy of a chunk: its pack, whether that pack's table is
+/// readable, its entry.
 #[derive(Clone, Copy)]
-struct StoredCopy {
+pub(super) struct StoredCopy {
     pack: PackId,
-    at: Option<usize>,
+    readable: bool,
     entry: PackEntry,
 }
 
-/// The copy of each used chunk that prune keeps.
-struct LiveCopies {
-    /// In a readable pack: that pack's place in the list, and its entry.
-    live: HashMap<ChunkId, (usize, PackEntry)>,
-    /// In a pack whose table is unreadable: that pack stays, and the
-    /// index keeps naming the chunk there.
-    carried: Vec<(PackId, PackEntry)>,
+/// What an entry of a pack table is to prune, before chunks with several
+/// copies are looked at.
+enum Role {
+    /// No snapshot uses the chunk.
+    Unused,
+    /// The index's copy of a used chunk (the index's entry, with a delta's
+    /// base).
+    Indexed(PackEntry),
+    /// Another whole copy of a used chunk: the chunk has several copies.
+    Other,
+    /// A delta copy the index does not name: no copy (its base is
+    /// unknown).
+    None,
+}
+
+/// The chunks prune keeps and where: the used chunks, the bases of used
+/// deltas (kept whole: a base's delta copy is no copy, so deltas never
+/// chain), and the copy kept of each chunk stored more than once.
+pub(super) struct Live {
+    used: IdSet,
+    bases: IdSet,
+    /// The copy kept of each used chunk with several copies.
+    several: HashMap<ChunkId, StoredCopy>,
+}
+
+impl Live {
+    fn needed(&self, id: &ChunkId) -> bool {
+        self.used.contains(id) || self.bases.contains(id)
+    }
+
+    /// Whether `loc`, a copy of `id`, is a delta of a chunk that must be
+    /// kept whole.
+    fn chains(&self, id: &ChunkId, loc: &Location) -> bool {
+        loc.encoded.is_delta() && self.bases.contains(id)
+    }
+
+    fn role(&self, index: &Index, pack: &PackId, e: &PackEntry) -> Role {
+        if !self.needed(&e.id) {
+            return Role::Unused;
+        }
+        if let Some(loc) = index.get(&e.id)
+            && index.pack_id(loc.pack) == pack
+            && loc.offset == e.offset
+            && !self.chains(&e.id, &loc)
+        {
+            // Only a delta's entry says more than its location (its base):
+            // a whole chunk costs one lookup, not two.
+            let entry = match loc.encoded.is_delta() {
+                true => index.entry(&e.id).unwrap_or_else(|| loc.entry(e.id)),
+                false => loc.entry(e.id),
+            };
+            return Role::Indexed(entry);
+        }
+        if e.encoded.is_delta() {
+            Role::None
+        } else {
+            Role::Other
+        }
+    }
+
+    /// The live entries of readable pack `pack`, whose table is `table`:
+    /// each live chunk once, as the new index names it.
+    pub(super) fn entries(
+        &self,
+        index: &Index,
+        pack: &PackId,
+        table: &[PackEntry],
+    ) -> Vec<PackEntry> {
+        let mut seen = HashSet::new();
+        let mut live = Vec::new();
+        for e in table {
+            let kept = match self.several.get(&e.id) {
+                Some(c) => {
+                    (c.readable && c.pack == *pack && c.entry.offset == e.offset).then_some(c.entry)
+                }
+                None => match self.role(index, pack, e) {
+                    Role::Indexed(entry) => Some(entry),
+                    _ => None,
+                },
+            };
+            if let Some(entry) = kept
+                && seen.insert(e.id)
+            {
+                live.push(entry);
+            }
+        }
+        live
+    }
 }
 
 impl PrunePlan {
@@ -113,55 +214,66 @@ impl PrunePlan {
                 .hint("nothing was removed; run `platter rebuild-index` first"));
         }
         // A used delta needs its base, kept whole.
-        let bases: HashSet<ChunkId> = used.iter().filter_map(|id| index.base_of(id)).collect();
-        let mut used = used;
-        used.extend(bases.iter().copied());
-        let (packs, unreadable, damaged_packs) = read_packs(repo)?;
-        let copies = stored_copies(&index, (&used, &bases), &packs, &unreadable);
-        let live = choose_live(repo, &index, &copies, progress);
+        let mut bases = IdSetBuilder::new(repo);
+        if index.delta_count() > 0 {
+            for id in used.iter() {
+                if let Some(base) = index.base_of(&id) {
+                    bases.insert(base)?;
+                }
+            }
+        }
+        let bases = bases.finish()?;
+        let extra_bases = bases.iter().filter(|id| !used.contains(id)).count();
+        let chunks_used = used.len() as usize + extra_bases;
+        let mut live = Live {
+            used,
+            bases,
+            several: HashMap::new(),
+        };
+        let mut packs = look_at_packs(repo, &index, &live)?;
+        let carried = choose_copies(repo, &index, &mut live, &mut packs, progress)?;
+        let live_count: u64 = packs.tallies.iter().map(|t| t.live).sum();
+        let found = (live_count as usize).saturating_add(carried.len());
         let mut plan = PrunePlan {
             snapshots: snaps.len(),
-            chunks_used: used.len(),
-            chunks_missing: used.len() - live.live.len() - live.carried.len(),
-            packs_before: packs.len() + unreadable.len(),
-            bytes_before: packs.iter().map(|p| p.len).sum(),
-            damaged_packs,
+            chunks_used,
+            chunks_missing: chunks_used.saturating_sub(found),
+            packs_before: packs.tallies.len() + packs.unreadable.len(),
+            bytes_before: packs.tallies.iter().map(|p| p.len).sum(),
+            damaged_packs: std::mem::take(&mut packs.damaged),
             kept_bytes: 0,
             delete: Vec::new(),
             repack: Vec::new(),
-            index: HashMap::new(),
+            kept: Vec::new(),
+            carried,
+            live,
             stale_maps: stale_maps(repo, &snaps)?,
             found: Index::default(),
         };
-        plan.decide(&packs, &index, live, repack_percent);
+        plan.decide(repo, &packs.tallies, &index, repack_percent)?;
         plan.found = index;
         Ok(plan)
     }
 
-    /// Each readable pack's fate, by the share of it that is dead, and
-    /// where the new index puts each live chunk that does not move.
+    /// Each readable pack's fate, by the share of it that is dead; the
+    /// live entries of the packs to repack.
     fn decide(
         &mut self,
-        packs: &[PackInfo],
+        repo: &Repository,
+        tallies: &[Tally],
         index: &Index,
-        copies: LiveCopies,
         repack_percent: u8,
-    ) {
-        let mut live_at: Vec<Vec<PackEntry>> = vec![Vec::new(); packs.len()];
-        for (p, e) in copies.live.values() {
-            live_at[*p].push(*e);
-        }
-        for (pack, e) in copies.carried {
-            self.index.entry(pack).or_default().push(e);
-        }
+    ) -> Result<()> {
         let indexed: HashSet<&PackId> = index.packs().iter().collect();
-        for (pack, mut live) in packs.iter().zip(live_at) {
+        for pack in tallies {
             // Dead bytes are those of entries no snapshot uses here; the
             // header and table do not count.
-            let live_bytes: u64 = live.iter().map(|e| u64::from(e.stored_len)).sum();
-            let stored: u64 = pack.entries.iter().map(|e| u64::from(e.stored_len)).sum();
-            let unused = u128::from(stored.saturating_sub(live_bytes));
-            if live_bytes != 0 && unused * 100 >= u128::from(repack_percent) * u128::from(stored) {
+            let unused = u128::from(pack.stored.saturating_sub(pack.live_bytes));
+            if pack.live_bytes != 0
+                && unused * 100 >= u128::from(repack_percent) * u128::from(pack.stored)
+            {
+                let (_, table) = read_table(repo, &pack.id)?;
+                let mut live = self.live.entries(index, &pack.id, &table);
                 live.sort_by_key(|e| e.offset);
                 self.repack.push(RepackPack {
                     id: pack.id,
@@ -170,18 +282,17 @@ impl PrunePlan {
                 });
                 continue;
             }
-            if !live.is_empty() {
-                self.index.entry(pack.id).or_default().extend(live);
-            }
-            if live_bytes == 0 {
+            if pack.live_bytes == 0 {
                 self.delete.push(DeadPack {
                     id: pack.id,
                     indexed: indexed.contains(&pack.id),
                 });
             } else {
+                self.kept.push(pack.id);
                 self.kept_bytes += pack.len;
             }
         }
+        Ok(())
     }
 
     /// The report of the run without writing anything: repacked chunks
@@ -228,119 +339,194 @@ fn stale_maps(repo: &Repository, snaps: &[Snapshot]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Every committed pack with its table, the packs whose table cannot be
-/// read (those are left alone), and those described for the report.
-fn read_packs(repo: &Repository) -> Result<(Vec<PackInfo>, HashSet<PackId>, Vec<String>)> {
+/// Reads and checks the table of pack `id`: its length and entries. A
+/// table entry the chunk reader would refuse makes the table damaged (the
+/// pack stays as it is, as one that cannot be read).
+pub(super) fn read_table(repo: &Repository, id: &PackId) -> Result<(u64, Vec<PackEntry>)> {
+    repo.read_pack_table(id).and_then(|(len, entries)| {
+        for (i, e) in entries.iter().enumerate() {
+            e.check_lengths(repo.config().chunk_size, repo.sealing())
+                .map_err(|why| Error::corrupt(format!("table entry {i} {why}")))?;
+        }
+        Ok((len, entries))
+    })
+}
+
+/// Calls `each` with the table of every pack of `ids`, in order, reading
+/// `TABLES_AT_ONCE` at a time; stops at the first error `each` returns.
+pub(super) fn each_table(
+    repo: &Repository,
+    ids: &[PackId],
+    mut each: impl FnMut(&PackId, Result<(u64, Vec<PackEntry>)>) -> Result<()>,
+) -> Result<()> {
+    for batch in ids.chunks(TABLES_AT_ONCE) {
+        let tables =
+            crate::repo::backend::each_at_once(repo.backend(), batch, |id| read_table(repo, id));
+        for (id, read) in batch.iter().zip(tables) {
+            each(id, read)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the pack tables say.
+struct Packs {
+    /// Each readable pack, in pack id order, with the copies the index
+    /// names in it of used chunks counted as live.
+    tallies: Vec<Tally>,
+    /// Packs whose table cannot be read (they are left alone).
+    unreadable: HashSet<PackId>,
+    /// Those, described for the report.
+    damaged: Vec<String>,
+    /// Whole copies of used chunks besides the index's, in pack id order
+    /// then table order.
+    others: Vec<(PackId, PackEntry)>,
+}
+
+/// Reads every committed pack's table, a batch at a time, counting the
+/// live entries of each and gathering the copies of used chunks other
+/// than the index's.
+fn look_at_packs(repo: &Repository, index: &Index, live: &Live) -> Result<Packs> {
     let backend = repo.backend();
-    let mut packs = Vec::new();
-    let mut unreadable = HashSet::new();
-    let mut damaged = Vec::new();
+    let mut packs = Packs {
+        tallies: Vec::new(),
+        unreadable: HashSet::new(),
+        damaged: Vec::new(),
+        others: Vec::new(),
+    };
     let mut ids: Vec<PackId> = repo.packs_on_disk()?.into_iter().collect();
     ids.sort_unstable();
-    // Each table is a request of its own: on a store far away, several at
-    // once.
-    let tables = crate::repo::backend::each_at_once(backend, &ids, |id| {
-        // A table entry the chunk reader would refuse makes the table
-        // damaged: the pack stays as it is, as one that cannot be read.
-        repo.read_pack_table(id).and_then(|(len, entries)| {
-            for (i, e) in entries.iter().enumerate() {
-                e.check_lengths(repo.config().chunk_size, repo.sealing())
-                    .map_err(|why| Error::corrupt(format!("table entry {i} {why}")))?;
-            }
-            Ok((len, entries))
-        })
-    });
-    for (id, read) in ids.into_iter().zip(tables) {
-        let name = pack_name(&id);
+    each_table(repo, &ids, |id, read| {
         match read {
-            Ok((len, entries)) => packs.push(PackInfo { id, len, entries }),
+            Ok((len, entries)) => {
+                let mut tally = Tally {
+                    id: *id,
+                    len,
+                    stored: 0,
+                    live: 0,
+                    live_bytes: 0,
+                };
+                let mut seen = HashSet::new();
+                for e in &entries {
+                    tally.stored += u64::from(e.stored_len);
+                    match live.role(index, id, e) {
+                        Role::Indexed(entry) => {
+                            if seen.insert(e.id) {
+                                tally.live += 1;
+                                tally.live_bytes += u64::from(entry.stored_len);
+                            }
+                        }
+                        Role::Other => packs.others.push((*id, *e)),
+                        Role::Unused | Role::None => {}
+                    }
+                }
+                packs.tallies.push(tally);
+            }
             // The store is out of reach: stop before deciding anything.
             Err(e) if e.is_transient() => return Err(e.hint("nothing was removed")),
             Err(e) => {
-                damaged.push(format!("{}: {e}", backend.describe(&name)));
-                unreadable.insert(id);
+                packs
+                    .damaged
+                    .push(format!("{}: {e}", backend.describe(&pack_name(id))));
+                packs.unreadable.insert(*id);
             }
         }
-    }
-    Ok((packs, unreadable, damaged))
+        Ok(())
+    })?;
+    Ok(packs)
 }
 
-/// Every copy of every used chunk: the index's first (also in a pack whose
-/// table cannot be read), then those the pack tables list. A delta a pack
-/// table lists but no index names is no copy (its base is unknown), and a
-/// chunk in `bases` (the base of a used delta) has only whole copies, so
+/// Picks the copy kept of each used chunk that has several (into
+/// `live.several`, moving its count in `packs` to the pack of the copy
+/// kept), and returns the live chunks in packs whose table is unreadable.
+///
+/// A chunk's copies are the index's (if its pack's table lists it there,
+/// or cannot be read), then the whole copies the pack tables list. A delta
+/// a pack table lists but no index names is no copy (its base is
+/// unknown), and the base of a used delta has only whole copies, so
 /// deltas never chain.
-fn stored_copies(
+fn choose_copies(
+    repo: &Repository,
     index: &Index,
-    (used, bases): (&HashSet<ChunkId>, &HashSet<ChunkId>),
-    packs: &[PackInfo],
-    unreadable: &HashSet<PackId>,
-) -> HashMap<ChunkId, Vec<StoredCopy>> {
-    let at: HashMap<PackId, usize> = packs.iter().enumerate().map(|(i, p)| (p.id, i)).collect();
-    let mut copies: HashMap<ChunkId, Vec<StoredCopy>> = HashMap::new();
-    for (id, loc) in index.iter().filter(|(id, _)| used.contains(id)) {
-        let pack = *index.pack_id(loc.pack);
-        let known = at.get(&pack).is_some_and(|&p| {
-            packs[p]
-                .entries
-                .iter()
-                .any(|e| e.id == id && e.offset == loc.offset)
-        });
-        let chains = loc.encoded.is_delta() && bases.contains(&id);
-        if (known || unreadable.contains(&pack)) && !chains {
-            copies.entry(id).or_default().push(StoredCopy {
+    live: &mut Live,
+    packs: &mut Packs,
+    progress: &dyn Progress,
+) -> Result<Vec<(PackId, PackEntry)>> {
+    let at: HashMap<PackId, usize> = (packs.tallies.iter().enumerate())
+        .map(|(i, t)| (t.id, i))
+        .collect();
+    let mut others = std::mem::take(&mut packs.others);
+    others.sort_by_key(|(_, e)| e.id);
+    // Tables of the packs holding the index's copy of such chunks.
+    let mut tables: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    let pool = BufPool::new(repo.config().chunk_size as usize, 1);
+    let mut reader = repo.chunk_reader(pool, index);
+    let mut carried = Vec::new();
+    for group in others.chunk_by(|a, b| a.1.id == b.1.id) {
+        let id = group[0].1.id;
+        let mut list: Vec<StoredCopy> = Vec::new();
+        if let Some(loc) = index.get(&id).filter(|loc| !live.chains(&id, loc)) {
+            let pack = *index.pack_id(loc.pack);
+            let copy = StoredCopy {
                 pack,
-                at: at.get(&pack).copied(),
+                readable: at.contains_key(&pack),
                 entry: index.entry(&id).unwrap_or_else(|| loc.entry(id)),
-            });
+            };
+            if packs.unreadable.contains(&pack) {
+                list.push(copy);
+            } else if let Some(&p) = at.get(&pack) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(pack) {
+                    slot.insert(read_table(repo, &pack)?.1);
+                }
+                let listed = (tables.get(&pack).into_iter().flatten())
+                    .any(|e| e.id == id && e.offset == loc.offset);
+                if listed {
+                    // Counted as live where it is: it may not stay.
+                    let t = &mut packs.tallies[p];
+                    t.live -= 1;
+                    t.live_bytes -= u64::from(copy.entry.stored_len);
+                    list.push(copy);
+                }
+            }
         }
-    }
-    for (p, pack) in packs.iter().enumerate() {
-        let copies_here = pack
-            .entries
-            .iter()
-            .filter(|e| used.contains(&e.id) && !e.encoded.is_delta());
-        for e in copies_here {
-            let list = copies.entry(e.id).or_default();
+        for (pack, e) in group {
             if !list
                 .iter()
-                .any(|c| c.pack == pack.id && c.entry.offset == e.offset)
+                .any(|c| c.pack == *pack && c.entry.offset == e.offset)
             {
                 list.push(StoredCopy {
-                    pack: pack.id,
-                    at: Some(p),
+                    pack: *pack,
+                    readable: true,
                     entry: *e,
                 });
             }
         }
-    }
-    copies
-}
-
-/// The live copy of each chunk: the first, unless another copy exists and
-/// the first does not read back intact (then the first intact one).
-fn choose_live(
-    repo: &Repository,
-    index: &Index,
-    copies: &HashMap<ChunkId, Vec<StoredCopy>>,
-    progress: &dyn Progress,
-) -> LiveCopies {
-    let mut chosen = LiveCopies {
-        live: HashMap::new(),
-        carried: Vec::new(),
-    };
-    let pool = BufPool::new(repo.config().chunk_size as usize, 1);
-    let mut reader = repo.chunk_reader(pool, index);
-    for (id, list) in copies {
-        let copy = choose_copy(repo, &mut reader, id, list, progress);
-        match copy.at {
-            Some(p) => {
-                chosen.live.insert(*id, (p, copy.entry));
+        let copy = choose_copy(repo, &mut reader, &id, &list, progress);
+        match at.get(&copy.pack) {
+            Some(&p) if copy.readable => {
+                let t = &mut packs.tallies[p];
+                t.live += 1;
+                t.live_bytes += u64::from(copy.entry.stored_len);
             }
-            None => chosen.carried.push((copy.pack, copy.entry)),
+            _ => carried.push((copy.pack, copy.entry)),
+        }
+        live.several.insert(id, copy);
+    }
+    drop(tables);
+    // The index's copies in packs whose table cannot be read.
+    if !packs.unreadable.is_empty() {
+        for (id, loc) in index.iter() {
+            let pack = *index.pack_id(loc.pack);
+            if packs.unreadable.contains(&pack)
+                && live.needed(&id)
+                && !live.several.contains_key(&id)
+                && !live.chains(&id, &loc)
+            {
+                carried.push((pack, index.entry(&id).unwrap_or_else(|| loc.entry(id))));
+            }
         }
     }
-    chosen
+    Ok(carried)
 }
 
 /// The copy to keep: the first, unless there are others (which prune may
