@@ -22,15 +22,19 @@ use tempfile::TempDir;
 /// Chunk size of every test repository: small, so images stay small.
 pub const CHUNK: u64 = 64 * 1024;
 
+/// The environment variables the binary reads as defaults: the tests
+/// clear them, so that the caller's never leak in.
+const OWN_VARIABLES: [&str; 4] = [
+    "PLATTER_REPO",
+    "PLATTER_PASSWORD",
+    "PLATTER_PASSWORD_FILE",
+    "PLATTER_PASSWORD_COMMAND",
+];
+
 /// The binary under test, with a clean environment for its own variables.
 pub fn platter() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_platter"));
-    for var in [
-        "PLATTER_REPO",
-        "PLATTER_PASSWORD",
-        "PLATTER_PASSWORD_FILE",
-        "PLATTER_PASSWORD_COMMAND",
-    ] {
+    for var in OWN_VARIABLES {
         cmd.env_remove(var);
     }
     // The index caches of test repositories stay with the build, not in
@@ -1083,12 +1087,7 @@ where
         .args(&args)
         .env("PLATTER_CACHE_DIR", cache)
         .stdin(Stdio::null());
-    for var in [
-        "PLATTER_REPO",
-        "PLATTER_PASSWORD",
-        "PLATTER_PASSWORD_FILE",
-        "PLATTER_PASSWORD_COMMAND",
-    ] {
+    for var in OWN_VARIABLES {
         cmd.env_remove(var);
     }
     let out = cmd

@@ -10,7 +10,7 @@ use super::common::*;
 
 /// The generator, built by cargo next to this test binary
 /// (`target/<triple>/<profile>/examples/bigrepo`).
-fn generator() -> PathBuf {
+pub(super) fn generator() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // .../<profile>/deps/tests-HASH -> .../<profile>/examples/bigrepo
     let profile = exe

@@ -2,30 +2,13 @@
 //! grow with the repository. The repository is written by the generator of
 //! `bench/scale.sh` (examples/bigrepo.rs, see `scale.rs`).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use super::common::*;
+use super::scale::generator;
 
 /// Peak RSS allowed to prune, whatever the repository holds (issue 18).
 const PRUNE_RSS_MIB: f64 = 150.0;
-
-/// The generator, built by cargo next to this test binary
-/// (`target/<triple>/<profile>/examples/bigrepo`).
-fn generator() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lies in <profile>/deps");
-    let path = profile.join("examples").join("bigrepo");
-    assert!(
-        path.is_file(),
-        "the repository generator is not built at {}: run `cargo build --example bigrepo`",
-        path.display()
-    );
-    path
-}
 
 /// A generated repository of 10^6 chunks (500 index files, 1000 snapshots
 /// and the small one) in which five snapshots were forgotten: prune then

@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 use crate::codec::ChunkId;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::repo::index::pages;
 
 /// Ids held in memory before a run is written (32 MiB).
 const RUN_IDS: usize = 1 << 20;
 /// Ids walked before the pages behind them are let go.
 const RELEASE_EVERY: u64 = 1 << 16;
 /// Ids per 4 KiB page, and per key.
-const PAGE_IDS: u64 = 128;
+const PAGE_IDS: u64 = pages::PAGE / 32;
 
 /// Gathers ids into an `IdSet`.
 pub struct IdSetBuilder<'a> {
@@ -162,7 +163,7 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
             w.write_all(&id.0)
                 .map_err(|e| Error::io("cannot write", out, e))?;
             if written.is_multiple_of(PAGE_IDS) {
-                keys.push(key(&id));
+                keys.push(pages::key(&id));
             }
             written += 1;
             last = Some(id);
@@ -173,13 +174,6 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
     }
     w.flush().map_err(|e| Error::io("cannot write", out, e))?;
     Ok(keys)
-}
-
-/// The first 8 bytes of an id as a number that sorts as the id does.
-fn key(id: &ChunkId) -> u64 {
-    let mut k = [0u8; 8];
-    k.copy_from_slice(&id.0[..8]);
-    u64::from_be_bytes(k)
 }
 
 /// A sorted set of chunk ids, in memory or mapped from a file that is
@@ -254,30 +248,12 @@ impl IdSet {
                 keys,
                 len,
             } => {
-                let k = key(id);
-                let first_page = keys.partition_point(|&p| p < k).saturating_sub(1) as u64;
-                let end_page = keys.partition_point(|&p| p <= k) as u64;
-                let (start, end) = (first_page * PAGE_IDS, (end_page * PAGE_IDS).min(*len));
-                if start >= end {
+                let Some((_, ids)) = pages::span(keys, id, PAGE_IDS, *len) else {
                     return false;
-                }
-                let (from, to) = ((start * 32) as usize, (end * 32) as usize);
-                let mut page = [0u8; 4096];
-                let mut more = Vec::new();
-                let buf: &mut [u8] = if to - from <= page.len() {
-                    &mut page[..to - from]
-                } else {
-                    more.resize(to - from, 0);
-                    &mut more
                 };
-                // A failed read falls back on the mapping (same bytes).
-                if std::os::unix::fs::FileExt::read_exact_at(file, buf, from as u64).is_err() {
-                    buf.copy_from_slice(&map[from..to]);
-                }
-                buf.chunks_exact(32)
-                    .collect::<Vec<_>>()
-                    .binary_search_by(|probe| probe.cmp(&&id.0[..]))
-                    .is_ok()
+                pages::read(file, map, ids.start * 32..ids.end * 32, |buf| {
+                    !pages::equal(buf, 32, id).is_empty()
+                })
             }
         }
     }
@@ -294,21 +270,7 @@ impl IdSet {
 
     fn release(&self, range: std::ops::Range<u64>) {
         if let IdSet::Mapped { map, .. } = self {
-            let page = 4096u64;
-            let start = (range.start * 32).div_ceil(page) * page;
-            let end = (range.end * 32) / page * page;
-            if end > start {
-                // SAFETY: a read-only mapping of a file nobody changes (see
-                // `map`): dropped pages are read again from the file when
-                // touched, so nothing is lost or changed.
-                let _ = unsafe {
-                    map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start as usize,
-                        (end - start) as usize,
-                    )
-                };
-            }
+            pages::release(map, range.start * 32..range.end * 32);
         }
     }
 }

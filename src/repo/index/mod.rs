@@ -10,6 +10,7 @@
 pub mod cache;
 mod file;
 pub mod idset;
+mod pages;
 pub mod table;
 mod writer;
 

@@ -43,6 +43,7 @@ use crate::codec::{ChunkId, Encoded, crc32};
 use crate::error::{Error, Result};
 use crate::repo::PackId;
 use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::index::pages;
 use crate::repo::pack::PackEntry;
 
 const MAGIC: &[u8; 8] = b"PLTRTBL\0";
@@ -51,7 +52,7 @@ const VERSION: u32 = 3;
 const ENTRY_LEN: u64 = 64;
 const PACK_LEN: u64 = 40;
 /// Entries per 4 KiB page, and per key.
-const PAGE_ENTRIES: u64 = 4096 / ENTRY_LEN;
+const PAGE_ENTRIES: u64 = pages::PAGE / ENTRY_LEN;
 const FOOTER_LEN: u64 = 48;
 const NO_BASE: u32 = u32::MAX;
 /// Flag: some chunk has more than one entry.
@@ -163,7 +164,7 @@ impl TableWriter {
             .map_err(io_err("cannot write", &self.path))?;
         self.page.update(&rec);
         if self.entries.is_multiple_of(PAGE_ENTRIES) {
-            self.keys.push(key(&e.id.0));
+            self.keys.push(pages::key(&e.id));
         }
         self.entries += 1;
         if self.entries.is_multiple_of(PAGE_ENTRIES) {
@@ -319,7 +320,7 @@ impl Table {
             return Err(damaged("its keys are out of order"));
         }
         // Let go of the tail's pages (the keys are held in memory).
-        release(&map, tail_start as u64..len);
+        pages::release(&map, tail_start as u64..len);
         Ok(Table {
             map,
             entries,
@@ -356,52 +357,25 @@ impl Table {
     /// number (into `packs`); entries whose encoding, pack or base is
     /// unknown are left out.
     pub fn find(&self, id: &ChunkId) -> Vec<(u32, PackEntry)> {
-        // The pages that can hold it: from the last whose first key is
-        // below the id's, to the first whose first key is above it.
-        let k = key(&id.0);
-        let first_page = self.keys.partition_point(|&p| p < k).saturating_sub(1) as u64;
-        let end_page = self.keys.partition_point(|&p| p <= k) as u64;
-        let start = first_page * PAGE_ENTRIES;
-        let end = (end_page * PAGE_ENTRIES).min(self.entries);
-        if start >= end {
+        let Some((first_page, records)) = pages::span(&self.keys, id, PAGE_ENTRIES, self.entries)
+        else {
             return Vec::new();
-        }
-        let (from, to) = ((start * ENTRY_LEN) as usize, (end * ENTRY_LEN) as usize);
-        let mut page = [0u8; 4096];
-        let mut more = Vec::new();
-        let buf: &mut [u8] = if to - from <= page.len() {
-            &mut page[..to - from]
-        } else {
-            more.resize(to - from, 0);
-            &mut more
         };
-        // A failed read falls back on the mapping (same bytes).
-        if std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, from as u64).is_err() {
-            buf.copy_from_slice(&self.map[from..to]);
-        }
-        if !self.pages_intact(first_page, buf) {
-            // Made up entries must not be believed (a backup would dedup
-            // against a chunk the repository lacks): the chunk looks
-            // missing here (a backup stores it again), and the table goes,
-            // so the next command builds the cache again.
-            self.discard();
-            return Vec::new();
-        }
-        let count = (end - start) as usize;
-        let id_of = |i: usize| &buf[i * ENTRY_LEN as usize..i * ENTRY_LEN as usize + 32];
-        let (mut first, mut hi) = (0, count);
-        while first < hi {
-            let mid = first + (hi - first) / 2;
-            if id_of(mid) < &id.0[..] {
-                first = mid + 1;
-            } else {
-                hi = mid;
+        let bytes = records.start * ENTRY_LEN..records.end * ENTRY_LEN;
+        pages::read(&self.file, &self.map, bytes, |buf| {
+            if !self.pages_intact(first_page, buf) {
+                // Made up entries must not be believed (a backup would
+                // dedup against a chunk the repository lacks): the chunk
+                // looks missing here (a backup stores it again), and the
+                // table goes, so the next command builds the cache again.
+                self.discard();
+                return Vec::new();
             }
-        }
-        (first..count)
-            .take_while(|&i| id_of(i) == &id.0[..])
-            .filter_map(|i| self.decode(&buf[i * ENTRY_LEN as usize..(i + 1) * ENTRY_LEN as usize]))
-            .collect()
+            let record = ENTRY_LEN as usize;
+            (pages::equal(buf, record, id))
+                .filter_map(|i| self.decode(&buf[i * record..(i + 1) * record]))
+                .collect()
+        })
     }
 
     /// Whether the pages of entries in `buf`, from page `first`, match
@@ -489,7 +463,7 @@ impl Table {
     /// Lets the pages of entries `range` go from this process's memory
     /// (they stay in the page cache).
     fn release(&self, range: Range<u64>) {
-        release(&self.map, range.start * ENTRY_LEN..range.end * ENTRY_LEN);
+        pages::release(&self.map, range.start * ENTRY_LEN..range.end * ENTRY_LEN);
     }
 }
 
@@ -547,26 +521,6 @@ impl Iterator for TableReader<'_> {
     }
 }
 
-/// Lets the whole pages within bytes `range` of `map` go from this
-/// process's memory (they stay in the page cache).
-fn release(map: &memmap2::Mmap, range: Range<u64>) {
-    let page = 4096u64;
-    let start = range.start.div_ceil(page) * page;
-    let end = range.end.min(map.len() as u64) / page * page;
-    if end > start {
-        // SAFETY: the mapping is read-only and of a file that does not
-        // change (see `Table::open`): pages dropped here are read again
-        // from the file if touched later, so no data is lost or changed.
-        let _ = unsafe {
-            map.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                start as usize,
-                (end - start) as usize,
-            )
-        };
-    }
-}
-
 /// Opens `path` for reading only if it is a regular file: not following a
 /// final symbolic link, and without blocking on a FIFO.
 pub fn open_regular(path: &Path) -> Result<File> {
@@ -584,13 +538,6 @@ pub fn open_regular(path: &Path) -> Result<File> {
         )));
     }
     Ok(file)
-}
-
-/// The first 8 bytes of an id as a number that sorts as the id does.
-fn key(id: &[u8; 32]) -> u64 {
-    let mut k = [0u8; 8];
-    k.copy_from_slice(&id[..8]);
-    u64::from_be_bytes(k)
 }
 
 #[cfg(test)]
