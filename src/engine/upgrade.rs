@@ -3,14 +3,19 @@
 //! then on a platter that predates a feature refuses the repository
 //! instead of misreading it, or pruning what it needs.
 //!
-//! Only the config changes (rewritten whole, under an exclusive lock, so
-//! no backup runs meanwhile); files already stored stay as they are and
-//! stay readable. New backups then use the features.
+//! The config is rewritten whole, under an exclusive lock, so no backup
+//! runs meanwhile; new backups then use the features. Stored files stay
+//! readable as they are, and stay, but for the index: with `sorted-index`
+//! on, index files of older versions are rewritten into one sorted file
+//! (read, then written block by block: memory does not grow with them),
+//! which is durable before they go. A damaged one stops the rewrite and
+//! leaves every index file as it was (`rebuild-index` mends it).
 
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::config::{Config, FEATURES};
+use crate::repo::index::{Opening, read_entries};
 use crate::repo::lock::LockKind;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -19,6 +24,11 @@ pub struct UpgradeReport {
     pub enabled: Vec<String>,
     /// The repository's features afterwards.
     pub features: Vec<String>,
+    /// Index files of an older version rewritten into one sorted file
+    /// (or that would be, in a dry run).
+    pub index_files_rewritten: usize,
+    /// Entries of the files rewritten.
+    pub index_entries_rewritten: u64,
     pub dry_run: bool,
 }
 
@@ -44,9 +54,55 @@ pub fn upgrade(repo: &Repository, dry_run: bool, progress: &dyn Progress) -> Res
     if !enabled.is_empty() && !dry_run {
         repo.rewrite_config(&config)?;
     }
-    Ok(UpgradeReport {
+    let mut report = UpgradeReport {
         enabled,
-        features: config.features,
+        features: config.features.clone(),
         dry_run,
-    })
+        ..UpgradeReport::default()
+    };
+    let repo = repo.with_config(config.clone());
+    let old = unsorted_index_files(&repo)?;
+    report.index_files_rewritten = old.len();
+    if old.is_empty() || dry_run {
+        return Ok(report);
+    }
+    progress.start("rewrite index", old.len() as u64);
+    let mut writer = repo.index_writer();
+    let mut entries = 0u64;
+    for name in &old {
+        read_entries(
+            repo.backend(),
+            Opening::With(repo.sealing()),
+            name,
+            &mut |p, e| {
+                entries += 1;
+                writer.push(p, &e)
+            },
+        )
+        .map_err(|e| {
+            e.hint(
+                "no index file was changed; run `platter rebuild-index`, then `platter upgrade` \
+                 again",
+            )
+        })?;
+        progress.advance(1);
+    }
+    progress.finish();
+    repo.replace_index_files(writer, &old)?;
+    report.index_entries_rewritten = entries;
+    Ok(report)
+}
+
+/// The repository's index files not in the sorted format.
+fn unsorted_index_files(repo: &Repository) -> Result<Vec<String>> {
+    if !repo.sorted_index() {
+        return Ok(Vec::new());
+    }
+    let mut old = Vec::new();
+    for name in repo.index_files()? {
+        if !crate::repo::index::is_sorted_file(repo.backend(), &name)? {
+            old.push(name);
+        }
+    }
+    Ok(old)
 }

@@ -14,6 +14,7 @@ use crate::error::{ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repo::backend::Backend;
 use crate::repo::config::Config;
+use crate::repo::index::Opening;
 use crate::repo::map::MapReader;
 use crate::repo::names::Folder;
 use crate::repo::snapshot::Snapshot;
@@ -40,9 +41,18 @@ pub fn verify_without_key(backend: &dyn Backend, progress: &dyn Progress) -> Res
     }
     for folder in [Folder::Snapshots, Folder::Index, Folder::Locks] {
         for name in files(backend, folder)? {
-            let checked = backend
-                .read_whole(&name)
-                .and_then(|bytes| check_document(&config, folder, &bytes, &name));
+            let checked = match folder {
+                // Read a block at a time: an index file can be large.
+                Folder::Index => index::read_entries(
+                    backend,
+                    Opening::WithoutKey { encrypted },
+                    &name,
+                    &mut |_, _| Ok(()),
+                ),
+                _ => backend
+                    .read_whole(&name)
+                    .and_then(|bytes| check_document(&config, folder, &bytes, &name)),
+            };
             match checked {
                 Ok(()) if folder == Folder::Snapshots => report.snapshots += 1,
                 Ok(()) => {}
@@ -96,7 +106,6 @@ fn check_document(config: &Config, folder: Folder, bytes: &[u8], what: &str) -> 
         return sealed::check_without_key(bytes, what);
     }
     match folder {
-        Folder::Index => index::read_index(bytes, what).map(|_| ()),
         Folder::Snapshots => Snapshot::decode(bytes, what).map(|_| ()),
         _ => envelope::open::<serde::de::IgnoredAny>("lock", 1, bytes, what).map(|_| ()),
     }

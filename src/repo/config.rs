@@ -19,9 +19,13 @@ pub const FEATURES_FORMAT_VERSION: u32 = 3;
 /// does not know them must not read (it would call deltas damage) and
 /// above all must not prune (it would delete the bases deltas need).
 pub const DELTAS: &str = "deltas";
+/// Index files of version 3 (`repo::index::sorted_file`): sorted by chunk
+/// id, in blocks checked and sealed one by one. A platter that does not
+/// know them would call every new index file damaged.
+pub const SORTED_INDEX: &str = "sorted-index";
 /// Every feature this platter reads and writes; `init` turns all of them
 /// on and `upgrade` turns them on in an older repository.
-pub const FEATURES: &[&str] = &[DELTAS];
+pub const FEATURES: &[&str] = &[DELTAS, SORTED_INDEX];
 pub const CIPHER: &str = "aes-256-gcm";
 pub const CHUNK_IDS: &str = "keyed-blake3";
 pub const MIN_CHUNK_SIZE: u64 = 64 * 1024;

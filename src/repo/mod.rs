@@ -218,6 +218,15 @@ impl Repository {
         }
     }
 
+    /// This open repository as it is with `config` (after `upgrade`
+    /// rewrote it).
+    pub fn with_config(&self, config: Config) -> Repository {
+        Repository {
+            config,
+            ..self.duplicate()
+        }
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -417,7 +426,16 @@ impl Repository {
     /// Replaces every index file by the one `writer` gathered (see
     /// `replace_index`).
     pub fn replace_index_with(&self, writer: index::IndexWriter<'_>) -> Result<()> {
-        let old = self.index_files()?;
+        self.replace_index_files(writer, &self.index_files()?)
+    }
+
+    /// Replaces index files `old` by the one `writer` gathered, durable
+    /// before any of them goes.
+    pub fn replace_index_files(
+        &self,
+        writer: index::IndexWriter<'_>,
+        old: &[String],
+    ) -> Result<()> {
         let new = names::index_name(&writer.finish()?);
         for name in old.iter().filter(|n| **n != new) {
             self.backend.remove(name)?;
@@ -487,7 +505,12 @@ impl Repository {
 
     /// Writes an index file naming `packs` (durable before it returns).
     pub fn write_index(&self, packs: &[(PackId, Vec<pack::PackEntry>)]) -> Result<IndexId> {
-        index::write_index(self.backend(), &self.sealing, packs)
+        index::write_index(self.backend(), &self.sealing, packs, self.sorted_index())
+    }
+
+    /// Whether index files are written sorted (version 3).
+    pub fn sorted_index(&self) -> bool {
+        self.config.has(config::SORTED_INDEX)
     }
 
     /// Reads and checks the table of pack `id`; returns the pack's length

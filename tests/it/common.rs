@@ -1104,3 +1104,48 @@ where
         .unwrap_or_else(|| panic!("GNU time wrote no figure: {text:?}"));
     (run, kib / 1024.0)
 }
+
+/// Edits the plain index file at `path` (any version): `edit` gets its
+/// bytes and the offset of each 64-byte entry; every crc32 the file keeps
+/// is then made to match again, so that only what `edit` did is wrong.
+pub fn edit_index(path: &Path, edit: impl FnOnce(&mut [u8], &[usize])) {
+    let mut bytes = fs::read(path).unwrap();
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    if u32_at(&bytes, 8) != 3 {
+        let (packs, count) = (u32_at(&bytes, 12) as usize, u64_at(&bytes, 16) as usize);
+        let entries: Vec<usize> = (0..count).map(|i| 24 + 32 * packs + 64 * i).collect();
+        edit(&mut bytes, &entries);
+        let end = bytes.len() - 8;
+        let crc = crc32fast::hash(&bytes[..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        fs::write(path, bytes).unwrap();
+        return;
+    }
+    // Version 3: parts (head, entry blocks, base blocks, keys), each
+    // followed by its crc32 (docs/FORMAT.md, "Index file").
+    let (packs, per) = (u32_at(&bytes, 16) as usize, u32_at(&bytes, 20) as usize);
+    let (count, bases) = (u64_at(&bytes, 24) as usize, u64_at(&bytes, 32) as usize);
+    let mut parts = vec![(44, 24 + 32 * packs)];
+    let mut at = 44 + 24 + 32 * packs + 4;
+    let mut entries = Vec::new();
+    for (items, len) in [(count, 64), (bases, 32)] {
+        for k in 0..items.div_ceil(per) {
+            let n = (items - k * per).min(per);
+            if len == 64 {
+                entries.extend((0..n).map(|i| at + 64 * i));
+            }
+            parts.push((at, n * len));
+            at += n * len + 4;
+        }
+    }
+    parts.push((at, 32 * count.div_ceil(per)));
+    edit(&mut bytes, &entries);
+    for (at, len) in parts {
+        let crc = crc32fast::hash(&bytes[at..at + len]);
+        bytes[at + len..at + len + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&bytes[..40]);
+    bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+    fs::write(path, bytes).unwrap();
+}

@@ -237,7 +237,7 @@ fn unknown_format_features_are_refused() {
     assert_eq!(doc["version"], 3, "{doc}");
     assert_eq!(
         doc["body"]["features"],
-        serde_json::json!(["deltas"]),
+        serde_json::json!(["deltas", "sorted-index"]),
         "{doc}"
     );
     let forge = |version: u32, features: Value| {
@@ -250,10 +250,10 @@ fn unknown_format_features_are_refused() {
         );
         fs::write(&config, text).unwrap();
     };
-    forge(3, serde_json::json!(["deltas", "sorted-index\u{1b}[2J"]));
+    forge(3, serde_json::json!(["deltas", "shared-packs\u{1b}[2J"]));
     let before = sandbox.repo_tree();
     let run = sandbox.run(["backup", image.path.to_str().unwrap()]);
-    run.refused(7, "sorted-index");
+    run.refused(7, "shared-packs");
     assert!(
         !run.describe().contains('\u{1b}'),
         "a control character was printed"
@@ -281,7 +281,11 @@ fn upgrade_turns_deltas_on_in_an_old_repository() {
     let config = sandbox.repo.join("config");
     let old = fs::read(&config).unwrap();
     let dry = sandbox.run(["--json", "upgrade", "--dry-run"]).ok().json();
-    assert_eq!(dry["enabled"], serde_json::json!(["deltas"]), "{dry}");
+    assert_eq!(
+        dry["enabled"],
+        serde_json::json!(["deltas", "sorted-index"]),
+        "{dry}"
+    );
     assert_eq!(
         fs::read(&config).unwrap(),
         old,
@@ -345,18 +349,21 @@ fn an_index_base_that_disagrees_with_the_delta_is_damage() {
     let second = second["snapshot"].as_str().unwrap().to_string();
     let index = files_under(&sandbox.repo.join("index"))
         .into_iter()
-        .find(|f| fs::read(f).unwrap()[8] == 2)
-        .expect("a version 2 index file");
-    let mut bytes = fs::read(&index).unwrap();
-    let end = bytes.len() - 8;
-    let base = hex(&bytes[end - 32..end]);
-    let other = whole.iter().find(|id| **id != base).unwrap();
-    for (i, pair) in other.as_bytes().chunks(2).enumerate() {
-        bytes[end - 32 + i] = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
-    }
-    let crc = crc32fast::hash(&bytes[..end]);
-    bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&index, &bytes).unwrap();
+        .find(|f| {
+            let b = fs::read(f).unwrap();
+            b[8] == 3 && b[32..40] == 1u64.to_le_bytes()
+        })
+        .expect("a sorted index file naming one base");
+    edit_index(&index, |bytes, entries| {
+        // The one delta's base is the file's first base, right after the
+        // last entry block (and its crc32).
+        let at = entries[entries.len() - 1] + 64 + 4;
+        let base = hex(&bytes[at..at + 32]);
+        let other = whole.iter().find(|id| **id != base).unwrap();
+        for (i, pair) in other.as_bytes().chunks(2).enumerate() {
+            bytes[at + i] = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+        }
+    });
 
     let report = sandbox
         .run(["--json", "verify", "--read-data"])

@@ -1,6 +1,8 @@
 //! Backward compatibility: a repository written by format version 1 (kept
 //! in fixtures/repo-v1, with the sha256 of each snapshot's source in
-//! fixtures/repo-v1.sha256) must still verify and restore byte for byte.
+//! fixtures/repo-v1.sha256) must still verify and restore byte for byte,
+//! before `platter upgrade` and after it (which rewrites its index files
+//! into the sorted format).
 
 use std::path::Path;
 use std::process::Command;
@@ -24,7 +26,19 @@ fn sha256(path: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
-// Pins: repositories written by format v1 stay readable by every later version.
+/// The format version of each index file of `repo`.
+fn index_versions(repo: &Path) -> Vec<u32> {
+    std::fs::read_dir(repo.join("index"))
+        .unwrap()
+        .map(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+        })
+        .collect()
+}
+
+// Pins: repositories written by format v1 stay readable by every later
+// version, and `upgrade` migrates their index without losing a chunk.
 #[test]
 fn a_version_1_repository_still_verifies_and_restores() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -32,10 +46,26 @@ fn a_version_1_repository_still_verifies_and_restores() {
     let repo = dir.path().join("repo");
     // A copy: locks must not be written into the source tree.
     copy_tree(&fixtures.join("repo-v1"), &repo);
+    assert_eq!(index_versions(&repo), [1, 1]);
+    verify_and_restore(&fixtures, dir.path(), &repo);
+    let platter = env!("CARGO_BIN_EXE_platter");
+    let upgrade = Command::new(platter)
+        .args(["--json", "upgrade", "-r"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(upgrade.status.success(), "{upgrade:?}");
+    let report: serde_json::Value = serde_json::from_slice(&upgrade.stdout).unwrap();
+    assert_eq!(report["index_files_rewritten"], 2, "{report}");
+    assert_eq!(index_versions(&repo), [3], "one sorted index file");
+    verify_and_restore(&fixtures, dir.path(), &repo);
+}
+
+fn verify_and_restore(fixtures: &Path, dir: &Path, repo: &Path) {
     let platter = env!("CARGO_BIN_EXE_platter");
     let verify = Command::new(platter)
         .args(["verify", "--read-data", "-r"])
-        .arg(&repo)
+        .arg(repo)
         .output()
         .unwrap();
     assert!(
@@ -47,12 +77,13 @@ fn a_version_1_repository_still_verifies_and_restores() {
     let mut restored = 0;
     for line in expected.lines() {
         let (snapshot, digest) = line.split_once(' ').unwrap();
-        let target = dir.path().join(format!("{snapshot}.img"));
+        let target = dir.join(format!("{snapshot}.img"));
+        let _ = std::fs::remove_file(&target);
         let status = Command::new(platter)
             .args(["restore", snapshot])
             .arg(&target)
             .arg("-r")
-            .arg(&repo)
+            .arg(repo)
             .status()
             .unwrap();
         assert!(status.success(), "restore of {snapshot} failed");

@@ -351,21 +351,16 @@ fn verify_compares_every_index_entry_with_its_pack_table() {
             bytes.windows(32).any(|w| hex(w) == blob.id)
         })
         .expect("an index names the chunk");
-    let mut bytes = fs::read(&index).unwrap();
-    let packs = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
-    let entry = (0..count)
-        .map(|i| 24 + 32 * packs + 64 * i)
-        .find(|&at| hex(&bytes[at..at + 32]) == blob.id)
-        .unwrap();
-    // A raw chunk one byte shorter: lengths a chunk can have, but not these.
-    let shorter = (blob.stored_len as u32 - 1).to_le_bytes();
-    bytes[entry + 48..entry + 52].copy_from_slice(&shorter);
-    bytes[entry + 52..entry + 56].copy_from_slice(&shorter);
-    let end = bytes.len() - 8;
-    let crc = crc32fast::hash(&bytes[..end]);
-    bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&index, bytes).unwrap();
+    edit_index(&index, |bytes, entries| {
+        let entry = *entries
+            .iter()
+            .find(|&&at| hex(&bytes[at..at + 32]) == blob.id)
+            .unwrap();
+        // A raw chunk one byte shorter: lengths a chunk can have, but not these.
+        let shorter = (blob.stored_len as u32 - 1).to_le_bytes();
+        bytes[entry + 48..entry + 52].copy_from_slice(&shorter);
+        bytes[entry + 52..entry + 56].copy_from_slice(&shorter);
+    });
 
     let report = sandbox.run(["--json", "verify"]).expect_code(4).json();
     let damage = report["damage"].to_string();

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use crate::codec::ChunkId;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::backend::each_at_once;
-use crate::repo::index::file::read_index;
+use crate::repo::index::file::read_entries;
+use crate::repo::index::sorted_file::Opening;
 use crate::repo::index::table::{Table, TableWriter};
 use crate::repo::pack::PackEntry;
 use crate::repo::{Folder, PackId, Repository, id_files_in};
@@ -41,6 +42,8 @@ const MANIFEST: &str = "cache.json";
 const MANIFEST_VERSION: u32 = 1;
 /// Entries sorted in memory at once while building (about 32 MiB).
 pub(super) const RUN_ENTRIES: usize = 1 << 18;
+/// Index files up to this length are read whole, several at once.
+const READ_AT_ONCE: u64 = 1 << 20;
 /// Layers kept before they are merged.
 const MAX_LAYERS: usize = 8;
 /// Files of other processes older than this that no manifest names are
@@ -362,33 +365,56 @@ fn build(
     };
     let mut buffer: Vec<(PackId, PackEntry)> = Vec::new();
     let mut covered = Vec::new();
+    // A run that cannot be written is this host's failure, not damage of
+    // the index file being read: it ends the build.
+    let cache_failed = std::cell::Cell::new(false);
+    let spill = |buffer: &mut Vec<(PackId, PackEntry)>, runs: &mut Vec<PathBuf>| {
+        if buffer.len() >= RUN_ENTRIES {
+            let run = write_run(dir, buffer).inspect_err(|_| cache_failed.set(true))?;
+            runs.push(run);
+        }
+        Ok::<(), Error>(())
+    };
     let batch = repo.backend().concurrency().max(1) * 2;
     for group in files.chunks(batch) {
-        let read = each_at_once(repo.backend(), group, |(name, _)| {
-            let what = repo.describe(name);
-            repo.read_sealed(name)
-                .and_then(|bytes| read_index(&bytes, &what))
+        // Small files are read at once, a batch in parallel; a large one
+        // (after prune) is streamed into the runs, one at a time.
+        let read = each_at_once(repo.backend(), group, |(name, stamp)| {
+            if stamp.len > READ_AT_ONCE {
+                return Ok(None);
+            }
+            let mut entries = Vec::new();
+            let read = read_entries(
+                repo.backend(),
+                Opening::With(repo.sealing()),
+                name,
+                &mut |p, e| {
+                    entries.push((*p, e));
+                    Ok(())
+                },
+            );
+            read.map(|()| Some(entries))
         });
         for ((name, len), found) in group.iter().zip(read) {
+            let found = match found {
+                Ok(Some(entries)) => entries.into_iter().try_for_each(|entry| {
+                    buffer.push(entry);
+                    spill(&mut buffer, &mut runs)
+                }),
+                Ok(None) => read_entries(
+                    repo.backend(),
+                    Opening::With(repo.sealing()),
+                    name,
+                    &mut |p, e| {
+                        buffer.push((*p, e));
+                        spill(&mut buffer, &mut runs)
+                    },
+                ),
+                Err(e) => Err(e),
+            };
             match found {
-                Ok(groups) => {
-                    covered.push((name.clone(), *len));
-                    for (pack, entries) in groups {
-                        for e in entries {
-                            buffer.push((pack, e));
-                            if buffer.len() >= RUN_ENTRIES {
-                                match write_run(dir, &mut buffer) {
-                                    Ok(run) => runs.push(run),
-                                    Err(e) => {
-                                        cleanup(&runs);
-                                        return Err(e);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) if e.is_transient() => {
+                Ok(()) => covered.push((name.clone(), *len)),
+                Err(e) if e.is_transient() || cache_failed.get() => {
                     cleanup(&runs);
                     return Err(e);
                 }

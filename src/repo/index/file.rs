@@ -2,8 +2,9 @@
 //!
 //! Each backup writes one index file for the packs it wrote, after those
 //! packs are durable. Everything here can be rebuilt from the packs' own
-//! tables. In an encrypted repository the whole file below is sealed (see
-//! `sealed`).
+//! tables. A repository with the `sorted-index` feature writes version 3
+//! (`sorted_file`); versions 1 and 2, below, are still read. In an
+//! encrypted repository the whole file below is sealed (see `sealed`).
 //!
 //! ```text
 //! offset  size   field
@@ -27,27 +28,31 @@
 
 use crate::codec::{ChunkId, Encoded, Sealing, crc32};
 use crate::error::{Error, Result};
-use crate::repo::backend::Backend;
+use crate::repo::backend::{Backend, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
+use crate::repo::index::sorted_file::{self, Opening};
 use crate::repo::index::table::Table;
 use crate::repo::pack::PackEntry;
-use crate::repo::{IndexId, PackId};
+use crate::repo::{IndexId, PackId, sealed};
 
-const MAGIC: &[u8; 8] = b"PLTRIDX\0";
+pub const MAGIC: &[u8; 8] = b"PLTRIDX\0";
 const END_MAGIC: &[u8; 4] = b"IEND";
 const VERSION: u32 = 1;
 /// Index files that name delta bases.
 const DELTA_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
-const ENTRY_LEN: usize = 64;
+pub const ENTRY_LEN: usize = 64;
+/// Bytes read at once when streaming a version 1 or 2 file.
+const SPAN: usize = 1 << 20;
 
-/// Writes one index file covering `packs`; returns its id.
+/// Writes one index file covering `packs`; returns its id. `sorted`:
+/// version 3 (the repository has the `sorted-index` feature).
 pub fn write_index(
     backend: &dyn Backend,
     sealing: &Sealing,
     packs: &[(PackId, Vec<PackEntry>)],
+    sorted: bool,
 ) -> Result<IndexId> {
-    let count: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let mut bases = Vec::new();
     for e in packs.iter().flat_map(|(_, entries)| entries) {
         match (e.encoded.is_delta(), e.base) {
@@ -61,6 +66,21 @@ pub fn write_index(
             }
         }
     }
+    if sorted {
+        let ids: Vec<PackId> = packs.iter().map(|(id, _)| *id).collect();
+        let mut all: Vec<(u32, PackEntry)> = packs
+            .iter()
+            .enumerate()
+            .flat_map(|(n, (_, entries))| entries.iter().map(move |e| (n as u32, *e)))
+            .collect();
+        all.sort_unstable_by_key(|(pack, e)| (e.id, *pack, e.offset));
+        let bases = all
+            .iter()
+            .filter_map(|(_, e)| e.base.filter(|_| e.encoded.is_delta()));
+        let counts = (all.len() as u64, bases.clone().count() as u64);
+        return sorted_file::write(backend, sealing, &ids, counts, all.iter().copied(), bases);
+    }
+    let count: usize = packs.iter().map(|(_, e)| e.len()).sum();
     let mut out = Vec::with_capacity(
         HEADER_LEN + packs.len() * 32 + count * ENTRY_LEN + bases.len() * 32 + 8,
     );
@@ -77,7 +97,7 @@ pub fn write_index(
     }
     for (number, (_, entries)) in packs.iter().enumerate() {
         for e in entries {
-            put_entry(&mut out, e, number as u32);
+            put_entry(&mut out, e, number as u32, 0);
         }
     }
     for base in &bases {
@@ -91,7 +111,8 @@ pub fn write_index(
     Ok(id)
 }
 
-fn put_entry(out: &mut Vec<u8>, e: &PackEntry, pack: u32) {
+/// Appends entry `e` of pack number `pack`; `reserved` fills the last field.
+pub fn put_entry(out: &mut Vec<u8>, e: &PackEntry, pack: u32, reserved: u32) {
     out.put(&e.id.0);
     out.put_u32(pack);
     out.put_u32(e.encoded as u32);
@@ -99,18 +120,70 @@ fn put_entry(out: &mut Vec<u8>, e: &PackEntry, pack: u32) {
     out.put_u32(e.stored_len);
     out.put_u32(e.plain_len);
     out.put_u32(e.crc);
-    out.put_u32(0);
+    out.put_u32(reserved);
+}
+
+/// One entry's fields as stored.
+pub struct RawEntry {
+    pub pack: u32,
+    pub reserved: u32,
+    id: ChunkId,
+    flags: u32,
+    offset: u64,
+    stored_len: u32,
+    plain_len: u32,
+    crc: u32,
+}
+
+impl RawEntry {
+    /// Parses the `ENTRY_LEN` bytes of `raw`.
+    pub fn parse(raw: &[u8]) -> RawEntry {
+        let mut r = FieldReader::new(raw);
+        RawEntry {
+            id: ChunkId(r.bytes()),
+            pack: r.u32(),
+            flags: r.u32(),
+            offset: r.u64(),
+            stored_len: r.u32(),
+            plain_len: r.u32(),
+            crc: r.u32(),
+            reserved: r.u32(),
+        }
+    }
+
+    /// The pack table entry (without its base); None for an unknown encoding.
+    pub fn entry(&self) -> Option<PackEntry> {
+        Some(PackEntry {
+            id: self.id,
+            encoded: Encoded::from_flags(self.flags)?,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            plain_len: self.plain_len,
+            crc: self.crc,
+            base: None,
+        })
+    }
 }
 
 /// Writes one index file holding every entry of `table` (in its order);
-/// returns its id. In a plain repository the file is streamed to the
-/// store, so memory does not grow with it; a sealed one is sealed whole
-/// (its bytes are held once).
+/// returns its id. Sorted (version 3), the file is streamed block by
+/// block; otherwise it is streamed in a plain repository and sealed whole
+/// (its bytes held once) in an encrypted one.
 pub fn write_index_from(
     backend: &dyn Backend,
     sealing: &Sealing,
     table: &Table,
+    sorted: bool,
 ) -> Result<IndexId> {
+    if sorted {
+        let packs: Vec<PackId> = table.packs().iter().map(|(id, _)| *id).collect();
+        let bases = table
+            .iter()
+            .filter(|(_, e)| e.encoded.is_delta())
+            .map(|(_, e)| e.base.unwrap_or(ChunkId([0; 32])));
+        let counts = (table.entries(), table.deltas());
+        return sorted_file::write(backend, sealing, &packs, counts, table.iter(), bases);
+    }
     let id = IndexId::random();
     let name = crate::repo::names::index_name(&id);
     let what = backend.describe(&name);
@@ -152,7 +225,7 @@ fn write_body(out: &mut dyn std::io::Write, table: &Table) -> std::io::Result<()
     }
     let mut written = 0u64;
     for (pack, e) in table.iter() {
-        put_entry(&mut buf, &e, pack);
+        put_entry(&mut buf, &e, pack, 0);
         written += 1;
         flush(&mut buf, false)?;
     }
@@ -176,93 +249,220 @@ fn write_body(out: &mut dyn std::io::Write, table: &Table) -> std::io::Result<()
     out.write_all(&tail)
 }
 
-/// Parses one index file into (pack, entries) groups.
-pub fn read_index(bytes: &[u8], what: &str) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
+/// Reads index file `name` of `backend`, any version, handing each entry
+/// to `f` with its pack. Nothing is held whole but a sealed file of
+/// version 1 or 2 (sealed as one blob); without the key, only the
+/// crc32s of a sealed file are checked and `f` is not called.
+pub fn read_entries(
+    backend: &dyn Backend,
+    opening: Opening<'_>,
+    name: &str,
+    f: &mut dyn FnMut(&PackId, PackEntry) -> Result<()>,
+) -> Result<()> {
+    let file = backend.open(name)?;
+    let what = backend.describe(name);
+    let mut head = [0u8; 12];
+    let short = file.len() < head.len() as u64;
+    if !short {
+        file.read_exact_at(&mut head, 0)?;
+    }
+    if !short && sorted_file::is_sorted_file(&head) {
+        return sorted_file::read(&*file, opening, name, &what, f);
+    }
+    match opening {
+        Opening::With(sealing) if sealing.is_encrypted() => {
+            let bytes = crate::repo::backend::read_all(&*file, &what)?;
+            let plain = sealed::decode(sealing, name, bytes, &format!("index {what}"))?;
+            read_unsorted(&InMemory(&plain), &what, f)
+        }
+        Opening::WithoutKey { encrypted: true } => {
+            let bytes = crate::repo::backend::read_all(&*file, &what)?;
+            sealed::check_without_key(&bytes, &format!("index {what}"))
+        }
+        _ if !short && sealed::is_sealed(&head) => {
+            Err(sealed::mismatch(&format!("index {what}"), true, false))
+        }
+        _ => read_unsorted(&*file, &what, f),
+    }
+}
+
+/// Whether index file `name` is sorted (version 3).
+pub fn is_sorted_file(backend: &dyn Backend, name: &str) -> Result<bool> {
+    let file = backend.open(name)?;
+    let mut head = [0u8; 12];
+    if file.len() < head.len() as u64 {
+        return Ok(false);
+    }
+    file.read_exact_at(&mut head, 0)?;
+    Ok(sorted_file::is_sorted_file(&head))
+}
+
+/// Bytes in memory, read as a stored file.
+struct InMemory<'a>(&'a [u8]);
+
+impl StoredFile for InMemory<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.0.get(start..).and_then(|rest| rest.get(..buf.len())) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(Error::corrupt("read past the end of an index file")),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// Reads a version 1 or 2 file a span at a time: once for its crc32,
+/// then for its entries (each delta's base read from where it lies).
+fn read_unsorted(
+    file: &dyn StoredFile,
+    what: &str,
+    f: &mut dyn FnMut(&PackId, PackEntry) -> Result<()>,
+) -> Result<()> {
     let damaged = |why: &str| Error::corrupt(format!("index {what} is damaged: {why}"));
-    if bytes.len() < HEADER_LEN + 8 {
+    let len = file.len();
+    if len < (HEADER_LEN + 8) as u64 {
         return Err(damaged("too short (truncated)"));
     }
-    let mut r = FieldReader::new(bytes);
+    let body_end = len - 8;
+    let mut buf = vec![0u8; SPAN];
+    let mut crc = crc32fast::Hasher::new();
+    let mut at = 0u64;
+    while at < body_end {
+        let n = (body_end - at).min(SPAN as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
+    let mut tail = [0u8; 8];
+    file.read_exact_at(&mut tail, body_end)?;
+    if &tail[4..] != END_MAGIC || tail[..4] != crc.finalize().to_le_bytes() {
+        return Err(damaged("checksum mismatch"));
+    }
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut header, 0)?;
+    let mut r = FieldReader::new(&header);
     if &r.bytes::<8>() != MAGIC {
         return Err(damaged("bad magic"));
     }
     let version = r.u32();
     if version != VERSION && version != DELTA_VERSION {
         return Err(Error::unsupported(format!(
-            "index {what} has version {version}, this platter reads {VERSION} and {DELTA_VERSION}"
+            "index {what} has version {version}, this platter reads {VERSION}, {DELTA_VERSION} \
+             and {}",
+            sorted_file::VERSION
         )));
     }
-    let pack_count = r.u32() as usize;
+    let pack_count = u64::from(r.u32());
     let count = r.u64();
-    let entries_end = (HEADER_LEN as u64)
-        .checked_add(pack_count as u64 * 32)
-        .and_then(|n| n.checked_add(count.checked_mul(ENTRY_LEN as u64)?));
-    // The bases follow the entries: their number is that of the delta
-    // entries, so the length is checked once the entries are read.
-    if entries_end.is_none_or(|end| end.saturating_add(8) > bytes.len() as u64) {
+    // The bases follow the entries, one per delta entry.
+    let entries_at = HEADER_LEN as u64 + pack_count * 32;
+    let bases_at = count
+        .checked_mul(ENTRY_LEN as u64)
+        .and_then(|n| n.checked_add(entries_at))
+        .filter(|end| *end <= body_end)
+        .ok_or_else(|| damaged("its length does not match its header (truncated?)"))?;
+    if !(body_end - bases_at).is_multiple_of(32) {
         return Err(damaged("its length does not match its header (truncated?)"));
     }
-    let body_end = bytes.len() - 8;
-    let mut tail = FieldReader::new(&bytes[body_end..]);
-    let crc = tail.u32();
-    if &tail.bytes::<4>() != END_MAGIC || crc32(&bytes[..body_end]) != crc {
-        return Err(damaged("checksum mismatch"));
-    }
-    let mut groups: Vec<(PackId, Vec<PackEntry>)> = (0..pack_count)
-        .map(|_| (PackId::from_bytes(r.bytes::<32>()), Vec::new()))
+    let base_count = (body_end - bases_at) / 32;
+    let mut packs = vec![0u8; (pack_count * 32) as usize];
+    file.read_exact_at(&mut packs, HEADER_LEN as u64)?;
+    let packs: Vec<PackId> = packs
+        .chunks_exact(32)
+        .map(|c| PackId::from_bytes(c.try_into().unwrap_or([0; 32])))
         .collect();
-    for i in 0..count {
-        let id = ChunkId(r.bytes());
-        let number = r.u32() as usize;
-        let encoded = Encoded::from_flags(r.u32());
-        let entry_offset = r.u64();
-        let stored_len = r.u32();
-        let plain_len = r.u32();
-        let crc = r.u32();
-        r.skip(4);
-        let (Some(group), Some(encoded)) = (groups.get_mut(number), encoded) else {
-            return Err(damaged(&format!(
-                "entry {i} names an unknown pack or encoding"
-            )));
-        };
-        if encoded.is_delta() && version == VERSION {
-            return Err(damaged(&format!(
-                "entry {i} is a delta, which a version {VERSION} index cannot hold"
-            )));
+    let mut bases = Window::default();
+    let mut deltas = 0u64;
+    let per_span = (SPAN / ENTRY_LEN) as u64;
+    let mut i = 0u64;
+    while i < count {
+        let n = (count - i).min(per_span) as usize;
+        file.read_exact_at(&mut buf[..n * ENTRY_LEN], entries_at + i * ENTRY_LEN as u64)?;
+        for raw in buf[..n * ENTRY_LEN].chunks_exact(ENTRY_LEN) {
+            let raw = RawEntry::parse(raw);
+            let (Some(pack), Some(mut e)) = (packs.get(raw.pack as usize), raw.entry()) else {
+                return Err(damaged(&format!(
+                    "entry {i} names an unknown pack or encoding"
+                )));
+            };
+            if e.encoded.is_delta() {
+                if version == VERSION {
+                    return Err(damaged(&format!(
+                        "entry {i} is a delta, which a version {VERSION} index cannot hold"
+                    )));
+                }
+                if deltas >= base_count {
+                    return Err(damaged("its length does not match its header (truncated?)"));
+                }
+                e.base = Some(bases.get(file, bases_at, deltas)?);
+                deltas += 1;
+            }
+            f(pack, e)?;
+            i += 1;
         }
-        group.1.push(PackEntry {
-            id,
-            encoded,
-            offset: entry_offset,
-            stored_len,
-            plain_len,
-            crc,
-            base: None,
-        });
     }
-    let deltas = groups
-        .iter()
-        .flat_map(|(_, entries)| entries)
-        .filter(|e| e.encoded.is_delta())
-        .count();
-    if entries_end.and_then(|end| end.checked_add(deltas as u64 * 32 + 8))
-        != Some(bytes.len() as u64)
-    {
+    if deltas != base_count {
         return Err(damaged("its length does not match its header (truncated?)"));
     }
-    for e in groups
-        .iter_mut()
-        .flat_map(|(_, entries)| entries)
-        .filter(|e| e.encoded.is_delta())
-    {
-        e.base = Some(ChunkId(r.bytes()));
+    Ok(())
+}
+
+/// The span of base ids last read from a version 2 file.
+#[derive(Default)]
+struct Window {
+    first: u64,
+    ids: Vec<u8>,
+}
+
+impl Window {
+    /// Base number `n` of the bases at `at` (there are at least n + 1).
+    fn get(&mut self, file: &dyn StoredFile, at: u64, n: u64) -> Result<ChunkId> {
+        let held = (self.ids.len() / 32) as u64;
+        if n < self.first || n >= self.first + held {
+            let bases = (file.len() - 8 - at) / 32;
+            let take = (bases - n).min((SPAN / 32) as u64) as usize;
+            self.ids.resize(take * 32, 0);
+            file.read_exact_at(&mut self.ids, at + n * 32)?;
+            self.first = n;
+        }
+        let start = ((n - self.first) * 32) as usize;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&self.ids[start..start + 32]);
+        Ok(ChunkId(id))
     }
+}
+
+/// Reads a whole index file into (pack, entries) groups, in the order
+/// of its entries.
+#[cfg(test)]
+pub fn read_groups(
+    backend: &dyn Backend,
+    sealing: &Sealing,
+    name: &str,
+) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
+    let mut groups: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
+    let mut at: std::collections::HashMap<PackId, usize> = Default::default();
+    read_entries(backend, Opening::With(sealing), name, &mut |pack, e| {
+        let i = *at.entry(*pack).or_insert_with(|| {
+            groups.push((*pack, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(e);
+        Ok(())
+    })?;
     Ok(groups)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::MasterKey;
     use crate::repo::backend::LocalBackend;
     use crate::repo::index::Index;
 
@@ -278,42 +478,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn index_files_round_trip_and_reject_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend = LocalBackend::new(dir.path());
-        let packs = vec![
-            (
-                PackId::from_bytes([1; 32]),
-                vec![entry(b"a", 16), entry(b"b", 26)],
-            ),
-            (PackId::from_bytes([2; 32]), vec![entry(b"c", 16)]),
-        ];
-        let id = write_index(&backend, &Sealing::plain(), &packs).unwrap();
-        let bytes = backend
-            .read_whole(&crate::repo::names::index_name(&id))
-            .unwrap();
-        assert_eq!(read_index(&bytes, "i").unwrap(), packs);
-        for cut in 0..bytes.len() {
-            assert!(
-                read_index(&bytes[..cut], "i").is_err(),
-                "cut at {cut} accepted"
-            );
-        }
-        for i in 0..bytes.len() {
-            let mut bad = bytes.clone();
-            bad[i] ^= 0x20;
-            assert!(read_index(&bad, "i").is_err(), "flip at {i} accepted");
-        }
-        let mut index = Index::default();
-        for (pack, entries) in &packs {
-            index.add_pack(*pack, entries);
-        }
-        let loc = index.get(&ChunkId::of(b"c")).unwrap();
-        assert_eq!(index.pack_id(loc.pack), &PackId::from_bytes([2; 32]));
-        assert_eq!(index.iter().count(), 3);
-    }
-
     fn delta(name: &[u8], base: &[u8], offset: u64) -> PackEntry {
         PackEntry {
             encoded: Encoded::DeltaRaw,
@@ -322,36 +486,166 @@ mod tests {
         }
     }
 
+    /// Groups in one order, whatever order a file keeps them in.
+    fn canonical(mut groups: Vec<(PackId, Vec<PackEntry>)>) -> Vec<(PackId, Vec<PackEntry>)> {
+        groups.sort_by_key(|(id, _)| *id);
+        for (_, entries) in &mut groups {
+            entries.sort_by_key(|e| e.offset);
+        }
+        groups
+    }
+
+    fn sealings() -> Vec<Sealing> {
+        vec![
+            Sealing::plain(),
+            Sealing::encrypted(&MasterKey::generate().unwrap()),
+        ]
+    }
+
+    /// Every cut and every flipped byte of the file `name` is refused.
+    fn any_damage_is_refused(
+        dir: &std::path::Path,
+        backend: &LocalBackend,
+        s: &Sealing,
+        name: &str,
+    ) {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in 0..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(
+                read_groups(backend, s, name).is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                read_groups(backend, s, name).is_err(),
+                "flip at {i} accepted"
+            );
+            let without = Opening::WithoutKey {
+                encrypted: s.is_encrypted(),
+            };
+            assert!(
+                read_entries(backend, without, name, &mut |_, _| Ok(())).is_err(),
+                "flip at {i} accepted without the key"
+            );
+        }
+        std::fs::write(&path, &bytes).unwrap();
+    }
+
     #[test]
-    fn index_files_with_deltas_name_their_bases() {
+    fn index_files_of_every_version_round_trip_and_refuse_damage() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
-        let packs = vec![
+        let with_deltas = vec![
             (
                 PackId::from_bytes([1; 32]),
                 vec![entry(b"a", 16), delta(b"b", b"a", 26)],
             ),
             (PackId::from_bytes([2; 32]), vec![delta(b"c", b"a", 16)]),
         ];
-        let id = write_index(&backend, &Sealing::plain(), &packs).unwrap();
-        let bytes = backend
-            .read_whole(&crate::repo::names::index_name(&id))
-            .unwrap();
-        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
-        assert_eq!(read_index(&bytes, "i").unwrap(), packs);
-        for cut in 0..bytes.len() {
-            assert!(read_index(&bytes[..cut], "i").is_err(), "cut at {cut}");
+        let without = vec![
+            (
+                PackId::from_bytes([1; 32]),
+                vec![entry(b"a", 16), entry(b"b", 26)],
+            ),
+            (PackId::from_bytes([2; 32]), vec![entry(b"c", 16)]),
+        ];
+        for s in sealings() {
+            for (packs, version) in [(&without, 1), (&with_deltas, 2), (&with_deltas, 3)] {
+                let id = write_index(&backend, &s, packs, version == 3).unwrap();
+                let name = crate::repo::names::index_name(&id);
+                let stored = std::fs::read(dir.path().join(&name)).unwrap();
+                if !s.is_encrypted() {
+                    let v = u32::from_le_bytes(stored[8..12].try_into().unwrap());
+                    assert_eq!(v, version);
+                }
+                let read = read_groups(&backend, &s, &name).unwrap();
+                assert_eq!(
+                    canonical(read),
+                    canonical(packs.clone()),
+                    "version {version}"
+                );
+                let without_key = Opening::WithoutKey {
+                    encrypted: s.is_encrypted(),
+                };
+                read_entries(&backend, without_key, &name, &mut |_, _| Ok(())).unwrap();
+                any_damage_is_refused(dir.path(), &backend, &s, &name);
+            }
         }
         // A delta without its base is never written.
-        let mut orphan = packs.clone();
+        let mut orphan = with_deltas.clone();
         orphan[1].1[0].base = None;
-        assert!(write_index(&backend, &Sealing::plain(), &orphan).is_err());
-        // Without deltas: version 1, readable by a platter before them.
-        let plain = vec![(PackId::from_bytes([1; 32]), vec![entry(b"a", 16)])];
-        let id = write_index(&backend, &Sealing::plain(), &plain).unwrap();
-        let bytes = backend
-            .read_whole(&crate::repo::names::index_name(&id))
+        assert!(write_index(&backend, &Sealing::plain(), &orphan, false).is_err());
+        assert!(write_index(&backend, &Sealing::plain(), &orphan, true).is_err());
+        let mut index = Index::default();
+        for (pack, entries) in &without {
+            index.add_pack(*pack, entries);
+        }
+        let loc = index.get(&ChunkId::of(b"c")).unwrap();
+        assert_eq!(index.pack_id(loc.pack), &PackId::from_bytes([2; 32]));
+        assert_eq!(index.iter().count(), 3);
+    }
+
+    #[test]
+    fn sorted_files_span_blocks_and_their_sealed_blocks_cannot_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        // Two full blocks and a short one; every third entry a delta.
+        let entries: Vec<PackEntry> = (0..9000u64)
+            .map(|i| match i % 3 {
+                0 => delta(&i.to_le_bytes(), b"base", i * 10),
+                _ => entry(&i.to_le_bytes(), i * 10),
+            })
+            .collect();
+        let packs = vec![
+            (PackId::from_bytes([1; 32]), entries[..5000].to_vec()),
+            (PackId::from_bytes([2; 32]), entries[5000..].to_vec()),
+        ];
+        for s in sealings() {
+            let id = write_index(&backend, &s, &packs, true).unwrap();
+            let name = crate::repo::names::index_name(&id);
+            let mut ids = Vec::new();
+            read_entries(&backend, Opening::With(&s), &name, &mut |_, e| {
+                ids.push(e.id);
+                Ok(())
+            })
             .unwrap();
-        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+            assert!(ids.is_sorted(), "entries come in chunk id order");
+            let read = read_groups(&backend, &s, &name).unwrap();
+            assert_eq!(canonical(read), canonical(packs.clone()));
+            if !s.is_encrypted() {
+                continue;
+            }
+            // Blocks 0 and 1 are the same length: swapped, each is
+            // refused for the place it now sits in.
+            let path = dir.path().join(&name);
+            let bytes = std::fs::read(&path).unwrap();
+            let block = 4096 * ENTRY_LEN + crate::codec::seal::SEAL_OVERHEAD + 4;
+            let head = 44 + 24 + 2 * 32 + crate::codec::seal::SEAL_OVERHEAD + 4;
+            let mut swapped = bytes.clone();
+            swapped[head..head + block].copy_from_slice(&bytes[head + block..head + 2 * block]);
+            swapped[head + block..head + 2 * block].copy_from_slice(&bytes[head..head + block]);
+            std::fs::write(&path, &swapped).unwrap();
+            let refused = read_groups(&backend, &s, &name).unwrap_err();
+            assert!(
+                refused.message().contains("part e0"),
+                "{}",
+                refused.message()
+            );
+            // Without the key the crc32s hold: the swap is not storage damage.
+            let without = Opening::WithoutKey { encrypted: true };
+            read_entries(&backend, without, &name, &mut |_, _| Ok(())).unwrap();
+            // A file of another repository's key is refused too.
+            std::fs::write(&path, &bytes).unwrap();
+            let other = Sealing::encrypted(&MasterKey::generate().unwrap());
+            assert!(read_groups(&backend, &other, &name).is_err());
+            // And in a plain repository, as sealed where nothing is.
+            assert!(read_groups(&backend, &Sealing::plain(), &name).is_err());
+        }
     }
 }

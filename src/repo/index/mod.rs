@@ -11,13 +11,15 @@ pub mod cache;
 mod file;
 pub mod idset;
 mod pages;
+mod sorted_file;
 pub mod table;
 mod writer;
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
-pub use file::{read_index, write_index};
+pub use file::{is_sorted_file, read_entries, write_index};
+pub use sorted_file::Opening;
 use table::Table;
 pub use writer::IndexWriter;
 

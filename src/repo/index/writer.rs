@@ -78,7 +78,8 @@ impl<'a> IndexWriter<'a> {
         let merged = merge_files(&dir, &self.runs)?;
         let table = Table::open(&merged);
         let _ = std::fs::remove_file(&merged);
-        write_index_from(self.repo.backend(), self.repo.sealing(), &table?)
+        let sorted = self.repo.sorted_index();
+        write_index_from(self.repo.backend(), self.repo.sealing(), &table?, sorted)
     }
 }
 
@@ -130,7 +131,8 @@ mod tests {
         }
         let id = w.finish().unwrap();
         let name = crate::repo::names::index_name(&id);
-        let read = crate::repo::index::read_index(&repo.read_sealed(&name).unwrap(), "i").unwrap();
+        let read =
+            crate::repo::index::file::read_groups(repo.backend(), repo.sealing(), &name).unwrap();
         let mut all: Vec<(PackId, PackEntry)> = read
             .into_iter()
             .flat_map(|(p, es)| es.into_iter().map(move |e| (p, e)))
