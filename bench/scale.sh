@@ -34,8 +34,13 @@
 #   restore    the small snapshot into a new file, compared byte for byte with its source
 #   verify     `platter verify` (no --read-data)
 #   forget     `platter forget` of 3 snapshots, on a copy of repo-N (cp -a --reflink=auto)
-#   prune      `platter prune` after that forget, on the same copy (removed afterwards); both
-#              are skipped when DIR's filesystem lacks room for the copy and 2 GiB more
+#   prune      `platter prune` after that forget, on the same copy; it leaves one index file
+#   upgrade    `platter upgrade` of that copy: turns on the features the generator's repository
+#              lacks (sorted-index) and rewrites its index file into the sorted format (v3)
+#   cold-v3    `cold` again on that copy, with the cache emptied: one large sorted index file
+#              read a block at a time (the copy is removed afterwards)
+#   forget, prune, upgrade and cold-v3 are skipped when DIR's filesystem lacks room for the copy
+#   and 2 GiB more
 # The page cache is left warm (generation or the previous command read the repository): the
 # figures are the warm case. Results: a table on stdout and in DIR/scale-results.txt.
 set -euo pipefail
@@ -173,13 +178,19 @@ for n in $SIZES; do
         need=$(( $(du -sb "$repo" | cut -f1) * 12 / 10 + (2 << 30) ))
         if [ "$(df --output=avail -B1 "$DIR" | tail -1)" -lt "$need" ]; then
             echo "  forget, prune skipped: a copy of $repo needs $((need >> 20)) MiB free in $DIR" >&2
-            printf '%s %s skipped skipped\n' "$n" forget "$n" prune >> "$SCRATCH/rows"
+            printf '%s %s skipped skipped\n' "$n" forget "$n" prune "$n" upgrade "$n" cold-v3 \
+                >> "$SCRATCH/rows"
             continue
         fi
         cp -a --reflink=auto "$repo" "$SCRATCH/copy"
         mapfile -t gone < <(ls "$SCRATCH/copy/snapshots" | head -3)
         timed forget "$n" "$PLATTER" -r "$SCRATCH/copy" forget "${gone[@]}" || true
         timed prune "$n" "$PLATTER" -r "$SCRATCH/copy" prune || true
+        timed upgrade "$n" "$PLATTER" -r "$SCRATCH/copy" upgrade || true
+        rm -rf "$PLATTER_CACHE_DIR"
+        if timed cold-v3 "$n" "$LOOKUPS" "$SCRATCH/copy" 1000000; then
+            echo "$n (after upgrade) $(tail -1 "$SCRATCH/out")" >> "$SCRATCH/lookups"
+        fi
         rm -rf "$SCRATCH/copy"
     done
 done

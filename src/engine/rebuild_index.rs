@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::progress::Progress;
 use crate::repo::index::{Index, Location};
 use crate::repo::lock::LockKind;
-use crate::repo::pack::{DataEntry, PackEntry, walk_data};
+use crate::repo::pack::{DataEntry, walk_data};
 use crate::repo::{BufPool, FileName, PackId, Repository};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -31,7 +31,9 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     let backend = repo.backend();
     let old = repo.index_files()?;
     let mut report = RebuildReport::default();
-    let mut packs: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
+    // Entries are sorted on disk as they come (`IndexWriter`): memory
+    // does not grow with the repository.
+    let mut writer = repo.index_writer();
     let nothing = Index::default();
     let mut reader =
         repo.chunk_reader(BufPool::new(repo.config().chunk_size as usize, 1), &nothing);
@@ -58,7 +60,7 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
         let what = repo.describe(&name);
         match repo.read_pack_table(&id) {
             Ok((_, table)) => {
-                let mut entries = Vec::with_capacity(table.len());
+                report.packs += 1;
                 for (i, mut e) in table.into_iter().enumerate() {
                     let checked = e
                         .check_lengths(repo.config().chunk_size, repo.sealing())
@@ -72,7 +74,10 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
                             Ok(())
                         });
                     match checked {
-                        Ok(()) => entries.push(e),
+                        Ok(()) => {
+                            writer.push(&id, &e)?;
+                            report.chunks += 1;
+                        }
                         Err(why) => {
                             let entry =
                                 format!("pack {what}: table entry {i} (chunk {}) {why}", e.id);
@@ -81,8 +86,6 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
                         }
                     }
                 }
-                report.chunks += entries.len();
-                packs.push((id, entries));
             }
             Err(e) => {
                 progress.warn(&format!("skipping pack {what}: {e}"));
@@ -90,20 +93,18 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
             }
         }
     }
-    report.packs = packs.len();
-    if packs.is_empty() {
+    if report.packs == 0 {
         return Ok(report);
     }
-    repo.write_index(&packs)?;
     // The old files may still describe packs that could not be read now
     // (a permission, a passing I/O error), or locate correctly chunks whose
     // table entry was refused: then they stay. Duplicates are harmless:
     // the first location wins.
     if report.unreadable.is_empty() && report.rejected.is_empty() {
-        for file in old {
-            backend.remove(&file)?;
-            report.removed_index_files += 1;
-        }
+        repo.replace_index_files(writer, &old)?;
+        report.removed_index_files = old.len();
+    } else {
+        writer.finish()?;
     }
     Ok(report)
 }

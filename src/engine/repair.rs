@@ -132,35 +132,28 @@ pub fn repair(
 
 /// One new index: every chunk where the index had it, except the repaired
 /// ones, which are where `written` put them. Then the old index files go.
+/// The entries are sorted on disk as they come (`IndexWriter`): memory
+/// does not grow with the index.
 fn reindex(repo: &Repository, written: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
     let (index, _) = repo.load_index_checked()?;
     let repaired: HashSet<ChunkId> = written
         .iter()
         .flat_map(|(_, e)| e.iter().map(|e| e.id))
         .collect();
-    let mut groups = kept_groups(&index, &repo.packs_on_disk()?, &repaired);
-    groups.extend(written.iter().cloned());
-    repo.replace_index(&groups)
-}
-
-/// The index's chunks in packs that exist, grouped by pack, without
-/// `except`.
-fn kept_groups(
-    index: &Index,
-    present: &HashSet<PackId>,
-    except: &HashSet<ChunkId>,
-) -> Vec<(PackId, Vec<PackEntry>)> {
-    let mut groups: Vec<Vec<PackEntry>> = vec![Vec::new(); index.packs().len()];
-    for (id, loc) in index.iter().filter(|(id, _)| !except.contains(id)) {
-        groups[loc.pack as usize].push(index.entry(&id).unwrap_or_else(|| loc.entry(id)));
+    let present = repo.packs_on_disk()?;
+    let mut writer = repo.index_writer();
+    for (id, loc) in index.iter().filter(|(id, _)| !repaired.contains(id)) {
+        let pack = index.pack_id(loc.pack);
+        if present.contains(pack) {
+            writer.push(pack, &index.entry(&id).unwrap_or_else(|| loc.entry(id)))?;
+        }
     }
-    index
-        .packs()
-        .iter()
-        .copied()
-        .zip(groups)
-        .filter(|(pack, entries)| !entries.is_empty() && present.contains(pack))
-        .collect()
+    for (pack, entries) in written {
+        for e in entries {
+            writer.push(pack, e)?;
+        }
+    }
+    repo.replace_index_with(writer)
 }
 
 /// Indexed chunks of packs whose table cannot be read.

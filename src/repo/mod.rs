@@ -410,21 +410,9 @@ impl Repository {
             .collect())
     }
 
-    /// Replaces every index file by one naming `groups` (for prune and
-    /// repair, under an exclusive lock). The new file is durable before
-    /// any old one goes: a crash leaves both, never neither.
-    pub fn replace_index(&self, groups: &[(PackId, Vec<pack::PackEntry>)]) -> Result<()> {
-        let mut writer = self.index_writer();
-        for (pack, entries) in groups {
-            for e in entries {
-                writer.push(pack, e)?;
-            }
-        }
-        self.replace_index_with(writer)
-    }
-
-    /// Replaces every index file by the one `writer` gathered (see
-    /// `replace_index`).
+    /// Replaces every index file by the one `writer` gathered (for prune,
+    /// repair and rebuild-index, under an exclusive lock). The new file is
+    /// durable before any old one goes: a crash leaves both, never neither.
     pub fn replace_index_with(&self, writer: index::IndexWriter<'_>) -> Result<()> {
         self.replace_index_files(writer, &self.index_files()?)
     }
