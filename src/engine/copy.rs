@@ -91,6 +91,7 @@ pub fn copy(
     let there: HashSet<SnapshotId> = there_list.iter().map(|s| s.id).collect();
     let (source_index, damaged) = from.load_index()?;
     let (mut index, _) = to.load_index()?;
+    const REOPEN_AFTER: usize = 1 << 18;
     index.keep_packs(&to.packs_on_disk()?);
 
     let mut rekey = if from.sealing().same_key(to.sealing()) {
@@ -144,6 +145,13 @@ pub fn copy(
         report.chunks_copied += copied.chunks_copied;
         report.bytes_stored += copied.bytes_stored;
         report.copied.push(copied);
+        // What this copy stored is held in memory on top of the index it
+        // opened; the index files it wrote hold it too, so the index is
+        // opened again (through the cache) before that grows large.
+        if index.added_count() > REOPEN_AFTER {
+            index = to.load_index()?.0;
+            index.keep_packs(&to.packs_on_disk()?);
+        }
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)

@@ -725,6 +725,10 @@ fn record(
     });
 }
 
+/// Chunks listed for reading at once (about 30 MiB): a larger repository
+/// is read a batch of packs at a time, so the list does not grow with it.
+const WORK_BATCH: u64 = 1 << 19;
+
 /// Reads every chunk (of the selected snapshots), pack by pack in offset
 /// order, on every core.
 fn read_data(
@@ -736,42 +740,46 @@ fn read_data(
     report: &mut VerifyReport,
     bad_chunks: &mut HashMap<ChunkId, usize>,
 ) -> Result<()> {
-    let mut work: Vec<(ChunkId, crate::repo::index::Location)> = index
-        .iter()
-        .filter(|(id, _)| options.snapshots.is_empty() || referenced.contains(id))
-        .filter(|(id, _)| !bad_chunks.contains_key(id))
-        .collect();
-    work.sort_by_key(|(_, loc)| (loc.pack, loc.offset));
-    let total: u64 = work.iter().map(|(_, l)| u64::from(l.stored_len)).sum();
-    progress.start("verify", total);
-    let found: Mutex<Vec<(ChunkId, u32, String)>> = Mutex::new(Vec::new());
-    let readers = super::reader_count(repo);
-    // Neighbouring chunks of a pack are read at once where a read costs a
-    // request.
-    let limit = crate::repo::span_limit(repo.backend(), readers);
-    let cuts = crate::repo::spans(work.iter().map(|(_, loc)| loc), limit);
-    let (tx, rx) = bounded::<&[(ChunkId, crate::repo::index::Location)]>(readers);
-    let pool = BufPool::new(repo.config().chunk_size as usize, readers * 2);
-    // The first failure of the store itself, which stops the check.
-    let outage: Mutex<Option<crate::Error>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..readers {
-            let (rx, found, pool, outage) = (rx.clone(), &found, pool.clone(), &outage);
-            scope.spawn(move || {
-                let mut reader = repo.chunk_reader(pool, index).thorough();
-                for span in rx.iter() {
-                    check_span(&mut reader, index, span, (found, outage), progress);
-                }
-            });
-        }
-        drop(rx);
-        for cut in cuts {
-            if tx.send(&work[cut]).is_err() {
-                break;
+    let wanted = |id: &ChunkId| {
+        (options.snapshots.is_empty() || referenced.contains(id)) && !bad_chunks.contains_key(id)
+    };
+    // First the chunks of each pack, then batches of whole packs.
+    let mut per_pack = vec![0u64; index.packs().len()];
+    let mut total = 0u64;
+    for (_, loc) in index.iter().filter(|(id, _)| wanted(id)) {
+        per_pack[loc.pack as usize] += 1;
+        total += u64::from(loc.stored_len);
+    }
+    let mut batches: Vec<std::ops::Range<u32>> = Vec::new();
+    let mut held = 0u64;
+    for (pack, &n) in per_pack.iter().enumerate() {
+        match batches.last_mut() {
+            Some(last) if held + n <= WORK_BATCH => {
+                last.end = pack as u32 + 1;
+                held += n;
+            }
+            _ => {
+                batches.push(pack as u32..pack as u32 + 1);
+                held = n;
             }
         }
-        drop(tx);
-    });
+    }
+    drop(per_pack);
+    progress.start("verify", total);
+    let found: Mutex<Vec<(ChunkId, u32, String)>> = Mutex::new(Vec::new());
+    // The first failure of the store itself, which stops the check.
+    let outage: Mutex<Option<crate::Error>> = Mutex::new(None);
+    for batch in batches {
+        let mut work: Vec<(ChunkId, crate::repo::index::Location)> = index
+            .iter()
+            .filter(|(id, loc)| batch.contains(&loc.pack) && wanted(id))
+            .collect();
+        work.sort_by_key(|(_, loc)| (loc.pack, loc.offset));
+        read_work(repo, index, &work, (&found, &outage), progress);
+        if outage.lock().is_ok_and(|o| o.is_some()) {
+            break;
+        }
+    }
     progress.finish();
     if let Some(e) = outage.into_inner().ok().flatten() {
         return Err(e);
@@ -787,6 +795,42 @@ fn read_data(
         });
     }
     Ok(())
+}
+
+/// Reads and checks the chunks of `work` (sorted by pack and offset) on
+/// every core.
+fn read_work(
+    repo: &Repository,
+    index: &Index,
+    work: &[(ChunkId, crate::repo::index::Location)],
+    findings: Findings,
+    progress: &dyn Progress,
+) {
+    let readers = super::reader_count(repo);
+    // Neighbouring chunks of a pack are read at once where a read costs a
+    // request.
+    let limit = crate::repo::span_limit(repo.backend(), readers);
+    let cuts = crate::repo::spans(work.iter().map(|(_, loc)| loc), limit);
+    let (tx, rx) = bounded::<&[(ChunkId, crate::repo::index::Location)]>(readers);
+    let pool = BufPool::new(repo.config().chunk_size as usize, readers * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..readers {
+            let (rx, pool) = (rx.clone(), pool.clone());
+            scope.spawn(move || {
+                let mut reader = repo.chunk_reader(pool, index).thorough();
+                for span in rx.iter() {
+                    check_span(&mut reader, index, span, findings, progress);
+                }
+            });
+        }
+        drop(rx);
+        for cut in cuts {
+            if tx.send(&work[cut]).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+    });
 }
 
 /// What the readers of `read_data` share: the damaged chunks found (id,

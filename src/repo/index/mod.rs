@@ -114,6 +114,11 @@ impl Index {
         })
     }
 
+    /// How many chunks this process added (held in memory).
+    pub fn added_count(&self) -> usize {
+        self.added.len()
+    }
+
     /// Whether some chunk may have more than one copy (then it is worth
     /// looking at which packs exist: `prefer_packs`).
     pub fn may_have_doubles(&self) -> bool {
