@@ -23,6 +23,7 @@ pub mod pack;
 pub mod sealed;
 pub mod snapshot;
 pub mod test_result;
+pub(crate) mod unsealed;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,7 +181,7 @@ impl Repository {
             let pass = passphrase.passphrase()?;
             let (master, slot) = keys::unlock(&*backend, &config.repo_id, slots, &pass)?;
             (Sealing::encrypted(&master), Some((master, slot.id)))
-        } else if let Some(sealed) = sealed_evidence(&*backend)? {
+        } else if let Some(sealed) = unsealed::sealed_evidence(&*backend, &config.repo_id)? {
             // Someone may have replaced the config to make new backups
             // go in unencrypted.
             return Err(Error::corrupt(format!(
@@ -560,81 +561,6 @@ impl Repository {
 /// that deleting it frees real blocks.
 fn write_reserve(backend: &dyn Backend) -> Result<()> {
     backend.write_whole(RESERVE, &vec![0u8; RESERVE_LEN])
-}
-
-/// A file that only an encrypted repository has: anything in `keys/`, a
-/// sealed manifest, index or lock file (unfinished writes included), a
-/// sealed map, or, in a repository with no manifest, index file or map, a
-/// sealed pack (the
-/// first of each `data/` folder). Every manifest, index file, lock and map
-/// is looked at, so that planting a plain file in front of the sealed ones
-/// hides nothing.
-fn sealed_evidence(backend: &dyn Backend) -> Result<Option<String>> {
-    let names = |folder: &str| -> Result<Vec<String>> {
-        let names = backend.list(folder)?;
-        Ok(names.into_iter().map(|n| format!("{folder}/{n}")).collect())
-    };
-    // Every folder at once: a listing on a store far away takes tens of
-    // milliseconds (about 45 ms on Garage).
-    let folders = [
-        Folder::Keys,
-        Folder::Data,
-        Folder::Snapshots,
-        Folder::Index,
-        Folder::Locks,
-        Folder::Maps,
-    ];
-    let listed = backend::each_at_once(backend, &folders, |f| names(f.as_str()));
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    let mut durable = false;
-    for (folder, names) in folders.iter().zip(listed) {
-        let names = names?;
-        match folder {
-            Folder::Keys => {
-                if let Some(key) = names.into_iter().next() {
-                    return Ok(Some(key));
-                }
-            }
-            Folder::Data => dirs = names,
-            _ => {
-                // Locks come and go, and anyone can write one.
-                durable |= *folder != Folder::Locks && !names.is_empty();
-                files.extend(names);
-            }
-        }
-    }
-    // Packs are looked at only in a repository without manifests, index
-    // files or maps: where those exist, every one is looked at, and a
-    // repository that was encrypted has them all sealed (one able to
-    // replace them all can replace packs too). A small read of a large
-    // object is slow on some stores (about 45 ms on Garage).
-    if !durable {
-        for first in backend::each_at_once(backend, &dirs, |dir| names(dir)) {
-            files.extend(first?.into_iter().min());
-        }
-    }
-    let sealed = backend::each_at_once(backend, &files, |name| {
-        let mut head = [0u8; map::HEADER_LEN as usize];
-        // One request for the usual file, long enough for the whole head;
-        // a shorter one is opened to learn its length.
-        let n = if backend.read_at(name, &mut head, 0).is_ok() {
-            head.len()
-        } else {
-            let Ok(file) = backend.open(name) else {
-                return false;
-            };
-            let n = (file.len() as usize).min(head.len());
-            if file.read_exact_at(&mut head[..n], 0).is_err() {
-                return false;
-            }
-            n
-        };
-        sealed::is_sealed(&head[..n]) || pack::is_sealed(&head[..n]) || map::is_sealed(&head[..n])
-    });
-    if let Some((name, _)) = files.iter().zip(sealed).find(|(_, sealed)| *sealed) {
-        return Ok(Some(name.clone()));
-    }
-    Ok(None)
 }
 
 /// Canonical absolute form of a user-given path, for identity and messages.

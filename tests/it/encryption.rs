@@ -853,3 +853,66 @@ fn kdf_passes_are_calibrated_unless_given() {
     let given = init(b.to_str().unwrap(), &["--kdf-iterations", "3"]);
     assert_eq!(given["kdf"]["iterations"], 3, "{given}");
 }
+
+/// Opens of files under `folder/` of `sandbox`'s repository by one
+/// `platter snapshots`, counted with strace.
+fn opens_under(sandbox: &Sandbox, folder: &str) -> usize {
+    let log = sandbox.path("strace.log");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=openat", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_platter"))
+        .arg("-r")
+        .arg(&sandbox.repo)
+        .arg("snapshots")
+        .env("PLATTER_CACHE_DIR", test_cache_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let needle = format!("{}/{folder}/", sandbox.repo.display());
+    fs::read_to_string(&log).unwrap().matches(&needle).count()
+}
+
+// Pins: the check that a plain repository holds no sealed file (its config
+// may have been replaced) reads each file's head once per host: a second
+// open reads no map; without the host's list every map is read again; a
+// sealed file under a name the list does not hold is still found.
+#[test]
+fn the_check_for_sealed_files_reads_each_file_once_per_host() {
+    if !have(
+        "the_check_for_sealed_files_reads_each_file_once_per_host",
+        &["strace"],
+    ) {
+        return;
+    }
+    let plain = Sandbox::new();
+    let mut rng = Rng::new(0x5ea1);
+    let image = Image::random(plain.path("disk.img"), 2 * CHUNK, &mut rng);
+    plain.backup(&image.path);
+    plain.backup(&image.path);
+    plain.run(["snapshots"]).ok();
+    assert_eq!(opens_under(&plain, "maps"), 0, "maps read again");
+    let lists: Vec<PathBuf> = files_under(&test_cache_dir())
+        .into_iter()
+        .filter(|p| p.ends_with("unsealed.list"))
+        .filter(|p| {
+            fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .any(|l| plain.repo.join(l).exists())
+        })
+        .collect();
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    fs::remove_file(&lists[0]).unwrap();
+    assert_eq!(opens_under(&plain, "maps"), 2, "each map read once");
+    // A sealed manifest of another repository, planted under its name.
+    let sealed = Sandbox::encrypted();
+    let id = sealed.snapshot_of(&image.path, &[]);
+    let manifest = sealed.manifest_file(&id);
+    let planted = plain
+        .repo
+        .join("snapshots")
+        .join(manifest.file_name().unwrap());
+    fs::copy(&manifest, &planted).unwrap();
+    plain.run(["snapshots"]).refused(4, "sealed files");
+}

@@ -201,9 +201,13 @@ fn names_that_are_not_ids_are_leftovers_in_every_folder() {
 }
 
 /// Starts `platter -r REPO ARGS...` under strace with `inject` (e.g.
-/// `rename:signal=SIGKILL:when=1`) and returns it.
+/// `rename:signal=SIGKILL:when=1`) and returns it. The repository is
+/// opened once before, so that the renames counted are the command's own,
+/// not those of this host's first look at it (`unsealed.list`).
 fn under_strace(sandbox: &Sandbox, inject: &str, args: &[&str]) -> std::process::Child {
+    sandbox.run(["snapshots"]).ok();
     Command::new("strace")
+        .env("PLATTER_CACHE_DIR", super::common::test_cache_dir())
         .args(["-f", "-o", "/dev/null", "-e", "trace=rename"])
         .arg("-e")
         .arg(format!("inject={inject}"))

@@ -31,7 +31,7 @@ use std::sync::Arc;
 #[cfg(test)]
 use crate::codec::ChunkId;
 use crate::error::{Error, ErrorKind, Result};
-use crate::repo::backend::each_at_once;
+use crate::repo::backend::{Backend, each_at_once};
 use crate::repo::index::file::read_entries;
 use crate::repo::index::sorted_file::Opening;
 use crate::repo::index::table::{Table, TableWriter};
@@ -96,6 +96,13 @@ pub struct Opened {
 /// The cache folder of `repo` on this host, and whether it is a private
 /// temporary one.
 fn folder(repo: &Repository) -> (PathBuf, bool) {
+    host_folder(&repo.config().repo_id, repo.backend())
+}
+
+/// The cache folder on this host of the repository `backend` holds, of
+/// id `repo_id` (made if missing), and whether it is a private temporary
+/// one (not made yet).
+pub fn host_folder(repo_id: &str, backend: &dyn Backend) -> (PathBuf, bool) {
     let root = std::env::var_os("PLATTER_CACHE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -117,13 +124,13 @@ fn folder(repo: &Repository) -> (PathBuf, bool) {
         });
     // A local repository is named by its real path: `-r R` and `-r ./R`
     // share a cache.
-    let local = (repo.backend().local_root()).and_then(|r| std::fs::canonicalize(r).ok());
+    let local = (backend.local_root()).and_then(|r| std::fs::canonicalize(r).ok());
     let location = match &local {
         Some(path) => path.to_string_lossy().into_owned(),
-        None => repo.backend().location(),
+        None => backend.location(),
     };
     let place = blake3::hash(location.as_bytes()).to_hex();
-    let name = format!("{}-{}", repo.config().repo_id, &place[..12]);
+    let name = format!("{repo_id}-{}", &place[..12]);
     match root.map(|r| r.join(&name)) {
         Some(dir)
             if make_private_dir(&dir).is_ok()
@@ -329,7 +336,8 @@ fn remove_leftovers(dir: &Path, old: &Manifest, new: &Manifest) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name == MANIFEST || named.contains(name.as_str()) {
+        if name == MANIFEST || name == crate::repo::unsealed::LIST || named.contains(name.as_str())
+        {
             continue;
         }
         let old = e
