@@ -43,7 +43,7 @@ const DELTA_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 pub const ENTRY_LEN: usize = 64;
 /// Bytes read at once when streaming a version 1 or 2 file.
-const SPAN: usize = 1 << 20;
+const SPAN: usize = 4 << 20;
 
 /// Writes one index file covering `packs`; returns its id. `sorted`:
 /// version 3 (the repository has the `sorted-index` feature).

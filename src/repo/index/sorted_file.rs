@@ -307,20 +307,53 @@ struct Reader<'a> {
     layout: Layout,
     name: &'a str,
     what: &'a str,
+    /// What was last read of the entry blocks and of the base blocks.
+    windows: [Window; 2],
 }
+
+/// Bytes read ahead of the parts asked for, so that a file on object
+/// storage takes one request per `WINDOW` bytes, not one per block.
+#[derive(Default)]
+struct Window {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+const WINDOW: u64 = 4 << 20;
 
 impl Reader<'_> {
     fn damaged(&self, why: &str) -> Error {
         Error::corrupt(format!("index {} is damaged: {why}", self.what))
     }
 
+    /// Fills `buf` from `at`, through the window of its region (the entry
+    /// blocks, or what follows them).
+    fn read_at(&mut self, buf: &mut [u8], at: u64) -> Result<()> {
+        let bases_at = self.layout.bases_at();
+        let (window, end) = if at < bases_at {
+            (&mut self.windows[0], bases_at)
+        } else {
+            (&mut self.windows[1], self.file.len())
+        };
+        let len = buf.len() as u64;
+        if at < window.start || at + len > window.start + window.bytes.len() as u64 {
+            let take = len.max(WINDOW.min(end.saturating_sub(at)));
+            window.bytes.resize(take as usize, 0);
+            self.file.read_exact_at(&mut window.bytes, at)?;
+            window.start = at;
+        }
+        let from = (at - window.start) as usize;
+        buf.copy_from_slice(&window.bytes[from..from + buf.len()]);
+        Ok(())
+    }
+
     /// Reads the part of `plain` bytes at `at` into `buf`, checks its
     /// crc32 and opens it; returns whether `buf` now holds its plain bytes
     /// (false: sealed, and read without the key).
-    fn part(&self, at: u64, plain: u64, place: &str, buf: &mut Vec<u8>) -> Result<bool> {
+    fn part(&mut self, at: u64, plain: u64, place: &str, buf: &mut Vec<u8>) -> Result<bool> {
         let stored = (plain + self.layout.overhead()) as usize;
         buf.resize(stored + 4, 0);
-        self.file.read_exact_at(buf, at)?;
+        self.read_at(buf, at)?;
         let crc = u32::from_le_bytes([
             buf[stored],
             buf[stored + 1],
@@ -392,12 +425,13 @@ pub fn read(
     if layout.total() != Some(file.len()) {
         return Err(damaged("its length does not match its header (truncated?)"));
     }
-    let reader = Reader {
+    let mut reader = Reader {
         file,
         opening,
         layout,
         name,
         what,
+        windows: Default::default(),
     };
     // Every part lies within the file's length, checked above: the
     // offsets below cannot overflow.
