@@ -101,8 +101,10 @@ fn print(report: &VerifyReport, read_data: bool, without_key: bool) {
     ));
     if !report.is_clean() && without_key {
         output::hint(
-            "run `platter verify --read-data` with the passphrase to see which snapshots \
-             the damage affects, and `platter repair --from COPY` to bring the data back",
+            "run `platter verify --read-data` (with the passphrase, where the repository is \
+             encrypted) to see which snapshots the damage affects; `platter rebuild-index` \
+             rebuilds a damaged index file from the packs, and `platter repair --from COPY` \
+             brings damaged data back",
         );
     } else if !report.is_clean() {
         output::hint(

@@ -166,11 +166,11 @@ fn warn_unreadable(
     report: &mut CopyReport,
     progress: &dyn Progress,
 ) {
-    for (name, e) in damaged_index {
+    // The reader's error names the file.
+    for (_, e) in damaged_index {
         progress.warn(&format!(
-            "index {} is damaged ({e}): snapshots that need the chunks it described will not \
-             be copied; run `platter rebuild-index` here first",
-            from.describe(name)
+            "{e}: snapshots that need the chunks it described will not be copied; run \
+             `platter rebuild-index` here first"
         ));
     }
     for b in broken {

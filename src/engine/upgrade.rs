@@ -69,26 +69,45 @@ pub fn upgrade(repo: &Repository, dry_run: bool, progress: &dyn Progress) -> Res
     progress.start("rewrite index", old.len() as u64);
     let mut writer = repo.index_writer();
     let mut entries = 0u64;
+    // The features are on whatever happens below: the old files stay
+    // readable as they are until the rewrite is done.
+    let stopped = |e: crate::Error| {
+        let on = if report.enabled.is_empty() {
+            String::new()
+        } else {
+            format!("format feature(s) {} are on; ", report.enabled.join(", "))
+        };
+        e.context(format!(
+            "{on}rewriting the index into the sorted format stopped, and every index file stays \
+             as it was (and is read as it is)"
+        ))
+    };
     for name in &old {
-        read_entries(
+        // A failure to write (the scratch folder's disk full) is this
+        // host's, not damage of the file being read.
+        let mut wrote = Ok(());
+        let read = read_entries(
             repo.backend(),
             Opening::With(repo.sealing()),
             name,
             &mut |p, e| {
                 entries += 1;
-                writer.push(p, &e)
+                writer.push(p, &e).map_err(|err| {
+                    wrote = Err(err);
+                    crate::Error::internal("the scratch folder failed")
+                })
             },
-        )
-        .map_err(|e| {
-            e.hint(
-                "no index file was changed; run `platter rebuild-index`, then `platter upgrade` \
-                 again",
+        );
+        wrote.map_err(&stopped)?;
+        read.map_err(|e| {
+            stopped(e).hint(
+                "mend the index with `platter rebuild-index`, then run `platter upgrade` again",
             )
         })?;
         progress.advance(1);
     }
     progress.finish();
-    repo.replace_index_files(writer, &old)?;
+    repo.replace_index_files(writer, &old).map_err(stopped)?;
     report.index_entries_rewritten = entries;
     Ok(report)
 }

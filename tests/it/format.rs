@@ -96,3 +96,66 @@ fn verify_and_restore(fixtures: &Path, dir: &Path, repo: &Path) {
     }
     assert_eq!(restored, 2, "the fixture lists two snapshots");
 }
+
+// Pins: upgrade stops at a damaged old index file, even one whose flipped
+// version byte makes it look sorted (exit 4, saying the features are on and
+// every index file stays as it was, and what to run), changing no index
+// file; after rebuild-index the repository is whole and sorted.
+#[test]
+fn upgrade_stops_at_a_damaged_index_file_and_changes_none() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_tree(&fixtures.join("repo-v1"), &repo);
+    let index = repo.join("index");
+    let first = std::fs::read_dir(&index)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[8] = 3;
+    std::fs::write(&first, &bytes).unwrap();
+    let listing = |dir: &Path| -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut all: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let before = listing(&index);
+    let platter = env!("CARGO_BIN_EXE_platter");
+    let upgrade = || {
+        Command::new(platter)
+            .args(["upgrade", "-r"])
+            .arg(&repo)
+            .env("PLATTER_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let out = upgrade();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("sorted-index are on")
+            && stderr.contains("stays as it was")
+            && stderr.contains("rebuild-index"),
+        "{stderr}"
+    );
+    assert_eq!(listing(&index), before, "an index file changed");
+    let rebuilt = Command::new(platter)
+        .args(["rebuild-index", "-r"])
+        .arg(&repo)
+        .env("PLATTER_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    assert!(upgrade().status.success());
+    assert_eq!(index_versions(&repo), [3]);
+    verify_and_restore(&fixtures, dir.path(), &repo);
+}

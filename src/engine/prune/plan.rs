@@ -209,9 +209,9 @@ impl PrunePlan {
             e.hint("nothing was removed; run `platter verify`, and repair (`platter repair --from COPY`) or forget that snapshot")
         })?;
         let (index, damaged) = repo.load_index_checked()?;
-        if let Some((name, e)) = damaged.first() {
-            return Err(Error::corrupt(format!("index {name} is damaged: {e}"))
-                .hint("nothing was removed; run `platter rebuild-index` first"));
+        if let Some((_, e)) = damaged.into_iter().next() {
+            // The reader's error names the file.
+            return Err(e.hint("nothing was removed; run `platter rebuild-index` first"));
         }
         // A used delta needs its base, kept whole.
         let mut bases = IdSetBuilder::new(repo);

@@ -177,7 +177,7 @@ pub fn open(repo: &Repository, fresh: bool) -> Result<Opened> {
         }
     }
     let temp = temporary_folder();
-    make_private_dir(&temp).map_err(|e| Error::io("cannot create", &temp, e))?;
+    make_private_dir(&temp).map_err(|e| Error::io("create", &temp, e))?;
     let result = open_in(repo, &temp, true);
     // The tables stay mapped; nothing is left behind.
     let _ = std::fs::remove_dir_all(&temp);
@@ -190,7 +190,7 @@ pub fn open(repo: &Repository, fresh: bool) -> Result<Opened> {
 pub fn scratch_folder(repo: &Repository) -> Result<(PathBuf, bool)> {
     let (dir, temporary) = folder(repo);
     if temporary {
-        make_private_dir(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        make_private_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
     }
     Ok((dir, temporary))
 }
@@ -242,15 +242,21 @@ fn open_in(repo: &Repository, dir: &Path, fresh: bool) -> Result<Opened> {
     let mut changed = kept.len() != old.tables.len();
     if !new.is_empty() {
         let (path, files) = build(repo, dir, &new, &mut damaged)?;
-        let table = Arc::new(Table::open(&path)?);
-        kept.push((
-            Covered {
-                table: file_name(&path),
-                files,
-            },
-            table,
-        ));
-        changed = true;
+        if files.is_empty() {
+            // Every new file was damaged: a table of no file would never
+            // be let go by a manifest.
+            let _ = std::fs::remove_file(&path);
+        } else {
+            let table = Arc::new(Table::open(&path)?);
+            kept.push((
+                Covered {
+                    table: file_name(&path),
+                    files,
+                },
+                table,
+            ));
+            changed = true;
+        }
     }
     if needs_merge(&kept) {
         kept = merge_layers(dir, kept)?;
@@ -313,7 +319,7 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io("cannot write", &dir.join(MANIFEST), e)
+        Error::io("write", &dir.join(MANIFEST), e)
     })
 }
 
@@ -409,15 +415,36 @@ fn build(
                     buffer.push(entry);
                     spill(&mut buffer, &mut runs)
                 }),
-                Ok(None) => read_entries(
-                    repo.backend(),
-                    Opening::With(repo.sealing()),
-                    name,
-                    &mut |p, e| {
-                        buffer.push((*p, e));
-                        spill(&mut buffer, &mut runs)
-                    },
-                ),
+                Ok(None) => {
+                    // A streamed file's entries count only once all of it
+                    // has read: until then they go to runs of their own.
+                    if !buffer.is_empty() {
+                        match write_run(dir, &mut buffer) {
+                            Ok(run) => runs.push(run),
+                            Err(e) => {
+                                cleanup(&runs);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    let mut own = Vec::new();
+                    let read = read_entries(
+                        repo.backend(),
+                        Opening::With(repo.sealing()),
+                        name,
+                        &mut |p, e| {
+                            buffer.push((*p, e));
+                            spill(&mut buffer, &mut own)
+                        },
+                    );
+                    if read.is_err() {
+                        buffer.clear();
+                        cleanup(&own);
+                    } else {
+                        runs.extend(own);
+                    }
+                    read
+                }
                 Err(e) => Err(e),
             };
             match found {
@@ -607,5 +634,57 @@ mod tests {
         let all = ids(&[Arc::new(merged)]);
         assert!(all.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(all.len(), 1000);
+    }
+
+    #[test]
+    fn a_damaged_large_index_file_adds_nothing_and_the_cache_does_not_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(
+            &dir.path().join("repo"),
+            1 << 20,
+            crate::codec::Compression::Lz4,
+            crate::repo::NewKey::Plain,
+        )
+        .unwrap();
+        let pack = PackId::from_bytes([3; 32]);
+        // Streamed (over READ_AT_ONCE), in five blocks: damaged in the
+        // last, after four blocks of entries were read.
+        let large = repo
+            .write_index(&[(pack, (0..20_000).map(entry).collect())])
+            .unwrap();
+        let small = repo
+            .write_index(&[(pack, (20_000..20_010).map(entry).collect())])
+            .unwrap();
+        let path = dir
+            .path()
+            .join("repo")
+            .join(crate::repo::names::index_name(&large));
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() as u64 > READ_AT_ONCE);
+        let at = bytes.len() - 300;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let cache = folder(&repo).0;
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            let opened = open(&repo, false).unwrap();
+            assert_eq!(opened.damaged.len(), 1);
+            let held: u64 = opened.tables.iter().map(|t| t.entries()).sum();
+            assert_eq!(held, 10, "entries of the damaged file were kept");
+            let index = crate::repo::index::Index::from_tables(opened.tables);
+            assert!(
+                index.get(&entry(0).id).is_none(),
+                "an entry of the damaged file"
+            );
+            assert!(index.get(&entry(20_005).id).is_some());
+            let size: u64 = std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            sizes.push(size);
+        }
+        assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+        let _ = std::fs::remove_dir_all(&cache);
+        let _ = small;
     }
 }

@@ -42,6 +42,9 @@ const VERSION: u32 = 1;
 const DELTA_VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 pub const ENTRY_LEN: usize = 64;
+/// The most packs one index file may name (64 MiB of pack ids, held while
+/// it is read): a forged count must not make a reader allocate more.
+pub const MAX_PACKS: u64 = 1 << 21;
 /// Bytes read at once when streaming a version 1 or 2 file.
 const SPAN: usize = 4 << 20;
 
@@ -286,15 +289,16 @@ pub fn read_entries(
     }
 }
 
-/// Whether index file `name` is sorted (version 3).
+/// Whether index file `name` is sorted (version 3), by its header (and
+/// the header's crc32: a flipped version byte does not make one).
 pub fn is_sorted_file(backend: &dyn Backend, name: &str) -> Result<bool> {
     let file = backend.open(name)?;
-    let mut head = [0u8; 12];
+    let mut head = [0u8; sorted_file::FIXED_LEN as usize];
     if file.len() < head.len() as u64 {
         return Ok(false);
     }
     file.read_exact_at(&mut head, 0)?;
-    Ok(sorted_file::is_sorted_file(&head))
+    Ok(sorted_file::is_sorted_file(&head) && sorted_file::header_holds(&head))
 }
 
 /// Bytes in memory, read as a stored file.
@@ -330,20 +334,6 @@ fn read_unsorted(
         return Err(damaged("too short (truncated)"));
     }
     let body_end = len - 8;
-    let mut buf = vec![0u8; SPAN];
-    let mut crc = crc32fast::Hasher::new();
-    let mut at = 0u64;
-    while at < body_end {
-        let n = (body_end - at).min(SPAN as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)?;
-        crc.update(&buf[..n]);
-        at += n as u64;
-    }
-    let mut tail = [0u8; 8];
-    file.read_exact_at(&mut tail, body_end)?;
-    if &tail[4..] != END_MAGIC || tail[..4] != crc.finalize().to_le_bytes() {
-        return Err(damaged("checksum mismatch"));
-    }
     let mut header = [0u8; HEADER_LEN];
     file.read_exact_at(&mut header, 0)?;
     let mut r = FieldReader::new(&header);
@@ -351,7 +341,12 @@ fn read_unsorted(
         return Err(damaged("bad magic"));
     }
     let version = r.u32();
+    let mut buf = vec![0u8; SPAN];
     if version != VERSION && version != DELTA_VERSION {
+        // A version byte that was flipped is damage, not a newer format.
+        if !crc_holds(file, &mut buf)? {
+            return Err(damaged("checksum mismatch"));
+        }
         return Err(Error::unsupported(format!(
             "index {what} has version {version}, this platter reads {VERSION}, {DELTA_VERSION} \
              and {}",
@@ -360,6 +355,11 @@ fn read_unsorted(
     }
     let pack_count = u64::from(r.u32());
     let count = r.u64();
+    if pack_count > MAX_PACKS {
+        return Err(damaged(
+            "it names more packs than an index file holds (its header was forged or damaged)",
+        ));
+    }
     // The bases follow the entries, one per delta entry.
     let entries_at = HEADER_LEN as u64 + pack_count * 32;
     let bases_at = count
@@ -371,12 +371,18 @@ fn read_unsorted(
         return Err(damaged("its length does not match its header (truncated?)"));
     }
     let base_count = (body_end - bases_at) / 32;
-    let mut packs = vec![0u8; (pack_count * 32) as usize];
-    file.read_exact_at(&mut packs, HEADER_LEN as u64)?;
-    let packs: Vec<PackId> = packs
-        .chunks_exact(32)
-        .map(|c| PackId::from_bytes(c.try_into().unwrap_or([0; 32])))
-        .collect();
+    if !crc_holds(file, &mut buf)? {
+        return Err(damaged("checksum mismatch"));
+    }
+    let mut packs: Vec<PackId> = Vec::with_capacity(pack_count as usize);
+    for at in (0..pack_count).step_by(SPAN / 32) {
+        let n = (pack_count - at).min((SPAN / 32) as u64) as usize;
+        file.read_exact_at(&mut buf[..n * 32], HEADER_LEN as u64 + at * 32)?;
+        packs.extend(
+            (buf[..n * 32].chunks_exact(32))
+                .map(|c| PackId::from_bytes(c.try_into().unwrap_or([0; 32]))),
+        );
+    }
     let mut bases = Window::default();
     let mut deltas = 0u64;
     let per_span = (SPAN / ENTRY_LEN) as u64;
@@ -411,6 +417,23 @@ fn read_unsorted(
         return Err(damaged("its length does not match its header (truncated?)"));
     }
     Ok(())
+}
+
+/// Whether a version 1 or 2 file (at least 8 bytes) ends with the crc32
+/// of every byte before it and its end magic; `buf` is scratch.
+fn crc_holds(file: &dyn StoredFile, buf: &mut [u8]) -> Result<bool> {
+    let body_end = file.len() - 8;
+    let mut crc = crc32fast::Hasher::new();
+    let mut at = 0u64;
+    while at < body_end {
+        let n = (body_end - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
+    let mut tail = [0u8; 8];
+    file.read_exact_at(&mut tail, body_end)?;
+    Ok(&tail[4..] == END_MAGIC && tail[..4] == crc.finalize().to_le_bytes())
 }
 
 /// The span of base ids last read from a version 2 file.
@@ -646,6 +669,59 @@ mod tests {
             assert!(read_groups(&backend, &other, &name).is_err());
             // And in a plain repository, as sealed where nothing is.
             assert!(read_groups(&backend, &Sealing::plain(), &name).is_err());
+        }
+    }
+
+    // Forged counts that agree with a (sparse) file's length are refused
+    // before anything of their size is allocated or read.
+    #[test]
+    fn forged_counts_are_refused_before_they_cost_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let sparse = |name: &str, head: &[u8], len: u64, end: &[u8]| {
+            let path = dir.path().join("index").join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_len(len).unwrap();
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(head, 0).unwrap();
+            f.write_all_at(end, len - end.len() as u64).unwrap();
+            format!("index/{name}")
+        };
+        let v3 = |packs: u32, per: u32, n: u64| {
+            let mut h = Vec::new();
+            h.put(MAGIC);
+            h.put_u32(3);
+            h.put_u32(0);
+            h.put_u32(packs);
+            h.put_u32(per);
+            h.put_u64(n);
+            h.put_u64(0);
+            let crc = crc32(&h);
+            h.put_u32(crc);
+            h
+        };
+        let blocks = |n: u64, per: u64| n.div_ceil(per);
+        // 2^32 - 1 packs: 128 GiB of pack ids.
+        let p = u64::from(u32::MAX);
+        let len = 44 + (24 + 32 * p + 4) + (32 * blocks(0, 4096) + 4) + 4;
+        let name = sparse("a", &v3(u32::MAX, 4096, 0), len, b"IEND");
+        // 2^31 entries in blocks of one: 64 GiB of keys.
+        let n = 1u64 << 31;
+        let len2 = 44 + 28 + n * (64 + 4) + (32 * n + 4) + 4;
+        let name2 = sparse("b", &v3(0, 1, n), len2, b"IEND");
+        // A version 1 file naming 2^26 packs and no entry (2 GiB).
+        let mut h = Vec::new();
+        h.put(MAGIC);
+        h.put_u32(1);
+        h.put_u32(1 << 26);
+        h.put_u64(0);
+        let name3 = sparse("c", &h, 24 + 32 * (1 << 26) + 8, b"\0\0\0\0IEND");
+        for name in [name, name2, name3] {
+            let started = std::time::Instant::now();
+            let e = read_groups(&backend, &Sealing::plain(), &name).unwrap_err();
+            assert!(e.message().contains("damaged"), "{name}: {}", e.message());
+            assert!(started.elapsed().as_secs() < 5, "{name} was read");
         }
     }
 }

@@ -118,13 +118,13 @@ fn write_ids(path: &Path, ids: impl Iterator<Item = ChunkId>) -> Result<()> {
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| Error::io("cannot create", path, e))?;
+        .map_err(|e| Error::io("create", path, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     for id in ids {
         out.write_all(&id.0)
-            .map_err(|e| Error::io("cannot write", path, e))?;
+            .map_err(|e| Error::io("write", path, e))?;
     }
-    out.flush().map_err(|e| Error::io("cannot write", path, e))
+    out.flush().map_err(|e| Error::io("write", path, e))
 }
 
 /// Merges sorted runs into `out`, each id once; returns the keys of its
@@ -133,7 +133,7 @@ fn write_ids(path: &Path, ids: impl Iterator<Item = ChunkId>) -> Result<()> {
 fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
     let mut readers = Vec::with_capacity(runs.len());
     for run in runs {
-        let f = std::fs::File::open(run).map_err(|e| Error::io("cannot open", run, e))?;
+        let f = std::fs::File::open(run).map_err(|e| Error::io("open", run, e))?;
         readers.push((BufReader::with_capacity(1 << 18, f), run));
     }
     let next = |r: &mut (BufReader<std::fs::File>, &PathBuf)| -> Result<Option<ChunkId>> {
@@ -141,7 +141,7 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
         match r.0.read_exact(&mut id) {
             Ok(()) => Ok(Some(ChunkId(id))),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-            Err(e) => Err(Error::io("cannot read", r.1, e)),
+            Err(e) => Err(Error::io("read", r.1, e)),
         }
     };
     let mut heap = BinaryHeap::new();
@@ -156,12 +156,11 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
         .write(true)
         .create_new(true)
         .open(out)
-        .map_err(|e| Error::io("cannot create", out, e))?;
+        .map_err(|e| Error::io("create", out, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     while let Some(std::cmp::Reverse((id, i))) = heap.pop() {
         if last != Some(id) {
-            w.write_all(&id.0)
-                .map_err(|e| Error::io("cannot write", out, e))?;
+            w.write_all(&id.0).map_err(|e| Error::io("write", out, e))?;
             if written.is_multiple_of(PAGE_IDS) {
                 keys.push(pages::key(&id));
             }
@@ -172,7 +171,7 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<Vec<u64>> {
             heap.push(std::cmp::Reverse((next_id, i)));
         }
     }
-    w.flush().map_err(|e| Error::io("cannot write", out, e))?;
+    w.flush().map_err(|e| Error::io("write", out, e))?;
     Ok(keys)
 }
 
@@ -191,10 +190,10 @@ pub enum IdSet {
 
 impl IdSet {
     fn map(path: &Path, keys: Vec<u64>) -> Result<IdSet> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
         let bytes = file
             .metadata()
-            .map_err(|e| Error::io("cannot look at", path, e))?
+            .map_err(|e| Error::io("look at", path, e))?
             .len();
         if bytes == 0 {
             return Ok(IdSet::Memory(Vec::new()));
@@ -202,8 +201,7 @@ impl IdSet {
         // SAFETY: the file was written whole by this process in its
         // private folder, and is unlinked right after this call: no other
         // process can open, change or truncate it while it is mapped.
-        let map =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("cannot map", path, e))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("map", path, e))?;
         let len = bytes / 32;
         if keys.len() as u64 != len.div_ceil(PAGE_IDS) {
             return Err(Error::internal("a sorted id file does not match its keys"));

@@ -39,17 +39,22 @@ use crate::codec::{ChunkId, Sealing, crc32};
 use crate::error::{Error, Result};
 use crate::repo::backend::{Backend, StoredFile};
 use crate::repo::fields::{FieldReader, FieldWriter};
-use crate::repo::index::file::{ENTRY_LEN, MAGIC, RawEntry, put_entry};
+use crate::repo::index::file::{ENTRY_LEN, MAGIC, MAX_PACKS, RawEntry, put_entry};
 use crate::repo::pack::PackEntry;
 use crate::repo::{IndexId, PackId, sealed};
 
 pub const VERSION: u32 = 3;
 const END_MAGIC: &[u8; 4] = b"IEND";
-const FIXED_LEN: u64 = 44;
+pub const FIXED_LEN: u64 = 44;
 const HEAD_FIELDS: u64 = 24;
 const PER_BLOCK: u32 = 4096;
-/// The largest block a reader accepts (a bound on what it allocates).
+/// The block sizes a reader accepts (bounds on what it allocates for a
+/// block, and for the keys: 32 bytes per block).
+const MIN_PER_BLOCK: u32 = 1 << 10;
 const MAX_PER_BLOCK: u32 = 1 << 16;
+/// The longest keys part a reader holds (`PER_BLOCK` entries a key: an
+/// index of 8.6 billion chunks).
+const MAX_KEYS: u64 = 64 << 20;
 const SEALED: u32 = 1;
 const NOT_DELTA: u32 = u32::MAX;
 
@@ -284,6 +289,11 @@ pub fn is_sorted_file(head: &[u8]) -> bool {
     head.len() >= 12 && head.starts_with(MAGIC) && head[8..12] == VERSION.to_le_bytes()
 }
 
+/// Whether the fixed header `head` (`FIXED_LEN` bytes) matches its crc32.
+pub fn header_holds(head: &[u8]) -> bool {
+    head.len() == FIXED_LEN as usize && crc32(&head[..40]).to_le_bytes() == head[40..44]
+}
+
 /// How a reader opens parts: with the repository's sealing, or without
 /// the key (crc32s and lengths only, for a sealed file).
 #[derive(Clone, Copy)]
@@ -419,8 +429,15 @@ pub fn read(
             opening.encrypted(),
         ));
     }
-    if layout.per_block == 0 || layout.per_block > MAX_PER_BLOCK {
+    if !(MIN_PER_BLOCK..=MAX_PER_BLOCK).contains(&layout.per_block) {
         return Err(damaged("its block size is out of range"));
+    }
+    // Counts consistent with a long (perhaps sparse) file must still not
+    // make a reader hold more than these.
+    if u64::from(layout.packs) > MAX_PACKS || layout.blocks(layout.entries) * 32 > MAX_KEYS {
+        return Err(damaged(
+            "its counts are beyond what an index file holds (its header was forged or damaged)",
+        ));
     }
     if layout.total() != Some(file.len()) {
         return Err(damaged("its length does not match its header (truncated?)"));

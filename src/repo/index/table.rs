@@ -194,7 +194,7 @@ impl TableWriter {
             drop(
                 bases
                     .into_inner()
-                    .map_err(|e| Error::io("cannot write", &bases_path, e.into_error()))?,
+                    .map_err(|e| Error::io("write", &bases_path, e.into_error()))?,
             );
             // Read back through a new descriptor (no seek: tests that hold
             // a command at its n-th lseek count on none here).
@@ -226,7 +226,7 @@ impl TableWriter {
                 .map_err(io_err("cannot write", &path))?;
             let file = out
                 .into_inner()
-                .map_err(|e| Error::io("cannot write", &path, e.into_error()))?;
+                .map_err(|e| Error::io("write", &path, e.into_error()))?;
             file.sync_all().map_err(io_err("cannot write", &path))
         })();
         let _ = std::fs::remove_file(&bases_path);
@@ -498,7 +498,7 @@ impl Iterator for TableReader<'_> {
                     std::os::unix::fs::FileExt::read_exact_at(&t.file, &mut self.buf, offset)
                 {
                     self.next = t.entries;
-                    return Some(Err(Error::io("cannot read", &t.path, e)));
+                    return Some(Err(Error::io("read", &t.path, e)));
                 }
                 // Reads start at whole pages (READ_ENTRIES is a multiple).
                 if !t.pages_intact(self.at / PAGE_ENTRIES, &self.buf) {
