@@ -38,11 +38,19 @@ pub fn check_calendar(calendar: &str) -> Result<()> {
         );
     }
     match next_elapse(calendar) {
+        // A date no year has (February 30th): the timer would never fire.
+        Ok(next) if next == NEVER => Err(Error::bad_input(format!(
+            "{calendar:?} never elapses (no date matches it): the job would never run"
+        ))
+        .hint("write e.g. daily, weekly, \"Mon..Fri 02:00\" or \"*-*-* 03:30\" (see man systemd.time)")),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
 }
+
+/// What `next_elapse` says of a calendar that never elapses.
+const NEVER: &str = "never";
 
 /// When `calendar` next elapses, as `systemd-analyze calendar` says.
 pub fn next_elapse(calendar: &str) -> Result<String> {
@@ -65,7 +73,7 @@ pub fn next_elapse(calendar: &str) -> Result<String> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Next elapse:"))
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "never".into()))
+        .unwrap_or_else(|| NEVER.into()))
 }
 
 /// The service and the timer of `job`, run by `exe`, on `calendar`.

@@ -684,7 +684,7 @@ fn sigterm_runs_the_after_hooks_and_exits_143() {
     assert_eq!(given["result"], "interrupted", "{given:#}");
 }
 
-// Pins: `schedule NAME --daily` writes a service and a timer that `systemd-analyze verify` accepts (persistent, randomised delay, idle priority), whose ExecStart runs the job; `schedule --list` shows its last run from the job log and its next; `jobs` shows the runs with their steps; `--remove` takes the units away. Enabling through systemctl is not tried: PID 1 is not systemd here.
+// Pins: `schedule NAME --daily` writes a service and a timer that `systemd-analyze verify` accepts (persistent, randomised delay, idle priority), whose ExecStart runs the job; `schedule --list` shows its last run from the job log and its next; `jobs` shows the runs with their steps; `--remove` takes the units away; a calendar that is no expression, or that never elapses (February 30th), is refused and writes nothing. Enabling through systemctl is not tried: PID 1 is not systemd here.
 #[test]
 fn schedule_writes_units_that_verify_and_whose_exec_start_runs_the_job() {
     if !have(
@@ -784,6 +784,9 @@ fn schedule_writes_units_that_verify_and_whose_exec_start_runs_the_job() {
     platter_env(&["schedule", "nightly", "--remove"]).ok();
     assert!(!service.exists() && !timer.exists());
     platter_env(&["schedule", "nightly", "--on", "not a day"]).refused(2, "no calendar expression");
+    // A date no year has: the timer would never fire.
+    platter_env(&["schedule", "nightly", "--on", "*-02-30"]).refused(2, "never elapses");
+    assert!(!service.exists() && !timer.exists());
 }
 
 /// Writes a live exclusive lock, held by this test process, into `repo`
