@@ -15,7 +15,20 @@ pub fn run(ctx: &Context, args: Args) -> platter::Result<bool> {
     let repo = ctx.open_repo()?;
     let s = repo.resolve(&args.snapshot)?;
     if ctx.json {
-        output::json(&s)?;
+        // The manifest's fields, and the restore test's result (null when
+        // there is none, {"unreadable": why} when it cannot be read).
+        use platter::jobs::restore_test::TestResult;
+        let mut doc = serde_json::to_value(&s)
+            .map_err(|e| platter::Error::internal(format!("cannot encode JSON: {e}")))?;
+        let test = match platter::repo::test_result::read::<TestResult>(&repo, &s.id) {
+            Ok(found) => serde_json::to_value(found)
+                .map_err(|e| platter::Error::internal(format!("cannot encode JSON: {e}")))?,
+            Err(e) => serde_json::json!({ "unreadable": e.to_string() }),
+        };
+        if let Some(fields) = doc.as_object_mut() {
+            fields.insert("restore_test".into(), test);
+        }
+        output::json(&doc)?;
         return Ok(true);
     }
     let st = &s.stats;

@@ -168,7 +168,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-// Pins: a job on an image file backs up, keeps 2 here, copies only what the copy's retention keeps (1 there, never the snapshot it removed again), and its restore test passes; the summary lists every step ok.
+// Pins: a job on an image file backs up, keeps 2 here, copies only what the copy's retention keeps (1 there, never the snapshot it removed again), and its restore test passes; the summary lists every step ok; `show` (text and --json) gives the test's result.
 #[test]
 fn a_job_on_an_image_file_backs_up_keeps_copies_and_tests_the_restore() {
     if !have(
@@ -252,6 +252,9 @@ fn a_job_on_an_image_file_backs_up_keeps_copies_and_tests_the_restore() {
     let shown = jobs.sandbox.run(["show", "latest"]).ok().stdout.clone();
     assert!(shown.contains("restore test  ok"), "{shown}");
     assert!(shown.contains("the whole disk (ext4): clean"), "{shown}");
+    let shown = jobs.sandbox.run(["--json", "show", "latest"]).ok().json();
+    assert_eq!(shown["restore_test"]["result"], "ok", "{shown:#}");
+    assert!(shown["id"].is_string(), "{shown:#}");
     let list = jobs.sandbox.run(["snapshots"]).ok().stdout.clone();
     assert!(list.lines().skip(1).all(|l| l.contains(" ok ")), "{list}");
     verify_clean(&jobs.copy);
