@@ -70,7 +70,7 @@ pub fn run(job: &Job, env: &RunEnv) -> Result<Summary> {
         hook_timeout: job.file.hooks.timeout.unwrap_or(hooks::DEFAULT_TIMEOUT),
         lock_wait: job.file.lock_wait.unwrap_or(DEFAULT_LOCK_WAIT),
     };
-    let on_signal = after_hooks_on_interrupt(job, Arc::clone(&shared), runner.hook_timeout);
+    let on_signal = on_interrupt(job, Arc::clone(&shared), runner.hook_timeout, started);
     runner.steps();
     // From here the after hooks run here, not from the watcher.
     drop(on_signal);
@@ -91,30 +91,38 @@ pub fn run(job: &Job, env: &RunEnv) -> Result<Summary> {
     Ok(summary)
 }
 
-/// On SIGTERM (or Ctrl-C) while steps run: the after hooks, given the
-/// summary so far, before the watcher ends the process.
-fn after_hooks_on_interrupt(
+/// On SIGTERM (or Ctrl-C) while steps run, before the watcher ends the
+/// process: the after hooks, given the summary so far, and the run in the
+/// job log, as interrupted.
+fn on_interrupt(
     job: &Job,
     summary: Arc<Mutex<Summary>>,
     timeout: Duration,
-) -> Option<crate::interrupt::Registration> {
+    started: Instant,
+) -> crate::interrupt::Registration {
     let after = job.file.hooks.after.clone();
-    if after.is_empty() {
-        return None;
-    }
-    Some(crate::interrupt::call_on_interrupt(move || {
-        let doc = {
+    let name = job.name.clone();
+    crate::interrupt::call_on_interrupt(move || {
+        let (doc, logged) = {
             let mut s = summary.lock().unwrap_or_else(|e| e.into_inner());
+            s.finish(started.elapsed().as_secs_f64());
             s.result = "interrupted".into();
-            s.to_json()
+            (s.to_json(), serde_json::to_value(&*s))
         };
         for command in &after {
             if let Err(e) = hooks::run_while_interrupted(command, &doc, timeout) {
                 crate::printable::to_stderr(&format!("platter: after hook: {e}"));
             }
         }
+        if let Ok(value) = logged
+            && let Err(e) = state::append_run(&name, &value)
+        {
+            crate::printable::to_stderr(&format!(
+                "platter: the run was not written to the job log: {e}"
+            ));
+        }
         true
-    }))
+    })
 }
 
 struct Runner<'a> {

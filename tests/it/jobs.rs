@@ -646,7 +646,7 @@ fn a_hook_freezing_the_repository_filesystem_is_refused() {
     assert!(jobs.sandbox.snapshot_ids().is_empty());
 }
 
-// Pins: SIGTERM during a run (systemctl stop) stops the running hook's group, runs the after hooks with the summary so far, and exits 143.
+// Pins: SIGTERM during a run (systemctl stop) stops the running hook's group, runs the after hooks with the summary so far, writes the run to the job log as interrupted, and exits 143.
 #[test]
 fn sigterm_runs_the_after_hooks_and_exits_143() {
     let jobs = JobSandbox::new();
@@ -685,6 +685,10 @@ fn sigterm_runs_the_after_hooks_and_exits_143() {
     );
     let given: Value = serde_json::from_str(&fs::read_to_string(&told).unwrap()).unwrap();
     assert_eq!(given["result"], "interrupted", "{given:#}");
+    // The run is in the job log, as interrupted.
+    let log = fs::read_to_string(jobs.state.join("nightly.log")).unwrap();
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "interrupted", "{last:#}");
 }
 
 // Pins: `schedule NAME --daily` writes a service and a timer that `systemd-analyze verify` accepts (persistent, randomised delay, idle priority), whose ExecStart runs the job; `schedule --list` shows its last run from the job log and its next; `jobs` shows the runs with their steps; `--remove` takes the units away; a calendar that is no expression, or that never elapses (February 30th), is refused and writes nothing. Enabling through systemctl is not tried: PID 1 is not systemd here.
