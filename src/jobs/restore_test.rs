@@ -427,8 +427,20 @@ fn check(
 }
 
 /// The partition on a loop device of its own (writable: a journal may be
-/// replayed on this scratch copy), detached when dropped.
-struct Loop(PathBuf);
+/// replayed on this scratch copy), detached when dropped, or when the
+/// process is interrupted (SIGTERM while the check runs).
+struct Loop {
+    device: PathBuf,
+    _on_signal: crate::interrupt::Registration,
+}
+
+fn detach(device: &Path) {
+    let _ = Command::new("losetup")
+        .arg("-d")
+        .arg(device)
+        .stdin(Stdio::null())
+        .output();
+}
 
 impl Loop {
     fn attach(image: &Path, span: Option<(u64, u64)>) -> Result<Loop> {
@@ -455,19 +467,24 @@ impl Loop {
             )
             .hint("the restore test needs root and a free loop device"));
         }
-        Ok(Loop(PathBuf::from(
-            String::from_utf8_lossy(&out.stdout).trim(),
-        )))
+        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let on_signal = crate::interrupt::call_on_interrupt({
+            let device = device.clone();
+            move || {
+                detach(&device);
+                true
+            }
+        });
+        Ok(Loop {
+            device,
+            _on_signal: on_signal,
+        })
     }
 }
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = Command::new("losetup")
-            .arg("-d")
-            .arg(&self.0)
-            .stdin(Stdio::null())
-            .output();
+        detach(&self.device);
     }
 }
 
@@ -493,13 +510,13 @@ fn check_on_loop(
     args: &[&str],
     fstype: &str,
 ) -> Result<(Verdict, String)> {
-    let device = Loop::attach(image, span)?;
-    let (mut code, mut text) = output(program, args, &device.0)?;
+    let attached = Loop::attach(image, span)?;
+    let (mut code, mut text) = output(program, args, &attached.device)?;
     let mut replayed = false;
     if program == "e2fsck" && text.contains("skipping journal recovery") {
         // The scratch copy is ours: replay the journal, then check.
-        output("e2fsck", &["-y", "-E", "journal_only"], &device.0)?;
-        (code, text) = output(program, args, &device.0)?;
+        output("e2fsck", &["-y", "-E", "journal_only"], &attached.device)?;
+        (code, text) = output(program, args, &attached.device)?;
         replayed = true;
     }
     // xfs_repair -n: 2 is a dirty log (mount it to replay it); a log

@@ -1077,3 +1077,59 @@ fn bad_tags_are_refused_before_the_hooks_run() {
         assert!(!marker.exists(), "the before hook ran for tag {tag:?}");
     }
 }
+
+// Pins: SIGTERM while the restore test checks the restored filesystem
+// detaches its loop device and removes its scratch file (the run exits
+// 143); before, the loop device stayed attached to the deleted image.
+#[test]
+fn sigterm_during_the_restore_test_leaves_no_loop_device_or_scratch_file() {
+    if !have(
+        "sigterm_during_the_restore_test_leaves_no_loop_device_or_scratch_file",
+        &["root", "loop devices", "mkfs.ext4", "losetup"],
+    ) {
+        return;
+    }
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    ext4_image(&image);
+    let file = jobs.usual_job(&image, "");
+    // An e2fsck that says it started, then waits.
+    let bin = jobs.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let started = jobs.path("checking");
+    let fake = bin.join("e2fsck");
+    fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch {}\nexec sleep 20\n", started.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let args = [OsStr::new("run"), "--config".as_ref(), file.as_os_str()];
+    let child = jobs
+        .command(&args)
+        .env("PATH", path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || started.exists()));
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = fs::read_dir(&jobs.scratch).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let attached = std::process::Command::new("losetup")
+        .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+        .output()
+        .unwrap();
+    let attached = String::from_utf8_lossy(&attached.stdout).into_owned();
+    let scratch = jobs.scratch.display().to_string();
+    assert!(!attached.contains(&scratch), "{attached}");
+}
