@@ -63,10 +63,18 @@ fn run_hook(command: &str, stdin: &[u8], timeout: Duration, stop_on_signal: bool
         })?;
     let pgid = child.id() as i32;
     // Interrupted meanwhile (SIGTERM from `systemctl stop`): the hook's
-    // group goes too, before the after hooks run.
+    // group goes too, before the after hooks run; SIGKILL after the grace
+    // if it ignores SIGTERM (it would outlive platter).
     let _stop_on_signal = stop_on_signal.then(|| {
         crate::interrupt::call_on_interrupt(move || {
             signal_group(pgid, libc::SIGTERM);
+            let deadline = Instant::now() + GRACE;
+            while Instant::now() < deadline && group_alive(pgid) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if group_alive(pgid) {
+                signal_group(pgid, libc::SIGKILL);
+            }
             true
         })
     });

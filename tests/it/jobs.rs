@@ -1133,3 +1133,56 @@ fn sigterm_during_the_restore_test_leaves_no_loop_device_or_scratch_file() {
     let scratch = jobs.scratch.display().to_string();
     assert!(!attached.contains(&scratch), "{attached}");
 }
+
+// Pins: SIGTERM during a before hook that ignores SIGTERM ends the hook's
+// whole group with SIGKILL after the grace (3 s), so nothing of it
+// outlives the run, which exits 143.
+#[test]
+fn sigterm_kills_a_hook_that_ignores_it() {
+    let jobs = JobSandbox::new();
+    let image = jobs.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(29));
+    let started = jobs.path("started");
+    // A duration no other process here sleeps for, to find it by.
+    let marker = "sleep 37.25";
+    let file = jobs.job(&format!(
+        "repository = {repo:?}\n[[source]]\npath = {image:?}\n\
+         [hooks]\nbefore = [\"trap '' TERM; touch {started}; {marker}\"]\n",
+        repo = jobs.sandbox.repo,
+        started = started.display(),
+    ));
+    let args = [OsStr::new("run"), "--config".as_ref(), file.as_os_str()];
+    let child = jobs
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || started.exists()));
+    let begun = Instant::now();
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        begun.elapsed()
+    );
+    let alive = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .unwrap();
+        !out.stdout.is_empty()
+    };
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive()),
+        "the hook outlived the run"
+    );
+}
