@@ -96,6 +96,12 @@ impl LoopInfo64 {
     pub fn set_flags(&mut self, flags: u32) {
         self.lo_flags = flags;
     }
+
+    /// Shows only `size` bytes of the backing file from `offset`.
+    pub fn set_span(&mut self, offset: u64, size: u64) {
+        self.lo_offset = offset;
+        self.lo_sizelimit = size;
+    }
 }
 
 /// What a loop device shows of its backing file: which file (the device

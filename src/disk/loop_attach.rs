@@ -1,11 +1,13 @@
-//! Attaching an image file to a read-only loop device, so the kernel can
-//! mount the filesystem inside it (`platter mount --files` does this with
-//! the partition files of a mounted snapshot).
+//! Attaching an image file to a loop device, so the kernel can mount or
+//! check the filesystem inside it: read-only for `platter mount --files`
+//! (the partition files of a mounted snapshot), writable and limited to a
+//! partition's bytes for a job's restore test (a journal may be replayed
+//! on its scratch copy).
 //!
-//! The device is set up in one step (LOOP_CONFIGURE) read-only and with
-//! auto-clear, so the kernel detaches it by itself once the last user (a
-//! filesystem mounted from it, this process) lets go; `ReadOnlyLoop`
-//! detaches it on drop too, and on Ctrl-C or SIGTERM (see `interrupt`).
+//! The device is set up in one step (LOOP_CONFIGURE) with auto-clear, so
+//! the kernel detaches it by itself once the last user (a filesystem
+//! mounted from it, this process) lets go; `LoopDevice` detaches it on
+//! drop too, and on Ctrl-C or SIGTERM (see `interrupt`).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -35,17 +37,37 @@ nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
 /// the kernel named before we configure it.
 const ATTEMPTS: usize = 10;
 
-/// A read-only loop device showing a file; detached when dropped.
-pub struct ReadOnlyLoop {
+/// A loop device showing a file; detached when dropped.
+pub struct LoopDevice {
     path: PathBuf,
     device: File,
     _on_interrupt: Registration,
 }
 
-impl ReadOnlyLoop {
+impl LoopDevice {
     /// Attaches `image` read-only to a free loop device.
-    pub fn attach(image: &Path) -> Result<ReadOnlyLoop> {
+    pub fn read_only(image: &Path) -> Result<LoopDevice> {
         let backing = File::open(image).map_err(|e| Error::io("open", image, e))?;
+        LoopDevice::attach(image, &backing, LO_FLAGS_READ_ONLY, None)
+    }
+
+    /// Attaches `image` writable to a free loop device, showing only
+    /// `size` bytes from `offset` when `span` is given.
+    pub fn writable(image: &Path, span: Option<(u64, u64)>) -> Result<LoopDevice> {
+        let backing = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(image)
+            .map_err(|e| Error::io("open", image, e))?;
+        LoopDevice::attach(image, &backing, 0, span)
+    }
+
+    fn attach(
+        image: &Path,
+        backing: &File,
+        flags: u32,
+        span: Option<(u64, u64)>,
+    ) -> Result<LoopDevice> {
         let control = File::open("/dev/loop-control").map_err(|e| {
             Error::io("open", Path::new("/dev/loop-control"), e)
                 .hint("attaching a loop device needs root and the loop driver")
@@ -64,9 +86,9 @@ impl ReadOnlyLoop {
             let device = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
             let undo = path.clone();
             let on_interrupt = call_on_interrupt(move || detach(&undo));
-            match configure(&device, &backing) {
+            match configure(&device, backing, flags, span) {
                 Ok(()) => {
-                    return Ok(ReadOnlyLoop {
+                    return Ok(LoopDevice {
                         path,
                         device,
                         _on_interrupt: on_interrupt,
@@ -101,14 +123,20 @@ impl ReadOnlyLoop {
     }
 }
 
-fn configure(device: &File, backing: &File) -> nix::Result<()> {
+fn configure(
+    device: &File,
+    backing: &File,
+    flags: u32,
+    span: Option<(u64, u64)>,
+) -> nix::Result<()> {
     // SAFETY: LoopConfig is plain integers and byte arrays, for which all
     // zeros is a valid value.
     let mut config: LoopConfig = unsafe { std::mem::zeroed() };
     config.fd = backing.as_raw_fd() as u32;
-    config
-        .info
-        .set_flags(LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR);
+    config.info.set_flags(flags | LO_FLAGS_AUTOCLEAR);
+    if let Some((offset, size)) = span {
+        config.info.set_span(offset, size);
+    }
     // SAFETY: LOOP_CONFIGURE reads one struct loop_config through the
     // pointer, which points at a live local of that exact layout; both
     // fds are open for the call (the kernel takes its own reference to
@@ -126,7 +154,7 @@ fn detach(path: &Path) -> bool {
     }
 }
 
-impl Drop for ReadOnlyLoop {
+impl Drop for LoopDevice {
     fn drop(&mut self) {
         // SAFETY: as in `detach`. A device still in use (a filesystem
         // that could not be unmounted) fails with EBUSY and is detached

@@ -20,7 +20,7 @@ mod target;
 
 pub use fs_mount::{ReadOnlyMount, kernel_mounts, unmount};
 pub use ioctl::set_read_only;
-pub use loop_attach::ReadOnlyLoop;
+pub use loop_attach::LoopDevice;
 pub use place::{FileId, Forbidden};
 pub use source::{Source, SourceIdentity};
 pub use sysfs::{block_dir, hardware_identity, mounts_of_device};

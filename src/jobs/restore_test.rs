@@ -426,68 +426,6 @@ fn check(
     result
 }
 
-/// The partition on a loop device of its own (writable: a journal may be
-/// replayed on this scratch copy), detached when dropped, or when the
-/// process is interrupted (SIGTERM while the check runs).
-struct Loop {
-    device: PathBuf,
-    _on_signal: crate::interrupt::Registration,
-}
-
-fn detach(device: &Path) {
-    let _ = Command::new("losetup")
-        .arg("-d")
-        .arg(device)
-        .stdin(Stdio::null())
-        .output();
-}
-
-impl Loop {
-    fn attach(image: &Path, span: Option<(u64, u64)>) -> Result<Loop> {
-        let mut cmd = Command::new("losetup");
-        cmd.args(["-f", "--show"]);
-        if let Some((offset, size)) = span {
-            cmd.arg("--offset")
-                .arg(offset.to_string())
-                .arg("--sizelimit")
-                .arg(size.to_string());
-        }
-        let out = cmd
-            .arg(image)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot run losetup: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "losetup could not attach the restored image: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            )
-            .hint("the restore test needs root and a free loop device"));
-        }
-        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let on_signal = crate::interrupt::call_on_interrupt({
-            let device = device.clone();
-            move || {
-                detach(&device);
-                true
-            }
-        });
-        Ok(Loop {
-            device,
-            _on_signal: on_signal,
-        })
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        detach(&self.device);
-    }
-}
-
 /// Runs a program; its exit code and its output, both streams.
 fn output(program: &str, args: &[&str], device: &Path) -> Result<(i32, String)> {
     let out = Command::new(program)
@@ -510,13 +448,16 @@ fn check_on_loop(
     args: &[&str],
     fstype: &str,
 ) -> Result<(Verdict, String)> {
-    let attached = Loop::attach(image, span)?;
-    let (mut code, mut text) = output(program, args, &attached.device)?;
+    // Writable: a journal may be replayed on this scratch copy.
+    let attached = crate::disk::LoopDevice::writable(image, span).map_err(|e| {
+        e.hint("the restore test needs root and a free loop device")
+    })?;
+    let (mut code, mut text) = output(program, args, attached.path())?;
     let mut replayed = false;
     if program == "e2fsck" && text.contains("skipping journal recovery") {
         // The scratch copy is ours: replay the journal, then check.
-        output("e2fsck", &["-y", "-E", "journal_only"], &attached.device)?;
-        (code, text) = output(program, args, &attached.device)?;
+        output("e2fsck", &["-y", "-E", "journal_only"], attached.path())?;
+        (code, text) = output(program, args, attached.path())?;
         replayed = true;
     }
     // xfs_repair -n: 2 is a dirty log (mount it to replay it); a log

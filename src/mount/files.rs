@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::Mounted;
 use super::tree::{mount_dir_name, partitions};
 use crate::disk::layout::Layout;
-use crate::disk::{ReadOnlyLoop, ReadOnlyMount, kernel_mounts};
+use crate::disk::{LoopDevice, ReadOnlyMount, kernel_mounts};
 use crate::error::{Error, Result};
 use crate::repo::snapshot::Snapshot;
 
@@ -37,7 +37,7 @@ pub struct FilesystemState {
 pub struct FileTrees {
     // Dropped in this order: filesystems, then their loop devices.
     mounts: Vec<ReadOnlyMount>,
-    loops: Vec<ReadOnlyLoop>,
+    loops: Vec<LoopDevice>,
     pub filesystems: Vec<FilesystemState>,
 }
 
@@ -126,7 +126,7 @@ impl FileTrees {
             )));
         }
         let point = mounted.mountpoint().join(mount_dir_name(number));
-        let attached = ReadOnlyLoop::attach(image).and_then(|device| {
+        let attached = LoopDevice::read_only(image).and_then(|device| {
             let fs = ReadOnlyMount::mount(device.path(), &point, fstype)?;
             Ok((device, fs))
         });
