@@ -449,9 +449,8 @@ fn check_on_loop(
     fstype: &str,
 ) -> Result<(Verdict, String)> {
     // Writable: a journal may be replayed on this scratch copy.
-    let attached = crate::disk::LoopDevice::writable(image, span).map_err(|e| {
-        e.hint("the restore test needs root and a free loop device")
-    })?;
+    let attached = crate::disk::LoopDevice::writable(image, span)
+        .map_err(|e| e.hint("the restore test needs root and a free loop device"))?;
     let (mut code, mut text) = output(program, args, attached.path())?;
     let mut replayed = false;
     if program == "e2fsck" && text.contains("skipping journal recovery") {

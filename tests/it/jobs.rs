@@ -661,26 +661,9 @@ fn sigterm_runs_the_after_hooks_and_exits_143() {
         started = started.display(),
         told = told.display(),
     ));
-    let args = [OsStr::new("run"), "--config".as_ref(), file.as_os_str()];
-    let child = jobs
-        .command(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || started.exists()));
-    let begun = Instant::now();
-    // SAFETY: kill has no memory effects; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let took = terminate_run(&jobs, &file, &[], (&started, Duration::from_secs(10)));
     assert!(
-        begun.elapsed() < Duration::from_secs(10),
+        took < Duration::from_secs(10),
         "the before hook was not stopped"
     );
     let given: Value = serde_json::from_str(&fs::read_to_string(&told).unwrap()).unwrap();
@@ -1105,24 +1088,8 @@ fn sigterm_during_the_restore_test_leaves_no_loop_device_or_scratch_file() {
     .unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let args = [OsStr::new("run"), "--config".as_ref(), file.as_os_str()];
-    let child = jobs
-        .command(&args)
-        .env("PATH", path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(30), || started.exists()));
-    // SAFETY: kill has no memory effects; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = [("PATH", path)];
+    terminate_run(&jobs, &file, &env, (&started, Duration::from_secs(30)));
     let left: Vec<_> = fs::read_dir(&jobs.scratch).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
     let attached = std::process::Command::new("losetup")
@@ -1151,29 +1118,8 @@ fn sigterm_kills_a_hook_that_ignores_it() {
         repo = jobs.sandbox.repo,
         started = started.display(),
     ));
-    let args = [OsStr::new("run"), "--config".as_ref(), file.as_os_str()];
-    let child = jobs
-        .command(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || started.exists()));
-    let begun = Instant::now();
-    // SAFETY: kill has no memory effects; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        begun.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        begun.elapsed()
-    );
+    let took = terminate_run(&jobs, &file, &[], (&started, Duration::from_secs(10)));
+    assert!(took < Duration::from_secs(10), "{took:?}");
     let alive = || {
         let out = std::process::Command::new("pgrep")
             .args(["-f", marker])
@@ -1185,4 +1131,37 @@ fn sigterm_kills_a_hook_that_ignores_it() {
         wait_until(Duration::from_secs(2), || !alive()),
         "the hook outlived the run"
     );
+}
+
+/// Runs job `file` with `env` added, sends it SIGTERM once `ready` exists
+/// (within `wait`), and checks that it exits 143; returns how long it took
+/// after the signal.
+fn terminate_run(
+    jobs: &JobSandbox,
+    file: &Path,
+    env: &[(&str, String)],
+    (ready, wait): (&Path, Duration),
+) -> Duration {
+    let args = [OsStr::new("run"), "--config".as_ref(), file.as_os_str()];
+    let mut command = jobs.command(&args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(wait, || ready.exists()));
+    let begun = Instant::now();
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    begun.elapsed()
 }

@@ -357,6 +357,18 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// Entry block `k`, as `part` reads it.
+    fn entry_block(&mut self, k: u64, buf: &mut Vec<u8>) -> Result<bool> {
+        let plain = self.layout.in_block(self.layout.entries, k) * ENTRY_LEN as u64;
+        self.part(self.layout.entry_block_at(k), plain, &format!("e{k}"), buf)
+    }
+
+    /// Base block `k`, as `part` reads it.
+    fn base_block(&mut self, k: u64, buf: &mut Vec<u8>) -> Result<bool> {
+        let plain = self.layout.in_block(self.layout.bases, k) * 32;
+        self.part(self.layout.base_block_at(k), plain, &format!("b{k}"), buf)
+    }
+
     /// Reads the part of `plain` bytes at `at` into `buf`, checks its
     /// crc32 and opens it; returns whether `buf` now holds its plain bytes
     /// (false: sealed, and read without the key).
@@ -465,17 +477,10 @@ pub fn read(
     let mut block = Vec::new();
     if !opened {
         for k in 0..entry_blocks {
-            let plain = layout.in_block(layout.entries, k) * ENTRY_LEN as u64;
-            reader.part(
-                layout.entry_block_at(k),
-                plain,
-                &format!("e{k}"),
-                &mut block,
-            )?;
+            reader.entry_block(k, &mut block)?;
         }
         for k in 0..layout.blocks(layout.bases) {
-            let plain = layout.in_block(layout.bases, k) * 32;
-            reader.part(layout.base_block_at(k), plain, &format!("b{k}"), &mut block)?;
+            reader.base_block(k, &mut block)?;
         }
         return Ok(());
     }
@@ -492,13 +497,7 @@ pub fn read(
     let mut bases_block: Option<u64> = None;
     let (mut next_base, mut last) = (0u64, None::<ChunkId>);
     for k in 0..entry_blocks {
-        let plain = layout.in_block(layout.entries, k) * ENTRY_LEN as u64;
-        reader.part(
-            layout.entry_block_at(k),
-            plain,
-            &format!("e{k}"),
-            &mut block,
-        )?;
+        reader.entry_block(k, &mut block)?;
         for (i, raw) in block.chunks_exact(ENTRY_LEN).enumerate() {
             let at = k * u64::from(layout.per_block) + i as u64;
             let raw = RawEntry::parse(raw);
@@ -523,13 +522,7 @@ pub fn read(
                 {
                     let j = next_base / u64::from(layout.per_block);
                     if bases_block != Some(j) {
-                        let plain = layout.in_block(layout.bases, j) * 32;
-                        reader.part(
-                            layout.base_block_at(j),
-                            plain,
-                            &format!("b{j}"),
-                            &mut bases,
-                        )?;
+                        reader.base_block(j, &mut bases)?;
                         bases_block = Some(j);
                     }
                     let within = (next_base % u64::from(layout.per_block)) as usize * 32;
