@@ -403,11 +403,14 @@ impl Repository {
         Ok((index, opened.damaged))
     }
 
-    /// Names of the committed index files.
+    /// Names of the committed index files: files only, so that a folder
+    /// or FIFO planted in `index/` is never taken for one to replace
+    /// (verify names it).
     pub fn index_files(&self) -> Result<Vec<String>> {
-        Ok(ids_in(self.backend(), Folder::Index)?
+        Ok(id_files_in(self.backend(), Folder::Index)?
             .into_iter()
-            .map(|f| Folder::Index.file(&f))
+            .filter(|f| f.is_file)
+            .map(|f| Folder::Index.file(&f.name))
             .collect())
     }
 

@@ -899,7 +899,10 @@ fn the_check_for_sealed_files_reads_each_file_once_per_host() {
             fs::read_to_string(p)
                 .unwrap()
                 .lines()
-                .any(|l| plain.repo.join(l).exists())
+                // "LEN NS NAME"
+                .any(|l| {
+                    (l.splitn(3, ' ').nth(2)).is_some_and(|name| plain.repo.join(name).exists())
+                })
         })
         .collect();
     assert_eq!(lists.len(), 1, "{lists:?}");
@@ -915,4 +918,48 @@ fn the_check_for_sealed_files_reads_each_file_once_per_host() {
         .join(manifest.file_name().unwrap());
     fs::copy(&manifest, &planted).unwrap();
     plain.run(["snapshots"]).refused(4, "sealed files");
+    fs::remove_file(&planted).unwrap();
+    // ... and one written over a file the list names (same name, same
+    // inode): the list knows files by length and time too.
+    plain.run(["snapshots"]).ok();
+    let listed = files_under(&plain.repo.join("snapshots")).remove(0);
+    fs::write(&listed, fs::read(&manifest).unwrap()).unwrap();
+    plain.run(["snapshots"]).refused(4, "sealed files");
+}
+
+// Pins: a config swapped to plain over an encrypted repository whose only
+// sealed files left are its index files (sorted, sealed a block at a
+// time) is refused before anything is written.
+#[test]
+fn sealed_sorted_index_files_tell_a_swapped_config() {
+    let sealed = Sandbox::encrypted();
+    let mut rng = Rng::new(0x5ea2);
+    let image = Image::random(sealed.path("disk.img"), 2 * CHUNK, &mut rng);
+    sealed.backup(&image.path);
+    let plain = Sandbox::new();
+    for folder in ["keys", "snapshots", "maps"] {
+        fs::remove_dir_all(sealed.repo.join(folder)).unwrap();
+        fs::create_dir(sealed.repo.join(folder)).unwrap();
+    }
+    let mut config: Value =
+        serde_json::from_slice(&fs::read(plain.repo.join("config")).unwrap()).unwrap();
+    let theirs: Value =
+        serde_json::from_slice(&fs::read(sealed.repo.join("config")).unwrap()).unwrap();
+    config["body"]["repo_id"] = theirs["body"]["repo_id"].clone();
+    let body = serde_json::to_string(&config["body"]).unwrap();
+    let version = config["version"].as_u64().unwrap();
+    let text = format!(
+        "{{\"platter\":\"config\",\"version\":{version},\"crc32\":\"{:08x}\",\"body\":{body}}}\n",
+        crc32fast::hash(body.as_bytes())
+    );
+    fs::write(sealed.repo.join("config"), text).unwrap();
+    let before = sealed.repo_tree();
+    run([
+        OsStr::new("-r"),
+        sealed.repo.as_os_str(),
+        "backup".as_ref(),
+        image.path.as_os_str(),
+    ])
+    .refused(4, "sealed files");
+    assert_eq!(sealed.repo_tree(), before, "a refused backup wrote");
 }

@@ -614,3 +614,48 @@ fn prune_removes_unfinished_writes_in_the_root_and_keys() {
     }
     assert!(plain.repo.join("config").exists());
 }
+
+// Pins: a folder planted in index/ is not taken for an index file:
+// rebuild-index replaces the index files and leaves it (verify names it),
+// instead of failing half way on removing it.
+#[test]
+fn rebuild_index_leaves_a_folder_in_index_alone() {
+    let sandbox = Sandbox::new();
+    let image = sandbox.path("disk.img");
+    Image::random(image.clone(), 4 * CHUNK, &mut Rng::new(0x1d0));
+    sandbox.backup(&image);
+    let planted = sandbox.repo.join("index").join("a".repeat(64));
+    fs::create_dir(&planted).unwrap();
+    let report = sandbox.run(["--json", "rebuild-index"]).ok().json();
+    assert_eq!(report["removed_index_files"], 1, "{report:#}");
+    assert!(planted.is_dir());
+    sandbox.assert_restores("latest", &fs::read(&image).unwrap());
+    let verify = sandbox.run(["--json", "verify"]).expect_code(4).json();
+    assert!(verify.to_string().contains("directory"), "{verify:#}");
+}
+
+// Pins: a cache folder (PLATTER_CACHE_DIR) inside the repository is not
+// used, and nothing is made there.
+#[test]
+fn a_cache_folder_inside_the_repository_writes_nothing_there() {
+    let sandbox = Sandbox::new();
+    let image = sandbox.path("disk.img");
+    Image::random(image.clone(), 2 * CHUNK, &mut Rng::new(0x1d1));
+    sandbox.backup(&image);
+    let before = sandbox.repo_tree();
+    for inside in [sandbox.repo.join("index"), sandbox.repo.clone()] {
+        let out = super::common::platter()
+            .env("PLATTER_CACHE_DIR", &inside)
+            .arg("-r")
+            .arg(&sandbox.repo)
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(
+        sandbox.repo_tree(),
+        before,
+        "something was made in the repository"
+    );
+}

@@ -232,6 +232,7 @@ impl Backend for LocalBackend {
                     len: meta.len(),
                     modified: meta.modified().ok(),
                     name,
+                    is_file: true,
                 }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 // Listed all the same (a link, a FIFO, a folder): reading
@@ -240,6 +241,7 @@ impl Backend for LocalBackend {
                     name,
                     len: 0,
                     modified: None,
+                    is_file: false,
                 }),
             }
         }

@@ -78,6 +78,7 @@ pub trait Backend: Send + Sync {
                     len: file.len(),
                     modified: file.modified(),
                     name,
+                    is_file: true,
                 }),
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
                 // Listed all the same (a FIFO, a file that cannot be
@@ -86,6 +87,7 @@ pub trait Backend: Send + Sync {
                     name,
                     len: 0,
                     modified: None,
+                    is_file: false,
                 }),
             }
         }
@@ -185,6 +187,9 @@ pub struct Listed {
     pub len: u64,
     /// When the store wrote it, by the store's clock.
     pub modified: Option<std::time::SystemTime>,
+    /// Whether it is a file (not a folder, a link or a FIFO planted in a
+    /// local repository's folder).
+    pub is_file: bool,
 }
 
 /// Every byte of an opened file (`what` names it in errors).

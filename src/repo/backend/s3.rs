@@ -643,6 +643,7 @@ impl Backend for S3Backend {
                         .metadata()
                         .last_modified()
                         .map(std::time::SystemTime::from),
+                    is_file: true,
                 })
             })
             .collect();

@@ -132,9 +132,11 @@ pub fn host_folder(repo_id: &str, backend: &dyn Backend) -> (PathBuf, bool) {
     let place = blake3::hash(location.as_bytes()).to_hex();
     let name = format!("{repo_id}-{}", &place[..12]);
     match root.map(|r| r.join(&name)) {
+        // Never inside the repository itself: looked at before anything
+        // is made there.
         Some(dir)
-            if make_private_dir(&dir).is_ok()
-                // Never inside the repository itself.
+            if !local.as_ref().is_some_and(|r| may_be_inside(&dir, r))
+                && make_private_dir(&dir).is_ok()
                 && !std::fs::canonicalize(&dir)
                     .is_ok_and(|d| local.as_ref().is_some_and(|r| d.starts_with(r))) =>
         {
@@ -142,6 +144,28 @@ pub fn host_folder(repo_id: &str, backend: &dyn Backend) -> (PathBuf, bool) {
         }
         _ => (temporary_folder(), true),
     }
+}
+
+/// Whether `path` (which may not exist yet) may lie in folder `inside`
+/// (canonical): where its deepest existing ancestor is, or anywhere when
+/// it climbs with `..`.
+fn may_be_inside(path: &Path, inside: &Path) -> bool {
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return true;
+    }
+    path.ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find_map(|a| std::fs::canonicalize(a).ok())
+        .is_none_or(|a| a.starts_with(inside))
 }
 
 fn make_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -476,16 +500,23 @@ fn build(
 /// Sorts `buffer` into a new table and empties it. Copies of one chunk
 /// are ordered by pack and offset (in place: no second buffer).
 pub(super) fn write_run(dir: &Path, buffer: &mut Vec<(PackId, PackEntry)>) -> Result<PathBuf> {
+    let room = |e: Error| {
+        e.hint(format!(
+            "sorting the index needs room in {} (the cache folder): free space there, or point \
+             PLATTER_CACHE_DIR at a folder with room",
+            dir.display()
+        ))
+    };
     buffer.sort_unstable_by_key(|a| (a.1.id, a.0, a.1.offset));
-    let mut w = TableWriter::create(&new_path(dir, "table"))?;
+    let mut w = TableWriter::create(&new_path(dir, "table")).map_err(room)?;
     for (pack, e) in buffer.iter() {
         if let Err(err) = w.push(pack, e) {
             w.abandon();
-            return Err(err);
+            return Err(room(err));
         }
     }
     buffer.clear();
-    w.finish()
+    w.finish().map_err(room)
 }
 
 /// Merges tables `paths` into a new one (copies of one chunk in the order

@@ -19,7 +19,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub use file::{is_sorted_file, read_entries, write_index};
-pub use sorted_file::Opening;
+pub use sorted_file::{Opening, is_sealed};
 use table::Table;
 pub use writer::IndexWriter;
 

@@ -289,6 +289,12 @@ pub fn is_sorted_file(head: &[u8]) -> bool {
     head.len() >= 12 && head.starts_with(MAGIC) && head[8..12] == VERSION.to_le_bytes()
 }
 
+/// Whether `head` (a file's first bytes) starts a sorted index file that
+/// is sealed (of an encrypted repository).
+pub fn is_sealed(head: &[u8]) -> bool {
+    is_sorted_file(head) && head.get(12..16) == Some(&SEALED.to_le_bytes()[..])
+}
+
 /// Whether the fixed header `head` (`FIXED_LEN` bytes) matches its crc32.
 pub fn header_holds(head: &[u8]) -> bool {
     head.len() == FIXED_LEN as usize && crc32(&head[..40]).to_le_bytes() == head[40..44]

@@ -90,7 +90,7 @@ impl TableWriter {
                 .write(true)
                 .create_new(true)
                 .open(p)
-                .map_err(io_err("cannot create", p))
+                .map_err(io_err("create", p))
         };
         let mut bases_path = path.as_os_str().to_owned();
         bases_path.push(".bases");
@@ -144,7 +144,7 @@ impl TableWriter {
             Some(base) => {
                 self.bases
                     .write_all(&base.0)
-                    .map_err(io_err("cannot write", &self.bases_path))?;
+                    .map_err(io_err("write", &self.bases_path))?;
                 self.deltas += 1;
                 (self.deltas - 1) as u32
             }
@@ -161,7 +161,7 @@ impl TableWriter {
         rec.put_u32(base);
         self.out
             .write_all(&rec)
-            .map_err(io_err("cannot write", &self.path))?;
+            .map_err(io_err("write", &self.path))?;
         self.page.update(&rec);
         if self.entries.is_multiple_of(PAGE_ENTRIES) {
             self.keys.push(pages::key(&e.id));
@@ -198,8 +198,7 @@ impl TableWriter {
             );
             // Read back through a new descriptor (no seek: tests that hold
             // a command at its n-th lseek count on none here).
-            let mut tail =
-                std::fs::read(&bases_path).map_err(io_err("cannot read", &bases_path))?;
+            let mut tail = std::fs::read(&bases_path).map_err(io_err("read", &bases_path))?;
             for (id, count) in &packs {
                 tail.put(id.as_bytes());
                 tail.put_u64(*count);
@@ -222,12 +221,11 @@ impl TableWriter {
             let crc = crc32(&tail);
             tail.put_u32(crc);
             tail.put(END_MAGIC);
-            out.write_all(&tail)
-                .map_err(io_err("cannot write", &path))?;
+            out.write_all(&tail).map_err(io_err("write", &path))?;
             let file = out
                 .into_inner()
                 .map_err(|e| Error::io("write", &path, e.into_error()))?;
-            file.sync_all().map_err(io_err("cannot write", &path))
+            file.sync_all().map_err(io_err("write", &path))
         })();
         let _ = std::fs::remove_file(&bases_path);
         match result {
@@ -263,10 +261,7 @@ impl Table {
     /// Opens table `path`, checking its shape and footer.
     pub fn open(path: &Path) -> Result<Table> {
         let file = open_regular(path)?;
-        let len = file
-            .metadata()
-            .map_err(io_err("cannot look at", path))?
-            .len();
+        let len = file.metadata().map_err(io_err("look at", path))?.len();
         let damaged = |why: &str| {
             Error::corrupt(format!(
                 "index cache table {} is damaged: {why}",
@@ -281,7 +276,7 @@ impl Table {
         // afterwards (a newer table gets a new name; an old one is only
         // unlinked, which keeps this mapping's pages), so the mapped bytes
         // stay valid and unchanged for the mapping's lifetime.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err("cannot map", path))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err("map", path))?;
         let footer = &map[(len - FOOTER_LEN) as usize..];
         let mut r = FieldReader::new(footer);
         if &r.bytes::<8>() != MAGIC {
@@ -529,8 +524,8 @@ pub fn open_regular(path: &Path) -> Result<File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(io_err("cannot open", path))?;
-    let meta = file.metadata().map_err(io_err("cannot look at", path))?;
+        .map_err(io_err("open", path))?;
+    let meta = file.metadata().map_err(io_err("look at", path))?;
     if !meta.is_file() {
         return Err(Error::corrupt(format!(
             "{} is not a regular file",
