@@ -290,9 +290,12 @@ pub fn is_sorted_file(head: &[u8]) -> bool {
 }
 
 /// Whether `head` (a file's first bytes) starts a sorted index file that
-/// is sealed (of an encrypted repository).
+/// is sealed (of an encrypted repository), by a header that holds (a
+/// damaged file is not taken for one).
 pub fn is_sealed(head: &[u8]) -> bool {
-    is_sorted_file(head) && head.get(12..16) == Some(&SEALED.to_le_bytes()[..])
+    is_sorted_file(head)
+        && head.get(12..16) == Some(&SEALED.to_le_bytes()[..])
+        && head.get(..FIXED_LEN as usize).is_some_and(header_holds)
 }
 
 /// Whether the fixed header `head` (`FIXED_LEN` bytes) matches its crc32.
