@@ -6,11 +6,14 @@
 //! accept it (`PackEntry::check_lengths`): a table with its crc32 fixed
 //! after a change must not turn a chunk that reads into one that does not.
 //! Entries that fail are named and left out, and then the old index files
-//! stay, since they may still locate those chunks correctly.
+//! that name their packs stay, since they may still locate those chunks
+//! correctly.
+
+use std::collections::HashSet;
 
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::repo::index::{Index, Location};
+use crate::repo::index::{Index, Location, Opening, read_entries};
 use crate::repo::lock::LockKind;
 use crate::repo::pack::{DataEntry, walk_data};
 use crate::repo::{BufPool, FileName, PackId, Repository};
@@ -34,6 +37,9 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
     // Entries are sorted on disk as they come (`IndexWriter`): memory
     // does not grow with the repository.
     let mut writer = repo.index_writer();
+    // Packs whose chunks the new index may lack: their table could not be
+    // read, or an entry of it was refused.
+    let mut unsure: HashSet<PackId> = HashSet::new();
     let nothing = Index::default();
     let mut reader =
         repo.chunk_reader(BufPool::new(repo.config().chunk_size as usize, 1), &nothing);
@@ -83,6 +89,7 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
                                 format!("pack {what}: table entry {i} (chunk {}) {why}", e.id);
                             progress.warn(&format!("not indexing {entry}"));
                             report.rejected.push(entry);
+                            unsure.insert(id);
                         }
                     }
                 }
@@ -90,21 +97,42 @@ pub fn rebuild_index(repo: &Repository, progress: &dyn Progress) -> Result<Rebui
             Err(e) => {
                 progress.warn(&format!("skipping pack {what}: {e}"));
                 report.unreadable.push(what);
+                unsure.insert(id);
             }
         }
     }
     if report.packs == 0 {
         return Ok(report);
     }
-    // The old files may still describe packs that could not be read now
-    // (a permission, a passing I/O error), or locate correctly chunks whose
-    // table entry was refused: then they stay. Duplicates are harmless:
-    // the first location wins.
-    if report.unreadable.is_empty() && report.rejected.is_empty() {
-        repo.replace_index_files(writer, &old)?;
-        report.removed_index_files = old.len();
+    // The old files that may still describe packs that could not be read
+    // now (a permission, a passing I/O error), or locate correctly chunks
+    // whose table entry was refused, stay, and so do those that cannot be
+    // read; the others go (so that rerunning while a pack is unreadable
+    // does not add a whole index each time). Duplicates are harmless: the
+    // first location wins.
+    let replaced: Vec<String> = if unsure.is_empty() {
+        old
     } else {
-        writer.finish()?;
-    }
+        old.into_iter()
+            .filter(|name| !names_any(repo, name, &unsure))
+            .collect()
+    };
+    repo.replace_index_files(writer, &replaced)?;
+    report.removed_index_files = replaced.len();
     Ok(report)
+}
+
+/// Whether index file `name` names a pack of `packs`, or cannot be read.
+fn names_any(repo: &Repository, name: &str, packs: &HashSet<PackId>) -> bool {
+    let mut found = false;
+    let read = read_entries(
+        repo.backend(),
+        Opening::With(repo.sealing()),
+        name,
+        &mut |p, _| {
+            found |= packs.contains(p);
+            Ok(())
+        },
+    );
+    found || read.is_err()
 }

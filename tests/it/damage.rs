@@ -435,8 +435,10 @@ fn a_lost_parent_chunk_is_stored_again_by_the_next_backup() {
     f.assert_restore_refused(&f.first, &[]);
 }
 
-// Pins: rebuild-index keeps the old index files when a pack's table cannot
-// be read, so the chunks that pack holds stay reachable through them.
+// Pins: rebuild-index keeps the old index files that name a pack whose
+// table cannot be read, so the chunks that pack holds stay reachable
+// through them; the others are replaced, so that running it again while
+// the pack is unreadable does not add a whole index each time.
 #[test]
 fn rebuild_index_keeps_old_index_files_when_a_pack_is_unreadable() {
     let f = fixture();
@@ -448,7 +450,19 @@ fn rebuild_index_keeps_old_index_files_when_a_pack_is_unreadable() {
         .run(["--json", "rebuild-index"])
         .expect_code(4)
         .json();
-    assert_eq!(report["removed_index_files"], 0, "{report}");
+    assert_eq!(report["removed_index_files"], 1, "{report}");
+    assert!(!f.second.index.exists(), "{report}");
+    let files = files_under(&f.sandbox.repo.join("index")).len();
+    for _ in 0..2 {
+        let again = f
+            .sandbox
+            .run(["--json", "rebuild-index"])
+            .expect_code(4)
+            .json();
+        assert_eq!(again["removed_index_files"], 1, "{again}");
+        let now = files_under(&f.sandbox.repo.join("index")).len();
+        assert_eq!(now, files, "the index grew");
+    }
     assert_eq!(
         report["unreadable"].as_array().unwrap().len(),
         1,
