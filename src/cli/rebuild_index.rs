@@ -9,7 +9,8 @@ use super::{Context, output};
 /// Use it when `verify` reports a damaged or missing index file. The new
 /// index is written before the old files are removed. A table entry that
 /// the chunk reader would refuse (a length no chunk can have) is named and
-/// left out, and then the old index files stay (exit 4). Takes an
+/// left out, and so are the chunks of a pack whose table cannot be read;
+/// then the old index files that name such a pack stay (exit 4). Takes an
 /// exclusive lock: no backup may run meanwhile.
 #[derive(clap::Args)]
 pub struct Args {}

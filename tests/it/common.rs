@@ -150,18 +150,28 @@ pub fn json_document(text: &str) -> Result<Value, String> {
     }
 }
 
+/// `args` as owned strings, and as one line of text (for messages).
+fn command_line<I, S>(args: I) -> (Vec<OsString>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let line = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (args, line)
+}
+
 /// Runs the binary with `args` and waits for it.
 pub fn run<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let command = args
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let (args, command) = command_line(args);
     let out = platter()
         .args(&args)
         .output()
@@ -1073,12 +1083,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let command = args
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let (args, command) = command_line(args);
     let measured = tempfile::NamedTempFile::new().expect("a temporary file for GNU time");
     let mut cmd = Command::new("/usr/bin/time");
     cmd.args(["-f", "%M", "-o"])

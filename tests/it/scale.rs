@@ -10,7 +10,7 @@ use super::common::*;
 
 /// The generator, built by cargo next to this test binary
 /// (`target/<triple>/<profile>/examples/bigrepo`).
-pub(super) fn generator() -> PathBuf {
+fn generator() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // .../<profile>/deps/tests-HASH -> .../<profile>/examples/bigrepo
     let profile = exe
@@ -34,33 +34,8 @@ pub(super) fn generator() -> PathBuf {
 fn generated_repository_verifies_restores_and_prunes() {
     let sandbox = Sandbox::without_repo();
     let small = sandbox.path("small.img");
-    let out = Command::new(generator())
-        .args([
-            "--chunks",
-            "10000",
-            "--index-files",
-            "20",
-            "--snapshots",
-            "40",
-        ])
-        .arg("--small-image")
-        .arg(&small)
-        .arg(&sandbox.repo)
-        .output()
-        .expect("cannot run the generator");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "generator failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let small_id = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.strip_prefix("small="))
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or_else(|| panic!("no `small=ID` line in {stdout:?}"))
-        .to_string();
+    let stdout = generate(&sandbox, (10_000, 20, 40), Some(&small));
+    let small_id = small_snapshot(&stdout);
     assert!(
         stdout.contains("chunks=10000 index_files=20 snapshots=41 packs=20"),
         "{stdout}"
@@ -99,25 +74,38 @@ fn assert_clean(report: &serde_json::Value, snapshots: u64) -> u64 {
     report["chunks"].as_u64().expect("a chunk count")
 }
 
-/// Generates a repository of `chunks` chunks over `chunks / 2000` index
-/// files and `chunks / 1000` snapshots (the bench's shape) plus a small
-/// 4 MiB snapshot, written to `small`; returns the small snapshot's id.
-fn generate(sandbox: &Sandbox, chunks: u64, small: &std::path::Path) -> String {
-    let out = Command::new(generator())
+/// Generates a repository of `chunks` chunks over `index_files` index
+/// files and `snapshots` snapshots (the bench's shape is `chunks / 2000`
+/// and `chunks / 1000`), plus, with `small`, a small 4 MiB snapshot of
+/// that image; returns what the generator printed.
+pub(super) fn generate(
+    sandbox: &Sandbox,
+    (chunks, index_files, snapshots): (u64, u64, u64),
+    small: Option<&std::path::Path>,
+) -> String {
+    let mut command = Command::new(generator());
+    command
         .args(["--chunks", &chunks.to_string()])
-        .args(["--index-files", &(chunks / 2000).to_string()])
-        .args(["--snapshots", &(chunks / 1000).to_string()])
-        .arg("--small-image")
-        .arg(small)
+        .args(["--index-files", &index_files.to_string()])
+        .args(["--snapshots", &snapshots.to_string()]);
+    if let Some(small) = small {
+        command.arg("--small-image").arg(small);
+    }
+    let out = command
         .arg(&sandbox.repo)
         .output()
         .expect("cannot run the generator");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "generator failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// The small snapshot's id, from what the generator printed.
+fn small_snapshot(stdout: &str) -> String {
     stdout
         .lines()
         .last()
@@ -132,7 +120,11 @@ fn generate(sandbox: &Sandbox, chunks: u64, small: &std::path::Path) -> String {
 fn a_million_chunk_repository_is_worked_in_flat_memory() {
     let sandbox = Sandbox::without_repo();
     let small = sandbox.path("small.img");
-    let small_id = generate(&sandbox, 1_000_000, &small);
+    let small_id = small_snapshot(&generate(
+        &sandbox,
+        (1_000_000, 1_000_000 / 2000, 1_000_000 / 1000),
+        Some(&small),
+    ));
     let repo = sandbox.repo.as_os_str().to_owned();
     // Its own cache folder: the first command finds no cache.
     let cache = sandbox.path("cache");

@@ -2,10 +2,8 @@
 //! grow with the repository. The repository is written by the generator of
 //! `bench/scale.sh` (examples/bigrepo.rs, see `scale.rs`).
 
-use std::process::Command;
-
 use super::common::*;
-use super::scale::generator;
+use super::scale::generate;
 
 /// Peak RSS allowed to prune, whatever the repository holds (issue 18).
 const PRUNE_RSS_MIB: f64 = 150.0;
@@ -15,24 +13,7 @@ const PRUNE_RSS_MIB: f64 = 150.0;
 /// repacks 3 packs and deletes 1.
 fn million_chunks_with_five_forgotten() -> Sandbox {
     let sandbox = Sandbox::without_repo();
-    let out = Command::new(generator())
-        .args([
-            "--chunks",
-            "1000000",
-            "--index-files",
-            "500",
-            "--snapshots",
-            "1000",
-        ])
-        .arg(&sandbox.repo)
-        .output()
-        .expect("cannot run the generator");
-    assert!(
-        out.status.success(),
-        "generator failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    generate(&sandbox, (1_000_000, 500, 1000), None);
     let ids = sandbox.snapshot_ids();
     assert_eq!(ids.len(), 1001);
     // Snapshot j uses chunks [1000j, 1000j+1000), pack k holds

@@ -1,6 +1,6 @@
 //! The local index cache: the repository's index files merged into sorted
 //! tables (see `table`) in a folder of this host, so that a command looks
-//! chunks up through a mapping instead of loading every index file.
+//! chunks up in them instead of loading every index file.
 //!
 //! The folder is `$PLATTER_CACHE_DIR`, else `$XDG_CACHE_HOME/platter`,
 //! else `~/.cache/platter` (`/var/cache/platter` for root without a
@@ -8,15 +8,17 @@
 //! subfolder per repository (its id and a
 //! hash of where it is: a copy made with `cp` keeps the id). It holds
 //! tables and `cache.json`, which names each table with the exact list of
-//! index files (name and length) it was built from. Every open lists the
-//! repository's index files and checks that list: a table whose files are
-//! no longer all there, at their length (after prune, repair, or in a
+//! index files (name, length and store time) it was built from. Every open
+//! lists the repository's index files and checks that list: a table whose
+//! files are no longer all there, as they were (after prune, repair, or in a
 //! repository that is not the one the cache was built for), is dropped and
 //! built again; index files no table covers yet become a new small table
 //! (a layer), and layers are merged when there are more than
 //! `MAX_LAYERS`, into the first table once they hold a quarter of its
 //! entries. Building sorts in runs of `RUN_ENTRIES` entries written to
-//! the cache folder, so memory stays flat however large the index is.
+//! the cache folder, so memory stays flat however large the index is. An
+//! index file adds its entries only once all of it has read.
+//! `unsealed.list` (see `repo::unsealed`) lives in the same folder.
 //!
 //! The cache holds chunk ids, pack ids and places, never chunk data (in
 //! an encrypted repository chunk ids are keyed hashes). Without a usable

@@ -69,6 +69,10 @@ pub fn write_index(
             }
         }
     }
+    if packs.len() as u64 > MAX_PACKS {
+        let entries = packs.iter().map(|(_, e)| e.len() as u64).sum();
+        return Err(sorted_file::too_large(packs.len() as u64, entries));
+    }
     if sorted {
         let ids: Vec<PackId> = packs.iter().map(|(id, _)| *id).collect();
         let mut all: Vec<(u32, PackEntry)> = packs
@@ -178,6 +182,12 @@ pub fn write_index_from(
     table: &Table,
     sorted: bool,
 ) -> Result<IndexId> {
+    if table.packs().len() as u64 > MAX_PACKS {
+        return Err(sorted_file::too_large(
+            table.packs().len() as u64,
+            table.entries(),
+        ));
+    }
     if sorted {
         let packs: Vec<PackId> = table.packs().iter().map(|(id, _)| *id).collect();
         let bases = table
@@ -461,6 +471,23 @@ impl Window {
     }
 }
 
+/// Entries gathered into (pack, entries) groups, packs in the order they
+/// first come.
+pub fn groups_of(
+    entries: impl IntoIterator<Item = (PackId, PackEntry)>,
+) -> Vec<(PackId, Vec<PackEntry>)> {
+    let mut groups: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
+    let mut at: std::collections::HashMap<PackId, usize> = Default::default();
+    for (pack, e) in entries {
+        let i = *at.entry(pack).or_insert_with(|| {
+            groups.push((pack, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(e);
+    }
+    groups
+}
+
 /// Reads a whole index file into (pack, entries) groups, in the order
 /// of its entries.
 #[cfg(test)]
@@ -469,17 +496,12 @@ pub fn read_groups(
     sealing: &Sealing,
     name: &str,
 ) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
-    let mut groups: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
-    let mut at: std::collections::HashMap<PackId, usize> = Default::default();
+    let mut all = Vec::new();
     read_entries(backend, Opening::With(sealing), name, &mut |pack, e| {
-        let i = *at.entry(*pack).or_insert_with(|| {
-            groups.push((*pack, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(e);
+        all.push((*pack, e));
         Ok(())
     })?;
-    Ok(groups)
+    Ok(groups_of(all))
 }
 
 #[cfg(test)]
@@ -488,26 +510,7 @@ mod tests {
     use crate::codec::MasterKey;
     use crate::repo::backend::LocalBackend;
     use crate::repo::index::Index;
-
-    fn entry(name: &[u8], offset: u64) -> PackEntry {
-        PackEntry {
-            id: ChunkId::of(name),
-            encoded: Encoded::Lz4,
-            offset,
-            stored_len: 10,
-            plain_len: 20,
-            crc: 7,
-            base: None,
-        }
-    }
-
-    fn delta(name: &[u8], base: &[u8], offset: u64) -> PackEntry {
-        PackEntry {
-            encoded: Encoded::DeltaRaw,
-            base: Some(ChunkId::of(base)),
-            ..entry(name, offset)
-        }
-    }
+    use crate::repo::index::tests::{delta, entry};
 
     /// Groups in one order, whatever order a file keeps them in.
     fn canonical(mut groups: Vec<(PackId, Vec<PackEntry>)>) -> Vec<(PackId, Vec<PackEntry>)> {
@@ -723,5 +726,30 @@ mod tests {
             assert!(e.message().contains("damaged"), "{name}: {}", e.message());
             assert!(started.elapsed().as_secs() < 5, "{name} was read");
         }
+    }
+
+    // What a reader would refuse is never written: the writer fails first
+    // and leaves no file.
+    #[test]
+    fn an_index_file_no_reader_would_accept_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let packs = vec![PackId::from_bytes([1; 32]); MAX_PACKS as usize + 1];
+        let none = std::iter::empty();
+        let e = sorted_file::write(
+            &backend,
+            &Sealing::plain(),
+            &packs,
+            (0, 0),
+            none,
+            std::iter::empty(),
+        )
+        .unwrap_err();
+        assert!(
+            e.message().contains("more than a reader holds"),
+            "{}",
+            e.message()
+        );
+        assert!(backend.list("index").unwrap().is_empty());
     }
 }

@@ -1,11 +1,12 @@
 //! The index: which pack holds each chunk, and where.
 //!
-//! The repository holds index files (`file`); a command does not load
-//! them. It opens the local cache (`cache`), which keeps them merged into
-//! sorted tables (`table`) on this host, checked against the repository's
-//! list of index files at every open, and looks chunks up in those tables
-//! through a mapping: memory does not grow with the repository. Chunks a
-//! command adds itself (`add_pack`) are held in memory on top.
+//! The repository holds index files (`file`; version 3 in `sorted_file`);
+//! a command does not load them. It opens the local cache (`cache`), which
+//! keeps them merged into sorted tables (`table`) on this host, checked
+//! against the repository's list of index files at every open, and looks
+//! chunks up in those tables by small reads of their pages: memory does
+//! not grow with the repository. Chunks a command adds itself
+//! (`add_pack`) are held in memory on top.
 
 pub mod cache;
 mod file;
@@ -380,7 +381,8 @@ impl Iterator for Walk<'_> {
 mod tests {
     use super::*;
 
-    fn entry(name: &[u8], offset: u64) -> PackEntry {
+    /// A whole chunk's entry (also for the tests of `file`).
+    pub(super) fn entry(name: &[u8], offset: u64) -> PackEntry {
         PackEntry {
             id: ChunkId::of(name),
             encoded: Encoded::Lz4,
@@ -392,7 +394,8 @@ mod tests {
         }
     }
 
-    fn delta(name: &[u8], base: &[u8], offset: u64) -> PackEntry {
+    /// A delta's entry over the chunk `base`.
+    pub(super) fn delta(name: &[u8], base: &[u8], offset: u64) -> PackEntry {
         PackEntry {
             encoded: Encoded::DeltaRaw,
             base: Some(ChunkId::of(base)),

@@ -135,6 +135,16 @@ impl Layout {
             .checked_add(4)
     }
 
+    /// Whether a reader holds what these counts need: at most `MAX_PACKS`
+    /// pack ids and `MAX_KEYS` of keys (the writer refuses to write more).
+    fn within_limits(&self) -> bool {
+        u64::from(self.packs) <= MAX_PACKS
+            && self
+                .blocks(self.entries)
+                .checked_mul(32)
+                .is_some_and(|keys| keys <= MAX_KEYS)
+    }
+
     fn put_counts(&self, out: &mut Vec<u8>) {
         out.put_u32(self.packs);
         out.put_u32(self.per_block);
@@ -210,6 +220,10 @@ pub fn write(
     if d > u64::from(NOT_DELTA) {
         return Err(Error::internal("more deltas than an index file can name"));
     }
+    // A file no reader would accept is not written.
+    if !layout.within_limits() {
+        return Err(too_large(packs.len() as u64, n));
+    }
     let id = IndexId::random();
     let name = crate::repo::names::index_name(&id);
     let mut w = PartWriter {
@@ -282,6 +296,15 @@ pub fn write(
     w.raw(END_MAGIC)?;
     w.out.commit()?;
     Ok(id)
+}
+
+/// The error for an index file that would name more than a reader holds.
+pub fn too_large(packs: u64, entries: u64) -> Error {
+    Error::unsupported(format!(
+        "an index file of {packs} packs and {entries} entries is more than a reader holds \
+         ({MAX_PACKS} packs, {} entries): nothing was written",
+        MAX_KEYS / 32 * u64::from(PER_BLOCK)
+    ))
 }
 
 /// Whether `head` (a file's first bytes) starts a sorted index file.
@@ -455,7 +478,7 @@ pub fn read(
     }
     // Counts consistent with a long (perhaps sparse) file must still not
     // make a reader hold more than these.
-    if u64::from(layout.packs) > MAX_PACKS || layout.blocks(layout.entries) * 32 > MAX_KEYS {
+    if !layout.within_limits() {
         return Err(damaged(
             "its counts are beyond what an index file holds (its header was forged or damaged)",
         ));

@@ -39,17 +39,19 @@ use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{ChunkId, Encoded, crc32};
+use crate::codec::{ChunkId, crc32};
 use crate::error::{Error, Result};
 use crate::repo::PackId;
 use crate::repo::fields::{FieldReader, FieldWriter};
-use crate::repo::index::pages;
+use crate::repo::index::{file, pages};
 use crate::repo::pack::PackEntry;
 
 const MAGIC: &[u8; 8] = b"PLTRTBL\0";
 const END_MAGIC: &[u8; 4] = b"TEND";
 const VERSION: u32 = 3;
-const ENTRY_LEN: u64 = 64;
+/// An entry is an index file's (`file::put_entry`), its last field the
+/// entry's slot among the bases.
+const ENTRY_LEN: u64 = file::ENTRY_LEN as u64;
 const PACK_LEN: u64 = 40;
 /// Entries per 4 KiB page, and per key.
 const PAGE_ENTRIES: u64 = pages::PAGE / ENTRY_LEN;
@@ -151,14 +153,7 @@ impl TableWriter {
             None => NO_BASE,
         };
         let mut rec = Vec::with_capacity(ENTRY_LEN as usize);
-        rec.put(&e.id.0);
-        rec.put_u32(number);
-        rec.put_u32(e.encoded as u32);
-        rec.put_u64(e.offset);
-        rec.put_u32(e.stored_len);
-        rec.put_u32(e.plain_len);
-        rec.put_u32(e.crc);
-        rec.put_u32(base);
+        file::put_entry(&mut rec, e, number, base);
         self.out
             .write_all(&rec)
             .map_err(io_err("write", &self.path))?;
@@ -396,16 +391,12 @@ impl Table {
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<(u32, PackEntry)> {
-        let mut r = FieldReader::new(bytes);
-        let id = ChunkId(r.bytes());
-        let pack = r.u32();
-        let encoded = Encoded::from_flags(r.u32())?;
-        let (offset, stored_len, plain_len, crc) = (r.u64(), r.u32(), r.u32(), r.u32());
-        let slot = r.u32();
-        if pack as usize >= self.packs.len() {
+        let raw = file::RawEntry::parse(bytes);
+        let mut entry = raw.entry()?;
+        if raw.pack as usize >= self.packs.len() {
             return None;
         }
-        let base = match (encoded.is_delta(), slot) {
+        entry.base = match (entry.encoded.is_delta(), raw.reserved) {
             (false, _) => None,
             (true, NO_BASE) => return None,
             (true, slot) if u64::from(slot) >= self.deltas => return None,
@@ -418,18 +409,7 @@ impl Table {
                 Some(ChunkId(base))
             }
         };
-        Some((
-            pack,
-            PackEntry {
-                id,
-                encoded,
-                offset,
-                stored_len,
-                plain_len,
-                crc,
-                base,
-            },
-        ))
+        Some((raw.pack, entry))
     }
 
     /// Every entry in id order. The pages walked are let go behind the
@@ -538,6 +518,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Encoded;
 
     fn entry(id: [u8; 32], encoded: Encoded, base: Option<ChunkId>) -> PackEntry {
         PackEntry {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::repo::index::cache::{RUN_ENTRIES, merge_files, scratch_folder, write_run};
-use crate::repo::index::file::write_index_from;
+use crate::repo::index::file::{groups_of, write_index_from};
 use crate::repo::index::table::Table;
 use crate::repo::pack::PackEntry;
 use crate::repo::{IndexId, PackId, Repository};
@@ -58,15 +58,7 @@ impl<'a> IndexWriter<'a> {
     /// Writes the index file (durable before it returns); returns its id.
     pub fn finish(mut self) -> Result<IndexId> {
         if self.runs.is_empty() {
-            let mut groups: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
-            let mut at = std::collections::HashMap::new();
-            for (pack, e) in self.buffer.drain(..) {
-                let i = *at.entry(pack).or_insert_with(|| {
-                    groups.push((pack, Vec::new()));
-                    groups.len() - 1
-                });
-                groups[i].1.push(e);
-            }
+            let groups = groups_of(self.buffer.drain(..));
             return self.repo.write_index(&groups);
         }
         self.spill()?;
